@@ -1,0 +1,78 @@
+//! The runtime configuration the data path reads (CONFIG map, one entry) and the defaults.
+
+use core::mem::size_of;
+
+/// Bumped whenever a map key/value layout changes, so a daemon can refuse pinned maps it
+/// would misread.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// RFC 4787 REQ-8 filtering behaviours.
+pub const FILTER_ENDPOINT_INDEPENDENT: u32 = 0;
+pub const FILTER_ADDRESS_DEPENDENT: u32 = 1;
+pub const FILTER_ADDRESS_PORT_DEPENDENT: u32 = 2;
+
+/// RFC 6888 REQ-8: a released external port waits this long before reuse.
+pub const PORT_REUSE_DELAY_SECS: u32 = 120;
+/// A mapping younger than this is never released by the sweeper, so it cannot race the
+/// first packet that creates its session.
+pub const MAPPING_GRACE_SECS: u32 = 5;
+
+/// Session timeouts in seconds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub udp: u32,
+    pub tcp_established: u32,
+    pub tcp_transitory: u32,
+    pub icmp: u32,
+}
+const _: () = assert!(size_of::<Timeouts>() == 16);
+
+impl Timeouts {
+    pub const DEFAULT: Timeouts = Timeouts {
+        udp: 300,
+        tcp_established: 7440,
+        tcp_transitory: 240,
+        icmp: 60,
+    };
+    /// RFC 4787 REQ-5: UDP mappings last at least 2 minutes.
+    pub const MIN_UDP: u32 = 120;
+    /// RFC 5508 REQ-1: ICMP query mappings last at least 60 s.
+    pub const MIN_ICMP: u32 = 60;
+    /// RFC 5382 REQ-5: established TCP idle timeout at least 2 h 4 min.
+    pub const MIN_TCP_ESTABLISHED: u32 = 7440;
+    /// RFC 5382 REQ-5: transitory TCP timeout at least 4 min.
+    pub const MIN_TCP_TRANSITORY: u32 = 240;
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Value of the CONFIG map. Addresses are wire bytes read as native integers (see maps.rs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatConfig {
+    pub layout_version: u32,
+    pub wan_addr: u32,
+    pub lan_addr: u32,
+    pub lan_net: u32,
+    pub lan_mask: u32,
+    pub wan_ifindex: u32,
+    pub lan_ifindex: u32,
+    /// PORT_POOL[0..priv_pool_len) are privileged ports (1-1023) for privileged sources,
+    /// PORT_POOL[priv_pool_len..priv_pool_len+pool_len) the rest.
+    pub priv_pool_len: u32,
+    pub pool_len: u32,
+    pub filtering: u32,
+    pub timeouts: Timeouts,
+}
+const _: () = assert!(size_of::<NatConfig>() == 56);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: #[repr(C)], integers only, no implicit padding (sizes asserted above).
+    unsafe impl aya::Pod for super::NatConfig {}
+}

@@ -1,0 +1,64 @@
+//! External port (and ICMP id) selection: keep the source port when it is in the pool and
+//! free, otherwise draw random pool slots (RFC 6056 style), a bounded number of times.
+
+use crate::proto::IPPROTO_ICMP;
+
+/// Highest privileged port (RFC 4787 REQ-3 keeps 0-1023 sources in 1-1023).
+pub const PRIVILEGED_MAX: u16 = 1023;
+
+/// Random draws after the source port itself was taken. Bounded for the verifier; with the
+/// pool at 90% use, the chance that all fail is 0.9^32 = 3%.
+pub const MAX_PORT_TRIES: u32 = 32;
+
+/// Does a flow from `port` (host order) want a privileged external port?
+/// ICMP ids have no privileged range.
+pub const fn wants_privileged(proto: u8, port: u16) -> bool {
+    proto != IPPROTO_ICMP && port != 0 && port <= PRIVILEGED_MAX
+}
+
+/// Slot of PORT_POOL to try for random draw `random`. Privileged sources draw from the
+/// privileged part when it is not empty; everyone else from the rest. None: empty pool.
+pub const fn pool_slot(random: u32, privileged: bool, priv_len: u32, pool_len: u32) -> Option<u32> {
+    if privileged && priv_len > 0 {
+        Some(random % priv_len)
+    } else if pool_len > 0 {
+        Some(priv_len + random % pool_len)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{IPPROTO_TCP, IPPROTO_UDP};
+    use proptest::prelude::*;
+
+    #[test]
+    fn privileged_classification() {
+        assert!(wants_privileged(IPPROTO_TCP, 22));
+        assert!(wants_privileged(IPPROTO_UDP, 1023));
+        assert!(!wants_privileged(IPPROTO_UDP, 1024));
+        assert!(!wants_privileged(IPPROTO_ICMP, 5));
+        assert!(!wants_privileged(IPPROTO_TCP, 0));
+    }
+
+    #[test]
+    fn empty_pools() {
+        assert_eq!(pool_slot(7, false, 10, 0), None);
+        assert_eq!(pool_slot(7, true, 0, 0), None);
+        // An empty privileged part falls back to the ordinary pool.
+        assert_eq!(pool_slot(7, true, 0, 5), Some(2));
+    }
+
+    proptest! {
+        #[test]
+        fn slot_stays_in_its_part(r in any::<u32>(), priv_len in 0u32..1024, pool_len in 0u32..65536, privileged in any::<bool>()) {
+            match pool_slot(r, privileged, priv_len, pool_len) {
+                None => prop_assert!(pool_len == 0 && (!privileged || priv_len == 0)),
+                Some(s) if privileged && priv_len > 0 => prop_assert!(s < priv_len),
+                Some(s) => prop_assert!(s >= priv_len && s < priv_len + pool_len),
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! TCP session tracking for timeouts (RFC 5382 REQ-5, RFC 7857 section 2.2). The state is a
+//! set of bits: which side has sent SYN and FIN, and whether a RST was seen. A session is
+//! "established" once both sides have spoken and neither FIN pair nor RST closed it; every
+//! other state uses the transitory timeout.
+
+use crate::proto::{TCP_FIN, TCP_RST, TCP_SYN};
+
+pub const SYN_OUT: u8 = 0x01;
+pub const SYN_IN: u8 = 0x02;
+pub const FIN_OUT: u8 = 0x04;
+pub const FIN_IN: u8 = 0x08;
+pub const RST: u8 = 0x10;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// LAN -> WAN
+    Outbound,
+    /// WAN -> LAN
+    Inbound,
+}
+
+/// State after a segment with `flags` went through in `dir`.
+pub const fn next(state: u8, dir: Direction, flags: u8) -> u8 {
+    if flags & TCP_RST != 0 {
+        return state | RST;
+    }
+    let mut s = state;
+    // A SYN after the connection closed starts a new one on the same 5-tuple.
+    if flags & TCP_SYN != 0 && (s & RST != 0 || (s & FIN_OUT != 0 && s & FIN_IN != 0)) {
+        s = 0;
+    }
+    match dir {
+        // Any outbound segment means the LAN side is open (a non-SYN one picks up a
+        // connection that predates this session, e.g. after a flush).
+        Direction::Outbound => s |= SYN_OUT,
+        // A session only exists once the LAN side spoke, so any inbound segment completes
+        // the pair (SYN-ACK in the normal case, simultaneous open's SYN otherwise).
+        Direction::Inbound => s |= SYN_IN,
+    }
+    if flags & TCP_FIN != 0 {
+        s |= match dir {
+            Direction::Outbound => FIN_OUT,
+            Direction::Inbound => FIN_IN,
+        };
+    }
+    s
+}
+
+/// True when the established (long) timeout applies.
+pub const fn is_established(state: u8) -> bool {
+    state & (SYN_OUT | SYN_IN) == (SYN_OUT | SYN_IN)
+        && state & RST == 0
+        && state & (FIN_OUT | FIN_IN) != (FIN_OUT | FIN_IN)
+}
+
+/// Short human name for `nat-ctl sessions`.
+pub const fn name(state: u8) -> &'static str {
+    if state & RST != 0 {
+        "RESET"
+    } else if state & (FIN_OUT | FIN_IN) == (FIN_OUT | FIN_IN) {
+        "CLOSED"
+    } else if state & (FIN_OUT | FIN_IN) != 0 {
+        "FIN_WAIT"
+    } else if is_established(state) {
+        "ESTABLISHED"
+    } else if state & SYN_OUT != 0 {
+        "SYN_SENT"
+    } else {
+        "NONE"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Direction::*;
+    use super::*;
+    use crate::proto::TCP_ACK;
+
+    fn run(steps: &[(Direction, u8)]) -> u8 {
+        steps.iter().fold(0, |s, (d, f)| next(s, *d, *f))
+    }
+
+    #[test]
+    fn three_way_handshake_establishes() {
+        let s = run(&[(Outbound, TCP_SYN)]);
+        assert!(!is_established(s));
+        assert_eq!(name(s), "SYN_SENT");
+        let s = run(&[
+            (Outbound, TCP_SYN),
+            (Inbound, TCP_SYN | TCP_ACK),
+            (Outbound, TCP_ACK),
+        ]);
+        assert!(is_established(s));
+        assert_eq!(name(s), "ESTABLISHED");
+    }
+
+    #[test]
+    fn simultaneous_open_establishes() {
+        let s = run(&[(Outbound, TCP_SYN), (Inbound, TCP_SYN)]);
+        assert!(is_established(s));
+    }
+
+    #[test]
+    fn fin_pair_and_rst_go_transitory() {
+        let est = run(&[(Outbound, TCP_SYN), (Inbound, TCP_SYN | TCP_ACK)]);
+        let half = next(est, Outbound, TCP_FIN | TCP_ACK);
+        assert!(is_established(half), "one FIN keeps the long timeout");
+        let closed = next(half, Inbound, TCP_FIN | TCP_ACK);
+        assert!(!is_established(closed));
+        assert_eq!(name(closed), "CLOSED");
+        let reset = next(est, Inbound, TCP_RST);
+        assert!(!is_established(reset));
+        assert_eq!(name(reset), "RESET");
+    }
+
+    #[test]
+    fn syn_after_close_reopens() {
+        let closed = run(&[
+            (Outbound, TCP_SYN),
+            (Inbound, TCP_SYN | TCP_ACK),
+            (Inbound, TCP_RST),
+        ]);
+        let s = next(closed, Outbound, TCP_SYN);
+        assert_eq!(s, SYN_OUT);
+    }
+}

@@ -1,0 +1,110 @@
+//! The command-line contract (DESIGN.md "Command-line contract"); black-box tests drive it.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use crate::pins::DEFAULT_INSTANCE;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nat-ctl",
+    version,
+    about = "XDP NAT gateway: load, run and inspect xdp-nat"
+)]
+pub struct Cli {
+    /// Instance name: its state is pinned under /sys/fs/bpf/NAME/.
+    #[arg(long, global = true, default_value = DEFAULT_INSTANCE, value_name = "NAME")]
+    pub instance: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach the NAT to a LAN and a WAN interface and run until SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Show whether the NAT runs, where, and how many sessions it holds.
+    /// Exit 0: running; 3: pinned state but no daemon; 1: no instance.
+    Status(JsonArg),
+    /// List sessions, like `conntrack -L`.
+    Sessions(SessionsArgs),
+    /// Show every counter (per-CPU values summed), each drop reason by name.
+    Stats(JsonArg),
+    /// Detach the programs and remove the instance's pinned state (drops all sessions).
+    Detach,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// LAN interface (inside).
+    #[arg(long, value_name = "IF")]
+    pub lan: Option<String>,
+    /// WAN interface (outside).
+    #[arg(long, value_name = "IF")]
+    pub wan: Option<String>,
+    /// External address; default: the WAN interface's IPv4 address.
+    #[arg(long, value_name = "A")]
+    pub wan_addr: Option<Ipv4Addr>,
+    /// Configuration file; default: /etc/xdp-nat/xdp-nat.toml if it exists.
+    #[arg(long, value_name = "F")]
+    pub config: Option<PathBuf>,
+    /// On exit, detach the programs and remove the pinned state instead of leaving the NAT
+    /// running without its daemon.
+    #[arg(long)]
+    pub detach_on_exit: bool,
+    /// Seconds between sweeps of expired sessions.
+    #[arg(long, default_value_t = 2, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub sweep_interval: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    /// Only this protocol.
+    #[arg(long, value_enum, ignore_case = true)]
+    pub proto: Option<ProtoFilter>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProtoFilter {
+    Tcp,
+    Udp,
+    Icmp,
+    Gre,
+    Esp,
+}
+
+impl ProtoFilter {
+    pub const fn number(self) -> u8 {
+        use nat_common::proto::*;
+        match self {
+            ProtoFilter::Tcp => IPPROTO_TCP,
+            ProtoFilter::Udp => IPPROTO_UDP,
+            ProtoFilter::Icmp => IPPROTO_ICMP,
+            ProtoFilter::Gre => IPPROTO_GRE,
+            ProtoFilter::Esp => IPPROTO_ESP,
+        }
+    }
+}
+
+/// Display name of an IP protocol number.
+pub fn proto_name(p: u8) -> &'static str {
+    use nat_common::proto::*;
+    match p {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        IPPROTO_ICMP => "icmp",
+        IPPROTO_GRE => "gre",
+        IPPROTO_ESP => "esp",
+        _ => "other",
+    }
+}

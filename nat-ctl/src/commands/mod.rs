@@ -1,0 +1,36 @@
+//! One module per verb.
+
+pub mod detach;
+pub mod run;
+pub mod sessions;
+pub mod stats;
+pub mod status;
+
+use std::net::Ipv4Addr;
+
+/// Wire-order native integer (as stored in the maps) to an address.
+pub fn addr(v: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from_be(v))
+}
+
+/// Wire-order native integer to a port number.
+pub fn port(v: u16) -> u16 {
+    u16::from_be(v)
+}
+
+/// Address to the maps' wire-order native integer.
+pub fn to_wire(a: Ipv4Addr) -> u32 {
+    u32::from(a).to_be()
+}
+
+/// Name of an interface index, or "ifindex N" when it is gone.
+pub fn ifname(index: u32) -> String {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: buffer of IF_NAMESIZE bytes as the call requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return format!("ifindex {index}");
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

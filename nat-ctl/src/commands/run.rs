@@ -1,0 +1,217 @@
+//! `nat-ctl run`: load, configure, attach, then sweep until told to stop.
+
+use anyhow::{Context as _, Result, bail};
+use nat_common::{
+    config::{LAYOUT_VERSION, NatConfig},
+    maps::programs,
+};
+use std::{collections::BTreeSet, time::Duration};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    cli::RunArgs,
+    commands::{ifname, to_wire},
+    config::{FileConfig, Overrides, Settings},
+    loader::{self, Attached, Tables},
+    monotonic_ns, netdev,
+    pins::{DaemonLock, Instance, ensure_bpffs},
+    pool::{self, PortPool},
+    state::NatMaps,
+    sweeper, sysctl,
+};
+
+/// Everything `run` resolved before touching the kernel.
+struct Plan {
+    settings: Settings,
+    lan_index: u32,
+    wan_index: u32,
+    lan_net: netdev::Ipv4Net,
+    wan_addr: std::net::Ipv4Addr,
+}
+
+fn plan(args: &RunArgs) -> Result<Plan> {
+    let file = FileConfig::discover(args.config.as_deref())?;
+    let settings = file.settings(&Overrides {
+        lan: args.lan.clone(),
+        wan: args.wan.clone(),
+        wan_addr: args.wan_addr,
+    })?;
+    let lan_index = netdev::ifindex(&settings.lan).context("--lan")?;
+    let wan_index = netdev::ifindex(&settings.wan).context("--wan")?;
+    let lan_net = netdev::ipv4_of(&settings.lan)?.with_context(|| {
+        format!(
+            "LAN interface '{}' has no IPv4 address: the LAN prefix is taken from it",
+            settings.lan
+        )
+    })?;
+    let wan_addr = match settings.wan_addr {
+        Some(a) => a,
+        None => {
+            netdev::ipv4_of(&settings.wan)?
+                .with_context(|| {
+                    format!(
+                        "WAN interface '{}' has no IPv4 address: give one with --wan-addr",
+                        settings.wan
+                    )
+                })?
+                .addr
+        }
+    };
+    Ok(Plan {
+        settings,
+        lan_index,
+        wan_index,
+        lan_net,
+        wan_addr,
+    })
+}
+
+fn nat_config(p: &Plan, pool: &PortPool) -> NatConfig {
+    NatConfig {
+        layout_version: LAYOUT_VERSION,
+        wan_addr: to_wire(p.wan_addr),
+        lan_addr: to_wire(p.lan_net.addr),
+        lan_net: to_wire(p.lan_net.network()),
+        lan_mask: p.lan_net.mask().to_be(),
+        wan_ifindex: p.wan_index,
+        lan_ifindex: p.lan_index,
+        priv_pool_len: pool.privileged.len() as u32,
+        pool_len: pool.ordinary.len() as u32,
+        filtering: p.settings.filtering.to_map(),
+        timeouts: p.settings.timeouts,
+    }
+}
+
+fn build_pool(s: &Settings, wan_addr: std::net::Ipv4Addr) -> Result<PortPool> {
+    let mut reserved: BTreeSet<u16> = pool::listening_ports()?;
+    reserved.extend(pool::local_port_range()?);
+    let pool = PortPool::build(s.port_range.clone(), &reserved);
+    if pool.ordinary.is_empty() {
+        bail!(
+            "the port range {}-{} leaves no port for the NAT once the router's own ports ({} reserved, incl. ip_local_port_range) are taken out; widen [ports] range",
+            s.port_range.start(),
+            s.port_range.end(),
+            reserved.len()
+        );
+    }
+    log::debug!(
+        "port pool for {wan_addr}: {} privileged, {} ordinary",
+        pool.privileged.len(),
+        pool.ordinary.len()
+    );
+    Ok(pool)
+}
+
+pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
+    let plan = plan(args)?;
+    ensure_bpffs()?;
+    let _lock = DaemonLock::acquire(instance)?;
+
+    let adopting = instance.exists();
+    if adopting {
+        let old = NatMaps::open_pinned(instance)?.read_config()?;
+        if old.layout_version == LAYOUT_VERSION
+            && (old.lan_ifindex != plan.lan_index || old.wan_ifindex != plan.wan_index)
+        {
+            bail!(
+                "instance '{}' is attached to {} and {}, not {} and {}: run `nat-ctl --instance {} detach` first, or pick another --instance",
+                instance.name,
+                ifname(old.lan_ifindex),
+                ifname(old.wan_ifindex),
+                plan.settings.lan,
+                plan.settings.wan,
+                instance.name
+            );
+        }
+    }
+
+    let tables = Tables {
+        max_sessions: plan.settings.max_sessions,
+        max_mappings: plan.settings.max_mappings,
+    };
+    let mut ebpf = loader::load(Some(instance), tables)?;
+    let mut maps = NatMaps::from_ebpf(&mut ebpf)?;
+    let pool = build_pool(&plan.settings, plan.wan_addr)?;
+    maps.write_pool(&pool)?;
+    maps.set_devices(&[plan.lan_index, plan.wan_index])?;
+    let cfg = nat_config(&plan, &pool);
+    maps.write_config(&cfg)?;
+
+    for change in sysctl::prepare_forwarding(&plan.settings.lan)? {
+        log::info!("sysctl {change}");
+    }
+    let lan_mode = loader::attach(
+        &mut ebpf,
+        programs::LAN_INGRESS,
+        &plan.settings.lan,
+        Some(&instance.link_path("lan")),
+    )?;
+    let wan_mode = loader::attach(
+        &mut ebpf,
+        programs::WAN_INGRESS,
+        &plan.settings.wan,
+        Some(&instance.link_path("wan")),
+    )?;
+    let describe = |a: Attached| match a {
+        Attached::Replaced => "program replaced in the existing link",
+        Attached::Native => "native XDP",
+        Attached::Generic => "generic XDP (slower)",
+    };
+    println!(
+        "xdp-nat '{}' running: LAN {} ({}, {}), WAN {} ({}, {}), {} sessions adopted",
+        instance.name,
+        plan.settings.lan,
+        plan.lan_net,
+        describe(lan_mode),
+        plan.settings.wan,
+        plan.wan_addr,
+        describe(wan_mode),
+        if adopting { maps.sessions()?.len() } else { 0 },
+    );
+    println!(
+        "port pool: {} ordinary + {} privileged ports; filtering {}; Ctrl-C stops the daemon and leaves the NAT running{}",
+        pool.ordinary.len(),
+        pool.privileged.len(),
+        plan.settings.filtering.name(),
+        if args.detach_on_exit {
+            " (no: --detach-on-exit)"
+        } else {
+            ""
+        }
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(serve(&mut maps, &cfg, args.sweep_interval));
+    if args.detach_on_exit {
+        drop(maps);
+        drop(ebpf);
+        instance.remove_pins()?;
+        println!("detached and removed the pinned state");
+    }
+    result
+}
+
+async fn serve(maps: &mut NatMaps, cfg: &NatConfig, sweep_secs: u64) -> Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(sweep_secs));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => log::warn!("SIGHUP: reloading is not supported yet; settings unchanged"),
+            _ = tick.tick() => {
+                match sweeper::sweep(maps, &cfg.timeouts, monotonic_ns()) {
+                    Ok(r) if r != Default::default() => log::info!("sweep: {r:?}"),
+                    Ok(_) => {}
+                    Err(e) => log::warn!("sweep failed: {e:#}"),
+                }
+            }
+        }
+    }
+    println!("stopping");
+    Ok(())
+}

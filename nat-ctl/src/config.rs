@@ -1,0 +1,309 @@
+//! The TOML configuration file (see docs/xdp-nat.toml for a commented sample), its
+//! defaults, and the validated settings the daemon runs with. Command-line flags override
+//! the file.
+
+use anyhow::{Context as _, Result, bail};
+use nat_common::config::{
+    FILTER_ADDRESS_DEPENDENT, FILTER_ADDRESS_PORT_DEPENDENT, FILTER_ENDPOINT_INDEPENDENT, Timeouts,
+};
+use nat_common::maps::{DEFAULT_MAX_MAPPINGS, DEFAULT_MAX_SESSIONS};
+use serde::Deserialize;
+use std::{net::Ipv4Addr, ops::RangeInclusive, path::Path, str::FromStr};
+
+/// Used when no --config is given and this file exists.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/xdp-nat/xdp-nat.toml";
+
+/// Largest table we accept: beyond this the kernel's memory accounting is the better judge.
+pub const MAX_TABLE_SIZE: u32 = 16 * 1024 * 1024;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub lan: Option<String>,
+    pub wan: Option<String>,
+    pub wan_addr: Option<Ipv4Addr>,
+    pub filtering: Option<Filtering>,
+    #[serde(default)]
+    pub ports: PortsSection,
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+    #[serde(default)]
+    pub tables: TablesSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortsSection {
+    /// "LOW-HIGH", the ordinary external port range.
+    pub range: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSection {
+    pub udp: Option<u32>,
+    pub tcp_established: Option<u32>,
+    pub tcp_transitory: Option<u32>,
+    pub icmp: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TablesSection {
+    pub sessions: Option<u32>,
+    pub mappings: Option<u32>,
+}
+
+/// RFC 4787 REQ-8 filtering behaviour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Filtering {
+    EndpointIndependent,
+    AddressDependent,
+    AddressAndPortDependent,
+}
+
+impl Filtering {
+    pub const fn to_map(self) -> u32 {
+        match self {
+            Filtering::EndpointIndependent => FILTER_ENDPOINT_INDEPENDENT,
+            Filtering::AddressDependent => FILTER_ADDRESS_DEPENDENT,
+            Filtering::AddressAndPortDependent => FILTER_ADDRESS_PORT_DEPENDENT,
+        }
+    }
+
+    pub const fn from_map(v: u32) -> Option<Filtering> {
+        match v {
+            FILTER_ENDPOINT_INDEPENDENT => Some(Filtering::EndpointIndependent),
+            FILTER_ADDRESS_DEPENDENT => Some(Filtering::AddressDependent),
+            FILTER_ADDRESS_PORT_DEPENDENT => Some(Filtering::AddressAndPortDependent),
+            _ => None,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Filtering::EndpointIndependent => "endpoint-independent",
+            Filtering::AddressDependent => "address-dependent",
+            Filtering::AddressAndPortDependent => "address-and-port-dependent",
+        }
+    }
+}
+
+/// Validated settings, file and flags merged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub lan: String,
+    pub wan: String,
+    pub wan_addr: Option<Ipv4Addr>,
+    pub filtering: Filtering,
+    pub port_range: RangeInclusive<u16>,
+    pub timeouts: Timeouts,
+    pub max_sessions: u32,
+    pub max_mappings: u32,
+}
+
+/// Flags given on the command line; they win over the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub lan: Option<String>,
+    pub wan: Option<String>,
+    pub wan_addr: Option<Ipv4Addr>,
+}
+
+impl FileConfig {
+    /// Reads `path`; errors name the file, the line and the reason.
+    pub fn load(path: &Path) -> Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<FileConfig> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+    }
+
+    /// The file at `explicit`, else the default path if it exists, else empty.
+    pub fn discover(explicit: Option<&Path>) -> Result<FileConfig> {
+        match explicit {
+            Some(p) => Self::load(p),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                Self::load(Path::new(DEFAULT_CONFIG_PATH))
+            }
+            None => Ok(FileConfig::default()),
+        }
+    }
+
+    pub fn settings(&self, o: &Overrides) -> Result<Settings> {
+        let lan =
+            o.lan.clone().or_else(|| self.lan.clone()).context(
+                "no LAN interface: pass --lan IF or set `lan = \"IF\"` in the config file",
+            )?;
+        let wan =
+            o.wan.clone().or_else(|| self.wan.clone()).context(
+                "no WAN interface: pass --wan IF or set `wan = \"IF\"` in the config file",
+            )?;
+        if lan == wan {
+            bail!("--lan and --wan are both '{lan}': the NAT needs two different interfaces");
+        }
+        let port_range = match &self.ports.range {
+            Some(r) => parse_port_range(r)?,
+            None => 1024..=65535,
+        };
+        let d = Timeouts::DEFAULT;
+        let t = &self.timeouts;
+        let timeouts = Timeouts {
+            udp: t.udp.unwrap_or(d.udp),
+            tcp_established: t.tcp_established.unwrap_or(d.tcp_established),
+            tcp_transitory: t.tcp_transitory.unwrap_or(d.tcp_transitory),
+            icmp: t.icmp.unwrap_or(d.icmp),
+        };
+        if timeouts.udp < Timeouts::MIN_UDP {
+            bail!(
+                "timeouts.udp = {} is below the minimum of {} s (RFC 4787 REQ-5)",
+                timeouts.udp,
+                Timeouts::MIN_UDP
+            );
+        }
+        if timeouts.icmp < Timeouts::MIN_ICMP {
+            bail!(
+                "timeouts.icmp = {} is below the minimum of {} s (RFC 5508 REQ-1)",
+                timeouts.icmp,
+                Timeouts::MIN_ICMP
+            );
+        }
+        if timeouts.tcp_transitory == 0 || timeouts.tcp_established < timeouts.tcp_transitory {
+            bail!(
+                "timeouts: tcp_transitory must be > 0 and tcp_established >= tcp_transitory (got {} and {})",
+                timeouts.tcp_transitory,
+                timeouts.tcp_established
+            );
+        }
+        let max_sessions = table_size(
+            "tables.sessions",
+            self.tables.sessions,
+            DEFAULT_MAX_SESSIONS,
+        )?;
+        let max_mappings = table_size(
+            "tables.mappings",
+            self.tables.mappings,
+            DEFAULT_MAX_MAPPINGS,
+        )?;
+        Ok(Settings {
+            lan,
+            wan,
+            wan_addr: o.wan_addr.or(self.wan_addr),
+            filtering: self.filtering.unwrap_or(Filtering::AddressDependent),
+            port_range,
+            timeouts,
+            max_sessions,
+            max_mappings,
+        })
+    }
+}
+
+fn table_size(what: &str, v: Option<u32>, default: u32) -> Result<u32> {
+    match v {
+        None => Ok(default),
+        Some(0) => bail!("{what} = 0: a table needs at least one entry"),
+        Some(n) if n > MAX_TABLE_SIZE => {
+            bail!("{what} = {n} exceeds the maximum of {MAX_TABLE_SIZE}")
+        }
+        Some(n) => Ok(n),
+    }
+}
+
+/// Parses "LOW-HIGH" (1024 <= LOW <= HIGH <= 65535).
+pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>> {
+    let (a, b) = s.split_once('-').with_context(|| {
+        format!("port range {s:?} is not of the form LOW-HIGH, e.g. \"1024-65535\"")
+    })?;
+    let lo = u16::from_str(a.trim()).with_context(|| format!("port range {s:?}: bad low port"))?;
+    let hi = u16::from_str(b.trim()).with_context(|| format!("port range {s:?}: bad high port"))?;
+    if lo > hi {
+        bail!("port range {s:?} is reversed (low {lo} > high {hi})");
+    }
+    if lo < 1024 {
+        bail!("port range {s:?} starts below 1024: ports 1-1023 are kept for privileged sources");
+    }
+    Ok(lo..=hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ifaces() -> Overrides {
+        Overrides {
+            lan: Some("lan0".into()),
+            wan: Some("wan0".into()),
+            wan_addr: None,
+        }
+    }
+
+    #[test]
+    fn defaults_match_design() {
+        let s = FileConfig::default().settings(&ifaces()).unwrap();
+        assert_eq!(s.timeouts, Timeouts::DEFAULT);
+        assert_eq!(s.filtering, Filtering::AddressDependent);
+        assert_eq!(s.port_range, 1024..=65535);
+        assert_eq!((s.max_sessions, s.max_mappings), (262_144, 131_072));
+    }
+
+    #[test]
+    fn file_values_and_overrides() {
+        let f = FileConfig::parse(
+            "lan = \"a\"\nwan = \"b\"\nwan_addr = \"203.0.113.1\"\nfiltering = \"endpoint-independent\"\n[ports]\nrange = \"20000-30000\"\n[timeouts]\nudp = 120\n[tables]\nsessions = 1000\n",
+        )
+        .unwrap();
+        let s = f
+            .settings(&Overrides {
+                lan: Some("x".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(s.lan, "x");
+        assert_eq!(s.wan, "b");
+        assert_eq!(s.wan_addr, Some(Ipv4Addr::new(203, 0, 113, 1)));
+        assert_eq!(s.filtering, Filtering::EndpointIndependent);
+        assert_eq!(s.port_range, 20000..=30000);
+        assert_eq!(s.timeouts.udp, 120);
+        assert_eq!(s.max_sessions, 1000);
+    }
+
+    #[test]
+    fn errors_say_what_and_where() {
+        let e = FileConfig::parse("lan = \"a\"\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("bogus"), "{e}");
+        let e = FileConfig::parse("[timeouts]\nudp = 30\n")
+            .unwrap()
+            .settings(&ifaces())
+            .unwrap_err();
+        assert!(e.to_string().contains("timeouts.udp = 30"), "{e}");
+        let e = FileConfig::parse("[tables]\nsessions = 0\n")
+            .unwrap()
+            .settings(&ifaces())
+            .unwrap_err();
+        assert!(e.to_string().contains("tables.sessions = 0"), "{e}");
+        let e = FileConfig::default()
+            .settings(&Overrides::default())
+            .unwrap_err();
+        assert!(e.to_string().contains("--lan"), "{e}");
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("1024-2048").unwrap(), 1024..=2048);
+        assert!(
+            parse_port_range("3000-2000")
+                .unwrap_err()
+                .to_string()
+                .contains("reversed")
+        );
+        assert!(parse_port_range("80-2000").is_err());
+        assert!(parse_port_range("1024").is_err());
+        assert!(parse_port_range("1024-70000").is_err());
+    }
+}

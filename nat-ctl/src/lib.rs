@@ -1,0 +1,27 @@
+//! nat-ctl: loads the xdp-nat XDP programs, configures and pins their maps, sweeps expired
+//! sessions, and reads the pinned state back for the status/sessions/stats commands.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod loader;
+pub mod netdev;
+pub mod pins;
+pub mod pool;
+pub mod state;
+pub mod sweeper;
+pub mod sysctl;
+
+/// The eBPF object built by build.rs from the nat-ebpf crate.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nat-ebpf"));
+
+/// Nanoseconds of CLOCK_MONOTONIC: the clock bpf_ktime_get_ns reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -1,0 +1,116 @@
+//! Loading the object, configuring its maps, attaching (or adopting) the XDP links.
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use nat_common::maps::names;
+use std::{fs, path::Path};
+
+use crate::{EBPF_OBJECT, pins::Instance};
+
+/// Table capacities, fixed when the maps are created.
+#[derive(Clone, Copy, Debug)]
+pub struct Tables {
+    pub max_sessions: u32,
+    pub max_mappings: u32,
+}
+
+/// Loads the object and verifies its programs. With `instance`, the maps are pinned under
+/// its directory, and maps already pinned there are adopted with their contents.
+pub fn load(instance: Option<&Instance>, tables: Tables) -> Result<Ebpf> {
+    let pin_paths: Vec<(&str, std::path::PathBuf)> = match instance {
+        Some(i) => {
+            fs::create_dir_all(i.dir())
+                .with_context(|| format!("creating {}", i.dir().display()))?;
+            names::ALL.iter().map(|n| (*n, i.map_path(n))).collect()
+        }
+        None => Vec::new(),
+    };
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(names::SESSIONS, tables.max_sessions)
+        .map_max_entries(names::FILTERS, tables.max_sessions)
+        .map_max_entries(names::MAPPINGS_OUT, tables.max_mappings)
+        .map_max_entries(names::MAPPINGS_IN, tables.max_mappings);
+    for (name, path) in &pin_paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader
+        .load(EBPF_OBJECT)
+        .context("loading the xdp-nat eBPF object")?;
+    for name in [
+        nat_common::maps::programs::LAN_INGRESS,
+        nat_common::maps::programs::WAN_INGRESS,
+        nat_common::maps::programs::PASS,
+    ] {
+        let prog = xdp(&mut ebpf, name)?;
+        // The verifier log is in the error's Debug form; show it, it is the only clue.
+        prog.load()
+            .map_err(|e| anyhow!("the kernel rejected XDP program {name}: {e:?}"))?;
+    }
+    Ok(ebpf)
+}
+
+pub fn xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;
+    Ok(prog.try_into()?)
+}
+
+/// How a program ended up on its interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// A pinned link already existed: its program was replaced atomically (bpf_link_update).
+    Replaced,
+    Native,
+    /// Native XDP was refused; generic (skb) mode works everywhere but is slower.
+    Generic,
+}
+
+/// Attaches `prog` to `ifname`, or, when `link_pin` holds a link from an earlier run,
+/// swaps the program inside that link so traffic never sees a gap.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    ifname: &str,
+    link_pin: Option<&Path>,
+) -> Result<Attached> {
+    let p = xdp(ebpf, prog)?;
+    if let Some(pin) = link_pin.filter(|p| p.exists()) {
+        let pinned = PinnedLink::from_pin(pin)
+            .with_context(|| format!("opening pinned link {}", pin.display()))?;
+        let link = XdpLink::try_from(FdLink::from(pinned))?;
+        p.attach_to_link(link)
+            .with_context(|| format!("replacing the program in {}", pin.display()))?;
+        return Ok(Attached::Replaced);
+    }
+    let (id, mode) = match p.attach(ifname, XdpMode::Driver) {
+        Ok(id) => (id, Attached::Native),
+        Err(native) => {
+            let id = p.attach(ifname, XdpMode::Skb).with_context(|| {
+                format!("attaching {prog} to {ifname} (native mode failed too: {native})")
+            })?;
+            log::warn!(
+                "{ifname}: native XDP refused ({native}); using generic mode, which is slower"
+            );
+            (id, Attached::Generic)
+        }
+    };
+    if let Some(pin) = link_pin {
+        let link = p.take_link(id)?;
+        let fd: FdLink = link
+            .try_into()
+            .context("XDP link is not an fd link (kernel too old?)")?;
+        // The pinned link keeps the program attached after this process exits.
+        fd.pin(pin)
+            .with_context(|| format!("pinning link at {}", pin.display()))?;
+    }
+    Ok(mode)
+}

@@ -1,0 +1,49 @@
+use clap::Parser as _;
+use nat_ctl::{
+    cli::{Cli, Command},
+    commands,
+    pins::Instance,
+};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_secs()
+        .init();
+    // clap prints its own usage errors and exits 2.
+    let cli = Cli::parse();
+    match dispatch(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {}", describe(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
+    let instance = Instance::new(&cli.instance)?;
+    match &cli.command {
+        Command::Run(args) => commands::run::run(&instance, args).map(|()| 0),
+        Command::Status(a) => commands::status::status(&instance, a.json),
+        Command::Sessions(a) => {
+            commands::sessions::sessions(&instance, a.proto, a.json).map(|()| 0)
+        }
+        Command::Stats(a) => commands::stats::stats(&instance, a.json).map(|()| 0),
+        Command::Detach => commands::detach::detach(&instance).map(|()| 0),
+    }
+}
+
+/// The whole cause chain on one line, with a hint when the cause is missing privileges.
+fn describe(e: &anyhow::Error) -> String {
+    let mut s = format!("{e:#}");
+    let denied = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+            || c.to_string().contains("Operation not permitted")
+    });
+    if denied {
+        s.push_str(" (nat-ctl needs root, or CAP_BPF + CAP_NET_ADMIN)");
+    }
+    s.replace('\n', " ")
+}

@@ -1,0 +1,98 @@
+//! Interface lookups: index, IPv4 address and prefix.
+
+use anyhow::{Context as _, Result, bail};
+use std::{ffi::CString, net::Ipv4Addr};
+
+/// The ifindex of `name`, or an error that says how to find the right name.
+pub fn ifindex(name: &str) -> Result<u32> {
+    let c = CString::new(name).with_context(|| format!("invalid interface name {name:?}"))?;
+    // SAFETY: NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        bail!("interface '{name}' not found (see `ip link show` for the names on this host)");
+    }
+    Ok(idx)
+}
+
+/// An interface's first IPv4 address and its prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Net {
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl Ipv4Net {
+    pub fn mask(&self) -> u32 {
+        if self.prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix_len as u32)
+        }
+    }
+
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+}
+
+impl std::fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+/// The first IPv4 address configured on `name`, if any.
+pub fn ipv4_of(name: &str) -> Result<Option<Ipv4Net>> {
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we free below.
+    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("getifaddrs");
+    }
+    let mut found = None;
+    let mut cur = ifap;
+    while !cur.is_null() {
+        // SAFETY: walking the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy();
+        if ifname != name || unsafe { (*ifa.ifa_addr).sa_family } as i32 != libc::AF_INET {
+            continue;
+        }
+        let addr = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+        let addr = Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+        let prefix_len = if ifa.ifa_netmask.is_null() {
+            32
+        } else {
+            let m = unsafe { &*(ifa.ifa_netmask as *const libc::sockaddr_in) };
+            u32::from_be(m.sin_addr.s_addr).count_ones() as u8
+        };
+        found = Some(Ipv4Net { addr, prefix_len });
+        break;
+    }
+    // SAFETY: the list from getifaddrs above.
+    unsafe { libc::freeifaddrs(ifap) };
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_exists_and_has_an_address() {
+        assert_eq!(ifindex("lo").unwrap(), 1);
+        let lo = ipv4_of("lo").unwrap().expect("lo has 127.0.0.1");
+        assert_eq!(lo.addr, Ipv4Addr::LOCALHOST);
+        assert_eq!(lo.prefix_len, 8);
+        assert_eq!(lo.network(), Ipv4Addr::new(127, 0, 0, 0));
+    }
+
+    #[test]
+    fn missing_interface_error_names_it() {
+        let e = ifindex("nosuch0").unwrap_err().to_string();
+        assert!(e.contains("'nosuch0' not found"), "{e}");
+    }
+}

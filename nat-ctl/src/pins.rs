@@ -1,0 +1,163 @@
+//! Where an instance lives: its pinned maps and links on bpffs, and the daemon's lock file.
+
+use anyhow::{Context as _, Result, bail};
+use std::{
+    fs,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+};
+
+pub const BPFFS: &str = "/sys/fs/bpf";
+pub const RUN_DIR: &str = "/run/xdp-nat";
+pub const DEFAULT_INSTANCE: &str = "xdp-nat";
+
+#[derive(Clone, Debug)]
+pub struct Instance {
+    pub name: String,
+}
+
+impl Instance {
+    pub fn new(name: &str) -> Result<Instance> {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!("invalid instance name {name:?}: use 1-64 letters, digits, '-' or '_'");
+        }
+        Ok(Instance {
+            name: name.to_string(),
+        })
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        Path::new(BPFFS).join(&self.name)
+    }
+
+    pub fn map_path(&self, map: &str) -> PathBuf {
+        self.dir().join(map)
+    }
+
+    /// Pinned bpf_link of the program on the LAN ("lan") or WAN ("wan") interface.
+    pub fn link_path(&self, side: &str) -> PathBuf {
+        self.dir().join(format!("link_{side}"))
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        Path::new(RUN_DIR).join(format!("{}.pid", self.name))
+    }
+
+    /// Does pinned state (at least the CONFIG map) exist?
+    pub fn exists(&self) -> bool {
+        self.map_path(nat_common::maps::names::CONFIG).exists()
+    }
+
+    /// Removes every pin of the instance (maps and links). Programs detach when their
+    /// last link reference goes.
+    pub fn remove_pins(&self) -> Result<()> {
+        let dir = self.dir();
+        if !dir.exists() {
+            return Ok(());
+        }
+        for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let p = entry?.path();
+            fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+        fs::remove_dir(&dir).with_context(|| format!("removing {}", dir.display()))
+    }
+
+    /// Pid of the daemon that holds the instance lock, if one is alive.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        let file = fs::File::open(self.lock_path()).ok()?;
+        // SAFETY: valid fd; a shared non-blocking lock only probes.
+        let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+        if free {
+            return None;
+        }
+        fs::read_to_string(self.lock_path())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+/// Held by a running daemon for its whole life; the kernel drops it when the process dies,
+/// even by SIGKILL.
+pub struct DaemonLock {
+    _file: fs::File,
+}
+
+impl DaemonLock {
+    pub fn acquire(instance: &Instance) -> Result<DaemonLock> {
+        fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
+        let path = instance.lock_path();
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: valid fd.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let pid = fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "instance '{}' is already run by pid {} (stop it first, or use --instance NAME)",
+                instance.name,
+                pid.trim()
+            );
+        }
+        file.set_len(0)?;
+        fs::write(&path, format!("{}\n", std::process::id()))?;
+        Ok(DaemonLock { _file: file })
+    }
+}
+
+/// Mounts bpffs on /sys/fs/bpf when nothing is mounted there.
+pub fn ensure_bpffs() -> Result<()> {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(BPFFS) && l.contains(" bpf "))
+    {
+        return Ok(());
+    }
+    fs::create_dir_all(BPFFS).ok();
+    let c = |s: &str| std::ffi::CString::new(s).unwrap();
+    // SAFETY: valid C strings.
+    let rc = unsafe {
+        libc::mount(
+            c("bpf").as_ptr(),
+            c(BPFFS).as_ptr(),
+            c("bpf").as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("mounting bpffs on {BPFFS} (are you root?)"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_names() {
+        assert!(Instance::new("xdp-nat").is_ok());
+        assert!(Instance::new("a_b-9").is_ok());
+        assert!(Instance::new("../etc").is_err());
+        assert!(Instance::new("").is_err());
+        let i = Instance::new("t1").unwrap();
+        assert_eq!(
+            i.map_path("SESSIONS"),
+            PathBuf::from("/sys/fs/bpf/t1/SESSIONS")
+        );
+        assert_eq!(i.link_path("lan"), PathBuf::from("/sys/fs/bpf/t1/link_lan"));
+    }
+}

@@ -1,0 +1,156 @@
+//! Typed access to the NAT's maps, whether freshly loaded or opened from their pins.
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf,
+    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray},
+};
+use nat_common::{
+    config::{LAYOUT_VERSION, NatConfig},
+    counters::{Counter, NUM_COUNTERS},
+    maps::{EndpointKey, ExternalKey, Mapping, Session, SessionKey, names},
+};
+
+use crate::{pins::Instance, pool::PortPool};
+
+pub struct NatMaps {
+    pub config: Array<MapData, NatConfig>,
+    pub mappings_out: HashMap<MapData, EndpointKey, Mapping>,
+    pub mappings_in: HashMap<MapData, ExternalKey, Mapping>,
+    pub sessions: HashMap<MapData, SessionKey, Session>,
+    pub filters: HashMap<MapData, SessionKey, u64>,
+    pub port_pool: Array<MapData, u16>,
+    pub port_in_pool: Array<MapData, u8>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub devmap: DevMapHash<MapData>,
+}
+
+fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
+    ebpf.take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+}
+
+fn pinned(instance: &Instance, name: &str) -> Result<Map> {
+    let path = instance.map_path(name);
+    let data = MapData::from_pin(&path)
+        .with_context(|| format!("opening pinned map {}", path.display()))?;
+    Map::from_map_data(data).with_context(|| format!("map {}", path.display()))
+}
+
+impl NatMaps {
+    fn build(mut get: impl FnMut(&str) -> Result<Map>) -> Result<NatMaps> {
+        Ok(NatMaps {
+            config: get(names::CONFIG)?.try_into()?,
+            mappings_out: get(names::MAPPINGS_OUT)?.try_into()?,
+            mappings_in: get(names::MAPPINGS_IN)?.try_into()?,
+            sessions: get(names::SESSIONS)?.try_into()?,
+            filters: get(names::FILTERS)?.try_into()?,
+            port_pool: get(names::PORT_POOL)?.try_into()?,
+            port_in_pool: get(names::PORT_IN_POOL)?.try_into()?,
+            counters: get(names::COUNTERS)?.try_into()?,
+            devmap: get(names::DEVMAP)?.try_into()?,
+        })
+    }
+
+    /// Takes the maps out of a loaded object (the programs keep their own references).
+    pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<NatMaps> {
+        Self::build(|n| take(ebpf, n))
+    }
+
+    /// Opens an instance's pinned maps, for the commands that run beside the daemon.
+    pub fn open_pinned(instance: &Instance) -> Result<NatMaps> {
+        if !instance.exists() {
+            bail!(
+                "no xdp-nat instance '{}' on this host (nothing pinned under {}); start one with `nat-ctl run --lan IF --wan IF`",
+                instance.name,
+                instance.dir().display()
+            );
+        }
+        let maps = Self::build(|n| pinned(instance, n))?;
+        maps.check_layout()?;
+        Ok(maps)
+    }
+
+    pub fn read_config(&self) -> Result<NatConfig> {
+        Ok(self.config.get(&0, 0)?)
+    }
+
+    /// Refuses state written by an incompatible version rather than misreading it.
+    pub fn check_layout(&self) -> Result<()> {
+        let cfg = self.read_config()?;
+        if cfg.layout_version != 0 && cfg.layout_version != LAYOUT_VERSION {
+            bail!(
+                "the pinned maps use layout version {} but this nat-ctl uses {}; run `nat-ctl detach` with the old version (this drops its sessions) and start again",
+                cfg.layout_version,
+                LAYOUT_VERSION
+            );
+        }
+        Ok(())
+    }
+
+    pub fn write_config(&mut self, cfg: &NatConfig) -> Result<()> {
+        self.config.set(0, cfg, 0).context("writing CONFIG")
+    }
+
+    /// Writes the pool; the caller writes the lengths into NatConfig afterwards.
+    pub fn write_pool(&mut self, pool: &PortPool) -> Result<()> {
+        let mut in_pool = vec![0u8; 65536];
+        for (slot, port) in pool
+            .privileged
+            .iter()
+            .chain(pool.ordinary.iter())
+            .enumerate()
+        {
+            self.port_pool
+                .set(slot as u32, port.to_be(), 0)
+                .context("writing PORT_POOL")?;
+            in_pool[*port as usize] = 1;
+        }
+        for (port, v) in in_pool.iter().enumerate() {
+            // Only write what differs from the map's current value: fast on restarts.
+            if self.port_in_pool.get(&(port as u32), 0)? != *v {
+                self.port_in_pool
+                    .set(port as u32, v, 0)
+                    .context("writing PORT_IN_POOL")?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn set_devices(&mut self, ifindexes: &[u32]) -> Result<()> {
+        for &i in ifindexes {
+            self.devmap
+                .insert(i, i, None, 0)
+                .with_context(|| format!("adding ifindex {i} to DEVMAP"))?;
+        }
+        Ok(())
+    }
+
+    /// Per-CPU counters summed, in `Counter::ALL` order.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>> {
+        let mut out = Vec::with_capacity(NUM_COUNTERS as usize);
+        for c in Counter::ALL {
+            let per_cpu = self.counters.get(&(c as u32), 0)?;
+            out.push((c, per_cpu.iter().sum()));
+        }
+        Ok(out)
+    }
+
+    pub fn counter(&self, c: Counter) -> Result<u64> {
+        Ok(self.counters.get(&(c as u32), 0)?.iter().sum())
+    }
+
+    pub fn sessions(&self) -> Result<Vec<(SessionKey, Session)>> {
+        self.sessions
+            .iter()
+            .map(|r| r.map_err(Into::into))
+            .collect()
+    }
+
+    pub fn mappings(&self) -> Result<Vec<(ExternalKey, Mapping)>> {
+        self.mappings_in
+            .iter()
+            .map(|r| r.map_err(Into::into))
+            .collect()
+    }
+}

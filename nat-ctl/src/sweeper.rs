@@ -1,0 +1,149 @@
+//! Expiry, run by the daemon every few seconds: sessions past their timeout go, a mapping
+//! with no session left is released into the 120 s cooling period (RFC 6888 REQ-8), a cooled
+//! external port is freed, and filter entries without a session go.
+
+use anyhow::Result;
+use nat_common::{
+    config::{MAPPING_GRACE_SECS, PORT_REUSE_DELAY_SECS, Timeouts},
+    maps::{EndpointKey, MAPPING_ACTIVE, MAPPING_COOLING, Session, SessionKey},
+    proto::{IPPROTO_ICMP, IPPROTO_TCP},
+    tcp_state,
+};
+use std::collections::HashSet;
+
+use crate::state::NatMaps;
+
+const NS: u64 = 1_000_000_000;
+
+/// The idle timeout of a session, in seconds.
+pub fn timeout_secs(key: &SessionKey, s: &Session, t: &Timeouts) -> u32 {
+    match key.proto {
+        IPPROTO_TCP if tcp_state::is_established(s.tcp_state) => t.tcp_established,
+        IPPROTO_TCP => t.tcp_transitory,
+        IPPROTO_ICMP => t.icmp,
+        _ => t.udp,
+    }
+}
+
+/// Seconds until the session expires (0 when it already has).
+pub fn remaining_secs(key: &SessionKey, s: &Session, t: &Timeouts, now_ns: u64) -> u64 {
+    let deadline = s.last_seen_ns + timeout_secs(key, s, t) as u64 * NS;
+    deadline.saturating_sub(now_ns) / NS
+}
+
+pub fn is_expired(key: &SessionKey, s: &Session, t: &Timeouts, now_ns: u64) -> bool {
+    now_ns >= s.last_seen_ns + timeout_secs(key, s, t) as u64 * NS
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub sessions_expired: usize,
+    pub mappings_released: usize,
+    pub ports_freed: usize,
+    pub filters_removed: usize,
+}
+
+pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepReport> {
+    let mut report = SweepReport::default();
+    let mut live_endpoints: HashSet<EndpointKey> = HashSet::new();
+    let mut live_filters: HashSet<SessionKey> = HashSet::new();
+    let mut expired = Vec::new();
+    for (k, s) in maps.sessions()? {
+        if is_expired(&k, &s, t, now_ns) {
+            expired.push(k);
+        } else {
+            live_endpoints.insert(k.endpoint());
+            live_filters.insert(k.filter_key());
+        }
+    }
+    for k in &expired {
+        // A concurrent delete by `flush` is fine.
+        if maps.sessions.remove(k).is_ok() {
+            report.sessions_expired += 1;
+        }
+    }
+
+    let grace = MAPPING_GRACE_SECS as u64 * NS;
+    let cooling = PORT_REUSE_DELAY_SECS as u64 * NS;
+    for (ext, mut m) in maps.mappings()? {
+        let ep = EndpointKey {
+            addr: m.int_addr,
+            port: m.int_port,
+            proto: m.proto,
+            _pad: 0,
+        };
+        match m.state {
+            MAPPING_ACTIVE if !live_endpoints.contains(&ep) && now_ns >= m.created_ns + grace => {
+                // Cool the external side first so no CPU can claim the port, then let the
+                // endpoint get a new mapping.
+                m.state = MAPPING_COOLING;
+                m.released_ns = now_ns;
+                maps.mappings_in.insert(ext, m, 0)?;
+                if let Ok(cur) = maps.mappings_out.get(&ep, 0) {
+                    if cur.ext_port == m.ext_port {
+                        let _ = maps.mappings_out.remove(&ep);
+                    }
+                }
+                report.mappings_released += 1;
+            }
+            MAPPING_COOLING if now_ns >= m.released_ns + cooling => {
+                let _ = maps.mappings_in.remove(&ext);
+                report.ports_freed += 1;
+            }
+            _ => {}
+        }
+    }
+
+    let filters: Vec<SessionKey> = maps.filters.keys().filter_map(|k| k.ok()).collect();
+    for f in filters {
+        if !live_filters.contains(&f) && maps.filters.remove(&f).is_ok() {
+            report.filters_removed += 1;
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nat_common::proto::IPPROTO_UDP;
+    use nat_common::tcp_state::{SYN_IN, SYN_OUT};
+
+    fn key(proto: u8) -> SessionKey {
+        SessionKey {
+            proto,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn timeouts_by_protocol_and_state() {
+        let t = Timeouts::DEFAULT;
+        let est = Session {
+            tcp_state: SYN_OUT | SYN_IN,
+            ..Default::default()
+        };
+        let syn = Session {
+            tcp_state: SYN_OUT,
+            ..Default::default()
+        };
+        assert_eq!(timeout_secs(&key(IPPROTO_TCP), &est, &t), 7440);
+        assert_eq!(timeout_secs(&key(IPPROTO_TCP), &syn, &t), 240);
+        assert_eq!(timeout_secs(&key(IPPROTO_UDP), &syn, &t), 300);
+        assert_eq!(timeout_secs(&key(IPPROTO_ICMP), &syn, &t), 60);
+    }
+
+    #[test]
+    fn expiry_boundary() {
+        let t = Timeouts::DEFAULT;
+        let s = Session {
+            last_seen_ns: 10 * NS,
+            ..Default::default()
+        };
+        let k = key(IPPROTO_UDP);
+        assert!(!is_expired(&k, &s, &t, 309 * NS));
+        assert_eq!(remaining_secs(&k, &s, &t, 309 * NS), 1);
+        assert!(is_expired(&k, &s, &t, 310 * NS));
+        assert_eq!(remaining_secs(&k, &s, &t, 400 * NS), 0);
+    }
+}

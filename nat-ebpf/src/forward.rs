@@ -1,0 +1,109 @@
+//! Forwarding after translation: bpf_fib_lookup, MAC rewrite, DEVMAP redirect.
+
+use aya_ebpf::{
+    bindings::{
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+        bpf_fib_lookup as FibParams, xdp_action,
+    },
+    helpers::generated::bpf_fib_lookup,
+    programs::XdpContext,
+};
+use core::mem::{size_of, zeroed};
+use nat_common::counters::Counter;
+
+use crate::maps::DEVMAP;
+
+const AF_INET: u8 = 2;
+
+/// Where the kernel's FIB would send a packet.
+pub enum Route {
+    /// Next hop resolved: redirect with these MACs.
+    Resolved {
+        ifindex: u32,
+        smac: [u8; 6],
+        dmac: [u8; 6],
+    },
+    /// Route found, but the neighbour is not resolved, or the packet exceeds the egress
+    /// MTU (`too_big`): translate and let the kernel do the rest.
+    Kernel { ifindex: u32, too_big: bool },
+    /// Local delivery, unreachable, blackhole, forwarding disabled...
+    NotForwarded,
+}
+
+impl Route {
+    pub fn ifindex(&self) -> Option<u32> {
+        match self {
+            Route::Resolved { ifindex, .. } | Route::Kernel { ifindex, .. } => Some(*ifindex),
+            Route::NotForwarded => None,
+        }
+    }
+}
+
+#[inline(always)]
+fn fib(
+    ctx: &XdpContext,
+    src: u32,
+    dst: u32,
+    tos: u8,
+    tot_len: u16,
+    ifindex: u32,
+) -> (i64, FibParams) {
+    // SAFETY: plain C struct of integers and unions of integers.
+    let mut p: FibParams = unsafe { zeroed() };
+    p.family = AF_INET;
+    p.__bindgen_anon_1.tot_len = tot_len;
+    p.__bindgen_anon_2.tos = tos;
+    p.__bindgen_anon_3.ipv4_src = src;
+    p.__bindgen_anon_4.ipv4_dst = dst;
+    p.ifindex = ifindex;
+    let ret = unsafe { bpf_fib_lookup(ctx.ctx.cast(), &mut p, size_of::<FibParams>() as i32, 0) };
+    (ret, p)
+}
+
+/// Looks `dst` up in the FIB as if the packet arrived on this interface.
+#[inline(always)]
+pub fn route(ctx: &XdpContext, src: u32, dst: u32, tos: u8, tot_len: u16) -> Route {
+    let ingress = ctx.ingress_ifindex() as u32;
+    let (ret, p) = fib(ctx, src, dst, tos, tot_len, ingress);
+    match ret as u32 {
+        BPF_FIB_LKUP_RET_SUCCESS => Route::Resolved {
+            ifindex: p.ifindex,
+            smac: p.smac,
+            dmac: p.dmac,
+        },
+        BPF_FIB_LKUP_RET_NO_NEIGH => Route::Kernel {
+            ifindex: p.ifindex,
+            too_big: false,
+        },
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => {
+            // The MTU check fails before the egress device is reported; ask again without
+            // it (a zero length never exceeds an MTU) to learn where the packet would go.
+            let (ret, p) = fib(ctx, src, dst, tos, 0, ingress);
+            match ret as u32 {
+                BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => Route::Kernel {
+                    ifindex: p.ifindex,
+                    too_big: true,
+                },
+                _ => Route::NotForwarded,
+            }
+        }
+        _ => Route::NotForwarded,
+    }
+}
+
+/// Writes the next hop's MACs and redirects out of `ifindex`.
+#[inline(always)]
+pub fn redirect(
+    eth: &mut [u8; 14],
+    ifindex: u32,
+    smac: &[u8; 6],
+    dmac: &[u8; 6],
+) -> Result<u32, Counter> {
+    eth[..6].copy_from_slice(dmac);
+    eth[6..12].copy_from_slice(smac);
+    DEVMAP
+        .redirect(ifindex, 0)
+        .map_err(|_| Counter::DropRedirectFailed)
+}
+
+pub const XDP_PASS: u32 = xdp_action::XDP_PASS;

@@ -1,0 +1,78 @@
+//! XDP entry points of xdp-nat. Each is a thin wrapper: the `try_` function returns a verdict
+//! naming its counter, or the named reason for a drop.
+#![no_std]
+#![no_main]
+
+mod forward;
+mod lan;
+mod maps;
+mod packet;
+mod state;
+mod wan;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use nat_common::counters::Counter;
+
+/// What to do with a packet, and the counter that records it.
+pub struct Verdict {
+    pub action: u32,
+    pub counter: Counter,
+}
+
+impl Verdict {
+    pub const fn new(action: u32, counter: Counter) -> Self {
+        Self { action, counter }
+    }
+
+    /// Hand the packet, untouched, to the kernel.
+    pub const fn pass(counter: Counter) -> Self {
+        Self::new(xdp_action::XDP_PASS, counter)
+    }
+}
+
+#[inline(always)]
+fn finish(result: Result<Verdict, Counter>) -> u32 {
+    match result {
+        Ok(v) => {
+            maps::count(v.counter);
+            v.action
+        }
+        Err(reason) => {
+            maps::count(reason);
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+#[xdp]
+pub fn xdp_nat_lan(ctx: XdpContext) -> u32 {
+    finish(lan::try_nat_lan(&ctx))
+}
+
+#[xdp]
+pub fn xdp_nat_wan(ctx: XdpContext) -> u32 {
+    finish(wan::try_nat_wan(&ctx))
+}
+
+/// Parse-only baseline for benchmarks, and the program labs attach to veth peers so frames
+/// redirected towards them are received.
+#[xdp]
+pub fn xdp_pass(ctx: XdpContext) -> u32 {
+    match packet::parse_ipv4(&ctx) {
+        Ok(Some(pkt)) => {
+            let _ = packet::parse_transport(&ctx, &pkt, nat_common::proto::ICMP_ECHO_REQUEST);
+            xdp_action::XDP_PASS
+        }
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

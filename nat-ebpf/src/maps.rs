@@ -1,0 +1,74 @@
+//! Every map of the object, in one place. Capacities are defaults: nat-ctl sets the real
+//! ones at load time (EbpfLoader::map_max_entries) and pins the maps under
+//! /sys/fs/bpf/<instance>/ so that a restarted daemon adopts them.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, PerCpuArray},
+};
+use nat_common::{
+    config::NatConfig,
+    counters::{Counter, NUM_COUNTERS},
+    maps::{
+        DEFAULT_MAX_MAPPINGS, DEFAULT_MAX_SESSIONS, EndpointKey, ExternalKey, MAX_DEVICES, Mapping,
+        PORT_SLOTS, Session, SessionKey,
+    },
+};
+
+/// Slot 0: the runtime configuration written by nat-ctl.
+#[map]
+pub static CONFIG: Array<NatConfig> = Array::with_max_entries(1, 0);
+
+/// Internal endpoint -> mapping (endpoint-independent mapping).
+#[map]
+pub static MAPPINGS_OUT: HashMap<EndpointKey, Mapping> =
+    HashMap::with_max_entries(DEFAULT_MAX_MAPPINGS, 0);
+
+/// External port/id -> mapping. A BPF_NOEXIST insert here is how a CPU claims a port.
+#[map]
+pub static MAPPINGS_IN: HashMap<ExternalKey, Mapping> =
+    HashMap::with_max_entries(DEFAULT_MAX_MAPPINGS, 0);
+
+/// Mapping + remote endpoint -> session state.
+#[map]
+pub static SESSIONS: HashMap<SessionKey, Session> =
+    HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
+
+/// Mapping + remote address (port 0) -> creation time: the remote hosts a mapping has sent
+/// to, for address-dependent filtering.
+#[map]
+pub static FILTERS: HashMap<SessionKey, u64> = HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
+
+/// Pool slot -> external port (wire order); see NatConfig::priv_pool_len / pool_len.
+#[map]
+pub static PORT_POOL: Array<u16> = Array::with_max_entries(PORT_SLOTS, 0);
+
+/// Port (host order) -> 1 when the NAT owns it, 0 when it belongs to the router itself.
+#[map]
+pub static PORT_IN_POOL: Array<u8> = Array::with_max_entries(PORT_SLOTS, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+
+/// ifindex -> ifindex for bpf_redirect_map.
+#[map]
+pub static DEVMAP: DevMapHash = DevMapHash::with_max_entries(MAX_DEVICES, 0);
+
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn config() -> Option<&'static NatConfig> {
+    CONFIG.get(0)
+}
+
+/// Is `port` (wire order) one the NAT hands out, rather than the router's own?
+#[inline(always)]
+pub fn port_in_pool(port: u16) -> bool {
+    matches!(PORT_IN_POOL.get(u16::from_be(port) as u32), Some(1))
+}

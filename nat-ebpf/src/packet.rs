@@ -1,0 +1,155 @@
+//! Parsing: `ptr_at` is the only pointer arithmetic on packet data; `parse_ipv4` validates
+//! the Ethernet and IPv4 headers and locates the transport header.
+
+use aya_ebpf::programs::XdpContext;
+use core::mem::size_of;
+use nat_common::{
+    counters::Counter,
+    proto::{
+        ETH_HDR_LEN, ETH_P_IP, ICMP_HDR_LEN, IP_MF, IP_OFFSET_MASK, IPPROTO_ICMP, IPPROTO_TCP,
+        IPPROTO_UDP, IPV4_MIN_HDR_LEN, TCP_HDR_LEN, UDP_HDR_LEN,
+    },
+    rewrite::{IP_DST, IP_SRC, L4, get_u16, get_u32},
+};
+
+/// IPv4 "don't fragment" flag (host order of the flags/offset field).
+pub const IP_DF: u16 = 0x4000;
+
+/// A pointer to a `T` at `offset` into the packet, after checking it lies inside it.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Counter> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return Err(Counter::DropMalformed);
+    }
+    Ok((start + offset) as *mut T)
+}
+
+pub struct Ipv4<'a> {
+    pub eth: &'a mut [u8; ETH_HDR_LEN],
+    pub ip: &'a mut [u8; IPV4_MIN_HDR_LEN],
+    /// Offset of the transport header from the start of the frame.
+    pub l4_offset: usize,
+    /// IP total length minus header length: bytes of transport header + payload.
+    pub l4_len: usize,
+    pub tot_len: u16,
+    pub proto: u8,
+    pub ttl: u8,
+    pub tos: u8,
+    pub src: u32,
+    pub dst: u32,
+    pub fragment: bool,
+    pub dont_fragment: bool,
+}
+
+/// Ok(None): not IPv4 (ARP, IPv6, VLAN, ...), to be passed untouched.
+#[inline(always)]
+pub fn parse_ipv4(ctx: &XdpContext) -> Result<Option<Ipv4<'_>>, Counter> {
+    let eth: *mut [u8; ETH_HDR_LEN] = ptr_at(ctx, 0)?;
+    // SAFETY: bounds-checked by ptr_at.
+    let eth = unsafe { &mut *eth };
+    if u16::from_be_bytes([eth[12], eth[13]]) != ETH_P_IP {
+        return Ok(None);
+    }
+    let ip: *mut [u8; IPV4_MIN_HDR_LEN] = ptr_at(ctx, ETH_HDR_LEN)?;
+    let ip = unsafe { &mut *ip };
+    if ip[0] >> 4 != 4 {
+        return Err(Counter::DropMalformed);
+    }
+    // verifier: masking keeps the header length provably <= 60.
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    let tot_len = u16::from_be_bytes([ip[2], ip[3]]);
+    let frame_len = ctx.data_end() - ctx.data();
+    if ihl < IPV4_MIN_HDR_LEN
+        || (tot_len as usize) < ihl
+        || ETH_HDR_LEN + tot_len as usize > frame_len
+    {
+        return Err(Counter::DropMalformed);
+    }
+    let frag = u16::from_be_bytes([ip[6], ip[7]]);
+    Ok(Some(Ipv4 {
+        l4_offset: ETH_HDR_LEN + ihl,
+        l4_len: tot_len as usize - ihl,
+        tot_len,
+        proto: ip[9],
+        ttl: ip[8],
+        tos: ip[1],
+        src: get_u32(ip, IP_SRC),
+        dst: get_u32(ip, IP_DST),
+        fragment: frag & (IP_MF | IP_OFFSET_MASK) != 0,
+        dont_fragment: frag & IP_DF != 0,
+        eth,
+        ip,
+    }))
+}
+
+/// The transport header of a TCP, UDP or ICMP echo packet, validated.
+pub struct Transport<'a> {
+    pub l4: L4<'a>,
+    /// Source and destination port (ICMP: id and 0), wire order.
+    pub sport: u16,
+    pub dport: u16,
+    /// TCP flags byte, 0 for other protocols.
+    pub tcp_flags: u8,
+}
+
+/// Ok(None): a protocol (or ICMP type) the NAT does not translate.
+#[inline(always)]
+pub fn parse_transport<'a>(
+    ctx: &XdpContext,
+    pkt: &Ipv4<'_>,
+    icmp_echo_type: u8,
+) -> Result<Option<Transport<'a>>, Counter> {
+    let off = pkt.l4_offset;
+    match pkt.proto {
+        IPPROTO_TCP => {
+            let h: *mut [u8; TCP_HDR_LEN] = ptr_at(ctx, off)?;
+            let h = unsafe { &mut *h };
+            let doff = ((h[12] >> 4) as usize) * 4;
+            if doff < TCP_HDR_LEN || doff > pkt.l4_len {
+                return Err(Counter::DropMalformed);
+            }
+            let (sport, dport, flags) = (get_u16(h, 0), get_u16(h, 2), h[13]);
+            Ok(Some(Transport {
+                l4: L4::Tcp(h),
+                sport,
+                dport,
+                tcp_flags: flags,
+            }))
+        }
+        IPPROTO_UDP => {
+            let h: *mut [u8; UDP_HDR_LEN] = ptr_at(ctx, off)?;
+            let h = unsafe { &mut *h };
+            let len = u16::from_be_bytes([h[4], h[5]]) as usize;
+            if len < UDP_HDR_LEN || len > pkt.l4_len {
+                return Err(Counter::DropMalformed);
+            }
+            let (sport, dport) = (get_u16(h, 0), get_u16(h, 2));
+            Ok(Some(Transport {
+                l4: L4::Udp(h),
+                sport,
+                dport,
+                tcp_flags: 0,
+            }))
+        }
+        IPPROTO_ICMP => {
+            let h: *mut [u8; ICMP_HDR_LEN] = ptr_at(ctx, off)?;
+            let h = unsafe { &mut *h };
+            if pkt.l4_len < ICMP_HDR_LEN {
+                return Err(Counter::DropMalformed);
+            }
+            if h[0] != icmp_echo_type || h[1] != 0 {
+                return Ok(None);
+            }
+            let id = get_u16(h, 4);
+            Ok(Some(Transport {
+                l4: L4::IcmpEcho(h),
+                sport: id,
+                dport: 0,
+                tcp_flags: 0,
+            }))
+        }
+        _ => Ok(None),
+    }
+}

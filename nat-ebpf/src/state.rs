@@ -1,0 +1,139 @@
+//! Mapping and session creation: port claims, session refresh, TCP state.
+
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_get_prandom_u32};
+use nat_common::{
+    config::NatConfig,
+    counters::Counter,
+    maps::{EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, Session, SessionKey},
+    ports::{MAX_PORT_TRIES, pool_slot, wants_privileged},
+    proto::IPPROTO_TCP,
+    tcp_state::{self, Direction},
+};
+
+use crate::maps::{FILTERS, MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL, SESSIONS, count, port_in_pool};
+
+const EEXIST: i32 = 17;
+
+enum Claim {
+    Won(u16),
+    /// Port taken: try another.
+    Taken,
+}
+
+/// The external port of `ep`'s mapping, creating the mapping if there is none.
+#[inline(always)]
+pub fn mapping_for(cfg: &NatConfig, ep: &EndpointKey, now: u64) -> Result<u16, Counter> {
+    if let Some(m) = MAPPINGS_OUT.get_ptr(ep) {
+        // SAFETY: map value pointer from a successful lookup.
+        return Ok(unsafe { (*m).ext_port });
+    }
+    let mut m = Mapping {
+        created_ns: now,
+        released_ns: 0,
+        int_addr: ep.addr,
+        int_port: ep.port,
+        ext_port: 0,
+        proto: ep.proto,
+        state: MAPPING_ACTIVE,
+        _pad: [0; 6],
+    };
+    // Keep the source port when the pool has it and it is free (RFC 4787 REQ-1 "port
+    // preservation" is not required, but applications like it).
+    if port_in_pool(ep.port) {
+        if let Claim::Won(p) = claim(ep, &mut m, ep.port)? {
+            return Ok(p);
+        }
+    }
+    let privileged = wants_privileged(ep.proto, u16::from_be(ep.port));
+    // verifier: bounded retry loop.
+    for _ in 0..MAX_PORT_TRIES {
+        let r = unsafe { bpf_get_prandom_u32() };
+        let Some(slot) = pool_slot(r, privileged, cfg.priv_pool_len, cfg.pool_len) else {
+            break;
+        };
+        let Some(port) = PORT_POOL.get(slot) else {
+            continue;
+        };
+        if let Claim::Won(p) = claim(ep, &mut m, *port)? {
+            return Ok(p);
+        }
+    }
+    Err(Counter::DropPortsExhausted)
+}
+
+/// Claims external `port` for `ep`: first the external side (atomic across CPUs through
+/// BPF_NOEXIST), then the internal side.
+#[inline(always)]
+fn claim(ep: &EndpointKey, m: &mut Mapping, port: u16) -> Result<Claim, Counter> {
+    m.ext_port = port;
+    let ext = ExternalKey {
+        port,
+        proto: ep.proto,
+        _pad: 0,
+    };
+    match MAPPINGS_IN.insert(&ext, &*m, BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        Err(e) if e == -EEXIST => return Ok(Claim::Taken),
+        Err(_) => return Err(Counter::DropMappingTableFull),
+    }
+    match MAPPINGS_OUT.insert(ep, &*m, BPF_NOEXIST as u64) {
+        Ok(()) => {
+            count(Counter::MappingCreated);
+            Ok(Claim::Won(port))
+        }
+        Err(e) => {
+            let _ = MAPPINGS_IN.remove(&ext);
+            if e == -EEXIST {
+                // Another CPU created this endpoint's mapping at the same moment: use it.
+                match MAPPINGS_OUT.get_ptr(ep) {
+                    Some(other) => Ok(Claim::Won(unsafe { (*other).ext_port })),
+                    None => Err(Counter::DropMappingTableFull),
+                }
+            } else {
+                Err(Counter::DropMappingTableFull)
+            }
+        }
+    }
+}
+
+/// Refreshes (or creates) the session for an outbound packet.
+#[inline(always)]
+pub fn touch_outbound(
+    key: &SessionKey,
+    ext_port: u16,
+    tcp_flags: u8,
+    now: u64,
+) -> Result<(), Counter> {
+    if let Some(s) = SESSIONS.get_ptr_mut(key) {
+        // SAFETY: map value pointer; concurrent writers only race on refresh timestamps.
+        let s = unsafe { &mut *s };
+        s.last_seen_ns = now;
+        s.ext_port = ext_port;
+        if key.proto == IPPROTO_TCP {
+            s.tcp_state = tcp_state::next(s.tcp_state, Direction::Outbound, tcp_flags);
+        }
+        return Ok(());
+    }
+    let tcp = if key.proto == IPPROTO_TCP {
+        tcp_state::next(0, Direction::Outbound, tcp_flags)
+    } else {
+        0
+    };
+    let s = Session {
+        created_ns: now,
+        last_seen_ns: now,
+        ext_port,
+        tcp_state: tcp,
+        _pad: [0; 5],
+    };
+    match SESSIONS.insert(key, &s, BPF_NOEXIST as u64) {
+        Ok(()) => count(Counter::SessionCreated),
+        // Created by another CPU meanwhile: fine.
+        Err(e) if e == -EEXIST => {}
+        Err(_) => return Err(Counter::DropSessionTableFull),
+    }
+    // Remember the remote host for address-dependent filtering. A full filter table only
+    // makes filtering stricter, never looser.
+    let _ = FILTERS.insert(&key.filter_key(), &now, BPF_NOEXIST as u64);
+    Ok(())
+}
