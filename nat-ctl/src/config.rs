@@ -4,10 +4,13 @@
 
 use anyhow::{Context as _, Result, bail};
 use nat_common::config::{
-    FILTER_ADDRESS_DEPENDENT, FILTER_ADDRESS_PORT_DEPENDENT, FILTER_ENDPOINT_INDEPENDENT, Timeouts,
+    FILTER_ADDRESS_DEPENDENT, FILTER_ADDRESS_PORT_DEPENDENT, FILTER_ENDPOINT_INDEPENDENT,
+    LAYOUT_VERSION, NatConfig, Timeouts,
 };
 use nat_common::maps::{DEFAULT_MAX_MAPPINGS, DEFAULT_MAX_SESSIONS};
 use serde::Deserialize;
+
+use crate::{commands::to_wire, netdev::Ipv4Net, pool::PortPool};
 use std::{net::Ipv4Addr, ops::RangeInclusive, path::Path, str::FromStr};
 
 /// Used when no --config is given and this file exists.
@@ -101,6 +104,34 @@ pub struct Settings {
     pub timeouts: Timeouts,
     pub max_sessions: u32,
     pub max_mappings: u32,
+}
+
+/// What the interfaces contribute to the data path's configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Interfaces {
+    pub lan_index: u32,
+    pub wan_index: u32,
+    pub lan_net: Ipv4Net,
+    pub wan_addr: Ipv4Addr,
+}
+
+impl Settings {
+    /// The CONFIG map value for these settings, interfaces and pool.
+    pub fn nat_config(&self, i: &Interfaces, pool: &PortPool) -> NatConfig {
+        NatConfig {
+            layout_version: LAYOUT_VERSION,
+            wan_addr: to_wire(i.wan_addr),
+            lan_addr: to_wire(i.lan_net.addr),
+            lan_net: to_wire(i.lan_net.network()),
+            lan_mask: i.lan_net.mask().to_be(),
+            wan_ifindex: i.wan_index,
+            lan_ifindex: i.lan_index,
+            priv_pool_len: pool.privileged.len() as u32,
+            pool_len: pool.ordinary.len() as u32,
+            filtering: self.filtering.to_map(),
+            timeouts: self.timeouts,
+        }
+    }
 }
 
 /// Flags given on the command line; they win over the file.

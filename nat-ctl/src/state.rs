@@ -88,6 +88,14 @@ impl NatMaps {
         Ok(())
     }
 
+    /// Configures the data path: the pool and devices first, the config (which makes the
+    /// programs act) last.
+    pub fn apply(&mut self, cfg: &NatConfig, pool: &PortPool) -> Result<()> {
+        self.write_pool(pool)?;
+        self.set_devices(&[cfg.lan_ifindex, cfg.wan_ifindex])?;
+        self.write_config(cfg)
+    }
+
     pub fn write_config(&mut self, cfg: &NatConfig) -> Result<()> {
         self.config.set(0, cfg, 0).context("writing CONFIG")
     }

@@ -10,8 +10,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::RunArgs,
-    commands::{ifname, to_wire},
-    config::{FileConfig, Overrides, Settings},
+    commands::ifname,
+    config::{FileConfig, Interfaces, Overrides, Settings},
     loader::{self, Attached, Tables},
     monotonic_ns, netdev,
     pins::{DaemonLock, Instance, ensure_bpffs},
@@ -66,22 +66,6 @@ fn plan(args: &RunArgs) -> Result<Plan> {
     })
 }
 
-fn nat_config(p: &Plan, pool: &PortPool) -> NatConfig {
-    NatConfig {
-        layout_version: LAYOUT_VERSION,
-        wan_addr: to_wire(p.wan_addr),
-        lan_addr: to_wire(p.lan_net.addr),
-        lan_net: to_wire(p.lan_net.network()),
-        lan_mask: p.lan_net.mask().to_be(),
-        wan_ifindex: p.wan_index,
-        lan_ifindex: p.lan_index,
-        priv_pool_len: pool.privileged.len() as u32,
-        pool_len: pool.ordinary.len() as u32,
-        filtering: p.settings.filtering.to_map(),
-        timeouts: p.settings.timeouts,
-    }
-}
-
 fn build_pool(s: &Settings, wan_addr: std::net::Ipv4Addr) -> Result<PortPool> {
     let mut reserved: BTreeSet<u16> = pool::listening_ports()?;
     reserved.extend(pool::local_port_range()?);
@@ -132,10 +116,13 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
     let mut ebpf = loader::load(Some(instance), tables)?;
     let mut maps = NatMaps::from_ebpf(&mut ebpf)?;
     let pool = build_pool(&plan.settings, plan.wan_addr)?;
-    maps.write_pool(&pool)?;
-    maps.set_devices(&[plan.lan_index, plan.wan_index])?;
-    let cfg = nat_config(&plan, &pool);
-    maps.write_config(&cfg)?;
+    let cfg = plan.settings.nat_config(&Interfaces {
+        lan_index: plan.lan_index,
+        wan_index: plan.wan_index,
+        lan_net: plan.lan_net,
+        wan_addr: plan.wan_addr,
+    }, &pool);
+    maps.apply(&cfg, &pool)?;
 
     for change in sysctl::prepare_forwarding(&plan.settings.lan)? {
         log::info!("sysctl {change}");

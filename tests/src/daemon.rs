@@ -1,0 +1,124 @@
+//! A `nat-ctl run` under test: the real binary, started in the router namespace, stopped and
+//! cleaned up on drop.
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+use crate::{
+    lab::{LAN_IF, Lab, WAN_IF},
+    wait_for,
+};
+
+/// The nat-ctl binary next to the test executables (`cargo xtask test` builds it first).
+pub fn nat_ctl_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/debug/deps/<test> or target/debug/<bin>
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("nat-ctl");
+    assert!(bin.exists(), "{} is missing: run the tests with `cargo xtask test`, which builds it", bin.display());
+    bin
+}
+
+/// Runs nat-ctl in a namespace (via nsenter, so bpffs is the host's).
+pub fn nat_ctl(ns_path: &str, args: &[&str]) -> Output {
+    Command::new("nsenter")
+        .arg(format!("--net={ns_path}"))
+        .arg(nat_ctl_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run nat-ctl")
+}
+
+pub struct NatDaemon {
+    child: Option<Child>,
+    pub instance: String,
+    ns_path: String,
+}
+
+impl NatDaemon {
+    /// Starts `nat-ctl run` on the lab's router and waits until `status` says it runs.
+    pub fn start(lab: &Lab, extra: &[&str]) -> Result<NatDaemon> {
+        let instance = crate::unique("i");
+        let ns_path = lab.router.path();
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("{instance}.log")))?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net={ns_path}"))
+            .arg(nat_ctl_bin())
+            .args(["--instance", &instance, "run", "--lan", LAN_IF, "--wan", WAN_IF, "--detach-on-exit", "--sweep-interval", "1"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting nat-ctl run")?;
+        let mut d = NatDaemon { child: Some(child), instance, ns_path };
+        let up = wait_for(Duration::from_secs(30), || {
+            if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Some(Err(status));
+            }
+            d.ctl(&["status"]).status.success().then_some(Ok(()))
+        });
+        match up {
+            Some(Ok(())) => Ok(d),
+            Some(Err(status)) => bail!("nat-ctl run exited early ({status}): {}", d.log()),
+            None => bail!("nat-ctl run did not come up in 30 s: {}", d.log()),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(std::env::temp_dir().join(format!("{}.log", self.instance))).unwrap_or_default()
+    }
+
+    /// `nat-ctl --instance I args...` in the router namespace.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--instance", &self.instance];
+        all.extend_from_slice(args);
+        nat_ctl(&self.ns_path, &all)
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.ctl(&all);
+        assert!(out.status.success(), "nat-ctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("valid JSON")
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        let v = self.json(&["stats"]);
+        v["counters"][name].as_u64().unwrap_or_else(|| panic!("no counter {name} in {v}"))
+    }
+
+    /// Stops with SIGTERM (bounded wait, then SIGKILL) and returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten());
+        if status.is_none() {
+            let _ = child.kill();
+        }
+        status.or_else(|| child.wait().ok())
+    }
+}
+
+impl Drop for NatDaemon {
+    fn drop(&mut self) {
+        self.stop();
+        // Whatever happened, leave no pinned state behind.
+        let dir = PathBuf::from("/sys/fs/bpf").join(&self.instance);
+        if dir.exists() {
+            let _ = self.ctl(&["detach"]);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! BPF_PROG_TEST_RUN fixtures: the real compiled object, loaded unpinned, configured the way
+//! `nat-ctl run` configures it, in a private namespace whose routes and (permanent)
+//! neighbours make bpf_fib_lookup answer deterministically.
+//!
+//!   lan0 192.168.1.1/24 (mac LAN_MAC)      neighbours .2 -> HOST_A_MAC, .3 -> HOST_B_MAC
+//!   wan0 203.0.113.1/24 (mac WAN_MAC)      neighbours .2 -> SERVER_MAC, .254 -> GATEWAY_MAC
+//!   default via 203.0.113.254;  192.168.1.9 has no neighbour entry (unresolved)
+
+use anyhow::Result;
+use aya::{Ebpf, TestRun as _, TestRunOptions};
+use nat_common::maps::programs;
+use nat_ctl::{
+    config::{FileConfig, Interfaces, Overrides},
+    loader::{self, Tables},
+    netdev::{self, Ipv4Net},
+    pool::PortPool,
+    state::NatMaps,
+};
+use std::{collections::BTreeSet, net::Ipv4Addr};
+
+use crate::{
+    lab::{LAN_HOST_A, LAN_HOST_B, ROUTER_LAN, ROUTER_WAN, SERVER},
+    netns::Netns,
+    packets::{Hdr, Mac},
+};
+
+pub const LAN_MAC: Mac = [0x02, 0, 0, 0, 1, 1];
+pub const HOST_A_MAC: Mac = [0x02, 0, 0, 0, 1, 2];
+pub const HOST_B_MAC: Mac = [0x02, 0, 0, 0, 1, 3];
+pub const WAN_MAC: Mac = [0x02, 0, 0, 0, 2, 1];
+pub const SERVER_MAC: Mac = [0x02, 0, 0, 0, 2, 2];
+pub const GATEWAY_MAC: Mac = [0x02, 0, 0, 0, 2, 0xfe];
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 254);
+/// Somewhere beyond the default gateway.
+pub const FAR_SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+/// A LAN address with no neighbour entry.
+pub const UNRESOLVED_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 9);
+/// The router's own service port, kept out of the pool in fixtures.
+pub const ROUTER_SSH: u16 = 22;
+
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+fn mac_str(m: &Mac) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+pub struct Fixture {
+    pub ebpf: Ebpf,
+    pub maps: NatMaps,
+    pub lan_ifindex: u32,
+    pub wan_ifindex: u32,
+}
+
+/// Options for a fixture's settings, as in the config file.
+pub struct FixtureConfig {
+    pub toml: String,
+    pub port_range: (u16, u16),
+}
+
+impl Default for FixtureConfig {
+    fn default() -> Self {
+        FixtureConfig { toml: String::new(), port_range: (1024, 65535) }
+    }
+}
+
+fn build_ns(ns: &Netns) -> Result<()> {
+    ns.ip(&["link", "add", "lan0", "type", "veth", "peer", "name", "lanp"])?;
+    ns.ip(&["link", "add", "wan0", "type", "veth", "peer", "name", "wanp"])?;
+    ns.ip(&["link", "set", "lan0", "address", &mac_str(&LAN_MAC)])?;
+    ns.ip(&["link", "set", "wan0", "address", &mac_str(&WAN_MAC)])?;
+    for dev in ["lan0", "lanp", "wan0", "wanp"] {
+        ns.ip(&["link", "set", dev, "up"])?;
+    }
+    ns.ip(&["addr", "add", &format!("{ROUTER_LAN}/24"), "dev", "lan0"])?;
+    ns.ip(&["addr", "add", &format!("{ROUTER_WAN}/24"), "dev", "wan0"])?;
+    ns.ip(&["route", "add", "default", "via", &GATEWAY.to_string()])?;
+    for (addr, mac, dev) in [
+        (LAN_HOST_A, HOST_A_MAC, "lan0"),
+        (LAN_HOST_B, HOST_B_MAC, "lan0"),
+        (SERVER, SERVER_MAC, "wan0"),
+        (GATEWAY, GATEWAY_MAC, "wan0"),
+    ] {
+        ns.ip(&["neigh", "replace", &addr.to_string(), "lladdr", &mac_str(&mac), "dev", dev, "nud", "permanent"])?;
+    }
+    ns.sysctl("net.ipv4.ip_forward", "1")
+}
+
+/// Runs `f` with a configured fixture, inside its namespace.
+pub fn with_fixture<T: Send>(tables: Tables, cfg: FixtureConfig, f: impl FnOnce(&mut Fixture) -> T + Send) -> T {
+    let ns = Netns::new(&crate::unique("fx")).expect("fixture namespace");
+    build_ns(&ns).expect("fixture namespace setup");
+    ns.run(move || {
+        let lan_ifindex = netdev::ifindex("lan0").expect("lan0");
+        let wan_ifindex = netdev::ifindex("wan0").expect("wan0");
+        let mut ebpf = loader::load(None, tables).expect("load the eBPF object");
+        let mut maps = NatMaps::from_ebpf(&mut ebpf).expect("maps");
+        let settings = FileConfig::parse(&cfg.toml)
+            .expect("fixture TOML")
+            .settings(&Overrides { lan: Some("lan0".into()), wan: Some("wan0".into()), wan_addr: None })
+            .expect("fixture settings");
+        let reserved: BTreeSet<u16> = [ROUTER_SSH].into_iter().collect();
+        let pool = PortPool::build(cfg.port_range.0..=cfg.port_range.1, &reserved);
+        let nat = settings.nat_config(
+            &Interfaces {
+                lan_index: lan_ifindex,
+                wan_index: wan_ifindex,
+                lan_net: Ipv4Net { addr: ROUTER_LAN, prefix_len: 24 },
+                wan_addr: ROUTER_WAN,
+            },
+            &pool,
+        );
+        maps.apply(&nat, &pool).expect("configure maps");
+        let mut fx = Fixture { ebpf, maps, lan_ifindex, wan_ifindex };
+        f(&mut fx)
+    })
+    .expect("fixture thread")
+}
+
+pub fn default_tables() -> Tables {
+    Tables { max_sessions: 1024, max_mappings: 1024 }
+}
+
+impl Fixture {
+    /// Runs `prog` once on `frame` as if received on `ifindex`; returns the action and the
+    /// frame as the program left it.
+    pub fn run(&mut self, prog: &str, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
+        let p = loader::xdp(&mut self.ebpf, prog).expect("program");
+        // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
+        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = p
+            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ctx_in: Some(&ctx), ..Default::default() })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    /// A frame arriving from the LAN side.
+    pub fn from_lan(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let i = self.lan_ifindex;
+        self.run(programs::LAN_INGRESS, i, frame)
+    }
+
+    /// A frame arriving from the WAN side.
+    pub fn from_wan(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let i = self.wan_ifindex;
+        self.run(programs::WAN_INGRESS, i, frame)
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        let c = nat_common::counters::Counter::from_name(name).unwrap_or_else(|| panic!("no counter {name}"));
+        self.maps.counter(c).expect("read counter")
+    }
+}
+
+/// Addressing of a frame from LAN host `src` to `dst` through the router.
+pub fn lan_hdr(src: Ipv4Addr, src_mac: Mac, dst: Ipv4Addr) -> Hdr {
+    Hdr { smac: src_mac, dmac: LAN_MAC, src, dst, ttl: 64 }
+}
+
+/// Addressing of a frame from `src` on the WAN side to the router's WAN address.
+pub fn wan_hdr(src: Ipv4Addr, src_mac: Mac) -> Hdr {
+    Hdr { smac: src_mac, dmac: WAN_MAC, src, dst: ROUTER_WAN, ttl: 64 }
+}

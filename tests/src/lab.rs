@@ -1,0 +1,53 @@
+//! The three-namespace lab: LAN hosts (one namespace, two addresses) - router (XDP NAT) -
+//! WAN server, on veth pairs, set up the way DESIGN.md's test-environment facts require:
+//! GRO on the receiving peers (or XDP-redirected frames vanish) and tx checksum offload off
+//! on the senders (or redirected packets carry partial checksums).
+
+use anyhow::Result;
+use std::net::Ipv4Addr;
+
+use crate::netns::Netns;
+
+pub const LAN_HOST_A: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 2);
+pub const LAN_HOST_B: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 3);
+pub const ROUTER_LAN: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
+pub const ROUTER_WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+pub const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+/// Interface names inside the router namespace.
+pub const LAN_IF: &str = "lan0";
+pub const WAN_IF: &str = "wan0";
+
+pub struct Lab {
+    pub lan: Netns,
+    pub router: Netns,
+    pub wan: Netns,
+}
+
+impl Lab {
+    pub fn new(tag: &str) -> Result<Lab> {
+        let base = crate::unique(tag);
+        let lab = Lab {
+            lan: Netns::new(&format!("{base}-lan"))?,
+            router: Netns::new(&format!("{base}-rtr"))?,
+            wan: Netns::new(&format!("{base}-wan"))?,
+        };
+        let r = &lab.router;
+        r.ip(&["link", "add", LAN_IF, "type", "veth", "peer", "name", "eth0", "netns", &lab.lan.name])?;
+        r.ip(&["link", "add", WAN_IF, "type", "veth", "peer", "name", "eth0", "netns", &lab.wan.name])?;
+        r.ip(&["addr", "add", &format!("{ROUTER_LAN}/24"), "dev", LAN_IF])?;
+        r.ip(&["addr", "add", &format!("{ROUTER_WAN}/24"), "dev", WAN_IF])?;
+        r.ip(&["link", "set", LAN_IF, "up"])?;
+        r.ip(&["link", "set", WAN_IF, "up"])?;
+        for a in [LAN_HOST_A, LAN_HOST_B] {
+            lab.lan.ip(&["addr", "add", &format!("{a}/24"), "dev", "eth0"])?;
+        }
+        lab.lan.ip(&["link", "set", "eth0", "up"])?;
+        lab.lan.ip(&["route", "add", "default", "via", &ROUTER_LAN.to_string()])?;
+        lab.wan.ip(&["addr", "add", &format!("{SERVER}/24"), "dev", "eth0"])?;
+        lab.wan.ip(&["link", "set", "eth0", "up"])?;
+        for ns in [&lab.lan, &lab.wan] {
+            ns.exec("ethtool", &["-K", "eth0", "tx", "off", "gro", "on"])?;
+        }
+        Ok(lab)
+    }
+}

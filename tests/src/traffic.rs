@@ -1,0 +1,143 @@
+//! Real-socket traffic for the end-to-end tests and the demo, each call bounded in time.
+
+use anyhow::{Context as _, Result};
+use sha2::{Digest, Sha256};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+use crate::netns::Netns;
+
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `ping -c N` from `ns`; true when every echo got its reply.
+pub fn ping(ns: &Netns, dst: Ipv4Addr, count: u32) -> Result<bool> {
+    let out = ns
+        .cmd("ping")
+        .args(["-c", &count.to_string(), "-i", "0.2", "-W", "2", "-n", &dst.to_string()])
+        .output()
+        .context("running ping")?;
+    Ok(out.status.success())
+}
+
+/// A TCP sink in `ns` on `port`: accepts one connection, hashes everything it receives,
+/// sends the hash back, and reports (peer, bytes, hash).
+pub struct TcpSink {
+    pub addr: SocketAddrV4,
+    handle: std::thread::JoinHandle<Result<(SocketAddr, usize, [u8; 32])>>,
+}
+
+impl TcpSink {
+    pub fn start(ns: &Netns, bind: Ipv4Addr, port: u16) -> Result<TcpSink> {
+        let listener = ns.run(move || TcpListener::bind((bind, port)))??;
+        listener.set_nonblocking(false)?;
+        let addr = SocketAddrV4::new(bind, port);
+        let handle = std::thread::spawn(move || -> Result<_> {
+            let (mut conn, peer) = accept_timeout(&listener, IO_TIMEOUT)?;
+            conn.set_read_timeout(Some(IO_TIMEOUT))?;
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 16];
+            let mut n = 0;
+            loop {
+                let got = conn.read(&mut buf)?;
+                if got == 0 {
+                    break;
+                }
+                h.update(&buf[..got]);
+                n += got;
+            }
+            let digest: [u8; 32] = h.finalize().into();
+            conn.write_all(&digest)?;
+            Ok((peer, n, digest))
+        });
+        Ok(TcpSink { addr, handle })
+    }
+
+    pub fn finish(self) -> Result<(SocketAddr, usize, [u8; 32])> {
+        self.handle.join().map_err(|_| anyhow::anyhow!("sink thread panicked"))?
+    }
+}
+
+/// Accepts one connection or fails after `timeout`.
+pub fn accept_timeout(l: &TcpListener, timeout: Duration) -> Result<(TcpStream, SocketAddr)> {
+    l.set_nonblocking(true)?;
+    let got = crate::wait_for(timeout, || match l.accept() {
+        Ok(c) => Some(Ok(c)),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+        Err(e) => Some(Err(e)),
+    });
+    let (s, peer) = got.context("no connection arrived")??;
+    s.set_nonblocking(false)?;
+    Ok((s, peer))
+}
+
+/// Sends `data` from `ns` (bound to `src`) to the sink and returns the sink's hash of it.
+pub fn tcp_send(ns: &Netns, src: Ipv4Addr, dst: SocketAddrV4, data: &[u8]) -> Result<[u8; 32]> {
+    let data = data.to_vec();
+    ns.run(move || -> Result<[u8; 32]> {
+        let sock = bind_tcp(src)?;
+        let mut s = connect_timeout(sock, dst)?;
+        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.write_all(&data)?;
+        s.shutdown(Shutdown::Write)?;
+        let mut digest = [0u8; 32];
+        s.read_exact(&mut digest).context("reading the sink's hash")?;
+        Ok(digest)
+    })?
+}
+
+/// A TCP socket bound to `src` (std cannot bind before connecting).
+fn bind_tcp(src: Ipv4Addr) -> Result<Socket> {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    s.bind(&SocketAddr::from((src, 0)).into()).with_context(|| format!("bind {src}"))?;
+    Ok(s)
+}
+
+fn connect_timeout(sock: Socket, dst: SocketAddrV4) -> Result<TcpStream> {
+    sock.connect_timeout(&SocketAddr::V4(dst).into(), IO_TIMEOUT).with_context(|| format!("connect {dst}"))?;
+    Ok(sock.into())
+}
+
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// A UDP echo server in `ns`: answers each datagram with "echo:" + payload, reporting
+/// the sources it saw, until `count` datagrams arrived or time ran out.
+pub fn udp_echo(ns: &Netns, bind: SocketAddrV4, count: usize) -> Result<std::thread::JoinHandle<Vec<SocketAddr>>> {
+    let sock = ns.run(move || UdpSocket::bind(bind))??;
+    sock.set_read_timeout(Some(IO_TIMEOUT))?;
+    Ok(std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 2048];
+        while seen.len() < count {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else { break };
+            let mut reply = b"echo:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = sock.send_to(&reply, from);
+            seen.push(from);
+        }
+        seen
+    }))
+}
+
+/// Sends `payload` from `src` to `dst` over UDP in `ns` and returns the reply, if any.
+pub fn udp_request(ns: &Netns, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<Option<Vec<u8>>> {
+    let payload = payload.to_vec();
+    ns.run(move || -> Result<Option<Vec<u8>>> {
+        let s = UdpSocket::bind(src)?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.send_to(&payload, dst)?;
+        let mut buf = [0u8; 2048];
+        match s.recv_from(&mut buf) {
+            Ok((n, _)) => Ok(Some(buf[..n].to_vec())),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    })?
+}
+
