@@ -23,7 +23,11 @@ pub fn nat_ctl_bin() -> PathBuf {
         dir.pop();
     }
     let bin = dir.join("nat-ctl");
-    assert!(bin.exists(), "{} is missing: run the tests with `cargo xtask test`, which builds it", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo xtask test`, which builds it",
+        bin.display()
+    );
     bin
 }
 
@@ -53,14 +57,29 @@ impl NatDaemon {
         let child = Command::new("nsenter")
             .arg(format!("--net={ns_path}"))
             .arg(nat_ctl_bin())
-            .args(["--instance", &instance, "run", "--lan", LAN_IF, "--wan", WAN_IF, "--detach-on-exit", "--sweep-interval", "1"])
+            .args([
+                "--instance",
+                &instance,
+                "run",
+                "--lan",
+                LAN_IF,
+                "--wan",
+                WAN_IF,
+                "--detach-on-exit",
+                "--sweep-interval",
+                "1",
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting nat-ctl run")?;
-        let mut d = NatDaemon { child: Some(child), instance, ns_path };
+        let mut d = NatDaemon {
+            child: Some(child),
+            instance,
+            ns_path,
+        };
         let up = wait_for(Duration::from_secs(30), || {
             if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 return Some(Err(status));
@@ -75,7 +94,8 @@ impl NatDaemon {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(std::env::temp_dir().join(format!("{}.log", self.instance))).unwrap_or_default()
+        std::fs::read_to_string(std::env::temp_dir().join(format!("{}.log", self.instance)))
+            .unwrap_or_default()
     }
 
     /// `nat-ctl --instance I args...` in the router namespace.
@@ -89,13 +109,19 @@ impl NatDaemon {
         let mut all = args.to_vec();
         all.push("--json");
         let out = self.ctl(&all);
-        assert!(out.status.success(), "nat-ctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "nat-ctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("valid JSON")
     }
 
     pub fn counter(&self, name: &str) -> u64 {
         let v = self.json(&["stats"]);
-        v["counters"][name].as_u64().unwrap_or_else(|| panic!("no counter {name} in {v}"))
+        v["counters"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {name} in {v}"))
     }
 
     /// Stops with SIGTERM (bounded wait, then SIGKILL) and returns the exit status.

@@ -45,7 +45,10 @@ pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
 
 fn mac_str(m: &Mac) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 pub struct Fixture {
@@ -63,13 +66,20 @@ pub struct FixtureConfig {
 
 impl Default for FixtureConfig {
     fn default() -> Self {
-        FixtureConfig { toml: String::new(), port_range: (1024, 65535) }
+        FixtureConfig {
+            toml: String::new(),
+            port_range: (1024, 65535),
+        }
     }
 }
 
 fn build_ns(ns: &Netns) -> Result<()> {
-    ns.ip(&["link", "add", "lan0", "type", "veth", "peer", "name", "lanp"])?;
-    ns.ip(&["link", "add", "wan0", "type", "veth", "peer", "name", "wanp"])?;
+    ns.ip(&[
+        "link", "add", "lan0", "type", "veth", "peer", "name", "lanp",
+    ])?;
+    ns.ip(&[
+        "link", "add", "wan0", "type", "veth", "peer", "name", "wanp",
+    ])?;
     ns.ip(&["link", "set", "lan0", "address", &mac_str(&LAN_MAC)])?;
     ns.ip(&["link", "set", "wan0", "address", &mac_str(&WAN_MAC)])?;
     for dev in ["lan0", "lanp", "wan0", "wanp"] {
@@ -84,13 +94,27 @@ fn build_ns(ns: &Netns) -> Result<()> {
         (SERVER, SERVER_MAC, "wan0"),
         (GATEWAY, GATEWAY_MAC, "wan0"),
     ] {
-        ns.ip(&["neigh", "replace", &addr.to_string(), "lladdr", &mac_str(&mac), "dev", dev, "nud", "permanent"])?;
+        ns.ip(&[
+            "neigh",
+            "replace",
+            &addr.to_string(),
+            "lladdr",
+            &mac_str(&mac),
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])?;
     }
     ns.sysctl("net.ipv4.ip_forward", "1")
 }
 
 /// Runs `f` with a configured fixture, inside its namespace.
-pub fn with_fixture<T: Send>(tables: Tables, cfg: FixtureConfig, f: impl FnOnce(&mut Fixture) -> T + Send) -> T {
+pub fn with_fixture<T: Send>(
+    tables: Tables,
+    cfg: FixtureConfig,
+    f: impl FnOnce(&mut Fixture) -> T + Send,
+) -> T {
     let ns = Netns::new(&crate::unique("fx")).expect("fixture namespace");
     build_ns(&ns).expect("fixture namespace setup");
     ns.run(move || {
@@ -100,7 +124,11 @@ pub fn with_fixture<T: Send>(tables: Tables, cfg: FixtureConfig, f: impl FnOnce(
         let mut maps = NatMaps::from_ebpf(&mut ebpf).expect("maps");
         let settings = FileConfig::parse(&cfg.toml)
             .expect("fixture TOML")
-            .settings(&Overrides { lan: Some("lan0".into()), wan: Some("wan0".into()), wan_addr: None })
+            .settings(&Overrides {
+                lan: Some("lan0".into()),
+                wan: Some("wan0".into()),
+                wan_addr: None,
+            })
             .expect("fixture settings");
         let reserved: BTreeSet<u16> = [ROUTER_SSH].into_iter().collect();
         let pool = PortPool::build(cfg.port_range.0..=cfg.port_range.1, &reserved);
@@ -108,20 +136,31 @@ pub fn with_fixture<T: Send>(tables: Tables, cfg: FixtureConfig, f: impl FnOnce(
             &Interfaces {
                 lan_index: lan_ifindex,
                 wan_index: wan_ifindex,
-                lan_net: Ipv4Net { addr: ROUTER_LAN, prefix_len: 24 },
+                lan_net: Ipv4Net {
+                    addr: ROUTER_LAN,
+                    prefix_len: 24,
+                },
                 wan_addr: ROUTER_WAN,
             },
             &pool,
         );
         maps.apply(&nat, &pool).expect("configure maps");
-        let mut fx = Fixture { ebpf, maps, lan_ifindex, wan_ifindex };
+        let mut fx = Fixture {
+            ebpf,
+            maps,
+            lan_ifindex,
+            wan_ifindex,
+        };
         f(&mut fx)
     })
     .expect("fixture thread")
 }
 
 pub fn default_tables() -> Tables {
-    Tables { max_sessions: 1024, max_mappings: 1024 }
+    Tables {
+        max_sessions: 1024,
+        max_mappings: 1024,
+    }
 }
 
 impl Fixture {
@@ -134,7 +173,12 @@ impl Fixture {
         let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
         let mut out = vec![0u8; frame.len() + 256];
         let r = p
-            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ctx_in: Some(&ctx), ..Default::default() })
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                ..Default::default()
+            })
             .expect("BPF_PROG_TEST_RUN");
         out.truncate(r.data_size_out as usize);
         (r.return_value, out)
@@ -153,17 +197,30 @@ impl Fixture {
     }
 
     pub fn counter(&self, name: &str) -> u64 {
-        let c = nat_common::counters::Counter::from_name(name).unwrap_or_else(|| panic!("no counter {name}"));
+        let c = nat_common::counters::Counter::from_name(name)
+            .unwrap_or_else(|| panic!("no counter {name}"));
         self.maps.counter(c).expect("read counter")
     }
 }
 
 /// Addressing of a frame from LAN host `src` to `dst` through the router.
 pub fn lan_hdr(src: Ipv4Addr, src_mac: Mac, dst: Ipv4Addr) -> Hdr {
-    Hdr { smac: src_mac, dmac: LAN_MAC, src, dst, ttl: 64 }
+    Hdr {
+        smac: src_mac,
+        dmac: LAN_MAC,
+        src,
+        dst,
+        ttl: 64,
+    }
 }
 
 /// Addressing of a frame from `src` on the WAN side to the router's WAN address.
 pub fn wan_hdr(src: Ipv4Addr, src_mac: Mac) -> Hdr {
-    Hdr { smac: src_mac, dmac: WAN_MAC, src, dst: ROUTER_WAN, ttl: 64 }
+    Hdr {
+        smac: src_mac,
+        dmac: WAN_MAC,
+        src,
+        dst: ROUTER_WAN,
+        ttl: 64,
+    }
 }

@@ -28,5 +28,10 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 pub fn unique(tag: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("xn{}{}{}", tag, std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "xn{}{}{}",
+        tag,
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

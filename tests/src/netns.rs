@@ -12,7 +12,9 @@ impl Netns {
     pub fn new(name: &str) -> Result<Netns> {
         let _ = Command::new("ip").args(["netns", "del", name]).output();
         sh(Command::new("ip").args(["netns", "add", name]))?;
-        let ns = Netns { name: name.to_string() };
+        let ns = Netns {
+            name: name.to_string(),
+        };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -49,7 +51,11 @@ impl Netns {
             s.spawn(|| {
                 // SAFETY: valid namespace fd; only this thread changes namespace.
                 if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(anyhow::anyhow!("setns {}: {}", self.name, std::io::Error::last_os_error()));
+                    return Err(anyhow::anyhow!(
+                        "setns {}: {}",
+                        self.name,
+                        std::io::Error::last_os_error()
+                    ));
                 }
                 Ok(f())
             })
@@ -61,14 +67,19 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
 pub fn sh(cmd: &mut Command) -> Result<()> {
     let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

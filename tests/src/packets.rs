@@ -23,9 +23,24 @@ pub struct Flags {
     pub rst: bool,
 }
 
-pub const SYN: Flags = Flags { syn: true, ack: false, fin: false, rst: false };
-pub const SYN_ACK: Flags = Flags { syn: true, ack: true, fin: false, rst: false };
-pub const ACK: Flags = Flags { syn: false, ack: true, fin: false, rst: false };
+pub const SYN: Flags = Flags {
+    syn: true,
+    ack: false,
+    fin: false,
+    rst: false,
+};
+pub const SYN_ACK: Flags = Flags {
+    syn: true,
+    ack: true,
+    fin: false,
+    rst: false,
+};
+pub const ACK: Flags = Flags {
+    syn: false,
+    ack: true,
+    fin: false,
+    rst: false,
+};
 
 fn base(h: &Hdr) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
     PacketBuilder::ethernet2(h.smac, h.dmac).ipv4(h.src.octets(), h.dst.octets(), h.ttl)
@@ -52,7 +67,10 @@ pub fn tcp(h: &Hdr, sport: u16, dport: u16, f: Flags, payload: &[u8]) -> Vec<u8>
 
 pub fn udp(h: &Hdr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    base(h).udp(sport, dport).write(&mut out, payload).expect("build udp");
+    base(h)
+        .udp(sport, dport)
+        .write(&mut out, payload)
+        .expect("build udp");
     out
 }
 
@@ -60,9 +78,13 @@ pub fn icmp_echo(h: &Hdr, request: bool, id: u16, seq: u16, payload: &[u8]) -> V
     let mut out = Vec::new();
     let b = base(h);
     if request {
-        b.icmpv4_echo_request(id, seq).write(&mut out, payload).expect("build icmp");
+        b.icmpv4_echo_request(id, seq)
+            .write(&mut out, payload)
+            .expect("build icmp");
     } else {
-        b.icmpv4_echo_reply(id, seq).write(&mut out, payload).expect("build icmp");
+        b.icmpv4_echo_reply(id, seq)
+            .write(&mut out, payload)
+            .expect("build icmp");
     }
     out
 }
@@ -91,20 +113,36 @@ pub fn parse_checked(frame: &[u8]) -> Seen {
         etherparse::NetSlice::Ipv4(v4) => v4.header().to_header(),
         other => panic!("not ipv4: {other:?}"),
     };
-    assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "IPv4 header checksum");
+    assert_eq!(
+        ip.header_checksum,
+        ip.calc_header_checksum(),
+        "IPv4 header checksum"
+    );
     let (sport, dport) = match p.transport.as_ref().expect("transport") {
         TransportSlice::Tcp(t) => {
-            assert_eq!(t.checksum(), t.to_header().calc_checksum_ipv4(&ip, t.payload()).unwrap(), "TCP checksum");
+            assert_eq!(
+                t.checksum(),
+                t.to_header().calc_checksum_ipv4(&ip, t.payload()).unwrap(),
+                "TCP checksum"
+            );
             (t.source_port(), t.destination_port())
         }
         TransportSlice::Udp(u) => {
             if u.checksum() != 0 {
-                assert_eq!(u.checksum(), u.to_header().calc_checksum_ipv4(&ip, u.payload()).unwrap(), "UDP checksum");
+                assert_eq!(
+                    u.checksum(),
+                    u.to_header().calc_checksum_ipv4(&ip, u.payload()).unwrap(),
+                    "UDP checksum"
+                );
             }
             (u.source_port(), u.destination_port())
         }
         TransportSlice::Icmpv4(i) => {
-            assert_eq!(i.checksum(), i.header().icmp_type.calc_checksum(i.payload()), "ICMP checksum");
+            assert_eq!(
+                i.checksum(),
+                i.header().icmp_type.calc_checksum(i.payload()),
+                "ICMP checksum"
+            );
             let b = i.bytes5to8();
             (u16::from_be_bytes([b[0], b[1]]), 0)
         }

@@ -17,7 +17,16 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn ping(ns: &Netns, dst: Ipv4Addr, count: u32) -> Result<bool> {
     let out = ns
         .cmd("ping")
-        .args(["-c", &count.to_string(), "-i", "0.2", "-W", "2", "-n", &dst.to_string()])
+        .args([
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-n",
+            &dst.to_string(),
+        ])
         .output()
         .context("running ping")?;
     Ok(out.status.success())
@@ -57,7 +66,9 @@ impl TcpSink {
     }
 
     pub fn finish(self) -> Result<(SocketAddr, usize, [u8; 32])> {
-        self.handle.join().map_err(|_| anyhow::anyhow!("sink thread panicked"))?
+        self.handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("sink thread panicked"))?
     }
 }
 
@@ -85,7 +96,8 @@ pub fn tcp_send(ns: &Netns, src: Ipv4Addr, dst: SocketAddrV4, data: &[u8]) -> Re
         s.write_all(&data)?;
         s.shutdown(Shutdown::Write)?;
         let mut digest = [0u8; 32];
-        s.read_exact(&mut digest).context("reading the sink's hash")?;
+        s.read_exact(&mut digest)
+            .context("reading the sink's hash")?;
         Ok(digest)
     })?
 }
@@ -93,12 +105,14 @@ pub fn tcp_send(ns: &Netns, src: Ipv4Addr, dst: SocketAddrV4, data: &[u8]) -> Re
 /// A TCP socket bound to `src` (std cannot bind before connecting).
 fn bind_tcp(src: Ipv4Addr) -> Result<Socket> {
     let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    s.bind(&SocketAddr::from((src, 0)).into()).with_context(|| format!("bind {src}"))?;
+    s.bind(&SocketAddr::from((src, 0)).into())
+        .with_context(|| format!("bind {src}"))?;
     Ok(s)
 }
 
 fn connect_timeout(sock: Socket, dst: SocketAddrV4) -> Result<TcpStream> {
-    sock.connect_timeout(&SocketAddr::V4(dst).into(), IO_TIMEOUT).with_context(|| format!("connect {dst}"))?;
+    sock.connect_timeout(&SocketAddr::V4(dst).into(), IO_TIMEOUT)
+        .with_context(|| format!("connect {dst}"))?;
     Ok(sock.into())
 }
 
@@ -108,14 +122,20 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// A UDP echo server in `ns`: answers each datagram with "echo:" + payload, reporting
 /// the sources it saw, until `count` datagrams arrived or time ran out.
-pub fn udp_echo(ns: &Netns, bind: SocketAddrV4, count: usize) -> Result<std::thread::JoinHandle<Vec<SocketAddr>>> {
+pub fn udp_echo(
+    ns: &Netns,
+    bind: SocketAddrV4,
+    count: usize,
+) -> Result<std::thread::JoinHandle<Vec<SocketAddr>>> {
     let sock = ns.run(move || UdpSocket::bind(bind))??;
     sock.set_read_timeout(Some(IO_TIMEOUT))?;
     Ok(std::thread::spawn(move || {
         let mut seen = Vec::new();
         let mut buf = [0u8; 2048];
         while seen.len() < count {
-            let Ok((n, from)) = sock.recv_from(&mut buf) else { break };
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                break;
+            };
             let mut reply = b"echo:".to_vec();
             reply.extend_from_slice(&buf[..n]);
             let _ = sock.send_to(&reply, from);
@@ -126,7 +146,12 @@ pub fn udp_echo(ns: &Netns, bind: SocketAddrV4, count: usize) -> Result<std::thr
 }
 
 /// Sends `payload` from `src` to `dst` over UDP in `ns` and returns the reply, if any.
-pub fn udp_request(ns: &Netns, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<Option<Vec<u8>>> {
+pub fn udp_request(
+    ns: &Netns,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    payload: &[u8],
+) -> Result<Option<Vec<u8>>> {
     let payload = payload.to_vec();
     ns.run(move || -> Result<Option<Vec<u8>>> {
         let s = UdpSocket::bind(src)?;
@@ -135,9 +160,15 @@ pub fn udp_request(ns: &Netns, src: SocketAddrV4, dst: SocketAddrV4, payload: &[
         let mut buf = [0u8; 2048];
         match s.recv_from(&mut buf) {
             Ok((n, _)) => Ok(Some(buf[..n].to_vec())),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Ok(None),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(e.into()),
         }
     })?
 }
-

@@ -56,14 +56,24 @@ fn real_main() -> Result<()> {
             require_root("cargo xtask demo")?;
             setup::ensure_all()?;
             cargo(&["build", "--package", "nat-ctl"])?;
-            cargo(&["run", "--quiet", "--package", "integration-tests", "--bin", "demo"])
+            cargo(&[
+                "run",
+                "--quiet",
+                "--package",
+                "integration-tests",
+                "--bin",
+                "demo",
+            ])
         }
         Task::Run { args } => {
             require_root("cargo xtask run")?;
             setup::ensure_all()?;
             cargo(&["build", "--release", "--package", "nat-ctl"])?;
             let bin = root.join("target/release/nat-ctl");
-            let status = Command::new(&bin).arg("run").args(&args).status()
+            let status = Command::new(&bin)
+                .arg("run")
+                .args(&args)
+                .status()
                 .with_context(|| format!("starting {}", bin.display()))?;
             if !status.success() {
                 bail!("nat-ctl run exited with {status}");
@@ -78,7 +88,13 @@ fn test(args: &[String]) -> Result<()> {
     setup::ensure_all()?;
     // The end-to-end tests drive the real binary.
     cargo(&["build", "--package", "nat-ctl"])?;
-    let mut cmd = vec!["test", "--workspace", "--exclude", "nat-ebpf", "--no-fail-fast"];
+    let mut cmd = vec![
+        "test",
+        "--workspace",
+        "--exclude",
+        "nat-ebpf",
+        "--no-fail-fast",
+    ];
     if !args.is_empty() {
         cmd.push("--");
         cmd.extend(args.iter().map(String::as_str));
@@ -89,14 +105,19 @@ fn test(args: &[String]) -> Result<()> {
 fn require_root(what: &str) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("{what} loads XDP programs and creates network namespaces: run it as root (e.g. `sudo -E {what}`)");
+        bail!(
+            "{what} loads XDP programs and creates network namespaces: run it as root (e.g. `sudo -E {what}`)"
+        );
     }
     Ok(())
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo).args(args).status().with_context(|| format!("running cargo {}", args.join(" ")))?;
+    let status = Command::new(&cargo)
+        .args(args)
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
     if !status.success() {
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }
@@ -104,5 +125,8 @@ fn cargo(args: &[&str]) -> Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }

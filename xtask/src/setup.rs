@@ -44,13 +44,20 @@ fn run(cmd: &mut Command) -> Result<()> {
 fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn ensure_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(c, _)| !have(c))
+        .map(|(_, p)| *p)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -58,17 +65,36 @@ fn ensure_packages() -> Result<()> {
         bail!("missing packages {missing:?} and no apt-get to install them: install them by hand");
     }
     eprintln!("setup: installing Debian packages {missing:?}");
-    run(Command::new("apt-get").arg("update").arg("-q").stdout(Stdio::null()))?;
-    run(Command::new("apt-get").args(["install", "-y", "-q"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive").stdout(Stdio::null()))
+    run(Command::new("apt-get")
+        .arg("update")
+        .arg("-q")
+        .stdout(Stdio::null()))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null()))
 }
 
 fn ensure_rust_src() -> Result<()> {
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
         eprintln!("setup: installing the nightly toolchain (the eBPF crate needs -Z build-std)");
-        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
     }
-    let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))?;
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))?;
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("setup: adding rust-src to nightly");
         run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"])).context(
@@ -92,7 +118,11 @@ fn toolchain_llvm() -> Result<(PathBuf, u32)> {
     let lib = Path::new(sysroot.trim()).join("lib");
     let so = fs::read_dir(&lib)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-")))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+        })
         .with_context(|| format!("no libLLVM.so.*-rust-* in {}", lib.display()))?;
     let vv = output(Command::new("rustc").arg("-vV"))?;
     let major = vv
@@ -109,11 +139,17 @@ fn relink(link: &Path, target: &Path) -> Result<()> {
         return Ok(());
     }
     let _ = fs::remove_file(link);
-    symlink(target, link).with_context(|| format!("linking {} -> {}", link.display(), target.display()))
+    symlink(target, link)
+        .with_context(|| format!("linking {} -> {}", link.display(), target.display()))
 }
 
 fn bpf_linker_works() -> bool {
-    Command::new("bpf-linker").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("bpf-linker")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn ensure_bpf_linker() -> Result<()> {
@@ -128,9 +164,19 @@ fn ensure_bpf_linker() -> Result<()> {
     if bpf_linker_works() {
         return Ok(());
     }
-    eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against the toolchain's LLVM {major} (about a minute)");
+    eprintln!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against the toolchain's LLVM {major} (about a minute)"
+    );
     run(Command::new("cargo")
-        .args(["install", "--force", "--locked", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--no-default-features", "--features", &format!("llvm-{major}")])
+        .args([
+            "install",
+            "--force",
+            "--locked",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+        ])
         .env("LLVM_PREFIX", &prefix))?;
     if !bpf_linker_works() {
         bail!("bpf-linker was installed but does not run; see `bpf-linker --version`");

@@ -116,12 +116,15 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
     let mut ebpf = loader::load(Some(instance), tables)?;
     let mut maps = NatMaps::from_ebpf(&mut ebpf)?;
     let pool = build_pool(&plan.settings, plan.wan_addr)?;
-    let cfg = plan.settings.nat_config(&Interfaces {
-        lan_index: plan.lan_index,
-        wan_index: plan.wan_index,
-        lan_net: plan.lan_net,
-        wan_addr: plan.wan_addr,
-    }, &pool);
+    let cfg = plan.settings.nat_config(
+        &Interfaces {
+            lan_index: plan.lan_index,
+            wan_index: plan.wan_index,
+            lan_net: plan.lan_net,
+            wan_addr: plan.wan_addr,
+        },
+        &pool,
+    );
     maps.apply(&cfg, &pool)?;
 
     for change in sysctl::prepare_forwarding(&plan.settings.lan)? {

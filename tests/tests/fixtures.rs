@@ -1,0 +1,783 @@
+//! BPF_PROG_TEST_RUN fixtures against the real compiled object: packet in (built with
+//! etherparse), expected packet bytes, action and map state out.
+
+use integration_tests::{
+    fixture::*,
+    lab::{LAN_HOST_A, LAN_HOST_B, ROUTER_LAN, ROUTER_WAN, SERVER},
+    packets::{self, ACK, Flags, Hdr, SYN, SYN_ACK, parse_checked},
+};
+use nat_common::{
+    maps::{EndpointKey, ExternalKey, MAPPING_COOLING, SessionKey},
+    proto::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
+    tcp_state,
+};
+use nat_ctl::{commands::to_wire, loader::Tables, sweeper};
+use std::net::Ipv4Addr;
+
+const NS: u64 = 1_000_000_000;
+
+fn endpoint(addr: Ipv4Addr, port: u16, proto: u8) -> EndpointKey {
+    EndpointKey {
+        addr: to_wire(addr),
+        port: port.to_be(),
+        proto,
+        _pad: 0,
+    }
+}
+
+fn session(int: Ipv4Addr, int_port: u16, rem: Ipv4Addr, rem_port: u16, proto: u8) -> SessionKey {
+    SessionKey {
+        int_addr: to_wire(int),
+        rem_addr: to_wire(rem),
+        int_port: int_port.to_be(),
+        rem_port: rem_port.to_be(),
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+/// Translated towards the WAN: addressed from the router's WAN MAC to `next_hop`.
+fn out_hdr(dst: Ipv4Addr, next_hop: packets::Mac) -> Hdr {
+    Hdr {
+        smac: WAN_MAC,
+        dmac: next_hop,
+        src: ROUTER_WAN,
+        dst,
+        ttl: 63,
+    }
+}
+
+/// Translated towards the LAN host `dst`.
+fn in_hdr(src: Ipv4Addr, dst: Ipv4Addr, dst_mac: packets::Mac) -> Hdr {
+    Hdr {
+        smac: LAN_MAC,
+        dmac: dst_mac,
+        src,
+        dst,
+        ttl: 63,
+    }
+}
+
+#[test]
+fn outbound_new_flow_keeps_free_source_port_and_records_state() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let frame = packets::tcp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            20000,
+            80,
+            SYN,
+            b"",
+        );
+        let (action, out) = fx.from_lan(&frame);
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(
+            out,
+            packets::tcp(&out_hdr(SERVER, SERVER_MAC), 20000, 80, SYN, b""),
+            "translated SYN, byte for byte"
+        );
+
+        let m = fx
+            .maps
+            .mappings_out
+            .get(&endpoint(LAN_HOST_A, 20000, IPPROTO_TCP), 0)
+            .expect("mapping");
+        assert_eq!(u16::from_be(m.ext_port), 20000);
+        let back = fx
+            .maps
+            .mappings_in
+            .get(
+                &ExternalKey {
+                    port: 20000u16.to_be(),
+                    proto: IPPROTO_TCP,
+                    _pad: 0,
+                },
+                0,
+            )
+            .expect("reverse mapping");
+        assert_eq!(back.int_addr, to_wire(LAN_HOST_A));
+        let s = fx
+            .maps
+            .sessions
+            .get(&session(LAN_HOST_A, 20000, SERVER, 80, IPPROTO_TCP), 0)
+            .expect("session");
+        assert_eq!(s.tcp_state, tcp_state::SYN_OUT);
+        assert_eq!(u16::from_be(s.ext_port), 20000);
+        assert_eq!(
+            (
+                fx.counter("mapping_created"),
+                fx.counter("session_created"),
+                fx.counter("out_redirected")
+            ),
+            (1, 1, 1)
+        );
+    });
+}
+
+#[test]
+fn outbound_established_reuses_mapping_and_reaches_far_hosts_via_gateway() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
+        fx.from_lan(&packets::tcp(&h, 20000, 80, SYN, b""));
+        let (action, out) =
+            fx.from_lan(&packets::tcp(&h, 20000, 80, ACK, b"GET / HTTP/1.0\r\n\r\n"));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(
+            out,
+            packets::tcp(
+                &out_hdr(SERVER, SERVER_MAC),
+                20000,
+                80,
+                ACK,
+                b"GET / HTTP/1.0\r\n\r\n"
+            )
+        );
+        assert_eq!(
+            fx.counter("mapping_created"),
+            1,
+            "same mapping for the second packet"
+        );
+        assert_eq!(fx.counter("session_created"), 1);
+
+        // Same internal endpoint to another destination: same external port (EIM, RFC 4787 REQ-1),
+        // sent to the default gateway's MAC.
+        let (action, out) = fx.from_lan(&packets::tcp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, FAR_SERVER),
+            20000,
+            443,
+            SYN,
+            b"",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(
+            out,
+            packets::tcp(&out_hdr(FAR_SERVER, GATEWAY_MAC), 20000, 443, SYN, b"")
+        );
+        assert_eq!(fx.counter("mapping_created"), 1);
+        assert_eq!(fx.counter("session_created"), 2);
+    });
+}
+
+#[test]
+fn inbound_reply_is_translated_back_to_the_lan_host() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        fx.from_lan(&packets::tcp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            20000,
+            80,
+            SYN,
+            b"",
+        ));
+        let reply = packets::tcp(&wan_hdr(SERVER, SERVER_MAC), 80, 20000, SYN_ACK, b"");
+        let (action, out) = fx.from_wan(&reply);
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(
+            out,
+            packets::tcp(
+                &in_hdr(SERVER, LAN_HOST_A, HOST_A_MAC),
+                80,
+                20000,
+                SYN_ACK,
+                b""
+            )
+        );
+        let s = fx
+            .maps
+            .sessions
+            .get(&session(LAN_HOST_A, 20000, SERVER, 80, IPPROTO_TCP), 0)
+            .unwrap();
+        assert!(tcp_state::is_established(s.tcp_state));
+        assert_eq!(fx.counter("in_redirected"), 1);
+    });
+}
+
+#[test]
+fn inbound_unsolicited_is_dropped_and_counted() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        // No mapping at all.
+        let (action, _) = fx.from_wan(&packets::udp(
+            &wan_hdr(SERVER, SERVER_MAC),
+            5000,
+            30000,
+            b"x",
+        ));
+        assert_eq!(action, XDP_DROP);
+        assert_eq!(fx.counter("drop_no_mapping"), 1);
+        // A TCP mapping exists, but this SYN comes from a host it never talked to.
+        fx.from_lan(&packets::tcp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            20000,
+            80,
+            SYN,
+            b"",
+        ));
+        let (action, _) = fx.from_wan(&packets::tcp(
+            &wan_hdr(FAR_SERVER, GATEWAY_MAC),
+            4444,
+            20000,
+            SYN,
+            b"",
+        ));
+        assert_eq!(action, XDP_DROP);
+        assert_eq!(fx.counter("drop_unsolicited_tcp"), 1);
+        // UDP, address-dependent filtering (the default): another port of the same host passes,
+        // another host does not.
+        fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            21000,
+            53,
+            b"q",
+        ));
+        let (action, out) = fx.from_wan(&packets::udp(
+            &wan_hdr(SERVER, SERVER_MAC),
+            5353,
+            21000,
+            b"r",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(parse_checked(&out).dst, LAN_HOST_A);
+        let (action, _) = fx.from_wan(&packets::udp(
+            &wan_hdr(FAR_SERVER, GATEWAY_MAC),
+            53,
+            21000,
+            b"r",
+        ));
+        assert_eq!(action, XDP_DROP);
+        assert_eq!(fx.counter("drop_filtered"), 1);
+    });
+}
+
+#[test]
+fn endpoint_independent_and_port_dependent_filtering() {
+    let eif = FixtureConfig {
+        toml: "filtering = \"endpoint-independent\"".into(),
+        ..Default::default()
+    };
+    with_fixture(default_tables(), eif, |fx| {
+        fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            21000,
+            53,
+            b"q",
+        ));
+        let (action, _) = fx.from_wan(&packets::udp(
+            &wan_hdr(FAR_SERVER, GATEWAY_MAC),
+            53,
+            21000,
+            b"r",
+        ));
+        assert_eq!(action, XDP_REDIRECT, "any remote may reach an EIF mapping");
+    });
+    let apdf = FixtureConfig {
+        toml: "filtering = \"address-and-port-dependent\"".into(),
+        ..Default::default()
+    };
+    with_fixture(default_tables(), apdf, |fx| {
+        fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            21000,
+            53,
+            b"q",
+        ));
+        let (action, _) = fx.from_wan(&packets::udp(
+            &wan_hdr(SERVER, SERVER_MAC),
+            5353,
+            21000,
+            b"r",
+        ));
+        assert_eq!(
+            action, XDP_DROP,
+            "another port of the same host is filtered"
+        );
+        let (action, _) = fx.from_wan(&packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, 21000, b"r"));
+        assert_eq!(action, XDP_REDIRECT);
+    });
+}
+
+#[test]
+fn icmp_echo_both_ways() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let (action, out) = fx.from_lan(&packets::icmp_echo(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            true,
+            0x1234,
+            1,
+            b"ping",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(
+            out,
+            packets::icmp_echo(&out_hdr(SERVER, SERVER_MAC), true, 0x1234, 1, b"ping")
+        );
+        let (action, out) = fx.from_wan(&packets::icmp_echo(
+            &wan_hdr(SERVER, SERVER_MAC),
+            false,
+            0x1234,
+            1,
+            b"ping",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(
+            out,
+            packets::icmp_echo(
+                &in_hdr(SERVER, LAN_HOST_A, HOST_A_MAC),
+                false,
+                0x1234,
+                1,
+                b"ping"
+            )
+        );
+        assert!(
+            fx.maps
+                .sessions
+                .get(&session(LAN_HOST_A, 0x1234, SERVER, 0, IPPROTO_ICMP), 0)
+                .is_ok()
+        );
+    });
+}
+
+#[test]
+fn traffic_for_the_router_itself_passes_untouched() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let cases: Vec<(&str, bool, Vec<u8>)> = vec![
+            (
+                "LAN DNS query to the router",
+                true,
+                packets::udp(
+                    &lan_hdr(LAN_HOST_A, HOST_A_MAC, ROUTER_LAN),
+                    40000,
+                    53,
+                    b"q",
+                ),
+            ),
+            (
+                "LAN ping of the router's WAN address",
+                true,
+                packets::icmp_echo(
+                    &lan_hdr(LAN_HOST_A, HOST_A_MAC, ROUTER_WAN),
+                    true,
+                    7,
+                    1,
+                    b"",
+                ),
+            ),
+            (
+                "WAN SSH to the router (port outside the pool)",
+                false,
+                packets::tcp(&wan_hdr(SERVER, SERVER_MAC), 40000, ROUTER_SSH, SYN, b""),
+            ),
+            (
+                "WAN ping of the router",
+                false,
+                packets::icmp_echo(&wan_hdr(SERVER, SERVER_MAC), true, 7, 1, b""),
+            ),
+            (
+                "WAN GRE to the router",
+                false,
+                gre_frame(&wan_hdr(SERVER, SERVER_MAC)),
+            ),
+        ];
+        for (what, lan, frame) in cases {
+            let (action, out) = if lan {
+                fx.from_lan(&frame)
+            } else {
+                fx.from_wan(&frame)
+            };
+            assert_eq!(action, XDP_PASS, "{what}");
+            assert_eq!(out, frame, "{what}: untouched");
+        }
+        // ARP and IPv6 are not ours either.
+        let mut arp = vec![0xffu8; 6];
+        arp.extend_from_slice(&HOST_A_MAC);
+        arp.extend_from_slice(&[0x08, 0x06]);
+        arp.extend_from_slice(&[0u8; 28]);
+        for (action, out) in [fx.from_lan(&arp), fx.from_wan(&arp)] {
+            assert_eq!(action, XDP_PASS);
+            assert_eq!(out, arp);
+        }
+        assert_eq!(fx.counter("mapping_created"), 0);
+    });
+}
+
+/// An IPv4 frame of IP protocol 47 (GRE) with a minimal header.
+fn gre_frame(h: &Hdr) -> Vec<u8> {
+    let mut f = packets::udp(h, 1, 2, &[0u8; 8]);
+    f[14 + 9] = 47;
+    // Fix the IPv4 header checksum after changing the protocol.
+    f[14 + 10] = 0;
+    f[14 + 11] = 0;
+    let c = nat_common::checksum::checksum(&f[14..34]);
+    f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+#[test]
+fn spoofed_and_direct_to_lan_packets_are_dropped() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let spoofed = packets::udp(
+            &wan_hdr(Ipv4Addr::new(192, 168, 1, 50), SERVER_MAC),
+            53,
+            20000,
+            b"x",
+        );
+        assert_eq!(fx.from_wan(&spoofed).0, XDP_DROP);
+        let loopback = packets::udp(&wan_hdr(Ipv4Addr::LOCALHOST, SERVER_MAC), 53, 20000, b"x");
+        assert_eq!(fx.from_wan(&loopback).0, XDP_DROP);
+        assert_eq!(fx.counter("drop_martian_source"), 2);
+        let direct = packets::udp(
+            &Hdr {
+                dst: LAN_HOST_A,
+                ..wan_hdr(SERVER, SERVER_MAC)
+            },
+            53,
+            20000,
+            b"x",
+        );
+        assert_eq!(fx.from_wan(&direct).0, XDP_DROP);
+        assert_eq!(fx.counter("drop_to_lan_address"), 1);
+        // A LAN packet from outside the LAN prefix is not translated (nor leaked).
+        let foreign = packets::udp(
+            &lan_hdr(Ipv4Addr::new(10, 9, 9, 9), HOST_A_MAC, SERVER),
+            1000,
+            53,
+            b"x",
+        );
+        assert_eq!(fx.from_lan(&foreign).0, XDP_DROP);
+        assert_eq!(fx.counter("drop_lan_source_foreign"), 1);
+    });
+}
+
+#[test]
+fn two_hosts_with_the_same_source_port_get_distinct_external_ports() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let (_, a) = fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            20000,
+            7000,
+            b"a",
+        ));
+        let (_, b) = fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER),
+            20000,
+            7000,
+            b"b",
+        ));
+        let (pa, pb) = (parse_checked(&a).sport, parse_checked(&b).sport);
+        assert_eq!(pa, 20000, "first one keeps its port");
+        assert_ne!(pb, 20000);
+        for (port, host, mac) in [(pa, LAN_HOST_A, HOST_A_MAC), (pb, LAN_HOST_B, HOST_B_MAC)] {
+            let (action, out) = fx.from_wan(&packets::udp(
+                &wan_hdr(SERVER, SERVER_MAC),
+                7000,
+                port,
+                b"r",
+            ));
+            assert_eq!(action, XDP_REDIRECT);
+            let seen = parse_checked(&out);
+            assert_eq!((seen.dst, seen.dport, seen.dmac), (host, 20000, mac));
+        }
+    });
+}
+
+#[test]
+fn privileged_source_ports_map_to_privileged_ports_and_skip_router_ports() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        // Port 22 is the router's own: the LAN host's ssh client port must not take it.
+        let (_, out) = fx.from_lan(&packets::tcp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            ROUTER_SSH,
+            22,
+            SYN,
+            b"",
+        ));
+        let p = parse_checked(&out).sport;
+        assert!((1..=1023).contains(&p) && p != ROUTER_SSH, "got {p}");
+        let (_, out) = fx.from_lan(&packets::tcp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            700,
+            22,
+            SYN,
+            b"",
+        ));
+        assert_eq!(parse_checked(&out).sport, 700);
+    });
+}
+
+#[test]
+fn full_session_table_drops_new_flows_and_keeps_old_ones() {
+    let tables = Tables {
+        max_sessions: 4,
+        max_mappings: 64,
+    };
+    with_fixture(tables, FixtureConfig::default(), |fx| {
+        let flow = |port: u16| {
+            packets::udp(
+                &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+                20000 + port,
+                53,
+                b"q",
+            )
+        };
+        for i in 0..4 {
+            assert_eq!(fx.from_lan(&flow(i)).0, XDP_REDIRECT);
+        }
+        assert_eq!(fx.from_lan(&flow(4)).0, XDP_DROP);
+        assert_eq!(fx.counter("drop_session_table_full"), 1);
+        for i in 0..4 {
+            assert_eq!(
+                fx.from_lan(&flow(i)).0,
+                XDP_REDIRECT,
+                "existing session {i} still works"
+            );
+        }
+        assert_eq!(fx.maps.sessions().unwrap().len(), 4);
+    });
+}
+
+#[test]
+fn full_mapping_table_and_exhausted_pool_drop_new_flows() {
+    let tables = Tables {
+        max_sessions: 64,
+        max_mappings: 2,
+    };
+    with_fixture(tables, FixtureConfig::default(), |fx| {
+        for port in [20000, 20001] {
+            assert_eq!(
+                fx.from_lan(&packets::udp(
+                    &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+                    port,
+                    53,
+                    b"q"
+                ))
+                .0,
+                XDP_REDIRECT
+            );
+        }
+        assert_eq!(
+            fx.from_lan(&packets::udp(
+                &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+                20002,
+                53,
+                b"q"
+            ))
+            .0,
+            XDP_DROP
+        );
+        assert_eq!(fx.counter("drop_mapping_table_full"), 1);
+    });
+    let two_ports = FixtureConfig {
+        port_range: (50000, 50001),
+        ..Default::default()
+    };
+    with_fixture(default_tables(), two_ports, |fx| {
+        let mut got = Vec::new();
+        for port in [60001, 60002] {
+            let (action, out) = fx.from_lan(&packets::udp(
+                &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+                port,
+                53,
+                b"q",
+            ));
+            assert_eq!(action, XDP_REDIRECT);
+            got.push(parse_checked(&out).sport);
+        }
+        got.sort();
+        assert_eq!(got, vec![50000, 50001]);
+        assert_eq!(
+            fx.from_lan(&packets::udp(
+                &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+                60003,
+                53,
+                b"q"
+            ))
+            .0,
+            XDP_DROP
+        );
+        assert_eq!(fx.counter("drop_ports_exhausted"), 1);
+    });
+}
+
+#[test]
+fn ttl_handling() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let low = packets::udp(
+            &Hdr {
+                ttl: 1,
+                ..lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER)
+            },
+            20000,
+            53,
+            b"q",
+        );
+        let (action, out) = fx.from_lan(&low);
+        assert_eq!(
+            (action, &out),
+            (XDP_PASS, &low),
+            "TTL 1 goes to the kernel untranslated (it sends Time Exceeded)"
+        );
+        assert_eq!(fx.counter("pass_ttl_exceeded"), 1);
+        fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            20000,
+            53,
+            b"q",
+        ));
+        let reply = packets::udp(
+            &Hdr {
+                ttl: 1,
+                ..wan_hdr(SERVER, SERVER_MAC)
+            },
+            53,
+            20000,
+            b"r",
+        );
+        assert_eq!(fx.from_wan(&reply).0, XDP_DROP);
+        assert_eq!(fx.counter("drop_inbound_ttl"), 1);
+    });
+}
+
+#[test]
+fn unresolved_lan_neighbour_falls_back_to_the_kernel_translated() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        fx.from_lan(&packets::udp(
+            &lan_hdr(UNRESOLVED_HOST, [2, 0, 0, 0, 1, 9], SERVER),
+            20000,
+            53,
+            b"q",
+        ));
+        let reply = packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, 20000, b"r");
+        let (action, out) = fx.from_wan(&reply);
+        assert_eq!(action, XDP_PASS);
+        // Translated, MACs and TTL left for the kernel's forwarding path.
+        assert_eq!(
+            out,
+            packets::udp(
+                &Hdr {
+                    dst: UNRESOLVED_HOST,
+                    ..wan_hdr(SERVER, SERVER_MAC)
+                },
+                53,
+                20000,
+                b"r"
+            )
+        );
+        assert_eq!(fx.counter("in_pass_kernel"), 1);
+    });
+}
+
+#[test]
+fn untranslatable_lan_traffic_is_dropped_never_leaked() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let gre = gre_frame(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER));
+        assert_eq!(fx.from_lan(&gre).0, XDP_DROP);
+        assert_eq!(fx.counter("drop_unsupported_proto"), 1);
+        let mut frag = packets::udp(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), 20000, 53, b"q");
+        frag[14 + 6] = 0x20; // More Fragments
+        assert_eq!(fx.from_lan(&frag).0, XDP_DROP);
+        assert_eq!(fx.counter("drop_outbound_fragment"), 1);
+        let full = packets::udp(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), 20000, 53, b"q");
+        for cut in [20, 14 + 19, 14 + 20 + 7] {
+            assert_eq!(fx.from_lan(&full[..cut]).0, XDP_DROP, "truncated at {cut}");
+        }
+        assert_eq!(fx.counter("drop_malformed"), 3);
+        assert_eq!(fx.counter("mapping_created"), 0);
+    });
+}
+
+#[test]
+fn udp_without_checksum_stays_without_checksum() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let mut f = packets::udp(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), 20000, 53, b"q");
+        f[14 + 20 + 6] = 0;
+        f[14 + 20 + 7] = 0;
+        let (action, out) = fx.from_lan(&f);
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(&out[14 + 20 + 6..14 + 20 + 8], &[0, 0]);
+        parse_checked(&out);
+    });
+}
+
+#[test]
+fn sweeper_expires_sessions_cools_ports_then_frees_them() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            20000,
+            53,
+            b"q",
+        ));
+        let key = session(LAN_HOST_A, 20000, SERVER, 53, IPPROTO_UDP);
+        let seen = fx.maps.sessions.get(&key, 0).unwrap().last_seen_ns;
+        let t = fx.maps.read_config().unwrap().timeouts;
+
+        let r = sweeper::sweep(&mut fx.maps, &t, seen + 299 * NS).unwrap();
+        assert_eq!(r.sessions_expired, 0, "UDP lives 300 s");
+        let r = sweeper::sweep(&mut fx.maps, &t, seen + 301 * NS).unwrap();
+        assert_eq!((r.sessions_expired, r.mappings_released), (1, 1));
+        let ext = ExternalKey {
+            port: 20000u16.to_be(),
+            proto: IPPROTO_UDP,
+            _pad: 0,
+        };
+        assert_eq!(
+            fx.maps.mappings_in.get(&ext, 0).unwrap().state,
+            MAPPING_COOLING
+        );
+        // The reply port is dead, and not handed out again while it cools.
+        assert_eq!(
+            fx.from_wan(&packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, 20000, b"r"))
+                .0,
+            XDP_DROP
+        );
+        let (_, out) = fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER),
+            20000,
+            53,
+            b"q",
+        ));
+        assert_ne!(parse_checked(&out).sport, 20000, "cooling port reused");
+        let r = sweeper::sweep(&mut fx.maps, &t, seen + (301 + 121) * NS).unwrap();
+        assert_eq!(r.ports_freed, 1);
+        assert!(fx.maps.mappings_in.get(&ext, 0).is_err());
+    });
+}
+
+#[test]
+fn tcp_state_picks_the_timeout() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
+        fx.from_lan(&packets::tcp(&h, 20000, 80, SYN, b""));
+        let key = session(LAN_HOST_A, 20000, SERVER, 80, IPPROTO_TCP);
+        let t = fx.maps.read_config().unwrap().timeouts;
+        let s = fx.maps.sessions.get(&key, 0).unwrap();
+        assert_eq!(
+            sweeper::timeout_secs(&key, &s, &t),
+            240,
+            "SYN sent: transitory"
+        );
+        fx.from_wan(&packets::tcp(
+            &wan_hdr(SERVER, SERVER_MAC),
+            80,
+            20000,
+            SYN_ACK,
+            b"",
+        ));
+        let s = fx.maps.sessions.get(&key, 0).unwrap();
+        assert_eq!(sweeper::timeout_secs(&key, &s, &t), 7440, "established");
+        fx.from_wan(&packets::tcp(
+            &wan_hdr(SERVER, SERVER_MAC),
+            80,
+            20000,
+            Flags {
+                rst: true,
+                ..Default::default()
+            },
+            b"",
+        ));
+        let s = fx.maps.sessions.get(&key, 0).unwrap();
+        assert_eq!(
+            sweeper::timeout_secs(&key, &s, &t),
+            240,
+            "RST: transitory, session kept"
+        );
+    });
+}
