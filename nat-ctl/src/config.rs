@@ -338,3 +338,22 @@ mod tests {
         assert!(parse_port_range("1024-70000").is_err());
     }
 }
+
+#[cfg(test)]
+mod sample_tests {
+    use super::*;
+
+    /// The documented sample parses and states the defaults.
+    #[test]
+    fn docs_sample_is_valid_and_matches_defaults() {
+        let text = include_str!("../../docs/xdp-nat.toml");
+        let o = Overrides {
+            lan: Some("a".into()),
+            wan: Some("b".into()),
+            wan_addr: None,
+        };
+        let sample = FileConfig::parse(text).unwrap().settings(&o).unwrap();
+        let defaults = FileConfig::default().settings(&o).unwrap();
+        assert_eq!(sample, defaults);
+    }
+}

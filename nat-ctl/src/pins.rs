@@ -67,7 +67,8 @@ impl Instance {
         fs::remove_dir(&dir).with_context(|| format!("removing {}", dir.display()))
     }
 
-    /// Pid of the daemon that holds the instance lock, if one is alive.
+    /// Pid of the daemon that holds the instance lock, if one is alive and has finished
+    /// starting (it writes its pid only once the programs are attached).
     pub fn daemon_pid(&self) -> Option<u32> {
         let file = fs::File::open(self.lock_path()).ok()?;
         // SAFETY: valid fd; a shared non-blocking lock only probes.
@@ -86,7 +87,7 @@ impl Instance {
 /// Held by a running daemon for its whole life; the kernel drops it when the process dies,
 /// even by SIGKILL.
 pub struct DaemonLock {
-    _file: fs::File,
+    file: fs::File,
 }
 
 impl DaemonLock {
@@ -110,8 +111,14 @@ impl DaemonLock {
             );
         }
         file.set_len(0)?;
-        fs::write(&path, format!("{}\n", std::process::id()))?;
-        Ok(DaemonLock { _file: file })
+        Ok(DaemonLock { file })
+    }
+
+    /// Publishes the daemon's pid: from now on `status` reports it as running.
+    pub fn ready(&mut self) -> Result<()> {
+        use std::io::Write as _;
+        writeln!(self.file, "{}", std::process::id())?;
+        Ok(())
     }
 }
 

@@ -49,11 +49,22 @@ pub struct NatDaemon {
 }
 
 impl NatDaemon {
-    /// Starts `nat-ctl run` on the lab's router and waits until `status` says it runs.
+    /// Starts `nat-ctl run --detach-on-exit` on the lab's router and waits until `status`
+    /// says it runs.
     pub fn start(lab: &Lab, extra: &[&str]) -> Result<NatDaemon> {
-        let instance = crate::unique("i");
+        let mut args = vec!["--detach-on-exit"];
+        args.extend_from_slice(extra);
+        Self::start_instance(lab, &crate::unique("i"), &args)
+    }
+
+    /// Starts `nat-ctl --instance INSTANCE run ...` with exactly `extra` added.
+    pub fn start_instance(lab: &Lab, instance: &str, extra: &[&str]) -> Result<NatDaemon> {
+        let instance = instance.to_string();
         let ns_path = lab.router.path();
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("{instance}.log")))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(std::env::temp_dir().join(format!("{instance}.log")))?;
         let child = Command::new("nsenter")
             .arg(format!("--net={ns_path}"))
             .arg(nat_ctl_bin())
@@ -65,7 +76,6 @@ impl NatDaemon {
                 LAN_IF,
                 "--wan",
                 WAN_IF,
-                "--detach-on-exit",
                 "--sweep-interval",
                 "1",
             ])

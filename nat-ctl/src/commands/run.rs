@@ -89,7 +89,7 @@ fn build_pool(s: &Settings, wan_addr: std::net::Ipv4Addr) -> Result<PortPool> {
 pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
     let plan = plan(args)?;
     ensure_bpffs()?;
-    let _lock = DaemonLock::acquire(instance)?;
+    let mut lock = DaemonLock::acquire(instance)?;
 
     let adopting = instance.exists();
     if adopting {
@@ -170,6 +170,7 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
         }
     );
 
+    lock.ready()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -1,0 +1,161 @@
+//! The command-line contract's error cases: a one-line `error:` on stderr, the right exit
+//! code, never a panic.
+
+use integration_tests::daemon::nat_ctl_bin;
+use std::process::Command;
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(nat_ctl_bin()).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn temp_config(name: &str, text: &str) -> String {
+    let p = std::env::temp_dir().join(format!("{}-{name}.toml", integration_tests::unique("cfg")));
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn error_table() {
+    let bad_toml = temp_config(
+        "bad",
+        "lan = \"lo\"\nwan = \"lo2\"\n[timeouts]\nudp = \"soon\"\n",
+    );
+    let reversed = temp_config("rev", "[ports]\nrange = \"30000-20000\"\n");
+    let zero = temp_config("zero", "[tables]\nsessions = 0\n");
+    let inst = integration_tests::unique("none");
+    // (arguments, exit code, what stderr's first line must contain)
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["frobnicate"], 2, "unrecognized subcommand"),
+        (vec!["run"], 1, "no LAN interface"),
+        (
+            vec!["run", "--lan", "nosuch0", "--wan", "lo"],
+            1,
+            "interface 'nosuch0' not found",
+        ),
+        (
+            vec!["run", "--lan", "lo", "--wan", "nosuch1"],
+            1,
+            "interface 'nosuch1' not found",
+        ),
+        (vec!["run", "--lan", "lo", "--wan", "lo"], 1, "both 'lo'"),
+        (
+            vec![
+                "run",
+                "--lan",
+                "lo",
+                "--wan",
+                "x",
+                "--wan-addr",
+                "999.1.1.1",
+            ],
+            2,
+            "invalid value",
+        ),
+        (
+            vec!["run", "--config", "/nonexistent/x.toml"],
+            1,
+            "cannot read config file /nonexistent/x.toml",
+        ),
+        (vec!["run", "--config", &bad_toml], 1, "line 4"),
+        (
+            vec!["run", "--lan", "a", "--wan", "b", "--config", &reversed],
+            1,
+            "reversed",
+        ),
+        (
+            vec!["run", "--lan", "a", "--wan", "b", "--config", &zero],
+            1,
+            "tables.sessions = 0",
+        ),
+        (
+            vec!["run", "--lan", "a", "--wan", "b", "--sweep-interval", "0"],
+            2,
+            "invalid value",
+        ),
+        (
+            vec!["--instance", &inst, "status"],
+            1,
+            "no xdp-nat instance",
+        ),
+        (
+            vec!["--instance", &inst, "sessions"],
+            1,
+            "no xdp-nat instance",
+        ),
+        (
+            vec!["--instance", &inst, "stats", "--json"],
+            1,
+            "no xdp-nat instance",
+        ),
+        (
+            vec!["--instance", &inst, "detach"],
+            1,
+            "no xdp-nat instance",
+        ),
+        (
+            vec!["--instance", "../etc", "status"],
+            1,
+            "invalid instance name",
+        ),
+        (
+            vec!["sessions", "--proto", "sctp"],
+            2,
+            "invalid value 'sctp'",
+        ),
+    ];
+    for (args, code, want) in cases {
+        let (got, _, stderr) = run(&args);
+        let first = stderr.lines().next().unwrap_or("");
+        assert_eq!(
+            got,
+            Some(code),
+            "nat-ctl {args:?}: exit code; stderr: {stderr}"
+        );
+        assert!(
+            first.starts_with("error:"),
+            "nat-ctl {args:?}: first line {first:?}"
+        );
+        assert!(
+            stderr.contains(want),
+            "nat-ctl {args:?}: stderr {stderr:?} lacks {want:?}"
+        );
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+            "nat-ctl {args:?} panicked: {stderr}"
+        );
+        if code == 1 {
+            assert_eq!(
+                stderr.lines().count(),
+                1,
+                "nat-ctl {args:?}: one line expected: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn status_json_for_a_missing_instance() {
+    let (code, stdout, _) = run(&[
+        "--instance",
+        &integration_tests::unique("gone"),
+        "status",
+        "--json",
+    ]);
+    assert_eq!(code, Some(1));
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["state"], "absent");
+}
+
+#[test]
+fn help_lists_every_command() {
+    let (code, stdout, _) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    for verb in ["run", "status", "sessions", "stats", "detach"] {
+        assert!(stdout.contains(verb), "--help lacks {verb}");
+    }
+}
