@@ -4,7 +4,7 @@ use core::mem::size_of;
 
 /// Bumped whenever a map key/value layout changes, so a daemon can refuse pinned maps it
 /// would misread.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// RFC 4787 REQ-8 filtering behaviours.
 pub const FILTER_ENDPOINT_INDEPENDENT: u32 = 0;
@@ -13,6 +13,12 @@ pub const FILTER_ADDRESS_PORT_DEPENDENT: u32 = 2;
 
 /// RFC 6888 REQ-8: a released external port waits this long before reuse.
 pub const PORT_REUSE_DELAY_SECS: u32 = 120;
+/// Idle timeouts of the VPN passthrough state (DESIGN.md defaults).
+pub const GRE_TIMEOUT_SECS: u32 = 300;
+pub const ESP_TIMEOUT_SECS: u32 = 300;
+/// How long one host may hold a server's raw-ESP learning slot.
+pub const ESP_PENDING_NS: u64 = 1_000_000_000;
+
 /// A mapping younger than this is never released by the sweeper, so it cannot race the
 /// first packet that creates its session.
 pub const MAPPING_GRACE_SECS: u32 = 5;

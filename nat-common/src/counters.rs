@@ -38,6 +38,26 @@ pub enum Counter {
     DropInboundTtl,
     DropInboundTooBig,
     DropRedirectFailed,
+    PptpTranslated,
+    L2tpTranslated,
+    IpsecTranslated,
+    PptpCallIdRewritten,
+    PptpCallCreated,
+    EspSpiLearned,
+    PassPptpUnparsed,
+    PassGreUnknownCall,
+    PassEspUnknownSpi,
+    DropPptpSwitchOff,
+    DropL2tpSwitchOff,
+    DropIpsecSwitchOff,
+    DropPptpAllocFail,
+    DropL2tpAllocFail,
+    DropIpsecAllocFail,
+    DropAh,
+    DropGreMalformed,
+    DropIkeMalformed,
+    DropIkeSpiInUse,
+    DropEspLearnBusy,
     DropNoConfig,
 }
 
@@ -83,6 +103,26 @@ impl Counter {
         Counter::DropInboundTtl,
         Counter::DropInboundTooBig,
         Counter::DropRedirectFailed,
+        Counter::PptpTranslated,
+        Counter::L2tpTranslated,
+        Counter::IpsecTranslated,
+        Counter::PptpCallIdRewritten,
+        Counter::PptpCallCreated,
+        Counter::EspSpiLearned,
+        Counter::PassPptpUnparsed,
+        Counter::PassGreUnknownCall,
+        Counter::PassEspUnknownSpi,
+        Counter::DropPptpSwitchOff,
+        Counter::DropL2tpSwitchOff,
+        Counter::DropIpsecSwitchOff,
+        Counter::DropPptpAllocFail,
+        Counter::DropL2tpAllocFail,
+        Counter::DropIpsecAllocFail,
+        Counter::DropAh,
+        Counter::DropGreMalformed,
+        Counter::DropIkeMalformed,
+        Counter::DropIkeSpiInUse,
+        Counter::DropEspLearnBusy,
         Counter::DropNoConfig,
     ];
 
@@ -117,6 +157,26 @@ impl Counter {
             Counter::DropInboundTtl => "drop_inbound_ttl",
             Counter::DropInboundTooBig => "drop_inbound_too_big",
             Counter::DropRedirectFailed => "drop_redirect_failed",
+            Counter::PptpTranslated => "pptp_translated",
+            Counter::L2tpTranslated => "l2tp_translated",
+            Counter::IpsecTranslated => "ipsec_translated",
+            Counter::PptpCallIdRewritten => "pptp_call_id_rewritten",
+            Counter::PptpCallCreated => "pptp_call_created",
+            Counter::EspSpiLearned => "esp_spi_learned",
+            Counter::PassPptpUnparsed => "pass_pptp_unparsed",
+            Counter::PassGreUnknownCall => "pass_gre_unknown_call",
+            Counter::PassEspUnknownSpi => "pass_esp_unknown_spi",
+            Counter::DropPptpSwitchOff => "drop_pptp_switch_off",
+            Counter::DropL2tpSwitchOff => "drop_l2tp_switch_off",
+            Counter::DropIpsecSwitchOff => "drop_ipsec_switch_off",
+            Counter::DropPptpAllocFail => "drop_pptp_alloc_fail",
+            Counter::DropL2tpAllocFail => "drop_l2tp_alloc_fail",
+            Counter::DropIpsecAllocFail => "drop_ipsec_alloc_fail",
+            Counter::DropAh => "drop_ah",
+            Counter::DropGreMalformed => "drop_gre_malformed",
+            Counter::DropIkeMalformed => "drop_ike_malformed",
+            Counter::DropIkeSpiInUse => "drop_ike_spi_in_use",
+            Counter::DropEspLearnBusy => "drop_esp_learn_busy",
             Counter::DropNoConfig => "drop_no_config",
         }
     }
@@ -126,15 +186,25 @@ impl Counter {
             Counter::OutRedirected
             | Counter::InRedirected
             | Counter::OutPassKernel
-            | Counter::InPassKernel => CounterKind::Forwarded,
-            Counter::MappingCreated | Counter::SessionCreated => CounterKind::State,
+            | Counter::InPassKernel
+            | Counter::PptpTranslated
+            | Counter::L2tpTranslated
+            | Counter::IpsecTranslated => CounterKind::Forwarded,
+            Counter::MappingCreated
+            | Counter::SessionCreated
+            | Counter::PptpCallIdRewritten
+            | Counter::PptpCallCreated
+            | Counter::EspSpiLearned => CounterKind::State,
             Counter::PassNotIpv4
             | Counter::PassNotToWan
             | Counter::PassToRouter
             | Counter::PassTtlExceeded
             | Counter::PassFragNeeded
             | Counter::PassInboundFragment
-            | Counter::PassIcmpToRouter => CounterKind::Pass,
+            | Counter::PassIcmpToRouter
+            | Counter::PassPptpUnparsed
+            | Counter::PassGreUnknownCall
+            | Counter::PassEspUnknownSpi => CounterKind::Pass,
             _ => CounterKind::Drop,
         }
     }
@@ -190,7 +260,64 @@ impl Counter {
             Counter::DropInboundTtl => "WAN packets with TTL <= 1 that would need forwarding",
             Counter::DropInboundTooBig => "WAN->LAN DF packets larger than the LAN MTU",
             Counter::DropRedirectFailed => "packets whose DEVMAP redirect failed",
+            Counter::PptpTranslated => "PPTP packets (TCP 1723 control, GRE) translated",
+            Counter::L2tpTranslated => "L2TP packets (UDP 1701) translated",
+            Counter::IpsecTranslated => "IPsec packets (IKE, NAT-T, ESP) translated",
+            Counter::PptpCallIdRewritten => "PPTP control messages whose call id was rewritten",
+            Counter::PptpCallCreated => "PPTP calls given an external call id",
+            Counter::EspSpiLearned => "inbound ESP SPIs bound to the LAN host that was learning",
+            Counter::PassPptpUnparsed => {
+                "PPTP control segments forwarded without parsing (split, several messages, unknown)"
+            }
+            Counter::PassGreUnknownCall => {
+                "GRE to the router with no PPTP call, left to the router"
+            }
+            Counter::PassEspUnknownSpi => {
+                "ESP to the router with no binding and no learner, left to the router"
+            }
+            Counter::DropPptpSwitchOff => "PPTP packets dropped: passthrough pptp is off",
+            Counter::DropL2tpSwitchOff => "L2TP packets dropped: passthrough l2tp is off",
+            Counter::DropIpsecSwitchOff => "IPsec packets dropped: passthrough ipsec is off",
+            Counter::DropPptpAllocFail => "PPTP flows dropped: no port, call id or table entry",
+            Counter::DropL2tpAllocFail => "L2TP flows dropped: no port or table entry",
+            Counter::DropIpsecAllocFail => "IPsec flows dropped: no port, SPI slot or table entry",
+            Counter::DropAh => {
+                "AH packets: AH authenticates the addresses NAT rewrites, it cannot cross a NAT"
+            }
+            Counter::DropGreMalformed => {
+                "LAN GRE that is not PPTP's enhanced GRE (version 1 with key)"
+            }
+            Counter::DropIkeMalformed => "IKE on port 500 without a usable header or SPI",
+            Counter::DropIkeSpiInUse => {
+                "IKE from a second LAN host with an SPI another host uses to that server"
+            }
+            Counter::DropEspLearnBusy => {
+                "first ESP of a host while another host learns its SPI from that server"
+            }
             Counter::DropNoConfig => "packets seen before nat-ctl configured the program",
+        }
+    }
+
+    /// Per-class counters: translated, dropped because the switch is off, allocation failed.
+    pub const fn for_class(class: u8) -> Option<(Counter, Counter, Counter)> {
+        use crate::passthrough::{CLASS_IPSEC, CLASS_L2TP, CLASS_PPTP};
+        match class {
+            CLASS_PPTP => Some((
+                Counter::PptpTranslated,
+                Counter::DropPptpSwitchOff,
+                Counter::DropPptpAllocFail,
+            )),
+            CLASS_L2TP => Some((
+                Counter::L2tpTranslated,
+                Counter::DropL2tpSwitchOff,
+                Counter::DropL2tpAllocFail,
+            )),
+            CLASS_IPSEC => Some((
+                Counter::IpsecTranslated,
+                Counter::DropIpsecSwitchOff,
+                Counter::DropIpsecAllocFail,
+            )),
+            _ => None,
         }
     }
 

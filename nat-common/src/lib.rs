@@ -7,10 +7,12 @@ pub mod checksum;
 pub mod config;
 pub mod counters;
 pub mod maps;
+pub mod passthrough;
 pub mod ports;
 pub mod proto;
 pub mod rewrite;
 pub mod tcp_state;
+pub mod vpn;
 
 #[cfg(test)]
 extern crate std;

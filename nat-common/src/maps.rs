@@ -18,8 +18,15 @@ pub mod names {
     pub const PORT_IN_POOL: &str = "PORT_IN_POOL";
     pub const COUNTERS: &str = "COUNTERS";
     pub const DEVMAP: &str = "DEVMAP";
+    pub const PASSTHROUGH: &str = "PASSTHROUGH";
+    pub const PPTP_CALLS_IN: &str = "PPTP_CALLS_IN";
+    pub const PPTP_CALLS_OUT: &str = "PPTP_CALLS_OUT";
+    pub const IKE_SAS: &str = "IKE_SAS";
+    pub const ESP_IN: &str = "ESP_IN";
+    pub const ESP_OUT: &str = "ESP_OUT";
+    pub const ESP_PENDING: &str = "ESP_PENDING";
     /// Every map the control plane pins, in a stable order.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 16] = [
         CONFIG,
         MAPPINGS_OUT,
         MAPPINGS_IN,
@@ -29,6 +36,13 @@ pub mod names {
         PORT_IN_POOL,
         COUNTERS,
         DEVMAP,
+        PASSTHROUGH,
+        PPTP_CALLS_IN,
+        PPTP_CALLS_OUT,
+        IKE_SAS,
+        ESP_IN,
+        ESP_OUT,
+        ESP_PENDING,
     ];
 }
 
@@ -50,6 +64,11 @@ pub const DEFAULT_MAX_MAPPINGS: u32 = 131_072;
 pub const PORT_SLOTS: u32 = 65_536;
 /// DEVMAP holds the LAN and WAN interfaces, keyed by ifindex.
 pub const MAX_DEVICES: u32 = 64;
+pub const DEFAULT_MAX_PPTP_CALLS: u32 = 4096;
+pub const DEFAULT_MAX_ESP_SPIS: u32 = 4096;
+pub const DEFAULT_MAX_IKE_SAS: u32 = 4096;
+/// One pending ESP learner per server.
+pub const MAX_ESP_PENDING: u32 = 1024;
 
 /// Mapping states. A released mapping stays in MAPPINGS_IN as `COOLING` so its external port
 /// is not handed out again for [`crate::config::PORT_REUSE_DELAY_SECS`] (RFC 6888 REQ-8).
@@ -137,9 +156,81 @@ pub struct Session {
     pub ext_port: u16,
     /// `tcp_state` bits for TCP, 0 otherwise.
     pub tcp_state: u8,
-    pub _pad: [u8; 5],
+    /// Passthrough class (`passthrough::CLASS_*`), fixed at creation.
+    pub class: u8,
+    pub _pad: [u8; 4],
 }
 const _: () = assert!(size_of::<Session>() == 24);
+
+/// A PPTP call seen from the WAN: server address + external call id (the id the server
+/// writes into its GRE packets). Key of PPTP_CALLS_IN.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PptpCallKey {
+    pub rem_addr: u32,
+    pub call_id: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<PptpCallKey>() == 8);
+
+/// A PPTP call seen from the LAN: client, server and the client's own call id. Key of
+/// PPTP_CALLS_OUT.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PptpClientKey {
+    pub int_addr: u32,
+    pub rem_addr: u32,
+    pub call_id: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<PptpClientKey>() == 12);
+
+/// Value of both PPTP maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PptpCall {
+    pub last_seen_ns: u64,
+    pub int_addr: u32,
+    pub rem_addr: u32,
+    pub int_call_id: u16,
+    pub ext_call_id: u16,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<PptpCall>() == 24);
+
+/// An IKE SA through the shared external port 500: server + the client's SPI.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IkeKey {
+    pub rem_addr: u32,
+    pub _pad: u32,
+    /// As on the wire, read as a native integer.
+    pub spi: u64,
+}
+const _: () = assert!(size_of::<IkeKey>() == 16);
+
+/// Owner of something learned about a LAN host: the value of IKE_SAS, ESP_IN, ESP_OUT and
+/// ESP_PENDING. `spi` is ESP_OUT's learned inbound SPI (0: none yet) and ESP_PENDING's
+/// outbound SPI of the learner; unused elsewhere.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub last_seen_ns: u64,
+    pub int_addr: u32,
+    pub spi: u32,
+}
+const _: () = assert!(size_of::<Owner>() == 16);
+
+/// Raw ESP from a server with the SPI the LAN host chose (ESP_IN), or from a LAN host to a
+/// server with the server's SPI (ESP_OUT, `int_addr` set).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EspKey {
+    pub int_addr: u32,
+    pub rem_addr: u32,
+    pub spi: u32,
+}
+const _: () = assert!(size_of::<EspKey>() == 12);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -149,4 +240,10 @@ mod pod {
     unsafe impl aya::Pod for super::Mapping {}
     unsafe impl aya::Pod for super::SessionKey {}
     unsafe impl aya::Pod for super::Session {}
+    unsafe impl aya::Pod for super::PptpCallKey {}
+    unsafe impl aya::Pod for super::PptpClientKey {}
+    unsafe impl aya::Pod for super::PptpCall {}
+    unsafe impl aya::Pod for super::IkeKey {}
+    unsafe impl aya::Pod for super::Owner {}
+    unsafe impl aya::Pod for super::EspKey {}
 }

@@ -76,10 +76,10 @@ const fn port_offset(side: Side) -> usize {
     }
 }
 
-/// Rewrites the address and port on `side` to `addr`/`port` (wire-order natives) and fixes
-/// the IPv4 header checksum and the transport checksum (pseudo-header included).
+/// Rewrites the address on `side` and fixes the IPv4 header checksum; returns the old
+/// address. Enough on its own for protocols without a pseudo-header checksum (GRE, ESP).
 #[inline(always)]
-pub fn rewrite_endpoint(ip: &mut [u8; 20], l4: L4<'_>, side: Side, addr: u32, port: u16) {
+pub fn rewrite_addr(ip: &mut [u8; 20], side: Side, addr: u32) -> u32 {
     let addr_at = match side {
         Side::Source => IP_SRC,
         Side::Destination => IP_DST,
@@ -91,6 +91,32 @@ pub fn rewrite_endpoint(ip: &mut [u8; 20], l4: L4<'_>, side: Side, addr: u32, po
         IP_CHECK,
         replace_u32(get_u16(ip, IP_CHECK), old_addr, addr),
     );
+    old_addr
+}
+
+/// Rewrites one 16-bit word of a TCP segment's payload (`at` is even counted from the
+/// segment start, as PPTP's call ids are) and fixes the TCP checksum.
+#[inline(always)]
+pub fn rewrite_tcp_payload_u16<const N: usize>(
+    tcp: &mut [u8; 20],
+    data: &mut [u8; N],
+    at: usize,
+    new: u16,
+) {
+    let old = get_u16(data, at);
+    set_u16(data, at, new);
+    set_u16(
+        tcp,
+        TCP_CHECK,
+        replace_u16(get_u16(tcp, TCP_CHECK), old, new),
+    );
+}
+
+/// Rewrites the address and port on `side` to `addr`/`port` (wire-order natives) and fixes
+/// the IPv4 header checksum and the transport checksum (pseudo-header included).
+#[inline(always)]
+pub fn rewrite_endpoint(ip: &mut [u8; 20], l4: L4<'_>, side: Side, addr: u32, port: u16) {
+    let old_addr = rewrite_addr(ip, side, addr);
 
     match l4 {
         L4::Tcp(h) => {

@@ -30,8 +30,44 @@ pub enum Command {
     Sessions(SessionsArgs),
     /// Show every counter (per-CPU values summed), each drop reason by name.
     Stats(JsonArg),
+    /// List the VPN passthrough switches, or turn one on or off (takes effect on the next
+    /// packet; off also removes that protocol's sessions).
+    Passthrough(PassthroughArgs),
     /// Detach the programs and remove the instance's pinned state (drops all sessions).
     Detach,
+}
+
+#[derive(Debug, Args)]
+pub struct PassthroughArgs {
+    #[command(subcommand)]
+    pub action: Option<PassthroughAction>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PassthroughAction {
+    /// Let this protocol's VPN traffic through (pptp, l2tp or ipsec).
+    Enable {
+        #[arg(value_parser = parse_switch, value_name = "pptp|l2tp|ipsec")]
+        name: u8,
+    },
+    /// Block this protocol's VPN traffic both ways and remove its sessions.
+    Disable {
+        #[arg(value_parser = parse_switch, value_name = "pptp|l2tp|ipsec")]
+        name: u8,
+    },
+}
+
+/// A switch name, case-insensitive, to its class.
+fn parse_switch(s: &str) -> Result<u8, String> {
+    nat_common::passthrough::class_by_name(s).ok_or_else(|| {
+        format!(
+            "unknown passthrough protocol '{s}': valid are {}",
+            nat_common::passthrough::SWITCH_NAMES.join(", ")
+        )
+    })
 }
 
 #[derive(Debug, Args)]

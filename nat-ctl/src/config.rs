@@ -32,6 +32,18 @@ pub struct FileConfig {
     pub timeouts: TimeoutsSection,
     #[serde(default)]
     pub tables: TablesSection,
+    #[serde(default)]
+    pub passthrough: PassthroughSection,
+}
+
+/// Passthrough switches a fresh start takes (all on if unset). A daemon that adopts pinned
+/// state keeps the switches it finds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassthroughSection {
+    pub pptp: Option<bool>,
+    pub l2tp: Option<bool>,
+    pub ipsec: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,6 +116,8 @@ pub struct Settings {
     pub timeouts: Timeouts,
     pub max_sessions: u32,
     pub max_mappings: u32,
+    /// pptp, l2tp, ipsec (nat_common::passthrough::SWITCH_NAMES order).
+    pub passthrough: [bool; 3],
 }
 
 /// What the interfaces contribute to the data path's configuration.
@@ -229,6 +243,11 @@ impl FileConfig {
             timeouts,
             max_sessions,
             max_mappings,
+            passthrough: [
+                self.passthrough.pptp.unwrap_or(true),
+                self.passthrough.l2tp.unwrap_or(true),
+                self.passthrough.ipsec.unwrap_or(true),
+            ],
         })
     }
 }

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod config;
 pub mod loader;
 pub mod netdev;
+pub mod passthrough;
 pub mod pins;
 pub mod pool;
 pub mod state;

@@ -30,6 +30,9 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
             commands::sessions::sessions(&instance, a.proto, a.json).map(|()| 0)
         }
         Command::Stats(a) => commands::stats::stats(&instance, a.json).map(|()| 0),
+        Command::Passthrough(a) => {
+            commands::passthrough::passthrough(&instance, a.action.as_ref(), a.json).map(|()| 0)
+        }
         Command::Detach => commands::detach::detach(&instance).map(|()| 0),
     }
 }

@@ -8,7 +8,11 @@ use aya::{
 use nat_common::{
     config::{LAYOUT_VERSION, NatConfig},
     counters::{Counter, NUM_COUNTERS},
-    maps::{EndpointKey, ExternalKey, Mapping, Session, SessionKey, names},
+    maps::{
+        EndpointKey, EspKey, ExternalKey, IkeKey, Mapping, Owner, PptpCall, PptpCallKey,
+        PptpClientKey, Session, SessionKey, names,
+    },
+    passthrough::{SWITCH_OFF, SWITCH_ON, switch_slot},
 };
 
 use crate::{pins::Instance, pool::PortPool};
@@ -23,6 +27,13 @@ pub struct NatMaps {
     pub port_in_pool: Array<MapData, u8>,
     pub counters: PerCpuArray<MapData, u64>,
     pub devmap: DevMapHash<MapData>,
+    pub passthrough: Array<MapData, u32>,
+    pub pptp_calls_in: HashMap<MapData, PptpCallKey, PptpCall>,
+    pub pptp_calls_out: HashMap<MapData, PptpClientKey, PptpCall>,
+    pub ike_sas: HashMap<MapData, IkeKey, Owner>,
+    pub esp_in: HashMap<MapData, EspKey, Owner>,
+    pub esp_out: HashMap<MapData, EspKey, Owner>,
+    pub esp_pending: HashMap<MapData, u32, Owner>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
@@ -49,6 +60,13 @@ impl NatMaps {
             port_in_pool: get(names::PORT_IN_POOL)?.try_into()?,
             counters: get(names::COUNTERS)?.try_into()?,
             devmap: get(names::DEVMAP)?.try_into()?,
+            passthrough: get(names::PASSTHROUGH)?.try_into()?,
+            pptp_calls_in: get(names::PPTP_CALLS_IN)?.try_into()?,
+            pptp_calls_out: get(names::PPTP_CALLS_OUT)?.try_into()?,
+            ike_sas: get(names::IKE_SAS)?.try_into()?,
+            esp_in: get(names::ESP_IN)?.try_into()?,
+            esp_out: get(names::ESP_OUT)?.try_into()?,
+            esp_pending: get(names::ESP_PENDING)?.try_into()?,
         })
     }
 
@@ -148,17 +166,49 @@ impl NatMaps {
         Ok(self.counters.get(&(c as u32), 0)?.iter().sum())
     }
 
+    /// Is the passthrough switch of `class` on?
+    pub fn switch(&self, class: u8) -> Result<bool> {
+        let slot = switch_slot(class).ok_or_else(|| anyhow!("class {class} has no switch"))?;
+        Ok(self.passthrough.get(&slot, 0)? == SWITCH_ON)
+    }
+
+    pub fn set_switch(&mut self, class: u8, on: bool) -> Result<()> {
+        let slot = switch_slot(class).ok_or_else(|| anyhow!("class {class} has no switch"))?;
+        self.passthrough
+            .set(slot, if on { SWITCH_ON } else { SWITCH_OFF }, 0)
+            .context("writing PASSTHROUGH")
+    }
+
+    /// Sets pptp, l2tp, ipsec (SWITCH_NAMES order) at once.
+    pub fn set_switches(&mut self, on: &[bool; 3]) -> Result<()> {
+        for (i, on) in on.iter().enumerate() {
+            self.set_switch(i as u8 + 1, *on)?;
+        }
+        Ok(())
+    }
+
     pub fn sessions(&self) -> Result<Vec<(SessionKey, Session)>> {
-        self.sessions
-            .iter()
-            .map(|r| r.map_err(Into::into))
-            .collect()
+        entries(&self.sessions)
     }
 
     pub fn mappings(&self) -> Result<Vec<(ExternalKey, Mapping)>> {
-        self.mappings_in
-            .iter()
-            .map(|r| r.map_err(Into::into))
-            .collect()
+        entries(&self.mappings_in)
     }
+
+    pub fn pptp_calls(&self) -> Result<Vec<(PptpCallKey, PptpCall)>> {
+        entries(&self.pptp_calls_in)
+    }
+
+    pub fn ike_sa_list(&self) -> Result<Vec<(IkeKey, Owner)>> {
+        entries(&self.ike_sas)
+    }
+
+    pub fn esp_bindings(&self) -> Result<Vec<(EspKey, Owner)>> {
+        entries(&self.esp_in)
+    }
+}
+
+/// Every entry of a hash map (a snapshot; entries may change meanwhile).
+pub fn entries<K: aya::Pod, V: aya::Pod>(map: &HashMap<MapData, K, V>) -> Result<Vec<(K, V)>> {
+    map.iter().map(|r| r.map_err(Into::into)).collect()
 }

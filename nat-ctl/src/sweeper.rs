@@ -4,7 +4,10 @@
 
 use anyhow::Result;
 use nat_common::{
-    config::{MAPPING_GRACE_SECS, PORT_REUSE_DELAY_SECS, Timeouts},
+    config::{
+        ESP_PENDING_NS, ESP_TIMEOUT_SECS, GRE_TIMEOUT_SECS, MAPPING_GRACE_SECS,
+        PORT_REUSE_DELAY_SECS, Timeouts,
+    },
     maps::{EndpointKey, MAPPING_ACTIVE, MAPPING_COOLING, Session, SessionKey},
     proto::{IPPROTO_ICMP, IPPROTO_TCP},
     tcp_state,
@@ -41,6 +44,51 @@ pub struct SweepReport {
     pub mappings_released: usize,
     pub ports_freed: usize,
     pub filters_removed: usize,
+    pub vpn_state_expired: usize,
+}
+
+fn older_than(last_seen_ns: u64, secs: u32, now_ns: u64) -> bool {
+    now_ns >= last_seen_ns + secs as u64 * NS
+}
+
+/// PPTP calls (GRE timeout), IKE SAs (UDP timeout), raw-ESP bindings and learners.
+fn sweep_vpn(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<usize> {
+    let mut n = 0;
+    for (k, c) in maps.pptp_calls()? {
+        if older_than(c.last_seen_ns, GRE_TIMEOUT_SECS, now_ns) {
+            n += usize::from(maps.pptp_calls_in.remove(&k).is_ok());
+            let out = nat_common::maps::PptpClientKey {
+                int_addr: c.int_addr,
+                rem_addr: c.rem_addr,
+                call_id: c.int_call_id,
+                _pad: 0,
+            };
+            let _ = maps.pptp_calls_out.remove(&out);
+        }
+    }
+    for (k, o) in maps.ike_sa_list()? {
+        if older_than(o.last_seen_ns, t.udp, now_ns) {
+            n += usize::from(maps.ike_sas.remove(&k).is_ok());
+        }
+    }
+    for (k, o) in maps.esp_bindings()? {
+        if older_than(o.last_seen_ns, ESP_TIMEOUT_SECS, now_ns) {
+            n += usize::from(maps.esp_in.remove(&k).is_ok());
+        }
+    }
+    let outs = crate::state::entries(&maps.esp_out)?;
+    for (k, o) in outs {
+        if older_than(o.last_seen_ns, ESP_TIMEOUT_SECS, now_ns) {
+            n += usize::from(maps.esp_out.remove(&k).is_ok());
+        }
+    }
+    let pending = crate::state::entries(&maps.esp_pending)?;
+    for (k, o) in pending {
+        if now_ns >= o.last_seen_ns + ESP_PENDING_NS {
+            let _ = maps.esp_pending.remove(&k);
+        }
+    }
+    Ok(n)
 }
 
 pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepReport> {
@@ -100,6 +148,7 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
             report.filters_removed += 1;
         }
     }
+    report.vpn_state_expired = sweep_vpn(maps, t, now_ns)?;
     Ok(report)
 }
 

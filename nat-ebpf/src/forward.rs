@@ -107,3 +107,48 @@ pub fn redirect(
 }
 
 pub const XDP_PASS: u32 = xdp_action::XDP_PASS;
+
+/// Sends a translated packet on: redirected by XDP when the next hop is resolved (TTL
+/// decremented here), otherwise handed to the kernel, which forwards (and decrements TTL,
+/// and fragments when needed).
+#[inline(always)]
+pub fn deliver(
+    eth: &mut [u8; 14],
+    ip: &mut [u8; 20],
+    route: Route,
+    redirected: Counter,
+    to_kernel: Counter,
+) -> Result<crate::Verdict, Counter> {
+    match route {
+        Route::Resolved {
+            ifindex,
+            smac,
+            dmac,
+        } => {
+            nat_common::rewrite::decrement_ttl(ip);
+            let action = redirect(eth, ifindex, &smac, &dmac)?;
+            Ok(crate::Verdict::new(action, redirected))
+        }
+        _ => Ok(crate::Verdict::new(XDP_PASS, to_kernel)),
+    }
+}
+
+/// Route towards LAN host `int_addr` for an inbound packet, refusing what the kernel could
+/// only answer with an ICMP error quoting the LAN address to the WAN.
+#[inline(always)]
+pub fn route_in(
+    ctx: &XdpContext,
+    pkt: &crate::packet::Ipv4<'_>,
+    int_addr: u32,
+) -> Result<Route, Counter> {
+    if pkt.ttl <= 1 {
+        return Err(Counter::DropInboundTtl);
+    }
+    let r = route(ctx, pkt.src, int_addr, pkt.tos, pkt.tot_len);
+    if let Route::Kernel { too_big: true, .. } = r {
+        if pkt.dont_fragment {
+            return Err(Counter::DropInboundTooBig);
+        }
+    }
+    Ok(r)
+}

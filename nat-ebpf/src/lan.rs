@@ -4,16 +4,21 @@ use aya_ebpf::{helpers::generated::bpf_ktime_get_ns, programs::XdpContext};
 use nat_common::{
     counters::Counter,
     maps::{EndpointKey, SessionKey},
-    proto::{ICMP_ECHO_REQUEST, IPPROTO_ICMP, in_prefix},
-    rewrite::{Side, decrement_ttl, rewrite_endpoint},
+    passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT, classify},
+    proto::{
+        ICMP_ECHO_REQUEST, IPPROTO_AH, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP,
+        IPPROTO_UDP, in_prefix,
+    },
+    rewrite::{L4, Side, rewrite_endpoint},
 };
 
 use crate::{
     Verdict,
-    forward::{Route, XDP_PASS, redirect, route},
-    maps::config,
+    forward::{Route, deliver, route},
+    maps::{config, count, port_in_pool, switch_on},
     packet::{parse_ipv4, parse_transport},
     state::{mapping_for, touch_outbound},
+    vpn,
 };
 
 pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
@@ -42,17 +47,39 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     if pkt.fragment {
         return Err(Counter::DropOutboundFragment);
     }
-    let Some(t) = parse_transport(ctx, &pkt, ICMP_ECHO_REQUEST)? else {
+    let now = unsafe { bpf_ktime_get_ns() };
+    if matches!(pkt.proto, IPPROTO_GRE | IPPROTO_ESP | IPPROTO_AH) {
+        let class = classify(pkt.proto, 0);
+        if let Some((_, off, _)) = Counter::for_class(class) {
+            if !switch_on(class) {
+                return Err(off);
+            }
+        }
+        return match pkt.proto {
+            IPPROTO_GRE => vpn::gre_out(ctx, cfg.wan_addr, pkt, r),
+            IPPROTO_ESP => vpn::esp_out(ctx, cfg.wan_addr, pkt, r, now),
+            _ => Err(Counter::DropAh),
+        };
+    }
+    let Some(mut t) = parse_transport(ctx, &pkt, ICMP_ECHO_REQUEST)? else {
         return Err(Counter::DropUnsupportedProto);
     };
-    let now = unsafe { bpf_ktime_get_ns() };
-    let ep = EndpointKey {
-        addr: pkt.src,
-        port: t.sport,
-        proto: pkt.proto,
-        _pad: 0,
+    let class = if pkt.proto == IPPROTO_ICMP {
+        CLASS_NONE
+    } else {
+        classify(pkt.proto, u16::from_be(t.dport))
     };
-    let ext_port = mapping_for(cfg, &ep, now)?;
+    let class_counters = Counter::for_class(class);
+    if let Some((_, off, _)) = class_counters {
+        if !switch_on(class) {
+            return Err(off);
+        }
+    }
+    let ike = IKE_PORT.to_be();
+    // IKE from port 500 to port 500 shares the external port 500 (told apart by SPI on the
+    // way back) when the router itself does not use it.
+    let shared_ike =
+        pkt.proto == IPPROTO_UDP && t.sport == ike && t.dport == ike && port_in_pool(ike);
     let session = SessionKey {
         int_addr: pkt.src,
         rem_addr: pkt.dst,
@@ -65,20 +92,44 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
         proto: pkt.proto,
         _pad: [0; 3],
     };
-    touch_outbound(&session, ext_port, t.tcp_flags, now)?;
+    let state = if shared_ike {
+        vpn::ike_out(ctx, &pkt, now).map(|()| ike)
+    } else {
+        let ep = EndpointKey {
+            addr: pkt.src,
+            port: t.sport,
+            proto: pkt.proto,
+            _pad: 0,
+        };
+        mapping_for(cfg, &ep, now)
+    }
+    .and_then(|ext_port| {
+        touch_outbound(&session, ext_port, t.tcp_flags, class, now).map(|()| ext_port)
+    });
+    let ext_port = match state {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some((_, _, alloc_fail)) = class_counters {
+                count(alloc_fail);
+            }
+            return Err(e);
+        }
+    };
+    if class == CLASS_PPTP && pkt.proto == IPPROTO_TCP {
+        if let L4::Tcp(ref mut tcp) = t.l4 {
+            vpn::pptp_control(ctx, &pkt, tcp, pkt.src, pkt.dst, true, now)?;
+        }
+    }
 
     rewrite_endpoint(pkt.ip, t.l4, Side::Source, cfg.wan_addr, ext_port);
-    match r {
-        Route::Resolved {
-            ifindex,
-            smac,
-            dmac,
-        } => {
-            decrement_ttl(pkt.ip);
-            let action = redirect(pkt.eth, ifindex, &smac, &dmac)?;
-            Ok(Verdict::new(action, Counter::OutRedirected))
-        }
-        // The kernel forwards (and decrements TTL, and fragments when needed).
-        _ => Ok(Verdict::new(XDP_PASS, Counter::OutPassKernel)),
+    if let Some((translated, _, _)) = class_counters {
+        count(translated);
     }
+    deliver(
+        pkt.eth,
+        pkt.ip,
+        r,
+        Counter::OutRedirected,
+        Counter::OutPassKernel,
+    )
 }

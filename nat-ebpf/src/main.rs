@@ -8,6 +8,7 @@ mod lan;
 mod maps;
 mod packet;
 mod state;
+mod vpn;
 mod wan;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};

@@ -10,9 +10,12 @@ use nat_common::{
     config::NatConfig,
     counters::{Counter, NUM_COUNTERS},
     maps::{
-        DEFAULT_MAX_MAPPINGS, DEFAULT_MAX_SESSIONS, EndpointKey, ExternalKey, MAX_DEVICES, Mapping,
-        PORT_SLOTS, Session, SessionKey,
+        DEFAULT_MAX_ESP_SPIS, DEFAULT_MAX_IKE_SAS, DEFAULT_MAX_MAPPINGS, DEFAULT_MAX_PPTP_CALLS,
+        DEFAULT_MAX_SESSIONS, EndpointKey, EspKey, ExternalKey, IkeKey, MAX_DEVICES,
+        MAX_ESP_PENDING, Mapping, Owner, PORT_SLOTS, PptpCall, PptpCallKey, PptpClientKey, Session,
+        SessionKey,
     },
+    passthrough::{NUM_SWITCHES, SWITCH_ON, switch_slot},
 };
 
 /// Slot 0: the runtime configuration written by nat-ctl.
@@ -71,4 +74,43 @@ pub fn config() -> Option<&'static NatConfig> {
 #[inline(always)]
 pub fn port_in_pool(port: u16) -> bool {
     matches!(PORT_IN_POOL.get(u16::from_be(port) as u32), Some(1))
+}
+
+/// Passthrough switches, slot = class - 1 (nat_common::passthrough); 1 = on.
+#[map]
+pub static PASSTHROUGH: Array<u32> = Array::with_max_entries(NUM_SWITCHES, 0);
+
+/// (server, external call id) -> PPTP call.
+#[map]
+pub static PPTP_CALLS_IN: HashMap<PptpCallKey, PptpCall> =
+    HashMap::with_max_entries(DEFAULT_MAX_PPTP_CALLS, 0);
+
+/// (client, server, client's call id) -> PPTP call.
+#[map]
+pub static PPTP_CALLS_OUT: HashMap<PptpClientKey, PptpCall> =
+    HashMap::with_max_entries(DEFAULT_MAX_PPTP_CALLS, 0);
+
+/// (server, client's SPI) -> client, for IKE through the shared external port 500.
+#[map]
+pub static IKE_SAS: HashMap<IkeKey, Owner> = HashMap::with_max_entries(DEFAULT_MAX_IKE_SAS, 0);
+
+/// (server, SPI the LAN host chose) -> LAN host. `int_addr` of the key is 0.
+#[map]
+pub static ESP_IN: HashMap<EspKey, Owner> = HashMap::with_max_entries(DEFAULT_MAX_ESP_SPIS, 0);
+
+/// (LAN host, server, server's SPI) -> last seen, and the inbound SPI learned for it.
+#[map]
+pub static ESP_OUT: HashMap<EspKey, Owner> = HashMap::with_max_entries(DEFAULT_MAX_ESP_SPIS, 0);
+
+/// Server -> the one LAN host currently learning its inbound SPI from it.
+#[map]
+pub static ESP_PENDING: HashMap<u32, Owner> = HashMap::with_max_entries(MAX_ESP_PENDING, 0);
+
+/// Is traffic of `class` allowed? Ordinary traffic always is.
+#[inline(always)]
+pub fn switch_on(class: u8) -> bool {
+    match switch_slot(class) {
+        None => true,
+        Some(slot) => matches!(PASSTHROUGH.get(slot), Some(&SWITCH_ON)),
+    }
 }

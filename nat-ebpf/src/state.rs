@@ -102,6 +102,7 @@ pub fn touch_outbound(
     key: &SessionKey,
     ext_port: u16,
     tcp_flags: u8,
+    class: u8,
     now: u64,
 ) -> Result<(), Counter> {
     if let Some(s) = SESSIONS.get_ptr_mut(key) {
@@ -124,7 +125,8 @@ pub fn touch_outbound(
         last_seen_ns: now,
         ext_port,
         tcp_state: tcp,
-        _pad: [0; 5],
+        class,
+        _pad: [0; 4],
     };
     match SESSIONS.insert(key, &s, BPF_NOEXIST as u64) {
         Ok(()) => count(Counter::SessionCreated),

@@ -6,18 +6,21 @@ use nat_common::{
     config::{FILTER_ADDRESS_DEPENDENT, FILTER_ENDPOINT_INDEPENDENT, NatConfig},
     counters::Counter,
     maps::{ExternalKey, MAPPING_ACTIVE, SessionKey},
+    passthrough::{CLASS_IPSEC, CLASS_PPTP, IKE_PORT, classify},
     proto::{
-        ICMP_ECHO_REPLY, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, in_prefix, is_martian_source,
+        ICMP_ECHO_REPLY, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+        in_prefix, is_martian_source,
     },
-    rewrite::{Side, decrement_ttl, rewrite_endpoint},
+    rewrite::{L4, Side, rewrite_endpoint},
     tcp_state::{self, Direction},
 };
 
 use crate::{
     Verdict,
-    forward::{Route, XDP_PASS, redirect, route},
-    maps::{FILTERS, MAPPINGS_IN, SESSIONS, config, port_in_pool},
+    forward::{deliver, route_in},
+    maps::{FILTERS, MAPPINGS_IN, SESSIONS, config, count, port_in_pool, switch_on},
     packet::{parse_ipv4, parse_transport},
+    vpn,
 };
 
 pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
@@ -39,7 +42,13 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
         // Addressed to the router: the kernel reassembles it locally, nothing reaches the LAN.
         return Ok(Verdict::pass(Counter::PassInboundFragment));
     }
-    let Some(t) = parse_transport(ctx, &pkt, ICMP_ECHO_REPLY)? else {
+    let now = unsafe { bpf_ktime_get_ns() };
+    match pkt.proto {
+        IPPROTO_GRE => return vpn::gre_in(ctx, pkt, now),
+        IPPROTO_ESP => return vpn::esp_in(ctx, pkt, switch_on(CLASS_IPSEC), now),
+        _ => {}
+    }
+    let Some(mut t) = parse_transport(ctx, &pkt, ICMP_ECHO_REPLY)? else {
         // Other protocols and ICMP types to the WAN address belong to the router.
         return Ok(Verdict::pass(if pkt.proto == IPPROTO_ICMP {
             Counter::PassIcmpToRouter
@@ -61,34 +70,47 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
             Counter::PassToRouter
         }));
     }
-    let ext = ExternalKey {
-        port: ext_port,
-        proto: pkt.proto,
-        _pad: 0,
+    // IKE on the shared port 500 is told apart by the client's SPI; everything else by its
+    // mapping.
+    let ike = IKE_PORT.to_be();
+    let ike_owner = if pkt.proto == IPPROTO_UDP && ext_port == ike && rem_port == ike {
+        vpn::ike_owner(ctx, &pkt, now)
+    } else {
+        None
     };
-    let Some(m) = MAPPINGS_IN.get_ptr(&ext) else {
-        // An echo reply to the router's own ping carries an id from the same space.
-        return if icmp {
-            Ok(Verdict::pass(Counter::PassIcmpToRouter))
-        } else {
-            Err(Counter::DropNoMapping)
-        };
+    let (int_addr, int_port) = match ike_owner {
+        Some(owner) => (owner, ike),
+        None => {
+            let ext = ExternalKey {
+                port: ext_port,
+                proto: pkt.proto,
+                _pad: 0,
+            };
+            let Some(m) = MAPPINGS_IN.get_ptr(&ext) else {
+                // An echo reply to the router's own ping carries an id from the same space.
+                return if icmp {
+                    Ok(Verdict::pass(Counter::PassIcmpToRouter))
+                } else {
+                    Err(Counter::DropNoMapping)
+                };
+            };
+            // SAFETY: map value pointer from a successful lookup; copied out at once.
+            let m = unsafe { *m };
+            if m.state != MAPPING_ACTIVE {
+                return Err(Counter::DropNoMapping);
+            }
+            (m.int_addr, m.int_port)
+        }
     };
-    // SAFETY: map value pointer from a successful lookup; copied out at once.
-    let m = unsafe { *m };
-    if m.state != MAPPING_ACTIVE {
-        return Err(Counter::DropNoMapping);
-    }
     let session = SessionKey {
-        int_addr: m.int_addr,
+        int_addr,
         rem_addr: pkt.src,
-        int_port: m.int_port,
+        int_port,
         rem_port,
         proto: pkt.proto,
         _pad: [0; 3],
     };
-    let now = unsafe { bpf_ktime_get_ns() };
-    match SESSIONS.get_ptr_mut(&session) {
+    let class = match SESSIONS.get_ptr_mut(&session) {
         Some(s) => {
             let s = unsafe { &mut *s };
             if s.ext_port != ext_port {
@@ -99,34 +121,37 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
             if pkt.proto == IPPROTO_TCP {
                 s.tcp_state = tcp_state::next(s.tcp_state, Direction::Inbound, t.tcp_flags);
             }
+            s.class
         }
         None if pkt.proto == IPPROTO_TCP => return Err(Counter::DropUnsolicitedTcp),
-        None if pkt.proto == IPPROTO_UDP && filter_allows(cfg, &session) => {}
+        None if pkt.proto == IPPROTO_UDP && filter_allows(cfg, &session) => {
+            classify(pkt.proto, u16::from_be(rem_port))
+        }
         None => return Err(Counter::DropFiltered),
-    }
-    if pkt.ttl <= 1 {
-        return Err(Counter::DropInboundTtl);
-    }
-    let r = route(ctx, pkt.src, m.int_addr, pkt.tos, pkt.tot_len);
-    if let Route::Kernel { too_big: true, .. } = r {
-        if pkt.dont_fragment {
-            // The kernel's Fragmentation Needed would quote the LAN address to the WAN.
-            return Err(Counter::DropInboundTooBig);
+    };
+    let class_counters = Counter::for_class(class);
+    if let Some((_, off, _)) = class_counters {
+        if !switch_on(class) {
+            return Err(off);
         }
     }
-    rewrite_endpoint(pkt.ip, t.l4, Side::Destination, m.int_addr, m.int_port);
-    match r {
-        Route::Resolved {
-            ifindex,
-            smac,
-            dmac,
-        } => {
-            decrement_ttl(pkt.ip);
-            let action = redirect(pkt.eth, ifindex, &smac, &dmac)?;
-            Ok(Verdict::new(action, Counter::InRedirected))
+    let r = route_in(ctx, &pkt, int_addr)?;
+    if class == CLASS_PPTP && pkt.proto == IPPROTO_TCP {
+        if let L4::Tcp(ref mut tcp) = t.l4 {
+            vpn::pptp_control(ctx, &pkt, tcp, int_addr, pkt.src, false, now)?;
         }
-        _ => Ok(Verdict::new(XDP_PASS, Counter::InPassKernel)),
     }
+    rewrite_endpoint(pkt.ip, t.l4, Side::Destination, int_addr, int_port);
+    if let Some((translated, _, _)) = class_counters {
+        count(translated);
+    }
+    deliver(
+        pkt.eth,
+        pkt.ip,
+        r,
+        Counter::InRedirected,
+        Counter::InPassKernel,
+    )
 }
 
 /// RFC 4787 REQ-8 for a UDP packet from a remote port the mapping has not sent to.

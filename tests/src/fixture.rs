@@ -144,6 +144,8 @@ pub fn with_fixture<T: Send>(
             },
             &pool,
         );
+        maps.set_switches(&settings.passthrough)
+            .expect("passthrough switches");
         maps.apply(&nat, &pool).expect("configure maps");
         let mut fx = Fixture {
             ebpf,

@@ -158,3 +158,96 @@ pub fn parse_checked(frame: &[u8]) -> Seen {
         dport,
     }
 }
+
+/// An IPv4 frame carrying `payload` as IP protocol `proto` (GRE, ESP, AH...).
+pub fn ip_proto(h: &Hdr, proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    base(h)
+        .write(&mut out, etherparse::IpNumber(proto), payload)
+        .expect("build ip");
+    out
+}
+
+/// PPTP enhanced GRE (version 1, key and sequence number present) for `call_id`.
+pub fn gre_v1(call_id: u16, seq: u32, ppp: &[u8]) -> Vec<u8> {
+    let mut g = vec![0x30, 0x01, 0x88, 0x0b];
+    g.extend_from_slice(&(ppp.len() as u16).to_be_bytes());
+    g.extend_from_slice(&call_id.to_be_bytes());
+    g.extend_from_slice(&seq.to_be_bytes());
+    g.extend_from_slice(ppp);
+    g
+}
+
+/// A PPTP control message of `ctrl_type` with its RFC 2637 length, the call id at offset
+/// 12 and the peer's call id at 14 (zero-filled otherwise).
+pub fn pptp_ctrl(ctrl_type: u16, call_id: u16, peer_call_id: u16) -> Vec<u8> {
+    let len = nat_common::vpn::pptp_message_len(ctrl_type);
+    assert!(len >= 16, "unknown control type {ctrl_type}");
+    let mut m = vec![0u8; len as usize];
+    m[0..2].copy_from_slice(&len.to_be_bytes());
+    m[2..4].copy_from_slice(&1u16.to_be_bytes());
+    m[4..8].copy_from_slice(&nat_common::vpn::PPTP_MAGIC.to_be_bytes());
+    m[8..10].copy_from_slice(&ctrl_type.to_be_bytes());
+    m[12..14].copy_from_slice(&call_id.to_be_bytes());
+    m[14..16].copy_from_slice(&peer_call_id.to_be_bytes());
+    m
+}
+
+/// The call id (offset 12) and peer call id (offset 14) of a control message.
+pub fn pptp_ids(msg: &[u8]) -> (u16, u16) {
+    (
+        u16::from_be_bytes([msg[12], msg[13]]),
+        u16::from_be_bytes([msg[14], msg[15]]),
+    )
+}
+
+/// An IKE message: header (SPIs, IKEv2, IKE_SA_INIT, `flags`) and a little body.
+pub fn ike(spi_i: u64, spi_r: u64, flags: u8) -> Vec<u8> {
+    let mut m = Vec::with_capacity(40);
+    m.extend_from_slice(&spi_i.to_be_bytes());
+    m.extend_from_slice(&spi_r.to_be_bytes());
+    m.extend_from_slice(&[33, 0x20, 34, flags]);
+    m.extend_from_slice(&0u32.to_be_bytes());
+    m.extend_from_slice(&40u32.to_be_bytes());
+    m.extend_from_slice(&[0u8; 12]);
+    m
+}
+
+/// ESP header (SPI, sequence number) and some ciphertext.
+pub fn esp(spi: u32, seq: u32) -> Vec<u8> {
+    let mut m = spi.to_be_bytes().to_vec();
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(&[0xab; 32]);
+    m
+}
+
+/// The transport payload of a frame (after the TCP/UDP header, or the IP payload for other
+/// protocols).
+pub fn payload(frame: &[u8]) -> Vec<u8> {
+    let p = SlicedPacket::from_ethernet(frame).expect("parse frame");
+    match p.transport {
+        Some(TransportSlice::Tcp(t)) => t.payload().to_vec(),
+        Some(TransportSlice::Udp(u)) => u.payload().to_vec(),
+        _ => match p.net {
+            Some(etherparse::NetSlice::Ipv4(v4)) => v4.payload().payload.to_vec(),
+            _ => panic!("no payload"),
+        },
+    }
+}
+
+/// Source and destination address of a frame, after checking the IPv4 header checksum.
+pub fn addrs(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
+    let p = SlicedPacket::from_ethernet(frame).expect("parse frame");
+    match p.net {
+        Some(etherparse::NetSlice::Ipv4(v4)) => {
+            let h = v4.header().to_header();
+            assert_eq!(
+                h.header_checksum,
+                h.calc_header_checksum(),
+                "IPv4 header checksum"
+            );
+            (Ipv4Addr::from(h.source), Ipv4Addr::from(h.destination))
+        }
+        _ => panic!("not ipv4"),
+    }
+}

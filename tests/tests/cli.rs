@@ -155,7 +155,14 @@ fn status_json_for_a_missing_instance() {
 fn help_lists_every_command() {
     let (code, stdout, _) = run(&["--help"]);
     assert_eq!(code, Some(0));
-    for verb in ["run", "status", "sessions", "stats", "detach"] {
+    for verb in [
+        "run",
+        "status",
+        "sessions",
+        "stats",
+        "passthrough",
+        "detach",
+    ] {
         assert!(stdout.contains(verb), "--help lacks {verb}");
     }
 }

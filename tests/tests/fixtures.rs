@@ -15,6 +15,8 @@ use nat_ctl::{commands::to_wire, loader::Tables, sweeper};
 use std::net::Ipv4Addr;
 
 const NS: u64 = 1_000_000_000;
+/// A protocol the NAT does not translate.
+const SCTP: u8 = 132;
 
 fn endpoint(addr: Ipv4Addr, port: u16, proto: u8) -> EndpointKey {
     EndpointKey {
@@ -371,9 +373,14 @@ fn traffic_for_the_router_itself_passes_untouched() {
                 packets::icmp_echo(&wan_hdr(SERVER, SERVER_MAC), true, 7, 1, b""),
             ),
             (
-                "WAN GRE to the router",
+                "WAN plain GRE to the router",
                 false,
-                gre_frame(&wan_hdr(SERVER, SERVER_MAC)),
+                packets::ip_proto(&wan_hdr(SERVER, SERVER_MAC), 47, &[0u8; 8]),
+            ),
+            (
+                "WAN SCTP to the router",
+                false,
+                packets::ip_proto(&wan_hdr(SERVER, SERVER_MAC), SCTP, &[0u8; 16]),
             ),
         ];
         for (what, lan, frame) in cases {
@@ -396,18 +403,6 @@ fn traffic_for_the_router_itself_passes_untouched() {
         }
         assert_eq!(fx.counter("mapping_created"), 0);
     });
-}
-
-/// An IPv4 frame of IP protocol 47 (GRE) with a minimal header.
-fn gre_frame(h: &Hdr) -> Vec<u8> {
-    let mut f = packets::udp(h, 1, 2, &[0u8; 8]);
-    f[14 + 9] = 47;
-    // Fix the IPv4 header checksum after changing the protocol.
-    f[14 + 10] = 0;
-    f[14 + 11] = 0;
-    let c = nat_common::checksum::checksum(&f[14..34]);
-    f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
-    f
 }
 
 #[test]
@@ -667,8 +662,8 @@ fn unresolved_lan_neighbour_falls_back_to_the_kernel_translated() {
 #[test]
 fn untranslatable_lan_traffic_is_dropped_never_leaked() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
-        let gre = gre_frame(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER));
-        assert_eq!(fx.from_lan(&gre).0, XDP_DROP);
+        let sctp = packets::ip_proto(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), SCTP, &[0u8; 16]);
+        assert_eq!(fx.from_lan(&sctp).0, XDP_DROP);
         assert_eq!(fx.counter("drop_unsupported_proto"), 1);
         let mut frag = packets::udp(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), 20000, 53, b"q");
         frag[14 + 6] = 0x20; // More Fragments

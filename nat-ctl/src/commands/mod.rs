@@ -1,6 +1,7 @@
 //! One module per verb.
 
 pub mod detach;
+pub mod passthrough;
 pub mod run;
 pub mod sessions;
 pub mod stats;

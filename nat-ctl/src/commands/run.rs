@@ -125,6 +125,19 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
         },
         &pool,
     );
+    // Switches before the config: the config is what makes the programs act.
+    if adopting {
+        let now: Vec<String> = crate::passthrough::list(&maps)?
+            .iter()
+            .map(|(n, on)| format!("{n} {}", if *on { "on" } else { "off" }))
+            .collect();
+        println!(
+            "passthrough switches kept from the pinned state: {}",
+            now.join(", ")
+        );
+    } else {
+        maps.set_switches(&plan.settings.passthrough)?;
+    }
     maps.apply(&cfg, &pool)?;
 
     for change in sysctl::prepare_forwarding(&plan.settings.lan)? {

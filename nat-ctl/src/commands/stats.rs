@@ -1,22 +1,79 @@
-//! `nat-ctl stats`: every counter, summed over CPUs, by name.
+//! `nat-ctl stats`: every counter, summed over CPUs, by name; and per passthrough protocol
+//! its switch, sessions, packets translated, drops while off and allocation failures.
 
 use anyhow::Result;
-use nat_common::counters::CounterKind;
+use nat_common::{
+    counters::{Counter, CounterKind},
+    passthrough::{CLASS_IPSEC, CLASS_PPTP, SWITCH_NAMES},
+};
 use serde_json::{Map, Value, json};
 
-use crate::{pins::Instance, state::NatMaps};
+use crate::{
+    pins::Instance,
+    state::{NatMaps, entries},
+};
+
+struct ClassStats {
+    name: &'static str,
+    on: bool,
+    sessions: usize,
+    translated: u64,
+    switch_off: u64,
+    alloc_fail: u64,
+}
+
+fn per_class(maps: &NatMaps, counters: &[(Counter, u64)]) -> Result<Vec<ClassStats>> {
+    let sessions = maps.sessions()?;
+    let value = |c: Counter| {
+        counters
+            .iter()
+            .find(|(x, _)| *x == c)
+            .map_or(0, |(_, v)| *v)
+    };
+    let mut out = Vec::new();
+    for (i, name) in SWITCH_NAMES.iter().enumerate() {
+        let class = i as u8 + 1;
+        let (translated, off, fail) =
+            Counter::for_class(class).expect("switch classes have counters");
+        let mut n = sessions.iter().filter(|(_, s)| s.class == class).count();
+        if class == CLASS_PPTP {
+            n += maps.pptp_calls()?.len();
+        }
+        if class == CLASS_IPSEC {
+            n += entries(&maps.esp_out)?.len();
+        }
+        out.push(ClassStats {
+            name,
+            on: maps.switch(class)?,
+            sessions: n,
+            translated: value(translated),
+            switch_off: value(off),
+            alloc_fail: value(fail),
+        });
+    }
+    Ok(out)
+}
 
 pub fn stats(instance: &Instance, json_out: bool) -> Result<()> {
     let maps = NatMaps::open_pinned(instance)?;
     let counters = maps.counters()?;
+    let classes = per_class(&maps, &counters)?;
     if json_out {
         let mut m = Map::new();
         for (c, v) in &counters {
             m.insert(c.name().to_string(), json!(v));
         }
+        let mut p = Map::new();
+        for c in &classes {
+            p.insert(
+                c.name.to_string(),
+                json!({"switch": if c.on { "on" } else { "off" }, "sessions": c.sessions, "translated": c.translated,
+                       "dropped_switch_off": c.switch_off, "alloc_failures": c.alloc_fail}),
+            );
+        }
         println!(
             "{}",
-            json!({"instance": instance.name, "counters": Value::Object(m)})
+            json!({"instance": instance.name, "counters": Value::Object(m), "passthrough": Value::Object(p)})
         );
         return Ok(());
     }
@@ -30,6 +87,18 @@ pub fn stats(instance: &Instance, json_out: bool) -> Result<()> {
         for (c, v) in counters.iter().filter(|(c, _)| c.kind() == kind) {
             println!("  {:<26} {:>14}  {}", c.name(), v, c.help());
         }
+    }
+    println!("passthrough:    switch  sessions    translated  dropped-off  alloc-fail");
+    for c in &classes {
+        println!(
+            "  {:<13} {:<6} {:>9} {:>13} {:>12} {:>11}",
+            c.name,
+            if c.on { "on" } else { "off" },
+            c.sessions,
+            c.translated,
+            c.switch_off,
+            c.alloc_fail
+        );
     }
     Ok(())
 }

@@ -1,0 +1,87 @@
+//! Passthrough switches: flipping one writes a map flag (the data path reads it on the next
+//! packet); turning one off also removes that class's existing state.
+
+use anyhow::Result;
+use nat_common::passthrough::{CLASS_IPSEC, CLASS_PPTP, SWITCH_NAMES};
+
+use crate::state::NatMaps;
+
+/// (name, on) for pptp, l2tp, ipsec.
+pub fn list(maps: &NatMaps) -> Result<Vec<(&'static str, bool)>> {
+    SWITCH_NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Ok((*name, maps.switch(i as u8 + 1)?)))
+        .collect()
+}
+
+/// Sets a switch; returns how many sessions/state entries were removed when turned off.
+pub fn set(maps: &mut NatMaps, class: u8, on: bool) -> Result<usize> {
+    maps.set_switch(class, on)?;
+    if on {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    let sessions: Vec<_> = maps
+        .sessions()?
+        .into_iter()
+        .filter(|(_, s)| s.class == class)
+        .map(|(k, _)| k)
+        .collect();
+    for k in sessions {
+        removed += usize::from(maps.sessions.remove(&k).is_ok());
+    }
+    if class == CLASS_PPTP {
+        for k in maps
+            .pptp_calls_in
+            .keys()
+            .filter_map(|k| k.ok())
+            .collect::<Vec<_>>()
+        {
+            removed += usize::from(maps.pptp_calls_in.remove(&k).is_ok());
+        }
+        for k in maps
+            .pptp_calls_out
+            .keys()
+            .filter_map(|k| k.ok())
+            .collect::<Vec<_>>()
+        {
+            let _ = maps.pptp_calls_out.remove(&k);
+        }
+    }
+    if class == CLASS_IPSEC {
+        for k in maps
+            .ike_sas
+            .keys()
+            .filter_map(|k| k.ok())
+            .collect::<Vec<_>>()
+        {
+            removed += usize::from(maps.ike_sas.remove(&k).is_ok());
+        }
+        for k in maps
+            .esp_in
+            .keys()
+            .filter_map(|k| k.ok())
+            .collect::<Vec<_>>()
+        {
+            removed += usize::from(maps.esp_in.remove(&k).is_ok());
+        }
+        for k in maps
+            .esp_out
+            .keys()
+            .filter_map(|k| k.ok())
+            .collect::<Vec<_>>()
+        {
+            let _ = maps.esp_out.remove(&k);
+        }
+        for k in maps
+            .esp_pending
+            .keys()
+            .filter_map(|k| k.ok())
+            .collect::<Vec<_>>()
+        {
+            let _ = maps.esp_pending.remove(&k);
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,461 @@
+//! VPN passthrough in the data path: PPTP control messages and enhanced GRE, IKE through
+//! the shared port 500, raw ESP with per-server SPI learning.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST, helpers::generated::bpf_get_prandom_u32, programs::XdpContext,
+};
+use nat_common::{
+    config::ESP_PENDING_NS,
+    counters::Counter,
+    maps::{EspKey, IkeKey, Owner, PptpCall, PptpCallKey, PptpClientKey},
+    passthrough::CLASS_PPTP,
+    proto::UDP_HDR_LEN,
+    rewrite::{Side, get_u16, get_u32, rewrite_addr, rewrite_tcp_payload_u16, set_u16},
+    vpn::{
+        GRE_CALL_ID, GRE_HDR_LEN, IKE_HDR_LEN, PPTP_CALL_ID, PPTP_CTRL_PREFIX, PptpAction,
+        gre_v1_ok, ike_client_spi, pptp_action, pptp_control_type, pptp_message_len,
+    },
+};
+
+use crate::{
+    Verdict,
+    forward::{Route, deliver, route_in},
+    maps::{
+        ESP_IN, ESP_OUT, ESP_PENDING, IKE_SAS, PPTP_CALLS_IN, PPTP_CALLS_OUT, count, switch_on,
+    },
+    packet::{Ipv4, ptr_at},
+};
+
+const EEXIST: i32 = 17;
+/// Random draws for an external PPTP call id after the client's own was taken.
+const MAX_CALL_ID_TRIES: u32 = 16;
+
+/// The 16-bit id at `offset` (PPTP_CALL_ID or PPTP_PEER_CALL_ID) of a control message.
+// verifier: two constant-index branches instead of one variable index.
+#[inline(always)]
+fn id_at(h: &[u8; PPTP_CTRL_PREFIX], offset: usize) -> u16 {
+    if offset == PPTP_CALL_ID {
+        get_u16(h, PPTP_CALL_ID)
+    } else {
+        get_u16(h, PPTP_CALL_ID + 2)
+    }
+}
+
+#[inline(always)]
+fn set_id_at(tcp: &mut [u8; 20], h: &mut [u8; PPTP_CTRL_PREFIX], offset: usize, v: u16) {
+    if offset == PPTP_CALL_ID {
+        rewrite_tcp_payload_u16(tcp, h, PPTP_CALL_ID, v)
+    } else {
+        rewrite_tcp_payload_u16(tcp, h, PPTP_CALL_ID + 2, v)
+    }
+}
+
+/// Rewrites the call id in a PPTP control message on the TCP 1723 connection between LAN
+/// host `int_addr` and server `rem_addr`. Messages it cannot parse whole are forwarded as
+/// they are (and counted), never half-rewritten.
+#[inline(always)]
+pub fn pptp_control(
+    ctx: &XdpContext,
+    pkt: &Ipv4<'_>,
+    tcp: &mut [u8; 20],
+    int_addr: u32,
+    rem_addr: u32,
+    outbound: bool,
+    now: u64,
+) -> Result<(), Counter> {
+    // verifier: masked data offset, <= 60.
+    let doff = ((tcp[12] >> 4) as usize) * 4;
+    if pkt.l4_len <= doff {
+        return Ok(()); // no payload: handshake, ACKs
+    }
+    let available = pkt.l4_len - doff;
+    let Ok(h) = ptr_at::<[u8; PPTP_CTRL_PREFIX]>(ctx, pkt.l4_offset + doff) else {
+        count(Counter::PassPptpUnparsed);
+        return Ok(());
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let h = unsafe { &mut *h };
+    let Some(ctrl) = pptp_control_type(h, available) else {
+        count(Counter::PassPptpUnparsed);
+        return Ok(());
+    };
+    if available != pptp_message_len(ctrl) as usize {
+        // Several messages in one segment: only the first one is looked at.
+        count(Counter::PassPptpUnparsed);
+    }
+    match pptp_action(ctrl, outbound) {
+        PptpAction::None => {}
+        PptpAction::ClientCallId { offset, allocate } => {
+            let id = id_at(h, offset);
+            if let Some(ext) = call_out(int_addr, rem_addr, id, allocate, now)? {
+                set_id_at(tcp, h, offset, ext);
+                count(Counter::PptpCallIdRewritten);
+            }
+        }
+        PptpAction::PeerCallId { offset } => {
+            let key = PptpCallKey {
+                rem_addr,
+                call_id: id_at(h, offset),
+                _pad: 0,
+            };
+            if let Some(c) = PPTP_CALLS_IN.get_ptr_mut(&key) {
+                // SAFETY: map value pointer from a successful lookup.
+                let c = unsafe { &mut *c };
+                if c.int_addr == int_addr {
+                    c.last_seen_ns = now;
+                    set_id_at(tcp, h, offset, c.int_call_id);
+                    count(Counter::PptpCallIdRewritten);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The external call id of the client's call `id` to `rem_addr`; with `allocate`, one is
+/// created: the client's own id when no other call to that server uses it, else a random
+/// free one.
+#[inline(always)]
+fn call_out(
+    int_addr: u32,
+    rem_addr: u32,
+    id: u16,
+    allocate: bool,
+    now: u64,
+) -> Result<Option<u16>, Counter> {
+    let key = PptpClientKey {
+        int_addr,
+        rem_addr,
+        call_id: id,
+        _pad: 0,
+    };
+    if let Some(c) = PPTP_CALLS_OUT.get_ptr_mut(&key) {
+        let c = unsafe { &mut *c };
+        c.last_seen_ns = now;
+        return Ok(Some(c.ext_call_id));
+    }
+    if !allocate {
+        return Ok(None);
+    }
+    let mut call = PptpCall {
+        last_seen_ns: now,
+        int_addr,
+        rem_addr,
+        int_call_id: id,
+        ext_call_id: id,
+        _pad: 0,
+    };
+    if id != 0 && claim_call(&key, &mut call, id)? {
+        return Ok(Some(id));
+    }
+    // verifier: bounded retries.
+    for _ in 0..MAX_CALL_ID_TRIES {
+        let candidate = (unsafe { bpf_get_prandom_u32() } as u16).to_be();
+        if candidate != 0 && claim_call(&key, &mut call, candidate)? {
+            return Ok(Some(candidate));
+        }
+    }
+    Err(Counter::DropPptpAllocFail)
+}
+
+/// Claims external call id `ext` for the call (server side first, atomically).
+#[inline(always)]
+fn claim_call(key: &PptpClientKey, call: &mut PptpCall, ext: u16) -> Result<bool, Counter> {
+    call.ext_call_id = ext;
+    let in_key = PptpCallKey {
+        rem_addr: key.rem_addr,
+        call_id: ext,
+        _pad: 0,
+    };
+    match PPTP_CALLS_IN.insert(&in_key, &*call, BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        Err(e) if e == -EEXIST => return Ok(false),
+        Err(_) => return Err(Counter::DropPptpAllocFail),
+    }
+    if PPTP_CALLS_OUT
+        .insert(key, &*call, BPF_NOEXIST as u64)
+        .is_err()
+    {
+        let _ = PPTP_CALLS_IN.remove(&in_key);
+        return Err(Counter::DropPptpAllocFail);
+    }
+    count(Counter::PptpCallCreated);
+    Ok(true)
+}
+
+/// LAN -> WAN enhanced GRE: it carries the server's call id, so only the source address
+/// changes.
+#[inline(always)]
+pub fn gre_out(
+    ctx: &XdpContext,
+    wan_addr: u32,
+    pkt: Ipv4<'_>,
+    r: Route,
+) -> Result<Verdict, Counter> {
+    let h: *mut [u8; GRE_HDR_LEN] = ptr_at(ctx, pkt.l4_offset)?;
+    if pkt.l4_len < GRE_HDR_LEN || !gre_v1_ok(unsafe { &*h }) {
+        return Err(Counter::DropGreMalformed);
+    }
+    rewrite_addr(pkt.ip, Side::Source, wan_addr);
+    count(Counter::PptpTranslated);
+    deliver(
+        pkt.eth,
+        pkt.ip,
+        r,
+        Counter::OutRedirected,
+        Counter::OutPassKernel,
+    )
+}
+
+/// WAN -> LAN enhanced GRE: the call id is the external one we gave the client's call.
+#[inline(always)]
+pub fn gre_in(ctx: &XdpContext, pkt: Ipv4<'_>, now: u64) -> Result<Verdict, Counter> {
+    let h: *mut [u8; GRE_HDR_LEN] = ptr_at(ctx, pkt.l4_offset)?;
+    let h = unsafe { &mut *h };
+    if pkt.l4_len < GRE_HDR_LEN || !gre_v1_ok(h) {
+        // Not PPTP's GRE: the router's own tunnel, perhaps.
+        return Ok(Verdict::pass(Counter::PassGreUnknownCall));
+    }
+    let key = PptpCallKey {
+        rem_addr: pkt.src,
+        call_id: get_u16(h, GRE_CALL_ID),
+        _pad: 0,
+    };
+    let Some(c) = PPTP_CALLS_IN.get_ptr_mut(&key) else {
+        return Ok(Verdict::pass(Counter::PassGreUnknownCall));
+    };
+    if !switch_on(CLASS_PPTP) {
+        return Err(Counter::DropPptpSwitchOff);
+    }
+    let c = unsafe { &mut *c };
+    c.last_seen_ns = now;
+    let (int_addr, int_call_id) = (c.int_addr, c.int_call_id);
+    let r = route_in(ctx, &pkt, int_addr)?;
+    set_u16(h, GRE_CALL_ID, int_call_id);
+    rewrite_addr(pkt.ip, Side::Destination, int_addr);
+    count(Counter::PptpTranslated);
+    deliver(
+        pkt.eth,
+        pkt.ip,
+        r,
+        Counter::InRedirected,
+        Counter::InPassKernel,
+    )
+}
+
+/// The SPI of an ESP packet (wire order), after checking the header is there.
+#[inline(always)]
+fn esp_spi(ctx: &XdpContext, pkt: &Ipv4<'_>) -> Result<u32, Counter> {
+    // SPI and sequence number.
+    let h: *const [u8; 8] = ptr_at(ctx, pkt.l4_offset)?;
+    if pkt.l4_len < 8 {
+        return Err(Counter::DropMalformed);
+    }
+    Ok(get_u32(unsafe { &*h }, 0))
+}
+
+/// LAN -> WAN raw ESP. The first packet of a new outbound SPI makes its host the learner of
+/// the next unknown inbound SPI from that server; one learner per server at a time.
+#[inline(always)]
+pub fn esp_out(
+    ctx: &XdpContext,
+    wan_addr: u32,
+    pkt: Ipv4<'_>,
+    r: Route,
+    now: u64,
+) -> Result<Verdict, Counter> {
+    let spi = esp_spi(ctx, &pkt)?;
+    let (int_addr, server) = (pkt.src, pkt.dst);
+    let key = EspKey {
+        int_addr,
+        rem_addr: server,
+        spi,
+    };
+    let learned = match ESP_OUT.get_ptr_mut(&key) {
+        Some(o) => {
+            let o = unsafe { &mut *o };
+            o.last_seen_ns = now;
+            o.spi != 0
+        }
+        None => {
+            let o = Owner {
+                last_seen_ns: now,
+                int_addr,
+                spi: 0,
+            };
+            match ESP_OUT.insert(&key, &o, BPF_NOEXIST as u64) {
+                Ok(()) => {}
+                Err(e) if e == -EEXIST => {}
+                Err(_) => return Err(Counter::DropIpsecAllocFail),
+            }
+            false
+        }
+    };
+    if !learned {
+        let busy = match ESP_PENDING.get_ptr(&server) {
+            Some(p) => {
+                let p = unsafe { &*p };
+                p.int_addr != int_addr && now.wrapping_sub(p.last_seen_ns) < ESP_PENDING_NS
+            }
+            None => false,
+        };
+        if busy {
+            return Err(Counter::DropEspLearnBusy);
+        }
+        let armed = match ESP_PENDING.get_ptr(&server) {
+            Some(p) => {
+                let p = unsafe { &*p };
+                p.int_addr == int_addr
+                    && p.spi == spi
+                    && now.wrapping_sub(p.last_seen_ns) < ESP_PENDING_NS
+            }
+            None => false,
+        };
+        if !armed {
+            let p = Owner {
+                last_seen_ns: now,
+                int_addr,
+                spi,
+            };
+            ESP_PENDING
+                .insert(&server, &p, 0)
+                .map_err(|_| Counter::DropIpsecAllocFail)?;
+        }
+    }
+    rewrite_addr(pkt.ip, Side::Source, wan_addr);
+    count(Counter::IpsecTranslated);
+    deliver(
+        pkt.eth,
+        pkt.ip,
+        r,
+        Counter::OutRedirected,
+        Counter::OutPassKernel,
+    )
+}
+
+/// WAN -> LAN raw ESP: a known SPI goes to its owner; an unknown one to the server's
+/// pending learner, which then owns it until it expires.
+#[inline(always)]
+pub fn esp_in(
+    ctx: &XdpContext,
+    pkt: Ipv4<'_>,
+    ipsec_on: bool,
+    now: u64,
+) -> Result<Verdict, Counter> {
+    let spi = esp_spi(ctx, &pkt)?;
+    let server = pkt.src;
+    let key = EspKey {
+        int_addr: 0,
+        rem_addr: server,
+        spi,
+    };
+    let owner = match ESP_IN.get_ptr_mut(&key) {
+        Some(o) => {
+            if !ipsec_on {
+                return Err(Counter::DropIpsecSwitchOff);
+            }
+            let o = unsafe { &mut *o };
+            o.last_seen_ns = now;
+            o.int_addr
+        }
+        None => {
+            let Some(p) = ESP_PENDING.get_ptr(&server) else {
+                return Ok(Verdict::pass(Counter::PassEspUnknownSpi));
+            };
+            let p = unsafe { *p };
+            if now.wrapping_sub(p.last_seen_ns) >= ESP_PENDING_NS {
+                return Ok(Verdict::pass(Counter::PassEspUnknownSpi));
+            }
+            if !ipsec_on {
+                return Err(Counter::DropIpsecSwitchOff);
+            }
+            let o = Owner {
+                last_seen_ns: now,
+                int_addr: p.int_addr,
+                spi: 0,
+            };
+            ESP_IN
+                .insert(&key, &o, BPF_NOEXIST as u64)
+                .map_err(|_| Counter::DropIpsecAllocFail)?;
+            let out_key = EspKey {
+                int_addr: p.int_addr,
+                rem_addr: server,
+                spi: p.spi,
+            };
+            if let Some(out) = ESP_OUT.get_ptr_mut(&out_key) {
+                unsafe { (*out).spi = spi };
+            }
+            let _ = ESP_PENDING.remove(&server);
+            count(Counter::EspSpiLearned);
+            p.int_addr
+        }
+    };
+    let r = route_in(ctx, &pkt, owner)?;
+    rewrite_addr(pkt.ip, Side::Destination, owner);
+    count(Counter::IpsecTranslated);
+    deliver(
+        pkt.eth,
+        pkt.ip,
+        r,
+        Counter::InRedirected,
+        Counter::InPassKernel,
+    )
+}
+
+/// The IKE header of a UDP packet, if the datagram is long enough to hold one.
+#[inline(always)]
+fn ike_header(ctx: &XdpContext, pkt: &Ipv4<'_>) -> Option<&'static [u8; IKE_HDR_LEN]> {
+    if pkt.l4_len < UDP_HDR_LEN + IKE_HDR_LEN {
+        return None;
+    }
+    let h: *const [u8; IKE_HDR_LEN] = ptr_at(ctx, pkt.l4_offset + UDP_HDR_LEN).ok()?;
+    Some(unsafe { &*h })
+}
+
+/// Records that LAN host `int_addr` runs the IKE SA named by this packet's client SPI with
+/// server `pkt.dst`, through the shared external port 500.
+#[inline(always)]
+pub fn ike_out(ctx: &XdpContext, pkt: &Ipv4<'_>, now: u64) -> Result<(), Counter> {
+    let h = ike_header(ctx, pkt).ok_or(Counter::DropIkeMalformed)?;
+    let spi = ike_client_spi(h, true).ok_or(Counter::DropIkeMalformed)?;
+    let key = IkeKey {
+        rem_addr: pkt.dst,
+        _pad: 0,
+        spi,
+    };
+    if let Some(o) = IKE_SAS.get_ptr_mut(&key) {
+        let o = unsafe { &mut *o };
+        if o.int_addr != pkt.src {
+            return Err(Counter::DropIkeSpiInUse);
+        }
+        o.last_seen_ns = now;
+        return Ok(());
+    }
+    let o = Owner {
+        last_seen_ns: now,
+        int_addr: pkt.src,
+        spi: 0,
+    };
+    match IKE_SAS.insert(&key, &o, BPF_NOEXIST as u64) {
+        Ok(()) => Ok(()),
+        // Another CPU, same packet flow; the owner check happens on the next packet.
+        Err(e) if e == -EEXIST => Ok(()),
+        Err(_) => Err(Counter::DropIpsecAllocFail),
+    }
+}
+
+/// The LAN host an IKE message from server `pkt.src` to port 500 is for.
+#[inline(always)]
+pub fn ike_owner(ctx: &XdpContext, pkt: &Ipv4<'_>, now: u64) -> Option<u32> {
+    let h = ike_header(ctx, pkt)?;
+    let spi = ike_client_spi(h, false)?;
+    let key = IkeKey {
+        rem_addr: pkt.src,
+        _pad: 0,
+        spi,
+    };
+    let o = IKE_SAS.get_ptr_mut(&key)?;
+    let o = unsafe { &mut *o };
+    o.last_seen_ns = now;
+    Some(o.int_addr)
+}

@@ -1,0 +1,442 @@
+//! BPF_PROG_TEST_RUN fixtures for VPN passthrough: PPTP control rewrites (checksums checked),
+//! GRE both ways, IKE demultiplexing by SPI, raw-ESP SPI learning, AH, and each switch off.
+
+use integration_tests::{
+    fixture::*,
+    lab::{LAN_HOST_A, LAN_HOST_B, ROUTER_WAN, SERVER},
+    packets::{self, ACK, SYN, addrs, parse_checked, payload, pptp_ctrl, pptp_ids},
+};
+use nat_common::{
+    passthrough::{CLASS_IPSEC, CLASS_L2TP, CLASS_PPTP},
+    proto::{IPPROTO_AH, IPPROTO_ESP, IPPROTO_GRE},
+    vpn::{PPTP_IN_CALL_CONNECTED, PPTP_OUT_CALL_REPLY, PPTP_OUT_CALL_REQUEST},
+};
+use nat_ctl::passthrough;
+
+const A_PORT: u16 = 40000;
+const B_PORT: u16 = 40001;
+
+/// Opens the PPTP control connection of a LAN host and sends an Outgoing-Call-Request with
+/// `call_id`; returns the call id the server sees.
+fn call_request(
+    fx: &mut Fixture,
+    host: std::net::Ipv4Addr,
+    mac: packets::Mac,
+    port: u16,
+    call_id: u16,
+) -> u16 {
+    let h = lan_hdr(host, mac, SERVER);
+    assert_eq!(
+        fx.from_lan(&packets::tcp(&h, port, 1723, SYN, b"")).0,
+        XDP_REDIRECT
+    );
+    let (action, out) = fx.from_lan(&packets::tcp(
+        &h,
+        port,
+        1723,
+        ACK,
+        &pptp_ctrl(PPTP_OUT_CALL_REQUEST, call_id, 0),
+    ));
+    assert_eq!(action, XDP_REDIRECT);
+    parse_checked(&out); // TCP checksum right after the rewrite
+    pptp_ids(&payload(&out)).0
+}
+
+#[test]
+fn pptp_two_clients_same_call_id_same_server() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let a_ext = call_request(fx, LAN_HOST_A, HOST_A_MAC, A_PORT, 7);
+        let b_ext = call_request(fx, LAN_HOST_B, HOST_B_MAC, B_PORT, 7);
+        assert_eq!(a_ext, 7, "the first client keeps its call id");
+        assert_ne!(b_ext, 7, "the second gets its own external call id");
+        assert_eq!(fx.counter("pptp_call_created"), 2);
+
+        // Outgoing-Call-Reply to B's control connection names B's external id as the peer.
+        let b_ext_port = {
+            let s = fx.maps.sessions().unwrap();
+            let (_, sess) = s
+                .iter()
+                .find(|(k, _)| k.int_addr == nat_ctl::commands::to_wire(LAN_HOST_B))
+                .unwrap();
+            u16::from_be(sess.ext_port)
+        };
+        let reply = packets::tcp(
+            &wan_hdr(SERVER, SERVER_MAC),
+            1723,
+            b_ext_port,
+            ACK,
+            &pptp_ctrl(PPTP_OUT_CALL_REPLY, 900, b_ext),
+        );
+        let (action, out) = fx.from_wan(&reply);
+        assert_eq!(action, XDP_REDIRECT);
+        let seen = parse_checked(&out);
+        assert_eq!((seen.dst, seen.dport), (LAN_HOST_B, B_PORT));
+        assert_eq!(
+            pptp_ids(&payload(&out)),
+            (900, 7),
+            "peer call id back to B's own"
+        );
+
+        // Server -> client GRE carries the external call id; each client gets its own.
+        for (ext, host) in [(a_ext, LAN_HOST_A), (b_ext, LAN_HOST_B)] {
+            let gre = packets::ip_proto(
+                &wan_hdr(SERVER, SERVER_MAC),
+                IPPROTO_GRE,
+                &packets::gre_v1(ext, 1, b"ppp"),
+            );
+            let (action, out) = fx.from_wan(&gre);
+            assert_eq!(action, XDP_REDIRECT, "GRE for call {ext}");
+            assert_eq!(addrs(&out), (SERVER, host));
+            assert_eq!(
+                payload(&out),
+                packets::gre_v1(7, 1, b"ppp"),
+                "call id back to the client's"
+            );
+        }
+        // Client -> server GRE carries the server's call id: only the source changes.
+        let gre = packets::ip_proto(
+            &lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER),
+            IPPROTO_GRE,
+            &packets::gre_v1(900, 5, b"ppp"),
+        );
+        let (action, out) = fx.from_lan(&gre);
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(addrs(&out), (ROUTER_WAN, SERVER));
+        assert_eq!(payload(&out), packets::gre_v1(900, 5, b"ppp"));
+        assert!(fx.counter("pptp_translated") >= 6);
+    });
+}
+
+#[test]
+fn pptp_several_calls_in_one_control_connection() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let first = call_request(fx, LAN_HOST_A, HOST_A_MAC, A_PORT, 1);
+        let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
+        let (_, out) = fx.from_lan(&packets::tcp(
+            &h,
+            A_PORT,
+            1723,
+            ACK,
+            &pptp_ctrl(PPTP_OUT_CALL_REQUEST, 2, 0),
+        ));
+        let second = pptp_ids(&payload(&out)).0;
+        assert_eq!((first, second), (1, 2));
+        assert_eq!(fx.maps.pptp_calls().unwrap().len(), 2);
+        // Incoming-Call-Connected for call 2 goes back with the client's id.
+        let (_, out) = fx.from_wan(&packets::tcp(
+            &wan_hdr(SERVER, SERVER_MAC),
+            1723,
+            A_PORT,
+            ACK,
+            &pptp_ctrl(PPTP_IN_CALL_CONNECTED, 2, 0),
+        ));
+        parse_checked(&out);
+        assert_eq!(pptp_ids(&payload(&out)).0, 2);
+    });
+}
+
+#[test]
+fn pptp_malformed_and_split_control_messages_are_not_rewritten() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        call_request(fx, LAN_HOST_A, HOST_A_MAC, A_PORT, 7);
+        call_request(fx, LAN_HOST_B, HOST_B_MAC, B_PORT, 8);
+        let h = lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER);
+        // Truncated: claims 168 bytes, carries 100 (the rest would follow in another segment).
+        let msg = pptp_ctrl(PPTP_OUT_CALL_REQUEST, 7, 0);
+        let (action, out) = fx.from_lan(&packets::tcp(&h, B_PORT, 1723, ACK, &msg[..100]));
+        assert_eq!(action, XDP_REDIRECT);
+        parse_checked(&out);
+        assert_eq!(payload(&out), msg[..100].to_vec(), "forwarded as it was");
+        // A bogus length field.
+        let mut bogus = pptp_ctrl(PPTP_OUT_CALL_REQUEST, 7, 0);
+        bogus[0..2].copy_from_slice(&9999u16.to_be_bytes());
+        let (_, out) = fx.from_lan(&packets::tcp(&h, B_PORT, 1723, ACK, &bogus));
+        assert_eq!(payload(&out), bogus);
+        assert_eq!(fx.counter("pass_pptp_unparsed"), 2);
+        assert_eq!(
+            fx.maps.pptp_calls().unwrap().len(),
+            2,
+            "no call created from them"
+        );
+    });
+}
+
+#[test]
+fn gre_that_is_not_pptp() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let mut v0 = packets::gre_v1(7, 1, b"x");
+        v0[1] = 0x00; // version 0: plain GRE
+        let out_frame =
+            packets::ip_proto(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), IPPROTO_GRE, &v0);
+        assert_eq!(fx.from_lan(&out_frame).0, XDP_DROP);
+        assert_eq!(fx.counter("drop_gre_malformed"), 1);
+        // To the router: its own business.
+        let in_frame = packets::ip_proto(&wan_hdr(SERVER, SERVER_MAC), IPPROTO_GRE, &v0);
+        let (action, out) = fx.from_wan(&in_frame);
+        assert_eq!((action, out), (XDP_PASS, in_frame));
+        let unknown = packets::ip_proto(
+            &wan_hdr(SERVER, SERVER_MAC),
+            IPPROTO_GRE,
+            &packets::gre_v1(4242, 1, b"x"),
+        );
+        assert_eq!(fx.from_wan(&unknown).0, XDP_PASS);
+        assert_eq!(fx.counter("pass_gre_unknown_call"), 2);
+    });
+}
+
+#[test]
+fn ike_clients_share_port_500_and_are_told_apart_by_spi() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        for (host, mac, spi) in [
+            (LAN_HOST_A, HOST_A_MAC, 0x1111u64),
+            (LAN_HOST_B, HOST_B_MAC, 0x2222),
+        ] {
+            let (action, out) = fx.from_lan(&packets::udp(
+                &lan_hdr(host, mac, SERVER),
+                500,
+                500,
+                &packets::ike(spi, 0, 0x08),
+            ));
+            assert_eq!(action, XDP_REDIRECT);
+            let seen = parse_checked(&out);
+            assert_eq!(
+                (seen.src, seen.sport),
+                (ROUTER_WAN, 500),
+                "both leave from port 500"
+            );
+        }
+        for (host, spi) in [(LAN_HOST_B, 0x2222u64), (LAN_HOST_A, 0x1111)] {
+            let resp = packets::udp(
+                &wan_hdr(SERVER, SERVER_MAC),
+                500,
+                500,
+                &packets::ike(spi, 0x9999, 0x20),
+            );
+            let (action, out) = fx.from_wan(&resp);
+            assert_eq!(action, XDP_REDIRECT);
+            let seen = parse_checked(&out);
+            assert_eq!((seen.dst, seen.dport), (host, 500), "SPI {spi:#x}");
+        }
+        let stray = packets::udp(
+            &wan_hdr(SERVER, SERVER_MAC),
+            500,
+            500,
+            &packets::ike(0x3333, 1, 0x20),
+        );
+        assert_eq!(fx.from_wan(&stray).0, XDP_DROP, "unknown SPI");
+        // A second host reusing A's SPI towards the same server is refused, never mixed up.
+        let clash = packets::udp(
+            &lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER),
+            500,
+            500,
+            &packets::ike(0x1111, 0, 0x08),
+        );
+        assert_eq!(fx.from_lan(&clash).0, XDP_DROP);
+        assert_eq!(fx.counter("drop_ike_spi_in_use"), 1);
+        assert_eq!(fx.maps.ike_sa_list().unwrap().len(), 2);
+    });
+}
+
+#[test]
+fn nat_t_and_l2tp_are_endpoint_independent_udp() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let mut ports = Vec::new();
+        let marker_and_ike = [&[0u8; 4][..], &packets::ike(5, 6, 0x08)].concat();
+        for (host, mac) in [(LAN_HOST_A, HOST_A_MAC), (LAN_HOST_B, HOST_B_MAC)] {
+            let (action, out) = fx.from_lan(&packets::udp(
+                &lan_hdr(host, mac, SERVER),
+                4500,
+                4500,
+                &marker_and_ike,
+            ));
+            assert_eq!(action, XDP_REDIRECT);
+            assert_eq!(
+                payload(&out),
+                marker_and_ike,
+                "non-ESP marker and IKE untouched"
+            );
+            ports.push(parse_checked(&out).sport);
+        }
+        assert_eq!(ports[0], 4500);
+        assert_ne!(ports[1], 4500);
+        // NAT-T keepalive (one 0xff byte) back to B.
+        let (action, out) = fx.from_wan(&packets::udp(
+            &wan_hdr(SERVER, SERVER_MAC),
+            4500,
+            ports[1],
+            &[0xff],
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(parse_checked(&out).dst, LAN_HOST_B);
+        let (_, out) = fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            1701,
+            1701,
+            b"l2tp",
+        ));
+        assert_eq!(parse_checked(&out).sport, 1701, "L2TP keeps 1701 when free");
+        assert_eq!(fx.counter("l2tp_translated"), 1);
+        assert!(fx.counter("ipsec_translated") >= 3);
+    });
+}
+
+#[test]
+fn esp_spi_learning_one_learner_per_server() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let esp_out = |host, mac, spi| {
+            packets::ip_proto(
+                &lan_hdr(host, mac, SERVER),
+                IPPROTO_ESP,
+                &packets::esp(spi, 1),
+            )
+        };
+        let esp_in = |spi| {
+            packets::ip_proto(
+                &wan_hdr(SERVER, SERVER_MAC),
+                IPPROTO_ESP,
+                &packets::esp(spi, 1),
+            )
+        };
+        let (action, out) = fx.from_lan(&esp_out(LAN_HOST_A, HOST_A_MAC, 0xa0));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(addrs(&out), (ROUTER_WAN, SERVER));
+        // B must wait while A learns.
+        assert_eq!(
+            fx.from_lan(&esp_out(LAN_HOST_B, HOST_B_MAC, 0xb0)).0,
+            XDP_DROP
+        );
+        assert_eq!(fx.counter("drop_esp_learn_busy"), 1);
+        // The server's first unknown SPI goes to A, the learner.
+        let (action, out) = fx.from_wan(&esp_in(0xa1));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(addrs(&out), (SERVER, LAN_HOST_A));
+        // Now B learns.
+        assert_eq!(
+            fx.from_lan(&esp_out(LAN_HOST_B, HOST_B_MAC, 0xb0)).0,
+            XDP_REDIRECT
+        );
+        assert_eq!(addrs(&fx.from_wan(&esp_in(0xb1)).1), (SERVER, LAN_HOST_B));
+        // Learned SPIs keep their owners.
+        assert_eq!(addrs(&fx.from_wan(&esp_in(0xa1)).1), (SERVER, LAN_HOST_A));
+        assert_eq!(addrs(&fx.from_wan(&esp_in(0xb1)).1), (SERVER, LAN_HOST_B));
+        // A further outbound packet of A does not start learning again.
+        fx.from_lan(&esp_out(LAN_HOST_A, HOST_A_MAC, 0xa0));
+        let (action, _) = fx.from_wan(&esp_in(0xc1));
+        assert_eq!(
+            action, XDP_PASS,
+            "an unknown SPI with no learner is the router's"
+        );
+        assert_eq!(fx.counter("esp_spi_learned"), 2);
+        assert_eq!(fx.counter("pass_esp_unknown_spi"), 1);
+    });
+}
+
+#[test]
+fn ah_cannot_cross_the_nat() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let ah = packets::ip_proto(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            IPPROTO_AH,
+            &[0u8; 24],
+        );
+        assert_eq!(fx.from_lan(&ah).0, XDP_DROP);
+        assert_eq!(fx.counter("drop_ah"), 1);
+    });
+}
+
+#[test]
+fn each_switch_off_blocks_its_traffic_both_ways_and_nothing_else() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        // Establish one flow of every class, and an ordinary one.
+        let a_ext = call_request(fx, LAN_HOST_A, HOST_A_MAC, A_PORT, 7);
+        fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            1701,
+            1701,
+            b"l2tp",
+        ));
+        fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            4500,
+            4500,
+            &[0xff],
+        ));
+        fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            33000,
+            53,
+            b"dns",
+        ));
+
+        let gre_in = packets::ip_proto(
+            &wan_hdr(SERVER, SERVER_MAC),
+            IPPROTO_GRE,
+            &packets::gre_v1(a_ext, 1, b"p"),
+        );
+        let gre_out = packets::ip_proto(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            IPPROTO_GRE,
+            &packets::gre_v1(900, 1, b"p"),
+        );
+        let l2tp_in = packets::udp(&wan_hdr(SERVER, SERVER_MAC), 1701, 1701, b"l2tp");
+        let l2tp_out = packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            1701,
+            1701,
+            b"l2tp",
+        );
+        let natt_in = packets::udp(&wan_hdr(SERVER, SERVER_MAC), 4500, 4500, &[0xff]);
+        let esp_out = packets::ip_proto(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            IPPROTO_ESP,
+            &packets::esp(0xa0, 1),
+        );
+        let dns_in = packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, 33000, b"answer");
+        let ping = packets::icmp_echo(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), true, 99, 1, b"");
+
+        for (class, counter) in [
+            (CLASS_PPTP, "drop_pptp_switch_off"),
+            (CLASS_L2TP, "drop_l2tp_switch_off"),
+            (CLASS_IPSEC, "drop_ipsec_switch_off"),
+        ] {
+            passthrough::set(&mut fx.maps, class, false).unwrap();
+            let blocked: Vec<&Vec<u8>> = match class {
+                CLASS_PPTP => vec![&gre_out],
+                CLASS_L2TP => vec![&l2tp_out, &l2tp_in],
+                _ => vec![&esp_out, &natt_in],
+            };
+            let before = fx.counter(counter);
+            for f in &blocked {
+                let from_lan = f[6..12] != SERVER_MAC;
+                let action = if from_lan {
+                    fx.from_lan(f).0
+                } else {
+                    fx.from_wan(f).0
+                };
+                assert_eq!(action, XDP_DROP, "class {class} off");
+            }
+            assert_eq!(fx.counter(counter), before + blocked.len() as u64);
+            if class == CLASS_PPTP {
+                // The call state is gone with the switch: GRE for it is no longer translated.
+                assert_ne!(fx.from_wan(&gre_in).0, XDP_REDIRECT);
+                assert!(fx.maps.pptp_calls().unwrap().is_empty());
+            }
+            assert!(
+                fx.maps
+                    .sessions()
+                    .unwrap()
+                    .iter()
+                    .all(|(_, s)| s.class != class),
+                "sessions of class {class} removed"
+            );
+            // Ordinary traffic is untouched.
+            assert_eq!(fx.from_wan(&dns_in).0, XDP_REDIRECT);
+            assert_eq!(fx.from_lan(&ping).0, XDP_REDIRECT);
+            // On again: new flows start.
+            passthrough::set(&mut fx.maps, class, true).unwrap();
+        }
+        assert_eq!(fx.from_lan(&l2tp_out).0, XDP_REDIRECT);
+        assert_eq!(fx.from_lan(&gre_out).0, XDP_REDIRECT);
+        assert_eq!(fx.from_lan(&esp_out).0, XDP_REDIRECT);
+    });
+}
