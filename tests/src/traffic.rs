@@ -12,6 +12,8 @@ use std::{
 use crate::netns::Netns;
 
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for something that may rightly never come (a reply to blocked traffic).
+pub const SHORT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `ping -c N` from `ns`; true when every echo got its reply.
 pub fn ping(ns: &Netns, dst: Ipv4Addr, count: u32) -> Result<bool> {
@@ -128,7 +130,7 @@ pub fn udp_echo(
     count: usize,
 ) -> Result<std::thread::JoinHandle<Vec<SocketAddr>>> {
     let sock = ns.run(move || UdpSocket::bind(bind))??;
-    sock.set_read_timeout(Some(IO_TIMEOUT))?;
+    sock.set_read_timeout(Some(SHORT_TIMEOUT))?;
     Ok(std::thread::spawn(move || {
         let mut seen = Vec::new();
         let mut buf = [0u8; 2048];
@@ -155,7 +157,7 @@ pub fn udp_request(
     let payload = payload.to_vec();
     ns.run(move || -> Result<Option<Vec<u8>>> {
         let s = UdpSocket::bind(src)?;
-        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.set_read_timeout(Some(SHORT_TIMEOUT))?;
         s.send_to(&payload, dst)?;
         let mut buf = [0u8; 2048];
         match s.recv_from(&mut buf) {

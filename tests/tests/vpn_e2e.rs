@@ -1,0 +1,298 @@
+//! VPN passthrough end to end: two LAN hosts and one WAN server in namespaces, crafted
+//! tunnel packets on raw sockets (no GRE/ESP/PPP/L2TP modules here), a small PPTP server,
+//! and the real nat-ctl.
+
+use integration_tests::{
+    daemon::NatDaemon,
+    lab::{LAN_HOST_A, LAN_HOST_B, Lab, ROUTER_WAN, SERVER},
+    packets,
+    traffic::{ping, udp_echo, udp_request},
+    vpn_peers::{pptp_client, pptp_server, raw_recv_all, raw_send, raw_socket},
+};
+use nat_common::proto::IPPROTO_ESP;
+use std::{
+    net::{SocketAddrV4, UdpSocket},
+    time::Duration,
+};
+
+const WAIT: Duration = Duration::from_millis(600);
+
+#[test]
+fn two_pptp_clients_with_the_same_call_id_each_get_their_own_gre() {
+    let lab = Lab::new("pptp").unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    let server = pptp_server(&lab.wan, SERVER, 2).unwrap();
+    let a = pptp_client(&lab.lan, LAN_HOST_A, SERVER, 7).unwrap();
+    let b = pptp_client(&lab.lan, LAN_HOST_B, SERVER, 7).unwrap();
+    let calls = server.join().unwrap().unwrap();
+
+    assert_eq!(calls.len(), 2);
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.peer.ip() == std::net::IpAddr::V4(ROUTER_WAN)),
+        "{calls:?}"
+    );
+    assert_ne!(
+        calls[0].peer_call_id, calls[1].peer_call_id,
+        "the server must see two different call ids: {calls:?}"
+    );
+    for (client, call) in [(&a, &calls[0]), (&b, &calls[1])] {
+        assert_eq!(
+            client.reply_peer_call_id, 7,
+            "the reply names the client's own call id"
+        );
+        assert_eq!(client.server_call_id, call.server_call_id);
+        let want = format!("to call {}", call.peer_call_id).into_bytes();
+        assert_eq!(client.gre.len(), 3, "GRE received: {:?}", client.gre);
+        for (src, id, payload) in &client.gre {
+            assert_eq!((*src, *id), (SERVER, 7));
+            assert_eq!(payload, &want, "a client got the other one's GRE");
+        }
+        assert_eq!(
+            call.gre_from_client.len(),
+            1,
+            "client GRE reached the server: {call:?}"
+        );
+        assert_eq!(call.gre_from_client[0].0, ROUTER_WAN);
+    }
+    let gre = nat.json(&["sessions", "--proto", "gre"]);
+    assert_eq!(gre.as_array().unwrap().len(), 2, "{gre}");
+    assert!(nat.counter("pptp_translated") >= 10);
+}
+
+#[test]
+fn raw_esp_both_ways_for_two_hosts_to_one_server() {
+    let lab = Lab::new("esp").unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    let srv = lab
+        .wan
+        .run(|| raw_socket(IPPROTO_ESP, SERVER))
+        .unwrap()
+        .unwrap();
+    let a = lab
+        .lan
+        .run(|| raw_socket(IPPROTO_ESP, LAN_HOST_A))
+        .unwrap()
+        .unwrap();
+    let b = lab
+        .lan
+        .run(|| raw_socket(IPPROTO_ESP, LAN_HOST_B))
+        .unwrap()
+        .unwrap();
+    let spi_of = |p: &[u8]| u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+
+    for (sock, out_spi, in_spi) in [(&a, 0xa0u32, 0xa1u32), (&b, 0xb0, 0xb1)] {
+        raw_send(sock, SERVER, &packets::esp(out_spi, 1)).unwrap();
+        let at_server = raw_recv_all(&srv, WAIT);
+        assert_eq!(at_server.len(), 1);
+        assert_eq!(
+            (at_server[0].0, spi_of(&at_server[0].1)),
+            (ROUTER_WAN, out_spi)
+        );
+        raw_send(&srv, ROUTER_WAN, &packets::esp(in_spi, 1)).unwrap();
+    }
+    // Each learned its SPI; now both directions again, interleaved.
+    raw_send(&srv, ROUTER_WAN, &packets::esp(0xa1, 2)).unwrap();
+    raw_send(&srv, ROUTER_WAN, &packets::esp(0xb1, 2)).unwrap();
+    let got_a: Vec<u32> = raw_recv_all(&a, WAIT)
+        .iter()
+        .map(|(s, p)| {
+            assert_eq!(*s, SERVER);
+            spi_of(p)
+        })
+        .collect();
+    let got_b: Vec<u32> = raw_recv_all(&b, WAIT)
+        .iter()
+        .map(|(s, p)| {
+            assert_eq!(*s, SERVER);
+            spi_of(p)
+        })
+        .collect();
+    assert_eq!(got_a, vec![0xa1, 0xa1], "host A");
+    assert_eq!(got_b, vec![0xb1, 0xb1], "host B");
+    assert_eq!(nat.counter("esp_spi_learned"), 2);
+    let esp = nat.json(&["sessions", "--proto", "esp"]);
+    assert_eq!(esp.as_array().unwrap().len(), 2, "{esp}");
+    assert!(
+        esp.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "BOUND"),
+        "{esp}"
+    );
+}
+
+fn udp_in(ns: &integration_tests::netns::Netns, bind: SocketAddrV4) -> UdpSocket {
+    let s = ns.run(move || UdpSocket::bind(bind)).unwrap().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s
+}
+
+#[test]
+fn ike_from_two_hosts_to_one_server_on_port_500() {
+    let lab = Lab::new("ike").unwrap();
+    let _nat = NatDaemon::start(&lab, &[]).unwrap();
+    let srv = udp_in(&lab.wan, SocketAddrV4::new(SERVER, 500));
+    let a = udp_in(&lab.lan, SocketAddrV4::new(LAN_HOST_A, 500));
+    let b = udp_in(&lab.lan, SocketAddrV4::new(LAN_HOST_B, 500));
+    a.send_to(&packets::ike(0x1111, 0, 0x08), (SERVER, 500))
+        .unwrap();
+    b.send_to(&packets::ike(0x2222, 0, 0x08), (SERVER, 500))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let (n, from) = srv.recv_from(&mut buf).unwrap();
+        seen.push((from, u64::from_be_bytes(buf[..8].try_into().unwrap())));
+        assert!(n >= 28);
+    }
+    for (from, spi) in &seen {
+        assert_eq!(
+            from.to_string(),
+            "203.0.113.1:500",
+            "both share external port 500"
+        );
+        srv.send_to(&packets::ike(*spi, 0x9999, 0x20), from)
+            .unwrap();
+    }
+    for (sock, spi) in [(&a, 0x1111u64), (&b, 0x2222)] {
+        let (_, from) = sock.recv_from(&mut buf).unwrap();
+        assert_eq!(from.to_string(), "203.0.113.2:500");
+        assert_eq!(
+            u64::from_be_bytes(buf[..8].try_into().unwrap()),
+            spi,
+            "a host got another host's IKE reply"
+        );
+    }
+}
+
+#[test]
+fn nat_t_on_4500_and_l2tp_on_1701() {
+    let lab = Lab::new("natt").unwrap();
+    let _nat = NatDaemon::start(&lab, &[]).unwrap();
+    let natt = udp_echo(&lab.wan, SocketAddrV4::new(SERVER, 4500), 2).unwrap();
+    let l2tp = udp_echo(&lab.wan, SocketAddrV4::new(SERVER, 1701), 1).unwrap();
+    let marker_ike = [&[0u8; 4][..], &packets::ike(5, 0, 0x08)].concat();
+    for host in [LAN_HOST_A, LAN_HOST_B] {
+        let r = udp_request(
+            &lab.lan,
+            SocketAddrV4::new(host, 4500),
+            SocketAddrV4::new(SERVER, 4500),
+            &marker_ike,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Some([&b"echo:"[..], &marker_ike].concat()),
+            "NAT-T reply to {host}"
+        );
+    }
+    let r = udp_request(
+        &lab.lan,
+        SocketAddrV4::new(LAN_HOST_A, 1701),
+        SocketAddrV4::new(SERVER, 1701),
+        b"l2tp",
+    )
+    .unwrap();
+    assert_eq!(r.as_deref(), Some(&b"echo:l2tp"[..]));
+    let natt_seen = natt.join().unwrap();
+    assert_eq!(
+        natt_seen[0].port(),
+        4500,
+        "4500 kept when free: {natt_seen:?}"
+    );
+    assert_ne!(natt_seen[1].port(), 4500);
+    assert_eq!(
+        l2tp.join().unwrap()[0].to_string(),
+        "203.0.113.1:1701",
+        "1701 kept when free"
+    );
+}
+
+/// Does a UDP request from LAN host A on `port` to the server get its echo?
+fn udp_works(lab: &Lab, sport: u16, dport: u16) -> bool {
+    let echo = udp_echo(&lab.wan, SocketAddrV4::new(SERVER, dport), 1).unwrap();
+    let r = udp_request(
+        &lab.lan,
+        SocketAddrV4::new(LAN_HOST_A, sport),
+        SocketAddrV4::new(SERVER, dport),
+        b"x",
+    )
+    .unwrap();
+    let _ = echo.join();
+    r.is_some()
+}
+
+fn esp_works(lab: &Lab, spi: u32) -> bool {
+    let srv = lab
+        .wan
+        .run(|| raw_socket(IPPROTO_ESP, SERVER))
+        .unwrap()
+        .unwrap();
+    let a = lab
+        .lan
+        .run(|| raw_socket(IPPROTO_ESP, LAN_HOST_A))
+        .unwrap()
+        .unwrap();
+    raw_send(&a, SERVER, &packets::esp(spi, 1)).unwrap();
+    !raw_recv_all(&srv, WAIT).is_empty()
+}
+
+#[test]
+fn each_switch_blocks_exactly_its_traffic_and_turning_it_on_restores_it() {
+    let lab = Lab::new("sw").unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    let set = |verb: &str, name: &str| {
+        let out = nat.ctl(&["passthrough", verb, name]);
+        assert!(
+            out.status.success(),
+            "passthrough {verb} {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ordinary_ok = |lab: &Lab| ping(&lab.lan, SERVER, 1).unwrap() && udp_works(lab, 0, 7000);
+    assert_eq!(
+        nat.json(&["passthrough"]),
+        serde_json::json!({"pptp": "on", "l2tp": "on", "ipsec": "on"})
+    );
+
+    // PPTP: the control connection cannot even start while off.
+    set("disable", "PPTP");
+    let server = pptp_server(&lab.wan, SERVER, 1).unwrap();
+    assert!(
+        pptp_client(&lab.lan, LAN_HOST_A, SERVER, 7).is_err(),
+        "PPTP got through while off"
+    );
+    assert!(nat.counter("drop_pptp_switch_off") >= 1);
+    assert!(ordinary_ok(&lab));
+    set("enable", "pptp");
+    let call = pptp_client(&lab.lan, LAN_HOST_A, SERVER, 7).unwrap();
+    assert_eq!(call.gre.len(), 3, "PPTP works again");
+    server.join().unwrap().unwrap();
+
+    set("disable", "l2tp");
+    assert!(!udp_works(&lab, 1701, 1701), "L2TP got through while off");
+    assert!(udp_works(&lab, 1702, 1702), "other UDP must still work");
+    assert!(nat.counter("drop_l2tp_switch_off") >= 1);
+    set("enable", "l2tp");
+    assert!(udp_works(&lab, 1701, 1701));
+
+    set("disable", "ipsec");
+    assert_eq!(nat.json(&["passthrough"])["ipsec"], "off");
+    assert!(
+        !udp_works(&lab, 4500, 4500) && !udp_works(&lab, 500, 500),
+        "IKE/NAT-T got through while off"
+    );
+    assert!(!esp_works(&lab, 0xa0), "ESP got through while off");
+    assert!(ordinary_ok(&lab));
+    assert!(nat.counter("drop_ipsec_switch_off") >= 3);
+    set("enable", "ipsec");
+    assert!(udp_works(&lab, 4500, 4500) && esp_works(&lab, 0xa2));
+    // Idempotent.
+    set("enable", "ipsec");
+    assert_eq!(
+        nat.json(&["passthrough"]),
+        serde_json::json!({"pptp": "on", "l2tp": "on", "ipsec": "on"})
+    );
+}
