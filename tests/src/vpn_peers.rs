@@ -73,6 +73,49 @@ fn ctrl_type(m: &[u8]) -> u16 {
     u16::from_be_bytes([m[8], m[9]])
 }
 
+/// Start-Control-Connection-Request/Reply as RFC 2637 2.1/2.2 lays them out: protocol
+/// version 1.0, result code 1 (success) in the reply, framing/bearer capabilities, a host
+/// name. Stateful inspectors (nf_conntrack_pptp) need these.
+fn start_control(reply: bool) -> Vec<u8> {
+    let mut m = pptp_ctrl(
+        if reply {
+            START_CONTROL_REPLY
+        } else {
+            START_CONTROL_REQUEST
+        },
+        0x0100,
+        0,
+    );
+    if reply {
+        m[14] = 1; // result code: successful channel establishment
+    }
+    m[16..20].copy_from_slice(&3u32.to_be_bytes()); // framing: async + sync
+    m[20..24].copy_from_slice(&3u32.to_be_bytes()); // bearer: analog + digital
+    m[24..26].copy_from_slice(&1u16.to_be_bytes()); // maximum channels
+    m[28..28 + 7].copy_from_slice(b"xdp-nat");
+    m
+}
+
+/// Outgoing-Call-Request (RFC 2637 2.7) with `call_id` and a serial number.
+fn call_request(call_id: u16) -> Vec<u8> {
+    let mut m = pptp_ctrl(PPTP_OUT_CALL_REQUEST, call_id, call_id);
+    m[16..20].copy_from_slice(&300u32.to_be_bytes()); // minimum bps
+    m[20..24].copy_from_slice(&100_000_000u32.to_be_bytes()); // maximum bps
+    m[24..28].copy_from_slice(&3u32.to_be_bytes()); // bearer type
+    m[28..32].copy_from_slice(&3u32.to_be_bytes()); // framing type
+    m[32..34].copy_from_slice(&64u16.to_be_bytes()); // receive window
+    m
+}
+
+/// Outgoing-Call-Reply (RFC 2637 2.8): result code 1 (connected).
+fn call_reply(server_call_id: u16, peer_call_id: u16) -> Vec<u8> {
+    let mut m = pptp_ctrl(PPTP_OUT_CALL_REPLY, server_call_id, peer_call_id);
+    m[16] = 1; // result code: connected
+    m[20..24].copy_from_slice(&100_000_000u32.to_be_bytes()); // connect speed
+    m[24..26].copy_from_slice(&64u16.to_be_bytes()); // receive window
+    m
+}
+
 /// What the PPTP server saw of one call.
 #[derive(Debug, Clone)]
 pub struct ServerCall {
@@ -107,7 +150,7 @@ pub fn pptp_server(
                     ctrl_type(&m)
                 );
             }
-            c.write_all(&pptp_ctrl(START_CONTROL_REPLY, 0, 0))?;
+            c.write_all(&start_control(true))?;
             let m = read_message(&mut c)?;
             if ctrl_type(&m) != PPTP_OUT_CALL_REQUEST {
                 bail!("expected Outgoing-Call-Request, got type {}", ctrl_type(&m));
@@ -183,12 +226,12 @@ pub fn pptp_client(
         )?;
         let mut c: TcpStream = s.into();
         c.set_read_timeout(Some(IO_TIMEOUT))?;
-        c.write_all(&pptp_ctrl(START_CONTROL_REQUEST, 0, 0))?;
+        c.write_all(&start_control(false))?;
         let m = read_message(&mut c)?;
         if ctrl_type(&m) != START_CONTROL_REPLY {
             bail!("expected Start-Control-Connection-Reply");
         }
-        c.write_all(&pptp_ctrl(PPTP_OUT_CALL_REQUEST, call_id, 0))?;
+        c.write_all(&call_request(call_id))?;
         let m = read_message(&mut c)?;
         if ctrl_type(&m) != PPTP_OUT_CALL_REPLY {
             bail!("expected Outgoing-Call-Reply");
