@@ -62,9 +62,9 @@ pub fn set_u32<const N: usize>(b: &mut [u8; N], at: usize, v: u32) {
 #[inline(always)]
 pub fn l4_port(l4: &L4<'_>, side: Side) -> u16 {
     match l4 {
-        L4::Tcp(h) => get_u16(*h, port_offset(side)),
-        L4::Udp(h) => get_u16(*h, port_offset(side)),
-        L4::IcmpEcho(h) => get_u16(*h, ICMP_ID),
+        L4::Tcp(h) => get_u16(h, port_offset(side)),
+        L4::Udp(h) => get_u16(h, port_offset(side)),
+        L4::IcmpEcho(h) => get_u16(h, ICMP_ID),
     }
 }
 

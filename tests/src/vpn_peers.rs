@@ -157,11 +157,7 @@ pub fn pptp_server(
             }
             let (peer_call_id, _) = pptp_ids(&m);
             let server_call_id = 100 + i as u16;
-            c.write_all(&pptp_ctrl(
-                PPTP_OUT_CALL_REPLY,
-                server_call_id,
-                peer_call_id,
-            ))?;
+            c.write_all(&call_reply(server_call_id, peer_call_id))?;
             let SocketAddr::V4(p) = peer else {
                 bail!("IPv6 peer")
             };
