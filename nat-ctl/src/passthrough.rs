@@ -4,7 +4,7 @@
 use anyhow::Result;
 use nat_common::passthrough::{CLASS_IPSEC, CLASS_PPTP, SWITCH_NAMES};
 
-use crate::state::NatMaps;
+use crate::state::{NatMaps, clear};
 
 /// (name, on) for pptp, l2tp, ipsec.
 pub fn list(maps: &NatMaps) -> Result<Vec<(&'static str, bool)>> {
@@ -32,56 +32,14 @@ pub fn set(maps: &mut NatMaps, class: u8, on: bool) -> Result<usize> {
         removed += usize::from(maps.sessions.remove(&k).is_ok());
     }
     if class == CLASS_PPTP {
-        for k in maps
-            .pptp_calls_in
-            .keys()
-            .filter_map(|k| k.ok())
-            .collect::<Vec<_>>()
-        {
-            removed += usize::from(maps.pptp_calls_in.remove(&k).is_ok());
-        }
-        for k in maps
-            .pptp_calls_out
-            .keys()
-            .filter_map(|k| k.ok())
-            .collect::<Vec<_>>()
-        {
-            let _ = maps.pptp_calls_out.remove(&k);
-        }
+        removed += clear(&mut maps.pptp_calls_in);
+        clear(&mut maps.pptp_calls_out);
     }
     if class == CLASS_IPSEC {
-        for k in maps
-            .ike_sas
-            .keys()
-            .filter_map(|k| k.ok())
-            .collect::<Vec<_>>()
-        {
-            removed += usize::from(maps.ike_sas.remove(&k).is_ok());
-        }
-        for k in maps
-            .esp_in
-            .keys()
-            .filter_map(|k| k.ok())
-            .collect::<Vec<_>>()
-        {
-            removed += usize::from(maps.esp_in.remove(&k).is_ok());
-        }
-        for k in maps
-            .esp_out
-            .keys()
-            .filter_map(|k| k.ok())
-            .collect::<Vec<_>>()
-        {
-            let _ = maps.esp_out.remove(&k);
-        }
-        for k in maps
-            .esp_pending
-            .keys()
-            .filter_map(|k| k.ok())
-            .collect::<Vec<_>>()
-        {
-            let _ = maps.esp_pending.remove(&k);
-        }
+        removed += clear(&mut maps.ike_sas);
+        removed += clear(&mut maps.esp_in);
+        clear(&mut maps.esp_out);
+        clear(&mut maps.esp_pending);
     }
     Ok(removed)
 }

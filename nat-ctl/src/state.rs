@@ -208,6 +208,12 @@ impl NatMaps {
     }
 }
 
+/// Removes every entry of a hash map; returns how many went.
+pub fn clear<K: aya::Pod, V: aya::Pod>(map: &mut HashMap<MapData, K, V>) -> usize {
+    let keys: Vec<K> = map.keys().filter_map(|k| k.ok()).collect();
+    keys.iter().filter(|k| map.remove(k).is_ok()).count()
+}
+
 /// Every entry of a hash map (a snapshot; entries may change meanwhile).
 pub fn entries<K: aya::Pod, V: aya::Pod>(map: &HashMap<MapData, K, V>) -> Result<Vec<(K, V)>> {
     map.iter().map(|r| r.map_err(Into::into)).collect()

@@ -112,7 +112,7 @@ pub const XDP_PASS: u32 = xdp_action::XDP_PASS;
 /// decremented here), otherwise handed to the kernel, which forwards (and decrements TTL,
 /// and fragments when needed).
 #[inline(always)]
-pub fn deliver(
+fn deliver(
     eth: &mut [u8; 14],
     ip: &mut [u8; 20],
     route: Route,
@@ -151,4 +151,28 @@ pub fn route_in(
         }
     }
     Ok(r)
+}
+
+/// `deliver` for a LAN->WAN packet.
+#[inline(always)]
+pub fn deliver_out(pkt: crate::packet::Ipv4<'_>, route: Route) -> Result<crate::Verdict, Counter> {
+    deliver(
+        pkt.eth,
+        pkt.ip,
+        route,
+        Counter::OutRedirected,
+        Counter::OutPassKernel,
+    )
+}
+
+/// `deliver` for a WAN->LAN packet.
+#[inline(always)]
+pub fn deliver_in(pkt: crate::packet::Ipv4<'_>, route: Route) -> Result<crate::Verdict, Counter> {
+    deliver(
+        pkt.eth,
+        pkt.ip,
+        route,
+        Counter::InRedirected,
+        Counter::InPassKernel,
+    )
 }

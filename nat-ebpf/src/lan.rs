@@ -14,7 +14,7 @@ use nat_common::{
 
 use crate::{
     Verdict,
-    forward::{Route, deliver, route},
+    forward::{Route, deliver_out, route},
     maps::{config, count, port_in_pool, switch_on},
     packet::{parse_ipv4, parse_transport},
     state::{mapping_for, touch_outbound},
@@ -125,11 +125,5 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     if let Some((translated, _, _)) = class_counters {
         count(translated);
     }
-    deliver(
-        pkt.eth,
-        pkt.ip,
-        r,
-        Counter::OutRedirected,
-        Counter::OutPassKernel,
-    )
+    deliver_out(pkt, r)
 }

@@ -19,7 +19,7 @@ use nat_common::{
 
 use crate::{
     Verdict,
-    forward::{Route, deliver, route_in},
+    forward::{Route, deliver_in, deliver_out, route_in},
     maps::{
         ESP_IN, ESP_OUT, ESP_PENDING, IKE_SAS, PPTP_CALLS_IN, PPTP_CALLS_OUT, count, switch_on,
     },
@@ -198,13 +198,7 @@ pub fn gre_out(
     }
     rewrite_addr(pkt.ip, Side::Source, wan_addr);
     count(Counter::PptpTranslated);
-    deliver(
-        pkt.eth,
-        pkt.ip,
-        r,
-        Counter::OutRedirected,
-        Counter::OutPassKernel,
-    )
+    deliver_out(pkt, r)
 }
 
 /// WAN -> LAN enhanced GRE: the call id is the external one we gave the client's call.
@@ -234,13 +228,7 @@ pub fn gre_in(ctx: &XdpContext, pkt: Ipv4<'_>, now: u64) -> Result<Verdict, Coun
     set_u16(h, GRE_CALL_ID, int_call_id);
     rewrite_addr(pkt.ip, Side::Destination, int_addr);
     count(Counter::PptpTranslated);
-    deliver(
-        pkt.eth,
-        pkt.ip,
-        r,
-        Counter::InRedirected,
-        Counter::InPassKernel,
-    )
+    deliver_in(pkt, r)
 }
 
 /// The SPI of an ESP packet (wire order), after checking the header is there.
@@ -324,13 +312,7 @@ pub fn esp_out(
     }
     rewrite_addr(pkt.ip, Side::Source, wan_addr);
     count(Counter::IpsecTranslated);
-    deliver(
-        pkt.eth,
-        pkt.ip,
-        r,
-        Counter::OutRedirected,
-        Counter::OutPassKernel,
-    )
+    deliver_out(pkt, r)
 }
 
 /// WAN -> LAN raw ESP: a known SPI goes to its owner; an unknown one to the server's
@@ -393,13 +375,7 @@ pub fn esp_in(
     let r = route_in(ctx, &pkt, owner)?;
     rewrite_addr(pkt.ip, Side::Destination, owner);
     count(Counter::IpsecTranslated);
-    deliver(
-        pkt.eth,
-        pkt.ip,
-        r,
-        Counter::InRedirected,
-        Counter::InPassKernel,
-    )
+    deliver_in(pkt, r)
 }
 
 /// The IKE header of a UDP packet, if the datagram is long enough to hold one.

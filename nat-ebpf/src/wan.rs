@@ -17,7 +17,7 @@ use nat_common::{
 
 use crate::{
     Verdict,
-    forward::{deliver, route_in},
+    forward::{deliver_in, route_in},
     maps::{FILTERS, MAPPINGS_IN, SESSIONS, config, count, port_in_pool, switch_on},
     packet::{parse_ipv4, parse_transport},
     vpn,
@@ -145,13 +145,7 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     if let Some((translated, _, _)) = class_counters {
         count(translated);
     }
-    deliver(
-        pkt.eth,
-        pkt.ip,
-        r,
-        Counter::InRedirected,
-        Counter::InPassKernel,
-    )
+    deliver_in(pkt, r)
 }
 
 /// RFC 4787 REQ-8 for a UDP packet from a remote port the mapping has not sent to.
