@@ -16,6 +16,8 @@ pub const PORT_REUSE_DELAY_SECS: u32 = 120;
 /// Idle timeouts of the VPN passthrough state (DESIGN.md defaults).
 pub const GRE_TIMEOUT_SECS: u32 = 300;
 pub const ESP_TIMEOUT_SECS: u32 = 300;
+/// How long the translation of a first fragment applies to the ones that follow.
+pub const FRAG_TIMEOUT_NS: u64 = 2_000_000_000;
 /// How long one host may hold a server's raw-ESP learning slot.
 pub const ESP_PENDING_NS: u64 = 1_000_000_000;
 

@@ -25,7 +25,7 @@ pub enum Counter {
     // Dropped.
     DropMalformed,
     DropUnsupportedProto,
-    DropOutboundFragment,
+    DropFragmentBeforeFirst,
     DropMartianSource,
     DropToLanAddress,
     DropLanSourceForeign,
@@ -58,6 +58,8 @@ pub enum Counter {
     DropIkeMalformed,
     DropIkeSpiInUse,
     DropEspLearnBusy,
+    FragmentsTranslated,
+    DropFragTableFull,
     DropNoConfig,
 }
 
@@ -90,7 +92,7 @@ impl Counter {
         Counter::PassIcmpToRouter,
         Counter::DropMalformed,
         Counter::DropUnsupportedProto,
-        Counter::DropOutboundFragment,
+        Counter::DropFragmentBeforeFirst,
         Counter::DropMartianSource,
         Counter::DropToLanAddress,
         Counter::DropLanSourceForeign,
@@ -123,6 +125,8 @@ impl Counter {
         Counter::DropIkeMalformed,
         Counter::DropIkeSpiInUse,
         Counter::DropEspLearnBusy,
+        Counter::FragmentsTranslated,
+        Counter::DropFragTableFull,
         Counter::DropNoConfig,
     ];
 
@@ -144,7 +148,7 @@ impl Counter {
             Counter::PassIcmpToRouter => "pass_icmp_to_router",
             Counter::DropMalformed => "drop_malformed",
             Counter::DropUnsupportedProto => "drop_unsupported_proto",
-            Counter::DropOutboundFragment => "drop_outbound_fragment",
+            Counter::DropFragmentBeforeFirst => "drop_fragment_before_first",
             Counter::DropMartianSource => "drop_martian_source",
             Counter::DropToLanAddress => "drop_to_lan_address",
             Counter::DropLanSourceForeign => "drop_lan_source_foreign",
@@ -177,6 +181,8 @@ impl Counter {
             Counter::DropIkeMalformed => "drop_ike_malformed",
             Counter::DropIkeSpiInUse => "drop_ike_spi_in_use",
             Counter::DropEspLearnBusy => "drop_esp_learn_busy",
+            Counter::FragmentsTranslated => "fragments_translated",
+            Counter::DropFragTableFull => "drop_frag_table_full",
             Counter::DropNoConfig => "drop_no_config",
         }
     }
@@ -187,6 +193,7 @@ impl Counter {
             | Counter::InRedirected
             | Counter::OutPassKernel
             | Counter::InPassKernel
+            | Counter::FragmentsTranslated
             | Counter::PptpTranslated
             | Counter::L2tpTranslated
             | Counter::IpsecTranslated => CounterKind::Forwarded,
@@ -234,7 +241,7 @@ impl Counter {
                 "LAN->WAN DF packets over the WAN MTU, passed so the kernel sends Fragmentation Needed"
             }
             Counter::PassInboundFragment => {
-                "WAN fragments for the router passed to the kernel untranslated"
+                "WAN non-first fragments with no translated first fragment: the router's own, left to it"
             }
             Counter::PassIcmpToRouter => {
                 "ICMP for the router (no echo mapping) passed to the kernel"
@@ -243,7 +250,9 @@ impl Counter {
             Counter::DropUnsupportedProto => {
                 "LAN->WAN packets of a protocol the NAT cannot translate"
             }
-            Counter::DropOutboundFragment => "LAN->WAN IPv4 fragments (not yet translatable)",
+            Counter::DropFragmentBeforeFirst => {
+                "LAN->WAN non-first fragments whose first fragment was not translated (RFC 4787 REQ-14 deviation: not held)"
+            }
             Counter::DropMartianSource => "WAN packets from a LAN or martian source address",
             Counter::DropToLanAddress => "WAN packets addressed straight to a LAN address",
             Counter::DropLanSourceForeign => {
@@ -294,6 +303,10 @@ impl Counter {
             Counter::DropEspLearnBusy => {
                 "first ESP of a host while another host learns its SPI from that server"
             }
+            Counter::FragmentsTranslated => {
+                "non-first fragments translated like their first fragment"
+            }
+            Counter::DropFragTableFull => "first fragments dropped: fragment table full",
             Counter::DropNoConfig => "packets seen before nat-ctl configured the program",
         }
     }

@@ -25,8 +25,9 @@ pub mod names {
     pub const ESP_IN: &str = "ESP_IN";
     pub const ESP_OUT: &str = "ESP_OUT";
     pub const ESP_PENDING: &str = "ESP_PENDING";
+    pub const FRAGS: &str = "FRAGS";
     /// Every map the control plane pins, in a stable order.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         CONFIG,
         MAPPINGS_OUT,
         MAPPINGS_IN,
@@ -43,6 +44,7 @@ pub mod names {
         ESP_IN,
         ESP_OUT,
         ESP_PENDING,
+        FRAGS,
     ];
 }
 
@@ -67,6 +69,7 @@ pub const MAX_DEVICES: u32 = 64;
 pub const DEFAULT_MAX_PPTP_CALLS: u32 = 4096;
 pub const DEFAULT_MAX_ESP_SPIS: u32 = 4096;
 pub const DEFAULT_MAX_IKE_SAS: u32 = 4096;
+pub const DEFAULT_MAX_FRAGS: u32 = 8192;
 /// One pending ESP learner per server.
 pub const MAX_ESP_PENDING: u32 = 1024;
 
@@ -232,6 +235,30 @@ pub struct EspKey {
 }
 const _: () = assert!(size_of::<EspKey>() == 12);
 
+/// An IPv4 datagram being fragmented, as its fragments arrive: addresses (as received),
+/// IP id and protocol. Key of FRAGS.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: u32,
+    pub dst: u32,
+    pub id: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<FragKey>() == 12);
+
+/// How the first fragment was translated: the new address (source for LAN->WAN,
+/// destination for WAN->LAN) the later fragments get.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragEntry {
+    pub created_ns: u64,
+    pub addr: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<FragEntry>() == 16);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are #[repr(C)], hold only integers, and have explicit padding.
@@ -246,4 +273,6 @@ mod pod {
     unsafe impl aya::Pod for super::IkeKey {}
     unsafe impl aya::Pod for super::Owner {}
     unsafe impl aya::Pod for super::EspKey {}
+    unsafe impl aya::Pod for super::FragKey {}
+    unsafe impl aya::Pod for super::FragEntry {}
 }

@@ -9,8 +9,8 @@ use nat_common::{
     config::{LAYOUT_VERSION, NatConfig},
     counters::{Counter, NUM_COUNTERS},
     maps::{
-        EndpointKey, EspKey, ExternalKey, IkeKey, Mapping, Owner, PptpCall, PptpCallKey,
-        PptpClientKey, Session, SessionKey, names,
+        EndpointKey, EspKey, ExternalKey, FragEntry, FragKey, IkeKey, Mapping, Owner, PptpCall,
+        PptpCallKey, PptpClientKey, Session, SessionKey, names,
     },
     passthrough::{SWITCH_OFF, SWITCH_ON, switch_slot},
 };
@@ -34,6 +34,7 @@ pub struct NatMaps {
     pub esp_in: HashMap<MapData, EspKey, Owner>,
     pub esp_out: HashMap<MapData, EspKey, Owner>,
     pub esp_pending: HashMap<MapData, u32, Owner>,
+    pub frags: HashMap<MapData, FragKey, FragEntry>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
@@ -67,6 +68,7 @@ impl NatMaps {
             esp_in: get(names::ESP_IN)?.try_into()?,
             esp_out: get(names::ESP_OUT)?.try_into()?,
             esp_pending: get(names::ESP_PENDING)?.try_into()?,
+            frags: get(names::FRAGS)?.try_into()?,
         })
     }
 

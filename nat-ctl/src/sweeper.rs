@@ -5,7 +5,7 @@
 use anyhow::Result;
 use nat_common::{
     config::{
-        ESP_PENDING_NS, ESP_TIMEOUT_SECS, GRE_TIMEOUT_SECS, MAPPING_GRACE_SECS,
+        ESP_PENDING_NS, ESP_TIMEOUT_SECS, FRAG_TIMEOUT_NS, GRE_TIMEOUT_SECS, MAPPING_GRACE_SECS,
         PORT_REUSE_DELAY_SECS, Timeouts,
     },
     maps::{EndpointKey, MAPPING_ACTIVE, MAPPING_COOLING, Session, SessionKey},
@@ -80,6 +80,11 @@ fn sweep_vpn(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<usize> {
     for (k, o) in outs {
         if older_than(o.last_seen_ns, ESP_TIMEOUT_SECS, now_ns) {
             n += usize::from(maps.esp_out.remove(&k).is_ok());
+        }
+    }
+    for (k, f) in crate::state::entries(&maps.frags)? {
+        if now_ns >= f.created_ns + FRAG_TIMEOUT_NS {
+            let _ = maps.frags.remove(&k);
         }
     }
     let pending = crate::state::entries(&maps.esp_pending)?;

@@ -15,6 +15,7 @@ use nat_common::{
 use crate::{
     Verdict,
     forward::{Route, deliver_out, route},
+    frag,
     maps::{config, count, port_in_pool, switch_on},
     packet::{parse_ipv4, parse_transport},
     state::{mapping_for, touch_outbound},
@@ -44,10 +45,14 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     if !in_prefix(pkt.src, cfg.lan_net, cfg.lan_mask) {
         return Err(Counter::DropLanSourceForeign);
     }
-    if pkt.fragment {
-        return Err(Counter::DropOutboundFragment);
-    }
     let now = unsafe { bpf_ktime_get_ns() };
+    if pkt.later_fragment {
+        return frag::later_out(pkt, r, now);
+    }
+    if pkt.fragment {
+        // A first fragment: the ones that follow get the same source address.
+        frag::remember(&pkt, cfg.wan_addr, now)?;
+    }
     if matches!(pkt.proto, IPPROTO_GRE | IPPROTO_ESP | IPPROTO_AH) {
         let class = classify(pkt.proto, 0);
         if let Some((_, off, _)) = Counter::for_class(class) {

@@ -4,6 +4,7 @@
 #![no_main]
 
 mod forward;
+mod frag;
 mod lan;
 mod maps;
 mod packet;

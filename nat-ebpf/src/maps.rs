@@ -10,10 +10,10 @@ use nat_common::{
     config::NatConfig,
     counters::{Counter, NUM_COUNTERS},
     maps::{
-        DEFAULT_MAX_ESP_SPIS, DEFAULT_MAX_IKE_SAS, DEFAULT_MAX_MAPPINGS, DEFAULT_MAX_PPTP_CALLS,
-        DEFAULT_MAX_SESSIONS, EndpointKey, EspKey, ExternalKey, IkeKey, MAX_DEVICES,
-        MAX_ESP_PENDING, Mapping, Owner, PORT_SLOTS, PptpCall, PptpCallKey, PptpClientKey, Session,
-        SessionKey,
+        DEFAULT_MAX_ESP_SPIS, DEFAULT_MAX_FRAGS, DEFAULT_MAX_IKE_SAS, DEFAULT_MAX_MAPPINGS,
+        DEFAULT_MAX_PPTP_CALLS, DEFAULT_MAX_SESSIONS, EndpointKey, EspKey, ExternalKey, FragEntry,
+        FragKey, IkeKey, MAX_DEVICES, MAX_ESP_PENDING, Mapping, Owner, PORT_SLOTS, PptpCall,
+        PptpCallKey, PptpClientKey, Session, SessionKey,
     },
     passthrough::{NUM_SWITCHES, SWITCH_ON, switch_slot},
 };
@@ -114,3 +114,7 @@ pub fn switch_on(class: u8) -> bool {
         Some(slot) => matches!(PASSTHROUGH.get(slot), Some(&SWITCH_ON)),
     }
 }
+
+/// First fragments translated recently, so the later ones get the same address.
+#[map]
+pub static FRAGS: HashMap<FragKey, FragEntry> = HashMap::with_max_entries(DEFAULT_MAX_FRAGS, 0);

@@ -39,8 +39,13 @@ pub struct Ipv4<'a> {
     pub tos: u8,
     pub src: u32,
     pub dst: u32,
+    /// Any fragment: More Fragments set or a non-zero offset.
     pub fragment: bool,
+    /// A fragment after the first (non-zero offset): no transport header.
+    pub later_fragment: bool,
     pub dont_fragment: bool,
+    /// IP identification, wire order.
+    pub id: u16,
 }
 
 /// Ok(None): not IPv4 (ARP, IPv6, VLAN, ...), to be passed untouched.
@@ -78,7 +83,9 @@ pub fn parse_ipv4(ctx: &XdpContext) -> Result<Option<Ipv4<'_>>, Counter> {
         src: get_u32(ip, IP_SRC),
         dst: get_u32(ip, IP_DST),
         fragment: frag & (IP_MF | IP_OFFSET_MASK) != 0,
+        later_fragment: frag & IP_OFFSET_MASK != 0,
         dont_fragment: frag & IP_DF != 0,
+        id: get_u16(ip, 4),
         eth,
         ip,
     }))
@@ -122,7 +129,8 @@ pub fn parse_transport<'a>(
             let h: *mut [u8; UDP_HDR_LEN] = ptr_at(ctx, off)?;
             let h = unsafe { &mut *h };
             let len = u16::from_be_bytes([h[4], h[5]]) as usize;
-            if len < UDP_HDR_LEN || len > pkt.l4_len {
+            // A first fragment holds only part of the datagram the length covers.
+            if len < UDP_HDR_LEN || (len > pkt.l4_len && !pkt.fragment) {
                 return Err(Counter::DropMalformed);
             }
             let (sport, dport) = (get_u16(h, 0), get_u16(h, 2));

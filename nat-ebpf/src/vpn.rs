@@ -20,6 +20,7 @@ use nat_common::{
 use crate::{
     Verdict,
     forward::{Route, deliver_in, deliver_out, route_in},
+    frag,
     maps::{
         ESP_IN, ESP_OUT, ESP_PENDING, IKE_SAS, PPTP_CALLS_IN, PPTP_CALLS_OUT, count, switch_on,
     },
@@ -225,6 +226,9 @@ pub fn gre_in(ctx: &XdpContext, pkt: Ipv4<'_>, now: u64) -> Result<Verdict, Coun
     c.last_seen_ns = now;
     let (int_addr, int_call_id) = (c.int_addr, c.int_call_id);
     let r = route_in(ctx, &pkt, int_addr)?;
+    if pkt.fragment {
+        frag::remember(&pkt, int_addr, now)?;
+    }
     set_u16(h, GRE_CALL_ID, int_call_id);
     rewrite_addr(pkt.ip, Side::Destination, int_addr);
     count(Counter::PptpTranslated);
@@ -373,6 +377,9 @@ pub fn esp_in(
         }
     };
     let r = route_in(ctx, &pkt, owner)?;
+    if pkt.fragment {
+        frag::remember(&pkt, owner, now)?;
+    }
     rewrite_addr(pkt.ip, Side::Destination, owner);
     count(Counter::IpsecTranslated);
     deliver_in(pkt, r)

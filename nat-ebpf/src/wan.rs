@@ -18,6 +18,7 @@ use nat_common::{
 use crate::{
     Verdict,
     forward::{deliver_in, route_in},
+    frag,
     maps::{FILTERS, MAPPINGS_IN, SESSIONS, config, count, port_in_pool, switch_on},
     packet::{parse_ipv4, parse_transport},
     vpn,
@@ -38,11 +39,10 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     if pkt.dst != cfg.wan_addr {
         return Ok(Verdict::pass(Counter::PassToRouter));
     }
-    if pkt.fragment {
-        // Addressed to the router: the kernel reassembles it locally, nothing reaches the LAN.
-        return Ok(Verdict::pass(Counter::PassInboundFragment));
-    }
     let now = unsafe { bpf_ktime_get_ns() };
+    if pkt.later_fragment {
+        return frag::later_in(ctx, pkt, now);
+    }
     match pkt.proto {
         IPPROTO_GRE => return vpn::gre_in(ctx, pkt, now),
         IPPROTO_ESP => return vpn::esp_in(ctx, pkt, switch_on(CLASS_IPSEC), now),
@@ -136,6 +136,9 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
         }
     }
     let r = route_in(ctx, &pkt, int_addr)?;
+    if pkt.fragment {
+        frag::remember(&pkt, int_addr, now)?;
+    }
     if class == CLASS_PPTP && pkt.proto == IPPROTO_TCP {
         if let L4::Tcp(ref mut tcp) = t.l4 {
             vpn::pptp_control(ctx, &pkt, tcp, int_addr, pkt.src, false, now)?;

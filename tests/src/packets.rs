@@ -251,3 +251,27 @@ pub fn addrs(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
         _ => panic!("not ipv4"),
     }
 }
+
+/// Splits an Ethernet+IPv4 frame into two fragments, the first carrying `at` bytes of the IP
+/// payload (a multiple of 8), with lengths, flags, offsets and header checksums set.
+pub fn fragment(frame: &[u8], at: usize) -> (Vec<u8>, Vec<u8>) {
+    assert_eq!(at % 8, 0);
+    let (eth_ip, payload) = frame.split_at(14 + 20);
+    let build = |part: &[u8], mf: bool, offset: usize| {
+        let mut f = eth_ip.to_vec();
+        f.extend_from_slice(part);
+        let ip = &mut f[14..34];
+        ip[2..4].copy_from_slice(&((20 + part.len()) as u16).to_be_bytes());
+        let flags = if mf { 0x2000u16 } else { 0 } | (offset / 8) as u16;
+        ip[6..8].copy_from_slice(&flags.to_be_bytes());
+        ip[10] = 0;
+        ip[11] = 0;
+        let c = nat_common::checksum::checksum(ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f
+    };
+    (
+        build(&payload[..at], true, 0),
+        build(&payload[at..], false, at),
+    )
+}

@@ -17,17 +17,16 @@ pub const SHORT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `ping -c N` from `ns`; true when every echo got its reply.
 pub fn ping(ns: &Netns, dst: Ipv4Addr, count: u32) -> Result<bool> {
+    ping_sized(ns, dst, count, 56)
+}
+
+/// `ping -c N -s SIZE`: sizes above the MTU send fragmented echoes.
+pub fn ping_sized(ns: &Netns, dst: Ipv4Addr, count: u32, size: u32) -> Result<bool> {
+    let (count, size, dst) = (count.to_string(), size.to_string(), dst.to_string());
     let out = ns
         .cmd("ping")
         .args([
-            "-c",
-            &count.to_string(),
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            "-n",
-            &dst.to_string(),
+            "-c", &count, "-s", &size, "-i", "0.2", "-W", "2", "-n", &dst,
         ])
         .output()
         .context("running ping")?;
@@ -133,7 +132,7 @@ pub fn udp_echo(
     sock.set_read_timeout(Some(SHORT_TIMEOUT))?;
     Ok(std::thread::spawn(move || {
         let mut seen = Vec::new();
-        let mut buf = [0u8; 2048];
+        let mut buf = vec![0u8; 65536];
         while seen.len() < count {
             let Ok((n, from)) = sock.recv_from(&mut buf) else {
                 break;
@@ -159,7 +158,7 @@ pub fn udp_request(
         let s = UdpSocket::bind(src)?;
         s.set_read_timeout(Some(SHORT_TIMEOUT))?;
         s.send_to(&payload, dst)?;
-        let mut buf = [0u8; 2048];
+        let mut buf = vec![0u8; 65536];
         match s.recv_from(&mut buf) {
             Ok((n, _)) => Ok(Some(buf[..n].to_vec())),
             Err(e)

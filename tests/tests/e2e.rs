@@ -4,7 +4,7 @@
 use integration_tests::{
     daemon::NatDaemon,
     lab::{LAN_HOST_A, LAN_HOST_B, Lab, ROUTER_WAN, SERVER},
-    traffic::{TcpSink, accept_timeout, ping, sha256, tcp_send, udp_echo, udp_request},
+    traffic::{TcpSink, accept_timeout, ping, ping_sized, sha256, tcp_send, udp_echo, udp_request},
 };
 use std::{
     net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket},
@@ -251,4 +251,29 @@ fn nat_keeps_forwarding_without_its_daemon_and_a_restart_adopts_the_sessions() {
     let sessions = second.json(&["sessions"]);
     assert_eq!(sessions[0]["external"], "203.0.113.1:22000", "{sessions}");
     drop(first);
+}
+
+#[test]
+fn fragmented_datagrams_cross_the_nat_both_ways() {
+    let lab = Lab::new("frag").unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    let server = SocketAddrV4::new(SERVER, 7000);
+    let echo = udp_echo(&lab.wan, server, 1).unwrap();
+    // 4000 bytes over a 1500-byte MTU: three fragments each way.
+    let big: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+    let reply = udp_request(&lab.lan, SocketAddrV4::new(LAN_HOST_A, 0), server, &big).unwrap();
+    let mut want = b"echo:".to_vec();
+    want.extend_from_slice(&big);
+    assert_eq!(reply, Some(want), "log: {}", nat.log());
+    echo.join().unwrap();
+    assert!(
+        ping_sized(&lab.lan, SERVER, 2, 3000).unwrap(),
+        "fragmented ping"
+    );
+    assert!(
+        nat.counter("fragments_translated") >= 8,
+        "{}",
+        nat.json(&["stats"])
+    );
+    assert_eq!(nat.counter("drop_fragment_before_first"), 0);
 }

@@ -665,10 +665,19 @@ fn untranslatable_lan_traffic_is_dropped_never_leaked() {
         let sctp = packets::ip_proto(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), SCTP, &[0u8; 16]);
         assert_eq!(fx.from_lan(&sctp).0, XDP_DROP);
         assert_eq!(fx.counter("drop_unsupported_proto"), 1);
-        let mut frag = packets::udp(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), 20000, 53, b"q");
-        frag[14 + 6] = 0x20; // More Fragments
-        assert_eq!(fx.from_lan(&frag).0, XDP_DROP);
-        assert_eq!(fx.counter("drop_outbound_fragment"), 1);
+        let big = packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            20000,
+            53,
+            &[7u8; 100],
+        );
+        let (_, later) = packets::fragment(&big, 56);
+        assert_eq!(
+            fx.from_lan(&later).0,
+            XDP_DROP,
+            "a later fragment whose first was not seen"
+        );
+        assert_eq!(fx.counter("drop_fragment_before_first"), 1);
         let full = packets::udp(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), 20000, 53, b"q");
         for cut in [20, 14 + 19, 14 + 20 + 7] {
             assert_eq!(fx.from_lan(&full[..cut]).0, XDP_DROP, "truncated at {cut}");
@@ -774,5 +783,56 @@ fn tcp_state_picks_the_timeout() {
             240,
             "RST: transitory, session kept"
         );
+    });
+}
+
+#[test]
+fn fragments_follow_the_translation_of_their_first_fragment() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let big = packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            20000,
+            53,
+            &[7u8; 100],
+        );
+        let (first, later) = packets::fragment(&big, 56);
+        let (action, out) = fx.from_lan(&first);
+        assert_eq!(action, XDP_REDIRECT);
+        let (_, want_later) = packets::fragment(
+            &packets::udp(&out_hdr(SERVER, SERVER_MAC), 20000, 53, &[7u8; 100]),
+            56,
+        );
+        let (want_first, _) = packets::fragment(
+            &packets::udp(&out_hdr(SERVER, SERVER_MAC), 20000, 53, &[7u8; 100]),
+            56,
+        );
+        assert_eq!(
+            out, want_first,
+            "first fragment: address, port and the whole datagram's UDP checksum"
+        );
+        let (action, out) = fx.from_lan(&later);
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(out, want_later, "later fragment: address only");
+
+        // And back: a fragmented reply reaches host A whole.
+        let reply = packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, 20000, &[9u8; 100]);
+        let (first, later) = packets::fragment(&reply, 56);
+        let expect = packets::udp(
+            &in_hdr(SERVER, LAN_HOST_A, HOST_A_MAC),
+            53,
+            20000,
+            &[9u8; 100],
+        );
+        let (want_first, want_later) = packets::fragment(&expect, 56);
+        assert_eq!(fx.from_wan(&first), (XDP_REDIRECT, want_first));
+        assert_eq!(fx.from_wan(&later), (XDP_REDIRECT, want_later));
+        assert_eq!(fx.counter("fragments_translated"), 2);
+
+        // A later fragment for the router itself (no translated first fragment) is its own.
+        let mut mine = packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, 40000, &[1u8; 100]);
+        mine[14 + 4] = 0x42; // another IP id than the datagram above
+        let (_, later) = packets::fragment(&mine, 56);
+        assert_eq!(fx.from_wan(&later), (XDP_PASS, later.clone()));
+        assert_eq!(fx.counter("pass_inbound_fragment"), 1);
     });
 }

@@ -1,0 +1,74 @@
+//! IPv4 fragments: the translation of a first fragment (which carries the ports) is applied
+//! to the fragments that follow it, which only need their address rewritten.
+
+use aya_ebpf::programs::XdpContext;
+use nat_common::{
+    config::FRAG_TIMEOUT_NS,
+    counters::Counter,
+    maps::{FragEntry, FragKey},
+    rewrite::{Side, rewrite_addr},
+};
+
+use crate::{
+    Verdict,
+    forward::{Route, deliver_in, deliver_out, route_in},
+    maps::{FRAGS, count},
+    packet::Ipv4,
+};
+
+#[inline(always)]
+fn key(pkt: &Ipv4<'_>) -> FragKey {
+    FragKey {
+        src: pkt.src,
+        dst: pkt.dst,
+        id: pkt.id,
+        proto: pkt.proto,
+        _pad: 0,
+    }
+}
+
+/// Records how the first fragment of a datagram was translated (`addr`: the new source or
+/// destination). Called with the packet's addresses as received.
+#[inline(always)]
+pub fn remember(pkt: &Ipv4<'_>, addr: u32, now: u64) -> Result<(), Counter> {
+    let e = FragEntry {
+        created_ns: now,
+        addr,
+        _pad: 0,
+    };
+    // An update, not NOEXIST: a datagram that reuses an old IP id replaces the stale entry.
+    FRAGS
+        .insert(&key(pkt), &e, 0)
+        .map_err(|_| Counter::DropFragTableFull)
+}
+
+#[inline(always)]
+fn lookup(pkt: &Ipv4<'_>, now: u64) -> Option<u32> {
+    let e = FRAGS.get_ptr(&key(pkt))?;
+    // SAFETY: map value pointer from a successful lookup.
+    let e = unsafe { &*e };
+    (now.wrapping_sub(e.created_ns) < FRAG_TIMEOUT_NS).then_some(e.addr)
+}
+
+/// A later LAN->WAN fragment: translated only when its first fragment was; otherwise it is
+/// dropped, since forwarding it would put a LAN address on the WAN.
+#[inline(always)]
+pub fn later_out(pkt: Ipv4<'_>, r: Route, now: u64) -> Result<Verdict, Counter> {
+    let addr = lookup(&pkt, now).ok_or(Counter::DropFragmentBeforeFirst)?;
+    rewrite_addr(pkt.ip, Side::Source, addr);
+    count(Counter::FragmentsTranslated);
+    deliver_out(pkt, r)
+}
+
+/// A later WAN->LAN fragment to the WAN address: translated when its first fragment was;
+/// otherwise it is the router's own (it reassembles locally, nothing reaches the LAN).
+#[inline(always)]
+pub fn later_in(ctx: &XdpContext, pkt: Ipv4<'_>, now: u64) -> Result<Verdict, Counter> {
+    let Some(addr) = lookup(&pkt, now) else {
+        return Ok(Verdict::pass(Counter::PassInboundFragment));
+    };
+    let r = route_in(ctx, &pkt, addr)?;
+    rewrite_addr(pkt.ip, Side::Destination, addr);
+    count(Counter::FragmentsTranslated);
+    deliver_in(pkt, r)
+}
