@@ -169,6 +169,17 @@ impl Fixture {
     /// Runs `prog` once on `frame` as if received on `ifindex`; returns the action and the
     /// frame as the program left it.
     pub fn run(&mut self, prog: &str, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
+        let (action, out, _) = self.run_timed(prog, ifindex, frame);
+        (action, out)
+    }
+
+    /// `run`, with the kernel's own measure of the program's run time.
+    pub fn run_timed(
+        &mut self,
+        prog: &str,
+        ifindex: u32,
+        frame: &[u8],
+    ) -> (u32, Vec<u8>, std::time::Duration) {
         let p = loader::xdp(&mut self.ebpf, prog).expect("program");
         // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
         let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
@@ -183,7 +194,7 @@ impl Fixture {
             })
             .expect("BPF_PROG_TEST_RUN");
         out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        (r.return_value, out, r.duration)
     }
 
     /// A frame arriving from the LAN side.

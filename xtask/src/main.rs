@@ -30,6 +30,12 @@ enum Task {
     },
     /// Three-namespace lab with real traffic through the XDP NAT. Needs root.
     Demo,
+    /// Benchmarks (BENCHMARKS.md); `--short` is the quick run CI does. Needs root.
+    Bench {
+        /// A few thousand packets instead of a million; writes nothing.
+        #[arg(long)]
+        short: bool,
+    },
     /// Build in release mode and run `nat-ctl run` with these arguments, e.g.
     /// `cargo xtask run -- --lan eth1 --wan eth0`. Needs root.
     Run {
@@ -65,6 +71,11 @@ fn real_main() -> Result<()> {
                 "demo",
             ])
         }
+        Task::Bench { short } => {
+            require_root("cargo xtask bench")?;
+            setup::ensure_all()?;
+            bench(short)
+        }
         Task::Run { args } => {
             require_root("cargo xtask run")?;
             setup::ensure_all()?;
@@ -99,7 +110,26 @@ fn test(args: &[String]) -> Result<()> {
         cmd.push("--");
         cmd.extend(args.iter().map(String::as_str));
     }
-    cargo(&cmd)
+    cargo(&cmd)?;
+    // The benchmark runs here too, briefly, so that it cannot rot; slow numbers never fail.
+    bench(true)
+}
+
+fn bench(short: bool) -> Result<()> {
+    let mut args = vec![
+        "run",
+        "--release",
+        "--quiet",
+        "--package",
+        "integration-tests",
+        "--bin",
+        "bench",
+        "--",
+    ];
+    if short {
+        args.push("--short");
+    }
+    cargo(&args)
 }
 
 fn require_root(what: &str) -> Result<()> {

@@ -1,0 +1,446 @@
+//! `cargo xtask bench [--short]`: per-packet program cost of the NAT next to a parse-only
+//! baseline in the same object, both measured by the kernel (BPF_PROG_TEST_RUN) in the same
+//! run, with 1 K, 64 K and 1 M live sessions and lookups spread over the whole table; and
+//! the memory every table takes. Prints a table; without --short also writes BENCHMARKS.md.
+//!
+//! Each packet is run once (repeat = 1): the NAT rewrites the packet in place, so a repeated
+//! run would measure the second pass over an already translated packet. The kernel's
+//! duration for one run includes two clock reads; the baseline pays the same.
+
+use anyhow::{Context as _, Result};
+use integration_tests::{
+    fixture::*,
+    lab::{LAN_HOST_A, ROUTER_WAN, SERVER},
+    packets::{self, ACK, SYN},
+};
+use nat_common::{
+    maps::{
+        EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, Session, SessionKey, names, programs,
+    },
+    proto::{IPPROTO_ESP, IPPROTO_GRE, IPPROTO_TCP},
+    tcp_state::{SYN_IN, SYN_OUT},
+    vpn::PPTP_OUT_CALL_REQUEST,
+};
+use nat_ctl::{commands::to_wire, loader::Tables, monotonic_ns};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::{fmt::Write as _, net::Ipv4Addr, process::Command, time::Duration};
+
+/// LAN hosts used for the synthetic sessions: 192.168.1.10 - 192.168.1.249.
+const HOSTS: u32 = 240;
+/// Mappings in the tables (the pool has ~64 K ports; the rest of the sessions share them).
+const MAX_PREFILLED_MAPPINGS: u32 = 30_000;
+
+struct Flow {
+    int_addr: Ipv4Addr,
+    int_port: u16,
+    rem_addr: Ipv4Addr,
+    ext_port: u16,
+}
+
+fn host(i: u32) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 1, 10 + (i % HOSTS) as u8)
+}
+
+fn host_mac(i: u32) -> packets::Mac {
+    [2, 0, 0, 1, 0, 10 + (i % HOSTS) as u8]
+}
+
+/// Fills the tables with `sessions` established TCP sessions over at most
+/// MAX_PREFILLED_MAPPINGS mappings, each to its own remote (beyond the gateway).
+fn prefill(fx: &mut Fixture, sessions: u32) -> Result<Vec<Flow>> {
+    let now = monotonic_ns();
+    let mappings = sessions.min(MAX_PREFILLED_MAPPINGS);
+    let per_mapping = sessions.div_ceil(mappings);
+    let mut flows = Vec::with_capacity(sessions as usize);
+    for m in 0..mappings {
+        let (int_addr, int_port, ext_port) = (host(m), 1024 + (m / HOSTS) as u16, 1024 + m as u16);
+        let mapping = Mapping {
+            created_ns: now,
+            released_ns: 0,
+            int_addr: to_wire(int_addr),
+            int_port: int_port.to_be(),
+            ext_port: ext_port.to_be(),
+            proto: IPPROTO_TCP,
+            state: MAPPING_ACTIVE,
+            _pad: [0; 6],
+        };
+        let ep = EndpointKey {
+            addr: mapping.int_addr,
+            port: mapping.int_port,
+            proto: IPPROTO_TCP,
+            _pad: 0,
+        };
+        fx.maps.mappings_out.insert(ep, mapping, 0)?;
+        fx.maps.mappings_in.insert(
+            ExternalKey {
+                port: mapping.ext_port,
+                proto: IPPROTO_TCP,
+                _pad: 0,
+            },
+            mapping,
+            0,
+        )?;
+        for r in 0..per_mapping {
+            if flows.len() as u32 == sessions {
+                break;
+            }
+            let rem_addr =
+                Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 1)) + r * 1000 + m % 1000);
+            let key = SessionKey {
+                int_addr: mapping.int_addr,
+                rem_addr: to_wire(rem_addr),
+                int_port: mapping.int_port,
+                rem_port: 443u16.to_be(),
+                proto: IPPROTO_TCP,
+                _pad: [0; 3],
+            };
+            let s = Session {
+                created_ns: now,
+                last_seen_ns: now,
+                ext_port: mapping.ext_port,
+                tcp_state: SYN_OUT | SYN_IN,
+                class: 0,
+                _pad: [0; 4],
+            };
+            fx.maps
+                .sessions
+                .insert(key, s, 0)
+                .context("prefilling SESSIONS")?;
+            flows.push(Flow {
+                int_addr,
+                int_port,
+                rem_addr,
+                ext_port,
+            });
+        }
+    }
+    Ok(flows)
+}
+
+/// Permanent neighbour entries for the synthetic LAN hosts, so replies take the XDP
+/// redirect path. Runs in the fixture's namespace (children inherit the thread's).
+fn add_neighbours() -> Result<()> {
+    let mut batch = String::new();
+    for i in 0..HOSTS {
+        let m = host_mac(i);
+        let mac = m
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        writeln!(
+            batch,
+            "neigh replace {} lladdr {mac} dev lan0 nud permanent",
+            host(i)
+        )?;
+    }
+    let path = std::env::temp_dir().join(format!("bench-neigh-{}", std::process::id()));
+    std::fs::write(&path, batch)?;
+    let ok = Command::new("ip")
+        .arg("-batch")
+        .arg(&path)
+        .status()?
+        .success();
+    let _ = std::fs::remove_file(path);
+    anyhow::ensure!(ok, "ip -batch neigh failed");
+    Ok(())
+}
+
+/// Mean kernel-measured ns per packet over `frames`, best of `rounds`; `make` gives the
+/// frames afresh for each round (the NAT changes state as it runs).
+fn cost(
+    fx: &mut Fixture,
+    prog: &str,
+    ifindex: u32,
+    rounds: u32,
+    mut make: impl FnMut(&mut Fixture) -> Vec<Vec<u8>>,
+) -> (f64, u32) {
+    let mut best = f64::MAX;
+    let mut action = 0;
+    for _ in 0..rounds {
+        let frames = make(fx);
+        let mut total = Duration::ZERO;
+        for f in &frames {
+            let (a, _, d) = fx.run_timed(prog, ifindex, f);
+            action = a;
+            total += d;
+        }
+        best = best.min(total.as_nanos() as f64 / frames.len() as f64);
+    }
+    (best, action)
+}
+
+struct Row {
+    scenario: &'static str,
+    sessions: u32,
+    nat_ns: f64,
+    base_ns: f64,
+    action: u32,
+}
+
+fn action_name(a: u32) -> &'static str {
+    match a {
+        XDP_DROP => "DROP",
+        XDP_PASS => "PASS",
+        XDP_TX => "TX",
+        XDP_REDIRECT => "REDIRECT",
+        _ => "ABORTED",
+    }
+}
+
+fn measure_size(sessions: u32, runs: usize, rounds: u32) -> Vec<Row> {
+    let tables = Tables {
+        max_sessions: sessions + 65_536,
+        max_mappings: 65_536,
+    };
+    with_fixture(tables, FixtureConfig::default(), |fx| {
+        add_neighbours().expect("neighbours");
+        let flows = prefill(fx, sessions).expect("prefill");
+        let mut rng = StdRng::seed_from_u64(sessions as u64);
+        let sample: Vec<usize> = (0..runs).map(|_| rng.gen_range(0..flows.len())).collect();
+        let (lan, wan) = (fx.lan_ifindex, fx.wan_ifindex);
+        let mut rows = Vec::new();
+        let mut both = |fx: &mut Fixture,
+                        scenario: &'static str,
+                        ifindex: u32,
+                        make: &mut dyn FnMut(&mut Fixture) -> Vec<Vec<u8>>| {
+            let prog = if ifindex == lan {
+                programs::LAN_INGRESS
+            } else {
+                programs::WAN_INGRESS
+            };
+            let (nat_ns, action) = cost(fx, prog, ifindex, rounds, &mut *make);
+            let (base_ns, _) = cost(fx, programs::PASS, ifindex, rounds, &mut *make);
+            rows.push(Row {
+                scenario,
+                sessions,
+                nat_ns,
+                base_ns,
+                action,
+            });
+        };
+
+        let out_frames: Vec<Vec<u8>> = sample
+            .iter()
+            .map(|&i| {
+                let f = &flows[i];
+                packets::tcp(
+                    &lan_hdr(f.int_addr, host_mac(i as u32), f.rem_addr),
+                    f.int_port,
+                    443,
+                    ACK,
+                    b"",
+                )
+            })
+            .collect();
+        both(fx, "TCP out, established", lan, &mut |_| out_frames.clone());
+        let in_frames: Vec<Vec<u8>> = sample
+            .iter()
+            .map(|&i| {
+                let f = &flows[i];
+                packets::tcp(&wan_hdr(f.rem_addr, GATEWAY_MAC), 443, f.ext_port, ACK, b"")
+            })
+            .collect();
+        both(fx, "TCP in, reply", wan, &mut |_| in_frames.clone());
+
+        // New flows: source ports the prefilled mappings already use externally, so each
+        // first packet draws a random free port. Removed again after each round.
+        let new_flows = runs.min(20_000);
+        let mut round = 0u32;
+        both(
+            fx,
+            "UDP out, first packet of a new flow",
+            lan,
+            &mut |fx: &mut Fixture| {
+                round += 1;
+                for (k, _) in fx.maps.sessions().unwrap() {
+                    if k.proto == nat_common::proto::IPPROTO_UDP {
+                        let _ = fx.maps.sessions.remove(&k);
+                    }
+                }
+                for (ext, m) in fx.maps.mappings().unwrap() {
+                    if m.proto == nat_common::proto::IPPROTO_UDP {
+                        let _ = fx.maps.mappings_in.remove(&ext);
+                        let _ = fx.maps.mappings_out.remove(&EndpointKey {
+                            addr: m.int_addr,
+                            port: m.int_port,
+                            proto: m.proto,
+                            _pad: 0,
+                        });
+                    }
+                }
+                (0..new_flows as u32)
+                    .map(|i| {
+                        packets::udp(
+                            &lan_hdr(host(i), host_mac(i), SERVER),
+                            1024 + (i / HOSTS) as u16 + (round as u16 * 100),
+                            53,
+                            b"q",
+                        )
+                    })
+                    .collect()
+            },
+        );
+        let ping = packets::icmp_echo(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            true,
+            4242,
+            1,
+            b"payload",
+        );
+        both(fx, "ICMP echo out", lan, &mut |_| vec![ping.clone(); runs]);
+
+        // PPTP: one call set up through the control connection, then the server's GRE.
+        let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
+        fx.from_lan(&packets::tcp(&h, 40000, 1723, SYN, b""));
+        let (_, out) = fx.from_lan(&packets::tcp(
+            &h,
+            40000,
+            1723,
+            ACK,
+            &packets::pptp_ctrl(PPTP_OUT_CALL_REQUEST, 7, 0),
+        ));
+        let ext_call = packets::pptp_ids(&packets::payload(&out)).0;
+        let gre = packets::ip_proto(
+            &wan_hdr(SERVER, SERVER_MAC),
+            IPPROTO_GRE,
+            &packets::gre_v1(ext_call, 1, &[0u8; 32]),
+        );
+        both(fx, "GRE in (PPTP call)", wan, &mut |_| {
+            vec![gre.clone(); runs]
+        });
+
+        fx.from_lan(&packets::ip_proto(&h, IPPROTO_ESP, &packets::esp(0xa0, 1)));
+        let esp = packets::ip_proto(
+            &wan_hdr(SERVER, SERVER_MAC),
+            IPPROTO_ESP,
+            &packets::esp(0xa1, 2),
+        );
+        fx.from_wan(&esp);
+        both(fx, "ESP in (learned SPI)", wan, &mut |_| {
+            vec![esp.clone(); runs]
+        });
+        let _ = ROUTER_WAN;
+        rows
+    })
+}
+
+/// Kernel-charged bytes of each of our maps, from /proc/self/fdinfo (memlock), with the
+/// default table sizes.
+fn memory() -> Result<Vec<(String, u32, u64)>> {
+    let tables = Tables {
+        max_sessions: nat_common::maps::DEFAULT_MAX_SESSIONS,
+        max_mappings: nat_common::maps::DEFAULT_MAX_MAPPINGS,
+    };
+    let _ebpf = nat_ctl::loader::load(None, tables)?;
+    let mut by_id = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc/self/fdinfo")? {
+        let text = std::fs::read_to_string(entry?.path()).unwrap_or_default();
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+        };
+        if let (Some(id), Some(mem)) = (field("map_id:"), field("memlock:")) {
+            by_id.insert(id.parse::<u32>()?, mem.parse::<u64>()?);
+        }
+    }
+    let mut out = Vec::new();
+    for info in aya::maps::loaded_maps() {
+        let info = info?;
+        let Some(name) = info.name_as_str() else {
+            continue;
+        };
+        if let (true, Some(mem)) = (names::ALL.contains(&name), by_id.get(&info.id())) {
+            out.push((name.to_string(), info.max_entries(), *mem));
+        }
+    }
+    out.sort();
+    out.dedup_by(|a, b| a.0 == b.0);
+    Ok(out)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{} x {cpu}, kernel {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel.trim()
+    )
+}
+
+fn main() -> Result<()> {
+    let short = std::env::args().any(|a| a == "--short");
+    let (runs, rounds, sizes): (usize, u32, &[u32]) = if short {
+        (5_000, 1, &[1_000])
+    } else {
+        (1_000_000, 3, &[1_000, 65_536, 1_048_576])
+    };
+    let mut report = String::new();
+    writeln!(
+        report,
+        "## Program cost (BPF_PROG_TEST_RUN, ns per packet, kernel-measured)\n"
+    )?;
+    writeln!(
+        report,
+        "{runs} packets per measurement, each run once, best of {rounds}; lookups spread over the table by random sampling.\n"
+    )?;
+    writeln!(
+        report,
+        "| scenario | sessions | verdict | NAT ns | parse-only ns | ratio |"
+    )?;
+    writeln!(report, "|---|---:|---|---:|---:|---:|")?;
+    for &n in sizes {
+        eprintln!("bench: {n} sessions ...");
+        for r in measure_size(n, runs, rounds) {
+            writeln!(
+                report,
+                "| {} | {} | {} | {:.1} | {:.1} | {:.2} |",
+                r.scenario,
+                r.sessions,
+                action_name(r.action),
+                r.nat_ns,
+                r.base_ns,
+                r.nat_ns / r.base_ns
+            )?;
+        }
+    }
+    writeln!(
+        report,
+        "\n## Memory at the default table sizes (kernel memlock per map)\n"
+    )?;
+    writeln!(report, "| map | entries | bytes | bytes per entry |")?;
+    writeln!(report, "|---|---:|---:|---:|")?;
+    let mut total = 0;
+    for (name, entries, bytes) in memory()? {
+        total += bytes;
+        writeln!(
+            report,
+            "| {name} | {entries} | {bytes} | {:.0} |",
+            bytes as f64 / entries.max(1) as f64
+        )?;
+    }
+    writeln!(
+        report,
+        "| total | | {total} ({:.1} MiB) | |",
+        total as f64 / (1 << 20) as f64
+    )?;
+    println!("{report}");
+    if !short {
+        let doc = format!(
+            "# Benchmarks\n\nMeasured by `cargo xtask bench` on {}.\nEvery ratio compares numbers taken in the same run.\n\n{report}",
+            machine()
+        );
+        std::fs::write("BENCHMARKS.md", doc)?;
+        eprintln!("bench: wrote BENCHMARKS.md");
+    }
+    Ok(())
+}
