@@ -57,6 +57,12 @@ pub mod programs {
     /// Returns XDP_PASS after the same parse: the benchmark baseline, and what labs attach to
     /// veth peers so redirected frames are received.
     pub const PASS: &str = "xdp_pass";
+    /// Benchmarks only: fib lookup + redirect without NAT (the bare forwarder baseline).
+    pub const BENCH_FORWARD: &str = "bench_forward";
+    /// Benchmarks only: rewrites live frames into UDP flows and transmits them (XDP_TX).
+    pub const BENCH_GEN: &str = "bench_gen";
+    /// Benchmarks only: counts and drops.
+    pub const BENCH_SINK: &str = "bench_sink";
 }
 
 /// Compile-time default capacities (DESIGN.md "Defaults"); nat-ctl overrides them at load.
@@ -276,3 +282,25 @@ mod pod {
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragEntry {}
 }
+
+/// Benchmark traffic generator settings (BENCH_GEN map, one entry): the generator program
+/// rewrites every header of each live frame from these, flow by flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BenchGen {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    /// First source address (wire order); flow f uses address + f / BENCH_PORTS_PER_HOST.
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub flows: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<BenchGen>() == 28);
+
+/// Source ports per generator host: flow f leaves from port 10000 + f % this.
+pub const BENCH_PORTS_PER_HOST: u32 = 50_000;
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)], integers and byte arrays only, size asserted.
+unsafe impl aya::Pod for BenchGen {}

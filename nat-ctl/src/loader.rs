@@ -48,6 +48,9 @@ pub fn load(instance: Option<&Instance>, tables: Tables) -> Result<Ebpf> {
         nat_common::maps::programs::LAN_INGRESS,
         nat_common::maps::programs::WAN_INGRESS,
         nat_common::maps::programs::PASS,
+        nat_common::maps::programs::BENCH_FORWARD,
+        nat_common::maps::programs::BENCH_GEN,
+        nat_common::maps::programs::BENCH_SINK,
     ] {
         let prog = xdp(&mut ebpf, name)?;
         // The verifier log is in the error's Debug form; show it, it is the only clue.

@@ -23,6 +23,8 @@ use nat_common::{
 };
 use nat_ctl::{commands::to_wire, loader::Tables, monotonic_ns};
 use rand::{Rng, SeedableRng, rngs::StdRng};
+
+mod forwarding;
 use std::{fmt::Write as _, net::Ipv4Addr, process::Command, time::Duration};
 
 /// LAN hosts used for the synthetic sessions: 192.168.1.10 - 192.168.1.249.
@@ -360,6 +362,46 @@ fn memory() -> Result<Vec<(String, u32, u64)>> {
     Ok(out)
 }
 
+/// End-to-end rates, each configuration with 1, 1 K and 64 K flows, all in one lab.
+fn forwarding_section(report: &mut String, short: bool) -> Result<()> {
+    use forwarding::{Bench, Router};
+    let (warmup, packets, flows): (u32, u32, &[u32]) = if short {
+        (20_000, 50_000, &[1_000])
+    } else {
+        (1_000_000, 5_000_000, &[1, 1_000, 64_000])
+    };
+    writeln!(
+        report,
+        "\n## End-to-end forwarding (60-byte UDP frames, packets/s at the sink)\n"
+    )?;
+    writeln!(
+        report,
+        "Generator: live-frame BPF_PROG_RUN, XDP_TX out of its veth; {packets} frames per measurement after {warmup} to warm up; router and sink on the same 2 vCPUs.\n"
+    )?;
+    writeln!(
+        report,
+        "| flows | xdp-nat | bare XDP forwarder | kernel + nftables masquerade | nat / forwarder | nat / masquerade |"
+    )?;
+    writeln!(report, "|---:|---:|---:|---:|---:|---:|")?;
+    let mut bench = Bench::new()?;
+    for &f in flows {
+        eprintln!("bench: forwarding with {f} flows ...");
+        let nat = bench.rate(Router::XdpNat, f, warmup, packets)?;
+        let fwd = bench.rate(Router::XdpForward, f, warmup, packets)?;
+        let kern = bench.rate(Router::KernelMasquerade, f, warmup, packets)?;
+        writeln!(
+            report,
+            "| {f} | {:.2} Mpps | {:.2} Mpps | {:.2} Mpps | {:.0}% | {:.1}x |",
+            nat / 1e6,
+            fwd / 1e6,
+            kern / 1e6,
+            100.0 * nat / fwd,
+            nat / kern
+        )?;
+    }
+    Ok(())
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
@@ -413,6 +455,7 @@ fn main() -> Result<()> {
             )?;
         }
     }
+    forwarding_section(&mut report, short)?;
     writeln!(
         report,
         "\n## Memory at the default table sizes (kernel memlock per map)\n"

@@ -1,0 +1,116 @@
+//! Benchmark programs (`cargo xtask bench`), inert unless a benchmark attaches or runs them:
+//! a bare forwarder (the same fib lookup and redirect as the NAT, no translation), a
+//! live-frame traffic generator, and a counting sink.
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray},
+    programs::XdpContext,
+};
+use nat_common::{
+    checksum::fold,
+    maps::{BENCH_PORTS_PER_HOST, BenchGen},
+    proto::{ETH_HDR_LEN, ETH_P_IP, IPPROTO_UDP},
+    rewrite::{IP_CHECK, decrement_ttl, get_u16, set_u16, set_u32},
+};
+
+use crate::{
+    forward::{Route, redirect, route},
+    packet::{parse_ipv4, ptr_at},
+};
+
+#[map]
+static BENCH_GEN_CONFIG: Array<BenchGen> = Array::with_max_entries(1, 0);
+
+/// Slot 0: frames generated (per CPU).
+#[map]
+static BENCH_GEN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Slot 0: frames received by the sink (per CPU).
+#[map]
+static BENCH_SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[xdp]
+pub fn bench_forward(ctx: XdpContext) -> u32 {
+    let Ok(Some(pkt)) = parse_ipv4(&ctx) else {
+        return xdp_action::XDP_PASS;
+    };
+    if pkt.ttl <= 1 {
+        return xdp_action::XDP_PASS;
+    }
+    match route(&ctx, pkt.src, pkt.dst, pkt.tos, pkt.tot_len) {
+        Route::Resolved {
+            ifindex,
+            smac,
+            dmac,
+        } => {
+            decrement_ttl(pkt.ip);
+            redirect(pkt.eth, ifindex, &smac, &dmac).unwrap_or(xdp_action::XDP_ABORTED)
+        }
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
+/// Headers of a 60-byte UDP frame: Ethernet, IPv4, UDP.
+const GEN_HDRS: usize = ETH_HDR_LEN + 20 + 8;
+
+#[xdp]
+pub fn bench_gen(ctx: XdpContext) -> u32 {
+    let (Some(cfg), Some(seq), Ok(h)) = (
+        BENCH_GEN_CONFIG.get(0),
+        BENCH_GEN_SEQ.get_ptr_mut(0),
+        ptr_at::<[u8; GEN_HDRS]>(&ctx, 0),
+    ) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: per-CPU slot; bounds-checked frame.
+    let (seq, h) = unsafe { (&mut *seq, &mut *h) };
+    let flow = if cfg.flows == 0 {
+        0
+    } else {
+        (*seq % cfg.flows as u64) as u32
+    };
+    *seq += 1;
+    let frame_len = (ctx.data_end() - ctx.data()) as u16;
+    // Live-frame pages come back with whatever the path wrote: rewrite every header field.
+    h[..6].copy_from_slice(&cfg.dst_mac);
+    h[6..12].copy_from_slice(&cfg.src_mac);
+    set_u16(h, 12, ETH_P_IP.to_be());
+    let ip = ETH_HDR_LEN;
+    h[ip] = 0x45;
+    h[ip + 1] = 0;
+    set_u16(h, ip + 2, (frame_len - ETH_HDR_LEN as u16).to_be());
+    set_u32(h, ip + 4, 0); // id, flags, offset
+    h[ip + 8] = 64;
+    h[ip + 9] = IPPROTO_UDP;
+    set_u16(h, ip + IP_CHECK, 0);
+    let src = u32::from_be(cfg.src_addr) + flow / BENCH_PORTS_PER_HOST;
+    set_u32(h, ip + 12, src.to_be());
+    set_u32(h, ip + 16, cfg.dst_addr);
+    let mut sum = 0u32;
+    // verifier: fixed ten words of the IPv4 header.
+    for i in 0..10 {
+        sum += get_u16(h, ip + 2 * i) as u32;
+    }
+    set_u16(h, ip + IP_CHECK, !fold(sum));
+    let udp = ip + 20;
+    set_u16(
+        h,
+        udp,
+        ((10_000 + flow % BENCH_PORTS_PER_HOST) as u16).to_be(),
+    );
+    set_u16(h, udp + 2, 9u16.to_be());
+    set_u16(h, udp + 4, (frame_len - (ETH_HDR_LEN + 20) as u16).to_be());
+    set_u16(h, udp + 6, 0); // no checksum
+    xdp_action::XDP_TX
+}
+
+#[xdp]
+pub fn bench_sink(_ctx: XdpContext) -> u32 {
+    if let Some(n) = BENCH_SINK_COUNT.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot.
+        unsafe { *n += 1 };
+    }
+    xdp_action::XDP_DROP
+}

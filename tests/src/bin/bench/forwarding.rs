@@ -1,0 +1,234 @@
+//! End-to-end forwarding rate: a generator namespace sends 60-byte UDP frames (live-frame
+//! BPF_PROG_RUN of `bench_gen`, XDP_TX out of its veth), the router forwards, a sink
+//! namespace counts them in XDP and drops them. Compared in the same run: (a) the XDP NAT run
+//! by the real `nat-ctl run`, (b) the bare XDP forwarder (fib lookup + redirect, no NAT),
+//! (c) kernel forwarding with nftables masquerade.
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    Ebpf, TestRun as _, TestRunAttrs, TestRunOptions,
+    maps::{Array, DevMapHash, MapData, PerCpuArray},
+};
+use integration_tests::{
+    daemon::NatDaemon,
+    lab::{LAN_HOST_A, LAN_IF, Lab, SERVER, WAN_IF},
+    netns::Netns,
+};
+use nat_common::maps::{BenchGen, programs};
+use nat_ctl::{
+    commands::to_wire,
+    loader::{self, Tables},
+};
+use std::time::Instant;
+
+pub const FRAME_LEN: usize = 60;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Router {
+    XdpNat,
+    XdpForward,
+    KernelMasquerade,
+}
+
+impl Router {
+    pub fn name(self) -> &'static str {
+        match self {
+            Router::XdpNat => "xdp-nat",
+            Router::XdpForward => "bare XDP forwarder",
+            Router::KernelMasquerade => "kernel + nftables masquerade",
+        }
+    }
+}
+
+fn small_tables() -> Tables {
+    Tables {
+        max_sessions: 1024,
+        max_mappings: 1024,
+    }
+}
+
+fn mac_of(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
+    let out = ns.cmd("ip").args(["-br", "link", "show", dev]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mac = text
+        .split_whitespace()
+        .nth(2)
+        .context("no MAC in `ip -br link`")?;
+    let bytes: Vec<u8> = mac
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("bad MAC {mac}"))
+}
+
+/// Loads the object in `ns` and attaches `prog` to `dev` there; the returned object keeps
+/// the attachment alive.
+fn attach_in(ns: &Netns, prog: &'static str, dev: &'static str) -> Result<Ebpf> {
+    ns.run(move || -> Result<Ebpf> {
+        let mut ebpf = loader::load(None, small_tables())?;
+        loader::attach(&mut ebpf, prog, dev, None)?;
+        Ok(ebpf)
+    })?
+}
+
+/// The bare forwarder on the router's LAN side, its DEVMAP holding both interfaces.
+fn forwarder_in(ns: &Netns) -> Result<Ebpf> {
+    ns.run(|| -> Result<Ebpf> {
+        let mut ebpf = loader::load(None, small_tables())?;
+        let mut devmap: DevMapHash<MapData> = ebpf
+            .take_map(nat_common::maps::names::DEVMAP)
+            .context("DEVMAP")?
+            .try_into()?;
+        for dev in [LAN_IF, WAN_IF] {
+            let i = nat_ctl::netdev::ifindex(dev)?;
+            devmap.insert(i, i, None, 0)?;
+        }
+        loader::attach(&mut ebpf, programs::BENCH_FORWARD, LAN_IF, None)?;
+        Ok(ebpf)
+    })?
+}
+
+const NFT_MASQUERADE: &str = "table ip bench {\n  chain post {\n    type nat hook postrouting priority srcnat;\n    oifname \"WAN\" masquerade\n  }\n}\n";
+
+/// One lab for every configuration: router set up for each in turn.
+pub struct Bench {
+    lab: Lab,
+    _sink: Ebpf,
+    sink_count: PerCpuArray<MapData, u64>,
+    generator: Ebpf,
+    generator_config: Array<MapData, BenchGen>,
+    gen_ifindex: u32,
+}
+
+impl Bench {
+    pub fn new() -> Result<Bench> {
+        let lab = Lab::new("bench")?;
+        // Room for 64 K flows in the NAT's pool: keep the router's own ephemeral range small.
+        lab.router
+            .sysctl("net.ipv4.ip_local_port_range", "61000 61001")?;
+        lab.router.sysctl("net.ipv4.ip_forward", "1")?;
+        let sink_mac = mac_of(&lab.wan, "eth0")?;
+        let mac = sink_mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        lab.router.ip(&[
+            "neigh",
+            "replace",
+            &SERVER.to_string(),
+            "lladdr",
+            &mac,
+            "dev",
+            WAN_IF,
+            "nud",
+            "permanent",
+        ])?;
+        let mut sink = attach_in(&lab.wan, programs::BENCH_SINK, "eth0")?;
+        let sink_count = sink
+            .take_map("BENCH_SINK_COUNT")
+            .context("BENCH_SINK_COUNT")?
+            .try_into()?;
+        let router_mac = mac_of(&lab.router, LAN_IF)?;
+        let gen_mac = mac_of(&lab.lan, "eth0")?;
+        let mut generator = loader::load(None, small_tables())?;
+        let mut generator_config: Array<MapData, BenchGen> = generator
+            .take_map("BENCH_GEN_CONFIG")
+            .context("BENCH_GEN_CONFIG")?
+            .try_into()?;
+        let cfg = BenchGen {
+            dst_mac: router_mac,
+            src_mac: gen_mac,
+            src_addr: to_wire(LAN_HOST_A),
+            dst_addr: to_wire(SERVER),
+            flows: 1,
+            _pad: 0,
+        };
+        generator_config.set(0, cfg, 0)?;
+        let gen_ifindex = lab.lan.run(|| nat_ctl::netdev::ifindex("eth0"))??;
+        Ok(Bench {
+            lab,
+            _sink: sink,
+            sink_count,
+            generator,
+            generator_config,
+            gen_ifindex,
+        })
+    }
+
+    fn set_flows(&mut self, flows: u32) -> Result<()> {
+        let mut c = self.generator_config.get(&0, 0)?;
+        c.flows = flows;
+        self.generator_config.set(0, c, 0)?;
+        Ok(())
+    }
+
+    fn sink_count(&self) -> Result<u64> {
+        Ok(self.sink_count.get(&0, 0)?.iter().sum())
+    }
+
+    /// Sends `packets` frames in one live-frame run; returns the seconds it took.
+    fn send(&mut self, packets: u32) -> Result<f64> {
+        let ifindex = self.gen_ifindex;
+        let generator = &mut self.generator;
+        let ns = &self.lab.lan;
+        ns.run(|| -> Result<f64> {
+            let prog = loader::xdp(generator, programs::BENCH_GEN)?;
+            let frame = [0u8; FRAME_LEN];
+            let md: [u32; 6] = [0, FRAME_LEN as u32, 0, ifindex, 0, 0];
+            let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+            let start = Instant::now();
+            prog.test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ctx_in: Some(&ctx),
+                repeat: packets,
+                attrs: TestRunAttrs::new().xdp_live_frames(64),
+                ..Default::default()
+            })?;
+            Ok(start.elapsed().as_secs_f64())
+        })?
+    }
+
+    /// Packets per second through the router set up as `router`, with `flows` flows.
+    pub fn rate(&mut self, router: Router, flows: u32, warmup: u32, packets: u32) -> Result<f64> {
+        let r = &self.lab.router;
+        let mut keep: Option<Ebpf> = None;
+        let mut nat: Option<NatDaemon> = None;
+        match router {
+            Router::XdpNat => nat = Some(NatDaemon::start(&self.lab, &[])?),
+            Router::XdpForward => keep = Some(forwarder_in(r)?),
+            Router::KernelMasquerade => {
+                let rules = std::env::temp_dir().join(format!("{}.nft", r.name));
+                std::fs::write(&rules, NFT_MASQUERADE.replace("WAN", WAN_IF))?;
+                r.exec("nft", &["-f", &rules.display().to_string()])?;
+                r.exec(
+                    "sh",
+                    &[
+                        "-c",
+                        "command -v conntrack >/dev/null && conntrack -F 2>/dev/null; true",
+                    ],
+                )?;
+                // Frames XDP_TX'd into a veth only arrive if the peer runs XDP.
+                keep = Some(attach_in(r, programs::PASS, LAN_IF)?);
+            }
+        }
+        // The router's programs stay attached while these live.
+        let _attached = (keep, nat);
+        self.set_flows(flows)?;
+        self.send(warmup)?;
+        let before = self.sink_count()?;
+        let secs = self.send(packets)?;
+        let got = self.sink_count()? - before;
+        if router == Router::KernelMasquerade {
+            self.lab
+                .router
+                .exec("nft", &["delete", "table", "ip", "bench"])?;
+        }
+        if got == 0 {
+            bail!("{}: nothing reached the sink", router.name());
+        }
+        Ok(got as f64 / secs)
+    }
+}
