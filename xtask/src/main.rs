@@ -116,20 +116,20 @@ fn test(args: &[String]) -> Result<()> {
 }
 
 fn bench(short: bool) -> Result<()> {
-    let mut args = vec![
-        "run",
-        "--release",
-        "--quiet",
-        "--package",
-        "integration-tests",
-        "--bin",
-        "bench",
-        "--",
-    ];
+    // The forwarding benchmark runs the real nat-ctl next to the bench binary. The kernel
+    // times the programs, so the short run can reuse the debug build the tests made.
+    let profile: &[&str] = if short { &[] } else { &["--release"] };
+    let mut build = vec!["build"];
+    build.extend_from_slice(profile);
+    build.extend_from_slice(&["--package", "nat-ctl"]);
+    cargo(&build)?;
+    let mut run = vec!["run", "--quiet"];
+    run.extend_from_slice(profile);
+    run.extend_from_slice(&["--package", "integration-tests", "--bin", "bench", "--"]);
     if short {
-        args.push("--short");
+        run.push("--short");
     }
-    cargo(&args)
+    cargo(&run)
 }
 
 fn require_root(what: &str) -> Result<()> {
