@@ -60,6 +60,9 @@ pub enum Counter {
     DropEspLearnBusy,
     FragmentsTranslated,
     DropFragTableFull,
+    IcmpErrorTranslated,
+    DropIcmpErrorNoSession,
+    DropIcmpErrorBadChecksum,
     DropNoConfig,
 }
 
@@ -127,6 +130,9 @@ impl Counter {
         Counter::DropEspLearnBusy,
         Counter::FragmentsTranslated,
         Counter::DropFragTableFull,
+        Counter::IcmpErrorTranslated,
+        Counter::DropIcmpErrorNoSession,
+        Counter::DropIcmpErrorBadChecksum,
         Counter::DropNoConfig,
     ];
 
@@ -183,6 +189,9 @@ impl Counter {
             Counter::DropEspLearnBusy => "drop_esp_learn_busy",
             Counter::FragmentsTranslated => "fragments_translated",
             Counter::DropFragTableFull => "drop_frag_table_full",
+            Counter::IcmpErrorTranslated => "icmp_error_translated",
+            Counter::DropIcmpErrorNoSession => "drop_icmp_error_no_session",
+            Counter::DropIcmpErrorBadChecksum => "drop_icmp_error_bad_checksum",
             Counter::DropNoConfig => "drop_no_config",
         }
     }
@@ -194,6 +203,7 @@ impl Counter {
             | Counter::OutPassKernel
             | Counter::InPassKernel
             | Counter::FragmentsTranslated
+            | Counter::IcmpErrorTranslated
             | Counter::PptpTranslated
             | Counter::L2tpTranslated
             | Counter::IpsecTranslated => CounterKind::Forwarded,
@@ -307,6 +317,15 @@ impl Counter {
                 "non-first fragments translated like their first fragment"
             }
             Counter::DropFragTableFull => "first fragments dropped: fragment table full",
+            Counter::IcmpErrorTranslated => {
+                "ICMP errors (unreachable, time exceeded, parameter problem) translated with their quoted packet"
+            }
+            Counter::DropIcmpErrorNoSession => {
+                "ICMP errors about a flow with no session (they never create or refresh one)"
+            }
+            Counter::DropIcmpErrorBadChecksum => {
+                "ICMP errors whose quoted IPv4 header has a bad checksum or is not IPv4"
+            }
             Counter::DropNoConfig => "packets seen before nat-ctl configured the program",
         }
     }

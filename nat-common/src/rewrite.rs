@@ -146,6 +146,74 @@ pub fn rewrite_endpoint(ip: &mut [u8; 20], l4: L4<'_>, side: Side, addr: u32, po
     }
 }
 
+/// Rewrites the address and port on `side` of the packet quoted inside an ICMP error
+/// (RFC 5508 REQ-3): the quoted IPv4 header and its checksum, the quoted port (or echo id)
+/// and, for UDP and ICMP echo, the quoted checksum within the first 8 bytes; and the ICMP
+/// error's own checksum for every word that changed. The outer header is the caller's.
+#[inline(always)]
+pub fn rewrite_quoted(
+    icmp: &mut [u8; 8],
+    ip: &mut [u8; 20],
+    l4: &mut [u8; 8],
+    proto: u8,
+    side: Side,
+    addr: u32,
+    port: u16,
+) {
+    let mut icmp_check = get_u16(icmp, ICMP_CHECK);
+    let old_ip_check = get_u16(ip, IP_CHECK);
+    let old_addr = rewrite_addr(ip, side, addr);
+    let new_ip_check = get_u16(ip, IP_CHECK);
+    icmp_check = replace_u32(icmp_check, old_addr, addr);
+    icmp_check = replace_u16(icmp_check, old_ip_check, new_ip_check);
+    let port_at = if proto == crate::proto::IPPROTO_ICMP {
+        ICMP_ID
+    } else {
+        port_offset(side)
+    };
+    // verifier: two constant offsets.
+    let old_port = if port_at == ICMP_ID {
+        get_u16(l4, ICMP_ID)
+    } else if port_at == 0 {
+        get_u16(l4, 0)
+    } else {
+        get_u16(l4, 2)
+    };
+    if port_at == ICMP_ID {
+        set_u16(l4, ICMP_ID, port);
+    } else if port_at == 0 {
+        set_u16(l4, 0, port);
+    } else {
+        set_u16(l4, 2, port);
+    }
+    icmp_check = replace_u16(icmp_check, old_port, port);
+    // The quoted transport checksum, when the first 8 bytes hold it.
+    let quoted_check_at = match proto {
+        crate::proto::IPPROTO_UDP => Some(UDP_CHECK),
+        crate::proto::IPPROTO_ICMP => Some(ICMP_CHECK),
+        _ => None,
+    };
+    if let Some(at) = quoted_check_at {
+        let old = if at == UDP_CHECK {
+            get_u16(l4, UDP_CHECK)
+        } else {
+            get_u16(l4, ICMP_CHECK)
+        };
+        let new = if proto == crate::proto::IPPROTO_UDP {
+            udp_replace_u16(udp_replace_u32(old, old_addr, addr), old_port, port)
+        } else {
+            replace_u16(old, old_port, port)
+        };
+        if at == UDP_CHECK {
+            set_u16(l4, UDP_CHECK, new)
+        } else {
+            set_u16(l4, ICMP_CHECK, new)
+        }
+        icmp_check = replace_u16(icmp_check, old, new);
+    }
+    set_u16(icmp, ICMP_CHECK, icmp_check);
+}
+
 /// Decrements the TTL of a packet we forward ourselves, fixing the header checksum.
 /// The caller has checked TTL > 1.
 #[inline(always)]
@@ -261,7 +329,63 @@ mod tests {
         ]
     }
 
+    /// An ICMP error quoting `inner` (the first 28 bytes of it), as a router would send it.
+    fn icmp_error(outer_src: [u8; 4], outer_dst: [u8; 4], inner: &[u8]) -> Vec<u8> {
+        use etherparse::{Icmpv4Type, icmpv4::DestUnreachableHeader};
+        let mut out = Vec::new();
+        PacketBuilder::ipv4(outer_src, outer_dst, 64)
+            .icmpv4(Icmpv4Type::DestinationUnreachable(
+                DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+            ))
+            .write(&mut out, &inner[..28])
+            .unwrap();
+        out
+    }
+
     proptest! {
+        /// Translating the quoted packet of an ICMP error leaves every checksum right: the
+        /// outer ICMP checksum, the quoted IPv4 header's, and the quoted UDP/ICMP one.
+        #[test]
+        fn quoted_rewrite_keeps_checksums_valid(kind in prop_oneof![Just(Kind::Tcp), Just(Kind::Udp), Just(Kind::UdpNoChecksum), Just(Kind::Icmp)],
+                                                src in any::<[u8;4]>(), dst in any::<[u8;4]>(), sp in 1u16.., dp in 1u16..,
+                                                new_addr in any::<[u8;4]>(), new_port in 1u16..) {
+            let inner = build(kind, src, dst, sp, dp, 64, b"0123456789abcdef");
+            let mut err = icmp_error([9, 9, 9, 9], src, &inner);
+            let proto = inner[9];
+            {
+                let (_, rest) = err.split_at_mut(20);
+                let (icmp, rest) = rest.split_at_mut(8);
+                let (ip, rest) = rest.split_at_mut(20);
+                let l4 = &mut rest[..8];
+                rewrite_quoted(icmp.try_into().unwrap(), ip.try_into().unwrap(), l4.try_into().unwrap(), proto, Side::Source,
+                               u32::from_ne_bytes(new_addr), u16::from_ne_bytes(new_port.to_be_bytes()));
+            }
+            // Outer ICMP checksum over the whole message.
+            prop_assert_eq!(crate::checksum::fold(crate::checksum::sum_bytes(&err[20..], 0)), 0xffff, "ICMP checksum");
+            // Quoted IPv4 header checksum.
+            prop_assert_eq!(crate::checksum::fold(crate::checksum::sum_bytes(&err[28..48], 0)), 0xffff, "quoted IP checksum");
+            prop_assert_eq!(&err[28 + 12..28 + 16], &new_addr[..]);
+            match kind {
+                Kind::Icmp => prop_assert_eq!(&err[48 + 4..48 + 6], &new_port.to_be_bytes()[..]),
+                _ => prop_assert_eq!(&err[48..50], &new_port.to_be_bytes()[..]),
+            }
+            // The quoted UDP checksum is what a full recomputation over the translated
+            // original datagram gives.
+            if let Kind::Udp = kind {
+                let mut orig = inner.clone();
+                orig[12..16].copy_from_slice(&new_addr);
+                orig[20..22].copy_from_slice(&new_port.to_be_bytes());
+                let fixed = SlicedPacket::from_ip(&orig).unwrap();
+                if let (Some(etherparse::NetSlice::Ipv4(v4)), Some(TransportSlice::Udp(u))) = (fixed.net, fixed.transport) {
+                    let want = u.to_header().calc_checksum_ipv4(&v4.header().to_header(), u.payload()).unwrap();
+                    prop_assert_eq!(u16::from_be_bytes([err[48 + 6], err[48 + 7]]), want);
+                }
+            }
+            if let Kind::UdpNoChecksum = kind {
+                prop_assert_eq!(&err[48 + 6..48 + 8], &[0u8, 0][..]);
+            }
+        }
+
         #[test]
         fn rewrite_keeps_all_checksums_valid(kind in kind_strategy(), src in any::<[u8;4]>(), dst in any::<[u8;4]>(),
                                              sp in any::<u16>(), dp in any::<u16>(), ttl in 2u8..,

@@ -7,7 +7,7 @@ use nat_common::{
     passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT, classify},
     proto::{
         ICMP_ECHO_REQUEST, IPPROTO_AH, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP,
-        IPPROTO_UDP, in_prefix,
+        IPPROTO_UDP, in_prefix, is_icmp_error,
     },
     rewrite::{L4, Side, rewrite_endpoint},
 };
@@ -15,9 +15,9 @@ use nat_common::{
 use crate::{
     Verdict,
     forward::{Route, deliver_out, route},
-    frag,
+    frag, icmp_error,
     maps::{config, count, port_in_pool, switch_on},
-    packet::{parse_ipv4, parse_transport},
+    packet::{icmp_type, parse_ipv4, parse_transport},
     state::{mapping_for, touch_outbound},
     vpn,
 };
@@ -67,6 +67,9 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
         };
     }
     let Some(mut t) = parse_transport(ctx, &pkt, ICMP_ECHO_REQUEST)? else {
+        if icmp_type(ctx, &pkt).is_some_and(is_icmp_error) {
+            return icmp_error::error_out(ctx, cfg, pkt, r);
+        }
         return Err(Counter::DropUnsupportedProto);
     };
     let class = if pkt.proto == IPPROTO_ICMP {

@@ -161,3 +161,14 @@ pub fn parse_transport<'a>(
         _ => Ok(None),
     }
 }
+
+/// The ICMP type of an ICMP packet, if its header is there.
+#[inline(always)]
+pub fn icmp_type(ctx: &XdpContext, pkt: &Ipv4<'_>) -> Option<u8> {
+    if pkt.proto != IPPROTO_ICMP || pkt.l4_len < ICMP_HDR_LEN {
+        return None;
+    }
+    let h: *const [u8; ICMP_HDR_LEN] = ptr_at(ctx, pkt.l4_offset).ok()?;
+    // SAFETY: bounds-checked by ptr_at.
+    Some(unsafe { (*h)[0] })
+}

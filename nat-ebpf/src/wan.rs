@@ -9,7 +9,7 @@ use nat_common::{
     passthrough::{CLASS_IPSEC, CLASS_PPTP, IKE_PORT, classify},
     proto::{
         ICMP_ECHO_REPLY, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-        in_prefix, is_martian_source,
+        in_prefix, is_icmp_error, is_martian_source,
     },
     rewrite::{L4, Side, rewrite_endpoint},
     tcp_state::{self, Direction},
@@ -18,9 +18,9 @@ use nat_common::{
 use crate::{
     Verdict,
     forward::{deliver_in, route_in},
-    frag,
+    frag, icmp_error,
     maps::{FILTERS, MAPPINGS_IN, SESSIONS, config, count, port_in_pool, switch_on},
-    packet::{parse_ipv4, parse_transport},
+    packet::{icmp_type, parse_ipv4, parse_transport},
     vpn,
 };
 
@@ -49,6 +49,9 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
         _ => {}
     }
     let Some(mut t) = parse_transport(ctx, &pkt, ICMP_ECHO_REPLY)? else {
+        if icmp_type(ctx, &pkt).is_some_and(is_icmp_error) {
+            return icmp_error::error_in(ctx, cfg, pkt);
+        }
         // Other protocols and ICMP types to the WAN address belong to the router.
         return Ok(Verdict::pass(if pkt.proto == IPPROTO_ICMP {
             Counter::PassIcmpToRouter

@@ -275,3 +275,31 @@ pub fn fragment(frame: &[u8], at: usize) -> (Vec<u8>, Vec<u8>) {
         build(&payload[at..], false, at),
     )
 }
+
+/// An ICMP error of `icmp_type` quoting the first 28 bytes (IPv4 header + 8) of `about`, an
+/// Ethernet frame.
+pub fn icmp_error(h: &Hdr, icmp_type: etherparse::Icmpv4Type, about: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    base(h)
+        .icmpv4(icmp_type)
+        .write(&mut out, &about[14..14 + 28])
+        .expect("build icmp error");
+    out
+}
+
+/// Destination unreachable, fragmentation needed (MTU 1400).
+pub fn frag_needed() -> etherparse::Icmpv4Type {
+    etherparse::Icmpv4Type::DestinationUnreachable(
+        etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+    )
+}
+
+/// Destination unreachable, port unreachable.
+pub fn port_unreachable() -> etherparse::Icmpv4Type {
+    etherparse::Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port)
+}
+
+/// Time exceeded in transit.
+pub fn ttl_exceeded() -> etherparse::Icmpv4Type {
+    etherparse::Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit)
+}

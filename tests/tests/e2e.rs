@@ -277,3 +277,87 @@ fn fragmented_datagrams_cross_the_nat_both_ways() {
     );
     assert_eq!(nat.counter("drop_fragment_before_first"), 0);
 }
+
+/// LAN - NAT - WAN router - far server (198.51.100.10) behind a 1280-byte MTU link: the
+/// WAN router's ICMP errors must reach the LAN host translated.
+fn far_lab() -> (Lab, integration_tests::netns::Netns) {
+    let lab = Lab::new("far").unwrap();
+    let far = integration_tests::netns::Netns::new(&format!("{}-far", lab.wan.name)).unwrap();
+    lab.wan
+        .ip(&[
+            "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", &far.name,
+        ])
+        .unwrap();
+    lab.wan
+        .ip(&["addr", "add", "198.51.100.1/24", "dev", "eth1"])
+        .unwrap();
+    lab.wan
+        .ip(&["link", "set", "eth1", "mtu", "1280", "up"])
+        .unwrap();
+    lab.wan.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    far.ip(&["addr", "add", "198.51.100.10/24", "dev", "eth0"])
+        .unwrap();
+    far.ip(&["link", "set", "eth0", "mtu", "1280", "up"])
+        .unwrap();
+    far.ip(&["route", "add", "default", "via", "198.51.100.1"])
+        .unwrap();
+    far.exec("ethtool", &["-K", "eth0", "tx", "off"]).unwrap();
+    lab.router
+        .ip(&["route", "add", "default", "via", &SERVER.to_string()])
+        .unwrap();
+    (lab, far)
+}
+
+#[test]
+fn traceroute_and_path_mtu_discovery_work_through_the_nat() {
+    let (lab, _far) = far_lab();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    assert!(
+        ping(&lab.lan, Ipv4Addr::new(198, 51, 100, 10), 1).unwrap(),
+        "far server reachable"
+    );
+
+    // TTL 2: the NAT forwards with TTL 1, the WAN router answers Time Exceeded.
+    let out = lab
+        .lan
+        .cmd("ping")
+        .args(["-c", "1", "-t", "2", "-W", "2", "-n", "198.51.100.10"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From 203.0.113.2") && text.contains("Time to live exceeded"),
+        "ping -t 2: {text}"
+    );
+
+    // 1400 bytes with DF over the 1280 link: Fragmentation Needed comes back, and the LAN
+    // host learns the path MTU.
+    let out = lab
+        .lan
+        .cmd("ping")
+        .args([
+            "-c",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            "1400",
+            "-W",
+            "2",
+            "-n",
+            "198.51.100.10",
+        ])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("mtu = 1280") || text.contains("mtu=1280"),
+        "PMTU: {text}"
+    );
+    assert!(
+        nat.counter("icmp_error_translated") >= 2,
+        "{}",
+        nat.json(&["stats"])
+    );
+}

@@ -10,7 +10,7 @@
 use anyhow::{Context as _, Result};
 use integration_tests::{
     fixture::*,
-    lab::{LAN_HOST_A, ROUTER_WAN, SERVER},
+    lab::{LAN_HOST_A, SERVER},
     packets::{self, ACK, SYN},
 };
 use nat_common::{
@@ -322,7 +322,6 @@ fn measure_size(sessions: u32, runs: usize, rounds: u32) -> Vec<Row> {
         both(fx, "ESP in (learned SPI)", wan, &mut |_| {
             vec![esp.clone(); runs]
         });
-        let _ = ROUTER_WAN;
         rows
     })
 }

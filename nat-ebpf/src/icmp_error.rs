@@ -1,0 +1,186 @@
+//! ICMP errors about translated flows (RFC 5508 REQ-3..7): the outer address, the quoted
+//! IPv4 header and the quoted ports or echo id are translated, every checksum fixed. An
+//! error matches an existing session or is dropped; it never creates or refreshes one.
+
+use aya_ebpf::programs::XdpContext;
+use nat_common::{
+    checksum::{fold, sum_bytes_fixed},
+    config::NatConfig,
+    counters::Counter,
+    maps::{EndpointKey, ExternalKey, MAPPING_ACTIVE, SessionKey},
+    proto::{ICMP_ECHO_REQUEST, ICMP_HDR_LEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
+    rewrite::{ICMP_ID, IP_DST, IP_SRC, Side, get_u16, get_u32, rewrite_addr, rewrite_quoted},
+};
+
+use crate::{
+    Verdict,
+    forward::{Route, deliver_in, deliver_out, route_in},
+    maps::{MAPPINGS_IN, MAPPINGS_OUT, SESSIONS, count},
+    packet::{Ipv4, ptr_at},
+};
+
+/// The quoted packet of an ICMP error: ICMP header, quoted IPv4 header (no options), first
+/// 8 bytes of the quoted transport header.
+struct Quoted<'a> {
+    icmp: &'a mut [u8; ICMP_HDR_LEN],
+    ip: &'a mut [u8; 20],
+    l4: &'a mut [u8; 8],
+    proto: u8,
+}
+
+/// Ok(None): not something the NAT translates (too short, quoted options, other protocol):
+/// the caller leaves it to the router.
+#[inline(always)]
+fn quoted<'a>(ctx: &XdpContext, pkt: &Ipv4<'_>) -> Result<Option<Quoted<'a>>, Counter> {
+    if pkt.l4_len < ICMP_HDR_LEN + 20 + 8 {
+        return Ok(None);
+    }
+    let off = pkt.l4_offset;
+    let (Ok(icmp), Ok(ip), Ok(l4)) = (
+        ptr_at::<[u8; ICMP_HDR_LEN]>(ctx, off),
+        ptr_at::<[u8; 20]>(ctx, off + ICMP_HDR_LEN),
+        ptr_at::<[u8; 8]>(ctx, off + ICMP_HDR_LEN + 20),
+    ) else {
+        return Ok(None);
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let (icmp, ip, l4) = unsafe { (&mut *icmp, &mut *ip, &mut *l4) };
+    if ip[0] != 0x45 {
+        return if ip[0] >> 4 == 4 {
+            Ok(None)
+        } else {
+            Err(Counter::DropIcmpErrorBadChecksum)
+        };
+    }
+    if fold(sum_bytes_fixed(ip)) != 0xffff {
+        return Err(Counter::DropIcmpErrorBadChecksum);
+    }
+    let proto = ip[9];
+    let ok = match proto {
+        IPPROTO_TCP | IPPROTO_UDP => true,
+        IPPROTO_ICMP => l4[0] == ICMP_ECHO_REQUEST || l4[0] == nat_common::proto::ICMP_ECHO_REPLY,
+        _ => false,
+    };
+    Ok(ok.then_some(Quoted {
+        icmp,
+        ip,
+        l4,
+        proto,
+    }))
+}
+
+/// The quoted packet's port on `side` (ICMP: the echo id), wire order.
+#[inline(always)]
+fn quoted_port(q: &Quoted<'_>, side: Side) -> u16 {
+    match (q.proto, side) {
+        (IPPROTO_ICMP, _) => get_u16(q.l4, ICMP_ID),
+        (_, Side::Source) => get_u16(q.l4, 0),
+        (_, Side::Destination) => get_u16(q.l4, 2),
+    }
+}
+
+/// WAN -> LAN: an error about a packet we sent out (quoted source: the WAN address and an
+/// external port), from the remote or from any router on the way (traceroute, PMTU).
+#[inline(always)]
+pub fn error_in(ctx: &XdpContext, cfg: &NatConfig, pkt: Ipv4<'_>) -> Result<Verdict, Counter> {
+    let Some(q) = quoted(ctx, &pkt)? else {
+        return Ok(Verdict::pass(Counter::PassIcmpToRouter));
+    };
+    if get_u32(q.ip, IP_SRC) != cfg.wan_addr
+        || !crate::maps::port_in_pool(quoted_port(&q, Side::Source))
+    {
+        // About the router's own traffic.
+        return Ok(Verdict::pass(Counter::PassIcmpToRouter));
+    }
+    let ext = ExternalKey {
+        port: quoted_port(&q, Side::Source),
+        proto: q.proto,
+        _pad: 0,
+    };
+    let m = MAPPINGS_IN
+        .get_ptr(&ext)
+        .ok_or(Counter::DropIcmpErrorNoSession)?;
+    // SAFETY: map value pointer from a successful lookup, copied at once.
+    let m = unsafe { *m };
+    let session = SessionKey {
+        int_addr: m.int_addr,
+        rem_addr: get_u32(q.ip, IP_DST),
+        int_port: m.int_port,
+        rem_port: if q.proto == IPPROTO_ICMP {
+            0
+        } else {
+            quoted_port(&q, Side::Destination)
+        },
+        proto: q.proto,
+        _pad: [0; 3],
+    };
+    if m.state != MAPPING_ACTIVE || SESSIONS.get_ptr(&session).is_none() {
+        return Err(Counter::DropIcmpErrorNoSession);
+    }
+    let r = route_in(ctx, &pkt, m.int_addr)?;
+    rewrite_addr(pkt.ip, Side::Destination, m.int_addr);
+    rewrite_quoted(
+        q.icmp,
+        q.ip,
+        q.l4,
+        q.proto,
+        Side::Source,
+        m.int_addr,
+        m.int_port,
+    );
+    count(Counter::IcmpErrorTranslated);
+    deliver_in(pkt, r)
+}
+
+/// LAN -> WAN: a LAN host's error about a packet it received through the NAT (quoted
+/// destination: the LAN host and its port), e.g. port unreachable.
+#[inline(always)]
+pub fn error_out(
+    ctx: &XdpContext,
+    cfg: &NatConfig,
+    pkt: Ipv4<'_>,
+    r: Route,
+) -> Result<Verdict, Counter> {
+    let Some(q) = quoted(ctx, &pkt)? else {
+        return Err(Counter::DropUnsupportedProto);
+    };
+    let int_addr = get_u32(q.ip, IP_DST);
+    let int_port = quoted_port(&q, Side::Destination);
+    let ep = EndpointKey {
+        addr: int_addr,
+        port: int_port,
+        proto: q.proto,
+        _pad: 0,
+    };
+    let m = MAPPINGS_OUT
+        .get_ptr(&ep)
+        .ok_or(Counter::DropIcmpErrorNoSession)?;
+    let ext_port = unsafe { (*m).ext_port };
+    let session = SessionKey {
+        int_addr,
+        rem_addr: get_u32(q.ip, IP_SRC),
+        int_port,
+        rem_port: if q.proto == IPPROTO_ICMP {
+            0
+        } else {
+            quoted_port(&q, Side::Source)
+        },
+        proto: q.proto,
+        _pad: [0; 3],
+    };
+    if int_addr != pkt.src || SESSIONS.get_ptr(&session).is_none() {
+        return Err(Counter::DropIcmpErrorNoSession);
+    }
+    rewrite_addr(pkt.ip, Side::Source, cfg.wan_addr);
+    rewrite_quoted(
+        q.icmp,
+        q.ip,
+        q.l4,
+        q.proto,
+        Side::Destination,
+        cfg.wan_addr,
+        ext_port,
+    );
+    count(Counter::IcmpErrorTranslated);
+    deliver_out(pkt, r)
+}

@@ -1,0 +1,188 @@
+//! BPF_PROG_TEST_RUN fixtures for ICMP errors (RFC 5508): translated byte for byte in both
+//! directions, dropped without a session or with a bad quoted header, never refreshing state.
+
+use integration_tests::{
+    fixture::*,
+    lab::{LAN_HOST_A, ROUTER_WAN, SERVER},
+    packets::{self, ACK, Hdr, frag_needed, icmp_error, port_unreachable, ttl_exceeded},
+};
+use nat_common::proto::IPPROTO_UDP;
+
+fn out_hdr(dst: std::net::Ipv4Addr, next_hop: packets::Mac) -> Hdr {
+    Hdr {
+        smac: WAN_MAC,
+        dmac: next_hop,
+        src: ROUTER_WAN,
+        dst,
+        ttl: 63,
+    }
+}
+
+/// An error from the gateway on the path, about `translated` (a frame we sent out).
+fn from_gateway(kind: etherparse::Icmpv4Type, translated: &[u8]) -> Vec<u8> {
+    icmp_error(&wan_hdr(GATEWAY, GATEWAY_MAC), kind, translated)
+}
+
+/// `frame` with its TTL lowered by one, as the NAT forwarded it (the quote keeps that).
+fn forwarded(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[14 + 8] -= 1;
+    f[14 + 10] = 0;
+    f[14 + 11] = 0;
+    let c = nat_common::checksum::checksum(&f[14..34]);
+    f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// What host A must receive: the same error quoting the packet as A sent it (less one hop).
+fn to_host_a(kind: etherparse::Icmpv4Type, original: &[u8]) -> Vec<u8> {
+    let original = &forwarded(original);
+    icmp_error(
+        &Hdr {
+            smac: LAN_MAC,
+            dmac: HOST_A_MAC,
+            src: GATEWAY,
+            dst: LAN_HOST_A,
+            ttl: 63,
+        },
+        kind,
+        original,
+    )
+}
+
+#[test]
+fn inbound_errors_quote_the_packet_as_the_lan_host_sent_it() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let cases = [
+            (
+                "UDP, fragmentation needed",
+                packets::udp(
+                    &lan_hdr(LAN_HOST_A, HOST_A_MAC, FAR_SERVER),
+                    20000,
+                    53,
+                    b"query",
+                ),
+                frag_needed(),
+            ),
+            (
+                "TCP, fragmentation needed",
+                packets::tcp(
+                    &lan_hdr(LAN_HOST_A, HOST_A_MAC, FAR_SERVER),
+                    20001,
+                    443,
+                    ACK,
+                    b"data",
+                ),
+                frag_needed(),
+            ),
+            (
+                "echo, time exceeded (traceroute)",
+                packets::icmp_echo(
+                    &lan_hdr(LAN_HOST_A, HOST_A_MAC, FAR_SERVER),
+                    true,
+                    777,
+                    1,
+                    b"trace",
+                ),
+                ttl_exceeded(),
+            ),
+        ];
+        for (what, original, kind) in cases {
+            let (action, translated) = fx.from_lan(&original);
+            assert_eq!(action, XDP_REDIRECT, "{what}");
+            let (action, out) = fx.from_wan(&from_gateway(kind.clone(), &translated));
+            assert_eq!(action, XDP_REDIRECT, "{what}");
+            assert_eq!(out, to_host_a(kind, &original), "{what}: byte for byte");
+        }
+        assert_eq!(fx.counter("icmp_error_translated"), 3);
+    });
+}
+
+#[test]
+fn outbound_errors_quote_the_packet_as_the_remote_sent_it() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            20000,
+            5000,
+            b"hi",
+        ));
+        // The server's datagram as it reached A, and as it was on the WAN.
+        let on_wan = packets::udp(&wan_hdr(SERVER, SERVER_MAC), 5000, 20000, b"late");
+        let (_, on_lan) = fx.from_wan(&on_wan);
+        // A has closed the socket: port unreachable.
+        let err = icmp_error(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            port_unreachable(),
+            &on_lan,
+        );
+        let (action, out) = fx.from_lan(&err);
+        assert_eq!(action, XDP_REDIRECT);
+        let want = icmp_error(
+            &out_hdr(SERVER, SERVER_MAC),
+            port_unreachable(),
+            &forwarded(&on_wan),
+        );
+        assert_eq!(
+            out, want,
+            "the server sees its own packet quoted, from the WAN address"
+        );
+    });
+}
+
+#[test]
+fn errors_without_a_session_or_with_a_bad_quote_are_dropped_and_refresh_nothing() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let original = packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, FAR_SERVER),
+            20000,
+            53,
+            b"q",
+        );
+        let (_, translated) = fx.from_lan(&original);
+        let before = fx.maps.sessions().unwrap();
+
+        // Quoting a flow to another remote through the same mapping: no such session.
+        let mut other = translated.clone();
+        other[14 + 19] ^= 1; // quoted destination address
+        other[14 + 10] = 0;
+        other[14 + 11] = 0;
+        let c = nat_common::checksum::checksum(&other[14..34]);
+        other[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(
+            fx.from_wan(&from_gateway(frag_needed(), &other)).0,
+            XDP_DROP
+        );
+        assert_eq!(fx.counter("drop_icmp_error_no_session"), 1);
+
+        // A quoted header with a bad checksum.
+        let mut bad = translated.clone();
+        bad[14 + 10] ^= 0xff;
+        assert_eq!(fx.from_wan(&from_gateway(frag_needed(), &bad)).0, XDP_DROP);
+        assert_eq!(fx.counter("drop_icmp_error_bad_checksum"), 1);
+
+        // Errors never touch sessions (RFC 5508 REQ-4), not even the good one.
+        fx.from_wan(&from_gateway(frag_needed(), &translated));
+        assert_eq!(fx.maps.sessions().unwrap(), before);
+        assert!(
+            fx.maps
+                .sessions()
+                .unwrap()
+                .iter()
+                .all(|(k, _)| k.proto == IPPROTO_UDP)
+        );
+
+        // About the router's own traffic (a port outside the pool): the router's business.
+        let own = packets::udp(
+            &Hdr {
+                src: ROUTER_WAN,
+                ..out_hdr(FAR_SERVER, GATEWAY_MAC)
+            },
+            ROUTER_SSH,
+            53,
+            b"q",
+        );
+        let err = from_gateway(frag_needed(), &own);
+        assert_eq!(fx.from_wan(&err), (XDP_PASS, err.clone()));
+    });
+}
