@@ -33,8 +33,20 @@ pub enum Command {
     /// List the VPN passthrough switches, or turn one on or off (takes effect on the next
     /// packet; off also removes that protocol's sessions).
     Passthrough(PassthroughArgs),
+    /// Remove sessions (all, or of one protocol), like `conntrack -F`.
+    Flush(FlushArgs),
+    /// Have the running daemon re-read its configuration file (same as SIGHUP): timeouts,
+    /// filtering, port range, passthrough switches. An invalid file changes nothing.
+    Reload,
     /// Detach the programs and remove the instance's pinned state (drops all sessions).
     Detach,
+}
+
+#[derive(Debug, Args)]
+pub struct FlushArgs {
+    /// Only this protocol.
+    #[arg(long, value_enum, ignore_case = true)]
+    pub proto: Option<ProtoFilter>,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +100,9 @@ pub struct RunArgs {
     /// running without its daemon.
     #[arg(long)]
     pub detach_on_exit: bool,
+    /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9779).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Seconds between sweeps of expired sessions.
     #[arg(long, default_value_t = 2, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub sweep_interval: u64,

@@ -170,12 +170,18 @@ impl FileConfig {
 
     /// The file at `explicit`, else the default path if it exists, else empty.
     pub fn discover(explicit: Option<&Path>) -> Result<FileConfig> {
-        match explicit {
-            Some(p) => Self::load(p),
-            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
-                Self::load(Path::new(DEFAULT_CONFIG_PATH))
-            }
+        match Self::path(explicit) {
+            Some(p) => Self::load(&p),
             None => Ok(FileConfig::default()),
+        }
+    }
+
+    /// The file `discover` reads: `explicit`, else the default path if it exists.
+    pub fn path(explicit: Option<&Path>) -> Option<std::path::PathBuf> {
+        match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => Some(DEFAULT_CONFIG_PATH.into()),
+            None => None,
         }
     }
 

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod loader;
+pub mod metrics;
 pub mod netdev;
 pub mod passthrough;
 pub mod pins;

@@ -48,6 +48,15 @@ impl Instance {
         Path::new(RUN_DIR).join(format!("{}.pid", self.name))
     }
 
+    /// What the running daemon was started with, for `nat-ctl reload`.
+    pub fn run_state_path(&self) -> PathBuf {
+        Path::new(RUN_DIR).join(format!("{}.json", self.name))
+    }
+
+    pub fn run_state(&self) -> Option<RunState> {
+        serde_json::from_str(&fs::read_to_string(self.run_state_path()).ok()?).ok()
+    }
+
     /// Does pinned state (at least the CONFIG map) exist?
     pub fn exists(&self) -> bool {
         self.map_path(nat_common::maps::names::CONFIG).exists()
@@ -81,6 +90,26 @@ impl Instance {
             .trim()
             .parse()
             .ok()
+    }
+}
+
+/// The daemon's command line as reload needs it, and how many reloads it applied.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct RunState {
+    pub pid: u32,
+    pub config: Option<PathBuf>,
+    pub lan: Option<String>,
+    pub wan: Option<String>,
+    pub wan_addr: Option<std::net::Ipv4Addr>,
+    pub reloads: u64,
+}
+
+impl RunState {
+    pub fn write(&self, instance: &Instance) -> Result<()> {
+        let path = instance.run_state_path();
+        let tmp = path.with_extension("json.tmp");
+        fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
     }
 }
 

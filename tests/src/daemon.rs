@@ -134,6 +134,14 @@ impl NatDaemon {
             .unwrap_or_else(|| panic!("no counter {name} in {v}"))
     }
 
+    /// Kills the daemon with SIGKILL: no cleanup at all, as after a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops with SIGTERM (bounded wait, then SIGKILL) and returns the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;

@@ -173,3 +173,34 @@ pub fn udp_request(
         }
     })?
 }
+
+/// Sends `chunks` chunks of `chunk` bytes from `src` to the sink, pausing `pause` between
+/// them, so the transfer lasts while the test does something else; returns the SHA-256 of
+/// what was sent and the sink's hash of what it got.
+pub fn tcp_send_paced(
+    ns: &Netns,
+    src: Ipv4Addr,
+    dst: SocketAddrV4,
+    chunk: usize,
+    chunks: usize,
+    pause: Duration,
+) -> Result<([u8; 32], [u8; 32])> {
+    ns.run(move || -> Result<([u8; 32], [u8; 32])> {
+        let sock = bind_tcp(src)?;
+        let mut s = connect_timeout(sock, dst)?;
+        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        let mut h = Sha256::new();
+        for i in 0..chunks {
+            let data: Vec<u8> = (0..chunk).map(|j| ((i * 31 + j) % 251) as u8).collect();
+            s.write_all(&data)?;
+            h.update(&data);
+            std::thread::sleep(pause);
+        }
+        s.shutdown(Shutdown::Write)?;
+        let mut digest = [0u8; 32];
+        s.read_exact(&mut digest)
+            .context("reading the sink's hash")?;
+        Ok((h.finalize().into(), digest))
+    })?
+}

@@ -1,7 +1,9 @@
 //! One module per verb.
 
 pub mod detach;
+pub mod flush;
 pub mod passthrough;
+pub mod reload;
 pub mod run;
 pub mod sessions;
 pub mod stats;

@@ -14,7 +14,7 @@ use crate::{
     config::{FileConfig, Interfaces, Overrides, Settings},
     loader::{self, Attached, Tables},
     monotonic_ns, netdev,
-    pins::{DaemonLock, Instance, ensure_bpffs},
+    pins::{DaemonLock, Instance, RunState, ensure_bpffs},
     pool::{self, PortPool},
     state::NatMaps,
     sweeper, sysctl,
@@ -115,16 +115,6 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
     };
     let mut ebpf = loader::load(Some(instance), tables)?;
     let mut maps = NatMaps::from_ebpf(&mut ebpf)?;
-    let pool = build_pool(&plan.settings, plan.wan_addr)?;
-    let cfg = plan.settings.nat_config(
-        &Interfaces {
-            lan_index: plan.lan_index,
-            wan_index: plan.wan_index,
-            lan_net: plan.lan_net,
-            wan_addr: plan.wan_addr,
-        },
-        &pool,
-    );
     // Switches before the config: the config is what makes the programs act.
     if adopting {
         let now: Vec<String> = crate::passthrough::list(&maps)?
@@ -138,7 +128,7 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
     } else {
         maps.set_switches(&plan.settings.passthrough)?;
     }
-    maps.apply(&cfg, &pool)?;
+    let (cfg, pool) = configure(&mut maps, &plan)?;
 
     for change in sysctl::prepare_forwarding(&plan.settings.lan)? {
         log::info!("sysctl {change}");
@@ -183,13 +173,31 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
         }
     );
 
+    let state = RunState {
+        pid: std::process::id(),
+        config: FileConfig::path(args.config.as_deref()),
+        lan: args.lan.clone(),
+        wan: args.wan.clone(),
+        wan_addr: args.wan_addr,
+        reloads: 0,
+    };
+    state.write(instance)?;
     lock.ready()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(serve(&mut maps, &cfg, args.sweep_interval));
+    let mut daemon = Daemon {
+        instance,
+        args,
+        maps,
+        cfg,
+        plan,
+        state,
+    };
+    let result = rt.block_on(daemon.serve());
+    let _ = std::fs::remove_file(instance.run_state_path());
     if args.detach_on_exit {
-        drop(maps);
+        drop(daemon);
         drop(ebpf);
         instance.remove_pins()?;
         println!("detached and removed the pinned state");
@@ -197,25 +205,116 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
     result
 }
 
-async fn serve(maps: &mut NatMaps, cfg: &NatConfig, sweep_secs: u64) -> Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut tick = tokio::time::interval(Duration::from_secs(sweep_secs));
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => log::warn!("SIGHUP: reloading is not supported yet; settings unchanged"),
-            _ = tick.tick() => {
-                match sweeper::sweep(maps, &cfg.timeouts, monotonic_ns()) {
-                    Ok(r) if r != Default::default() => log::info!("sweep: {r:?}"),
-                    Ok(_) => {}
-                    Err(e) => log::warn!("sweep failed: {e:#}"),
+/// Writes the pool, devices and CONFIG for `plan`; returns what it wrote.
+fn configure(maps: &mut NatMaps, plan: &Plan) -> Result<(NatConfig, PortPool)> {
+    let pool = build_pool(&plan.settings, plan.wan_addr)?;
+    let cfg = plan.settings.nat_config(
+        &Interfaces {
+            lan_index: plan.lan_index,
+            wan_index: plan.wan_index,
+            lan_net: plan.lan_net,
+            wan_addr: plan.wan_addr,
+        },
+        &pool,
+    );
+    maps.apply(&cfg, &pool)?;
+    Ok((cfg, pool))
+}
+
+/// The running daemon: sweeps, reloads on SIGHUP, serves metrics, stops on SIGINT/SIGTERM.
+struct Daemon<'a> {
+    instance: &'a Instance,
+    args: &'a RunArgs,
+    maps: NatMaps,
+    cfg: NatConfig,
+    plan: Plan,
+    state: RunState,
+}
+
+impl Daemon<'_> {
+    async fn serve(&mut self) -> Result<()> {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut tick = tokio::time::interval(Duration::from_secs(self.args.sweep_interval));
+        if let Some(addr) = self.args.metrics {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics {addr}: cannot listen there"))?;
+            println!("metrics on http://{addr}/metrics");
+            tokio::spawn(crate::metrics::serve(listener, self.instance.clone()));
+        }
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => self.reload(),
+                _ = tick.tick() => {
+                    match sweeper::sweep(&mut self.maps, &self.cfg.timeouts, monotonic_ns()) {
+                        Ok(r) if r != Default::default() => log::info!("sweep: {r:?}"),
+                        Ok(_) => {}
+                        Err(e) => log::warn!("sweep failed: {e:#}"),
+                    }
                 }
             }
         }
+        println!("stopping");
+        Ok(())
     }
-    println!("stopping");
-    Ok(())
+
+    /// SIGHUP: reads the configuration again and applies what can change without a restart
+    /// (timeouts, filtering, port range, passthrough switches the file sets). An invalid
+    /// file changes nothing.
+    fn reload(&mut self) {
+        let plan = match plan(self.args) {
+            Ok(p) => p,
+            Err(e) => {
+                log::error!("reload rejected, the running settings stay: {e:#}");
+                return;
+            }
+        };
+        let (old, new) = (&self.plan.settings, &plan.settings);
+        if plan.lan_index != self.plan.lan_index
+            || plan.wan_index != self.plan.wan_index
+            || new.max_sessions != old.max_sessions
+            || new.max_mappings != old.max_mappings
+        {
+            log::warn!(
+                "reload: interfaces and table sizes only change with a restart (nat-ctl detach, then run); applying the rest"
+            );
+        }
+        let file = FileConfig::discover(self.args.config.as_deref()).unwrap_or_default();
+        let explicit = [
+            file.passthrough.pptp,
+            file.passthrough.l2tp,
+            file.passthrough.ipsec,
+        ];
+        let applied = configure(&mut self.maps, &plan).and_then(|(cfg, _)| {
+            for (i, on) in explicit.iter().enumerate() {
+                if let Some(on) = on {
+                    crate::passthrough::set(&mut self.maps, i as u8 + 1, *on)?;
+                }
+            }
+            Ok(cfg)
+        });
+        match applied {
+            Ok(cfg) => {
+                self.cfg = cfg;
+                self.plan = plan;
+                self.state.reloads += 1;
+                if let Err(e) = self.state.write(self.instance) {
+                    log::warn!("reload applied, but recording it failed: {e:#}");
+                }
+                log::info!(
+                    "reloaded: timeouts udp {} s, tcp {}/{} s, icmp {} s; filtering {}",
+                    cfg.timeouts.udp,
+                    cfg.timeouts.tcp_established,
+                    cfg.timeouts.tcp_transitory,
+                    cfg.timeouts.icmp,
+                    self.plan.settings.filtering.name()
+                );
+            }
+            Err(e) => log::error!("reload failed while applying: {e:#}"),
+        }
+    }
 }

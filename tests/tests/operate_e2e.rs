@@ -1,0 +1,191 @@
+//! Operating it like a gateway: restarts that keep traffic flowing, reload, metrics, flush.
+
+use integration_tests::{
+    daemon::NatDaemon,
+    lab::{LAN_HOST_A, Lab, SERVER},
+    traffic::{TcpSink, tcp_send_paced, udp_echo, udp_request},
+};
+use std::{
+    io::{Read, Write},
+    net::{SocketAddrV4, TcpStream},
+    time::Duration,
+};
+
+fn udp_flow(lab: &Lab, sport: u16) {
+    let server = SocketAddrV4::new(SERVER, 7000);
+    let echo = udp_echo(&lab.wan, server, 1).unwrap();
+    assert!(
+        udp_request(&lab.lan, SocketAddrV4::new(LAN_HOST_A, sport), server, b"x")
+            .unwrap()
+            .is_some()
+    );
+    echo.join().unwrap();
+}
+
+fn udp_expiry(nat: &NatDaemon) -> u64 {
+    let s = nat.json(&["sessions", "--proto", "udp"]);
+    s[0]["expires_in"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no UDP session: {s}"))
+}
+
+#[test]
+fn a_transfer_survives_sigkill_and_restart_of_the_daemon() {
+    let lab = Lab::new("kill").unwrap();
+    let instance = integration_tests::unique("kill");
+    let mut first = NatDaemon::start_instance(&lab, &instance, &[]).unwrap();
+    let sink = TcpSink::start(&lab.wan, SERVER, 5001).unwrap();
+    let transfer = std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            tcp_send_paced(
+                &lab.lan,
+                LAN_HOST_A,
+                sink.addr,
+                64 * 1024,
+                120,
+                Duration::from_millis(25),
+            )
+            .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(700));
+        first.kill();
+        std::thread::sleep(Duration::from_millis(300));
+        // Restart: adopts the pinned maps and swaps the program inside the pinned links.
+        let second = NatDaemon::start_instance(&lab, &instance, &["--detach-on-exit"]).unwrap();
+        assert!(
+            second
+                .log()
+                .contains("program replaced in the existing link"),
+            "{}",
+            second.log()
+        );
+        let sent = t.join().unwrap();
+        (sent, second)
+    });
+    let ((sent, echoed), second) = transfer;
+    let (_, n, digest) = sink.finish().unwrap();
+    assert_eq!(n, 64 * 1024 * 120);
+    assert_eq!(digest, sent, "the server got different bytes");
+    assert_eq!(echoed, sent);
+    let sessions = second.json(&["sessions", "--proto", "tcp"]);
+    assert_eq!(
+        sessions.as_array().unwrap().len(),
+        1,
+        "the session was kept: {sessions}"
+    );
+    drop(first);
+}
+
+#[test]
+fn reload_applies_a_new_timeout_and_keeps_sessions_and_a_broken_file_changes_nothing() {
+    let lab = Lab::new("rld").unwrap();
+    let cfg = std::env::temp_dir().join(format!("{}.toml", lab.router.name));
+    std::fs::write(&cfg, "[timeouts]\nudp = 300\n").unwrap();
+    let nat = NatDaemon::start(&lab, &["--config", &cfg.display().to_string()]).unwrap();
+    udp_flow(&lab, 23000);
+    assert!((290..=300).contains(&udp_expiry(&nat)));
+
+    std::fs::write(&cfg, "[timeouts]\nudp = 900\n").unwrap();
+    let out = nat.ctl(&["reload"]);
+    assert!(
+        out.status.success(),
+        "reload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        udp_expiry(&nat) > 800,
+        "the new timeout applies to the existing session"
+    );
+    assert_eq!(
+        nat.json(&["sessions"]).as_array().unwrap().len(),
+        1,
+        "sessions kept"
+    );
+
+    std::fs::write(&cfg, "[timeouts]\nudp = 900\nbogus = true\n").unwrap();
+    let out = nat.ctl(&["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.starts_with("error:")
+            && err.contains(&cfg.display().to_string())
+            && err.contains("line 3"),
+        "{err}"
+    );
+    // Straight SIGHUP with the broken file: the daemon keeps running with what it had.
+    std::fs::write(&cfg, "[timeouts]\nudp = 30\n").unwrap();
+    let pid: i32 = std::fs::read_to_string(format!("/run/xdp-nat/{}.pid", nat.instance))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(nat.ctl(&["status"]).status.success());
+    assert!(
+        udp_expiry(&nat) > 800,
+        "rejected reload changed the timeout"
+    );
+    assert!(nat.log().contains("reload rejected"), "{}", nat.log());
+    let _ = std::fs::remove_file(cfg);
+}
+
+/// GET /metrics from inside the router namespace.
+fn scrape(lab: &Lab, port: u16) -> String {
+    lab.router
+        .run(move || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).unwrap();
+            body
+        })
+        .unwrap()
+}
+
+#[test]
+fn metrics_are_served_over_http_and_match_stats() {
+    let lab = Lab::new("met").unwrap();
+    let nat = NatDaemon::start(&lab, &["--metrics", "127.0.0.1:9779"]).unwrap();
+    udp_flow(&lab, 24000);
+    let page = scrape(&lab, 9779);
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    let stats = nat.json(&["stats"]);
+    for (name, value) in stats["counters"].as_object().unwrap() {
+        let line = page
+            .lines()
+            .find(|l| l.starts_with(&format!("xdp_nat_packets_total{{reason=\"{name}\",")))
+            .unwrap_or_else(|| panic!("no metric for {name}"));
+        let got: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert_eq!(got, value.as_u64().unwrap(), "{name}");
+    }
+    assert!(page.contains("xdp_nat_sessions{proto=\"udp\"} 1"), "{page}");
+    assert!(page.contains("xdp_nat_passthrough_enabled{protocol=\"ipsec\"} 1"));
+    assert!(page.contains("xdp_nat_table_capacity{table=\"SESSIONS\"} 262144"));
+}
+
+#[test]
+fn flush_removes_the_sessions_of_one_protocol() {
+    let lab = Lab::new("fl").unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    udp_flow(&lab, 25000);
+    assert!(integration_tests::traffic::ping(&lab.lan, SERVER, 1).unwrap());
+    let out = nat.ctl(&["flush", "--proto", "udp"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "flushed 1 entry"
+    );
+    let left = nat.json(&["sessions"]);
+    assert!(
+        left.as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["proto"] == "icmp"),
+        "{left}"
+    );
+    assert!(nat.ctl(&["flush"]).status.success());
+    assert!(nat.json(&["sessions"]).as_array().unwrap().is_empty());
+}
