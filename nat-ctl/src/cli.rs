@@ -40,6 +40,14 @@ pub enum Command {
     Reload,
     /// Detach the programs and remove the instance's pinned state (drops all sessions).
     Detach,
+    /// Print shell completions for nat-ctl (e.g. `nat-ctl completions bash >
+    /// /etc/bash_completion.d/nat-ctl`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the nat-ctl(1) man page (roff), e.g. `nat-ctl man > /usr/local/share/man/man1/nat-ctl.1`.
+    Man,
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,4 @@
-use clap::Parser as _;
+use clap::{CommandFactory as _, Parser as _};
 use nat_ctl::{
     cli::{Cli, Command},
     commands,
@@ -14,6 +14,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(&cli) {
         Ok(code) => ExitCode::from(code),
+        // A reader that went away (`nat-ctl man | head`) is not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {}", describe(&e));
             ExitCode::from(1)
@@ -35,6 +44,19 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         }
         Command::Flush(a) => commands::flush::flush(&instance, a.proto).map(|()| 0),
         Command::Reload => commands::reload::reload(&instance).map(|()| 0),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "nat-ctl",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(0)
+        }
         Command::Detach => commands::detach::detach(&instance).map(|()| 0),
     }
 }

@@ -166,3 +166,23 @@ fn help_lists_every_command() {
         assert!(stdout.contains(verb), "--help lacks {verb}");
     }
 }
+
+#[test]
+fn completions_and_man_page_come_from_the_clap_definitions() {
+    let (code, bash, _) = run(&["completions", "bash"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        bash.contains("nat-ctl") && bash.contains("passthrough"),
+        "bash completion"
+    );
+    let (code, man, _) = run(&["man"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH nat-ctl"),
+        "man page: {}",
+        &man[..man.len().min(200)]
+    );
+    assert!(man.contains("passthrough"));
+    let (code, _, err) = run(&["completions", "tcsh"]);
+    assert_eq!(code, Some(2), "{err}");
+}
