@@ -63,6 +63,7 @@ pub enum Counter {
     IcmpErrorTranslated,
     DropIcmpErrorNoSession,
     DropIcmpErrorBadChecksum,
+    HairpinTranslated,
     DropNoConfig,
 }
 
@@ -133,6 +134,7 @@ impl Counter {
         Counter::IcmpErrorTranslated,
         Counter::DropIcmpErrorNoSession,
         Counter::DropIcmpErrorBadChecksum,
+        Counter::HairpinTranslated,
         Counter::DropNoConfig,
     ];
 
@@ -192,6 +194,7 @@ impl Counter {
             Counter::IcmpErrorTranslated => "icmp_error_translated",
             Counter::DropIcmpErrorNoSession => "drop_icmp_error_no_session",
             Counter::DropIcmpErrorBadChecksum => "drop_icmp_error_bad_checksum",
+            Counter::HairpinTranslated => "hairpin_translated",
             Counter::DropNoConfig => "drop_no_config",
         }
     }
@@ -204,6 +207,7 @@ impl Counter {
             | Counter::InPassKernel
             | Counter::FragmentsTranslated
             | Counter::IcmpErrorTranslated
+            | Counter::HairpinTranslated
             | Counter::PptpTranslated
             | Counter::L2tpTranslated
             | Counter::IpsecTranslated => CounterKind::Forwarded,
@@ -325,6 +329,9 @@ impl Counter {
             }
             Counter::DropIcmpErrorBadChecksum => {
                 "ICMP errors whose quoted IPv4 header has a bad checksum or is not IPv4"
+            }
+            Counter::HairpinTranslated => {
+                "LAN packets to the WAN address and a mapped port, sent back into the LAN translated both ways (hairpinning)"
             }
             Counter::DropNoConfig => "packets seen before nat-ctl configured the program",
         }

@@ -115,11 +115,12 @@ pub fn rewrite_tcp_payload_u16<const N: usize>(
 /// Rewrites the address and port on `side` to `addr`/`port` (wire-order natives) and fixes
 /// the IPv4 header checksum and the transport checksum (pseudo-header included).
 #[inline(always)]
-pub fn rewrite_endpoint(ip: &mut [u8; 20], l4: L4<'_>, side: Side, addr: u32, port: u16) {
+pub fn rewrite_endpoint(ip: &mut [u8; 20], l4: &mut L4<'_>, side: Side, addr: u32, port: u16) {
     let old_addr = rewrite_addr(ip, side, addr);
 
     match l4 {
         L4::Tcp(h) => {
+            let h = &mut **h;
             let at = port_offset(side);
             let old_port = get_u16(h, at);
             set_u16(h, at, port);
@@ -127,6 +128,7 @@ pub fn rewrite_endpoint(ip: &mut [u8; 20], l4: L4<'_>, side: Side, addr: u32, po
             set_u16(h, TCP_CHECK, replace_u16(c, old_port, port));
         }
         L4::Udp(h) => {
+            let h = &mut **h;
             let at = port_offset(side);
             let old_port = get_u16(h, at);
             set_u16(h, at, port);
@@ -134,6 +136,7 @@ pub fn rewrite_endpoint(ip: &mut [u8; 20], l4: L4<'_>, side: Side, addr: u32, po
             set_u16(h, UDP_CHECK, udp_replace_u16(c, old_port, port));
         }
         L4::IcmpEcho(h) => {
+            let h = &mut **h;
             // The ICMP checksum has no pseudo-header: only the id matters.
             let old_id = get_u16(h, ICMP_ID);
             set_u16(h, ICMP_ID, port);
@@ -280,7 +283,7 @@ mod tests {
             Kind::Udp | Kind::UdpNoChecksum => L4::Udp((&mut rest[..8]).try_into().unwrap()),
             Kind::Icmp => L4::IcmpEcho((&mut rest[..8]).try_into().unwrap()),
         };
-        rewrite_endpoint(ip, l4, side, addr, port);
+        rewrite_endpoint(ip, &mut { l4 }, side, addr, port);
     }
 
     /// Recomputes every checksum with etherparse and compares with what the rewrite left.

@@ -15,7 +15,7 @@ use nat_common::{
 use crate::{
     Verdict,
     forward::{Route, deliver_out, route},
-    frag, icmp_error,
+    frag, hairpin, icmp_error,
     maps::{config, count, port_in_pool, switch_on},
     packet::{icmp_type, parse_ipv4, parse_transport},
     state::{mapping_for, touch_outbound},
@@ -28,6 +28,10 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
         return Ok(Verdict::pass(Counter::PassNotIpv4));
     };
     // Only what the kernel would send out of the WAN interface is ours to translate.
+    if pkt.dst == cfg.wan_addr && !pkt.fragment && in_prefix(pkt.src, cfg.lan_net, cfg.lan_mask) {
+        let now = unsafe { bpf_ktime_get_ns() };
+        return hairpin::try_hairpin(ctx, cfg, pkt, now);
+    }
     let r = route(ctx, pkt.src, pkt.dst, pkt.tos, pkt.tot_len);
     if r.ifindex() != Some(cfg.wan_ifindex) {
         return Ok(Verdict::pass(Counter::PassNotToWan));
@@ -129,7 +133,7 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
         }
     }
 
-    rewrite_endpoint(pkt.ip, t.l4, Side::Source, cfg.wan_addr, ext_port);
+    rewrite_endpoint(pkt.ip, &mut t.l4, Side::Source, cfg.wan_addr, ext_port);
     if let Some((translated, _, _)) = class_counters {
         count(translated);
     }

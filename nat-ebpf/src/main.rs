@@ -6,6 +6,7 @@
 mod bench;
 mod forward;
 mod frag;
+mod hairpin;
 mod icmp_error;
 mod lan;
 mod maps;

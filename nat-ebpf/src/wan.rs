@@ -147,7 +147,7 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
             vpn::pptp_control(ctx, &pkt, tcp, int_addr, pkt.src, false, now)?;
         }
     }
-    rewrite_endpoint(pkt.ip, t.l4, Side::Destination, int_addr, int_port);
+    rewrite_endpoint(pkt.ip, &mut t.l4, Side::Destination, int_addr, int_port);
     if let Some((translated, _, _)) = class_counters {
         count(translated);
     }

@@ -361,3 +361,43 @@ fn traceroute_and_path_mtu_discovery_work_through_the_nat() {
         nat.json(&["stats"])
     );
 }
+
+#[test]
+fn hairpinning_between_two_lan_hosts() {
+    let lab = Lab::new("hp").unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    // A gets a mapping by talking to the server from port 21000.
+    let a = lab
+        .lan
+        .run(|| UdpSocket::bind((LAN_HOST_A, 21000)))
+        .unwrap()
+        .unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let echo = udp_echo(&lab.wan, SocketAddrV4::new(SERVER, 7000), 1).unwrap();
+    a.send_to(b"hello server", (SERVER, 7000)).unwrap();
+    let mut buf = [0u8; 100];
+    a.recv_from(&mut buf).unwrap();
+    echo.join().unwrap();
+    // B reaches A through the external address, and A answers it there.
+    let b = lab
+        .lan
+        .run(|| UdpSocket::bind((LAN_HOST_B, 0)))
+        .unwrap()
+        .unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    b.send_to(b"hi A", (ROUTER_WAN, 21000)).unwrap();
+    let (n, from) = a.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hi A");
+    assert_eq!(
+        from.ip(),
+        std::net::IpAddr::V4(ROUTER_WAN),
+        "A must see B's external address, not {from}"
+    );
+    a.send_to(b"hi B", from).unwrap();
+    let (n, from) = b.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        (&buf[..n], from.to_string()),
+        (&b"hi B"[..], "203.0.113.1:21000".to_string())
+    );
+    assert!(nat.counter("hairpin_translated") >= 2);
+}

@@ -836,3 +836,93 @@ fn fragments_follow_the_translation_of_their_first_fragment() {
         assert_eq!(fx.counter("pass_inbound_fragment"), 1);
     });
 }
+
+#[test]
+fn hairpinning_reaches_the_other_lan_host_from_the_external_endpoint() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        // B is known outside as 203.0.113.1:21000 (UDP) and :22000 (TCP).
+        fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER),
+            21000,
+            53,
+            b"q",
+        ));
+        fx.from_lan(&packets::tcp(
+            &lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER),
+            22000,
+            80,
+            SYN,
+            b"",
+        ));
+        let to_b = Hdr {
+            smac: LAN_MAC,
+            dmac: HOST_B_MAC,
+            src: ROUTER_WAN,
+            dst: LAN_HOST_B,
+            ttl: 63,
+        };
+        let to_a = Hdr {
+            smac: LAN_MAC,
+            dmac: HOST_A_MAC,
+            src: ROUTER_WAN,
+            dst: LAN_HOST_A,
+            ttl: 63,
+        };
+
+        let (action, out) = fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, ROUTER_WAN),
+            20000,
+            21000,
+            b"hi B",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(
+            out,
+            packets::udp(&to_b, 20000, 21000, b"hi B"),
+            "B sees A's external endpoint"
+        );
+        let (action, out) = fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_B, HOST_B_MAC, ROUTER_WAN),
+            21000,
+            20000,
+            b"hi A",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(
+            out,
+            packets::udp(&to_a, 21000, 20000, b"hi A"),
+            "and A sees B's"
+        );
+
+        let (action, out) = fx.from_lan(&packets::tcp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, ROUTER_WAN),
+            30000,
+            22000,
+            SYN,
+            b"",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(out, packets::tcp(&to_b, 30000, 22000, SYN, b""));
+        assert_eq!(fx.counter("hairpin_translated"), 3);
+
+        // A pool port nobody maps: dropped; a router port: the router's.
+        assert_eq!(
+            fx.from_lan(&packets::udp(
+                &lan_hdr(LAN_HOST_A, HOST_A_MAC, ROUTER_WAN),
+                20000,
+                39999,
+                b"x"
+            ))
+            .0,
+            XDP_DROP
+        );
+        let ssh = packets::tcp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, ROUTER_WAN),
+            30001,
+            ROUTER_SSH,
+            SYN,
+            b"",
+        );
+        assert_eq!(fx.from_lan(&ssh), (XDP_PASS, ssh.clone()));
+    });
+}

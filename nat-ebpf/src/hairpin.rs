@@ -1,0 +1,93 @@
+//! Hairpinning (RFC 4787 REQ-9, RFC 5382 REQ-8, RFC 7857 section 2.4): a LAN host that
+//! sends to the WAN address and another LAN host's external port reaches that host, seeing
+//! the sender's external address and port, as a host on the WAN would. Done in XDP: source
+//! translated by the sender's mapping, destination by the receiver's, sent back into the LAN.
+//! Hairpinned packets come from our own side and are not filtered.
+
+use aya_ebpf::programs::XdpContext;
+use nat_common::{
+    config::NatConfig,
+    counters::Counter,
+    maps::{EndpointKey, ExternalKey, MAPPING_ACTIVE, SessionKey},
+    passthrough::classify,
+    proto::{ICMP_ECHO_REQUEST, IPPROTO_ICMP},
+    rewrite::{Side, rewrite_endpoint},
+};
+
+use crate::{
+    Verdict,
+    forward::{Route, deliver_hairpin, route},
+    maps::{MAPPINGS_IN, count, port_in_pool, switch_on},
+    packet::{Ipv4, parse_transport},
+    state::{mapping_for, touch_outbound},
+};
+
+/// A LAN packet addressed to the WAN address.
+#[inline(always)]
+pub fn try_hairpin(
+    ctx: &XdpContext,
+    cfg: &NatConfig,
+    pkt: Ipv4<'_>,
+    now: u64,
+) -> Result<Verdict, Counter> {
+    let Some(mut t) = parse_transport(ctx, &pkt, ICMP_ECHO_REQUEST)? else {
+        return Ok(Verdict::pass(Counter::PassToRouter));
+    };
+    // Echo requests to the WAN address, and ports the NAT does not own, are the router's.
+    if pkt.proto == IPPROTO_ICMP || !port_in_pool(t.dport) {
+        return Ok(Verdict::pass(Counter::PassToRouter));
+    }
+    let ext = ExternalKey {
+        port: t.dport,
+        proto: pkt.proto,
+        _pad: 0,
+    };
+    let Some(target) = MAPPINGS_IN.get_ptr(&ext) else {
+        return Err(Counter::DropNoMapping);
+    };
+    // SAFETY: map value pointer from a successful lookup, copied at once.
+    let target = unsafe { *target };
+    if target.state != MAPPING_ACTIVE {
+        return Err(Counter::DropNoMapping);
+    }
+    let class = classify(pkt.proto, u16::from_be(t.dport));
+    if let Some((_, off, _)) = Counter::for_class(class) {
+        if !switch_on(class) {
+            return Err(off);
+        }
+    }
+    if pkt.ttl <= 1 {
+        return Ok(Verdict::pass(Counter::PassTtlExceeded));
+    }
+    // The sender's own mapping and session, as for any outbound packet.
+    let ep = EndpointKey {
+        addr: pkt.src,
+        port: t.sport,
+        proto: pkt.proto,
+        _pad: 0,
+    };
+    let ext_src = mapping_for(cfg, &ep, now)?;
+    let session = SessionKey {
+        int_addr: pkt.src,
+        rem_addr: cfg.wan_addr,
+        int_port: t.sport,
+        rem_port: t.dport,
+        proto: pkt.proto,
+        _pad: [0; 3],
+    };
+    touch_outbound(&session, ext_src, t.tcp_flags, class, now)?;
+    let r = route(ctx, cfg.wan_addr, target.int_addr, pkt.tos, pkt.tot_len);
+    if let Route::NotForwarded = r {
+        return Ok(Verdict::pass(Counter::PassToRouter));
+    }
+    rewrite_endpoint(pkt.ip, &mut t.l4, Side::Source, cfg.wan_addr, ext_src);
+    rewrite_endpoint(
+        pkt.ip,
+        &mut t.l4,
+        Side::Destination,
+        target.int_addr,
+        target.int_port,
+    );
+    count(Counter::HairpinTranslated);
+    deliver_hairpin(pkt, r)
+}
