@@ -1,0 +1,52 @@
+//! The documentation names tests; they must exist.
+
+use std::path::Path;
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// Where a row's "fixtures"/"e2e"/... prefix says the test lives.
+fn file_for(prefix: &str) -> Option<&'static str> {
+    Some(match prefix {
+        "fixtures" => "tests/tests/fixtures.rs",
+        "e2e" => "tests/tests/e2e.rs",
+        "icmp" => "tests/tests/icmp_error_fixtures.rs",
+        "vpn" => "tests/tests/vpn_fixtures.rs",
+        "nat-ctl" => "nat-ctl/src",
+        "nat-common" => "nat-common/src",
+        _ => return None,
+    })
+}
+
+fn sources(path: &Path) -> String {
+    if path.is_dir() {
+        std::fs::read_dir(path).unwrap().map(|e| sources(&e.unwrap().path())).collect()
+    } else if path.extension().is_some_and(|e| e == "rs") {
+        std::fs::read_to_string(path).unwrap()
+    } else {
+        String::new()
+    }
+}
+
+#[test]
+fn every_test_named_in_rfc_compliance_exists() {
+    let doc = std::fs::read_to_string(root().join("docs/rfc-compliance.md")).unwrap();
+    let mut checked = 0;
+    for line in doc.lines().filter(|l| l.starts_with("| ")) {
+        let test_cell = line.trim_end_matches('|').rsplit('|').next().unwrap();
+        let mut prefix = None;
+        for (i, part) in test_cell.split('`').enumerate() {
+            if i % 2 == 0 {
+                prefix = part.split_whitespace().last().and_then(file_for).or(prefix);
+                continue;
+            }
+            let file = prefix.unwrap_or_else(|| panic!("no file prefix before `{part}` in: {line}"));
+            let name = part.rsplit("::").next().unwrap();
+            let src = sources(&root().join(file));
+            assert!(src.contains(&format!("fn {name}(")), "docs/rfc-compliance.md names `{part}`, which is not a test in {file}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "only {checked} test names found");
+}
