@@ -21,7 +21,10 @@ fn file_for(prefix: &str) -> Option<&'static str> {
 
 fn sources(path: &Path) -> String {
     if path.is_dir() {
-        std::fs::read_dir(path).unwrap().map(|e| sources(&e.unwrap().path())).collect()
+        std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| sources(&e.unwrap().path()))
+            .collect()
     } else if path.extension().is_some_and(|e| e == "rs") {
         std::fs::read_to_string(path).unwrap()
     } else {
@@ -41,10 +44,14 @@ fn every_test_named_in_rfc_compliance_exists() {
                 prefix = part.split_whitespace().last().and_then(file_for).or(prefix);
                 continue;
             }
-            let file = prefix.unwrap_or_else(|| panic!("no file prefix before `{part}` in: {line}"));
+            let file =
+                prefix.unwrap_or_else(|| panic!("no file prefix before `{part}` in: {line}"));
             let name = part.rsplit("::").next().unwrap();
             let src = sources(&root().join(file));
-            assert!(src.contains(&format!("fn {name}(")), "docs/rfc-compliance.md names `{part}`, which is not a test in {file}");
+            assert!(
+                src.contains(&format!("fn {name}(")),
+                "docs/rfc-compliance.md names `{part}`, which is not a test in {file}"
+            );
             checked += 1;
         }
     }

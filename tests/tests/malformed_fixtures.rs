@@ -1,0 +1,367 @@
+//! Hostile and malformed packets through BPF_PROG_TEST_RUN: each gets its verdict and a
+//! named counter; none is forwarded with a LAN address on the WAN side, none creates state.
+
+use integration_tests::{
+    fixture::*,
+    lab::{LAN_HOST_A, SERVER},
+    packets::{self, ACK, Hdr},
+};
+use nat_common::{
+    checksum::checksum,
+    proto::{IPPROTO_ESP, IPPROTO_GRE},
+};
+use std::net::Ipv4Addr;
+
+fn lan_src(frame: &[u8]) -> bool {
+    frame.len() >= 30 && frame[26..29] == [192, 168, 1]
+}
+
+fn fix_ip_checksum(f: &mut [u8]) {
+    let ihl = ((f[14] & 0x0f) as usize) * 4;
+    f[24] = 0;
+    f[25] = 0;
+    let end = (14 + ihl).min(f.len());
+    let c = checksum(&f[14..end]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Every LAN->WAN frame: whatever the verdict, never a LAN source address leaving towards
+/// the WAN (a redirect or a pass of an untranslated LAN packet the kernel would route out).
+fn assert_no_leak(what: &str, action: u32, out: &[u8]) {
+    if action == XDP_REDIRECT || action == XDP_TX {
+        assert!(!lan_src(out), "{what}: forwarded with a LAN source");
+    }
+}
+
+#[test]
+fn truncation_at_every_byte_offset() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
+        let frames = [
+            ("udp", packets::udp(&h, 20000, 53, b"query")),
+            ("tcp", packets::tcp(&h, 20001, 80, ACK, b"data")),
+            ("icmp", packets::icmp_echo(&h, true, 9, 1, b"ping")),
+            (
+                "gre",
+                packets::ip_proto(&h, IPPROTO_GRE, &packets::gre_v1(900, 1, b"ppp")),
+            ),
+            (
+                "esp",
+                packets::ip_proto(&h, IPPROTO_ESP, &packets::esp(0xa0, 1)),
+            ),
+        ];
+        let mut cases = 0;
+        for (what, full) in &frames {
+            // The kernel refuses test frames shorter than an Ethernet header (as NICs never
+            // deliver them), so cuts start after it.
+            for cut in 14..full.len() {
+                let (action, out) = fx.from_lan(&full[..cut]);
+                assert_eq!(action, XDP_DROP, "{what} cut at {cut}");
+                assert_no_leak(what, action, &out);
+                cases += 1;
+            }
+        }
+        assert_eq!(fx.counter("drop_malformed"), cases);
+        assert_eq!(
+            fx.counter("mapping_created"),
+            0,
+            "no state from truncated packets"
+        );
+        assert!(fx.maps.sessions().unwrap().is_empty());
+        eprintln!("{cases} truncated LAN frames");
+    });
+}
+
+#[test]
+fn broken_ip_and_transport_headers() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
+        let udp = packets::udp(&h, 20000, 53, b"query");
+        let tcp = packets::tcp(&h, 20001, 80, ACK, b"data");
+        let mut cases: Vec<(&str, Vec<u8>, u32, &str)> = Vec::new();
+        let mut f = udp.clone();
+        f[14] = 0x44; // IHL 4
+        fix_ip_checksum(&mut f);
+        cases.push(("IHL < 5", f, XDP_DROP, "drop_malformed"));
+        let mut f = udp.clone();
+        f[14] = 0x4f; // IHL 15: 60 bytes, more than the packet
+        cases.push(("IHL beyond the packet", f, XDP_DROP, "drop_malformed"));
+        let mut f = udp.clone();
+        f[16..18].copy_from_slice(&200u16.to_be_bytes()); // total length > frame
+        fix_ip_checksum(&mut f);
+        cases.push((
+            "total length larger than the frame",
+            f,
+            XDP_DROP,
+            "drop_malformed",
+        ));
+        let mut f = udp.clone();
+        f[16..18].copy_from_slice(&24u16.to_be_bytes()); // total length < IP + UDP header
+        fix_ip_checksum(&mut f);
+        cases.push((
+            "total length smaller than the headers",
+            f,
+            XDP_DROP,
+            "drop_malformed",
+        ));
+        let mut f = udp.clone();
+        f[14] = 0x65; // version 6 in an IPv4 frame
+        cases.push((
+            "IP version 6 in an IPv4 frame",
+            f,
+            XDP_DROP,
+            "drop_malformed",
+        ));
+        let mut f = tcp.clone();
+        f[14 + 20 + 12] = 0x40; // data offset 4
+        cases.push(("TCP data offset < 5", f, XDP_DROP, "drop_malformed"));
+        let mut f = tcp.clone();
+        f[14 + 20 + 12] = 0xf0; // data offset 15: beyond the packet
+        cases.push((
+            "TCP data offset beyond the packet",
+            f,
+            XDP_DROP,
+            "drop_malformed",
+        ));
+        let mut f = udp.clone();
+        f[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&100u16.to_be_bytes());
+        cases.push((
+            "UDP length beyond the packet",
+            f,
+            XDP_DROP,
+            "drop_malformed",
+        ));
+        let mut f = udp.clone();
+        f[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&4u16.to_be_bytes());
+        cases.push(("UDP length < 8", f, XDP_DROP, "drop_malformed"));
+        let esp_short = packets::ip_proto(&h, IPPROTO_ESP, &[0xa0, 0, 0]);
+        cases.push((
+            "ESP shorter than its header",
+            esp_short,
+            XDP_DROP,
+            "drop_malformed",
+        ));
+        let mut gre = packets::gre_v1(900, 1, b"ppp");
+        gre[1] = 0x02; // version 2
+        cases.push((
+            "GRE of another version",
+            packets::ip_proto(&h, IPPROTO_GRE, &gre),
+            XDP_DROP,
+            "drop_gre_malformed",
+        ));
+        let mut gre = packets::gre_v1(900, 1, b"ppp");
+        gre[0] |= 0x80; // checksum present: not PPTP's GRE
+        cases.push((
+            "GRE with a checksum",
+            packets::ip_proto(&h, IPPROTO_GRE, &gre),
+            XDP_DROP,
+            "drop_gre_malformed",
+        ));
+        // An ICMP error quoting an ICMP error: nothing to translate.
+        let inner = packets::icmp_error(&h, packets::port_unreachable(), &udp);
+        let nested = packets::icmp_error(&h, packets::port_unreachable(), &inner);
+        cases.push((
+            "ICMP error inside an ICMP error",
+            nested,
+            XDP_DROP,
+            "drop_unsupported_proto",
+        ));
+        for (what, frame, want, counter) in cases {
+            let before = fx.counter(counter);
+            let (action, out) = fx.from_lan(&frame);
+            assert_eq!(action, want, "{what}");
+            assert_eq!(
+                fx.counter(counter),
+                before + 1,
+                "{what}: counted as {counter}"
+            );
+            assert_no_leak(what, action, &out);
+        }
+        assert_eq!(fx.counter("mapping_created"), 0);
+    });
+}
+
+#[test]
+fn ip_options_and_trailing_padding_are_translated_correctly() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        // IHL 6: four bytes of NOP options before the UDP header.
+        let plain = packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            20000,
+            53,
+            b"query",
+        );
+        let mut f = plain[..34].to_vec();
+        f.extend_from_slice(&[1, 1, 1, 1]);
+        f.extend_from_slice(&plain[34..]);
+        f[14] = 0x46;
+        let len = (f.len() - 14) as u16;
+        f[16..18].copy_from_slice(&len.to_be_bytes());
+        fix_ip_checksum(&mut f);
+        let (action, out) = fx.from_lan(&f);
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(&out[26..30], &[203, 0, 113, 1]);
+        assert_eq!(
+            u16::from_be_bytes([out[38], out[39]]),
+            20000,
+            "port read after the options"
+        );
+        assert_eq!(
+            checksum(&out[14..38]),
+            0,
+            "IPv4 header with options still sums right"
+        );
+        // Ethernet padding after a short packet.
+        let mut padded = packets::udp(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), 20002, 53, b"q");
+        padded.resize(60, 0);
+        let (action, out) = fx.from_lan(&padded);
+        assert_eq!(action, XDP_REDIRECT);
+        packets::parse_checked(&out[..14 + 20 + 8 + 1]);
+    });
+}
+
+#[test]
+fn hostile_wan_packets_never_reach_the_lan() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            20000,
+            53,
+            b"q",
+        ));
+        let wan = |src: Ipv4Addr, dst: Ipv4Addr| Hdr {
+            src,
+            dst,
+            ..wan_hdr(SERVER, SERVER_MAC)
+        };
+        let cases = [
+            (
+                "spoofed LAN source to a mapped port",
+                packets::udp(&wan(LAN_HOST_A, ROUTER_WAN_ADDR), 53, 20000, b"x"),
+            ),
+            (
+                "broadcast source",
+                packets::udp(&wan(Ipv4Addr::BROADCAST, ROUTER_WAN_ADDR), 53, 20000, b"x"),
+            ),
+            (
+                "straight to a LAN host",
+                packets::udp(&wan(SERVER, LAN_HOST_A), 53, 20000, b"x"),
+            ),
+            (
+                "another host, address-dependent filter",
+                packets::udp(&wan(FAR_SERVER, ROUTER_WAN_ADDR), 53, 20000, b"x"),
+            ),
+            (
+                "unmapped pool port",
+                packets::udp(&wan(SERVER, ROUTER_WAN_ADDR), 53, 20001, b"x"),
+            ),
+            (
+                "SYN to a UDP mapping's port",
+                packets::tcp(&wan(SERVER, ROUTER_WAN_ADDR), 53, 20000, packets::SYN, b""),
+            ),
+        ];
+        for (what, frame) in cases {
+            let (action, out) = fx.from_wan(&frame);
+            assert_eq!(action, XDP_DROP, "{what}");
+            assert_eq!(out[30..34], frame[30..34], "{what}: destination untouched");
+        }
+    });
+}
+
+const ROUTER_WAN_ADDR: Ipv4Addr = integration_tests::lab::ROUTER_WAN;
+
+/// Bounded fuzzing of the real programs: random mutations (bit flips, truncation, junk
+/// appended) of valid frames in both directions. Whatever the verdict, nothing leaves for
+/// the WAN with a LAN source, nothing reaches the LAN from a LAN or martian source, and
+/// every session in the table stays a LAN host's. `XDP_NAT_FUZZ_CASES` runs longer.
+#[test]
+fn random_mutations_never_leak_or_corrupt_state() {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    let cases: usize = std::env::var("XDP_NAT_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
+        let w = wan_hdr(SERVER, SERVER_MAC);
+        // Sessions for the replies to hit.
+        fx.from_lan(&packets::udp(&h, 20000, 53, b"q"));
+        fx.from_lan(&packets::tcp(&h, 20001, 80, packets::SYN, b""));
+        fx.from_lan(&packets::icmp_echo(&h, true, 9, 1, b"ping"));
+        let lan_frames = [
+            packets::udp(&h, 20000, 53, b"query"),
+            packets::tcp(&h, 20001, 80, ACK, b"data"),
+            packets::icmp_echo(&h, true, 9, 1, b"ping"),
+            packets::ip_proto(&h, IPPROTO_GRE, &packets::gre_v1(900, 1, b"ppp")),
+            packets::ip_proto(&h, IPPROTO_ESP, &packets::esp(0xa0, 1)),
+            packets::tcp(
+                &h,
+                20003,
+                1723,
+                ACK,
+                &packets::pptp_ctrl(nat_common::vpn::PPTP_OUT_CALL_REQUEST, 7, 0),
+            ),
+        ];
+        let wan_frames = [
+            packets::udp(&w, 53, 20000, b"answer"),
+            packets::tcp(&w, 80, 20001, packets::SYN_ACK, b""),
+            packets::icmp_echo(&w, false, 9, 1, b"ping"),
+            packets::icmp_error(
+                &w,
+                packets::frag_needed(),
+                &fx.from_lan(&packets::udp(&h, 20000, 53, b"q")).1,
+            ),
+        ];
+        let mut rng = StdRng::seed_from_u64(0x5eed);
+        let mut forwarded = 0;
+        for i in 0..cases {
+            let lan = i % 2 == 0;
+            let base = if lan {
+                &lan_frames[rng.gen_range(0..lan_frames.len())]
+            } else {
+                &wan_frames[rng.gen_range(0..wan_frames.len())]
+            };
+            let mut f = base.clone();
+            match rng.gen_range(0..4) {
+                0 => f.truncate(rng.gen_range(14..=f.len())),
+                1 => f.extend((0..rng.gen_range(1..40)).map(|_| rng.r#gen::<u8>())),
+                _ => {}
+            }
+            for _ in 0..rng.gen_range(1..4) {
+                // Keep the Ethernet header: the programs only ever see IPv4 frames here.
+                if f.len() > 14 {
+                    let at = rng.gen_range(14..f.len());
+                    f[at] ^= 1 << rng.gen_range(0..8);
+                }
+            }
+            let (action, out) = if lan {
+                fx.from_lan(&f)
+            } else {
+                fx.from_wan(&f)
+            };
+            if action == XDP_REDIRECT || action == XDP_TX || (action == XDP_PASS && out != f) {
+                forwarded += 1;
+                if lan {
+                    assert!(
+                        !lan_src(&out) || out[30..33] == [192, 168, 1],
+                        "case {i}: LAN source leaving for the WAN: {f:?}"
+                    );
+                } else {
+                    assert_ne!(
+                        out[26..29],
+                        [192, 168, 1],
+                        "case {i}: LAN source arriving from the WAN: {f:?}"
+                    );
+                }
+            }
+        }
+        for (k, _) in fx.maps.sessions().unwrap() {
+            assert_eq!(
+                u32::from_be(k.int_addr) >> 8,
+                0xc0a801,
+                "a session for a non-LAN host: {k:?}"
+            );
+        }
+        eprintln!("{cases} fuzz cases, {forwarded} translated");
+    });
+}
