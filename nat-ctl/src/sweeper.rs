@@ -45,6 +45,16 @@ pub struct SweepReport {
     pub ports_freed: usize,
     pub filters_removed: usize,
     pub vpn_state_expired: usize,
+    pub orphans_removed: usize,
+}
+
+/// IKE sessions on the shared external port 500 have no mapping of their own.
+fn is_shared_ike(k: &SessionKey, s: &Session) -> bool {
+    let ike = nat_common::passthrough::IKE_PORT.to_be();
+    k.proto == nat_common::proto::IPPROTO_UDP
+        && k.int_port == ike
+        && k.rem_port == ike
+        && s.ext_port == ike
 }
 
 fn older_than(last_seen_ns: u64, secs: u32, now_ns: u64) -> bool {
@@ -101,8 +111,22 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
     let mut live_endpoints: HashSet<EndpointKey> = HashSet::new();
     let mut live_filters: HashSet<SessionKey> = HashSet::new();
     let mut expired = Vec::new();
+    // The data path trusts a session's external port without looking at the mapping; a
+    // session left without its mapping (it lost a race with a release) is removed here, and
+    // the endpoint's next packet gets a fresh mapping.
+    let ports: std::collections::HashMap<EndpointKey, u16> =
+        crate::state::entries(&maps.mappings_out)?
+            .into_iter()
+            .map(|(ep, m)| (ep, m.ext_port))
+            .collect();
+    let grace_ns = MAPPING_GRACE_SECS as u64 * NS;
     for (k, s) in maps.sessions()? {
-        if is_expired(&k, &s, t, now_ns) {
+        let orphan = !is_shared_ike(&k, &s)
+            && ports.get(&k.endpoint()) != Some(&s.ext_port)
+            && now_ns >= s.created_ns + grace_ns;
+        if orphan {
+            report.orphans_removed += usize::from(maps.sessions.remove(&k).is_ok());
+        } else if is_expired(&k, &s, t, now_ns) {
             expired.push(k);
         } else {
             live_endpoints.insert(k.endpoint());

@@ -18,7 +18,7 @@ use crate::{
     frag, hairpin, icmp_error,
     maps::{config, count, port_in_pool, switch_on},
     packet::{icmp_type, parse_ipv4, parse_transport},
-    state::{mapping_for, touch_outbound},
+    state::{mapping_for, refresh_outbound, touch_outbound},
     vpn,
 };
 
@@ -105,7 +105,10 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
         _pad: [0; 3],
     };
     let state = if shared_ike {
-        vpn::ike_out(ctx, &pkt, now).map(|()| ike)
+        vpn::ike_out(ctx, &pkt, now)
+            .and_then(|()| touch_outbound(&session, ike, t.tcp_flags, class, now).map(|()| ike))
+    } else if let Some(ext_port) = refresh_outbound(&session, t.tcp_flags, now) {
+        Ok(ext_port)
     } else {
         let ep = EndpointKey {
             addr: pkt.src,
@@ -113,11 +116,10 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
             proto: pkt.proto,
             _pad: 0,
         };
-        mapping_for(cfg, &ep, now)
-    }
-    .and_then(|ext_port| {
-        touch_outbound(&session, ext_port, t.tcp_flags, class, now).map(|()| ext_port)
-    });
+        mapping_for(cfg, &ep, now).and_then(|ext_port| {
+            touch_outbound(&session, ext_port, t.tcp_flags, class, now).map(|()| ext_port)
+        })
+    };
     let ext_port = match state {
         Ok(p) => p,
         Err(e) => {

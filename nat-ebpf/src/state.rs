@@ -96,6 +96,21 @@ fn claim(ep: &EndpointKey, m: &mut Mapping, port: u16) -> Result<Claim, Counter>
     }
 }
 
+/// The fast path of an outbound packet: an existing session already knows its external
+/// port, so the mapping is not looked up (the sweeper removes any session whose mapping went
+/// away, so the next packet takes the slow path and gets a fresh one). Refreshes it.
+#[inline(always)]
+pub fn refresh_outbound(key: &SessionKey, tcp_flags: u8, now: u64) -> Option<u16> {
+    let s = SESSIONS.get_ptr_mut(key)?;
+    // SAFETY: map value pointer; concurrent writers only race on refresh timestamps.
+    let s = unsafe { &mut *s };
+    s.last_seen_ns = now;
+    if key.proto == IPPROTO_TCP {
+        s.tcp_state = tcp_state::next(s.tcp_state, Direction::Outbound, tcp_flags);
+    }
+    Some(s.ext_port)
+}
+
 /// Refreshes (or creates) the session for an outbound packet.
 #[inline(always)]
 pub fn touch_outbound(

@@ -926,3 +926,35 @@ fn hairpinning_reaches_the_other_lan_host_from_the_external_endpoint() {
         assert_eq!(fx.from_lan(&ssh), (XDP_PASS, ssh.clone()));
     });
 }
+
+#[test]
+fn a_session_that_lost_its_mapping_is_swept_and_the_next_packet_gets_a_new_one() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
+        fx.from_lan(&packets::udp(&h, 20000, 53, b"q"));
+        // As if the sweeper released the mapping just as a packet recreated the session.
+        let ep = endpoint(LAN_HOST_A, 20000, IPPROTO_UDP);
+        let ext = ExternalKey {
+            port: 20000u16.to_be(),
+            proto: IPPROTO_UDP,
+            _pad: 0,
+        };
+        let mut m = fx.maps.mappings_in.get(&ext, 0).unwrap();
+        m.state = MAPPING_COOLING;
+        m.released_ns = nat_ctl::monotonic_ns();
+        fx.maps.mappings_in.insert(ext, m, 0).unwrap();
+        fx.maps.mappings_out.remove(&ep).unwrap();
+        let t = fx.maps.read_config().unwrap().timeouts;
+        let r = sweeper::sweep(&mut fx.maps, &t, nat_ctl::monotonic_ns() + 6 * NS).unwrap();
+        assert_eq!(r.orphans_removed, 1);
+        let (action, out) = fx.from_lan(&packets::udp(&h, 20000, 53, b"q"));
+        assert_eq!(action, XDP_REDIRECT);
+        let port = parse_checked(&out).sport;
+        assert_ne!(port, 20000, "the cooling port is not reused");
+        let (action, _) = fx.from_wan(&packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, port, b"r"));
+        assert_eq!(
+            action, XDP_REDIRECT,
+            "replies reach the host on the new mapping"
+        );
+    });
+}

@@ -177,6 +177,8 @@ struct Row {
     sessions: u32,
     nat_ns: f64,
     base_ns: f64,
+    /// The bare forwarder (fib lookup + redirect) on the same frames.
+    fwd_ns: f64,
     action: u32,
 }
 
@@ -213,7 +215,9 @@ fn measure_size(sessions: u32, runs: usize, rounds: u32) -> Vec<Row> {
             };
             let (nat_ns, action) = cost(fx, prog, ifindex, rounds, &mut *make);
             let (base_ns, _) = cost(fx, programs::PASS, ifindex, rounds, &mut *make);
+            let (fwd_ns, _) = cost(fx, programs::BENCH_FORWARD, ifindex, rounds, &mut *make);
             rows.push(Row {
+                fwd_ns,
                 scenario,
                 sessions,
                 nat_ns,
@@ -436,21 +440,23 @@ fn main() -> Result<()> {
     )?;
     writeln!(
         report,
-        "| scenario | sessions | verdict | NAT ns | parse-only ns | ratio |"
+        "| scenario | sessions | verdict | NAT ns | parse-only ns | ratio | forwarder ns | NAT - forwarder ns |"
     )?;
-    writeln!(report, "|---|---:|---|---:|---:|---:|")?;
+    writeln!(report, "|---|---:|---|---:|---:|---:|---:|---:|")?;
     for &n in sizes {
         eprintln!("bench: {n} sessions ...");
         for r in measure_size(n, runs, rounds) {
             writeln!(
                 report,
-                "| {} | {} | {} | {:.1} | {:.1} | {:.2} |",
+                "| {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} |",
                 r.scenario,
                 r.sessions,
                 action_name(r.action),
                 r.nat_ns,
                 r.base_ns,
-                r.nat_ns / r.base_ns
+                r.nat_ns / r.base_ns,
+                r.fwd_ns,
+                r.nat_ns - r.fwd_ns
             )?;
         }
     }
