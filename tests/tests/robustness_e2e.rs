@@ -1,0 +1,156 @@
+//! Floods, exhaustion, port shadowing and privileges, in namespaces with the real nat-ctl.
+
+use etherparse::PacketBuilder;
+use integration_tests::{
+    daemon::NatDaemon,
+    lab::{LAN_HOST_A, LAN_HOST_B, Lab, ROUTER_WAN, SERVER},
+    traffic::{TcpSink, tcp_send_paced, udp_echo, udp_request},
+    vpn_peers::raw_socket,
+};
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    time::Duration,
+};
+
+/// Sends `count` UDP datagrams from `src` with source ports `first_port..` to `dst`:`dport`
+/// through a raw socket (IP_HDRINCL via IPPROTO_RAW), as fast as the socket takes them.
+fn udp_burst(
+    ns: &integration_tests::netns::Netns,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    first_port: u16,
+    count: u16,
+    dport: u16,
+) {
+    ns.run(move || {
+        let s = raw_socket(255, src).unwrap();
+        for i in 0..count {
+            let mut pkt = Vec::new();
+            PacketBuilder::ipv4(src.octets(), dst.octets(), 64)
+                .udp(first_port.wrapping_add(i), dport)
+                .write(&mut pkt, b"flood")
+                .unwrap();
+            let _ = s.send_to(&pkt, &SocketAddr::from((dst, 0)).into());
+        }
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_session_flood_from_the_lan_and_spoofers_on_the_wan_leave_established_flows_alone() {
+    let lab = Lab::new("fld").unwrap();
+    let cfg = std::env::temp_dir().join(format!("{}.toml", lab.router.name));
+    std::fs::write(&cfg, "[tables]\nsessions = 2000\nmappings = 2000\n").unwrap();
+    let nat = NatDaemon::start(&lab, &["--config", &cfg.display().to_string()]).unwrap();
+    let sink = TcpSink::start(&lab.wan, SERVER, 5001).unwrap();
+    let ((sent, echoed), ()) = std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            tcp_send_paced(
+                &lab.lan,
+                LAN_HOST_A,
+                sink.addr,
+                32 * 1024,
+                80,
+                Duration::from_millis(20),
+            )
+            .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        // 10x the session table from one LAN host, then WAN spoofers at a pool port nobody
+        // maps, each from its own source port.
+        let start = std::time::Instant::now();
+        udp_burst(&lab.lan, LAN_HOST_B, SERVER, 10000, 20000, 9);
+        udp_burst(&lab.wan, SERVER, ROUTER_WAN, 10000, 20000, 20000);
+        eprintln!(
+            "flood: 40000 new-flow packets in {:.0} ms",
+            start.elapsed().as_secs_f64() * 1000.0
+        );
+        (t.join().unwrap(), ())
+    });
+    let (_, n, digest) = sink.finish().unwrap();
+    assert_eq!(n, 32 * 1024 * 80);
+    assert_eq!(
+        (digest, echoed),
+        (sent, sent),
+        "the established transfer must survive the flood"
+    );
+    let stats = nat.json(&["stats"]);
+    let c = |name: &str| stats["counters"][name].as_u64().unwrap();
+    assert!(
+        c("drop_session_table_full") + c("drop_mapping_table_full") > 10_000,
+        "excess dropped and counted: {stats}"
+    );
+    assert!(
+        c("drop_no_mapping") + c("drop_filtered") >= 1,
+        "spoofed WAN traffic dropped: {stats}"
+    );
+    let sessions = nat.json(&["sessions"]).as_array().unwrap().len();
+    assert!(sessions <= 2000, "table bounded: {sessions}");
+    let _ = std::fs::remove_file(cfg);
+}
+
+#[test]
+fn ports_the_router_listens_on_are_never_handed_out() {
+    let lab = Lab::new("shd").unwrap();
+    // The router runs its own service on UDP 5555 (and its IPsec on 4500).
+    let _svc = lab
+        .router
+        .run(|| {
+            (
+                UdpSocket::bind((ROUTER_WAN, 5555)).unwrap(),
+                UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 4500)).unwrap(),
+            )
+        })
+        .unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    let server = SocketAddrV4::new(SERVER, 7000);
+    let echo = udp_echo(&lab.wan, server, 2).unwrap();
+    for sport in [5555, 4500] {
+        assert!(
+            udp_request(&lab.lan, SocketAddrV4::new(LAN_HOST_A, sport), server, b"x")
+                .unwrap()
+                .is_some()
+        );
+    }
+    let seen = echo.join().unwrap();
+    assert_eq!(seen.len(), 2);
+    for s in &seen {
+        assert!(
+            s.port() != 5555 && s.port() != 4500,
+            "a router port was handed to a LAN flow (CVE-2021-3773): {seen:?}"
+        );
+    }
+    let _ = nat;
+}
+
+#[test]
+fn without_privileges_every_command_says_so() {
+    let lab = Lab::new("prv").unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    for args in [
+        vec!["status"],
+        vec!["stats"],
+        vec!["passthrough", "disable", "pptp"],
+    ] {
+        let out = std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(integration_tests::daemon::nat_ctl_bin())
+            .args(["--instance", &nat.instance])
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error:") && err.contains("needs root"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+    assert_eq!(nat.json(&["passthrough"])["pptp"], "on", "nothing changed");
+}
