@@ -33,6 +33,8 @@ pub enum Command {
     /// List the VPN passthrough switches, or turn one on or off (takes effect on the next
     /// packet; off also removes that protocol's sessions).
     Passthrough(PassthroughArgs),
+    /// Live rates, refreshed every second: packets/s forwarded, new sessions/s, drops/s.
+    Top(TopArgs),
     /// Remove sessions (all, or of one protocol), like `conntrack -F`.
     Flush(FlushArgs),
     /// Have the running daemon re-read its configuration file (same as SIGHUP): timeouts,
@@ -48,6 +50,16 @@ pub enum Command {
     },
     /// Print the nat-ctl(1) man page (roff), e.g. `nat-ctl man > /usr/local/share/man/man1/nat-ctl.1`.
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Stop after this many refreshes (default: until Ctrl-C).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 1, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub interval: u64,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +140,12 @@ pub struct SessionsArgs {
     /// Only this protocol.
     #[arg(long, value_enum, ignore_case = true)]
     pub proto: Option<ProtoFilter>,
+    /// Only sessions of this LAN host (an address).
+    #[arg(long, value_name = "ADDR")]
+    pub src: Option<std::net::Ipv4Addr>,
+    /// Only sessions with this remote host (an address).
+    #[arg(long, value_name = "ADDR")]
+    pub dst: Option<std::net::Ipv4Addr>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,

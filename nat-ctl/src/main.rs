@@ -35,9 +35,8 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Run(args) => commands::run::run(&instance, args).map(|()| 0),
         Command::Status(a) => commands::status::status(&instance, a.json),
-        Command::Sessions(a) => {
-            commands::sessions::sessions(&instance, a.proto, a.json).map(|()| 0)
-        }
+        Command::Sessions(a) => commands::sessions::sessions(&instance, a).map(|()| 0),
+        Command::Top(a) => commands::top::top(&instance, a).map(|()| 0),
         Command::Stats(a) => commands::stats::stats(&instance, a.json).map(|()| 0),
         Command::Passthrough(a) => {
             commands::passthrough::passthrough(&instance, a.action.as_ref(), a.json).map(|()| 0)

@@ -189,3 +189,46 @@ fn flush_removes_the_sessions_of_one_protocol() {
     assert!(nat.ctl(&["flush"]).status.success());
     assert!(nat.json(&["sessions"]).as_array().unwrap().is_empty());
 }
+
+#[test]
+fn sessions_filter_by_host_and_top_shows_rates() {
+    let lab = Lab::new("top").unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    udp_flow(&lab, 26000);
+    assert!(integration_tests::traffic::ping(&lab.lan, SERVER, 1).unwrap());
+    let mine = nat.json(&["sessions", "--src", "192.168.1.2"]);
+    assert_eq!(mine.as_array().unwrap().len(), 2, "{mine}");
+    assert!(
+        nat.json(&["sessions", "--src", "192.168.1.3"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let to_server = nat.json(&["sessions", "--dst", "203.0.113.2", "--proto", "icmp"]);
+    assert_eq!(to_server.as_array().unwrap().len(), 1, "{to_server}");
+    // top, while a ping runs.
+    let out = std::thread::scope(|s| {
+        s.spawn(|| integration_tests::traffic::ping(&lab.lan, SERVER, 10).unwrap());
+        nat.ctl(&["top", "--count", "2"])
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].contains("packets/s") && lines[0].contains("new sessions/s"),
+        "{text}"
+    );
+    let rates: Vec<f64> = lines[1..]
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        rates.iter().any(|r| *r > 0.0),
+        "a ping at 5/s shows up: {text}"
+    );
+}

@@ -8,6 +8,7 @@ pub mod run;
 pub mod sessions;
 pub mod stats;
 pub mod status;
+pub mod top;
 
 use std::net::Ipv4Addr;
 

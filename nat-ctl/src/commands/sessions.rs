@@ -11,7 +11,7 @@ use nat_common::{
 use serde::Serialize;
 
 use crate::{
-    cli::{ProtoFilter, proto_name},
+    cli::{ProtoFilter, SessionsArgs, proto_name},
     commands::{addr, port},
     monotonic_ns,
     pins::Instance,
@@ -104,9 +104,16 @@ fn rows(maps: &NatMaps, proto: Option<u8>) -> Result<Vec<Row>> {
     Ok(out)
 }
 
-pub fn sessions(instance: &Instance, proto: Option<ProtoFilter>, json_out: bool) -> Result<()> {
+pub fn sessions(instance: &Instance, args: &SessionsArgs) -> Result<()> {
     let maps = NatMaps::open_pinned(instance)?;
-    let rows = rows(&maps, proto.map(ProtoFilter::number))?;
+    let mut rows = rows(&maps, args.proto.map(ProtoFilter::number))?;
+    // Addresses lead each endpoint string ("192.168.1.2:40000", "192.168.1.2 call 7").
+    let host = |endpoint: &str| endpoint.split([':', ' ']).next().unwrap_or("").to_string();
+    rows.retain(|r| {
+        args.src.is_none_or(|a| host(&r.internal) == a.to_string())
+            && args.dst.is_none_or(|a| host(&r.remote) == a.to_string())
+    });
+    let json_out = args.json;
     if json_out {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
