@@ -525,6 +525,11 @@ fn full_session_table_drops_new_flows_and_keeps_old_ones() {
             );
         }
         assert_eq!(fx.maps.sessions().unwrap().len(), 4);
+        // The table drains by the timeouts, and new flows get in again.
+        let t = fx.maps.read_config().unwrap().timeouts;
+        let r = sweeper::sweep(&mut fx.maps, &t, nat_ctl::monotonic_ns() + 301 * NS).unwrap();
+        assert_eq!(r.sessions_expired, 4);
+        assert_eq!(fx.from_lan(&flow(4)).0, XDP_REDIRECT);
     });
 }
 

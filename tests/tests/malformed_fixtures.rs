@@ -182,6 +182,40 @@ fn broken_ip_and_transport_headers() {
 }
 
 #[test]
+fn bad_checksums_stay_bad_after_translation() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        // Incremental updates carry an error through: a corrupted packet is never made to
+        // look valid (the receiver still drops it).
+        let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
+        let mut udp = packets::udp(&h, 20000, 53, b"query");
+        udp[14 + 20 + 6] ^= 0x01;
+        let (action, out) = fx.from_lan(&udp);
+        assert_eq!(action, XDP_REDIRECT);
+        let mut pseudo = out[26..34].to_vec();
+        pseudo.extend_from_slice(&[0, 17]);
+        pseudo.extend_from_slice(&out[38..40]);
+        let sum = nat_common::checksum::sum_bytes(
+            &out[34..],
+            nat_common::checksum::sum_bytes(&pseudo, 0),
+        );
+        assert_ne!(
+            nat_common::checksum::fold(sum),
+            0xffff,
+            "UDP checksum error carried through"
+        );
+        let mut tcp = packets::tcp(&h, 20001, 80, ACK, b"data");
+        tcp[14 + 10] ^= 0x01; // IPv4 header checksum
+        let (action, out) = fx.from_lan(&tcp);
+        assert_eq!(action, XDP_REDIRECT);
+        assert_ne!(
+            checksum(&out[14..34]),
+            0,
+            "IPv4 header checksum error carried through"
+        );
+    });
+}
+
+#[test]
 fn ip_options_and_trailing_padding_are_translated_correctly() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
         // IHL 6: four bytes of NOP options before the UDP header.

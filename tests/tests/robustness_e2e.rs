@@ -154,3 +154,43 @@ fn without_privileges_every_command_says_so() {
     }
     assert_eq!(nat.json(&["passthrough"])["pptp"], "on", "nothing changed");
 }
+
+#[test]
+fn an_exhausted_port_pool_refuses_new_flows_and_steals_nothing() {
+    let lab = Lab::new("exh").unwrap();
+    let cfg = std::env::temp_dir().join(format!("{}.toml", lab.router.name));
+    // 101 ordinary ports for the whole LAN.
+    std::fs::write(&cfg, "[ports]\nrange = \"20000-20100\"\n").unwrap();
+    let nat = NatDaemon::start(&lab, &["--config", &cfg.display().to_string()]).unwrap();
+    let sink = TcpSink::start(&lab.wan, SERVER, 5001).unwrap();
+    let (sent, echoed) = std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            tcp_send_paced(
+                &lab.lan,
+                LAN_HOST_A,
+                sink.addr,
+                32 * 1024,
+                60,
+                Duration::from_millis(20),
+            )
+            .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        udp_burst(&lab.lan, LAN_HOST_B, SERVER, 30000, 5000, 9);
+        t.join().unwrap()
+    });
+    let (_, _, digest) = sink.finish().unwrap();
+    assert_eq!(
+        (digest, echoed),
+        (sent, sent),
+        "the transfer keeps its port through the exhaustion"
+    );
+    assert!(
+        nat.counter("drop_ports_exhausted") > 4000,
+        "{}",
+        nat.json(&["stats"])
+    );
+    let tcp = nat.json(&["sessions", "--proto", "tcp"]);
+    assert_eq!(tcp.as_array().unwrap().len(), 1, "{tcp}");
+    let _ = std::fs::remove_file(cfg);
+}
