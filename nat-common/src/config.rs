@@ -4,7 +4,7 @@ use core::mem::size_of;
 
 /// Bumped whenever a map key/value layout changes, so a daemon can refuse pinned maps it
 /// would misread.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// RFC 4787 REQ-8 filtering behaviours.
 pub const FILTER_ENDPOINT_INDEPENDENT: u32 = 0;
@@ -76,8 +76,13 @@ pub struct NatConfig {
     pub pool_len: u32,
     pub filtering: u32,
     pub timeouts: Timeouts,
+    /// Largest TCP MSS a SYN may announce (0: no clamping).
+    pub mss_clamp: u16,
+    pub _pad: u16,
+    /// Most mappings one LAN host may hold (0: no limit; RFC 6888 REQ-4).
+    pub mappings_per_host: u32,
 }
-const _: () = assert!(size_of::<NatConfig>() == 56);
+const _: () = assert!(size_of::<NatConfig>() == 64);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -64,6 +64,8 @@ pub enum Counter {
     DropIcmpErrorNoSession,
     DropIcmpErrorBadChecksum,
     HairpinTranslated,
+    DropHostQuota,
+    MssClamped,
     DropNoConfig,
 }
 
@@ -135,6 +137,8 @@ impl Counter {
         Counter::DropIcmpErrorNoSession,
         Counter::DropIcmpErrorBadChecksum,
         Counter::HairpinTranslated,
+        Counter::DropHostQuota,
+        Counter::MssClamped,
         Counter::DropNoConfig,
     ];
 
@@ -195,6 +199,8 @@ impl Counter {
             Counter::DropIcmpErrorNoSession => "drop_icmp_error_no_session",
             Counter::DropIcmpErrorBadChecksum => "drop_icmp_error_bad_checksum",
             Counter::HairpinTranslated => "hairpin_translated",
+            Counter::DropHostQuota => "drop_host_quota",
+            Counter::MssClamped => "mss_clamped",
             Counter::DropNoConfig => "drop_no_config",
         }
     }
@@ -333,6 +339,8 @@ impl Counter {
             Counter::HairpinTranslated => {
                 "LAN packets to the WAN address and a mapped port, sent back into the LAN translated both ways (hairpinning)"
             }
+            Counter::DropHostQuota => "new flows dropped: the LAN host holds its quota of mappings",
+            Counter::MssClamped => "TCP SYNs whose MSS option was lowered to the clamp",
             Counter::DropNoConfig => "packets seen before nat-ctl configured the program",
         }
     }

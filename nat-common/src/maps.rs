@@ -26,8 +26,9 @@ pub mod names {
     pub const ESP_OUT: &str = "ESP_OUT";
     pub const ESP_PENDING: &str = "ESP_PENDING";
     pub const FRAGS: &str = "FRAGS";
+    pub const HOST_MAPPINGS: &str = "HOST_MAPPINGS";
     /// Every map the control plane pins, in a stable order.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 18] = [
         CONFIG,
         MAPPINGS_OUT,
         MAPPINGS_IN,
@@ -45,6 +46,7 @@ pub mod names {
         ESP_OUT,
         ESP_PENDING,
         FRAGS,
+        HOST_MAPPINGS,
     ];
 }
 
@@ -76,6 +78,8 @@ pub const DEFAULT_MAX_PPTP_CALLS: u32 = 4096;
 pub const DEFAULT_MAX_ESP_SPIS: u32 = 4096;
 pub const DEFAULT_MAX_IKE_SAS: u32 = 4096;
 pub const DEFAULT_MAX_FRAGS: u32 = 8192;
+/// LAN hosts tracked for the per-host mapping quota.
+pub const MAX_QUOTA_HOSTS: u32 = 65_536;
 /// One pending ESP learner per server.
 pub const MAX_ESP_PENDING: u32 = 1024;
 

@@ -34,6 +34,24 @@ pub struct FileConfig {
     pub tables: TablesSection,
     #[serde(default)]
     pub passthrough: PassthroughSection,
+    #[serde(default)]
+    pub tcp: TcpSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSection {
+    /// Lower the MSS of SYNs to this (for PPPoE or tunnels on the WAN); unset: no clamping.
+    pub mss_clamp: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Most mappings (external ports) one LAN host may hold; unset: no limit.
+    pub mappings_per_host: Option<u32>,
 }
 
 /// Passthrough switches a fresh start takes (all on if unset). A daemon that adopts pinned
@@ -118,6 +136,10 @@ pub struct Settings {
     pub max_mappings: u32,
     /// pptp, l2tp, ipsec (nat_common::passthrough::SWITCH_NAMES order).
     pub passthrough: [bool; 3],
+    /// 0: no clamping.
+    pub mss_clamp: u16,
+    /// 0: no limit.
+    pub mappings_per_host: u32,
 }
 
 /// What the interfaces contribute to the data path's configuration.
@@ -144,6 +166,9 @@ impl Settings {
             pool_len: pool.ordinary.len() as u32,
             filtering: self.filtering.to_map(),
             timeouts: self.timeouts,
+            mss_clamp: self.mss_clamp,
+            _pad: 0,
+            mappings_per_host: self.mappings_per_host,
         }
     }
 }
@@ -254,6 +279,18 @@ impl FileConfig {
                 self.passthrough.l2tp.unwrap_or(true),
                 self.passthrough.ipsec.unwrap_or(true),
             ],
+            mss_clamp: match self.tcp.mss_clamp {
+                Some(m) if !(536..=9000).contains(&m) => {
+                    bail!("tcp.mss_clamp = {m} is outside 536-9000 (e.g. 1452 for PPPoE)")
+                }
+                m => m.unwrap_or(0),
+            },
+            mappings_per_host: match self.limits.mappings_per_host {
+                Some(0) => bail!(
+                    "limits.mappings_per_host = 0 would block every LAN host; leave it unset for no limit"
+                ),
+                m => m.unwrap_or(0),
+            },
         })
     }
 }

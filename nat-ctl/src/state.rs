@@ -35,6 +35,7 @@ pub struct NatMaps {
     pub esp_out: HashMap<MapData, EspKey, Owner>,
     pub esp_pending: HashMap<MapData, u32, Owner>,
     pub frags: HashMap<MapData, FragKey, FragEntry>,
+    pub host_mappings: HashMap<MapData, u32, u32>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
@@ -69,6 +70,7 @@ impl NatMaps {
             esp_out: get(names::ESP_OUT)?.try_into()?,
             esp_pending: get(names::ESP_PENDING)?.try_into()?,
             frags: get(names::FRAGS)?.try_into()?,
+            host_mappings: get(names::HOST_MAPPINGS)?.try_into()?,
         })
     }
 

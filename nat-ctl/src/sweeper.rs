@@ -48,6 +48,28 @@ pub struct SweepReport {
     pub orphans_removed: usize,
 }
 
+/// Resets the per-host mapping counts (the data path only counts up) to what MAPPINGS_OUT
+/// holds now.
+fn recount_host_mappings(maps: &mut NatMaps) -> Result<()> {
+    let mut counts: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+    for (ep, _) in crate::state::entries(&maps.mappings_out)? {
+        *counts.entry(ep.addr).or_default() += 1;
+    }
+    for (host, n) in crate::state::entries(&maps.host_mappings)? {
+        match counts.remove(&host) {
+            Some(actual) if actual == n => {}
+            Some(actual) => maps.host_mappings.insert(host, actual, 0)?,
+            None => {
+                let _ = maps.host_mappings.remove(&host);
+            }
+        }
+    }
+    for (host, n) in counts {
+        maps.host_mappings.insert(host, n, 0)?;
+    }
+    Ok(())
+}
+
 /// IKE sessions on the shared external port 500 have no mapping of their own.
 fn is_shared_ike(k: &SessionKey, s: &Session) -> bool {
     let ike = nat_common::passthrough::IKE_PORT.to_be();
@@ -177,6 +199,7 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
             report.filters_removed += 1;
         }
     }
+    recount_host_mappings(maps)?;
     report.vpn_state_expired = sweep_vpn(maps, t, now_ns)?;
     Ok(report)
 }

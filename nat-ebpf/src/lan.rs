@@ -6,8 +6,8 @@ use nat_common::{
     maps::{EndpointKey, SessionKey},
     passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT, classify},
     proto::{
-        ICMP_ECHO_REQUEST, IPPROTO_AH, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP,
-        IPPROTO_UDP, in_prefix, is_icmp_error,
+        ICMP_ECHO_REQUEST, IPPROTO_AH, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_UDP,
+        in_prefix, is_icmp_error,
     },
     rewrite::{L4, Side, rewrite_endpoint},
 };
@@ -17,6 +17,7 @@ use crate::{
     forward::{Route, deliver_out, route},
     frag, hairpin, icmp_error,
     maps::{config, count, port_in_pool, switch_on},
+    mss,
     packet::{icmp_type, parse_ipv4, parse_transport},
     state::{mapping_for, refresh_outbound, touch_outbound},
     vpn,
@@ -129,8 +130,9 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
             return Err(e);
         }
     };
-    if class == CLASS_PPTP && pkt.proto == IPPROTO_TCP {
-        if let L4::Tcp(ref mut tcp) = t.l4 {
+    if let L4::Tcp(ref mut tcp) = t.l4 {
+        mss::clamp(ctx, &pkt, tcp, cfg.mss_clamp);
+        if class == CLASS_PPTP {
             vpn::pptp_control(ctx, &pkt, tcp, pkt.src, pkt.dst, true, now)?;
         }
     }

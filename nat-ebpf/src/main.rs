@@ -10,6 +10,7 @@ mod hairpin;
 mod icmp_error;
 mod lan;
 mod maps;
+mod mss;
 mod packet;
 mod state;
 mod vpn;

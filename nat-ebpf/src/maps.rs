@@ -12,8 +12,8 @@ use nat_common::{
     maps::{
         DEFAULT_MAX_ESP_SPIS, DEFAULT_MAX_FRAGS, DEFAULT_MAX_IKE_SAS, DEFAULT_MAX_MAPPINGS,
         DEFAULT_MAX_PPTP_CALLS, DEFAULT_MAX_SESSIONS, EndpointKey, EspKey, ExternalKey, FragEntry,
-        FragKey, IkeKey, MAX_DEVICES, MAX_ESP_PENDING, Mapping, Owner, PORT_SLOTS, PptpCall,
-        PptpCallKey, PptpClientKey, Session, SessionKey,
+        FragKey, IkeKey, MAX_DEVICES, MAX_ESP_PENDING, MAX_QUOTA_HOSTS, Mapping, Owner, PORT_SLOTS,
+        PptpCall, PptpCallKey, PptpClientKey, Session, SessionKey,
     },
     passthrough::{NUM_SWITCHES, SWITCH_ON, switch_slot},
 };
@@ -118,3 +118,8 @@ pub fn switch_on(class: u8) -> bool {
 /// First fragments translated recently, so the later ones get the same address.
 #[map]
 pub static FRAGS: HashMap<FragKey, FragEntry> = HashMap::with_max_entries(DEFAULT_MAX_FRAGS, 0);
+
+/// LAN host -> mappings it holds, for the per-host quota. The data path counts up; the
+/// sweeper recounts from MAPPINGS_OUT.
+#[map]
+pub static HOST_MAPPINGS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);

@@ -10,7 +10,9 @@ use nat_common::{
     tcp_state::{self, Direction},
 };
 
-use crate::maps::{FILTERS, MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL, SESSIONS, count, port_in_pool};
+use crate::maps::{
+    FILTERS, HOST_MAPPINGS, MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL, SESSIONS, count, port_in_pool,
+};
 
 const EEXIST: i32 = 17;
 
@@ -26,6 +28,13 @@ pub fn mapping_for(cfg: &NatConfig, ep: &EndpointKey, now: u64) -> Result<u16, C
     if let Some(m) = MAPPINGS_OUT.get_ptr(ep) {
         // SAFETY: map value pointer from a successful lookup.
         return Ok(unsafe { (*m).ext_port });
+    }
+    let quota = cfg.mappings_per_host;
+    if quota > 0 {
+        let held = HOST_MAPPINGS.get_ptr(&ep.addr).map_or(0, |n| unsafe { *n });
+        if held >= quota {
+            return Err(Counter::DropHostQuota);
+        }
     }
     let mut m = Mapping {
         created_ns: now,
@@ -61,6 +70,21 @@ pub fn mapping_for(cfg: &NatConfig, ep: &EndpointKey, now: u64) -> Result<u16, C
     Err(Counter::DropPortsExhausted)
 }
 
+/// One more mapping held by LAN host `addr`. A plain increment: two CPUs creating mappings
+/// for one host at the same instant may count one; the sweeper recounts every sweep.
+// verifier: the BPF target offers no 32-bit atomic add from Rust here.
+#[inline(always)]
+fn count_host_mapping(addr: u32) {
+    match HOST_MAPPINGS.get_ptr_mut(&addr) {
+        // SAFETY: map value pointer from a successful lookup.
+        Some(n) => unsafe { *n += 1 },
+        None => {
+            // A full table only means this host is not limited until the sweeper recounts.
+            let _ = HOST_MAPPINGS.insert(&addr, &1, 0);
+        }
+    }
+}
+
 /// Claims external `port` for `ep`: first the external side (atomic across CPUs through
 /// BPF_NOEXIST), then the internal side.
 #[inline(always)]
@@ -79,6 +103,7 @@ fn claim(ep: &EndpointKey, m: &mut Mapping, port: u16) -> Result<Claim, Counter>
     match MAPPINGS_OUT.insert(ep, &*m, BPF_NOEXIST as u64) {
         Ok(()) => {
             count(Counter::MappingCreated);
+            count_host_mapping(ep.addr);
             Ok(Claim::Won(port))
         }
         Err(e) => {

@@ -20,6 +20,7 @@ use crate::{
     forward::{deliver_in, route_in},
     frag, icmp_error,
     maps::{FILTERS, MAPPINGS_IN, SESSIONS, config, count, port_in_pool, switch_on},
+    mss,
     packet::{icmp_type, parse_ipv4, parse_transport},
     vpn,
 };
@@ -142,8 +143,9 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     if pkt.fragment {
         frag::remember(&pkt, int_addr, now)?;
     }
-    if class == CLASS_PPTP && pkt.proto == IPPROTO_TCP {
-        if let L4::Tcp(ref mut tcp) = t.l4 {
+    if let L4::Tcp(ref mut tcp) = t.l4 {
+        mss::clamp(ctx, &pkt, tcp, cfg.mss_clamp);
+        if class == CLASS_PPTP {
             vpn::pptp_control(ctx, &pkt, tcp, int_addr, pkt.src, false, now)?;
         }
     }

@@ -27,6 +27,8 @@ fn error_table() {
     );
     let reversed = temp_config("rev", "[ports]\nrange = \"30000-20000\"\n");
     let zero = temp_config("zero", "[tables]\nsessions = 0\n");
+    let mss = temp_config("mss", "[tcp]\nmss_clamp = 100\n");
+    let quota = temp_config("quota", "[limits]\nmappings_per_host = 0\n");
     let inst = integration_tests::unique("none");
     // (arguments, exit code, what stderr's first line must contain)
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![

@@ -963,3 +963,125 @@ fn a_session_that_lost_its_mapping_is_swept_and_the_next_packet_gets_a_new_one()
         );
     });
 }
+
+#[test]
+fn mss_clamping_lowers_syn_mss_both_ways() {
+    let clamp = FixtureConfig {
+        toml: "[tcp]\nmss_clamp = 1400\n".into(),
+        ..Default::default()
+    };
+    with_fixture(default_tables(), clamp, |fx| {
+        // etherparse's SYN carries no options: build one with MSS 1460 first.
+        let syn_with_mss = |h: &Hdr, sport: u16, dport: u16, mss: u16, flags: packets::Flags| {
+            let mut tcp = etherparse::TcpHeader::new(sport, dport, 1000, 64240);
+            tcp.syn = flags.syn;
+            tcp.ack = flags.ack;
+            tcp.set_options(&[etherparse::TcpOptionElement::MaximumSegmentSize(mss)])
+                .unwrap();
+            let mut out = Vec::new();
+            etherparse::PacketBuilder::ethernet2(h.smac, h.dmac)
+                .ipv4(h.src.octets(), h.dst.octets(), h.ttl)
+                .tcp_header(tcp)
+                .write(&mut out, &[])
+                .unwrap();
+            out
+        };
+        let mss_of = |frame: &[u8]| u16::from_be_bytes([frame[14 + 20 + 22], frame[14 + 20 + 23]]);
+        let (action, out) = fx.from_lan(&syn_with_mss(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            20000,
+            80,
+            1460,
+            SYN,
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(mss_of(&out), 1400);
+        parse_checked(&out);
+        let (_, out) = fx.from_wan(&syn_with_mss(
+            &wan_hdr(SERVER, SERVER_MAC),
+            80,
+            20000,
+            1460,
+            SYN_ACK,
+        ));
+        assert_eq!(mss_of(&out), 1400, "the server's SYN-ACK too");
+        parse_checked(&out);
+        // Already small enough: untouched.
+        let (_, out) = fx.from_lan(&syn_with_mss(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            20001,
+            80,
+            1200,
+            SYN,
+        ));
+        assert_eq!(mss_of(&out), 1200);
+        assert_eq!(fx.counter("mss_clamped"), 2);
+    });
+}
+
+#[test]
+fn a_host_quota_limits_one_host_and_not_the_others() {
+    let quota = FixtureConfig {
+        toml: "[limits]\nmappings_per_host = 2\n".into(),
+        ..Default::default()
+    };
+    with_fixture(default_tables(), quota, |fx| {
+        for port in [20000, 20001] {
+            assert_eq!(
+                fx.from_lan(&packets::udp(
+                    &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+                    port,
+                    53,
+                    b"q"
+                ))
+                .0,
+                XDP_REDIRECT
+            );
+        }
+        assert_eq!(
+            fx.from_lan(&packets::udp(
+                &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+                20002,
+                53,
+                b"q"
+            ))
+            .0,
+            XDP_DROP
+        );
+        assert_eq!(fx.counter("drop_host_quota"), 1);
+        // Existing flows of A go on; B has its own quota.
+        assert_eq!(
+            fx.from_lan(&packets::udp(
+                &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+                20000,
+                53,
+                b"q"
+            ))
+            .0,
+            XDP_REDIRECT
+        );
+        assert_eq!(
+            fx.from_lan(&packets::udp(
+                &lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER),
+                20000,
+                53,
+                b"q"
+            ))
+            .0,
+            XDP_REDIRECT
+        );
+        // When A's mappings expire, the sweeper's recount gives A room again.
+        let t = fx.maps.read_config().unwrap().timeouts;
+        sweeper::sweep(&mut fx.maps, &t, nat_ctl::monotonic_ns() + 301 * NS).unwrap();
+        assert_eq!(
+            fx.from_lan(&packets::udp(
+                &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+                20003,
+                53,
+                b"q"
+            ))
+            .0,
+            XDP_REDIRECT
+        );
+    });
+}
