@@ -176,18 +176,3 @@ pub fn deliver_in(pkt: crate::packet::Ipv4<'_>, route: Route) -> Result<crate::V
         Counter::InPassKernel,
     )
 }
-
-/// `deliver` for a hairpinned packet: it goes back out of the LAN side.
-#[inline(always)]
-pub fn deliver_hairpin(
-    pkt: crate::packet::Ipv4<'_>,
-    route: Route,
-) -> Result<crate::Verdict, Counter> {
-    deliver(
-        pkt.eth,
-        pkt.ip,
-        route,
-        Counter::OutRedirected,
-        Counter::OutPassKernel,
-    )
-}

@@ -16,7 +16,7 @@ use nat_common::{
 
 use crate::{
     Verdict,
-    forward::{Route, deliver_hairpin, route},
+    forward::{Route, deliver_out, route},
     maps::{MAPPINGS_IN, count, port_in_pool, switch_on},
     packet::{Ipv4, parse_transport},
     state::{mapping_for, touch_outbound},
@@ -89,5 +89,6 @@ pub fn try_hairpin(
         target.int_port,
     );
     count(Counter::HairpinTranslated);
-    deliver_hairpin(pkt, r)
+    // Back out of the LAN side, counted with the outbound traffic.
+    deliver_out(pkt, r)
 }

@@ -38,6 +38,11 @@ fn session(int: Ipv4Addr, int_port: u16, rem: Ipv4Addr, rem_port: u16, proto: u8
     }
 }
 
+/// A DNS-like query from LAN host A's `port` to the server.
+fn query_from_a(port: u16) -> Vec<u8> {
+    packets::udp(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), port, 53, b"q")
+}
+
 /// Translated towards the WAN: addressed from the router's WAN MAC to `next_hop`.
 fn out_hdr(dst: Ipv4Addr, next_hop: packets::Mac) -> Hdr {
     Hdr {
@@ -223,12 +228,7 @@ fn inbound_unsolicited_is_dropped_and_counted() {
         assert_eq!(fx.counter("drop_unsolicited_tcp"), 1);
         // UDP, address-dependent filtering (the default): another port of the same host passes,
         // another host does not.
-        fx.from_lan(&packets::udp(
-            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
-            21000,
-            53,
-            b"q",
-        ));
+        fx.from_lan(&query_from_a(21000));
         let (action, out) = fx.from_wan(&packets::udp(
             &wan_hdr(SERVER, SERVER_MAC),
             5353,
@@ -255,12 +255,7 @@ fn endpoint_independent_and_port_dependent_filtering() {
         ..Default::default()
     };
     with_fixture(default_tables(), eif, |fx| {
-        fx.from_lan(&packets::udp(
-            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
-            21000,
-            53,
-            b"q",
-        ));
+        fx.from_lan(&query_from_a(21000));
         let (action, _) = fx.from_wan(&packets::udp(
             &wan_hdr(FAR_SERVER, GATEWAY_MAC),
             53,
@@ -274,12 +269,7 @@ fn endpoint_independent_and_port_dependent_filtering() {
         ..Default::default()
     };
     with_fixture(default_tables(), apdf, |fx| {
-        fx.from_lan(&packets::udp(
-            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
-            21000,
-            53,
-            b"q",
-        ));
+        fx.from_lan(&query_from_a(21000));
         let (action, _) = fx.from_wan(&packets::udp(
             &wan_hdr(SERVER, SERVER_MAC),
             5353,
@@ -541,27 +531,9 @@ fn full_mapping_table_and_exhausted_pool_drop_new_flows() {
     };
     with_fixture(tables, FixtureConfig::default(), |fx| {
         for port in [20000, 20001] {
-            assert_eq!(
-                fx.from_lan(&packets::udp(
-                    &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
-                    port,
-                    53,
-                    b"q"
-                ))
-                .0,
-                XDP_REDIRECT
-            );
+            assert_eq!(fx.from_lan(&query_from_a(port)).0, XDP_REDIRECT);
         }
-        assert_eq!(
-            fx.from_lan(&packets::udp(
-                &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
-                20002,
-                53,
-                b"q"
-            ))
-            .0,
-            XDP_DROP
-        );
+        assert_eq!(fx.from_lan(&query_from_a(20002)).0, XDP_DROP);
         assert_eq!(fx.counter("drop_mapping_table_full"), 1);
     });
     let two_ports = FixtureConfig {
@@ -571,27 +543,13 @@ fn full_mapping_table_and_exhausted_pool_drop_new_flows() {
     with_fixture(default_tables(), two_ports, |fx| {
         let mut got = Vec::new();
         for port in [60001, 60002] {
-            let (action, out) = fx.from_lan(&packets::udp(
-                &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
-                port,
-                53,
-                b"q",
-            ));
+            let (action, out) = fx.from_lan(&query_from_a(port));
             assert_eq!(action, XDP_REDIRECT);
             got.push(parse_checked(&out).sport);
         }
         got.sort();
         assert_eq!(got, vec![50000, 50001]);
-        assert_eq!(
-            fx.from_lan(&packets::udp(
-                &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
-                60003,
-                53,
-                b"q"
-            ))
-            .0,
-            XDP_DROP
-        );
+        assert_eq!(fx.from_lan(&query_from_a(60003)).0, XDP_DROP);
         assert_eq!(fx.counter("drop_ports_exhausted"), 1);
     });
 }
@@ -615,12 +573,7 @@ fn ttl_handling() {
             "TTL 1 goes to the kernel untranslated (it sends Time Exceeded)"
         );
         assert_eq!(fx.counter("pass_ttl_exceeded"), 1);
-        fx.from_lan(&packets::udp(
-            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
-            20000,
-            53,
-            b"q",
-        ));
+        fx.from_lan(&query_from_a(20000));
         let reply = packets::udp(
             &Hdr {
                 ttl: 1,
@@ -683,7 +636,7 @@ fn untranslatable_lan_traffic_is_dropped_never_leaked() {
             "a later fragment whose first was not seen"
         );
         assert_eq!(fx.counter("drop_fragment_before_first"), 1);
-        let full = packets::udp(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), 20000, 53, b"q");
+        let full = query_from_a(20000);
         for cut in [20, 14 + 19, 14 + 20 + 7] {
             assert_eq!(fx.from_lan(&full[..cut]).0, XDP_DROP, "truncated at {cut}");
         }
@@ -695,7 +648,7 @@ fn untranslatable_lan_traffic_is_dropped_never_leaked() {
 #[test]
 fn udp_without_checksum_stays_without_checksum() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
-        let mut f = packets::udp(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), 20000, 53, b"q");
+        let mut f = query_from_a(20000);
         f[14 + 20 + 6] = 0;
         f[14 + 20 + 7] = 0;
         let (action, out) = fx.from_lan(&f);
@@ -708,12 +661,7 @@ fn udp_without_checksum_stays_without_checksum() {
 #[test]
 fn sweeper_expires_sessions_cools_ports_then_frees_them() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
-        fx.from_lan(&packets::udp(
-            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
-            20000,
-            53,
-            b"q",
-        ));
+        fx.from_lan(&query_from_a(20000));
         let key = session(LAN_HOST_A, 20000, SERVER, 53, IPPROTO_UDP);
         let seen = fx.maps.sessions.get(&key, 0).unwrap().last_seen_ns;
         let t = fx.maps.read_config().unwrap().timeouts;
@@ -1027,39 +975,12 @@ fn a_host_quota_limits_one_host_and_not_the_others() {
     };
     with_fixture(default_tables(), quota, |fx| {
         for port in [20000, 20001] {
-            assert_eq!(
-                fx.from_lan(&packets::udp(
-                    &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
-                    port,
-                    53,
-                    b"q"
-                ))
-                .0,
-                XDP_REDIRECT
-            );
+            assert_eq!(fx.from_lan(&query_from_a(port)).0, XDP_REDIRECT);
         }
-        assert_eq!(
-            fx.from_lan(&packets::udp(
-                &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
-                20002,
-                53,
-                b"q"
-            ))
-            .0,
-            XDP_DROP
-        );
+        assert_eq!(fx.from_lan(&query_from_a(20002)).0, XDP_DROP);
         assert_eq!(fx.counter("drop_host_quota"), 1);
         // Existing flows of A go on; B has its own quota.
-        assert_eq!(
-            fx.from_lan(&packets::udp(
-                &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
-                20000,
-                53,
-                b"q"
-            ))
-            .0,
-            XDP_REDIRECT
-        );
+        assert_eq!(fx.from_lan(&query_from_a(20000)).0, XDP_REDIRECT);
         assert_eq!(
             fx.from_lan(&packets::udp(
                 &lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER),
@@ -1073,15 +994,6 @@ fn a_host_quota_limits_one_host_and_not_the_others() {
         // When A's mappings expire, the sweeper's recount gives A room again.
         let t = fx.maps.read_config().unwrap().timeouts;
         sweeper::sweep(&mut fx.maps, &t, nat_ctl::monotonic_ns() + 301 * NS).unwrap();
-        assert_eq!(
-            fx.from_lan(&packets::udp(
-                &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
-                20003,
-                53,
-                b"q"
-            ))
-            .0,
-            XDP_REDIRECT
-        );
+        assert_eq!(fx.from_lan(&query_from_a(20003)).0, XDP_REDIRECT);
     });
 }
