@@ -19,7 +19,7 @@ use nat_ctl::{
     commands::to_wire,
     loader::{self, Tables},
 };
-use std::time::Instant;
+use std::{net::Ipv4Addr, time::Instant};
 
 pub const FRAME_LEN: usize = 60;
 
@@ -158,9 +158,11 @@ impl Bench {
         })
     }
 
-    fn set_flows(&mut self, flows: u32) -> Result<()> {
+    /// Flow f leaves from `src` + f / 50000, port 10000 + f % 50000.
+    fn set_flows(&mut self, flows: u32, src: Ipv4Addr) -> Result<()> {
         let mut c = self.generator_config.get(&0, 0)?;
         c.flows = flows;
+        c.src_addr = to_wire(src);
         self.generator_config.set(0, c, 0)?;
         Ok(())
     }
@@ -192,43 +194,84 @@ impl Bench {
     }
 
     /// Packets per second through the router set up as `router`, with `flows` flows.
+    /// Packets per second through the router set up as `router`, with `flows` flows.
     pub fn rate(&mut self, router: Router, flows: u32, warmup: u32, packets: u32) -> Result<f64> {
-        let r = &self.lab.router;
-        let mut keep: Option<Ebpf> = None;
-        let mut nat: Option<NatDaemon> = None;
-        match router {
-            Router::XdpNat => nat = Some(NatDaemon::start(&self.lab, &[])?),
-            Router::XdpForward => keep = Some(forwarder_in(r)?),
-            Router::KernelMasquerade => {
-                let rules = std::env::temp_dir().join(format!("{}.nft", r.name));
-                std::fs::write(&rules, NFT_MASQUERADE.replace("WAN", WAN_IF))?;
-                r.exec("nft", &["-f", &rules.display().to_string()])?;
-                r.exec(
-                    "sh",
-                    &[
-                        "-c",
-                        "command -v conntrack >/dev/null && conntrack -F 2>/dev/null; true",
-                    ],
-                )?;
-                // Frames XDP_TX'd into a veth only arrive if the peer runs XDP.
-                keep = Some(attach_in(r, programs::PASS, LAN_IF)?);
-            }
-        }
-        // The router's programs stay attached while these live.
-        let _attached = (keep, nat);
-        self.set_flows(flows)?;
+        let setup = self.set_up(router)?;
+        self.set_flows(flows, LAN_HOST_A)?;
         self.send(warmup)?;
         let before = self.sink_count()?;
         let secs = self.send(packets)?;
         let got = self.sink_count()? - before;
-        if router == Router::KernelMasquerade {
-            self.lab
-                .router
-                .exec("nft", &["delete", "table", "ip", "bench"])?;
-        }
+        self.tear_down(router, setup)?;
         if got == 0 {
             bail!("{}: nothing reached the sink", router.name());
         }
         Ok(got as f64 / secs)
     }
+
+    /// New sessions per second: `flows` packets, each the first of its flow (fresh source
+    /// addresses for every call), counted by the NAT's session_created counter or the
+    /// kernel's conntrack count. The wall time includes the generator's idle tail at the end
+    /// of a live-frame run (20-30 ms), so this understates the rate a little.
+    pub fn new_session_rate(&mut self, router: Router, flows: u32, src: Ipv4Addr) -> Result<f64> {
+        let setup = self.set_up(router)?;
+        self.set_flows(flows, src)?;
+        let before = self.created(&setup)?;
+        let secs = self.send(flows)?;
+        let created = self.created(&setup)?.saturating_sub(before);
+        self.tear_down(router, setup)?;
+        Ok(created as f64 / secs)
+    }
+
+    /// Sessions created so far: the NAT's counter, or the kernel's conntrack count.
+    fn created(&self, setup: &Setup) -> Result<u64> {
+        Ok(match &setup.nat {
+            Some(nat) => nat.counter("session_created"),
+            None => {
+                let out = self
+                    .lab
+                    .router
+                    .cmd("cat")
+                    .arg("/proc/sys/net/netfilter/nf_conntrack_count")
+                    .output()?;
+                String::from_utf8_lossy(&out.stdout).trim().parse()?
+            }
+        })
+    }
+
+    fn set_up(&self, router: Router) -> Result<Setup> {
+        let r = &self.lab.router;
+        let mut setup = Setup {
+            _programs: None,
+            nat: None,
+        };
+        match router {
+            Router::XdpNat => setup.nat = Some(NatDaemon::start(&self.lab, &[])?),
+            Router::XdpForward => setup._programs = Some(forwarder_in(r)?),
+            Router::KernelMasquerade => {
+                let rules = std::env::temp_dir().join(format!("{}.nft", r.name));
+                std::fs::write(&rules, NFT_MASQUERADE.replace("WAN", WAN_IF))?;
+                r.exec("nft", &["-f", &rules.display().to_string()])?;
+                // Frames XDP_TX'd into a veth only arrive if the peer runs XDP.
+                setup._programs = Some(attach_in(r, programs::PASS, LAN_IF)?);
+            }
+        }
+        Ok(setup)
+    }
+
+    fn tear_down(&self, router: Router, setup: Setup) -> Result<()> {
+        drop(setup);
+        if router == Router::KernelMasquerade {
+            self.lab
+                .router
+                .exec("nft", &["delete", "table", "ip", "bench"])?;
+        }
+        Ok(())
+    }
+}
+
+/// What keeps a router configuration alive: its programs, or the nat-ctl daemon.
+struct Setup {
+    _programs: Option<Ebpf>,
+    nat: Option<NatDaemon>,
 }

@@ -402,6 +402,39 @@ fn forwarding_section(report: &mut String, short: bool) -> Result<()> {
             nat / kern
         )?;
     }
+    // New sessions per second: every packet the first of its flow.
+    let new_flows: u32 = if short { 5_000 } else { 60_000 };
+    writeln!(
+        report,
+        "\n## New sessions per second ({new_flows} new UDP flows in one burst)\n"
+    )?;
+    writeln!(
+        report,
+        "| xdp-nat | kernel + nftables masquerade (conntrack) | ratio |"
+    )?;
+    writeln!(report, "|---:|---:|---:|")?;
+    // Fresh source addresses for each run, so no flow exists yet.
+    let nat = bench.new_session_rate(
+        Router::XdpNat,
+        new_flows,
+        std::net::Ipv4Addr::new(192, 168, 1, 100),
+    )?;
+    let kern = bench.new_session_rate(
+        Router::KernelMasquerade,
+        new_flows,
+        std::net::Ipv4Addr::new(192, 168, 1, 110),
+    )?;
+    writeln!(
+        report,
+        "| {:.0} /s | {:.0} /s | {:.1}x |",
+        nat,
+        kern,
+        nat / kern
+    )?;
+    writeln!(
+        report,
+        "\nThe program-level cost of a new flow is in the first table (\"first packet of a new flow\")."
+    )?;
     Ok(())
 }
 
