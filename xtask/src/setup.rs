@@ -15,6 +15,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("ping", "iputils-ping"),
     ("nsenter", "util-linux"),
+    ("conntrack", "conntrack"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

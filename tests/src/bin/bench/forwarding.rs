@@ -217,8 +217,14 @@ impl Bench {
         let setup = self.set_up(router)?;
         self.set_flows(flows, src)?;
         let before = self.created(&setup)?;
+        let sunk = self.sink_count()?;
         let secs = self.send(flows)?;
         let created = self.created(&setup)?.saturating_sub(before);
+        eprintln!(
+            "bench: {}: {created} sessions created, {} packets at the sink, {secs:.3} s",
+            router.name(),
+            self.sink_count()? - sunk
+        );
         self.tear_down(router, setup)?;
         Ok(created as f64 / secs)
     }
@@ -252,6 +258,9 @@ impl Bench {
                 let rules = std::env::temp_dir().join(format!("{}.nft", r.name));
                 std::fs::write(&rules, NFT_MASQUERADE.replace("WAN", WAN_IF))?;
                 r.exec("nft", &["-f", &rules.display().to_string()])?;
+                // No conntrack entries left from an earlier run (they would hold ports).
+                r.exec("conntrack", &["-F"])
+                    .or_else(|_| r.exec("true", &[]))?;
                 // Frames XDP_TX'd into a veth only arrive if the peer runs XDP.
                 setup._programs = Some(attach_in(r, programs::PASS, LAN_IF)?);
             }
