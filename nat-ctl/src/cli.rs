@@ -120,6 +120,10 @@ pub struct RunArgs {
     /// running without its daemon.
     #[arg(long)]
     pub detach_on_exit: bool,
+    /// Log level of the daemon and of the data path's log lines (drops at debug, exhausted
+    /// tables at info); default: the config's, else info.
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub log_level: Option<crate::config::LogLevel>,
     /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9779).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,

@@ -34,6 +34,8 @@ pub struct FileConfig {
     pub tables: TablesSection,
     #[serde(default)]
     pub passthrough: PassthroughSection,
+    /// Log level of the daemon and of the data path's log lines.
+    pub log_level: Option<LogLevel>,
     #[serde(default)]
     pub tcp: TcpSection,
     #[serde(default)]
@@ -85,6 +87,49 @@ pub struct TimeoutsSection {
 pub struct TablesSection {
     pub sessions: Option<u32>,
     pub mappings: Option<u32>,
+}
+
+/// How much the daemon (and the data path, through aya-log) logs.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Deserialize,
+    serde::Serialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub const fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Off => log::LevelFilter::Off,
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+
+    /// aya-log's level numbers (0 = nothing).
+    pub const fn aya_level(self) -> u8 {
+        self as u8
+    }
 }
 
 /// RFC 4787 REQ-8 filtering behaviour.
@@ -140,6 +185,7 @@ pub struct Settings {
     pub mss_clamp: u16,
     /// 0: no limit.
     pub mappings_per_host: u32,
+    pub log_level: LogLevel,
 }
 
 /// What the interfaces contribute to the data path's configuration.
@@ -179,6 +225,7 @@ pub struct Overrides {
     pub lan: Option<String>,
     pub wan: Option<String>,
     pub wan_addr: Option<Ipv4Addr>,
+    pub log_level: Option<LogLevel>,
 }
 
 impl FileConfig {
@@ -285,6 +332,7 @@ impl FileConfig {
                 }
                 m => m.unwrap_or(0),
             },
+            log_level: o.log_level.or(self.log_level).unwrap_or_default(),
             mappings_per_host: match self.limits.mappings_per_host {
                 Some(0) => bail!(
                     "limits.mappings_per_host = 0 would block every LAN host; leave it unset for no limit"
@@ -331,6 +379,7 @@ mod tests {
             lan: Some("lan0".into()),
             wan: Some("wan0".into()),
             wan_addr: None,
+            log_level: None,
         }
     }
 
@@ -413,6 +462,7 @@ mod sample_tests {
             lan: Some("a".into()),
             wan: Some("b".into()),
             wan_addr: None,
+            log_level: None,
         };
         let sample = FileConfig::parse(text).unwrap().settings(&o).unwrap();
         let defaults = FileConfig::default().settings(&o).unwrap();

@@ -12,7 +12,7 @@ use aya::{
 use nat_common::maps::names;
 use std::{fs, path::Path};
 
-use crate::{EBPF_OBJECT, pins::Instance};
+use crate::{EBPF_OBJECT, config::LogLevel, pins::Instance};
 
 /// Table capacities, fixed when the maps are created.
 #[derive(Clone, Copy, Debug)]
@@ -21,9 +21,19 @@ pub struct Tables {
     pub max_mappings: u32,
 }
 
-/// Loads the object and verifies its programs. With `instance`, the maps are pinned under
-/// its directory, and maps already pinned there are adopted with their contents.
+/// Loads the object and verifies its programs, with kernel-side logging off. With
+/// `instance`, the maps are pinned under its directory, and maps already pinned there are
+/// adopted with their contents.
 pub fn load(instance: Option<&Instance>, tables: Tables) -> Result<Ebpf> {
+    load_with_log(instance, tables, LogLevel::Off)
+}
+
+/// `load`, with the data path's aya-log lines at `kernel_log` and below.
+pub fn load_with_log(
+    instance: Option<&Instance>,
+    tables: Tables,
+    kernel_log: LogLevel,
+) -> Result<Ebpf> {
     let pin_paths: Vec<(&str, std::path::PathBuf)> = match instance {
         Some(i) => {
             fs::create_dir_all(i.dir())
@@ -38,6 +48,9 @@ pub fn load(instance: Option<&Instance>, tables: Tables) -> Result<Ebpf> {
         .map_max_entries(names::FILTERS, tables.max_sessions)
         .map_max_entries(names::MAPPINGS_OUT, tables.max_mappings)
         .map_max_entries(names::MAPPINGS_IN, tables.max_mappings);
+    // Read by the programs before they format anything (aya-log's AYA_LOG_LEVEL).
+    let level = kernel_log.aya_level();
+    loader.override_global(aya_log::LEVEL, &level, false);
     for (name, path) in &pin_paths {
         loader.map_pin_path(name, path.as_path());
     }

@@ -7,9 +7,15 @@ use nat_ctl::{
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    // Everything passes env_logger's own filter; the global max level decides (`run` sets it
+    // from --log-level / the config), unless RUST_LOG says otherwise.
+    let from_env = std::env::var_os("RUST_LOG").is_some();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("trace"))
         .format_timestamp_secs()
         .init();
+    if !from_env {
+        log::set_max_level(log::LevelFilter::Info);
+    }
     // clap prints its own usage errors and exits 2.
     let cli = Cli::parse();
     match dispatch(&cli) {

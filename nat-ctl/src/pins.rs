@@ -101,6 +101,7 @@ pub struct RunState {
     pub lan: Option<String>,
     pub wan: Option<String>,
     pub wan_addr: Option<std::net::Ipv4Addr>,
+    pub log_level: Option<crate::config::LogLevel>,
     pub reloads: u64,
 }
 

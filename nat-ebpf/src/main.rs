@@ -17,6 +17,7 @@ mod vpn;
 mod wan;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_log_ebpf::{debug, info};
 use nat_common::counters::Counter;
 
 /// What to do with a packet, and the counter that records it.
@@ -37,7 +38,7 @@ impl Verdict {
 }
 
 #[inline(always)]
-fn finish(result: Result<Verdict, Counter>) -> u32 {
+fn finish(ctx: &XdpContext, result: Result<Verdict, Counter>) -> u32 {
     match result {
         Ok(v) => {
             maps::count(v.counter);
@@ -45,6 +46,20 @@ fn finish(result: Result<Verdict, Counter>) -> u32 {
         }
         Err(reason) => {
             maps::count(reason);
+            // Kernel-side log lines (nat-ctl run --log-level): running out of something at
+            // info, every other drop at debug. Filtered here, before any work, by AYA_LOG_LEVEL.
+            if matches!(
+                reason,
+                Counter::DropSessionTableFull
+                    | Counter::DropMappingTableFull
+                    | Counter::DropPortsExhausted
+                    | Counter::DropHostQuota
+                    | Counter::DropFragTableFull
+            ) {
+                info!(ctx, "drop: {} (table or pool exhausted)", reason.name());
+            } else {
+                debug!(ctx, "drop: {}", reason.name());
+            }
             xdp_action::XDP_DROP
         }
     }
@@ -52,12 +67,12 @@ fn finish(result: Result<Verdict, Counter>) -> u32 {
 
 #[xdp]
 pub fn xdp_nat_lan(ctx: XdpContext) -> u32 {
-    finish(lan::try_nat_lan(&ctx))
+    finish(&ctx, lan::try_nat_lan(&ctx))
 }
 
 #[xdp]
 pub fn xdp_nat_wan(ctx: XdpContext) -> u32 {
-    finish(wan::try_nat_wan(&ctx))
+    finish(&ctx, wan::try_nat_wan(&ctx))
 }
 
 /// Parse-only baseline for benchmarks, and the program labs attach to veth peers so frames

@@ -128,6 +128,7 @@ pub fn with_fixture<T: Send>(
                 lan: Some("lan0".into()),
                 wan: Some("wan0".into()),
                 wan_addr: None,
+                log_level: None,
             })
             .expect("fixture settings");
         let reserved: BTreeSet<u16> = [ROUTER_SSH].into_iter().collect();

@@ -232,3 +232,21 @@ fn sessions_filter_by_host_and_top_shows_rates() {
         "a ping at 5/s shows up: {text}"
     );
 }
+
+#[test]
+fn data_path_log_lines_reach_the_daemon_log_at_debug() {
+    let lab = Lab::new("log").unwrap();
+    let nat = NatDaemon::start(&lab, &["--log-level", "debug"]).unwrap();
+    // Unsolicited: dropped by the WAN program, which logs why.
+    let _ = udp_request(
+        &lab.wan,
+        SocketAddrV4::new(SERVER, 9999),
+        SocketAddrV4::new(integration_tests::lab::ROUTER_WAN, 20001),
+        b"knock",
+    )
+    .unwrap();
+    let logged = integration_tests::wait_for(Duration::from_secs(5), || {
+        nat.log().contains("drop: drop_no_mapping").then_some(())
+    });
+    assert!(logged.is_some(), "log: {}", nat.log());
+}

@@ -22,6 +22,7 @@ pub fn reload(instance: &Instance) -> Result<()> {
         lan: state.lan.clone(),
         wan: state.wan.clone(),
         wan_addr: state.wan_addr,
+        log_level: state.log_level,
     })
     .context("the configuration is invalid; the running settings stay")?;
     // SAFETY: signalling a pid we read from the daemon's own lock file.

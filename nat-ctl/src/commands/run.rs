@@ -35,6 +35,7 @@ fn plan(args: &RunArgs) -> Result<Plan> {
         lan: args.lan.clone(),
         wan: args.wan.clone(),
         wan_addr: args.wan_addr,
+        log_level: args.log_level,
     })?;
     let lan_index = netdev::ifindex(&settings.lan).context("--lan")?;
     let wan_index = netdev::ifindex(&settings.wan).context("--wan")?;
@@ -113,7 +114,12 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
         max_sessions: plan.settings.max_sessions,
         max_mappings: plan.settings.max_mappings,
     };
-    let mut ebpf = loader::load(Some(instance), tables)?;
+    if std::env::var_os("RUST_LOG").is_none() {
+        log::set_max_level(plan.settings.log_level.filter());
+    }
+    let mut ebpf = loader::load_with_log(Some(instance), tables, plan.settings.log_level)?;
+    // The data path's log lines, forwarded to this process's log.
+    let kernel_log = aya_log::EbpfLogger::init(&mut ebpf).context("aya-log")?;
     let mut maps = NatMaps::from_ebpf(&mut ebpf)?;
     // Switches before the config: the config is what makes the programs act.
     if adopting {
@@ -179,6 +185,7 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
         lan: args.lan.clone(),
         wan: args.wan.clone(),
         wan_addr: args.wan_addr,
+        log_level: args.log_level,
         reloads: 0,
     };
     state.write(instance)?;
@@ -187,6 +194,7 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
         .enable_all()
         .build()?;
     let mut daemon = Daemon {
+        kernel_log: Some(kernel_log),
         instance,
         args,
         maps,
@@ -223,6 +231,7 @@ fn configure(maps: &mut NatMaps, plan: &Plan) -> Result<(NatConfig, PortPool)> {
 
 /// The running daemon: sweeps, reloads on SIGHUP, serves metrics, stops on SIGINT/SIGTERM.
 struct Daemon<'a> {
+    kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     instance: &'a Instance,
     args: &'a RunArgs,
     maps: NatMaps,
@@ -237,6 +246,11 @@ impl Daemon<'_> {
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut tick = tokio::time::interval(Duration::from_secs(self.args.sweep_interval));
+        // SAFETY: the AsyncFd owns the logger and with it the ring buffer's fd, so the fd
+        // outlives its registration.
+        let mut kernel_log =
+            unsafe { tokio::io::unix::AsyncFd::register(self.kernel_log.take().expect("logger")) }
+                .map_err(|_| anyhow::anyhow!("cannot watch the aya-log ring buffer"))?;
         if let Some(addr) = self.args.metrics {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -249,6 +263,11 @@ impl Daemon<'_> {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => self.reload(),
+                guard = kernel_log.readable_mut() => {
+                    let mut guard = guard?;
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
                 _ = tick.tick() => {
                     match sweeper::sweep(&mut self.maps, &self.cfg.timeouts, monotonic_ns()) {
                         Ok(r) if r != Default::default() => log::info!("sweep: {r:?}"),
@@ -299,6 +318,11 @@ impl Daemon<'_> {
         });
         match applied {
             Ok(cfg) => {
+                // The daemon's level changes now; the data path keeps the level it was loaded
+                // with until the next start.
+                if std::env::var_os("RUST_LOG").is_none() {
+                    log::set_max_level(plan.settings.log_level.filter());
+                }
                 self.cfg = cfg;
                 self.plan = plan;
                 self.state.reloads += 1;
