@@ -80,6 +80,21 @@ fn error_table() {
             "invalid value",
         ),
         (
+            vec!["run", "--lan", "a", "--wan", "b", "--config", &mss],
+            1,
+            "tcp.mss_clamp = 100",
+        ),
+        (
+            vec!["run", "--lan", "a", "--wan", "b", "--config", &quota],
+            1,
+            "limits.mappings_per_host = 0",
+        ),
+        (
+            vec!["run", "--lan", "a", "--wan", "b", "--log-level", "loud"],
+            2,
+            "invalid value 'loud'",
+        ),
+        (
             vec!["--instance", &inst, "status"],
             1,
             "no xdp-nat instance",
