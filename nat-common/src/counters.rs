@@ -221,7 +221,8 @@ impl Counter {
             | Counter::SessionCreated
             | Counter::PptpCallIdRewritten
             | Counter::PptpCallCreated
-            | Counter::EspSpiLearned => CounterKind::State,
+            | Counter::EspSpiLearned
+            | Counter::MssClamped => CounterKind::State,
             Counter::PassNotIpv4
             | Counter::PassNotToWan
             | Counter::PassToRouter
@@ -382,6 +383,19 @@ mod tests {
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i, "{c:?} out of order");
             assert_eq!(Counter::from_name(c.name()), Some(*c));
+        }
+    }
+
+    #[test]
+    fn kinds_agree_with_names() {
+        for c in Counter::ALL {
+            let by_name = c.name().starts_with("drop_");
+            assert_eq!(by_name, c.kind() == CounterKind::Drop, "{c:?}");
+            assert_eq!(
+                c.name().starts_with("pass_"),
+                c.kind() == CounterKind::Pass,
+                "{c:?}"
+            );
         }
     }
 

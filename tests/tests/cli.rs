@@ -124,6 +124,46 @@ fn error_table() {
             2,
             "invalid value 'sctp'",
         ),
+        (
+            vec!["passthrough", "enable", "gre"],
+            2,
+            "unknown passthrough protocol 'gre': valid are pptp, l2tp, ipsec",
+        ),
+        (vec!["passthrough", "disable"], 2, "required"),
+        (
+            vec!["passthrough", "toggle", "pptp"],
+            2,
+            "unrecognized subcommand",
+        ),
+        (
+            vec!["--instance", &inst, "passthrough"],
+            1,
+            "no xdp-nat instance",
+        ),
+        (
+            vec!["--instance", &inst, "passthrough", "disable", "PPTP"],
+            1,
+            "no xdp-nat instance",
+        ),
+        (
+            vec!["--instance", &inst, "reload"],
+            1,
+            "no daemon runs instance",
+        ),
+        (vec!["--instance", &inst, "flush"], 1, "no xdp-nat instance"),
+        (
+            vec!["--instance", &inst, "top", "--count", "1"],
+            1,
+            "no xdp-nat instance",
+        ),
+        (vec!["flush", "--proto", "ah"], 2, "invalid value 'ah'"),
+        (vec!["top", "--interval", "0"], 2, "invalid value"),
+        (vec!["sessions", "--src", "lan-host"], 2, "invalid value"),
+        (
+            vec!["run", "--lan", "a", "--wan", "b", "--metrics", "localhost"],
+            2,
+            "invalid value",
+        ),
     ];
     for (args, code, want) in cases {
         let (got, _, stderr) = run(&args);
@@ -178,7 +218,12 @@ fn help_lists_every_command() {
         "sessions",
         "stats",
         "passthrough",
+        "top",
+        "flush",
+        "reload",
         "detach",
+        "completions",
+        "man",
     ] {
         assert!(stdout.contains(verb), "--help lacks {verb}");
     }

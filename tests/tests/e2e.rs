@@ -231,6 +231,12 @@ fn nat_keeps_forwarding_without_its_daemon_and_a_restart_adopts_the_sessions() {
             .unwrap()
             .is_some()
     );
+    assert!(
+        first
+            .ctl(&["passthrough", "disable", "l2tp"])
+            .status
+            .success()
+    );
     assert!(first.stop().unwrap().success());
 
     // No daemon: status exits 3, the NAT still translates.
@@ -250,6 +256,11 @@ fn nat_keeps_forwarding_without_its_daemon_and_a_restart_adopts_the_sessions() {
     );
     let sessions = second.json(&["sessions"]);
     assert_eq!(sessions[0]["external"], "203.0.113.1:22000", "{sessions}");
+    assert_eq!(
+        second.json(&["passthrough"])["l2tp"],
+        "off",
+        "an adopting daemon keeps the pinned switches"
+    );
     drop(first);
 }
 
