@@ -30,12 +30,21 @@ fn udp_expiry(nat: &NatDaemon) -> u64 {
 }
 
 #[test]
-fn a_transfer_survives_sigkill_and_restart_of_the_daemon() {
+fn a_transfer_and_a_udp_stream_survive_sigkill_and_restart_of_the_daemon() {
     let lab = Lab::new("kill").unwrap();
     let instance = integration_tests::unique("kill");
     let mut first = NatDaemon::start_instance(&lab, &instance, &[]).unwrap();
     let sink = TcpSink::start(&lab.wan, SERVER, 5001).unwrap();
-    let transfer = std::thread::scope(|s| {
+    const DATAGRAMS: usize = 40;
+    let echo = udp_echo(&lab.wan, SocketAddrV4::new(SERVER, 7000), DATAGRAMS).unwrap();
+    let udp = lab
+        .lan
+        .run(|| std::net::UdpSocket::bind((LAN_HOST_A, 27000)))
+        .unwrap()
+        .unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let (transfer, answered, second) = std::thread::scope(|s| {
         let t = s.spawn(|| {
             tcp_send_paced(
                 &lab.lan,
@@ -47,7 +56,21 @@ fn a_transfer_survives_sigkill_and_restart_of_the_daemon() {
             )
             .unwrap()
         });
-        std::thread::sleep(Duration::from_millis(700));
+        // A datagram every 25 ms through the whole kill and restart, each answered.
+        let u = s.spawn(|| {
+            let mut answered = 0;
+            let mut buf = [0u8; 64];
+            for i in 0..DATAGRAMS {
+                udp.send_to(format!("{i}").as_bytes(), (SERVER, 7000))
+                    .unwrap();
+                if udp.recv_from(&mut buf).is_ok() {
+                    answered += 1;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            answered
+        });
+        std::thread::sleep(Duration::from_millis(500));
         first.kill();
         std::thread::sleep(Duration::from_millis(300));
         // Restart: adopts the pinned maps and swaps the program inside the pinned links.
@@ -59,20 +82,60 @@ fn a_transfer_survives_sigkill_and_restart_of_the_daemon() {
             "{}",
             second.log()
         );
-        let sent = t.join().unwrap();
-        (sent, second)
+        (t.join().unwrap(), u.join().unwrap(), second)
     });
-    let ((sent, echoed), second) = transfer;
+    let (sent, echoed) = transfer;
     let (_, n, digest) = sink.finish().unwrap();
     assert_eq!(n, 64 * 1024 * 120);
     assert_eq!(digest, sent, "the server got different bytes");
     assert_eq!(echoed, sent);
-    let sessions = second.json(&["sessions", "--proto", "tcp"]);
+    assert_eq!(answered, DATAGRAMS, "UDP datagrams lost across the restart");
+    echo.join().unwrap();
+    let tcp = second.json(&["sessions", "--proto", "tcp"]);
     assert_eq!(
-        sessions.as_array().unwrap().len(),
+        tcp.as_array().unwrap().len(),
         1,
-        "the session was kept: {sessions}"
+        "the TCP session was kept: {tcp}"
     );
+    let udp_sessions = second.json(&["sessions", "--proto", "udp"]);
+    assert_eq!(
+        udp_sessions.as_array().unwrap().len(),
+        1,
+        "the UDP session was kept: {udp_sessions}"
+    );
+    drop(first);
+}
+
+#[test]
+fn pinned_state_from_an_incompatible_version_is_refused() {
+    use aya::maps::{Array, Map, MapData};
+    use nat_common::config::NatConfig;
+    let lab = Lab::new("lay").unwrap();
+    let instance = integration_tests::unique("lay");
+    let mut first = NatDaemon::start_instance(&lab, &instance, &[]).unwrap();
+    assert!(first.stop().unwrap().success());
+    // Another version's layout number in the pinned CONFIG.
+    let pin = format!("/sys/fs/bpf/{instance}/CONFIG");
+    let mut config: Array<MapData, NatConfig> =
+        Map::from_map_data(MapData::from_pin(&pin).unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+    let mut c = config.get(&0, 0).unwrap();
+    c.layout_version = 999;
+    config.set(0, c, 0).unwrap();
+    for args in [vec!["status"], vec!["sessions"]] {
+        let out = first.ctl(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("layout version 999") && err.contains("detach"),
+            "{args:?}: {err}"
+        );
+    }
+    let again = NatDaemon::start_instance(&lab, &instance, &[]);
+    let err = format!("{:#}", again.err().expect("run must refuse"));
+    assert!(err.contains("layout version 999"), "{err}");
     drop(first);
 }
 
