@@ -335,7 +335,7 @@ impl Counter {
                 "ICMP errors about a flow with no session (they never create or refresh one)"
             }
             Counter::DropIcmpErrorBadChecksum => {
-                "ICMP errors whose quoted IPv4 header has a bad checksum or is not IPv4"
+                "ICMP errors with a bad ICMP checksum, or whose quoted IPv4 header has a bad checksum or is not IPv4"
             }
             Counter::HairpinTranslated => {
                 "LAN packets to the WAN address and a mapped port, sent back into the LAN translated both ways (hairpinning)"

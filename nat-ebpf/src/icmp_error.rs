@@ -28,12 +28,51 @@ struct Quoted<'a> {
     proto: u8,
 }
 
+/// ICMP errors are at most this long when the router that sent them follows RFC 1812 (and
+/// Linux does); longer ones are translated without checking their checksum.
+const MAX_CHECKED_ICMP_LEN: usize = 576;
+
+/// Verifies the ICMP checksum over the whole message (RFC 5508 REQ-6: a bad one is dropped).
+// verifier: a loop bounded by MAX_CHECKED_ICMP_LEN / 2 words, each read bounds-checked.
+#[inline(always)]
+fn icmp_checksum_ok(ctx: &XdpContext, pkt: &Ipv4<'_>) -> bool {
+    let len = pkt.l4_len;
+    if len > MAX_CHECKED_ICMP_LEN {
+        return true;
+    }
+    let mut sum = 0u32;
+    let mut at = 0;
+    while at < MAX_CHECKED_ICMP_LEN {
+        if at >= len {
+            break;
+        }
+        if at + 1 == len {
+            // An odd length: the last byte counts as a word padded with zero.
+            let Ok(b) = ptr_at::<[u8; 1]>(ctx, pkt.l4_offset + at) else {
+                return false;
+            };
+            sum += u16::from_ne_bytes([unsafe { (*b)[0] }, 0]) as u32;
+            break;
+        }
+        let Ok(w) = ptr_at::<[u8; 2]>(ctx, pkt.l4_offset + at) else {
+            return false;
+        };
+        // Native-order words: the one's-complement sum is valid in either byte order.
+        sum += u16::from_ne_bytes(unsafe { *w }) as u32;
+        at += 2;
+    }
+    fold(sum) == 0xffff
+}
+
 /// Ok(None): not something the NAT translates (too short, quoted options, other protocol):
 /// the caller leaves it to the router.
 #[inline(always)]
 fn quoted<'a>(ctx: &XdpContext, pkt: &Ipv4<'_>) -> Result<Option<Quoted<'a>>, Counter> {
     if pkt.l4_len < ICMP_HDR_LEN + 20 + 8 {
         return Ok(None);
+    }
+    if !icmp_checksum_ok(ctx, pkt) {
+        return Err(Counter::DropIcmpErrorBadChecksum);
     }
     let off = pkt.l4_offset;
     let (Ok(icmp), Ok(ip), Ok(l4)) = (

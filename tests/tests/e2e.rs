@@ -412,3 +412,79 @@ fn hairpinning_between_two_lan_hosts() {
     );
     assert!(nat.counter("hairpin_translated") >= 2);
 }
+
+/// Does a datagram from `from` (an address of the WAN namespace) to the mapping reach
+/// LAN host A's socket?
+fn reaches_a(lab: &Lab, a: &UdpSocket, ext: SocketAddrV4, from: SocketAddrV4) -> bool {
+    lab.wan
+        .run(move || {
+            UdpSocket::bind(from)
+                .unwrap()
+                .send_to(b"probe", ext)
+                .unwrap()
+        })
+        .unwrap();
+    let mut buf = [0u8; 16];
+    a.recv_from(&mut buf).is_ok()
+}
+
+#[test]
+fn each_filtering_mode_observed_from_two_wan_addresses() {
+    let other = Ipv4Addr::new(198, 51, 100, 2);
+    // (mode, same host other port, other host)
+    for (mode, same_host, other_host) in [
+        ("endpoint-independent", true, true),
+        ("address-dependent", true, false),
+        ("address-and-port-dependent", false, false),
+    ] {
+        let lab = Lab::new("flt").unwrap();
+        lab.wan
+            .ip(&["addr", "add", &format!("{other}/24"), "dev", "eth0"])
+            .unwrap();
+        lab.router
+            .ip(&[
+                "route",
+                "add",
+                "198.51.100.0/24",
+                "via",
+                &SERVER.to_string(),
+            ])
+            .unwrap();
+        let cfg = std::env::temp_dir().join(format!("{}.toml", lab.router.name));
+        std::fs::write(&cfg, format!("filtering = \"{mode}\"\n")).unwrap();
+        let _nat = NatDaemon::start(&lab, &["--config", &cfg.display().to_string()]).unwrap();
+        let a = lab
+            .lan
+            .run(|| UdpSocket::bind((LAN_HOST_A, 28000)))
+            .unwrap()
+            .unwrap();
+        a.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        // A talks to 203.0.113.2:7000; its mapping is 203.0.113.1:28000.
+        let srv = lab
+            .wan
+            .run(|| UdpSocket::bind((SERVER, 7000)))
+            .unwrap()
+            .unwrap();
+        srv.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        a.send_to(b"hello", (SERVER, 7000)).unwrap();
+        let mut buf = [0u8; 16];
+        let (_, ext) = srv.recv_from(&mut buf).unwrap();
+        let std::net::SocketAddr::V4(ext) = ext else {
+            unreachable!()
+        };
+        srv.send_to(b"reply", ext).unwrap();
+        assert!(a.recv_from(&mut buf).is_ok(), "{mode}: the remote itself");
+        assert_eq!(
+            reaches_a(&lab, &a, ext, SocketAddrV4::new(SERVER, 7001)),
+            same_host,
+            "{mode}: same host, other port"
+        );
+        assert_eq!(
+            reaches_a(&lab, &a, ext, SocketAddrV4::new(other, 7000)),
+            other_host,
+            "{mode}: another host"
+        );
+        let _ = std::fs::remove_file(cfg);
+    }
+}

@@ -186,3 +186,32 @@ fn errors_without_a_session_or_with_a_bad_quote_are_dropped_and_refresh_nothing(
         assert_eq!(fx.from_wan(&err), (XDP_PASS, err.clone()));
     });
 }
+
+#[test]
+fn the_icmp_checksum_of_an_error_is_verified() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let original = packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, FAR_SERVER),
+            20000,
+            53,
+            b"query",
+        );
+        let (_, translated) = fx.from_lan(&original);
+        // The MTU field changed in transit: the ICMP checksum no longer matches.
+        let mut bad = from_gateway(frag_needed(), &translated);
+        bad[14 + 20 + 7] ^= 0x10;
+        assert_eq!(fx.from_wan(&bad).0, XDP_DROP);
+        assert_eq!(fx.counter("drop_icmp_error_bad_checksum"), 1);
+        // An odd-length error (one byte more of the quoted packet) is checked and translated.
+        let mut odd = Vec::new();
+        etherparse::PacketBuilder::ethernet2(GATEWAY_MAC, WAN_MAC)
+            .ipv4(GATEWAY.octets(), ROUTER_WAN.octets(), 64)
+            .icmpv4(frag_needed())
+            .write(&mut odd, &translated[14..14 + 29])
+            .unwrap();
+        let (action, out) = fx.from_wan(&odd);
+        assert_eq!(action, XDP_REDIRECT);
+        packets::parse_checked(&out);
+        assert_eq!(fx.counter("drop_icmp_error_bad_checksum"), 1);
+    });
+}
