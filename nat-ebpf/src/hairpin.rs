@@ -10,7 +10,7 @@ use nat_common::{
     counters::Counter,
     maps::{EndpointKey, ExternalKey, MAPPING_ACTIVE, SessionKey},
     passthrough::classify,
-    proto::{ICMP_ECHO_REQUEST, IPPROTO_ICMP},
+    proto::{ICMP_ECHO_REQUEST, IPPROTO_ICMP, is_icmp_error},
     rewrite::{Side, rewrite_endpoint},
 };
 
@@ -18,7 +18,7 @@ use crate::{
     Verdict,
     forward::{Route, deliver_out, route},
     maps::{MAPPINGS_IN, count, port_in_pool, switch_on},
-    packet::{Ipv4, parse_transport},
+    packet::{Ipv4, icmp_type, parse_transport},
     state::{mapping_for, touch_outbound},
 };
 
@@ -31,6 +31,9 @@ pub fn try_hairpin(
     now: u64,
 ) -> Result<Verdict, Counter> {
     let Some(mut t) = parse_transport(ctx, &pkt, ICMP_ECHO_REQUEST)? else {
+        if icmp_type(ctx, &pkt).is_some_and(is_icmp_error) {
+            return crate::icmp_error::error_hairpin(ctx, cfg, pkt);
+        }
         return Ok(Verdict::pass(Counter::PassToRouter));
     };
     // Echo requests to the WAN address, and ports the NAT does not own, are the router's.

@@ -223,3 +223,78 @@ pub fn error_out(
     count(Counter::IcmpErrorTranslated);
     deliver_out(pkt, r)
 }
+
+/// LAN -> the WAN address: a LAN host's error about a hairpinned packet it received (quoted:
+/// from the WAN address and another LAN host's external port, to this host). It goes back to
+/// that other host, quoting the packet as that host sent it (RFC 5508 REQ-7).
+#[inline(always)]
+pub fn error_hairpin(ctx: &XdpContext, cfg: &NatConfig, pkt: Ipv4<'_>) -> Result<Verdict, Counter> {
+    let Some(q) = quoted(ctx, &pkt)? else {
+        return Ok(Verdict::pass(Counter::PassToRouter));
+    };
+    if get_u32(q.ip, IP_SRC) != cfg.wan_addr || q.proto == IPPROTO_ICMP {
+        // Not about a hairpinned TCP/UDP packet: the router's.
+        return Ok(Verdict::pass(Counter::PassToRouter));
+    }
+    // The original sender, by its external port.
+    let ext = ExternalKey {
+        port: quoted_port(&q, Side::Source),
+        proto: q.proto,
+        _pad: 0,
+    };
+    let sender = MAPPINGS_IN
+        .get_ptr(&ext)
+        .ok_or(Counter::DropIcmpErrorNoSession)?;
+    // SAFETY: map value pointer from a successful lookup, copied at once.
+    let sender = unsafe { *sender };
+    // The erroring host's own external port.
+    let me = EndpointKey {
+        addr: get_u32(q.ip, IP_DST),
+        port: quoted_port(&q, Side::Destination),
+        proto: q.proto,
+        _pad: 0,
+    };
+    let mine = MAPPINGS_OUT
+        .get_ptr(&me)
+        .ok_or(Counter::DropIcmpErrorNoSession)?;
+    let my_ext = unsafe { (*mine).ext_port };
+    let session = SessionKey {
+        int_addr: sender.int_addr,
+        rem_addr: cfg.wan_addr,
+        int_port: sender.int_port,
+        rem_port: my_ext,
+        proto: q.proto,
+        _pad: [0; 3],
+    };
+    if sender.state != MAPPING_ACTIVE || me.addr != pkt.src || SESSIONS.get_ptr(&session).is_none()
+    {
+        return Err(Counter::DropIcmpErrorNoSession);
+    }
+    let r = crate::forward::route(ctx, cfg.wan_addr, sender.int_addr, pkt.tos, pkt.tot_len);
+    if let Route::NotForwarded = r {
+        return Ok(Verdict::pass(Counter::PassToRouter));
+    }
+    rewrite_addr(pkt.ip, Side::Source, cfg.wan_addr);
+    rewrite_addr(pkt.ip, Side::Destination, sender.int_addr);
+    rewrite_quoted(
+        q.icmp,
+        q.ip,
+        q.l4,
+        q.proto,
+        Side::Source,
+        sender.int_addr,
+        sender.int_port,
+    );
+    rewrite_quoted(
+        q.icmp,
+        q.ip,
+        q.l4,
+        q.proto,
+        Side::Destination,
+        cfg.wan_addr,
+        my_ext,
+    );
+    count(Counter::IcmpErrorTranslated);
+    // Back out of the LAN side, counted with the outbound traffic.
+    deliver_out(pkt, r)
+}

@@ -3,7 +3,7 @@
 
 use integration_tests::{
     fixture::*,
-    lab::{LAN_HOST_A, ROUTER_WAN, SERVER},
+    lab::{LAN_HOST_A, LAN_HOST_B, ROUTER_WAN, SERVER},
     packets::{self, ACK, Hdr, frag_needed, icmp_error, port_unreachable, ttl_exceeded},
 };
 use nat_common::proto::IPPROTO_UDP;
@@ -213,5 +213,48 @@ fn the_icmp_checksum_of_an_error_is_verified() {
         assert_eq!(action, XDP_REDIRECT);
         packets::parse_checked(&out);
         assert_eq!(fx.counter("drop_icmp_error_bad_checksum"), 1);
+    });
+}
+
+#[test]
+fn hairpinned_errors_go_back_to_the_sender_quoting_its_packet() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        // B is 203.0.113.1:21000 outside; A hairpins a datagram to it.
+        fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER),
+            21000,
+            53,
+            b"q",
+        ));
+        let from_a = packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, ROUTER_WAN),
+            20000,
+            21000,
+            b"hi B",
+        );
+        let (action, at_b) = fx.from_lan(&from_a);
+        assert_eq!(action, XDP_REDIRECT);
+        // B has no socket there: port unreachable, to the address it saw (the WAN address).
+        let err = icmp_error(
+            &lan_hdr(LAN_HOST_B, HOST_B_MAC, ROUTER_WAN),
+            port_unreachable(),
+            &at_b,
+        );
+        let (action, out) = fx.from_lan(&err);
+        assert_eq!(action, XDP_REDIRECT);
+        // A gets it from B's external address, quoting its own datagram as A sent it.
+        let want = icmp_error(
+            &Hdr {
+                smac: LAN_MAC,
+                dmac: HOST_A_MAC,
+                src: ROUTER_WAN,
+                dst: LAN_HOST_A,
+                ttl: 63,
+            },
+            port_unreachable(),
+            &forwarded(&from_a),
+        );
+        assert_eq!(out, want);
+        assert_eq!(fx.counter("icmp_error_translated"), 1);
     });
 }
