@@ -28,11 +28,12 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     let Some(pkt) = parse_ipv4(ctx)? else {
         return Ok(Verdict::pass(Counter::PassNotIpv4));
     };
-    // Only what the kernel would send out of the WAN interface is ours to translate.
+    // A LAN host talking to the WAN address: hairpinning, or the router itself.
     if pkt.dst == cfg.wan_addr && !pkt.fragment && in_prefix(pkt.src, cfg.lan_net, cfg.lan_mask) {
         let now = unsafe { bpf_ktime_get_ns() };
         return hairpin::try_hairpin(ctx, cfg, pkt, now);
     }
+    // Only what the kernel would send out of the WAN interface is ours to translate.
     let r = route(ctx, pkt.src, pkt.dst, pkt.tos, pkt.tot_len);
     if r.ifindex() != Some(cfg.wan_ifindex) {
         return Ok(Verdict::pass(Counter::PassNotToWan));

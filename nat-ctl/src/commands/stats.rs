@@ -85,7 +85,7 @@ pub fn stats(instance: &Instance, json_out: bool) -> Result<()> {
     ] {
         println!("{title}:");
         for (c, v) in counters.iter().filter(|(c, _)| c.kind() == kind) {
-            println!("  {:<26} {:>14}  {}", c.name(), v, c.help());
+            println!("  {:<30} {:>14}  {}", c.name(), v, c.help());
         }
     }
     println!("passthrough:    switch  sessions    translated  dropped-off  alloc-fail");
