@@ -7,7 +7,7 @@ use nat_common::{
     checksum::{fold, sum_bytes_fixed},
     config::NatConfig,
     counters::Counter,
-    maps::{EndpointKey, ExternalKey, MAPPING_ACTIVE, SessionKey},
+    maps::{EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, SessionKey},
     proto::{ICMP_ECHO_REQUEST, ICMP_HDR_LEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
     rewrite::{ICMP_ID, IP_DST, IP_SRC, Side, get_u16, get_u32, rewrite_addr, rewrite_quoted},
 };
@@ -118,6 +118,22 @@ fn quoted_port(q: &Quoted<'_>, side: Side) -> u16 {
     }
 }
 
+/// The mapping whose external port is the quoted packet's source port: the LAN host the
+/// quoted packet came from.
+#[inline(always)]
+fn quoted_source_mapping(q: &Quoted<'_>) -> Result<Mapping, Counter> {
+    let ext = ExternalKey {
+        port: quoted_port(q, Side::Source),
+        proto: q.proto,
+        _pad: 0,
+    };
+    let m = MAPPINGS_IN
+        .get_ptr(&ext)
+        .ok_or(Counter::DropIcmpErrorNoSession)?;
+    // SAFETY: map value pointer from a successful lookup, copied at once.
+    Ok(unsafe { *m })
+}
+
 /// WAN -> LAN: an error about a packet we sent out (quoted source: the WAN address and an
 /// external port), from the remote or from any router on the way (traceroute, PMTU).
 #[inline(always)]
@@ -131,16 +147,7 @@ pub fn error_in(ctx: &XdpContext, cfg: &NatConfig, pkt: Ipv4<'_>) -> Result<Verd
         // About the router's own traffic.
         return Ok(Verdict::pass(Counter::PassIcmpToRouter));
     }
-    let ext = ExternalKey {
-        port: quoted_port(&q, Side::Source),
-        proto: q.proto,
-        _pad: 0,
-    };
-    let m = MAPPINGS_IN
-        .get_ptr(&ext)
-        .ok_or(Counter::DropIcmpErrorNoSession)?;
-    // SAFETY: map value pointer from a successful lookup, copied at once.
-    let m = unsafe { *m };
+    let m = quoted_source_mapping(&q)?;
     let session = SessionKey {
         int_addr: m.int_addr,
         rem_addr: get_u32(q.ip, IP_DST),
@@ -237,16 +244,7 @@ pub fn error_hairpin(ctx: &XdpContext, cfg: &NatConfig, pkt: Ipv4<'_>) -> Result
         return Ok(Verdict::pass(Counter::PassToRouter));
     }
     // The original sender, by its external port.
-    let ext = ExternalKey {
-        port: quoted_port(&q, Side::Source),
-        proto: q.proto,
-        _pad: 0,
-    };
-    let sender = MAPPINGS_IN
-        .get_ptr(&ext)
-        .ok_or(Counter::DropIcmpErrorNoSession)?;
-    // SAFETY: map value pointer from a successful lookup, copied at once.
-    let sender = unsafe { *sender };
+    let sender = quoted_source_mapping(&q)?;
     // The erroring host's own external port.
     let me = EndpointKey {
         addr: get_u32(q.ip, IP_DST),
