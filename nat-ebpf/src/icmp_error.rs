@@ -134,6 +134,23 @@ fn quoted_source_mapping(q: &Quoted<'_>) -> Result<Mapping, Counter> {
     Ok(unsafe { *m })
 }
 
+/// The quoted packet's destination (a LAN host and its port) and that endpoint's external
+/// port: the LAN host that received the quoted packet, and is now sending the error.
+#[inline(always)]
+fn quoted_destination_port(q: &Quoted<'_>) -> Result<(EndpointKey, u16), Counter> {
+    let ep = EndpointKey {
+        addr: get_u32(q.ip, IP_DST),
+        port: quoted_port(q, Side::Destination),
+        proto: q.proto,
+        _pad: 0,
+    };
+    let m = MAPPINGS_OUT
+        .get_ptr(&ep)
+        .ok_or(Counter::DropIcmpErrorNoSession)?;
+    // SAFETY: map value pointer from a successful lookup.
+    Ok((ep, unsafe { (*m).ext_port }))
+}
+
 /// WAN -> LAN: an error about a packet we sent out (quoted source: the WAN address and an
 /// external port), from the remote or from any router on the way (traceroute, PMTU).
 #[inline(always)]
@@ -190,18 +207,8 @@ pub fn error_out(
     let Some(q) = quoted(ctx, &pkt)? else {
         return Err(Counter::DropUnsupportedProto);
     };
-    let int_addr = get_u32(q.ip, IP_DST);
-    let int_port = quoted_port(&q, Side::Destination);
-    let ep = EndpointKey {
-        addr: int_addr,
-        port: int_port,
-        proto: q.proto,
-        _pad: 0,
-    };
-    let m = MAPPINGS_OUT
-        .get_ptr(&ep)
-        .ok_or(Counter::DropIcmpErrorNoSession)?;
-    let ext_port = unsafe { (*m).ext_port };
+    let (ep, ext_port) = quoted_destination_port(&q)?;
+    let (int_addr, int_port) = (ep.addr, ep.port);
     let session = SessionKey {
         int_addr,
         rem_addr: get_u32(q.ip, IP_SRC),
@@ -246,16 +253,7 @@ pub fn error_hairpin(ctx: &XdpContext, cfg: &NatConfig, pkt: Ipv4<'_>) -> Result
     // The original sender, by its external port.
     let sender = quoted_source_mapping(&q)?;
     // The erroring host's own external port.
-    let me = EndpointKey {
-        addr: get_u32(q.ip, IP_DST),
-        port: quoted_port(&q, Side::Destination),
-        proto: q.proto,
-        _pad: 0,
-    };
-    let mine = MAPPINGS_OUT
-        .get_ptr(&me)
-        .ok_or(Counter::DropIcmpErrorNoSession)?;
-    let my_ext = unsafe { (*mine).ext_port };
+    let (me, my_ext) = quoted_destination_port(&q)?;
     let session = SessionKey {
         int_addr: sender.int_addr,
         rem_addr: cfg.wan_addr,
