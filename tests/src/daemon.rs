@@ -46,6 +46,8 @@ pub struct NatDaemon {
     child: Option<Child>,
     pub instance: String,
     ns_path: String,
+    /// The config file `start_with_config` wrote; removed on drop.
+    config: Option<PathBuf>,
 }
 
 impl NatDaemon {
@@ -55,6 +57,27 @@ impl NatDaemon {
         let mut args = vec!["--detach-on-exit"];
         args.extend_from_slice(extra);
         Self::start_instance(lab, &crate::unique("i"), &args)
+    }
+
+    /// Starts `nat-ctl run --detach-on-exit --config FILE`, FILE holding `toml`.
+    pub fn start_with_config(lab: &Lab, toml: &str) -> Result<NatDaemon> {
+        let path = std::env::temp_dir().join(format!("{}.toml", crate::unique("cfg")));
+        std::fs::write(&path, toml)?;
+        let mut d = Self::start(lab, &["--config", &path.display().to_string()]);
+        match &mut d {
+            Ok(d) => d.config = Some(path),
+            Err(_) => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        d
+    }
+
+    /// The config file the daemon was started with by `start_with_config`.
+    pub fn config_path(&self) -> &std::path::Path {
+        self.config
+            .as_deref()
+            .expect("started with start_with_config")
     }
 
     /// Starts `nat-ctl --instance INSTANCE run ...` with exactly `extra` added.
@@ -89,6 +112,7 @@ impl NatDaemon {
             child: Some(child),
             instance,
             ns_path,
+            config: None,
         };
         let up = wait_for(Duration::from_secs(30), || {
             if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -158,6 +182,9 @@ impl NatDaemon {
 impl Drop for NatDaemon {
     fn drop(&mut self) {
         self.stop();
+        if let Some(cfg) = self.config.take() {
+            let _ = std::fs::remove_file(cfg);
+        }
         // Whatever happened, leave no pinned state behind.
         let dir = PathBuf::from("/sys/fs/bpf").join(&self.instance);
         if dir.exists() {

@@ -450,9 +450,8 @@ fn each_filtering_mode_observed_from_two_wan_addresses() {
                 &SERVER.to_string(),
             ])
             .unwrap();
-        let cfg = std::env::temp_dir().join(format!("{}.toml", lab.router.name));
-        std::fs::write(&cfg, format!("filtering = \"{mode}\"\n")).unwrap();
-        let _nat = NatDaemon::start(&lab, &["--config", &cfg.display().to_string()]).unwrap();
+        let _nat =
+            NatDaemon::start_with_config(&lab, &format!("filtering = \"{mode}\"\n")).unwrap();
         let a = lab
             .lan
             .run(|| UdpSocket::bind((LAN_HOST_A, 28000)))
@@ -485,6 +484,5 @@ fn each_filtering_mode_observed_from_two_wan_addresses() {
             other_host,
             "{mode}: another host"
         );
-        let _ = std::fs::remove_file(cfg);
     }
 }

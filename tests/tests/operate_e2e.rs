@@ -142,9 +142,8 @@ fn pinned_state_from_an_incompatible_version_is_refused() {
 #[test]
 fn reload_applies_a_new_timeout_and_keeps_sessions_and_a_broken_file_changes_nothing() {
     let lab = Lab::new("rld").unwrap();
-    let cfg = std::env::temp_dir().join(format!("{}.toml", lab.router.name));
-    std::fs::write(&cfg, "[timeouts]\nudp = 300\n").unwrap();
-    let nat = NatDaemon::start(&lab, &["--config", &cfg.display().to_string()]).unwrap();
+    let nat = NatDaemon::start_with_config(&lab, "[timeouts]\nudp = 300\n").unwrap();
+    let cfg = nat.config_path().to_path_buf();
     udp_flow(&lab, 23000);
     assert!((290..=300).contains(&udp_expiry(&nat)));
 
@@ -190,7 +189,6 @@ fn reload_applies_a_new_timeout_and_keeps_sessions_and_a_broken_file_changes_not
         "rejected reload changed the timeout"
     );
     assert!(nat.log().contains("reload rejected"), "{}", nat.log());
-    let _ = std::fs::remove_file(cfg);
 }
 
 /// GET /metrics from inside the router namespace.

@@ -39,9 +39,8 @@ fn udp_burst(
 #[test]
 fn a_session_flood_from_the_lan_and_spoofers_on_the_wan_leave_established_flows_alone() {
     let lab = Lab::new("fld").unwrap();
-    let cfg = std::env::temp_dir().join(format!("{}.toml", lab.router.name));
-    std::fs::write(&cfg, "[tables]\nsessions = 2000\nmappings = 2000\n").unwrap();
-    let nat = NatDaemon::start(&lab, &["--config", &cfg.display().to_string()]).unwrap();
+    let nat =
+        NatDaemon::start_with_config(&lab, "[tables]\nsessions = 2000\nmappings = 2000\n").unwrap();
     let sink = TcpSink::start(&lab.wan, SERVER, 5001).unwrap();
     let ((sent, echoed), ()) = std::thread::scope(|s| {
         let t = s.spawn(|| {
@@ -86,7 +85,6 @@ fn a_session_flood_from_the_lan_and_spoofers_on_the_wan_leave_established_flows_
     );
     let sessions = nat.json(&["sessions"]).as_array().unwrap().len();
     assert!(sessions <= 2000, "table bounded: {sessions}");
-    let _ = std::fs::remove_file(cfg);
 }
 
 #[test]
@@ -158,10 +156,8 @@ fn without_privileges_every_command_says_so() {
 #[test]
 fn an_exhausted_port_pool_refuses_new_flows_and_steals_nothing() {
     let lab = Lab::new("exh").unwrap();
-    let cfg = std::env::temp_dir().join(format!("{}.toml", lab.router.name));
     // 101 ordinary ports for the whole LAN.
-    std::fs::write(&cfg, "[ports]\nrange = \"20000-20100\"\n").unwrap();
-    let nat = NatDaemon::start(&lab, &["--config", &cfg.display().to_string()]).unwrap();
+    let nat = NatDaemon::start_with_config(&lab, "[ports]\nrange = \"20000-20100\"\n").unwrap();
     let sink = TcpSink::start(&lab.wan, SERVER, 5001).unwrap();
     let (sent, echoed) = std::thread::scope(|s| {
         let t = s.spawn(|| {
@@ -192,5 +188,4 @@ fn an_exhausted_port_pool_refuses_new_flows_and_steals_nothing() {
     );
     let tcp = nat.json(&["sessions", "--proto", "tcp"]);
     assert_eq!(tcp.as_array().unwrap().len(), 1, "{tcp}");
-    let _ = std::fs::remove_file(cfg);
 }

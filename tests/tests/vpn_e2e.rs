@@ -300,13 +300,11 @@ fn each_switch_blocks_exactly_its_traffic_and_turning_it_on_restores_it() {
 #[test]
 fn a_fresh_start_takes_the_switches_from_the_config_file() {
     let lab = Lab::new("cfg").unwrap();
-    let cfg = std::env::temp_dir().join(format!("{}.toml", lab.router.name));
-    std::fs::write(&cfg, "[passthrough]\nipsec = false\npptp = true\n").unwrap();
-    let nat = NatDaemon::start(&lab, &["--config", &cfg.display().to_string()]).unwrap();
+    let nat =
+        NatDaemon::start_with_config(&lab, "[passthrough]\nipsec = false\npptp = true\n").unwrap();
     assert_eq!(
         nat.json(&["passthrough"]),
         serde_json::json!({"pptp": "on", "l2tp": "on", "ipsec": "off"})
     );
     assert!(!udp_works(&lab, 4500, 4500));
-    let _ = std::fs::remove_file(cfg);
 }
