@@ -4,7 +4,7 @@ use core::mem::size_of;
 
 /// Bumped whenever a map key/value layout changes, so a daemon can refuse pinned maps it
 /// would misread.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// RFC 4787 REQ-8 filtering behaviours.
 pub const FILTER_ENDPOINT_INDEPENDENT: u32 = 0;
@@ -20,6 +20,12 @@ pub const ESP_TIMEOUT_SECS: u32 = 300;
 pub const FRAG_TIMEOUT_NS: u64 = 2_000_000_000;
 /// How long one host may hold a server's raw-ESP learning slot.
 pub const ESP_PENDING_NS: u64 = 1_000_000_000;
+
+/// Longest a cached next hop (`maps::NextHop`) answers before the FIB is asked again, so a
+/// change the daemon did not signal (or made while it was down) applies within this.
+pub const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;
+/// `NextHop::resolved` is bpf_ktime ns shifted right by this (units of about 1 ms).
+pub const NEXT_HOP_TIME_SHIFT: u32 = 20;
 
 /// A mapping younger than this is never released by the sweeper, so it cannot race the
 /// first packet that creates its session.
@@ -78,7 +84,9 @@ pub struct NatConfig {
     pub timeouts: Timeouts,
     /// Largest TCP MSS a SYN may announce (0: no clamping).
     pub mss_clamp: u16,
-    pub _pad: u16,
+    /// Bumped by the daemon on every route, neighbour, address and link change (and config
+    /// write): cached next hops of another generation are looked up again.
+    pub route_gen: u16,
     /// Most mappings one LAN host may hold (0: no limit; RFC 6888 REQ-4).
     pub mappings_per_host: u32,
 }

@@ -5,6 +5,9 @@ use std::{net::Ipv4Addr, path::PathBuf};
 
 use crate::pins::DEFAULT_INSTANCE;
 
+/// How often `run` sweeps expired state unless told otherwise.
+pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 2;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "nat-ctl",
@@ -128,7 +131,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
     /// Seconds between sweeps of expired sessions.
-    #[arg(long, default_value_t = 2, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, default_value_t = DEFAULT_SWEEP_INTERVAL_SECS, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub sweep_interval: u64,
 }
 

@@ -213,7 +213,8 @@ impl Settings {
             filtering: self.filtering.to_map(),
             timeouts: self.timeouts,
             mss_clamp: self.mss_clamp,
-            _pad: 0,
+            // Set by NatMaps::write_config, which moves it on from the pinned value.
+            route_gen: 0,
             mappings_per_host: self.mappings_per_host,
         }
     }

@@ -1,12 +1,14 @@
 //! nat-ctl: loads the xdp-nat XDP programs, configures and pins their maps, sweeps expired
 //! sessions, and reads the pinned state back for the status/sessions/stats commands.
 
+mod batch;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod loader;
 pub mod metrics;
 pub mod netdev;
+pub mod netlink;
 pub mod passthrough;
 pub mod pins;
 pub mod pool;

@@ -45,6 +45,7 @@ pub fn load_with_log(
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(names::SESSIONS, tables.max_sessions)
+        .map_max_entries(names::SESSIONS_IN, tables.max_sessions)
         .map_max_entries(names::FILTERS, tables.max_sessions)
         .map_max_entries(names::MAPPINGS_OUT, tables.max_mappings)
         .map_max_entries(names::MAPPINGS_IN, tables.max_mappings);

@@ -26,10 +26,9 @@ pub fn set(maps: &mut NatMaps, class: u8, on: bool) -> Result<usize> {
         .sessions()?
         .into_iter()
         .filter(|(_, s)| s.class == class)
-        .map(|(k, _)| k)
         .collect();
-    for k in sessions {
-        removed += usize::from(maps.sessions.remove(&k).is_ok());
+    for (k, s) in sessions {
+        removed += usize::from(maps.remove_session(&k, &s));
     }
     if class == CLASS_PPTP {
         removed += clear(&mut maps.pptp_calls_in);

@@ -10,7 +10,7 @@ use nat_common::{
     counters::{Counter, NUM_COUNTERS},
     maps::{
         EndpointKey, EspKey, ExternalKey, FragEntry, FragKey, IkeKey, Mapping, Owner, PptpCall,
-        PptpCallKey, PptpClientKey, Session, SessionKey, names,
+        PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn, SessionKey, names,
     },
     passthrough::{SWITCH_OFF, SWITCH_ON, switch_slot},
 };
@@ -22,6 +22,7 @@ pub struct NatMaps {
     pub mappings_out: HashMap<MapData, EndpointKey, Mapping>,
     pub mappings_in: HashMap<MapData, ExternalKey, Mapping>,
     pub sessions: HashMap<MapData, SessionKey, Session>,
+    pub sessions_in: HashMap<MapData, ReplyKey, SessionIn>,
     pub filters: HashMap<MapData, SessionKey, u64>,
     pub port_pool: Array<MapData, u16>,
     pub port_in_pool: Array<MapData, u8>,
@@ -57,6 +58,7 @@ impl NatMaps {
             mappings_out: get(names::MAPPINGS_OUT)?.try_into()?,
             mappings_in: get(names::MAPPINGS_IN)?.try_into()?,
             sessions: get(names::SESSIONS)?.try_into()?,
+            sessions_in: get(names::SESSIONS_IN)?.try_into()?,
             filters: get(names::FILTERS)?.try_into()?,
             port_pool: get(names::PORT_POOL)?.try_into()?,
             port_in_pool: get(names::PORT_IN_POOL)?.try_into()?,
@@ -118,8 +120,21 @@ impl NatMaps {
         self.write_config(cfg)
     }
 
+    /// Writes the configuration. The route generation moves on, so every cached next hop
+    /// is looked up again under it (the WAN interface may be another one now).
     pub fn write_config(&mut self, cfg: &NatConfig) -> Result<()> {
+        let generation = self.read_config().map_or(0, |c| c.route_gen);
+        let cfg = NatConfig {
+            route_gen: generation.wrapping_add(1),
+            ..*cfg
+        };
         self.config.set(0, cfg, 0).context("writing CONFIG")
+    }
+
+    /// Invalidates every cached next hop (a route, neighbour, address or link changed).
+    pub fn bump_route_gen(&mut self) -> Result<()> {
+        let cfg = self.read_config()?;
+        self.write_config(&cfg)
     }
 
     /// Writes the pool; the caller writes the lengths into NatConfig afterwards.
@@ -191,8 +206,51 @@ impl NatMaps {
         Ok(())
     }
 
+    /// Every session, `last_seen_ns` being the later of its two halves.
     pub fn sessions(&self) -> Result<Vec<(SessionKey, Session)>> {
-        entries(&self.sessions)
+        let inbound: std::collections::HashMap<(SessionKey, u16), u64> =
+            entries(&self.sessions_in)?
+                .into_iter()
+                .map(|(rk, r)| ((rk.session_key(&r), rk.ext_port), r.last_seen_ns))
+                .collect();
+        let mut out = entries(&self.sessions)?;
+        for (k, s) in &mut out {
+            if let Some(&t) = inbound.get(&(*k, s.ext_port)) {
+                s.last_seen_ns = s.last_seen_ns.max(t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a session and its inbound half; false if it was already gone.
+    pub fn remove_session(&mut self, k: &SessionKey, s: &Session) -> bool {
+        let rk = k.reply_key(s.ext_port);
+        if let Ok(r) = self.sessions_in.get(&rk, 0) {
+            if rk.session_key(&r) == *k {
+                let _ = self.sessions_in.remove(&rk);
+            }
+        }
+        self.sessions.remove(k).is_ok()
+    }
+
+    /// Inbound halves whose session is gone (or moved to another external port); returns
+    /// how many were removed. The data path puts back any it still needs.
+    pub fn remove_orphan_replies(&mut self) -> Result<usize> {
+        // Read after the inbound halves: a half is only ever added after its session.
+        let replies = entries(&self.sessions_in)?;
+        let live: std::collections::HashSet<(SessionKey, u16)> = entries(&self.sessions)?
+            .into_iter()
+            .map(|(k, s)| (k, s.ext_port))
+            .collect();
+        let mut n = 0;
+        for (rk, r) in replies {
+            if !live.contains(&(rk.session_key(&r), rk.ext_port))
+                && self.sessions_in.remove(&rk).is_ok()
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     pub fn mappings(&self) -> Result<Vec<(ExternalKey, Mapping)>> {
@@ -214,11 +272,19 @@ impl NatMaps {
 
 /// Removes every entry of a hash map; returns how many went.
 pub fn clear<K: aya::Pod, V: aya::Pod>(map: &mut HashMap<MapData, K, V>) -> usize {
-    let keys: Vec<K> = map.keys().filter_map(|k| k.ok()).collect();
+    let keys: Vec<K> = entries(map)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     keys.iter().filter(|k| map.remove(k).is_ok()).count()
 }
 
-/// Every entry of a hash map (a snapshot; entries may change meanwhile).
+/// Every entry of a hash map (a snapshot; entries may change meanwhile): batched when the
+/// kernel can, else entry by entry.
 pub fn entries<K: aya::Pod, V: aya::Pod>(map: &HashMap<MapData, K, V>) -> Result<Vec<(K, V)>> {
-    map.iter().map(|r| r.map_err(Into::into)).collect()
+    match crate::batch::lookup_all(map) {
+        Ok(Some(all)) => Ok(all),
+        Ok(None) | Err(_) => map.iter().map(|r| r.map_err(Into::into)).collect(),
+    }
 }

@@ -147,20 +147,21 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
             && ports.get(&k.endpoint()) != Some(&s.ext_port)
             && now_ns >= s.created_ns + grace_ns;
         if orphan {
-            report.orphans_removed += usize::from(maps.sessions.remove(&k).is_ok());
+            report.orphans_removed += usize::from(maps.remove_session(&k, &s));
         } else if is_expired(&k, &s, t, now_ns) {
-            expired.push(k);
+            expired.push((k, s));
         } else {
             live_endpoints.insert(k.endpoint());
             live_filters.insert(k.filter_key());
         }
     }
-    for k in &expired {
+    for (k, s) in &expired {
         // A concurrent delete by `flush` is fine.
-        if maps.sessions.remove(k).is_ok() {
+        if maps.remove_session(k, s) {
             report.sessions_expired += 1;
         }
     }
+    report.orphans_removed += maps.remove_orphan_replies()?;
 
     let grace = MAPPING_GRACE_SECS as u64 * NS;
     let cooling = PORT_REUSE_DELAY_SECS as u64 * NS;
@@ -193,7 +194,10 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
         }
     }
 
-    let filters: Vec<SessionKey> = maps.filters.keys().filter_map(|k| k.ok()).collect();
+    let filters: Vec<SessionKey> = crate::state::entries(&maps.filters)?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     for f in filters {
         if !live_filters.contains(&f) && maps.filters.remove(&f).is_ok() {
             report.filters_removed += 1;

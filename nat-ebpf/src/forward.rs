@@ -8,8 +8,12 @@ use aya_ebpf::{
     helpers::generated::bpf_fib_lookup,
     programs::XdpContext,
 };
-use core::mem::{size_of, zeroed};
-use nat_common::counters::Counter;
+use core::mem::{MaybeUninit, size_of};
+use nat_common::{
+    config::{NEXT_HOP_TIME_SHIFT, NEXT_HOP_TTL_NS, NatConfig},
+    counters::Counter,
+    maps::NextHop,
+};
 
 use crate::maps::DEVMAP;
 
@@ -39,33 +43,57 @@ impl Route {
     }
 }
 
-#[inline(always)]
-fn fib(
-    ctx: &XdpContext,
-    src: u32,
-    dst: u32,
-    tos: u8,
-    tot_len: u16,
+/// What a FIB lookup answered.
+struct Fib {
+    ret: i64,
     ifindex: u32,
-) -> (i64, FibParams) {
-    // SAFETY: plain C struct of integers and unions of integers.
-    let mut p: FibParams = unsafe { zeroed() };
+    smac: [u8; 6],
+    dmac: [u8; 6],
+}
+
+/// Zeroes the lookup parameters in place.
+// verifier: `mem::zeroed()` compiles to a call of the byte-at-a-time `memset` subprogram
+// (64 iterations per lookup); volatile word stores cannot be merged back into a memset, and
+// zeroing in place leaves no struct copy for the compiler to turn into one.
+#[inline(always)]
+fn zero_fib_params(p: &mut MaybeUninit<FibParams>) -> &mut FibParams {
+    const WORDS: usize = size_of::<FibParams>() / size_of::<u32>();
+    const _: () = assert!(WORDS * size_of::<u32>() == size_of::<FibParams>());
+    const _: () = assert!(core::mem::align_of::<FibParams>() >= size_of::<u32>());
+    let words = p.as_mut_ptr().cast::<u32>();
+    for i in 0..WORDS {
+        // SAFETY: in bounds of the struct (size checked above), which is 4-byte aligned.
+        unsafe { words.add(i).write_volatile(0) };
+    }
+    // SAFETY: every byte written; all-zero is valid for this C struct of integers.
+    unsafe { p.assume_init_mut() }
+}
+
+#[inline(always)]
+fn fib(ctx: &XdpContext, src: u32, dst: u32, tos: u8, tot_len: u16, ifindex: u32) -> Fib {
+    let mut params = MaybeUninit::uninit();
+    let p = zero_fib_params(&mut params);
     p.family = AF_INET;
     p.__bindgen_anon_1.tot_len = tot_len;
     p.__bindgen_anon_2.tos = tos;
     p.__bindgen_anon_3.ipv4_src = src;
     p.__bindgen_anon_4.ipv4_dst = dst;
     p.ifindex = ifindex;
-    let ret = unsafe { bpf_fib_lookup(ctx.ctx.cast(), &mut p, size_of::<FibParams>() as i32, 0) };
-    (ret, p)
+    let ret = unsafe { bpf_fib_lookup(ctx.ctx.cast(), &mut *p, size_of::<FibParams>() as i32, 0) };
+    Fib {
+        ret,
+        ifindex: p.ifindex,
+        smac: p.smac,
+        dmac: p.dmac,
+    }
 }
 
 /// Looks `dst` up in the FIB as if the packet arrived on this interface.
 #[inline(always)]
 pub fn route(ctx: &XdpContext, src: u32, dst: u32, tos: u8, tot_len: u16) -> Route {
     let ingress = ctx.ingress_ifindex() as u32;
-    let (ret, p) = fib(ctx, src, dst, tos, tot_len, ingress);
-    match ret as u32 {
+    let p = fib(ctx, src, dst, tos, tot_len, ingress);
+    match p.ret as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => Route::Resolved {
             ifindex: p.ifindex,
             smac: p.smac,
@@ -78,8 +106,8 @@ pub fn route(ctx: &XdpContext, src: u32, dst: u32, tos: u8, tot_len: u16) -> Rou
         BPF_FIB_LKUP_RET_FRAG_NEEDED => {
             // The MTU check fails before the egress device is reported; ask again without
             // it (a zero length never exceeds an MTU) to learn where the packet would go.
-            let (ret, p) = fib(ctx, src, dst, tos, 0, ingress);
-            match ret as u32 {
+            let p = fib(ctx, src, dst, tos, 0, ingress);
+            match p.ret as u32 {
                 BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => Route::Kernel {
                     ifindex: p.ifindex,
                     too_big: true,
@@ -89,6 +117,56 @@ pub fn route(ctx: &XdpContext, src: u32, dst: u32, tos: u8, tot_len: u16) -> Rou
         }
         _ => Route::NotForwarded,
     }
+}
+
+/// The route a cached next hop gives for a packet of `tot_len` bytes, if it still answers
+/// (see `NextHop`): same route generation, young enough, and the MTU already checked for a
+/// packet at least this long.
+#[inline(always)]
+pub fn cached_route(hop: &NextHop, cfg: &NatConfig, tot_len: u16, now: u64) -> Option<Route> {
+    let age = stamp(now).wrapping_sub(hop.resolved);
+    if hop.ifindex == 0
+        || hop.route_gen != cfg.route_gen
+        || tot_len > hop.max_len
+        || age >= (NEXT_HOP_TTL_NS >> NEXT_HOP_TIME_SHIFT) as u32
+    {
+        return None;
+    }
+    Some(Route::Resolved {
+        ifindex: hop.ifindex,
+        smac: hop.smac,
+        dmac: hop.dmac,
+    })
+}
+
+/// What to cache of route `r`, found for a packet of `tot_len` bytes. Only a resolved
+/// route is kept; anything else (`ifindex` 0) is looked up again by the next packet.
+#[inline(always)]
+pub fn next_hop(r: &Route, cfg: &NatConfig, tot_len: u16, now: u64) -> NextHop {
+    let mut hop = NextHop {
+        dmac: [0; 6],
+        smac: [0; 6],
+        ifindex: 0,
+        max_len: tot_len,
+        route_gen: cfg.route_gen,
+        resolved: stamp(now),
+    };
+    if let Route::Resolved {
+        ifindex,
+        smac,
+        dmac,
+    } = r
+    {
+        hop.ifindex = *ifindex;
+        hop.smac = *smac;
+        hop.dmac = *dmac;
+    }
+    hop
+}
+
+#[inline(always)]
+fn stamp(now: u64) -> u32 {
+    (now >> NEXT_HOP_TIME_SHIFT) as u32
 }
 
 /// Writes the next hop's MACs and redirects out of `ifindex`.
@@ -155,7 +233,10 @@ pub fn route_in(
 
 /// `deliver` for a LAN->WAN packet.
 #[inline(always)]
-pub fn deliver_out(pkt: crate::packet::Ipv4<'_>, route: Route) -> Result<crate::Verdict, Counter> {
+pub fn deliver_out(
+    pkt: &mut crate::packet::Ipv4<'_>,
+    route: Route,
+) -> Result<crate::Verdict, Counter> {
     deliver(
         pkt.eth,
         pkt.ip,
@@ -167,7 +248,10 @@ pub fn deliver_out(pkt: crate::packet::Ipv4<'_>, route: Route) -> Result<crate::
 
 /// `deliver` for a WAN->LAN packet.
 #[inline(always)]
-pub fn deliver_in(pkt: crate::packet::Ipv4<'_>, route: Route) -> Result<crate::Verdict, Counter> {
+pub fn deliver_in(
+    pkt: &mut crate::packet::Ipv4<'_>,
+    route: Route,
+) -> Result<crate::Verdict, Counter> {
     deliver(
         pkt.eth,
         pkt.ip,

@@ -53,22 +53,22 @@ fn lookup(pkt: &Ipv4<'_>, now: u64) -> Option<u32> {
 /// A later LAN->WAN fragment: translated only when its first fragment was; otherwise it is
 /// dropped, since forwarding it would put a LAN address on the WAN.
 #[inline(always)]
-pub fn later_out(pkt: Ipv4<'_>, r: Route, now: u64) -> Result<Verdict, Counter> {
+pub fn later_out(mut pkt: Ipv4<'_>, r: Route, now: u64) -> Result<Verdict, Counter> {
     let addr = lookup(&pkt, now).ok_or(Counter::DropFragmentBeforeFirst)?;
     rewrite_addr(pkt.ip, Side::Source, addr);
     count(Counter::FragmentsTranslated);
-    deliver_out(pkt, r)
+    deliver_out(&mut pkt, r)
 }
 
 /// A later WAN->LAN fragment to the WAN address: translated when its first fragment was;
 /// otherwise it is the router's own (it reassembles locally, nothing reaches the LAN).
 #[inline(always)]
-pub fn later_in(ctx: &XdpContext, pkt: Ipv4<'_>, now: u64) -> Result<Verdict, Counter> {
+pub fn later_in(ctx: &XdpContext, mut pkt: Ipv4<'_>, now: u64) -> Result<Verdict, Counter> {
     let Some(addr) = lookup(&pkt, now) else {
         return Ok(Verdict::pass(Counter::PassInboundFragment));
     };
     let r = route_in(ctx, &pkt, addr)?;
     rewrite_addr(pkt.ip, Side::Destination, addr);
     count(Counter::FragmentsTranslated);
-    deliver_in(pkt, r)
+    deliver_in(&mut pkt, r)
 }

@@ -8,7 +8,7 @@ use aya_ebpf::programs::XdpContext;
 use nat_common::{
     config::NatConfig,
     counters::Counter,
-    maps::{EndpointKey, ExternalKey, MAPPING_ACTIVE, SessionKey},
+    maps::{EndpointKey, ExternalKey, MAPPING_ACTIVE, NextHop, SessionKey},
     passthrough::classify,
     proto::{ICMP_ECHO_REQUEST, IPPROTO_ICMP, is_icmp_error},
     rewrite::{Side, rewrite_endpoint},
@@ -27,7 +27,7 @@ use crate::{
 pub fn try_hairpin(
     ctx: &XdpContext,
     cfg: &NatConfig,
-    pkt: Ipv4<'_>,
+    mut pkt: Ipv4<'_>,
     now: u64,
 ) -> Result<Verdict, Counter> {
     let Some(mut t) = parse_transport(ctx, &pkt, ICMP_ECHO_REQUEST)? else {
@@ -70,15 +70,9 @@ pub fn try_hairpin(
         _pad: 0,
     };
     let ext_src = mapping_for(cfg, &ep, now)?;
-    let session = SessionKey {
-        int_addr: pkt.src,
-        rem_addr: cfg.wan_addr,
-        int_port: t.sport,
-        rem_port: t.dport,
-        proto: pkt.proto,
-        _pad: [0; 3],
-    };
-    touch_outbound(&session, ext_src, t.tcp_flags, class, now)?;
+    let session = SessionKey::new(pkt.proto, pkt.src, t.sport, cfg.wan_addr, t.dport);
+    // Hairpinned packets never take the fast path: no next hop to keep.
+    touch_outbound(&session, ext_src, t.tcp_flags, class, &NextHop::NONE, now)?;
     let r = route(ctx, cfg.wan_addr, target.int_addr, pkt.tos, pkt.tot_len);
     if let Route::NotForwarded = r {
         return Ok(Verdict::pass(Counter::PassToRouter));
@@ -93,5 +87,5 @@ pub fn try_hairpin(
     );
     count(Counter::HairpinTranslated);
     // Back out of the LAN side, counted with the outbound traffic.
-    deliver_out(pkt, r)
+    deliver_out(&mut pkt, r)
 }

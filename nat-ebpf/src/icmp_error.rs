@@ -154,7 +154,7 @@ fn quoted_destination_port(q: &Quoted<'_>) -> Result<(EndpointKey, u16), Counter
 /// WAN -> LAN: an error about a packet we sent out (quoted source: the WAN address and an
 /// external port), from the remote or from any router on the way (traceroute, PMTU).
 #[inline(always)]
-pub fn error_in(ctx: &XdpContext, cfg: &NatConfig, pkt: Ipv4<'_>) -> Result<Verdict, Counter> {
+pub fn error_in(ctx: &XdpContext, cfg: &NatConfig, mut pkt: Ipv4<'_>) -> Result<Verdict, Counter> {
     let Some(q) = quoted(ctx, &pkt)? else {
         return Ok(Verdict::pass(Counter::PassIcmpToRouter));
     };
@@ -165,18 +165,17 @@ pub fn error_in(ctx: &XdpContext, cfg: &NatConfig, pkt: Ipv4<'_>) -> Result<Verd
         return Ok(Verdict::pass(Counter::PassIcmpToRouter));
     }
     let m = quoted_source_mapping(&q)?;
-    let session = SessionKey {
-        int_addr: m.int_addr,
-        rem_addr: get_u32(q.ip, IP_DST),
-        int_port: m.int_port,
-        rem_port: if q.proto == IPPROTO_ICMP {
+    let session = SessionKey::new(
+        q.proto,
+        m.int_addr,
+        m.int_port,
+        get_u32(q.ip, IP_DST),
+        if q.proto == IPPROTO_ICMP {
             0
         } else {
             quoted_port(&q, Side::Destination)
         },
-        proto: q.proto,
-        _pad: [0; 3],
-    };
+    );
     if m.state != MAPPING_ACTIVE || SESSIONS.get_ptr(&session).is_none() {
         return Err(Counter::DropIcmpErrorNoSession);
     }
@@ -192,7 +191,7 @@ pub fn error_in(ctx: &XdpContext, cfg: &NatConfig, pkt: Ipv4<'_>) -> Result<Verd
         m.int_port,
     );
     count(Counter::IcmpErrorTranslated);
-    deliver_in(pkt, r)
+    deliver_in(&mut pkt, r)
 }
 
 /// LAN -> WAN: a LAN host's error about a packet it received through the NAT (quoted
@@ -201,7 +200,7 @@ pub fn error_in(ctx: &XdpContext, cfg: &NatConfig, pkt: Ipv4<'_>) -> Result<Verd
 pub fn error_out(
     ctx: &XdpContext,
     cfg: &NatConfig,
-    pkt: Ipv4<'_>,
+    mut pkt: Ipv4<'_>,
     r: Route,
 ) -> Result<Verdict, Counter> {
     let Some(q) = quoted(ctx, &pkt)? else {
@@ -209,18 +208,17 @@ pub fn error_out(
     };
     let (ep, ext_port) = quoted_destination_port(&q)?;
     let (int_addr, int_port) = (ep.addr, ep.port);
-    let session = SessionKey {
+    let session = SessionKey::new(
+        q.proto,
         int_addr,
-        rem_addr: get_u32(q.ip, IP_SRC),
         int_port,
-        rem_port: if q.proto == IPPROTO_ICMP {
+        get_u32(q.ip, IP_SRC),
+        if q.proto == IPPROTO_ICMP {
             0
         } else {
             quoted_port(&q, Side::Source)
         },
-        proto: q.proto,
-        _pad: [0; 3],
-    };
+    );
     if int_addr != pkt.src || SESSIONS.get_ptr(&session).is_none() {
         return Err(Counter::DropIcmpErrorNoSession);
     }
@@ -235,14 +233,18 @@ pub fn error_out(
         ext_port,
     );
     count(Counter::IcmpErrorTranslated);
-    deliver_out(pkt, r)
+    deliver_out(&mut pkt, r)
 }
 
 /// LAN -> the WAN address: a LAN host's error about a hairpinned packet it received (quoted:
 /// from the WAN address and another LAN host's external port, to this host). It goes back to
 /// that other host, quoting the packet as that host sent it (RFC 5508 REQ-7).
 #[inline(always)]
-pub fn error_hairpin(ctx: &XdpContext, cfg: &NatConfig, pkt: Ipv4<'_>) -> Result<Verdict, Counter> {
+pub fn error_hairpin(
+    ctx: &XdpContext,
+    cfg: &NatConfig,
+    mut pkt: Ipv4<'_>,
+) -> Result<Verdict, Counter> {
     let Some(q) = quoted(ctx, &pkt)? else {
         return Ok(Verdict::pass(Counter::PassToRouter));
     };
@@ -254,14 +256,13 @@ pub fn error_hairpin(ctx: &XdpContext, cfg: &NatConfig, pkt: Ipv4<'_>) -> Result
     let sender = quoted_source_mapping(&q)?;
     // The erroring host's own external port.
     let (me, my_ext) = quoted_destination_port(&q)?;
-    let session = SessionKey {
-        int_addr: sender.int_addr,
-        rem_addr: cfg.wan_addr,
-        int_port: sender.int_port,
-        rem_port: my_ext,
-        proto: q.proto,
-        _pad: [0; 3],
-    };
+    let session = SessionKey::new(
+        q.proto,
+        sender.int_addr,
+        sender.int_port,
+        cfg.wan_addr,
+        my_ext,
+    );
     if sender.state != MAPPING_ACTIVE || me.addr != pkt.src || SESSIONS.get_ptr(&session).is_none()
     {
         return Err(Counter::DropIcmpErrorNoSession);
@@ -292,5 +293,5 @@ pub fn error_hairpin(ctx: &XdpContext, cfg: &NatConfig, pkt: Ipv4<'_>) -> Result
     );
     count(Counter::IcmpErrorTranslated);
     // Back out of the LAN side, counted with the outbound traffic.
-    deliver_out(pkt, r)
+    deliver_out(&mut pkt, r)
 }

@@ -1,6 +1,6 @@
 //! LAN ingress: source NAT of traffic the kernel would route out of the WAN interface.
 
-use aya_ebpf::{helpers::generated::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use nat_common::{
     counters::Counter,
     maps::{EndpointKey, SessionKey},
@@ -13,10 +13,10 @@ use nat_common::{
 };
 
 use crate::{
-    Verdict,
-    forward::{Route, deliver_out, route},
+    Verdict, fast,
+    forward::{Route, deliver_out, next_hop, route},
     frag, hairpin, icmp_error,
-    maps::{config, count, port_in_pool, switch_on},
+    maps::{config, count, now, port_in_pool, switch_on},
     mss,
     packet::{icmp_type, parse_ipv4, parse_transport},
     state::{mapping_for, refresh_outbound, touch_outbound},
@@ -25,13 +25,16 @@ use crate::{
 
 pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     let cfg = config().ok_or(Counter::DropNoConfig)?;
-    let Some(pkt) = parse_ipv4(ctx)? else {
+    let Some(mut pkt) = parse_ipv4(ctx)? else {
         return Ok(Verdict::pass(Counter::PassNotIpv4));
     };
+    let now = now();
     // A LAN host talking to the WAN address: hairpinning, or the router itself.
     if pkt.dst == cfg.wan_addr && !pkt.fragment && in_prefix(pkt.src, cfg.lan_net, cfg.lan_mask) {
-        let now = unsafe { bpf_ktime_get_ns() };
         return hairpin::try_hairpin(ctx, cfg, pkt, now);
+    }
+    if let Some(v) = fast::outbound(ctx, cfg, &mut pkt, now)? {
+        return Ok(v);
     }
     // Only what the kernel would send out of the WAN interface is ours to translate.
     let r = route(ctx, pkt.src, pkt.dst, pkt.tos, pkt.tot_len);
@@ -51,7 +54,6 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     if !in_prefix(pkt.src, cfg.lan_net, cfg.lan_mask) {
         return Err(Counter::DropLanSourceForeign);
     }
-    let now = unsafe { bpf_ktime_get_ns() };
     if pkt.later_fragment {
         return frag::later_out(pkt, r, now);
     }
@@ -94,22 +96,24 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     // way back) when the router itself does not use it.
     let shared_ike =
         pkt.proto == IPPROTO_UDP && t.sport == ike && t.dport == ike && port_in_pool(ike);
-    let session = SessionKey {
-        int_addr: pkt.src,
-        rem_addr: pkt.dst,
-        int_port: t.sport,
-        rem_port: if pkt.proto == IPPROTO_ICMP {
+    let session = SessionKey::new(
+        pkt.proto,
+        pkt.src,
+        t.sport,
+        pkt.dst,
+        if pkt.proto == IPPROTO_ICMP {
             0
         } else {
             t.dport
         },
-        proto: pkt.proto,
-        _pad: [0; 3],
-    };
+    );
+    // Kept in the session for the fast path of the packets that follow.
+    let hop = next_hop(&r, cfg, pkt.tot_len, now);
     let state = if shared_ike {
-        vpn::ike_out(ctx, &pkt, now)
-            .and_then(|()| touch_outbound(&session, ike, t.tcp_flags, class, now).map(|()| ike))
-    } else if let Some(ext_port) = refresh_outbound(&session, t.tcp_flags, now) {
+        vpn::ike_out(ctx, &pkt, now).and_then(|()| {
+            touch_outbound(&session, ike, t.tcp_flags, class, &hop, now).map(|()| ike)
+        })
+    } else if let Some(ext_port) = refresh_outbound(&session, t.tcp_flags, &hop, now) {
         Ok(ext_port)
     } else {
         let ep = EndpointKey {
@@ -119,7 +123,7 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
             _pad: 0,
         };
         mapping_for(cfg, &ep, now).and_then(|ext_port| {
-            touch_outbound(&session, ext_port, t.tcp_flags, class, now).map(|()| ext_port)
+            touch_outbound(&session, ext_port, t.tcp_flags, class, &hop, now).map(|()| ext_port)
         })
     };
     let ext_port = match state {
@@ -142,5 +146,5 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     if let Some((translated, _, _)) = class_counters {
         count(translated);
     }
-    deliver_out(pkt, r)
+    deliver_out(&mut pkt, r)
 }

@@ -4,6 +4,7 @@
 #![no_main]
 
 mod bench;
+mod fast;
 mod forward;
 mod frag;
 mod hairpin;

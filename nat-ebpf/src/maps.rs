@@ -13,7 +13,7 @@ use nat_common::{
         DEFAULT_MAX_ESP_SPIS, DEFAULT_MAX_FRAGS, DEFAULT_MAX_IKE_SAS, DEFAULT_MAX_MAPPINGS,
         DEFAULT_MAX_PPTP_CALLS, DEFAULT_MAX_SESSIONS, EndpointKey, EspKey, ExternalKey, FragEntry,
         FragKey, IkeKey, MAX_DEVICES, MAX_ESP_PENDING, MAX_QUOTA_HOSTS, Mapping, Owner, PORT_SLOTS,
-        PptpCall, PptpCallKey, PptpClientKey, Session, SessionKey,
+        PptpCall, PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn, SessionKey,
     },
     passthrough::{NUM_SWITCHES, SWITCH_ON, switch_slot},
 };
@@ -35,6 +35,12 @@ pub static MAPPINGS_IN: HashMap<ExternalKey, Mapping> =
 /// Mapping + remote endpoint -> session state.
 #[map]
 pub static SESSIONS: HashMap<SessionKey, Session> =
+    HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
+
+/// Remote endpoint + external port -> the inbound half of a session: one lookup per reply.
+/// Created by the first reply; removed with its session by the control plane.
+#[map]
+pub static SESSIONS_IN: HashMap<ReplyKey, SessionIn> =
     HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
 
 /// Mapping + remote address (port 0) -> creation time: the remote hosts a mapping has sent
@@ -63,6 +69,15 @@ pub fn count(counter: Counter) {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
         unsafe { *slot += 1 };
     }
+}
+
+/// Now, on CLOCK_MONOTONIC (the sweeper's clock), to the last timer tick.
+// bpf_ktime_get_ns reads the clocksource (a paravirtual TSC read in a VM, a visible share
+// of a packet's cost); every timeout here is in seconds, so tick resolution is plenty.
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: no arguments, no preconditions.
+    unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() }
 }
 
 #[inline(always)]

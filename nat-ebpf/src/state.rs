@@ -4,14 +4,15 @@ use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_get_prandom_u32};
 use nat_common::{
     config::NatConfig,
     counters::Counter,
-    maps::{EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, Session, SessionKey},
+    maps::{EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, NextHop, Session, SessionKey},
     ports::{MAX_PORT_TRIES, pool_slot, wants_privileged},
-    proto::IPPROTO_TCP,
+    proto::{IPPROTO_TCP, TCP_SYN},
     tcp_state::{self, Direction},
 };
 
 use crate::maps::{
-    FILTERS, HOST_MAPPINGS, MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL, SESSIONS, count, port_in_pool,
+    FILTERS, HOST_MAPPINGS, MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL, SESSIONS, SESSIONS_IN, count,
+    port_in_pool,
 };
 
 const EEXIST: i32 = 17;
@@ -44,7 +45,8 @@ pub fn mapping_for(cfg: &NatConfig, ep: &EndpointKey, now: u64) -> Result<u16, C
         ext_port: 0,
         proto: ep.proto,
         state: MAPPING_ACTIVE,
-        _pad: [0; 6],
+        _pad1: 0,
+        _pad2: 0,
     };
     // Keep the source port when the pool has it and it is free (RFC 4787 REQ-1 "port
     // preservation" is not required, but applications like it).
@@ -121,19 +123,33 @@ fn claim(ep: &EndpointKey, m: &mut Mapping, port: u16) -> Result<Claim, Counter>
     }
 }
 
-/// The fast path of an outbound packet: an existing session already knows its external
-/// port, so the mapping is not looked up (the sweeper removes any session whose mapping went
-/// away, so the next packet takes the slow path and gets a fresh one). Refreshes it.
+/// An outbound packet of an existing session: it already knows its external port, so the
+/// mapping is not looked up (the sweeper removes any session whose mapping went away, so the
+/// next packet takes the slow path and gets a fresh one). Refreshes it and keeps `hop`.
 #[inline(always)]
-pub fn refresh_outbound(key: &SessionKey, tcp_flags: u8, now: u64) -> Option<u16> {
+pub fn refresh_outbound(key: &SessionKey, tcp_flags: u8, hop: &NextHop, now: u64) -> Option<u16> {
     let s = SESSIONS.get_ptr_mut(key)?;
     // SAFETY: map value pointer; concurrent writers only race on refresh timestamps.
     let s = unsafe { &mut *s };
     s.last_seen_ns = now;
+    s.hop = *hop;
     if key.proto == IPPROTO_TCP {
-        s.tcp_state = tcp_state::next(s.tcp_state, Direction::Outbound, tcp_flags);
+        outbound_tcp(key, s, tcp_flags);
     }
     Some(s.ext_port)
+}
+
+/// TCP state after an outbound segment. A SYN may start the 5-tuple afresh: the inbound
+/// half then waits for the peer's answer again before taking the fast path.
+#[inline(always)]
+fn outbound_tcp(key: &SessionKey, s: &mut Session, tcp_flags: u8) {
+    s.tcp_state = tcp_state::next(s.tcp_state, Direction::Outbound, tcp_flags);
+    if tcp_flags & TCP_SYN != 0 {
+        if let Some(r) = SESSIONS_IN.get_ptr_mut(&key.reply_key(s.ext_port)) {
+            // SAFETY: map value pointer from a successful lookup.
+            unsafe { (*r).tcp_synced = 0 };
+        }
+    }
 }
 
 /// Refreshes (or creates) the session for an outbound packet.
@@ -143,15 +159,21 @@ pub fn touch_outbound(
     ext_port: u16,
     tcp_flags: u8,
     class: u8,
+    hop: &NextHop,
     now: u64,
 ) -> Result<(), Counter> {
     if let Some(s) = SESSIONS.get_ptr_mut(key) {
         // SAFETY: map value pointer; concurrent writers only race on refresh timestamps.
         let s = unsafe { &mut *s };
+        if s.ext_port != ext_port {
+            // The endpoint has a new mapping: replies to the old port stop here.
+            let _ = SESSIONS_IN.remove(&key.reply_key(s.ext_port));
+            s.ext_port = ext_port;
+        }
         s.last_seen_ns = now;
-        s.ext_port = ext_port;
+        s.hop = *hop;
         if key.proto == IPPROTO_TCP {
-            s.tcp_state = tcp_state::next(s.tcp_state, Direction::Outbound, tcp_flags);
+            outbound_tcp(key, s, tcp_flags);
         }
         return Ok(());
     }
@@ -166,7 +188,10 @@ pub fn touch_outbound(
         ext_port,
         tcp_state: tcp,
         class,
-        _pad: [0; 4],
+        _pad: 0,
+        hop: *hop,
+        _reserved1: 0,
+        _reserved2: 0,
     };
     match SESSIONS.insert(key, &s, BPF_NOEXIST as u64) {
         Ok(()) => count(Counter::SessionCreated),

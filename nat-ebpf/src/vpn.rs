@@ -190,7 +190,7 @@ fn claim_call(key: &PptpClientKey, call: &mut PptpCall, ext: u16) -> Result<bool
 pub fn gre_out(
     ctx: &XdpContext,
     wan_addr: u32,
-    pkt: Ipv4<'_>,
+    mut pkt: Ipv4<'_>,
     r: Route,
 ) -> Result<Verdict, Counter> {
     let h: *mut [u8; GRE_HDR_LEN] = ptr_at(ctx, pkt.l4_offset)?;
@@ -199,12 +199,12 @@ pub fn gre_out(
     }
     rewrite_addr(pkt.ip, Side::Source, wan_addr);
     count(Counter::PptpTranslated);
-    deliver_out(pkt, r)
+    deliver_out(&mut pkt, r)
 }
 
 /// WAN -> LAN enhanced GRE: the call id is the external one we gave the client's call.
 #[inline(always)]
-pub fn gre_in(ctx: &XdpContext, pkt: Ipv4<'_>, now: u64) -> Result<Verdict, Counter> {
+pub fn gre_in(ctx: &XdpContext, mut pkt: Ipv4<'_>, now: u64) -> Result<Verdict, Counter> {
     let h: *mut [u8; GRE_HDR_LEN] = ptr_at(ctx, pkt.l4_offset)?;
     let h = unsafe { &mut *h };
     if pkt.l4_len < GRE_HDR_LEN || !gre_v1_ok(h) {
@@ -232,7 +232,7 @@ pub fn gre_in(ctx: &XdpContext, pkt: Ipv4<'_>, now: u64) -> Result<Verdict, Coun
     set_u16(h, GRE_CALL_ID, int_call_id);
     rewrite_addr(pkt.ip, Side::Destination, int_addr);
     count(Counter::PptpTranslated);
-    deliver_in(pkt, r)
+    deliver_in(&mut pkt, r)
 }
 
 /// The SPI of an ESP packet (wire order), after checking the header is there.
@@ -252,7 +252,7 @@ fn esp_spi(ctx: &XdpContext, pkt: &Ipv4<'_>) -> Result<u32, Counter> {
 pub fn esp_out(
     ctx: &XdpContext,
     wan_addr: u32,
-    pkt: Ipv4<'_>,
+    mut pkt: Ipv4<'_>,
     r: Route,
     now: u64,
 ) -> Result<Verdict, Counter> {
@@ -316,7 +316,7 @@ pub fn esp_out(
     }
     rewrite_addr(pkt.ip, Side::Source, wan_addr);
     count(Counter::IpsecTranslated);
-    deliver_out(pkt, r)
+    deliver_out(&mut pkt, r)
 }
 
 /// WAN -> LAN raw ESP: a known SPI goes to its owner; an unknown one to the server's
@@ -324,7 +324,7 @@ pub fn esp_out(
 #[inline(always)]
 pub fn esp_in(
     ctx: &XdpContext,
-    pkt: Ipv4<'_>,
+    mut pkt: Ipv4<'_>,
     ipsec_on: bool,
     now: u64,
 ) -> Result<Verdict, Counter> {
@@ -382,7 +382,7 @@ pub fn esp_in(
     }
     rewrite_addr(pkt.ip, Side::Destination, owner);
     count(Counter::IpsecTranslated);
-    deliver_in(pkt, r)
+    deliver_in(&mut pkt, r)
 }
 
 /// The IKE header of a UDP packet, if the datagram is long enough to hold one.

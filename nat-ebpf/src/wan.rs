@@ -1,25 +1,27 @@
 //! WAN ingress: reverse translation of replies to the WAN address, and the guard that keeps
 //! anything unsolicited off the LAN.
 
-use aya_ebpf::{helpers::generated::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use nat_common::{
     config::{FILTER_ADDRESS_DEPENDENT, FILTER_ENDPOINT_INDEPENDENT, NatConfig},
     counters::Counter,
-    maps::{ExternalKey, MAPPING_ACTIVE, SessionKey},
+    maps::{ExternalKey, MAPPING_ACTIVE, SessionIn, SessionKey},
     passthrough::{CLASS_IPSEC, CLASS_PPTP, IKE_PORT, classify},
     proto::{
         ICMP_ECHO_REPLY, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
         in_prefix, is_icmp_error, is_martian_source,
     },
     rewrite::{L4, Side, rewrite_endpoint},
-    tcp_state::{self, Direction},
+    tcp_state::{self, Direction, SYN_IN},
 };
 
 use crate::{
-    Verdict,
-    forward::{deliver_in, route_in},
+    Verdict, fast,
+    forward::{deliver_in, next_hop, route_in},
     frag, icmp_error,
-    maps::{FILTERS, MAPPINGS_IN, SESSIONS, config, count, port_in_pool, switch_on},
+    maps::{
+        FILTERS, MAPPINGS_IN, SESSIONS, SESSIONS_IN, config, count, now, port_in_pool, switch_on,
+    },
     mss,
     packet::{icmp_type, parse_ipv4, parse_transport},
     vpn,
@@ -27,7 +29,7 @@ use crate::{
 
 pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     let cfg = config().ok_or(Counter::DropNoConfig)?;
-    let Some(pkt) = parse_ipv4(ctx)? else {
+    let Some(mut pkt) = parse_ipv4(ctx)? else {
         return Ok(Verdict::pass(Counter::PassNotIpv4));
     };
     // Spoofed LAN or martian sources go first: not even the router answers them.
@@ -40,7 +42,7 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     if pkt.dst != cfg.wan_addr {
         return Ok(Verdict::pass(Counter::PassToRouter));
     }
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now();
     if pkt.later_fragment {
         return frag::later_in(ctx, pkt, now);
     }
@@ -77,7 +79,13 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     // IKE on the shared port 500 is told apart by the client's SPI; everything else by its
     // mapping.
     let ike = IKE_PORT.to_be();
-    let ike_owner = if pkt.proto == IPPROTO_UDP && ext_port == ike && rem_port == ike {
+    let shared_ike = pkt.proto == IPPROTO_UDP && ext_port == ike && rem_port == ike;
+    if !shared_ike {
+        if let Some(v) = fast::inbound(cfg, &mut pkt, &mut t, ext_port, rem_port, now)? {
+            return Ok(v);
+        }
+    }
+    let ike_owner = if shared_ike {
         vpn::ike_owner(ctx, &pkt, now)
     } else {
         None
@@ -106,15 +114,9 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
             (m.int_addr, m.int_port)
         }
     };
-    let session = SessionKey {
-        int_addr,
-        rem_addr: pkt.src,
-        int_port,
-        rem_port,
-        proto: pkt.proto,
-        _pad: [0; 3],
-    };
-    let class = match SESSIONS.get_ptr_mut(&session) {
+    let session = SessionKey::new(pkt.proto, int_addr, int_port, pkt.src, rem_port);
+    // The session's TCP state after this segment; None when there is no session.
+    let (class, tcp) = match SESSIONS.get_ptr_mut(&session) {
         Some(s) => {
             let s = unsafe { &mut *s };
             if s.ext_port != ext_port {
@@ -125,11 +127,11 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
             if pkt.proto == IPPROTO_TCP {
                 s.tcp_state = tcp_state::next(s.tcp_state, Direction::Inbound, t.tcp_flags);
             }
-            s.class
+            (s.class, Some(s.tcp_state))
         }
         None if pkt.proto == IPPROTO_TCP => return Err(Counter::DropUnsolicitedTcp),
         None if pkt.proto == IPPROTO_UDP && filter_allows(cfg, &session) => {
-            classify(pkt.proto, u16::from_be(rem_port))
+            (classify(pkt.proto, u16::from_be(rem_port)), None)
         }
         None => return Err(Counter::DropFiltered),
     };
@@ -140,6 +142,30 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
         }
     }
     let r = route_in(ctx, &pkt, int_addr)?;
+    if let (Some(tcp_state), false) = (tcp, shared_ike) {
+        // The inbound half of the session, for the fast path of the replies that follow.
+        let half = SessionIn {
+            last_seen_ns: now,
+            int_addr,
+            int_port,
+            class,
+            tcp_synced: u8::from(tcp_state & SYN_IN != 0),
+            hop: next_hop(&r, cfg, pkt.tot_len, now),
+            _reserved1: 0,
+            _reserved2: 0,
+            _reserved3: 0,
+        };
+        let key = session.reply_key(ext_port);
+        match SESSIONS_IN.get_ptr_mut(&key) {
+            // SAFETY: map value pointer from a successful lookup. Written in place: an insert
+            // over an existing entry would take a fresh element and free the old one.
+            Some(old) => unsafe { *old = half },
+            // A full table only means replies keep taking this path.
+            None => {
+                let _ = SESSIONS_IN.insert(&key, &half, 0);
+            }
+        }
+    }
     if pkt.fragment {
         frag::remember(&pkt, int_addr, now)?;
     }
@@ -153,7 +179,7 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     if let Some((translated, _, _)) = class_counters {
         count(translated);
     }
-    deliver_in(pkt, r)
+    deliver_in(&mut pkt, r)
 }
 
 /// RFC 4787 REQ-8 for a UDP packet from a remote port the mapping has not sent to.

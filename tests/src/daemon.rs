@@ -99,9 +99,13 @@ impl NatDaemon {
                 LAN_IF,
                 "--wan",
                 WAN_IF,
-                "--sweep-interval",
-                "1",
             ])
+            // Tests sweep every second unless they say otherwise.
+            .args(
+                ["--sweep-interval", "1"]
+                    .iter()
+                    .filter(|_| !extra.contains(&"--sweep-interval")),
+            )
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -28,14 +28,13 @@ fn endpoint(addr: Ipv4Addr, port: u16, proto: u8) -> EndpointKey {
 }
 
 fn session(int: Ipv4Addr, int_port: u16, rem: Ipv4Addr, rem_port: u16, proto: u8) -> SessionKey {
-    SessionKey {
-        int_addr: to_wire(int),
-        rem_addr: to_wire(rem),
-        int_port: int_port.to_be(),
-        rem_port: rem_port.to_be(),
+    SessionKey::new(
         proto,
-        _pad: [0; 3],
-    }
+        to_wire(int),
+        int_port.to_be(),
+        to_wire(rem),
+        rem_port.to_be(),
+    )
 }
 
 /// A DNS-like query from LAN host A's `port` to the server.

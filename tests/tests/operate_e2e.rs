@@ -311,3 +311,53 @@ fn data_path_log_lines_reach_the_daemon_log_at_debug() {
     });
     assert!(logged.is_some(), "log: {}", nat.log());
 }
+
+#[test]
+fn a_lan_host_that_changes_its_mac_address_gets_its_replies_there_at_once() {
+    let lab = Lab::new("mac").unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    let server = SocketAddrV4::new(SERVER, 7000);
+    let echo = udp_echo(&lab.wan, server, 2).unwrap();
+    let client = SocketAddrV4::new(LAN_HOST_A, 5000);
+    assert!(
+        udp_request(&lab.lan, client, server, b"1")
+            .unwrap()
+            .is_some()
+    );
+    let generation = || nat.json(&["status"])["route_generation"].as_u64().unwrap();
+    let before = generation();
+
+    // Host A's NIC is replaced (new MAC address) and the router learns it, as from a
+    // gratuitous ARP. The daemon hears it from netlink and has the kept next hops
+    // looked up again.
+    let mac = "02:00:00:00:aa:01";
+    lab.lan
+        .ip(&["link", "set", "dev", "eth0", "address", mac])
+        .unwrap();
+    lab.router
+        .ip(&[
+            "neigh",
+            "replace",
+            &LAN_HOST_A.to_string(),
+            "lladdr",
+            mac,
+            "dev",
+            integration_tests::lab::LAN_IF,
+        ])
+        .unwrap();
+    let moved = integration_tests::wait_for(Duration::from_secs(5), || {
+        (generation() > before).then_some(())
+    });
+    assert!(
+        moved.is_some(),
+        "the daemon did not react; log: {}",
+        nat.log()
+    );
+    assert!(
+        udp_request(&lab.lan, client, server, b"2")
+            .unwrap()
+            .is_some(),
+        "the reply must reach host A at its new address"
+    );
+    echo.join().unwrap();
+}

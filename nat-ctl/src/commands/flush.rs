@@ -15,8 +15,8 @@ pub fn flush(instance: &Instance, proto: Option<ProtoFilter>) -> Result<()> {
     let want = proto.map(ProtoFilter::number);
     let matches = |p: u8| want.is_none_or(|w| w == p);
     let mut removed = 0;
-    for (k, _) in maps.sessions()? {
-        if matches(k.proto) && maps.sessions.remove(&k).is_ok() {
+    for (k, s) in maps.sessions()? {
+        if matches(k.proto) && maps.remove_session(&k, &s) {
             removed += 1;
         }
     }

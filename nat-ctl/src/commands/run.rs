@@ -251,6 +251,16 @@ impl Daemon<'_> {
         let mut kernel_log =
             unsafe { tokio::io::unix::AsyncFd::register(self.kernel_log.take().expect("logger")) }
                 .map_err(|_| anyhow::anyhow!("cannot watch the aya-log ring buffer"))?;
+        // Without it, flows still pick up a change within NEXT_HOP_TTL_NS.
+        let mut routes = match crate::netlink::RouteWatch::open() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log::warn!(
+                    "cannot watch route and neighbour changes ({e}); flows follow them within a second"
+                );
+                None
+            }
+        };
         if let Some(addr) = self.args.metrics {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -267,6 +277,19 @@ impl Daemon<'_> {
                     let mut guard = guard?;
                     guard.get_inner_mut().flush();
                     guard.clear_ready();
+                }
+                changed = async { routes.as_mut().expect("guarded").changed().await },
+                    if routes.is_some() =>
+                {
+                    match changed.and_then(|()| {
+                        self.maps.bump_route_gen().map_err(std::io::Error::other)
+                    }) {
+                        Ok(()) => log::debug!("route or neighbour change: next hops looked up again"),
+                        Err(e) => {
+                            log::warn!("route watch failed ({e:#}); flows follow changes within a second");
+                            routes = None;
+                        }
+                    }
                 }
                 _ = tick.tick() => {
                     match sweeper::sweep(&mut self.maps, &self.cfg.timeouts, monotonic_ns()) {

@@ -85,6 +85,9 @@ pub fn status(instance: &Instance, json_out: bool) -> Result<u8> {
                              "capacity": capacity(instance, names::SESSIONS)},
                 "mappings": {"total": mappings, "capacity": capacity(instance, names::MAPPINGS_IN)},
                 "port_pool": {"ordinary": cfg.pool_len, "privileged": cfg.priv_pool_len},
+                // Moves on with every route, neighbour, address or link change the daemon
+                // sees (and every config write): cached next hops are looked up again.
+                "route_generation": cfg.route_gen,
             })
         );
     } else {

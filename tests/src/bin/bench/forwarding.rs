@@ -252,7 +252,14 @@ impl Bench {
             nat: None,
         };
         match router {
-            Router::XdpNat => setup.nat = Some(NatDaemon::start(&self.lab, &[])?),
+            Router::XdpNat => {
+                // As deployed: the sweeper's work competes with the packets.
+                let interval = nat_ctl::cli::DEFAULT_SWEEP_INTERVAL_SECS.to_string();
+                setup.nat = Some(NatDaemon::start(
+                    &self.lab,
+                    &["--sweep-interval", &interval],
+                )?)
+            }
             Router::XdpForward => setup._programs = Some(forwarder_in(r)?),
             Router::KernelMasquerade => {
                 let rules = std::env::temp_dir().join(format!("{}.nft", r.name));

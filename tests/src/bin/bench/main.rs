@@ -10,7 +10,7 @@
 use anyhow::{Context as _, Result};
 use integration_tests::{
     fixture::*,
-    lab::{LAN_HOST_A, SERVER},
+    lab::{LAN_HOST_A, ROUTER_WAN, SERVER},
     packets::{self, ACK, SYN},
 };
 use nat_common::{
@@ -64,7 +64,7 @@ fn prefill(fx: &mut Fixture, sessions: u32) -> Result<Vec<Flow>> {
             ext_port: ext_port.to_be(),
             proto: IPPROTO_TCP,
             state: MAPPING_ACTIVE,
-            _pad: [0; 6],
+            ..Default::default()
         };
         let ep = EndpointKey {
             addr: mapping.int_addr,
@@ -88,21 +88,20 @@ fn prefill(fx: &mut Fixture, sessions: u32) -> Result<Vec<Flow>> {
             }
             let rem_addr =
                 Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 1)) + r * 1000 + m % 1000);
-            let key = SessionKey {
-                int_addr: mapping.int_addr,
-                rem_addr: to_wire(rem_addr),
-                int_port: mapping.int_port,
-                rem_port: 443u16.to_be(),
-                proto: IPPROTO_TCP,
-                _pad: [0; 3],
-            };
+            let key = SessionKey::new(
+                IPPROTO_TCP,
+                mapping.int_addr,
+                mapping.int_port,
+                to_wire(rem_addr),
+                443u16.to_be(),
+            );
             let s = Session {
                 created_ns: now,
                 last_seen_ns: now,
                 ext_port: mapping.ext_port,
                 tcp_state: SYN_OUT | SYN_IN,
                 class: 0,
-                _pad: [0; 4],
+                ..Default::default()
             };
             fx.maps
                 .sessions
@@ -148,6 +147,19 @@ fn add_neighbours() -> Result<()> {
     Ok(())
 }
 
+/// What the NAT has seen of a scenario's flows before its packets are timed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prep {
+    /// Nothing: the frames are timed as they come.
+    None,
+    /// Every frame ran once, untimed, just before: established flows in steady state, whose
+    /// sessions hold a fresh next hop.
+    Warm,
+    /// Warm, and then every cached next hop invalidated before each timed packet: what a
+    /// flow's packet costs once per NEXT_HOP_TTL (or after a route change).
+    ColdRoute,
+}
+
 /// Mean kernel-measured ns per packet over `frames`, best of `rounds`; `make` gives the
 /// frames afresh for each round (the NAT changes state as it runs).
 fn cost(
@@ -155,14 +167,25 @@ fn cost(
     prog: &str,
     ifindex: u32,
     rounds: u32,
+    prep: Prep,
     mut make: impl FnMut(&mut Fixture) -> Vec<Vec<u8>>,
 ) -> (f64, u32) {
     let mut best = f64::MAX;
     let mut action = 0;
     for _ in 0..rounds {
         let frames = make(fx);
+        if prep != Prep::None {
+            for f in &frames {
+                fx.run_timed(prog, ifindex, f);
+            }
+        }
         let mut total = Duration::ZERO;
         for f in &frames {
+            if prep == Prep::ColdRoute {
+                fx.maps
+                    .bump_route_gen()
+                    .expect("bumping the route generation");
+            }
             let (a, _, d) = fx.run_timed(prog, ifindex, f);
             action = a;
             total += d;
@@ -207,15 +230,23 @@ fn measure_size(sessions: u32, runs: usize, rounds: u32) -> Vec<Row> {
         let mut both = |fx: &mut Fixture,
                         scenario: &'static str,
                         ifindex: u32,
+                        prep: Prep,
                         make: &mut dyn FnMut(&mut Fixture) -> Vec<Vec<u8>>| {
             let prog = if ifindex == lan {
                 programs::LAN_INGRESS
             } else {
                 programs::WAN_INGRESS
             };
-            let (nat_ns, action) = cost(fx, prog, ifindex, rounds, &mut *make);
-            let (base_ns, _) = cost(fx, programs::PASS, ifindex, rounds, &mut *make);
-            let (fwd_ns, _) = cost(fx, programs::BENCH_FORWARD, ifindex, rounds, &mut *make);
+            let (nat_ns, action) = cost(fx, prog, ifindex, rounds, prep, &mut *make);
+            let (base_ns, _) = cost(fx, programs::PASS, ifindex, rounds, Prep::None, &mut *make);
+            let (fwd_ns, _) = cost(
+                fx,
+                programs::BENCH_FORWARD,
+                ifindex,
+                rounds,
+                Prep::None,
+                &mut *make,
+            );
             rows.push(Row {
                 fwd_ns,
                 scenario,
@@ -239,7 +270,9 @@ fn measure_size(sessions: u32, runs: usize, rounds: u32) -> Vec<Row> {
                 )
             })
             .collect();
-        both(fx, "TCP out, established", lan, &mut |_| out_frames.clone());
+        both(fx, "TCP out, established", lan, Prep::Warm, &mut |_| {
+            out_frames.clone()
+        });
         let in_frames: Vec<Vec<u8>> = sample
             .iter()
             .map(|&i| {
@@ -247,7 +280,58 @@ fn measure_size(sessions: u32, runs: usize, rounds: u32) -> Vec<Row> {
                 packets::tcp(&wan_hdr(f.rem_addr, GATEWAY_MAC), 443, f.ext_port, ACK, b"")
             })
             .collect();
-        both(fx, "TCP in, reply", wan, &mut |_| in_frames.clone());
+        both(fx, "TCP in, reply", wan, Prep::Warm, &mut |_| {
+            in_frames.clone()
+        });
+        // The same packets when the next hop has to be looked up again, every packet.
+        let cold = runs.min(50_000);
+        both(
+            fx,
+            "TCP out, next hop looked up again",
+            lan,
+            Prep::ColdRoute,
+            &mut |_| out_frames[..cold].to_vec(),
+        );
+        both(
+            fx,
+            "TCP in, next hop looked up again",
+            wan,
+            Prep::ColdRoute,
+            &mut |_| in_frames[..cold].to_vec(),
+        );
+        // A remote's port unreachable about a flow: the error and the quoted packet inside
+        // are translated (RFC 5508).
+        let error_frames: Vec<Vec<u8>> = sample
+            .iter()
+            .map(|&i| {
+                let f = &flows[i];
+                let sent = packets::tcp(
+                    &packets::Hdr {
+                        smac: WAN_MAC,
+                        dmac: GATEWAY_MAC,
+                        src: ROUTER_WAN,
+                        dst: f.rem_addr,
+                        ttl: 63,
+                    },
+                    f.ext_port,
+                    443,
+                    ACK,
+                    b"",
+                );
+                packets::icmp_error(
+                    &wan_hdr(f.rem_addr, GATEWAY_MAC),
+                    packets::port_unreachable(),
+                    &sent,
+                )
+            })
+            .collect();
+        both(
+            fx,
+            "ICMP error in (port unreachable)",
+            wan,
+            Prep::None,
+            &mut |_| error_frames.clone(),
+        );
 
         // New flows: source ports the prefilled mappings already use externally, so each
         // first packet draws a random free port. Removed again after each round.
@@ -257,11 +341,12 @@ fn measure_size(sessions: u32, runs: usize, rounds: u32) -> Vec<Row> {
             fx,
             "UDP out, first packet of a new flow",
             lan,
+            Prep::None,
             &mut |fx: &mut Fixture| {
                 round += 1;
-                for (k, _) in fx.maps.sessions().unwrap() {
+                for (k, s) in fx.maps.sessions().unwrap() {
                     if k.proto == nat_common::proto::IPPROTO_UDP {
-                        let _ = fx.maps.sessions.remove(&k);
+                        fx.maps.remove_session(&k, &s);
                     }
                 }
                 for (ext, m) in fx.maps.mappings().unwrap() {
@@ -294,7 +379,9 @@ fn measure_size(sessions: u32, runs: usize, rounds: u32) -> Vec<Row> {
             1,
             b"payload",
         );
-        both(fx, "ICMP echo out", lan, &mut |_| vec![ping.clone(); runs]);
+        both(fx, "ICMP echo out", lan, Prep::None, &mut |_| {
+            vec![ping.clone(); runs]
+        });
 
         // PPTP: one call set up through the control connection, then the server's GRE.
         let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
@@ -312,7 +399,7 @@ fn measure_size(sessions: u32, runs: usize, rounds: u32) -> Vec<Row> {
             IPPROTO_GRE,
             &packets::gre_v1(ext_call, 1, &[0u8; 32]),
         );
-        both(fx, "GRE in (PPTP call)", wan, &mut |_| {
+        both(fx, "GRE in (PPTP call)", wan, Prep::None, &mut |_| {
             vec![gre.clone(); runs]
         });
 
@@ -323,7 +410,7 @@ fn measure_size(sessions: u32, runs: usize, rounds: u32) -> Vec<Row> {
             &packets::esp(0xa1, 2),
         );
         fx.from_wan(&esp);
-        both(fx, "ESP in (learned SPI)", wan, &mut |_| {
+        both(fx, "ESP in (learned SPI)", wan, Prep::None, &mut |_| {
             vec![esp.clone(); runs]
         });
         rows
@@ -366,7 +453,7 @@ fn memory() -> Result<Vec<(String, u32, u64)>> {
 }
 
 /// End-to-end rates, each configuration with 1, 1 K and 64 K flows, all in one lab.
-fn forwarding_section(report: &mut String, short: bool) -> Result<()> {
+fn forwarding_section(report: &mut String, short: bool, only_flows: &[u32]) -> Result<()> {
     use forwarding::{Bench, Router};
     // New sessions first, while the router has no state from the rate runs.
     let new_flows: u32 = if short { 5_000 } else { 60_000 };
@@ -399,6 +486,11 @@ fn forwarding_section(report: &mut String, short: bool) -> Result<()> {
         "| flows | xdp-nat | bare XDP forwarder | kernel + nftables masquerade | nat / forwarder | nat / masquerade |"
     )?;
     writeln!(report, "|---:|---:|---:|---:|---:|---:|")?;
+    let flows = if only_flows.is_empty() {
+        flows
+    } else {
+        only_flows
+    };
     for &f in flows {
         eprintln!("bench: forwarding with {f} flows ...");
         let nat = bench.rate(Router::XdpNat, f, warmup, packets)?;
@@ -454,13 +546,46 @@ fn machine() -> String {
     )
 }
 
+/// `cargo xtask bench [--short]` runs it all; the other options narrow a run down while
+/// profiling one path.
+#[derive(clap::Parser)]
+struct Args {
+    /// Few repeats and one table size: CI's check that the benchmark still runs.
+    #[arg(long)]
+    short: bool,
+    /// Program cost only: no end-to-end forwarding, no memory table, no BENCHMARKS.md.
+    #[arg(long, conflicts_with = "forwarding_only")]
+    cost_only: bool,
+    /// End-to-end forwarding and new-session rates only.
+    #[arg(long)]
+    forwarding_only: bool,
+    /// Flow counts to measure end-to-end forwarding at.
+    #[arg(long, value_delimiter = ',')]
+    flows: Vec<u32>,
+    /// Session counts to measure program cost at.
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<u32>,
+    /// Packets per program-cost measurement.
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Measurements per program-cost figure (the best is reported).
+    #[arg(long)]
+    rounds: Option<u32>,
+}
+
 fn main() -> Result<()> {
-    let short = std::env::args().any(|a| a == "--short");
-    let (runs, rounds, sizes): (usize, u32, &[u32]) = if short {
-        (5_000, 1, &[1_000])
+    let args = <Args as clap::Parser>::parse();
+    let short = args.short;
+    let (mut runs, mut rounds, mut sizes): (usize, u32, Vec<u32>) = if short {
+        (5_000, 1, vec![1_000])
     } else {
-        (1_000_000, 3, &[1_000, 65_536, 1_048_576])
+        (1_000_000, 3, vec![1_000, 65_536, 1_048_576])
     };
+    runs = args.runs.unwrap_or(runs);
+    rounds = args.rounds.unwrap_or(rounds);
+    if !args.sizes.is_empty() {
+        sizes = args.sizes.clone();
+    }
     let mut report = String::new();
     writeln!(
         report,
@@ -475,7 +600,10 @@ fn main() -> Result<()> {
         "| scenario | sessions | verdict | NAT ns | parse-only ns | ratio | forwarder ns | NAT - forwarder ns |"
     )?;
     writeln!(report, "|---|---:|---|---:|---:|---:|---:|---:|")?;
-    for &n in sizes {
+    if args.forwarding_only {
+        sizes.clear();
+    }
+    for &n in &sizes {
         eprintln!("bench: {n} sessions ...");
         for r in measure_size(n, runs, rounds) {
             writeln!(
@@ -492,7 +620,11 @@ fn main() -> Result<()> {
             )?;
         }
     }
-    forwarding_section(&mut report, short)?;
+    if args.cost_only {
+        println!("{report}");
+        return Ok(());
+    }
+    forwarding_section(&mut report, short, &args.flows)?;
     writeln!(
         report,
         "\n## Memory at the default table sizes (kernel memlock per map)\n"
@@ -514,7 +646,13 @@ fn main() -> Result<()> {
         total as f64 / (1 << 20) as f64
     )?;
     println!("{report}");
-    if !short {
+    // Only a complete run is the report; a narrowed one (profiling) only prints.
+    let narrowed = args.forwarding_only
+        || !args.sizes.is_empty()
+        || !args.flows.is_empty()
+        || args.runs.is_some()
+        || args.rounds.is_some();
+    if !short && !narrowed {
         let doc = format!(
             "# Benchmarks\n\nMeasured by `cargo xtask bench` on {}.\nEvery ratio compares numbers taken in the same run.\n\n{report}",
             machine()

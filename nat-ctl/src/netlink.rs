@@ -1,0 +1,274 @@
+//! Route, address, link and neighbour changes from rtnetlink. The data path keeps each
+//! flow's next hop (`NextHop`) for up to NEXT_HOP_TTL_NS; the daemon moves the route
+//! generation on when one of these changes, so flows follow a new route or a neighbour's new
+//! MAC address at once instead of within that time.
+
+use std::{
+    collections::HashMap,
+    io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+};
+
+use tokio::io::unix::AsyncFd;
+
+const RTMGRP_LINK: u32 = 0x1;
+const RTMGRP_NEIGH: u32 = 0x4;
+const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+
+const RTM_NEWNEIGH: u16 = 28;
+const RTM_DELNEIGH: u16 = 29;
+const NLMSG_HDR_LEN: usize = 16;
+/// struct ndmsg: family, pads, ifindex, state, flags, type.
+const NDMSG_LEN: usize = 12;
+const NDA_DST: u16 = 1;
+const NDA_LLADDR: u16 = 2;
+const NUD_FAILED: u16 = 0x20;
+const AF_INET: u8 = 2;
+
+/// What one neighbour message says: (ifindex, IPv4 address) and its MAC, if it has one.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    pub ifindex: i32,
+    pub addr: [u8; 4],
+    pub lladdr: Option<Vec<u8>>,
+    pub deleted: bool,
+}
+
+/// Parses the messages in one netlink datagram. Returns whether anything other than a
+/// neighbour message came (routes, addresses, links: always relevant) and the IPv4
+/// neighbour messages.
+pub fn parse(buf: &[u8]) -> (bool, Vec<Neighbour>) {
+    let mut other = false;
+    let mut neighbours = Vec::new();
+    let mut off = 0;
+    while off + NLMSG_HDR_LEN <= buf.len() {
+        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+        let kind = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+        if len < NLMSG_HDR_LEN || off + len > buf.len() {
+            break;
+        }
+        let body = &buf[off + NLMSG_HDR_LEN..off + len];
+        match kind {
+            RTM_NEWNEIGH | RTM_DELNEIGH => {
+                if let Some(n) = neighbour(body, kind == RTM_DELNEIGH) {
+                    neighbours.push(n);
+                }
+            }
+            _ => other = true,
+        }
+        // Messages are 4-byte aligned.
+        off += (len + 3) & !3;
+    }
+    (other, neighbours)
+}
+
+fn neighbour(body: &[u8], deleted: bool) -> Option<Neighbour> {
+    if body.len() < NDMSG_LEN || body[0] != AF_INET {
+        return None;
+    }
+    let ifindex = i32::from_ne_bytes(body[4..8].try_into().unwrap());
+    let state = u16::from_ne_bytes(body[8..10].try_into().unwrap());
+    let (mut addr, mut lladdr) = (None, None);
+    let mut off = NDMSG_LEN;
+    while off + 4 <= body.len() {
+        let len = u16::from_ne_bytes(body[off..off + 2].try_into().unwrap()) as usize;
+        let kind = u16::from_ne_bytes(body[off + 2..off + 4].try_into().unwrap());
+        if len < 4 || off + len > body.len() {
+            break;
+        }
+        let value = &body[off + 4..off + len];
+        match kind {
+            NDA_DST if value.len() == 4 => addr = Some([value[0], value[1], value[2], value[3]]),
+            NDA_LLADDR => lladdr = Some(value.to_vec()),
+            _ => {}
+        }
+        off += (len + 3) & !3;
+    }
+    Some(Neighbour {
+        ifindex,
+        addr: addr?,
+        // A failed neighbour has no usable MAC, whatever the message carries.
+        lladdr: lladdr.filter(|_| state & NUD_FAILED == 0),
+        deleted,
+    })
+}
+
+/// The MAC each neighbour had when last heard of. Neighbour entries change state all the
+/// time (reachable, stale, probe...) without any effect on forwarding; only a new or lost
+/// MAC address matters.
+#[derive(Default)]
+pub struct Neighbours(HashMap<(i32, [u8; 4]), Vec<u8>>);
+
+impl Neighbours {
+    /// Records `n`; true when cached next hops may now be wrong.
+    pub fn update(&mut self, n: Neighbour) -> bool {
+        let key = (n.ifindex, n.addr);
+        match (n.lladdr.filter(|_| !n.deleted), self.0.get(&key)) {
+            (Some(mac), Some(old)) if *old == mac => false,
+            (Some(mac), _) => {
+                self.0.insert(key, mac);
+                true
+            }
+            (None, had) => {
+                let had = had.is_some();
+                self.0.remove(&key);
+                had
+            }
+        }
+    }
+}
+
+/// A socket subscribed to the changes that can move a next hop.
+pub struct RouteWatch {
+    fd: AsyncFd<OwnedFd>,
+    neighbours: Neighbours,
+}
+
+impl RouteWatch {
+    pub fn open() -> io::Result<RouteWatch> {
+        // SAFETY: plain socket(2); the fd is owned right below.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_nl is plain data; zeroed then filled.
+        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        sa.nl_family = libc::AF_NETLINK as u16;
+        sa.nl_groups = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE;
+        // SAFETY: sa is a valid sockaddr_nl of the given size.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(RouteWatch {
+            // SAFETY: the AsyncFd owns the fd, so it outlives its registration.
+            fd: unsafe { AsyncFd::register(fd) }?,
+            neighbours: Neighbours::default(),
+        })
+    }
+
+    /// Waits until something changed that can move a next hop; everything queued is read.
+    pub async fn changed(&mut self) -> io::Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let mut changed = false;
+            loop {
+                // SAFETY: buf is writable for its length.
+                let n = unsafe {
+                    libc::recv(
+                        self.fd.get_ref().as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        0,
+                    )
+                };
+                if n < 0 {
+                    let e = io::Error::last_os_error();
+                    match e.raw_os_error() {
+                        Some(libc::EAGAIN) => break,
+                        // The kernel dropped messages for us: assume the worst.
+                        Some(libc::ENOBUFS) => changed = true,
+                        Some(libc::EINTR) => {}
+                        _ => return Err(e),
+                    }
+                    continue;
+                }
+                let (other, neighbours) = parse(&buf[..n as usize]);
+                changed |= other;
+                for nb in neighbours {
+                    changed |= self.neighbours.update(nb);
+                }
+            }
+            guard.clear_ready();
+            if changed {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nlmsg(kind: u16, body: &[u8]) -> Vec<u8> {
+        let len = NLMSG_HDR_LEN + body.len();
+        let mut m = Vec::new();
+        m.extend_from_slice(&(len as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(body);
+        while m.len() % 4 != 0 {
+            m.push(0);
+        }
+        m
+    }
+
+    fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
+        let mut a = Vec::new();
+        a.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+        a.extend_from_slice(&kind.to_ne_bytes());
+        a.extend_from_slice(value);
+        while a.len() % 4 != 0 {
+            a.push(0);
+        }
+        a
+    }
+
+    fn neigh(state: u16, addr: [u8; 4], mac: Option<[u8; 6]>) -> Vec<u8> {
+        let mut b = vec![AF_INET, 0, 0, 0];
+        b.extend_from_slice(&7i32.to_ne_bytes());
+        b.extend_from_slice(&state.to_ne_bytes());
+        b.extend_from_slice(&[0, 1]);
+        b.extend(attr(NDA_DST, &addr));
+        if let Some(mac) = mac {
+            b.extend(attr(NDA_LLADDR, &mac));
+        }
+        b
+    }
+
+    #[test]
+    fn routes_always_count_and_neighbours_only_when_their_mac_changes() {
+        let (a, m1, m2) = ([192, 168, 1, 10], [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let route = nlmsg(24, &[0; 12]);
+        assert_eq!(parse(&route), (true, vec![]));
+
+        let mut table = Neighbours::default();
+        let mut feed = |kind: u16, state: u16, mac: Option<[u8; 6]>| {
+            let (other, ns) = parse(&nlmsg(kind, &neigh(state, a, mac)));
+            assert!(!other);
+            ns.into_iter().fold(false, |c, n| table.update(n) | c)
+        };
+        assert!(feed(RTM_NEWNEIGH, 0x02, Some(m1)), "first heard of");
+        assert!(!feed(RTM_NEWNEIGH, 0x04, Some(m1)), "reachable -> stale");
+        assert!(feed(RTM_NEWNEIGH, 0x02, Some(m2)), "new MAC");
+        assert!(feed(RTM_NEWNEIGH, NUD_FAILED, Some(m2)), "failed");
+        assert!(!feed(RTM_NEWNEIGH, NUD_FAILED, None), "still failed");
+        assert!(feed(RTM_NEWNEIGH, 0x02, Some(m2)), "back");
+        assert!(feed(RTM_DELNEIGH, 0x02, Some(m2)), "deleted");
+    }
+
+    #[test]
+    fn truncated_messages_are_not_read_past_their_end() {
+        let mut m = nlmsg(RTM_NEWNEIGH, &neigh(0x02, [10, 0, 0, 1], Some([2; 6])));
+        m[0] = 200; // claims more than there is
+        assert_eq!(parse(&m), (false, vec![]));
+        assert_eq!(parse(&[1, 2, 3]), (false, vec![]));
+    }
+}

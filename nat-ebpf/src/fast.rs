@@ -1,0 +1,139 @@
+//! The fast path: a packet of an established flow whose session knows its next hop costs one
+//! hash lookup and no FIB lookup. Anything unusual (a first packet, TCP SYN/FIN/RST, a
+//! fragment, an expiring TTL, PPTP control, shared IKE, a switch turned off, a next hop that
+//! no longer answers) returns `None` and takes the full path in lan.rs / wan.rs, which also
+//! refreshes what this path relies on.
+
+use aya_ebpf::programs::XdpContext;
+use nat_common::{
+    config::NatConfig,
+    counters::Counter,
+    maps::{ReplyKey, SessionKey},
+    passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT},
+    proto::{
+        ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN,
+        in_prefix,
+    },
+    rewrite::{Side, rewrite_endpoint},
+    tcp_state::SYN_OUT,
+};
+
+use crate::{
+    Verdict,
+    forward::{cached_route, deliver_in, deliver_out},
+    maps::{SESSIONS, SESSIONS_IN, count, switch_on},
+    packet::{Ipv4, Transport, parse_transport},
+};
+
+/// TCP segments that change the session's state go the full way.
+const TCP_STATE_FLAGS: u8 = TCP_SYN | TCP_FIN | TCP_RST;
+
+/// May a packet take the fast path at all?
+#[inline(always)]
+fn eligible(pkt: &Ipv4<'_>) -> bool {
+    !pkt.fragment && pkt.ttl > 1 && matches!(pkt.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP)
+}
+
+/// May traffic of `class` take the fast path? PPTP control messages need rewriting; a class
+/// whose switch is off is dropped (and counted) by the full path.
+#[inline(always)]
+fn class_ok(class: u8) -> bool {
+    class == CLASS_NONE || (class != CLASS_PPTP && switch_on(class))
+}
+
+/// Counts a translated packet of a passthrough class.
+#[inline(always)]
+fn count_class(class: u8) {
+    if let Some((translated, _, _)) = Counter::for_class(class) {
+        count(translated);
+    }
+}
+
+/// LAN -> WAN.
+#[inline(always)]
+pub fn outbound(
+    ctx: &XdpContext,
+    cfg: &NatConfig,
+    pkt: &mut Ipv4<'_>,
+    now: u64,
+) -> Result<Option<Verdict>, Counter> {
+    if !eligible(pkt) || !in_prefix(pkt.src, cfg.lan_net, cfg.lan_mask) {
+        return Ok(None);
+    }
+    let Some(mut t) = parse_transport(ctx, pkt, ICMP_ECHO_REQUEST)? else {
+        return Ok(None);
+    };
+    let ike = IKE_PORT.to_be();
+    if t.tcp_flags & TCP_STATE_FLAGS != 0
+        || (pkt.proto == IPPROTO_UDP && t.sport == ike && t.dport == ike)
+    {
+        return Ok(None);
+    }
+    let rem_port = if pkt.proto == IPPROTO_ICMP {
+        0
+    } else {
+        t.dport
+    };
+    let key = SessionKey::new(pkt.proto, pkt.src, t.sport, pkt.dst, rem_port);
+    let Some(s) = SESSIONS.get_ptr_mut(&key) else {
+        return Ok(None);
+    };
+    // SAFETY: map value pointer; concurrent writers only race on refresh timestamps.
+    let s = unsafe { &mut *s };
+    let Some(route) = cached_route(&s.hop, cfg, pkt.tot_len, now) else {
+        return Ok(None);
+    };
+    if !class_ok(s.class) {
+        return Ok(None);
+    }
+    s.last_seen_ns = now;
+    if pkt.proto == IPPROTO_TCP {
+        // An established flow's plain segment: the LAN side has spoken.
+        s.tcp_state |= SYN_OUT;
+    }
+    rewrite_endpoint(pkt.ip, &mut t.l4, Side::Source, cfg.wan_addr, s.ext_port);
+    count_class(s.class);
+    deliver_out(pkt, route).map(Some)
+}
+
+/// WAN -> LAN, for a packet to the WAN address (transport header `t`) on external port
+/// `ext_port` (ICMP: the echo id) from remote port `rem_port` (ICMP: 0).
+#[inline(always)]
+pub fn inbound(
+    cfg: &NatConfig,
+    pkt: &mut Ipv4<'_>,
+    t: &mut Transport<'_>,
+    ext_port: u16,
+    rem_port: u16,
+    now: u64,
+) -> Result<Option<Verdict>, Counter> {
+    if !eligible(pkt) || t.tcp_flags & TCP_STATE_FLAGS != 0 {
+        return Ok(None);
+    }
+    let key = ReplyKey {
+        rem_addr: pkt.src,
+        ext_port,
+        rem_port,
+        proto: pkt.proto,
+        _pad1: 0,
+        _pad2: 0,
+    };
+    let Some(r) = SESSIONS_IN.get_ptr_mut(&key) else {
+        return Ok(None);
+    };
+    // SAFETY: map value pointer; concurrent writers only race on refresh timestamps.
+    let r = unsafe { &mut *r };
+    if pkt.proto == IPPROTO_TCP && r.tcp_synced == 0 {
+        return Ok(None);
+    }
+    let Some(route) = cached_route(&r.hop, cfg, pkt.tot_len, now) else {
+        return Ok(None);
+    };
+    if !class_ok(r.class) {
+        return Ok(None);
+    }
+    r.last_seen_ns = now;
+    rewrite_endpoint(pkt.ip, &mut t.l4, Side::Destination, r.int_addr, r.int_port);
+    count_class(r.class);
+    deliver_in(pkt, route).map(Some)
+}
