@@ -1,8 +1,9 @@
 //! The fast path: a packet of an established flow whose session knows its next hop costs one
-//! hash lookup and no FIB lookup. Anything unusual (a first packet, TCP SYN/FIN/RST, a
-//! fragment, an expiring TTL, PPTP control, shared IKE, a switch turned off, a next hop that
-//! no longer answers) returns `None` and takes the full path in lan.rs / wan.rs, which also
-//! refreshes what this path relies on.
+//! hash lookup and no FIB lookup; when the kept next hop no longer answers, one FIB lookup
+//! renews it. Anything unusual (a first packet, TCP SYN/FIN/RST, a fragment, an expiring
+//! TTL, PPTP control, shared IKE, a switch turned off, a route the FIB does not resolve)
+//! returns `None` and takes the full path in lan.rs / wan.rs, which also sets up what this
+//! path relies on.
 
 use aya_ebpf::programs::XdpContext;
 use nat_common::{
@@ -20,7 +21,7 @@ use nat_common::{
 
 use crate::{
     Verdict,
-    forward::{cached_route, deliver_in, deliver_out},
+    forward::{Route, cached_route, deliver_in, deliver_out, next_hop, route},
     maps::{SESSIONS, SESSIONS_IN, count, switch_on},
     packet::{Ipv4, Transport, parse_transport},
 };
@@ -80,12 +81,21 @@ pub fn outbound(
     };
     // SAFETY: map value pointer; concurrent writers only race on refresh timestamps.
     let s = unsafe { &mut *s };
-    let Some(route) = cached_route(&s.hop, cfg, pkt.tot_len, now) else {
-        return Ok(None);
-    };
     if !class_ok(s.class) {
         return Ok(None);
     }
+    let route = match cached_route(&s.hop, cfg, pkt.tot_len, now) {
+        Some(r) => r,
+        None => {
+            let r = route(ctx, pkt.src, pkt.dst, pkt.tos, pkt.tot_len);
+            // Anything but a resolved route out of the WAN: the full path decides.
+            if !matches!(r, Route::Resolved { ifindex, .. } if ifindex == cfg.wan_ifindex) {
+                return Ok(None);
+            }
+            s.hop = next_hop(&r, cfg, pkt.tot_len, now);
+            r
+        }
+    };
     s.last_seen_ns = now;
     if pkt.proto == IPPROTO_TCP {
         // An established flow's plain segment: the LAN side has spoken.
@@ -100,6 +110,7 @@ pub fn outbound(
 /// `ext_port` (ICMP: the echo id) from remote port `rem_port` (ICMP: 0).
 #[inline(always)]
 pub fn inbound(
+    ctx: &XdpContext,
     cfg: &NatConfig,
     pkt: &mut Ipv4<'_>,
     t: &mut Transport<'_>,
@@ -126,12 +137,21 @@ pub fn inbound(
     if pkt.proto == IPPROTO_TCP && r.tcp_synced == 0 {
         return Ok(None);
     }
-    let Some(route) = cached_route(&r.hop, cfg, pkt.tot_len, now) else {
-        return Ok(None);
-    };
     if !class_ok(r.class) {
         return Ok(None);
     }
+    let route = match cached_route(&r.hop, cfg, pkt.tot_len, now) {
+        Some(route) => route,
+        None => {
+            let route = route(ctx, pkt.src, r.int_addr, pkt.tos, pkt.tot_len);
+            // Unresolved, or too big for the LAN link: the full path decides.
+            if !matches!(route, Route::Resolved { .. }) {
+                return Ok(None);
+            }
+            r.hop = next_hop(&route, cfg, pkt.tot_len, now);
+            route
+        }
+    };
     r.last_seen_ns = now;
     rewrite_endpoint(pkt.ip, &mut t.l4, Side::Destination, r.int_addr, r.int_port);
     count_class(r.class);

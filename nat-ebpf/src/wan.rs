@@ -81,7 +81,7 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     let ike = IKE_PORT.to_be();
     let shared_ike = pkt.proto == IPPROTO_UDP && ext_port == ike && rem_port == ike;
     if !shared_ike {
-        if let Some(v) = fast::inbound(cfg, &mut pkt, &mut t, ext_port, rem_port, now)? {
+        if let Some(v) = fast::inbound(ctx, cfg, &mut pkt, &mut t, ext_port, rem_port, now)? {
             return Ok(v);
         }
     }
