@@ -115,8 +115,8 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
         }
     };
     let session = SessionKey::new(pkt.proto, int_addr, int_port, pkt.src, rem_port);
-    // The session's TCP state after this segment; None when there is no session.
-    let (class, tcp) = match SESSIONS.get_ptr_mut(&session) {
+    // The session's TCP state after this segment (0 for UDP/ICMP); None without a session.
+    let (class, session_tcp) = match SESSIONS.get_ptr_mut(&session) {
         Some(s) => {
             let s = unsafe { &mut *s };
             if s.ext_port != ext_port {
@@ -142,7 +142,7 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
         }
     }
     let r = route_in(ctx, &pkt, int_addr)?;
-    if let (Some(tcp_state), false) = (tcp, shared_ike) {
+    if let (Some(tcp_state), false) = (session_tcp, shared_ike) {
         // The inbound half of the session, for the fast path of the replies that follow.
         let half = SessionIn {
             last_seen_ns: now,

@@ -279,7 +279,7 @@ fn measure_size(sessions: u32, runs: usize, rounds: u32) -> Vec<Row> {
                 )
             })
             .collect();
-        both(fx, "TCP out, established", lan, Prep::Warm, &mut |_| {
+        both(fx, SCENARIO_OUT, lan, Prep::Warm, &mut |_| {
             out_frames.clone()
         });
         let in_frames: Vec<Vec<u8>> = sample
@@ -289,9 +289,7 @@ fn measure_size(sessions: u32, runs: usize, rounds: u32) -> Vec<Row> {
                 packets::tcp(&wan_hdr(f.rem_addr, GATEWAY_MAC), 443, f.ext_port, ACK, b"")
             })
             .collect();
-        both(fx, "TCP in, reply", wan, Prep::Warm, &mut |_| {
-            in_frames.clone()
-        });
+        both(fx, SCENARIO_IN, wan, Prep::Warm, &mut |_| in_frames.clone());
         // The same packets when the next hop has to be looked up again, every packet.
         // The same flows' packets once their next hop expired: one packet per flow.
         let mut seen = std::collections::HashSet::new();
@@ -468,7 +466,81 @@ fn memory() -> Result<Vec<(String, u32, u64)>> {
 }
 
 /// End-to-end rates, each configuration with 1, 1 K and 64 K flows, all in one lab.
-fn forwarding_section(report: &mut String, short: bool, only_flows: &[u32]) -> Result<()> {
+const SCENARIO_OUT: &str = "TCP out, established";
+const SCENARIO_IN: &str = "TCP in, reply";
+
+/// End-to-end packets/s with one flow count: xdp-nat, bare forwarder, kernel masquerade.
+struct Rates {
+    flows: u32,
+    nat: f64,
+    fwd: f64,
+    kern: f64,
+}
+
+/// The and DESIGN.md's targets, each against the numbers of this run.
+fn targets(cost: &[Row], rates: &[Rates]) -> Result<String> {
+    const TARGET_SESSIONS: u32 = 65_536;
+    const TARGET_FLOWS: u32 = 64_000;
+    let mut table = String::new();
+    let mut line = |what: String, measured: String, met: bool| {
+        writeln!(
+            table,
+            "| {what} | {measured} | {} |",
+            if met { "yes" } else { "no" }
+        )
+    };
+    for r in rates.iter().filter(|r| r.flows == TARGET_FLOWS) {
+        let (vs_fwd, vs_kern) = (r.nat / r.fwd, r.nat / r.kern);
+        line(
+            format!("end to end, {TARGET_FLOWS} flows: >= 85% of the bare XDP forwarder"),
+            format!("{:.0}%", 100.0 * vs_fwd),
+            vs_fwd >= 0.85,
+        )?;
+        line(
+            format!("end to end, {TARGET_FLOWS} flows: >= 4x kernel + nftables masquerade"),
+            format!("{vs_kern:.1}x"),
+            vs_kern >= 4.0,
+        )?;
+    }
+    // The established-flow rows, both directions.
+    let established = |r: &&Row| r.scenario == SCENARIO_OUT || r.scenario == SCENARIO_IN;
+    for r in cost
+        .iter()
+        .filter(|r| r.sessions == TARGET_SESSIONS)
+        .filter(established)
+    {
+        let (vs_fwd, vs_base) = (r.nat_ns / r.fwd_ns, r.nat_ns / r.base_ns);
+        line(
+            format!(
+                "{}, {TARGET_SESSIONS} sessions: <= 1.5x the bare forwarder (DESIGN.md)",
+                r.scenario
+            ),
+            format!("{vs_fwd:.2}x"),
+            vs_fwd <= 1.5,
+        )?;
+        line(
+            format!(
+                "{}, {TARGET_SESSIONS} sessions: <= 2x parse-only (the forwarder alone is {:.1}x)",
+                r.scenario,
+                r.fwd_ns / r.base_ns
+            ),
+            format!("{vs_base:.2}x"),
+            vs_base <= 2.0,
+        )?;
+    }
+    let mut out = String::from("\n## Targets\n\n");
+    if table.is_empty() {
+        writeln!(
+            out,
+            "Not measured in this run: the targets are at {TARGET_SESSIONS} sessions and {TARGET_FLOWS} flows (`cargo xtask bench`)."
+        )?;
+    } else {
+        writeln!(out, "| target | measured | met |\n|---|---:|---|\n{table}")?;
+    }
+    Ok(out)
+}
+
+fn forwarding_section(report: &mut String, short: bool, only_flows: &[u32]) -> Result<Vec<Rates>> {
     use forwarding::{Bench, Router};
     // New sessions first, while the router has no state from the rate runs.
     let new_flows: u32 = if short { 5_000 } else { 60_000 };
@@ -506,11 +578,18 @@ fn forwarding_section(report: &mut String, short: bool, only_flows: &[u32]) -> R
     } else {
         only_flows
     };
+    let mut rates = Vec::new();
     for &f in flows {
         eprintln!("bench: forwarding with {f} flows ...");
         let nat = bench.rate(Router::XdpNat, f, warmup, packets)?;
         let fwd = bench.rate(Router::XdpForward, f, warmup, packets)?;
         let kern = bench.rate(Router::KernelMasquerade, f, warmup, packets)?;
+        rates.push(Rates {
+            flows: f,
+            nat,
+            fwd,
+            kern,
+        });
         writeln!(
             report,
             "| {f} | {:.2} Mpps | {:.2} Mpps | {:.2} Mpps | {:.0}% | {:.1}x |",
@@ -541,7 +620,7 @@ fn forwarding_section(report: &mut String, short: bool, only_flows: &[u32]) -> R
         report,
         "\nThe wall time includes the generator's idle tail (20-30 ms per live-frame run), so both rates are understated; the program-level cost of a new flow is in the first table (\"first packet of a new flow\")."
     )?;
-    Ok(())
+    Ok(rates)
 }
 
 fn machine() -> String {
@@ -602,6 +681,7 @@ fn main() -> Result<()> {
         sizes = args.sizes.clone();
     }
     let mut report = String::new();
+    let mut cost_rows = Vec::new();
     writeln!(
         report,
         "## Program cost (BPF_PROG_TEST_RUN, ns per packet, kernel-measured)\n"
@@ -636,13 +716,14 @@ fn main() -> Result<()> {
                 r.fwd_ns,
                 r.nat_ns - r.fwd_ns
             )?;
+            cost_rows.push(r);
         }
     }
     if args.cost_only {
         println!("{report}");
         return Ok(());
     }
-    forwarding_section(&mut report, short, &args.flows)?;
+    let rates = forwarding_section(&mut report, short, &args.flows)?;
     writeln!(
         report,
         "\n## Memory at the default table sizes (kernel memlock per map)\n"
@@ -691,9 +772,11 @@ fn main() -> Result<()> {
         || !args.flows.is_empty()
         || args.runs.is_some()
         || args.rounds.is_some();
+    let targets = targets(&cost_rows, &rates)?;
+    println!("{targets}");
     if !short && !narrowed {
         let doc = format!(
-            "# Benchmarks\n\nMeasured by `cargo xtask bench` on {}.\nEvery ratio compares numbers taken in the same run.\n\n{report}",
+            "# Benchmarks\n\nMeasured by `cargo xtask bench` on {}.\nEvery ratio compares numbers taken in the same run.\n{targets}\n{report}",
             machine()
         );
         std::fs::write("BENCHMARKS.md", doc)?;
