@@ -225,9 +225,10 @@ fn action_name(a: u32) -> &'static str {
 }
 
 fn measure_size(sessions: u32, runs: usize, rounds: u32) -> Vec<Row> {
+    // The default table sizes, as deployed, unless the sessions need more room (1 M).
     let tables = Tables {
-        max_sessions: sessions + 65_536,
-        max_mappings: 65_536,
+        max_sessions: (sessions + 65_536).max(nat_common::maps::DEFAULT_MAX_SESSIONS),
+        max_mappings: nat_common::maps::DEFAULT_MAX_MAPPINGS,
     };
     with_fixture(tables, FixtureConfig::default(), |fx| {
         add_neighbours().expect("neighbours");
