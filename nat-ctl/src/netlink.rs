@@ -1,7 +1,8 @@
 //! Route, address, link and neighbour changes from rtnetlink. The data path keeps each
 //! flow's next hop (`NextHop`) for up to NEXT_HOP_TTL_NS; the daemon moves the route
 //! generation on when one of these changes, so flows follow a new route or a neighbour's new
-//! MAC address at once instead of within that time.
+//! MAC address at once instead of within that time. Address and link changes also make it
+//! look at the WAN address again (DHCP).
 
 use std::{
     collections::HashMap,
@@ -16,6 +17,10 @@ const RTMGRP_NEIGH: u32 = 0x4;
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 const RTMGRP_IPV4_ROUTE: u32 = 0x40;
 
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_DELNEIGH: u16 = 29;
 const NLMSG_HDR_LEN: usize = 16;
@@ -35,11 +40,20 @@ pub struct Neighbour {
     pub deleted: bool,
 }
 
-/// Parses the messages in one netlink datagram. Returns whether anything other than a
-/// neighbour message came (routes, addresses, links: always relevant) and the IPv4
-/// neighbour messages.
-pub fn parse(buf: &[u8]) -> (bool, Vec<Neighbour>) {
-    let mut other = false;
+/// What a batch of netlink messages changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Cached next hops may be wrong: look them up again.
+    pub next_hops: bool,
+    /// An address or link changed: the WAN address may be another one.
+    pub addresses: bool,
+}
+
+/// Parses the messages in one netlink datagram: what routes, addresses and links changed
+/// (always relevant to next hops), and the IPv4 neighbour messages (relevant only when a MAC
+/// address changes, which `Neighbours` tells).
+pub fn parse(buf: &[u8]) -> (Changes, Vec<Neighbour>) {
+    let mut changes = Changes::default();
     let mut neighbours = Vec::new();
     let mut off = 0;
     while off + NLMSG_HDR_LEN <= buf.len() {
@@ -55,12 +69,16 @@ pub fn parse(buf: &[u8]) -> (bool, Vec<Neighbour>) {
                     neighbours.push(n);
                 }
             }
-            _ => other = true,
+            kind => {
+                changes.next_hops = true;
+                changes.addresses |=
+                    matches!(kind, RTM_NEWADDR | RTM_DELADDR | RTM_NEWLINK | RTM_DELLINK);
+            }
         }
         // Messages are 4-byte aligned.
         off += (len + 3) & !3;
     }
-    (other, neighbours)
+    (changes, neighbours)
 }
 
 fn neighbour(body: &[u8], deleted: bool) -> Option<Neighbour> {
@@ -162,12 +180,13 @@ impl RouteWatch {
         })
     }
 
-    /// Waits until something changed that can move a next hop; everything queued is read.
-    pub async fn changed(&mut self) -> io::Result<()> {
+    /// Waits until something changed that can move a next hop or the WAN address;
+    /// everything queued is read.
+    pub async fn changed(&mut self) -> io::Result<Changes> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let mut guard = self.fd.readable().await?;
-            let mut changed = false;
+            let mut changed = Changes::default();
             loop {
                 // SAFETY: buf is writable for its length.
                 let n = unsafe {
@@ -183,21 +202,27 @@ impl RouteWatch {
                     match e.raw_os_error() {
                         Some(libc::EAGAIN) => break,
                         // The kernel dropped messages for us: assume the worst.
-                        Some(libc::ENOBUFS) => changed = true,
+                        Some(libc::ENOBUFS) => {
+                            changed = Changes {
+                                next_hops: true,
+                                addresses: true,
+                            }
+                        }
                         Some(libc::EINTR) => {}
                         _ => return Err(e),
                     }
                     continue;
                 }
-                let (other, neighbours) = parse(&buf[..n as usize]);
-                changed |= other;
+                let (changes, neighbours) = parse(&buf[..n as usize]);
+                changed.next_hops |= changes.next_hops;
+                changed.addresses |= changes.addresses;
                 for nb in neighbours {
-                    changed |= self.neighbours.update(nb);
+                    changed.next_hops |= self.neighbours.update(nb);
                 }
             }
             guard.clear_ready();
-            if changed {
-                return Ok(());
+            if changed != Changes::default() {
+                return Ok(changed);
             }
         }
     }
@@ -247,12 +272,21 @@ mod tests {
     fn routes_always_count_and_neighbours_only_when_their_mac_changes() {
         let (a, m1, m2) = ([192, 168, 1, 10], [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
         let route = nlmsg(24, &[0; 12]);
-        assert_eq!(parse(&route), (true, vec![]));
+        let next_hops = Changes {
+            next_hops: true,
+            addresses: false,
+        };
+        assert_eq!(parse(&route), (next_hops, vec![]));
+        let both = Changes {
+            next_hops: true,
+            addresses: true,
+        };
+        assert_eq!(parse(&nlmsg(RTM_NEWADDR, &[0; 8])), (both, vec![]));
 
         let mut table = Neighbours::default();
         let mut feed = |kind: u16, state: u16, mac: Option<[u8; 6]>| {
-            let (other, ns) = parse(&nlmsg(kind, &neigh(state, a, mac)));
-            assert!(!other);
+            let (changes, ns) = parse(&nlmsg(kind, &neigh(state, a, mac)));
+            assert_eq!(changes, Changes::default());
             ns.into_iter().fold(false, |c, n| table.update(n) | c)
         };
         assert!(feed(RTM_NEWNEIGH, 0x02, Some(m1)), "first heard of");
@@ -268,7 +302,7 @@ mod tests {
     fn truncated_messages_are_not_read_past_their_end() {
         let mut m = nlmsg(RTM_NEWNEIGH, &neigh(0x02, [10, 0, 0, 1], Some([2; 6])));
         m[0] = 200; // claims more than there is
-        assert_eq!(parse(&m), (false, vec![]));
-        assert_eq!(parse(&[1, 2, 3]), (false, vec![]));
+        assert_eq!(parse(&m), (Changes::default(), vec![]));
+        assert_eq!(parse(&[1, 2, 3]), (Changes::default(), vec![]));
     }
 }

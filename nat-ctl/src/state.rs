@@ -13,6 +13,7 @@ use nat_common::{
         PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn, SessionKey, names,
     },
     passthrough::{SWITCH_OFF, SWITCH_ON, switch_slot},
+    proto::{IPPROTO_ESP, IPPROTO_GRE, IPPROTO_UDP},
 };
 
 use crate::{pins::Instance, pool::PortPool};
@@ -231,6 +232,37 @@ impl NatMaps {
             }
         }
         self.sessions.remove(k).is_ok()
+    }
+
+    /// Removes the sessions of protocol `proto` (all with None) and the state that goes
+    /// with them: filter entries, IKE SAs (UDP), PPTP calls (GRE), ESP bindings (ESP).
+    /// Returns how many sessions and VPN entries went.
+    pub fn flush(&mut self, proto: Option<u8>) -> Result<usize> {
+        let matches = |p: u8| proto.is_none_or(|w| w == p);
+        let mut removed = 0;
+        for (k, s) in self.sessions()? {
+            if matches(k.proto) && self.remove_session(&k, &s) {
+                removed += 1;
+            }
+        }
+        for (k, _) in entries(&self.filters)? {
+            if matches(k.proto) {
+                let _ = self.filters.remove(&k);
+            }
+        }
+        if matches(IPPROTO_UDP) {
+            removed += clear(&mut self.ike_sas);
+        }
+        if matches(IPPROTO_GRE) {
+            removed += clear(&mut self.pptp_calls_in);
+            clear(&mut self.pptp_calls_out);
+        }
+        if matches(IPPROTO_ESP) {
+            removed += clear(&mut self.esp_out);
+            clear(&mut self.esp_in);
+            clear(&mut self.esp_pending);
+        }
+        Ok(removed)
     }
 
     /// Inbound halves whose session is gone (or moved to another external port); returns

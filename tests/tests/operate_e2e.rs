@@ -361,3 +361,53 @@ fn a_lan_host_that_changes_its_mac_address_gets_its_replies_there_at_once() {
     );
     echo.join().unwrap();
 }
+
+#[test]
+fn a_new_wan_address_from_dhcp_is_followed_and_the_old_sessions_dropped() {
+    let lab = Lab::new("dhc").unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    let server = SocketAddrV4::new(SERVER, 7000);
+    let echo = udp_echo(&lab.wan, server, 2).unwrap();
+    assert!(
+        udp_request(&lab.lan, SocketAddrV4::new(LAN_HOST_A, 5000), server, b"1")
+            .unwrap()
+            .is_some()
+    );
+    // The lease changes: the old address goes, a new one comes.
+    let wan = integration_tests::lab::WAN_IF;
+    let new_addr = std::net::Ipv4Addr::new(203, 0, 113, 9);
+    lab.router
+        .ip(&["addr", "del", "203.0.113.1/24", "dev", wan])
+        .unwrap();
+    lab.router
+        .ip(&["addr", "add", "203.0.113.9/24", "dev", wan])
+        .unwrap();
+    let followed = integration_tests::wait_for(Duration::from_secs(5), || {
+        let s = nat.json(&["status"]);
+        (s["wan"]["address"] == new_addr.to_string()).then_some(())
+    });
+    assert!(
+        followed.is_some(),
+        "WAN address not followed; log: {}",
+        nat.log()
+    );
+    let sessions = nat.json(&["sessions"]);
+    assert_eq!(
+        sessions.as_array().unwrap().len(),
+        0,
+        "old sessions dropped: {sessions}"
+    );
+
+    assert!(
+        udp_request(&lab.lan, SocketAddrV4::new(LAN_HOST_A, 5001), server, b"2")
+            .unwrap()
+            .is_some(),
+        "traffic flows from the new address"
+    );
+    let seen = echo.join().unwrap();
+    assert_eq!(
+        seen[1].ip(),
+        std::net::IpAddr::V4(new_addr),
+        "the server sees the new address: {seen:?}"
+    );
+}

@@ -281,10 +281,8 @@ impl Daemon<'_> {
                 changed = async { routes.as_mut().expect("guarded").changed().await },
                     if routes.is_some() =>
                 {
-                    match changed.and_then(|()| {
-                        self.maps.bump_route_gen().map_err(std::io::Error::other)
-                    }) {
-                        Ok(()) => log::debug!("route or neighbour change: next hops looked up again"),
+                    match changed {
+                        Ok(c) => self.network_changed(c),
                         Err(e) => {
                             log::warn!("route watch failed ({e:#}); flows follow changes within a second");
                             routes = None;
@@ -302,6 +300,61 @@ impl Daemon<'_> {
         }
         println!("stopping");
         Ok(())
+    }
+
+    /// Routes, addresses, links or a neighbour's MAC changed (rtnetlink).
+    fn network_changed(&mut self, c: crate::netlink::Changes) {
+        if c.addresses {
+            self.follow_wan_address();
+        }
+        if c.next_hops {
+            match self.maps.bump_route_gen() {
+                Ok(()) => log::debug!("route or neighbour change: next hops looked up again"),
+                Err(e) => {
+                    log::warn!("cannot invalidate next hops ({e:#}); they expire within a second")
+                }
+            }
+        }
+    }
+
+    /// The WAN interface has another address (a DHCP lease changed): translate to it from
+    /// now on. Sessions made for the old address are dropped, as netfilter's masquerade
+    /// forgets its connections; their mappings are released by the sweeper. An address given
+    /// with --wan-addr (or `wan_addr`) is kept whatever the interface says.
+    fn follow_wan_address(&mut self) {
+        if self.plan.settings.wan_addr.is_some() {
+            return;
+        }
+        let addr = match netdev::ipv4_of(&self.plan.settings.wan) {
+            Ok(Some(net)) => net.addr,
+            // No address (lease lost, interface down): keep the old one until a new one comes.
+            Ok(None) => return,
+            Err(e) => {
+                log::warn!(
+                    "cannot read the WAN address of {}: {e:#}",
+                    self.plan.settings.wan
+                );
+                return;
+            }
+        };
+        if addr == self.plan.wan_addr {
+            return;
+        }
+        let old = self.plan.wan_addr;
+        self.plan.wan_addr = addr;
+        let dropped = self.maps.flush(None);
+        match configure(&mut self.maps, &self.plan) {
+            Ok((cfg, _)) => {
+                self.cfg = cfg;
+                log::warn!(
+                    "WAN address changed from {old} to {addr}: translating to {addr}; {} sessions of the old address dropped",
+                    dropped.unwrap_or(0)
+                );
+            }
+            Err(e) => log::error!(
+                "WAN address changed from {old} to {addr}, but applying it failed: {e:#}"
+            ),
+        }
     }
 
     /// SIGHUP: reads the configuration again and applies what can change without a restart
