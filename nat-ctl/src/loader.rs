@@ -131,3 +131,16 @@ pub fn attach(
     }
     Ok(mode)
 }
+
+/// Attaches `prog` to `ifname` afresh, after the interface the link at `link_pin` was on
+/// went away (its link is defunct: nothing to replace a program in).
+pub fn reattach(ebpf: &mut Ebpf, prog: &str, ifname: &str, link_pin: &Path) -> Result<Attached> {
+    match std::fs::remove_file(link_pin) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("removing the old link {}", link_pin.display()));
+        }
+    }
+    attach(ebpf, prog, ifname, Some(link_pin))
+}

@@ -35,18 +35,6 @@ impl Lab {
         r.ip(&[
             "link",
             "add",
-            LAN_IF,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &lab.lan.name,
-        ])?;
-        r.ip(&[
-            "link",
-            "add",
             WAN_IF,
             "type",
             "veth",
@@ -56,23 +44,44 @@ impl Lab {
             "netns",
             &lab.wan.name,
         ])?;
-        r.ip(&["addr", "add", &format!("{ROUTER_LAN}/24"), "dev", LAN_IF])?;
         r.ip(&["addr", "add", &format!("{ROUTER_WAN}/24"), "dev", WAN_IF])?;
-        r.ip(&["link", "set", LAN_IF, "up"])?;
         r.ip(&["link", "set", WAN_IF, "up"])?;
-        for a in [LAN_HOST_A, LAN_HOST_B] {
-            lab.lan
-                .ip(&["addr", "add", &format!("{a}/24"), "dev", "eth0"])?;
-        }
-        lab.lan.ip(&["link", "set", "eth0", "up"])?;
-        lab.lan
-            .ip(&["route", "add", "default", "via", &ROUTER_LAN.to_string()])?;
         lab.wan
             .ip(&["addr", "add", &format!("{SERVER}/24"), "dev", "eth0"])?;
         lab.wan.ip(&["link", "set", "eth0", "up"])?;
-        for ns in [&lab.lan, &lab.wan] {
-            ns.exec("ethtool", &["-K", "eth0", "tx", "off", "gro", "on"])?;
-        }
+        lab.wan
+            .exec("ethtool", &["-K", "eth0", "tx", "off", "gro", "on"])?;
+        lab.connect_lan()?;
         Ok(lab)
+    }
+
+    /// (Re)creates the LAN link: router `lan0` <-> the LAN hosts' `eth0`, addressed, up, a
+    /// default route on the hosts. Tests that unplug the LAN call it to plug it back.
+    pub fn connect_lan(&self) -> Result<()> {
+        self.router.ip(&[
+            "link",
+            "add",
+            LAN_IF,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &self.lan.name,
+        ])?;
+        self.router
+            .ip(&["addr", "add", &format!("{ROUTER_LAN}/24"), "dev", LAN_IF])?;
+        self.router.ip(&["link", "set", LAN_IF, "up"])?;
+        for a in [LAN_HOST_A, LAN_HOST_B] {
+            self.lan
+                .ip(&["addr", "add", &format!("{a}/24"), "dev", "eth0"])?;
+        }
+        self.lan.ip(&["link", "set", "eth0", "up"])?;
+        self.lan
+            .ip(&["route", "add", "default", "via", &ROUTER_LAN.to_string()])?;
+        self.lan
+            .exec("ethtool", &["-K", "eth0", "tx", "off", "gro", "on"])?;
+        Ok(())
     }
 }

@@ -411,3 +411,36 @@ fn a_new_wan_address_from_dhcp_is_followed_and_the_old_sessions_dropped() {
         "the server sees the new address: {seen:?}"
     );
 }
+
+#[test]
+fn an_interface_that_goes_away_and_comes_back_is_attached_again() {
+    let lab = Lab::new("plg").unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    udp_flow(&lab, 5000);
+    let lan_program = || nat.json(&["status"])["lan"]["program_id"].as_u64();
+    assert!(lan_program().is_some());
+
+    // The LAN NIC is unplugged (the veth pair goes), then a new one of the same name comes.
+    lab.router
+        .ip(&["link", "del", integration_tests::lab::LAN_IF])
+        .unwrap();
+    let reported = integration_tests::wait_for(Duration::from_secs(5), || {
+        nat.log().contains("went away").then_some(())
+    });
+    assert!(reported.is_some(), "not reported; log: {}", nat.log());
+    lab.connect_lan().unwrap();
+    let back = integration_tests::wait_for(Duration::from_secs(5), || {
+        nat.log().contains("attached again").then_some(())
+    });
+    assert!(back.is_some(), "not attached again; log: {}", nat.log());
+
+    // Traffic is translated by XDP on the new interface again.
+    let before = nat.counter("out_redirected");
+    udp_flow(&lab, 5001);
+    assert!(
+        nat.counter("out_redirected") > before,
+        "the new LAN interface runs the NAT: {}",
+        nat.json(&["stats"])
+    );
+    assert!(nat.ctl(&["status"]).status.success(), "{}", nat.log());
+}

@@ -195,12 +195,14 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
         .build()?;
     let mut daemon = Daemon {
         kernel_log: Some(kernel_log),
+        ebpf: &mut ebpf,
         instance,
         args,
         maps,
         cfg,
         plan,
         state,
+        missing: BTreeSet::new(),
     };
     let result = rt.block_on(daemon.serve());
     let _ = std::fs::remove_file(instance.run_state_path());
@@ -232,12 +234,16 @@ fn configure(maps: &mut NatMaps, plan: &Plan) -> Result<(NatConfig, PortPool)> {
 /// The running daemon: sweeps, reloads on SIGHUP, serves metrics, stops on SIGINT/SIGTERM.
 struct Daemon<'a> {
     kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// The loaded programs, to attach again to an interface that comes back.
+    ebpf: &'a mut aya::Ebpf,
     instance: &'a Instance,
     args: &'a RunArgs,
     maps: NatMaps,
     cfg: NatConfig,
     plan: Plan,
     state: RunState,
+    /// Sides ("lan", "wan") whose interface is gone, reported once.
+    missing: BTreeSet<&'static str>,
 }
 
 impl Daemon<'_> {
@@ -305,6 +311,7 @@ impl Daemon<'_> {
     /// Routes, addresses, links or a neighbour's MAC changed (rtnetlink).
     fn network_changed(&mut self, c: crate::netlink::Changes) {
         if c.addresses {
+            self.follow_interfaces();
             self.follow_wan_address();
         }
         if c.next_hops {
@@ -314,6 +321,74 @@ impl Daemon<'_> {
                     log::warn!("cannot invalidate next hops ({e:#}); they expire within a second")
                 }
             }
+        }
+    }
+
+    /// An interface went away (a USB modem unplugged, a driver reloaded, a PPP link down):
+    /// say so once; when one of that name is back, attach to it again and carry on with the
+    /// sessions (the next hops are looked up again).
+    fn follow_interfaces(&mut self) {
+        let sides = [
+            ("lan", programs::LAN_INGRESS, self.plan.settings.lan.clone()),
+            ("wan", programs::WAN_INGRESS, self.plan.settings.wan.clone()),
+        ];
+        let mut back = Vec::new();
+        for (side, prog, name) in sides {
+            let Ok(index) = netdev::ifindex(&name) else {
+                if self.missing.insert(side) {
+                    log::error!(
+                        "{side} interface {name} went away: no NAT on it until an interface of that name is back"
+                    );
+                }
+                continue;
+            };
+            let known = if side == "lan" {
+                self.plan.lan_index
+            } else {
+                self.plan.wan_index
+            };
+            if index == known {
+                self.missing.remove(side);
+                continue;
+            }
+            // Redirects towards it must work from its first packet on.
+            let attached = self.maps.set_devices(&[index]).and_then(|()| {
+                loader::reattach(self.ebpf, prog, &name, &self.instance.link_path(side))
+            });
+            match attached {
+                Ok(mode) => {
+                    if side == "lan" {
+                        self.plan.lan_index = index;
+                    } else {
+                        self.plan.wan_index = index;
+                    }
+                    self.missing.remove(side);
+                    back.push(format!(
+                        "{side} interface {name} (ifindex {index}, {mode:?})"
+                    ));
+                }
+                // Tried again on the next change.
+                Err(e) => {
+                    log::error!("{side} interface {name} is back, but attaching failed: {e:#}")
+                }
+            }
+        }
+        if back.is_empty() {
+            return;
+        }
+        if let Ok(Some(net)) = netdev::ipv4_of(&self.plan.settings.lan) {
+            self.plan.lan_net = net;
+        }
+        match sysctl::prepare_forwarding(&self.plan.settings.lan) {
+            Ok(changes) => changes.iter().for_each(|c| log::info!("sysctl {c}")),
+            Err(e) => log::warn!("{e:#}"),
+        }
+        match configure(&mut self.maps, &self.plan) {
+            Ok((cfg, _)) => {
+                self.cfg = cfg;
+                log::warn!("attached again: {}", back.join(", "));
+            }
+            Err(e) => log::error!("configuring the new interface failed: {e:#}"),
         }
     }
 
