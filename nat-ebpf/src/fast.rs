@@ -9,7 +9,7 @@ use aya_ebpf::programs::XdpContext;
 use nat_common::{
     config::NatConfig,
     counters::Counter,
-    maps::{ReplyKey, SessionKey},
+    maps::{NextHop, ReplyKey, SessionKey},
     passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT},
     proto::{
         ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN,
@@ -40,6 +40,33 @@ fn eligible(pkt: &Ipv4<'_>) -> bool {
 #[inline(always)]
 fn class_ok(class: u8) -> bool {
     class == CLASS_NONE || (class != CLASS_PPTP && switch_on(class))
+}
+
+/// The next hop kept in `hop` if it still answers for `pkt`, else the FIB's answer for
+/// `dst`, kept in its place. None when the FIB does not resolve the route (or it does not
+/// leave through `via`, when given): unresolved neighbour, too big for the link, somewhere
+/// else; the full path decides then.
+#[inline(always)]
+fn kept_or_renewed(
+    ctx: &XdpContext,
+    cfg: &NatConfig,
+    hop: &mut NextHop,
+    pkt: &Ipv4<'_>,
+    dst: u32,
+    via: Option<u32>,
+    now: u64,
+) -> Option<Route> {
+    if let Some(r) = cached_route(hop, cfg, pkt.tot_len, now) {
+        return Some(r);
+    }
+    let r = route(ctx, pkt.src, dst, pkt.tos, pkt.tot_len);
+    match r {
+        Route::Resolved { ifindex, .. } if via.is_none_or(|v| v == ifindex) => {
+            *hop = next_hop(&r, cfg, pkt.tot_len, now);
+            Some(r)
+        }
+        _ => None,
+    }
 }
 
 /// Counts a translated packet of a passthrough class.
@@ -84,17 +111,16 @@ pub fn outbound(
     if !class_ok(s.class) {
         return Ok(None);
     }
-    let route = match cached_route(&s.hop, cfg, pkt.tot_len, now) {
-        Some(r) => r,
-        None => {
-            let r = route(ctx, pkt.src, pkt.dst, pkt.tos, pkt.tot_len);
-            // Anything but a resolved route out of the WAN: the full path decides.
-            if !matches!(r, Route::Resolved { ifindex, .. } if ifindex == cfg.wan_ifindex) {
-                return Ok(None);
-            }
-            s.hop = next_hop(&r, cfg, pkt.tot_len, now);
-            r
-        }
+    let Some(route) = kept_or_renewed(
+        ctx,
+        cfg,
+        &mut s.hop,
+        pkt,
+        pkt.dst,
+        Some(cfg.wan_ifindex),
+        now,
+    ) else {
+        return Ok(None);
     };
     s.last_seen_ns = now;
     if pkt.proto == IPPROTO_TCP {
@@ -140,17 +166,8 @@ pub fn inbound(
     if !class_ok(r.class) {
         return Ok(None);
     }
-    let route = match cached_route(&r.hop, cfg, pkt.tot_len, now) {
-        Some(route) => route,
-        None => {
-            let route = route(ctx, pkt.src, r.int_addr, pkt.tos, pkt.tot_len);
-            // Unresolved, or too big for the LAN link: the full path decides.
-            if !matches!(route, Route::Resolved { .. }) {
-                return Ok(None);
-            }
-            r.hop = next_hop(&route, cfg, pkt.tot_len, now);
-            route
-        }
+    let Some(route) = kept_or_renewed(ctx, cfg, &mut r.hop, pkt, r.int_addr, None, now) else {
+        return Ok(None);
     };
     r.last_seen_ns = now;
     rewrite_endpoint(pkt.ip, &mut t.l4, Side::Destination, r.int_addr, r.int_port);
