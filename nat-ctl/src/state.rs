@@ -268,7 +268,8 @@ impl NatMaps {
     /// Inbound halves whose session is gone (or moved to another external port); returns
     /// how many were removed. The data path puts back any it still needs.
     pub fn remove_orphan_replies(&mut self) -> Result<usize> {
-        // Read after the inbound halves: a half is only ever added after its session.
+        // The sessions are read after the inbound halves: a half is only ever added after
+        // its session, so no half read here can miss a session that exists.
         let replies = entries(&self.sessions_in)?;
         let live: std::collections::HashSet<(SessionKey, u16)> = entries(&self.sessions)?
             .into_iter()
