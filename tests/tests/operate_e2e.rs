@@ -443,6 +443,12 @@ fn an_interface_that_goes_away_and_comes_back_is_attached_again() {
         nat.log().contains("went away").then_some(())
     });
     assert!(reported.is_some(), "not reported; log: {}", nat.log());
+    let status = nat.ctl(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(
+        !status.status.success() && json["lan"]["program_id"].is_null(),
+        "status must not say running while the LAN interface is gone: {json}"
+    );
     lab.connect_lan().unwrap();
     let back = integration_tests::wait_for(Duration::from_secs(5), || {
         nat.log().contains("attached again").then_some(())

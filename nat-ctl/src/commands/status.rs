@@ -22,8 +22,14 @@ pub const EXIT_RUNNING: u8 = 0;
 pub const EXIT_NO_INSTANCE: u8 = 1;
 pub const EXIT_NO_DAEMON: u8 = 3;
 
-/// Program id attached through the pinned link of `side`, if that link is alive.
-fn attached_program(instance: &Instance, side: &str) -> Option<u32> {
+/// Program id attached through the pinned link of `side` to interface `ifindex`, if that
+/// link is alive and the interface still exists (a pinned link outlives its interface).
+fn attached_program(instance: &Instance, side: &str, ifindex: u32) -> Option<u32> {
+    let mut name = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: a buffer of IF_NAMESIZE bytes, as the call requires.
+    if unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr().cast()) }.is_null() {
+        return None;
+    }
     let link = PinnedLink::from_pin(instance.link_path(side)).ok()?;
     FdLink::from(link).info().ok().map(|i| i.program_id())
 }
@@ -49,8 +55,8 @@ pub fn status(instance: &Instance, json_out: bool) -> Result<u8> {
     let maps = NatMaps::open_pinned(instance)?;
     let cfg = maps.read_config()?;
     let pid = instance.daemon_pid();
-    let lan_prog = attached_program(instance, "lan");
-    let wan_prog = attached_program(instance, "wan");
+    let lan_prog = attached_program(instance, "lan", cfg.lan_ifindex);
+    let wan_prog = attached_program(instance, "wan", cfg.wan_ifindex);
     let mut per_proto: BTreeMap<&str, usize> = BTreeMap::new();
     let sessions = maps.sessions()?;
     for (k, _) in &sessions {
