@@ -146,6 +146,8 @@ pub struct SessionKey {
 const _: () = assert!(size_of::<SessionKey>() == 16);
 
 impl SessionKey {
+    /// The session of `proto` between the internal and the remote endpoint. An ICMP echo
+    /// session has the echo id as `int_port` and no remote port: `rem_port` is ignored.
     pub const fn new(
         proto: u8,
         int_addr: u32,
@@ -157,7 +159,11 @@ impl SessionKey {
             int_addr,
             rem_addr,
             int_port,
-            rem_port,
+            rem_port: if proto == crate::proto::IPPROTO_ICMP {
+                0
+            } else {
+                rem_port
+            },
             proto,
             _pad1: 0,
             _pad2: 0,
@@ -437,3 +443,17 @@ pub const BENCH_PORTS_PER_HOST: u32 = 50_000;
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)], integers and byte arrays only, size asserted.
 unsafe impl aya::Pod for BenchGen {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{IPPROTO_ICMP, IPPROTO_UDP};
+
+    #[test]
+    fn an_icmp_echo_session_has_no_remote_port() {
+        let icmp = SessionKey::new(IPPROTO_ICMP, 1, 7, 2, 7);
+        assert_eq!((icmp.int_port, icmp.rem_port), (7, 0));
+        let udp = SessionKey::new(IPPROTO_UDP, 1, 7, 2, 53);
+        assert_eq!((udp.int_port, udp.rem_port), (7, 53));
+    }
+}

@@ -97,12 +97,7 @@ pub fn outbound(
     {
         return Ok(None);
     }
-    let rem_port = if pkt.proto == IPPROTO_ICMP {
-        0
-    } else {
-        t.dport
-    };
-    let key = SessionKey::new(pkt.proto, pkt.src, t.sport, pkt.dst, rem_port);
+    let key = SessionKey::new(pkt.proto, pkt.src, t.sport, pkt.dst, t.dport);
     let Some(s) = SESSIONS.get_ptr_mut(&key) else {
         return Ok(None);
     };

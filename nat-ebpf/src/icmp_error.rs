@@ -170,11 +170,7 @@ pub fn error_in(ctx: &XdpContext, cfg: &NatConfig, mut pkt: Ipv4<'_>) -> Result<
         m.int_addr,
         m.int_port,
         get_u32(q.ip, IP_DST),
-        if q.proto == IPPROTO_ICMP {
-            0
-        } else {
-            quoted_port(&q, Side::Destination)
-        },
+        quoted_port(&q, Side::Destination),
     );
     if m.state != MAPPING_ACTIVE || SESSIONS.get_ptr(&session).is_none() {
         return Err(Counter::DropIcmpErrorNoSession);
@@ -213,11 +209,7 @@ pub fn error_out(
         int_addr,
         int_port,
         get_u32(q.ip, IP_SRC),
-        if q.proto == IPPROTO_ICMP {
-            0
-        } else {
-            quoted_port(&q, Side::Source)
-        },
+        quoted_port(&q, Side::Source),
     );
     if int_addr != pkt.src || SESSIONS.get_ptr(&session).is_none() {
         return Err(Counter::DropIcmpErrorNoSession);

@@ -96,17 +96,7 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     // way back) when the router itself does not use it.
     let shared_ike =
         pkt.proto == IPPROTO_UDP && t.sport == ike && t.dport == ike && port_in_pool(ike);
-    let session = SessionKey::new(
-        pkt.proto,
-        pkt.src,
-        t.sport,
-        pkt.dst,
-        if pkt.proto == IPPROTO_ICMP {
-            0
-        } else {
-            t.dport
-        },
-    );
+    let session = SessionKey::new(pkt.proto, pkt.src, t.sport, pkt.dst, t.dport);
     // Kept in the session for the fast path of the packets that follow.
     let hop = next_hop(&r, cfg, pkt.tot_len, now);
     let state = if shared_ike {
