@@ -207,20 +207,20 @@ impl NatMaps {
         Ok(())
     }
 
+    /// Both halves of every session, read once.
+    pub fn session_tables(&self) -> Result<SessionTables> {
+        // The sessions are read after the inbound halves: a half is only ever added after
+        // its session, so no half read here can miss a session that exists.
+        let halves = entries(&self.sessions_in)?;
+        Ok(SessionTables {
+            sessions: entries(&self.sessions)?,
+            halves,
+        })
+    }
+
     /// Every session, `last_seen_ns` being the later of its two halves.
     pub fn sessions(&self) -> Result<Vec<(SessionKey, Session)>> {
-        let inbound: std::collections::HashMap<(SessionKey, u16), u64> =
-            entries(&self.sessions_in)?
-                .into_iter()
-                .map(|(rk, r)| ((rk.session_key(&r), rk.ext_port), r.last_seen_ns))
-                .collect();
-        let mut out = entries(&self.sessions)?;
-        for (k, s) in &mut out {
-            if let Some(&t) = inbound.get(&(*k, s.ext_port)) {
-                s.last_seen_ns = s.last_seen_ns.max(t);
-            }
-        }
-        Ok(out)
+        Ok(self.session_tables()?.merged())
     }
 
     /// Removes a session and its inbound half; false if it was already gone.
@@ -265,25 +265,20 @@ impl NatMaps {
         Ok(removed)
     }
 
-    /// Inbound halves whose session is gone (or moved to another external port); returns
-    /// how many were removed. The data path puts back any it still needs.
-    pub fn remove_orphan_replies(&mut self) -> Result<usize> {
-        // The sessions are read after the inbound halves: a half is only ever added after
-        // its session, so no half read here can miss a session that exists.
-        let replies = entries(&self.sessions_in)?;
-        let live: std::collections::HashSet<(SessionKey, u16)> = entries(&self.sessions)?
-            .into_iter()
-            .map(|(k, s)| (k, s.ext_port))
-            .collect();
-        let mut n = 0;
-        for (rk, r) in replies {
-            if !live.contains(&(rk.session_key(&r), rk.ext_port))
-                && self.sessions_in.remove(&rk).is_ok()
+    /// Inbound halves in `t` whose session is gone (or moved to another external port);
+    /// returns how many were removed. The data path puts back any it still needs.
+    pub fn remove_orphan_replies(&mut self, t: &SessionTables) -> usize {
+        let live: std::collections::HashSet<(SessionKey, u16)> =
+            t.sessions.iter().map(|(k, s)| (*k, s.ext_port)).collect();
+        let mut removed = 0;
+        for (rk, r) in &t.halves {
+            if !live.contains(&(rk.session_key(r), rk.ext_port))
+                && self.sessions_in.remove(rk).is_ok()
             {
-                n += 1;
+                removed += 1;
             }
         }
-        Ok(n)
+        removed
     }
 
     pub fn mappings(&self) -> Result<Vec<(ExternalKey, Mapping)>> {
@@ -300,6 +295,30 @@ impl NatMaps {
 
     pub fn esp_bindings(&self) -> Result<Vec<(EspKey, Owner)>> {
         entries(&self.esp_in)
+    }
+}
+
+/// A snapshot of SESSIONS and SESSIONS_IN (`NatMaps::session_tables`).
+pub struct SessionTables {
+    pub sessions: Vec<(SessionKey, Session)>,
+    pub halves: Vec<(ReplyKey, SessionIn)>,
+}
+
+impl SessionTables {
+    /// Every session, `last_seen_ns` being the later of its two halves.
+    pub fn merged(&self) -> Vec<(SessionKey, Session)> {
+        let inbound: std::collections::HashMap<(SessionKey, u16), u64> = self
+            .halves
+            .iter()
+            .map(|(rk, r)| ((rk.session_key(r), rk.ext_port), r.last_seen_ns))
+            .collect();
+        let mut out = self.sessions.clone();
+        for (k, s) in &mut out {
+            if let Some(&t) = inbound.get(&(*k, s.ext_port)) {
+                s.last_seen_ns = s.last_seen_ns.max(t);
+            }
+        }
+        out
     }
 }
 

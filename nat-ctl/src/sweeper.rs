@@ -142,7 +142,8 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
             .map(|(ep, m)| (ep, m.ext_port))
             .collect();
     let grace_ns = MAPPING_GRACE_SECS as u64 * NS;
-    for (k, s) in maps.sessions()? {
+    let tables = maps.session_tables()?;
+    for (k, s) in tables.merged() {
         let orphan = !is_shared_ike(&k, &s)
             && ports.get(&k.endpoint()) != Some(&s.ext_port)
             && now_ns >= s.created_ns + grace_ns;
@@ -161,7 +162,7 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
             report.sessions_expired += 1;
         }
     }
-    report.orphans_removed += maps.remove_orphan_replies()?;
+    report.orphans_removed += maps.remove_orphan_replies(&tables);
 
     let grace = MAPPING_GRACE_SECS as u64 * NS;
     let cooling = PORT_REUSE_DELAY_SECS as u64 * NS;
