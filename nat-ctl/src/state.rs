@@ -125,17 +125,22 @@ impl NatMaps {
     /// is looked up again under it (the WAN interface may be another one now).
     pub fn write_config(&mut self, cfg: &NatConfig) -> Result<()> {
         let generation = self.read_config().map_or(0, |c| c.route_gen);
-        let cfg = NatConfig {
-            route_gen: generation.wrapping_add(1),
-            ..*cfg
-        };
-        self.config.set(0, cfg, 0).context("writing CONFIG")
+        self.store_config(cfg, generation)
     }
 
     /// Invalidates every cached next hop (a route, neighbour, address or link changed).
     pub fn bump_route_gen(&mut self) -> Result<()> {
         let cfg = self.read_config()?;
-        self.write_config(&cfg)
+        self.store_config(&cfg, cfg.route_gen)
+    }
+
+    /// Writes `cfg` with the route generation after `generation`.
+    fn store_config(&mut self, cfg: &NatConfig, generation: u16) -> Result<()> {
+        let cfg = NatConfig {
+            route_gen: generation.wrapping_add(1),
+            ..*cfg
+        };
+        self.config.set(0, cfg, 0).context("writing CONFIG")
     }
 
     /// Writes the pool; the caller writes the lengths into NatConfig afterwards.
