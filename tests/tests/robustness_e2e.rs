@@ -36,25 +36,39 @@ fn udp_burst(
     .unwrap();
 }
 
+/// A paced TCP transfer of `chunks` 32 KiB chunks from LAN host A to `sink`, with
+/// `disturb` run 300 ms into it; the SHA-256 of what was sent and of what the sink echoed.
+fn paced_transfer_during(
+    lab: &Lab,
+    sink: SocketAddrV4,
+    chunks: usize,
+    disturb: impl FnOnce(),
+) -> ([u8; 32], [u8; 32]) {
+    std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            tcp_send_paced(
+                &lab.lan,
+                LAN_HOST_A,
+                sink,
+                32 * 1024,
+                chunks,
+                Duration::from_millis(20),
+            )
+            .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        disturb();
+        t.join().unwrap()
+    })
+}
+
 #[test]
 fn a_session_flood_from_the_lan_and_spoofers_on_the_wan_leave_established_flows_alone() {
     let lab = Lab::new("fld").unwrap();
     let nat =
         NatDaemon::start_with_config(&lab, "[tables]\nsessions = 2000\nmappings = 2000\n").unwrap();
     let sink = TcpSink::start(&lab.wan, SERVER, 5001).unwrap();
-    let ((sent, echoed), ()) = std::thread::scope(|s| {
-        let t = s.spawn(|| {
-            tcp_send_paced(
-                &lab.lan,
-                LAN_HOST_A,
-                sink.addr,
-                32 * 1024,
-                80,
-                Duration::from_millis(20),
-            )
-            .unwrap()
-        });
-        std::thread::sleep(Duration::from_millis(300));
+    let (sent, echoed) = paced_transfer_during(&lab, sink.addr, 80, || {
         // 10x the session table from one LAN host, then WAN spoofers at a pool port nobody
         // maps, each from its own source port.
         let start = std::time::Instant::now();
@@ -64,7 +78,6 @@ fn a_session_flood_from_the_lan_and_spoofers_on_the_wan_leave_established_flows_
             "flood: 40000 new-flow packets in {:.0} ms",
             start.elapsed().as_secs_f64() * 1000.0
         );
-        (t.join().unwrap(), ())
     });
     let (_, n, digest) = sink.finish().unwrap();
     assert_eq!(n, 32 * 1024 * 80);
@@ -159,21 +172,8 @@ fn an_exhausted_port_pool_refuses_new_flows_and_steals_nothing() {
     // 101 ordinary ports for the whole LAN.
     let nat = NatDaemon::start_with_config(&lab, "[ports]\nrange = \"20000-20100\"\n").unwrap();
     let sink = TcpSink::start(&lab.wan, SERVER, 5001).unwrap();
-    let (sent, echoed) = std::thread::scope(|s| {
-        let t = s.spawn(|| {
-            tcp_send_paced(
-                &lab.lan,
-                LAN_HOST_A,
-                sink.addr,
-                32 * 1024,
-                60,
-                Duration::from_millis(20),
-            )
-            .unwrap()
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        udp_burst(&lab.lan, LAN_HOST_B, SERVER, 30000, 5000, 9);
-        t.join().unwrap()
+    let (sent, echoed) = paced_transfer_during(&lab, sink.addr, 60, || {
+        udp_burst(&lab.lan, LAN_HOST_B, SERVER, 30000, 5000, 9)
     });
     let (_, _, digest) = sink.finish().unwrap();
     assert_eq!(
