@@ -4,7 +4,7 @@ use core::mem::size_of;
 
 /// Bumped whenever a map key/value layout changes, so a daemon can refuse pinned maps it
 /// would misread.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// RFC 4787 REQ-8 filtering behaviours.
 pub const FILTER_ENDPOINT_INDEPENDENT: u32 = 0;
@@ -89,8 +89,12 @@ pub struct NatConfig {
     pub route_gen: u16,
     /// Most mappings one LAN host may hold (0: no limit; RFC 6888 REQ-4).
     pub mappings_per_host: u32,
+    /// Seeds the flow cache's hash and checks (`flow_cache`): a new seed misses every entry.
+    pub flow_seed: u32,
+    /// log2 of the sets per flow cache; set by NatMaps from the maps' sizes.
+    pub flow_set_bits: u32,
 }
-const _: () = assert!(size_of::<NatConfig>() == 64);
+const _: () = assert!(size_of::<NatConfig>() == 72);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -66,6 +66,7 @@ pub enum Counter {
     HairpinTranslated,
     DropHostQuota,
     MssClamped,
+    FlowCacheFilled,
     DropNoConfig,
 }
 
@@ -139,6 +140,7 @@ impl Counter {
         Counter::HairpinTranslated,
         Counter::DropHostQuota,
         Counter::MssClamped,
+        Counter::FlowCacheFilled,
         Counter::DropNoConfig,
     ];
 
@@ -201,6 +203,7 @@ impl Counter {
             Counter::HairpinTranslated => "hairpin_translated",
             Counter::DropHostQuota => "drop_host_quota",
             Counter::MssClamped => "mss_clamped",
+            Counter::FlowCacheFilled => "flow_cache_filled",
             Counter::DropNoConfig => "drop_no_config",
         }
     }
@@ -222,7 +225,8 @@ impl Counter {
             | Counter::PptpCallIdRewritten
             | Counter::PptpCallCreated
             | Counter::EspSpiLearned
-            | Counter::MssClamped => CounterKind::State,
+            | Counter::MssClamped
+            | Counter::FlowCacheFilled => CounterKind::State,
             Counter::PassNotIpv4
             | Counter::PassNotToWan
             | Counter::PassToRouter
@@ -342,6 +346,9 @@ impl Counter {
             }
             Counter::DropHostQuota => "new flows dropped: the LAN host holds its quota of mappings",
             Counter::MssClamped => "TCP SYNs whose MSS option was lowered to the clamp",
+            Counter::FlowCacheFilled => {
+                "established flows written into the flow cache (about once a second per active flow)"
+            }
             Counter::DropNoConfig => "packets seen before nat-ctl configured the program",
         }
     }

@@ -28,13 +28,17 @@ pub mod names {
     pub const FRAGS: &str = "FRAGS";
     pub const HOST_MAPPINGS: &str = "HOST_MAPPINGS";
     pub const SESSIONS_IN: &str = "SESSIONS_IN";
+    pub const FLOWS_OUT: &str = "FLOWS_OUT";
+    pub const FLOWS_IN: &str = "FLOWS_IN";
     /// Every map the control plane pins, in a stable order.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 21] = [
         CONFIG,
         MAPPINGS_OUT,
         MAPPINGS_IN,
         SESSIONS,
         SESSIONS_IN,
+        FLOWS_OUT,
+        FLOWS_IN,
         FILTERS,
         PORT_POOL,
         PORT_IN_POOL,
@@ -72,7 +76,7 @@ pub mod programs {
 /// Compile-time default capacities (DESIGN.md "Defaults"); nat-ctl overrides them at load.
 pub const DEFAULT_MAX_SESSIONS: u32 = 262_144;
 pub const DEFAULT_MAX_MAPPINGS: u32 = 131_072;
-/// Port numbers index PORT_POOL / PORT_IN_POOL directly.
+/// Ports there are; PORT_POOL has a slot per port, PORT_IN_POOL a bit (ports::pool_bit).
 pub const PORT_SLOTS: u32 = 65_536;
 /// DEVMAP holds the LAN and WAN interfaces, keyed by ifindex.
 pub const MAX_DEVICES: u32 = 64;

@@ -10,6 +10,15 @@ pub const PRIVILEGED_MAX: u16 = 1023;
 /// pool at 90% use, the chance that all fail is 0.9^32 = 3%.
 pub const MAX_PORT_TRIES: u32 = 32;
 
+/// PORT_IN_POOL is a bitmap, one bit per port: 1 K words (8 KiB) stay in the CPU's caches,
+/// where an array of one 8-byte value per port (512 KiB) competed with the session tables.
+pub const POOL_BITMAP_WORDS: u32 = crate::maps::PORT_SLOTS / 64;
+
+/// The PORT_IN_POOL word holding `port` (host order), and its bit in it.
+pub const fn pool_bit(port: u16) -> (u32, u64) {
+    ((port / 64) as u32, 1 << (port % 64))
+}
+
 /// Does a flow from `port` (host order) want a privileged external port?
 /// ICMP ids have no privileged range.
 pub const fn wants_privileged(proto: u8, port: u16) -> bool {

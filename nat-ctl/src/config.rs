@@ -216,6 +216,10 @@ impl Settings {
             // Set by NatMaps::write_config, which moves it on from the pinned value.
             route_gen: 0,
             mappings_per_host: self.mappings_per_host,
+            // A fresh seed per configuration, so flows cannot be picked to collide in the
+            // flow cache; set with the set mask by NatMaps::write_config.
+            flow_seed: 0,
+            flow_set_bits: 0,
         }
     }
 }

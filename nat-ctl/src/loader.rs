@@ -42,10 +42,13 @@ pub fn load_with_log(
         }
         None => Vec::new(),
     };
+    let flows = nat_common::flow_cache::entries_for(tables.max_sessions);
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(names::SESSIONS, tables.max_sessions)
         .map_max_entries(names::SESSIONS_IN, tables.max_sessions)
+        .map_max_entries(names::FLOWS_OUT, flows)
+        .map_max_entries(names::FLOWS_IN, flows)
         .map_max_entries(names::FILTERS, tables.max_sessions)
         .map_max_entries(names::MAPPINGS_OUT, tables.max_mappings)
         .map_max_entries(names::MAPPINGS_IN, tables.max_mappings);

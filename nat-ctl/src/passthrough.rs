@@ -40,5 +40,8 @@ pub fn set(maps: &mut NatMaps, class: u8, on: bool) -> Result<usize> {
         clear(&mut maps.esp_out);
         clear(&mut maps.esp_pending);
     }
+    // The flow cache may still hold the removed sessions (the data path also checks the
+    // switch on every packet, so they would not pass; this keeps the cache honest).
+    maps.bump_route_gen()?;
     Ok(removed)
 }

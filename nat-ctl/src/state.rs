@@ -8,11 +8,13 @@ use aya::{
 use nat_common::{
     config::{LAYOUT_VERSION, NatConfig},
     counters::{Counter, NUM_COUNTERS},
+    flow_cache::{self, CachedFlow},
     maps::{
         EndpointKey, EspKey, ExternalKey, FragEntry, FragKey, IkeKey, Mapping, Owner, PptpCall,
         PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn, SessionKey, names,
     },
     passthrough::{SWITCH_OFF, SWITCH_ON, switch_slot},
+    ports::{POOL_BITMAP_WORDS, pool_bit},
     proto::{IPPROTO_ESP, IPPROTO_GRE, IPPROTO_UDP},
 };
 
@@ -24,9 +26,11 @@ pub struct NatMaps {
     pub mappings_in: HashMap<MapData, ExternalKey, Mapping>,
     pub sessions: HashMap<MapData, SessionKey, Session>,
     pub sessions_in: HashMap<MapData, ReplyKey, SessionIn>,
+    pub flows_out: Array<MapData, CachedFlow>,
+    pub flows_in: Array<MapData, CachedFlow>,
     pub filters: HashMap<MapData, SessionKey, u64>,
     pub port_pool: Array<MapData, u16>,
-    pub port_in_pool: Array<MapData, u8>,
+    pub port_in_pool: Array<MapData, u64>,
     pub counters: PerCpuArray<MapData, u64>,
     pub devmap: DevMapHash<MapData>,
     pub passthrough: Array<MapData, u32>,
@@ -60,6 +64,8 @@ impl NatMaps {
             mappings_in: get(names::MAPPINGS_IN)?.try_into()?,
             sessions: get(names::SESSIONS)?.try_into()?,
             sessions_in: get(names::SESSIONS_IN)?.try_into()?,
+            flows_out: get(names::FLOWS_OUT)?.try_into()?,
+            flows_in: get(names::FLOWS_IN)?.try_into()?,
             filters: get(names::FILTERS)?.try_into()?,
             port_pool: get(names::PORT_POOL)?.try_into()?,
             port_in_pool: get(names::PORT_IN_POOL)?.try_into()?,
@@ -122,13 +128,21 @@ impl NatMaps {
     }
 
     /// Writes the configuration. The route generation moves on, so every cached next hop
-    /// is looked up again under it (the WAN interface may be another one now).
+    /// is looked up again under it (the WAN interface may be another one now), and the flow
+    /// cache gets a fresh seed and the set mask of the maps as they were created.
     pub fn write_config(&mut self, cfg: &NatConfig) -> Result<()> {
         let generation = self.read_config().map_or(0, |c| c.route_gen);
-        self.store_config(cfg, generation)
+        let entries = self.flows_out.len().min(self.flows_in.len());
+        let cfg = NatConfig {
+            flow_seed: rand::random(),
+            flow_set_bits: flow_cache::set_bits(entries),
+            ..*cfg
+        };
+        self.store_config(&cfg, generation)
     }
 
-    /// Invalidates every cached next hop (a route, neighbour, address or link changed).
+    /// Invalidates every cached next hop and so every flow cache entry (a route, neighbour,
+    /// address or link changed, or sessions were removed).
     pub fn bump_route_gen(&mut self) -> Result<()> {
         let cfg = self.read_config()?;
         self.store_config(&cfg, cfg.route_gen)
@@ -145,7 +159,7 @@ impl NatMaps {
 
     /// Writes the pool; the caller writes the lengths into NatConfig afterwards.
     pub fn write_pool(&mut self, pool: &PortPool) -> Result<()> {
-        let mut in_pool = vec![0u8; 65536];
+        let mut in_pool = vec![0u64; POOL_BITMAP_WORDS as usize];
         for (slot, port) in pool
             .privileged
             .iter()
@@ -155,13 +169,14 @@ impl NatMaps {
             self.port_pool
                 .set(slot as u32, port.to_be(), 0)
                 .context("writing PORT_POOL")?;
-            in_pool[*port as usize] = 1;
+            let (word, bit) = pool_bit(*port);
+            in_pool[word as usize] |= bit;
         }
-        for (port, v) in in_pool.iter().enumerate() {
+        for (word, v) in in_pool.iter().enumerate() {
             // Only write what differs from the map's current value: fast on restarts.
-            if self.port_in_pool.get(&(port as u32), 0)? != *v {
+            if self.port_in_pool.get(&(word as u32), 0)? != *v {
                 self.port_in_pool
-                    .set(port as u32, v, 0)
+                    .set(word as u32, v, 0)
                     .context("writing PORT_IN_POOL")?;
             }
         }
@@ -243,6 +258,13 @@ impl NatMaps {
     /// with them: filter entries, IKE SAs (UDP), PPTP calls (GRE), ESP bindings (ESP).
     /// Returns how many sessions and VPN entries went.
     pub fn flush(&mut self, proto: Option<u8>) -> Result<usize> {
+        let removed = self.flush_tables(proto)?;
+        // The flow cache may still hold the removed sessions' translations.
+        self.bump_route_gen()?;
+        Ok(removed)
+    }
+
+    fn flush_tables(&mut self, proto: Option<u8>) -> Result<usize> {
         let matches = |p: u8| proto.is_none_or(|w| w == p);
         let mut removed = 0;
         for (k, s) in self.sessions()? {
@@ -286,6 +308,21 @@ impl NatMaps {
         removed
     }
 
+    /// The flow cache entry of an outbound flow, if the cache holds one whole (it may have
+    /// expired: see `CachedFlow::hop`).
+    pub fn cached_out(&self, k: &SessionKey) -> Result<Option<CachedFlow>> {
+        cached(
+            &self.flows_out,
+            &self.read_config()?,
+            &flow_cache::key_out(k),
+        )
+    }
+
+    /// The flow cache entry of a reply flow, if the cache holds one whole.
+    pub fn cached_in(&self, k: &ReplyKey) -> Result<Option<CachedFlow>> {
+        cached(&self.flows_in, &self.read_config()?, &flow_cache::key_in(k))
+    }
+
     pub fn mappings(&self) -> Result<Vec<(ExternalKey, Mapping)>> {
         entries(&self.mappings_in)
     }
@@ -301,6 +338,22 @@ impl NatMaps {
     pub fn esp_bindings(&self) -> Result<Vec<(EspKey, Owner)>> {
         entries(&self.esp_in)
     }
+}
+
+/// The entry for `key` in flow cache `map`, looked for as the data path does.
+fn cached(
+    map: &Array<MapData, CachedFlow>,
+    cfg: &NatConfig,
+    key: &[u64; 2],
+) -> Result<Option<CachedFlow>> {
+    let first = flow_cache::first_entry(cfg.flow_seed, cfg.flow_set_bits, key);
+    for i in first..first + flow_cache::FLOW_WAYS {
+        let e = map.get(&i, 0).context("reading the flow cache")?;
+        if e.holds(cfg.flow_seed, key) {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
 }
 
 /// A snapshot of SESSIONS and SESSIONS_IN (`NatMaps::session_tables`).

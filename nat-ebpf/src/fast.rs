@@ -1,6 +1,6 @@
-//! The fast path: a packet of an established flow whose session knows its next hop costs one
-//! hash lookup and no FIB lookup; when the kept next hop no longer answers, one FIB lookup
-//! renews it. Anything unusual (a first packet, TCP SYN/FIN/RST, a fragment, an expiring
+//! The fast path: a packet of an established flow found in the flow cache costs one array
+//! access; one whose session knows its next hop costs one hash lookup (and fills the cache);
+//! when the kept next hop no longer answers, one FIB lookup renews it. Anything unusual (a first packet, TCP SYN/FIN/RST, a fragment, an expiring
 //! TTL, PPTP control, shared IKE, a switch turned off, a route the FIB does not resolve)
 //! returns `None` and takes the full path in lan.rs / wan.rs, which also sets up what this
 //! path relies on.
@@ -9,6 +9,7 @@ use aya_ebpf::programs::XdpContext;
 use nat_common::{
     config::NatConfig,
     counters::Counter,
+    flow_cache::{self, CachedFlow},
     maps::{NextHop, ReplyKey, SessionKey},
     passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT},
     proto::{
@@ -20,9 +21,9 @@ use nat_common::{
 };
 
 use crate::{
-    Verdict,
+    Verdict, flow_cache as cache,
     forward::{Route, cached_route, deliver_in, deliver_out, next_hop, route},
-    maps::{SESSIONS, SESSIONS_IN, count, switch_on},
+    maps::{FLOWS_IN, FLOWS_OUT, SESSIONS, SESSIONS_IN, count, switch_on},
     packet::{Ipv4, Transport, parse_transport},
 };
 
@@ -69,6 +70,16 @@ fn kept_or_renewed(
     }
 }
 
+/// The route a flow cache entry gives `pkt`, if its class may pass and its next hop still
+/// answers (which bounds how long an entry is used without its session: NEXT_HOP_TTL_NS).
+#[inline(always)]
+fn cached(c: &CachedFlow, cfg: &NatConfig, pkt: &Ipv4<'_>, now: u64) -> Option<Route> {
+    if !class_ok(c.class) {
+        return None;
+    }
+    cached_route(&c.hop, cfg, pkt.tot_len, now)
+}
+
 /// Counts a translated packet of a passthrough class.
 #[inline(always)]
 fn count_class(class: u8) {
@@ -98,6 +109,14 @@ pub fn outbound(
         return Ok(None);
     }
     let key = SessionKey::new(pkt.proto, pkt.src, t.sport, pkt.dst, t.dport);
+    let cache_key = flow_cache::key_out(&key);
+    if let Some(c) = cache::lookup(&FLOWS_OUT, cfg, &cache_key) {
+        if let Some(route) = cached(&c, cfg, pkt, now) {
+            rewrite_endpoint(pkt.ip, &mut t.l4, Side::Source, cfg.wan_addr, c.port);
+            count_class(c.class);
+            return deliver_out(pkt, route).map(Some);
+        }
+    }
     let Some(s) = SESSIONS.get_ptr_mut(&key) else {
         return Ok(None);
     };
@@ -122,6 +141,8 @@ pub fn outbound(
         // An established flow's plain segment: the LAN side has spoken.
         s.tcp_state |= SYN_OUT;
     }
+    let entry = CachedFlow::new(cfg.flow_seed, cache_key, &s.hop, 0, s.ext_port, s.class);
+    cache::fill(&FLOWS_OUT, cfg, &entry);
     rewrite_endpoint(pkt.ip, &mut t.l4, Side::Source, cfg.wan_addr, s.ext_port);
     count_class(s.class);
     deliver_out(pkt, route).map(Some)
@@ -150,6 +171,14 @@ pub fn inbound(
         _pad1: 0,
         _pad2: 0,
     };
+    let cache_key = flow_cache::key_in(&key);
+    if let Some(c) = cache::lookup(&FLOWS_IN, cfg, &cache_key) {
+        if let Some(route) = cached(&c, cfg, pkt, now) {
+            rewrite_endpoint(pkt.ip, &mut t.l4, Side::Destination, c.addr, c.port);
+            count_class(c.class);
+            return deliver_in(pkt, route).map(Some);
+        }
+    }
     let Some(r) = SESSIONS_IN.get_ptr_mut(&key) else {
         return Ok(None);
     };
@@ -165,6 +194,15 @@ pub fn inbound(
         return Ok(None);
     };
     r.last_seen_ns = now;
+    let entry = CachedFlow::new(
+        cfg.flow_seed,
+        cache_key,
+        &r.hop,
+        r.int_addr,
+        r.int_port,
+        r.class,
+    );
+    cache::fill(&FLOWS_IN, cfg, &entry);
     rewrite_endpoint(pkt.ip, &mut t.l4, Side::Destination, r.int_addr, r.int_port);
     count_class(r.class);
     deliver_in(pkt, route).map(Some)

@@ -5,6 +5,7 @@
 
 mod bench;
 mod fast;
+mod flow_cache;
 mod forward;
 mod frag;
 mod hairpin;

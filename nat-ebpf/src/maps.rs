@@ -3,12 +3,14 @@
 //! /sys/fs/bpf/<instance>/ so that a restarted daemon adopts them.
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, DevMapHash, HashMap, PerCpuArray},
 };
 use nat_common::{
     config::NatConfig,
     counters::{Counter, NUM_COUNTERS},
+    flow_cache::{self, CachedFlow},
     maps::{
         DEFAULT_MAX_ESP_SPIS, DEFAULT_MAX_FRAGS, DEFAULT_MAX_IKE_SAS, DEFAULT_MAX_MAPPINGS,
         DEFAULT_MAX_PPTP_CALLS, DEFAULT_MAX_SESSIONS, EndpointKey, EspKey, ExternalKey, FragEntry,
@@ -16,6 +18,7 @@ use nat_common::{
         PptpCall, PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn, SessionKey,
     },
     passthrough::{NUM_SWITCHES, SWITCH_ON, switch_slot},
+    ports::{POOL_BITMAP_WORDS, pool_bit},
 };
 
 /// Slot 0: the runtime configuration written by nat-ctl.
@@ -43,6 +46,22 @@ pub static SESSIONS: HashMap<SessionKey, Session> =
 pub static SESSIONS_IN: HashMap<ReplyKey, SessionIn> =
     HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
 
+/// The flow cache (nat_common::flow_cache) of LAN->WAN flows: what the fast path needs of a
+/// session, one line per flow. Sized by nat-ctl to the session table.
+#[map]
+pub static FLOWS_OUT: Array<CachedFlow> =
+    Array::with_max_entries(flow_cache::entries_for(DEFAULT_MAX_SESSIONS), FLOWS_FLAGS);
+
+/// The flow cache of replies (WAN->LAN), keyed like SESSIONS_IN.
+#[map]
+pub static FLOWS_IN: Array<CachedFlow> =
+    Array::with_max_entries(flow_cache::entries_for(DEFAULT_MAX_SESSIONS), FLOWS_FLAGS);
+
+/// A plain array's values start 312 bytes into its allocation (after struct bpf_array, on
+/// 6.x kernels), so every 64-byte entry would straddle two cache lines; an mmapable array's
+/// values start on a page. Nothing maps it: the flag is for the alignment.
+const FLOWS_FLAGS: u32 = BPF_F_MMAPABLE;
+
 /// Mapping + remote address (port 0) -> creation time: the remote hosts a mapping has sent
 /// to, for address-dependent filtering.
 #[map]
@@ -52,9 +71,10 @@ pub static FILTERS: HashMap<SessionKey, u64> = HashMap::with_max_entries(DEFAULT
 #[map]
 pub static PORT_POOL: Array<u16> = Array::with_max_entries(PORT_SLOTS, 0);
 
-/// Port (host order) -> 1 when the NAT owns it, 0 when it belongs to the router itself.
+/// One bit per port (ports::pool_bit): 1 when the NAT owns it, 0 when it belongs to the
+/// router itself.
 #[map]
-pub static PORT_IN_POOL: Array<u8> = Array::with_max_entries(PORT_SLOTS, 0);
+pub static PORT_IN_POOL: Array<u64> = Array::with_max_entries(POOL_BITMAP_WORDS, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
@@ -88,7 +108,8 @@ pub fn config() -> Option<&'static NatConfig> {
 /// Is `port` (wire order) one the NAT hands out, rather than the router's own?
 #[inline(always)]
 pub fn port_in_pool(port: u16) -> bool {
-    matches!(PORT_IN_POOL.get(u16::from_be(port) as u32), Some(1))
+    let (word, bit) = pool_bit(u16::from_be(port));
+    PORT_IN_POOL.get(word).is_some_and(|w| w & bit != 0)
 }
 
 /// Passthrough switches, slot = class - 1 (nat_common::passthrough); 1 = on.

@@ -4,15 +4,19 @@ use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_get_prandom_u32};
 use nat_common::{
     config::NatConfig,
     counters::Counter,
+    flow_cache::{key_in, key_out},
     maps::{EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, NextHop, Session, SessionKey},
     ports::{MAX_PORT_TRIES, pool_slot, wants_privileged},
     proto::{IPPROTO_TCP, TCP_SYN},
     tcp_state::{self, Direction},
 };
 
-use crate::maps::{
-    FILTERS, HOST_MAPPINGS, MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL, SESSIONS, SESSIONS_IN, count,
-    port_in_pool,
+use crate::{
+    flow_cache,
+    maps::{
+        FILTERS, FLOWS_IN, FLOWS_OUT, HOST_MAPPINGS, MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL,
+        SESSIONS, SESSIONS_IN, count, port_in_pool,
+    },
 };
 
 const EEXIST: i32 = 17;
@@ -145,9 +149,11 @@ pub fn refresh_outbound(key: &SessionKey, tcp_flags: u8, hop: &NextHop, now: u64
 fn outbound_tcp(key: &SessionKey, s: &mut Session, tcp_flags: u8) {
     s.tcp_state = tcp_state::next(s.tcp_state, Direction::Outbound, tcp_flags);
     if tcp_flags & TCP_SYN != 0 {
-        if let Some(r) = SESSIONS_IN.get_ptr_mut(&key.reply_key(s.ext_port)) {
+        let rk = key.reply_key(s.ext_port);
+        if let Some(r) = SESSIONS_IN.get_ptr_mut(&rk) {
             // SAFETY: map value pointer from a successful lookup.
             unsafe { (*r).tcp_synced = 0 };
+            flow_cache::forget(&FLOWS_IN, &key_in(&rk));
         }
     }
 }
@@ -167,7 +173,10 @@ pub fn touch_outbound(
         let s = unsafe { &mut *s };
         if s.ext_port != ext_port {
             // The endpoint has a new mapping: replies to the old port stop here.
-            let _ = SESSIONS_IN.remove(&key.reply_key(s.ext_port));
+            let old = key.reply_key(s.ext_port);
+            let _ = SESSIONS_IN.remove(&old);
+            flow_cache::forget(&FLOWS_IN, &key_in(&old));
+            flow_cache::forget(&FLOWS_OUT, &key_out(key));
             s.ext_port = ext_port;
         }
         s.last_seen_ns = now;

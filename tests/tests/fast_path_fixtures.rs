@@ -1,6 +1,6 @@
-//! BPF_PROG_TEST_RUN fixtures for the fast path: the next hop a session keeps, when it is
-//! looked up again, the inbound half of a session (SESSIONS_IN), and TCP state changes that
-//! must not slip past it.
+//! BPF_PROG_TEST_RUN fixtures for the fast path: the flow cache and what makes it let go of
+//! a flow, the next hop a session keeps and when it is looked up again, the inbound half of a
+//! session (SESSIONS_IN), and TCP state changes that must not slip past it.
 
 use integration_tests::{
     fixture::*,
@@ -9,7 +9,8 @@ use integration_tests::{
 };
 use nat_common::{
     config::NEXT_HOP_TTL_NS,
-    maps::{ReplyKey, SessionIn},
+    flow_cache::{self, CachedFlow},
+    maps::{ReplyKey, SessionIn, SessionKey},
     proto::{IPPROTO_TCP, IPPROTO_UDP},
     tcp_state,
 };
@@ -80,6 +81,131 @@ fn reply_half(fx: &Fixture) -> Option<SessionIn> {
         .into_iter()
         .find(|(k, _)| k.proto == IPPROTO_UDP)
         .map(|(_, v)| v)
+}
+
+/// The key of the query's session.
+fn query_key() -> SessionKey {
+    SessionKey::new(
+        IPPROTO_UDP,
+        to_wire(LAN_HOST_A),
+        5353u16.to_be(),
+        to_wire(SERVER),
+        53u16.to_be(),
+    )
+}
+
+#[test]
+fn established_packets_are_translated_from_the_flow_cache() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        // First packet: the full path creates the session. Second: the session (one hash
+        // lookup) fills the cache. From then on the cache alone translates.
+        let first = fx.from_lan(&query());
+        assert_eq!(first.0, XDP_REDIRECT);
+        assert_eq!(fx.counter("flow_cache_filled"), 0);
+        assert_eq!(fx.from_lan(&query()), first);
+        assert_eq!(fx.counter("flow_cache_filled"), 1);
+        let key = query_key();
+        let session = fx.maps.sessions.get(&key, 0).unwrap();
+        let cached = fx.maps.cached_out(&key).unwrap().expect("cached");
+        assert_eq!((cached.port, cached.hop), (session.ext_port, session.hop));
+        for _ in 0..3 {
+            assert_eq!(fx.from_lan(&query()), first);
+        }
+        assert_eq!(
+            fx.counter("flow_cache_filled"),
+            1,
+            "no lookup missed the cache"
+        );
+
+        // Replies: the first makes the inbound half, the second caches it.
+        let delivered_reply = fx.from_wan(&reply());
+        assert_eq!(delivered_reply, (XDP_REDIRECT, delivered(HOST_A_MAC)));
+        for _ in 0..4 {
+            assert_eq!(fx.from_wan(&reply()), delivered_reply);
+        }
+        assert_eq!(fx.counter("flow_cache_filled"), 2);
+        let rk = key.reply_key(session.ext_port);
+        let cached = fx.maps.cached_in(&rk).unwrap().expect("cached");
+        assert_eq!((cached.addr, cached.port), (key.int_addr, key.int_port));
+
+        // The cache, not the session, answers: with the session deleted behind the control
+        // plane's back, packets are still translated as before, and no session is made.
+        fx.maps.sessions.remove(&key).unwrap();
+        fx.maps.sessions_in.remove(&rk).unwrap();
+        assert_eq!(fx.from_lan(&query()), first);
+        assert_eq!(fx.from_wan(&reply()), delivered_reply);
+        assert_eq!(fx.counter("session_created"), 1);
+
+        // The control plane's removals make the cache let go: after a flush the next packet
+        // is a new flow again.
+        fx.maps.flush(None).unwrap();
+        assert!(
+            fx.maps.cached_out(&key).unwrap().is_some(),
+            "still there..."
+        );
+        assert_eq!(fx.from_lan(&query()).0, XDP_REDIRECT);
+        assert_eq!(fx.counter("session_created"), 2, "...but not used");
+    });
+}
+
+#[test]
+fn a_torn_or_foreign_flow_cache_entry_is_a_miss() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let first = fx.from_lan(&query());
+        assert_eq!(fx.from_lan(&query()), first);
+        let key = query_key();
+        let cfg = fx.maps.read_config().unwrap();
+        let words = flow_cache::key_out(&key);
+        let at = flow_cache::first_entry(cfg.flow_seed, cfg.flow_set_bits, &words);
+        let slot = (at..at + flow_cache::FLOW_WAYS)
+            .find(|i| {
+                fx.maps
+                    .flows_out
+                    .get(i, 0)
+                    .unwrap()
+                    .holds(cfg.flow_seed, &words)
+            })
+            .expect("the second packet filled the cache");
+        let good = fx.maps.flows_out.get(&slot, 0).unwrap();
+        let other_port = 999u16.to_be();
+        assert_ne!(good.port, other_port);
+
+        // Half written: another port, the old check word. Not used, and filled again.
+        let torn = CachedFlow {
+            port: other_port,
+            ..good
+        };
+        fx.maps.flows_out.set(slot, torn, 0).unwrap();
+        assert_eq!(fx.from_lan(&query()), first);
+        assert_eq!(fx.counter("flow_cache_filled"), 2);
+
+        // Whole, but sealed under another seed (written by an earlier configuration).
+        let foreign = CachedFlow::new(
+            cfg.flow_seed ^ 1,
+            words,
+            &good.hop,
+            0,
+            other_port,
+            good.class,
+        );
+        fx.maps.flows_out.set(slot, foreign, 0).unwrap();
+        assert_eq!(fx.from_lan(&query()), first);
+        assert_eq!(fx.counter("flow_cache_filled"), 3);
+
+        // The same entry sealed under this configuration's seed is believed: the seal, not
+        // luck, decided above.
+        let sealed = CachedFlow::new(cfg.flow_seed, words, &good.hop, 0, other_port, good.class);
+        fx.maps.flows_out.set(slot, sealed, 0).unwrap();
+        let (action, out) = fx.from_lan(&query());
+        assert_eq!(action, XDP_REDIRECT);
+        let sport = etherparse::SlicedPacket::from_ethernet(&out)
+            .ok()
+            .and_then(|p| match p.transport {
+                Some(etherparse::TransportSlice::Udp(u)) => Some(u.source_port()),
+                _ => None,
+            });
+        assert_eq!(sport, Some(999));
+    });
 }
 
 #[test]
@@ -175,6 +301,8 @@ fn tcp_fin_and_rst_from_the_wan_reach_the_session_state_past_the_fast_path() {
             assert_eq!(fx.from_wan(&inb(ACK)).0, XDP_REDIRECT);
         }
         assert!(tcp_state::is_established(state(fx)));
+        let rk = entries(&fx.maps.sessions_in).unwrap()[0].0;
+        assert!(fx.maps.cached_in(&rk).unwrap().is_some());
         assert_eq!(fx.from_wan(&inb(FIN_ACK)).0, XDP_REDIRECT);
         assert_ne!(
             state(fx) & tcp_state::FIN_IN,
@@ -194,6 +322,10 @@ fn tcp_fin_and_rst_from_the_wan_reach_the_session_state_past_the_fast_path() {
         assert_eq!(state(fx), tcp_state::SYN_OUT);
         let half = entries(&fx.maps.sessions_in).unwrap()[0].1;
         assert_eq!(half.tcp_synced, 0);
+        assert!(
+            fx.maps.cached_in(&rk).unwrap().is_none(),
+            "the SYN made the flow cache forget the server's side"
+        );
         assert_eq!(fx.from_wan(&inb(SYN_ACK)).0, XDP_REDIRECT);
         assert!(tcp_state::is_established(state(fx)));
     });
