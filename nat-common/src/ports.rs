@@ -60,6 +60,16 @@ mod tests {
         assert_eq!(pool_slot(7, true, 0, 5), Some(2));
     }
 
+    #[test]
+    fn every_port_has_its_own_bit() {
+        let mut seen = std::collections::HashSet::new();
+        for port in 0..=u16::MAX {
+            let (word, bit) = pool_bit(port);
+            assert!(word < POOL_BITMAP_WORDS && bit.count_ones() == 1);
+            assert!(seen.insert((word, bit)), "port {port}");
+        }
+    }
+
     proptest! {
         #[test]
         fn slot_stays_in_its_part(r in any::<u32>(), priv_len in 0u32..1024, pool_len in 0u32..65536, privileged in any::<bool>()) {

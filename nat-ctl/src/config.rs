@@ -217,7 +217,7 @@ impl Settings {
             route_gen: 0,
             mappings_per_host: self.mappings_per_host,
             // A fresh seed per configuration, so flows cannot be picked to collide in the
-            // flow cache; set with the set mask by NatMaps::write_config.
+            // flow cache; set with the set count by NatMaps::write_config.
             flow_seed: 0,
             flow_set_bits: 0,
         }

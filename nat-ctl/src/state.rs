@@ -129,7 +129,7 @@ impl NatMaps {
 
     /// Writes the configuration. The route generation moves on, so every cached next hop
     /// is looked up again under it (the WAN interface may be another one now), and the flow
-    /// cache gets a fresh seed and the set mask of the maps as they were created.
+    /// cache gets a fresh seed and the set count of its maps as they were created.
     pub fn write_config(&mut self, cfg: &NatConfig) -> Result<()> {
         let generation = self.read_config().map_or(0, |c| c.route_gen);
         let entries = self.flows_out.len().min(self.flows_in.len());
