@@ -149,6 +149,33 @@ fn established_packets_are_translated_from_the_flow_cache() {
 }
 
 #[test]
+fn a_flow_served_from_the_cache_still_refreshes_its_session_each_ttl() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let key = query_key();
+        let seen = |fx: &Fixture| fx.maps.sessions.get(&key, 0).unwrap().last_seen_ns;
+        fx.from_lan(&query());
+        fx.from_lan(&query());
+        let filled = seen(fx);
+        // Served from the cache: the session is not touched...
+        fx.from_lan(&query());
+        assert_eq!(seen(fx), filled);
+        // ...until the entry's next hop expires: the next packet goes to the session, so
+        // the sweeper never sees an active flow idle for longer than NEXT_HOP_TTL.
+        std::thread::sleep(Duration::from_nanos(NEXT_HOP_TTL_NS) + Duration::from_millis(100));
+        assert_eq!(fx.from_lan(&query()).0, XDP_REDIRECT);
+        let renewed = seen(fx);
+        assert!(renewed >= filled + NEXT_HOP_TTL_NS, "{filled} -> {renewed}");
+        assert_eq!(
+            fx.counter("flow_cache_filled"),
+            2,
+            "and the entry was filled again"
+        );
+        fx.from_lan(&query());
+        assert_eq!(seen(fx), renewed);
+    });
+}
+
+#[test]
 fn a_torn_or_foreign_flow_cache_entry_is_a_miss() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
         let first = fx.from_lan(&query());
