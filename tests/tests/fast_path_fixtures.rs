@@ -153,25 +153,35 @@ fn a_flow_served_from_the_cache_still_refreshes_its_session_each_ttl() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
         let key = query_key();
         let seen = |fx: &Fixture| fx.maps.sessions.get(&key, 0).unwrap().last_seen_ns;
+        let seen_in = |fx: &Fixture| reply_half(fx).unwrap().last_seen_ns;
+        for _ in 0..2 {
+            fx.from_lan(&query());
+            fx.from_wan(&reply());
+        }
+        let (filled, filled_in) = (seen(fx), seen_in(fx));
+        // Served from the cache: neither half of the session is touched...
         fx.from_lan(&query());
-        fx.from_lan(&query());
-        let filled = seen(fx);
-        // Served from the cache: the session is not touched...
-        fx.from_lan(&query());
-        assert_eq!(seen(fx), filled);
-        // ...until the entry's next hop expires: the next packet goes to the session, so
+        fx.from_wan(&reply());
+        assert_eq!((seen(fx), seen_in(fx)), (filled, filled_in));
+        // ...until the entries' next hops expire: the next packets go to the session, so
         // the sweeper never sees an active flow idle for longer than NEXT_HOP_TTL.
         std::thread::sleep(Duration::from_nanos(NEXT_HOP_TTL_NS) + Duration::from_millis(100));
         assert_eq!(fx.from_lan(&query()).0, XDP_REDIRECT);
-        let renewed = seen(fx);
+        assert_eq!(fx.from_wan(&reply()).0, XDP_REDIRECT);
+        let (renewed, renewed_in) = (seen(fx), seen_in(fx));
         assert!(renewed >= filled + NEXT_HOP_TTL_NS, "{filled} -> {renewed}");
+        assert!(
+            renewed_in >= filled_in + NEXT_HOP_TTL_NS,
+            "{filled_in} -> {renewed_in}"
+        );
         assert_eq!(
             fx.counter("flow_cache_filled"),
-            2,
-            "and the entry was filled again"
+            4,
+            "both entries filled again"
         );
         fx.from_lan(&query());
-        assert_eq!(seen(fx), renewed);
+        fx.from_wan(&reply());
+        assert_eq!((seen(fx), seen_in(fx)), (renewed, renewed_in));
     });
 }
 
