@@ -30,8 +30,9 @@ pub mod names {
     pub const SESSIONS_IN: &str = "SESSIONS_IN";
     pub const FLOWS_OUT: &str = "FLOWS_OUT";
     pub const FLOWS_IN: &str = "FLOWS_IN";
+    pub const FLOW_HOPS: &str = "FLOW_HOPS";
     /// Every map the control plane pins, in a stable order.
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 22] = [
         CONFIG,
         MAPPINGS_OUT,
         MAPPINGS_IN,
@@ -39,6 +40,7 @@ pub mod names {
         SESSIONS_IN,
         FLOWS_OUT,
         FLOWS_IN,
+        FLOW_HOPS,
         FILTERS,
         PORT_POOL,
         PORT_IN_POOL,

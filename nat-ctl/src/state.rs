@@ -8,7 +8,7 @@ use aya::{
 use nat_common::{
     config::{LAYOUT_VERSION, NatConfig},
     counters::{Counter, NUM_COUNTERS},
-    flow_cache::{self, CachedFlow},
+    flow_cache::{self, CachedFlow, CachedHop, Flow, FlowKey},
     maps::{
         EndpointKey, EspKey, ExternalKey, FragEntry, FragKey, IkeKey, Mapping, Owner, PptpCall,
         PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn, SessionKey, names,
@@ -28,6 +28,7 @@ pub struct NatMaps {
     pub sessions_in: HashMap<MapData, ReplyKey, SessionIn>,
     pub flows_out: Array<MapData, CachedFlow>,
     pub flows_in: Array<MapData, CachedFlow>,
+    pub flow_hops: Array<MapData, CachedHop>,
     pub filters: HashMap<MapData, SessionKey, u64>,
     pub port_pool: Array<MapData, u16>,
     pub port_in_pool: Array<MapData, u64>,
@@ -66,6 +67,7 @@ impl NatMaps {
             sessions_in: get(names::SESSIONS_IN)?.try_into()?,
             flows_out: get(names::FLOWS_OUT)?.try_into()?,
             flows_in: get(names::FLOWS_IN)?.try_into()?,
+            flow_hops: get(names::FLOW_HOPS)?.try_into()?,
             filters: get(names::FILTERS)?.try_into()?,
             port_pool: get(names::PORT_POOL)?.try_into()?,
             port_in_pool: get(names::PORT_IN_POOL)?.try_into()?,
@@ -308,19 +310,24 @@ impl NatMaps {
         removed
     }
 
-    /// The flow cache entry of an outbound flow, if the cache holds one whole (it may have
-    /// expired: see `CachedFlow::hop`).
-    pub fn cached_out(&self, k: &SessionKey) -> Result<Option<CachedFlow>> {
-        cached(
-            &self.flows_out,
-            &self.read_config()?,
-            &flow_cache::key_out(k),
-        )
+    /// What the flow cache holds for an outbound flow, if it holds a whole entry (which
+    /// may have expired: see `Flow::resolved`).
+    pub fn cached_out(&self, k: &SessionKey) -> Result<Option<Flow>> {
+        cached(&self.flows_out, &self.read_config()?, &FlowKey::out(k))
     }
 
-    /// The flow cache entry of a reply flow, if the cache holds one whole.
-    pub fn cached_in(&self, k: &ReplyKey) -> Result<Option<CachedFlow>> {
-        cached(&self.flows_in, &self.read_config()?, &flow_cache::key_in(k))
+    /// What the flow cache holds for a reply flow, if it holds a whole entry.
+    pub fn cached_in(&self, k: &ReplyKey) -> Result<Option<Flow>> {
+        cached(&self.flows_in, &self.read_config()?, &FlowKey::reply(k))
+    }
+
+    /// The next hop of a cached flow (`Flow::hop`), if its slot still holds it.
+    pub fn cached_hop(&self, hop_ref: u32) -> Result<Option<CachedHop>> {
+        let hop = self
+            .flow_hops
+            .get(&flow_cache::hop_slot(hop_ref), 0)
+            .context("reading FLOW_HOPS")?;
+        Ok((hop.tag() == flow_cache::hop_ref_tag(hop_ref)).then_some(hop))
     }
 
     pub fn mappings(&self) -> Result<Vec<(ExternalKey, Mapping)>> {
@@ -344,13 +351,13 @@ impl NatMaps {
 fn cached(
     map: &Array<MapData, CachedFlow>,
     cfg: &NatConfig,
-    key: &[u64; 2],
-) -> Result<Option<CachedFlow>> {
+    key: &FlowKey,
+) -> Result<Option<Flow>> {
     let first = flow_cache::first_entry(cfg.flow_seed, cfg.flow_set_bits, key);
     for i in first..first + flow_cache::FLOW_WAYS {
         let e = map.get(&i, 0).context("reading the flow cache")?;
-        if e.holds(cfg.flow_seed, key) {
-            return Ok(Some(e));
+        if let Some(f) = CachedFlow::hit(cfg.flow_seed, key, &e.words) {
+            return Ok(Some(f));
         }
     }
     Ok(None)

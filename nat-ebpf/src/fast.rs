@@ -9,7 +9,7 @@ use aya_ebpf::programs::XdpContext;
 use nat_common::{
     config::NatConfig,
     counters::Counter,
-    flow_cache::{self, CachedFlow},
+    flow_cache::{Flow, FlowKey, value_in, value_out},
     maps::{NextHop, ReplyKey, SessionKey},
     passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT},
     proto::{
@@ -73,11 +73,11 @@ fn kept_or_renewed(
 /// The route a flow cache entry gives `pkt`, if its class may pass and its next hop still
 /// answers (which bounds how long an entry is used without its session: NEXT_HOP_TTL_NS).
 #[inline(always)]
-fn cached(c: &CachedFlow, cfg: &NatConfig, pkt: &Ipv4<'_>, now: u64) -> Option<Route> {
+fn cached(c: &Flow, cfg: &NatConfig, pkt: &Ipv4<'_>, now: u64) -> Option<Route> {
     if !class_ok(c.class) {
         return None;
     }
-    cached_route(&c.hop, cfg, pkt.tot_len, now)
+    cache::route(c, cfg, pkt.tot_len, now)
 }
 
 /// Counts a translated packet of a passthrough class.
@@ -109,7 +109,7 @@ pub fn outbound(
         return Ok(None);
     }
     let key = SessionKey::new(pkt.proto, pkt.src, t.sport, pkt.dst, t.dport);
-    let cache_key = flow_cache::key_out(&key);
+    let cache_key = FlowKey::out(&key);
     if let Some(c) = cache::lookup(&FLOWS_OUT, cfg, &cache_key) {
         if let Some(route) = cached(&c, cfg, pkt, now) {
             rewrite_endpoint(pkt.ip, &mut t.l4, Side::Source, cfg.wan_addr, c.port);
@@ -141,8 +141,8 @@ pub fn outbound(
         // An established flow's plain segment: the LAN side has spoken.
         s.tcp_state |= SYN_OUT;
     }
-    let entry = CachedFlow::new(cfg.flow_seed, cache_key, &s.hop, 0, s.ext_port, s.class);
-    cache::fill(&FLOWS_OUT, cfg, &entry);
+    let value = value_out(s.ext_port, s.class);
+    cache::fill(&FLOWS_OUT, cfg, &cache_key, value, &s.hop);
     rewrite_endpoint(pkt.ip, &mut t.l4, Side::Source, cfg.wan_addr, s.ext_port);
     count_class(s.class);
     deliver_out(pkt, route).map(Some)
@@ -171,7 +171,7 @@ pub fn inbound(
         _pad1: 0,
         _pad2: 0,
     };
-    let cache_key = flow_cache::key_in(&key);
+    let cache_key = FlowKey::reply(&key);
     if let Some(c) = cache::lookup(&FLOWS_IN, cfg, &cache_key) {
         if let Some(route) = cached(&c, cfg, pkt, now) {
             rewrite_endpoint(pkt.ip, &mut t.l4, Side::Destination, c.addr, c.port);
@@ -194,15 +194,8 @@ pub fn inbound(
         return Ok(None);
     };
     r.last_seen_ns = now;
-    let entry = CachedFlow::new(
-        cfg.flow_seed,
-        cache_key,
-        &r.hop,
-        r.int_addr,
-        r.int_port,
-        r.class,
-    );
-    cache::fill(&FLOWS_IN, cfg, &entry);
+    let value = value_in(r.int_addr, r.int_port, r.class);
+    cache::fill(&FLOWS_IN, cfg, &cache_key, value, &r.hop);
     rewrite_endpoint(pkt.ip, &mut t.l4, Side::Destination, r.int_addr, r.int_port);
     count_class(r.class);
     deliver_in(pkt, route).map(Some)

@@ -1,93 +1,142 @@
 //! Reading, filling and forgetting flow cache entries (nat_common::flow_cache) from the data
-//! path. Entries are copied word by word: another CPU may be writing the same entry, and the
-//! check word tells a whole entry from a torn one.
+//! path. Entries are read and written word by word: another CPU may be writing the same
+//! entry, and the check word tells a whole entry from a torn one.
 
-use aya_ebpf::maps::Array;
-use core::mem::MaybeUninit;
+use aya_ebpf::{helpers::generated::bpf_get_prandom_u32, maps::Array};
 use nat_common::{
-    config::NatConfig,
+    config::{NEXT_HOP_TIME_SHIFT, NEXT_HOP_TTL_NS, NatConfig},
     counters::Counter,
-    flow_cache::{CachedFlow, FLOW_WAYS, FLOW_WORDS, first_entry},
+    flow_cache::{
+        CachedFlow, CachedHop, FLOW_WAYS, FLOW_WORDS, Flow, FlowKey, HOP_WAYS, first_entry,
+        hop_ref, hop_ref_tag, hop_set, hop_slot, hop_tag,
+    },
+    maps::NextHop,
 };
 
-use crate::maps::{config, count};
+use crate::{
+    forward::{Route, stamp},
+    maps::{FLOW_HOPS, config, count},
+};
 
-/// Entry `i` of `map`, as words, if it is keyed `key` (the key words are read first, so a
-/// way of another flow costs two loads).
+/// Word `j` of entry `i`'s value at `p`.
 #[inline(always)]
-fn read(map: &Array<CachedFlow>, i: u32, key: &[u64; 2]) -> Option<[u64; FLOW_WORDS]> {
-    let src = map.get_ptr(i)?.cast::<u64>();
-    // SAFETY: `src` is a map value of FLOW_WORDS words.
-    if unsafe { src.read_volatile() != key[0] || src.add(1).read_volatile() != key[1] } {
-        return None;
-    }
-    let mut w = MaybeUninit::<[u64; FLOW_WORDS]>::uninit();
-    let dst = w.as_mut_ptr().cast::<u64>();
-    // verifier: word loads into a stack copy; a struct copy compiles to a byte-loop memcpy.
-    for j in 0..FLOW_WORDS {
-        // SAFETY: in bounds of the map value and of `w`.
-        unsafe { dst.add(j).write(src.add(j).read_volatile()) };
-    }
-    // SAFETY: every word written above.
-    Some(unsafe { w.assume_init() })
+fn word(p: *const CachedFlow, j: usize) -> u64 {
+    // SAFETY: `p` is a map value of FLOW_WORDS words, `j` < FLOW_WORDS at every call.
+    unsafe { p.cast::<u64>().add(j).read_volatile() }
 }
 
-/// Overwrites entry `i` of `map` with `w`.
+/// What the cache says of `key`, if one of its set's ways holds a whole entry for it.
 #[inline(always)]
-fn write(map: &Array<CachedFlow>, i: u32, w: &[u64; FLOW_WORDS]) {
-    let Some(dst) = map.get_ptr_mut(i) else {
-        return;
-    };
-    let dst = dst.cast::<u64>();
-    for (j, word) in w.iter().enumerate() {
-        // SAFETY: in bounds of the map value (FLOW_WORDS words).
-        unsafe { dst.add(j).write_volatile(*word) };
-    }
-}
-
-/// The cached entry for `key`, if one of its set's ways holds it whole.
-#[inline(always)]
-pub fn lookup(map: &Array<CachedFlow>, cfg: &NatConfig, key: &[u64; 2]) -> Option<CachedFlow> {
+pub fn lookup(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey) -> Option<Flow> {
     let first = first_entry(cfg.flow_seed, cfg.flow_set_bits, key);
     for way in 0..FLOW_WAYS {
-        if let Some(w) = read(map, first + way, key) {
-            // A torn copy of this flow's entry: the next fill rewrites it.
-            return CachedFlow::hit(cfg.flow_seed, key, w);
+        let p = map.get_ptr(first + way)?;
+        let (w0, w1) = (word(p, 0), word(p, 1));
+        if key.matches(w0, w1) {
+            // A torn copy of this flow's entry is a miss; the next fill rewrites it.
+            return CachedFlow::hit(cfg.flow_seed, key, &[w0, w1, word(p, 2), word(p, 3)]);
         }
     }
     None
 }
 
-/// Caches `e` (sealed with `cfg.flow_seed`) in its set: over the entry of the same flow if
-/// there is one, else over the way whose next hop was resolved longest ago (an empty or
-/// forgotten way, resolved at 0, is usually that one; a stale one always is, sooner or later).
+/// The route `f` gives a packet of `tot_len` bytes, if its next hop still answers: looked up
+/// under the current route generation less than NEXT_HOP_TTL_NS ago, for packets at least
+/// this long, and still in FLOW_HOPS (another hop may have taken its slot).
 #[inline(always)]
-pub fn fill(map: &Array<CachedFlow>, cfg: &NatConfig, e: &CachedFlow) {
-    let first = first_entry(cfg.flow_seed, cfg.flow_set_bits, &e.key);
+pub fn route(f: &Flow, cfg: &NatConfig, tot_len: u16, now: u64) -> Option<Route> {
+    let age = stamp(now).wrapping_sub(f.resolved);
+    if f.route_gen != cfg.route_gen
+        || tot_len > f.max_len
+        || age >= (NEXT_HOP_TTL_NS >> NEXT_HOP_TIME_SHIFT) as u32
+    {
+        return None;
+    }
+    let p = FLOW_HOPS.get_ptr(hop_slot(f.hop))?.cast::<u64>();
+    // SAFETY: a map value of two words. A torn read changes the tag, checked next.
+    let w = unsafe { [p.read_volatile(), p.add(1).read_volatile()] };
+    if hop_tag(w) != hop_ref_tag(f.hop) {
+        return None;
+    }
+    let hop = CachedHop::from_words(w);
+    Some(Route::Resolved {
+        ifindex: hop.ifindex,
+        smac: hop.smac,
+        dmac: hop.dmac,
+    })
+}
+
+/// Caches flow `key` with translation `value` going to the resolved next hop `hop`: over
+/// the entry of the same flow if there is one, else over the way whose next hop was looked
+/// up longest ago (an empty or forgotten way usually is that one).
+#[inline(always)]
+pub fn fill(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey, value: u64, hop: &NextHop) {
+    let Some(hop_ref) = share(hop) else {
+        return;
+    };
+    let first = first_entry(cfg.flow_seed, cfg.flow_set_bits, key);
     let mut victim = first;
     let mut oldest = 0;
     for way in 0..FLOW_WAYS {
         let Some(p) = map.get_ptr(first + way) else {
             return;
         };
-        // SAFETY: map value pointer; a torn read only picks another victim.
-        let w = unsafe { &*p };
-        if w.key == e.key {
+        if key.matches(word(p, 0), word(p, 1)) {
             victim = first + way;
             break;
         }
-        let age = e.hop.resolved.wrapping_sub(w.hop.resolved);
+        // A torn read only picks another victim.
+        let age = hop.resolved.wrapping_sub(word(p, 2) as u32);
         if way == 0 || age > oldest {
             (victim, oldest) = (first + way, age);
         }
     }
-    write(map, victim, &e.words());
+    let Some(dst) = map.get_ptr_mut(victim) else {
+        return;
+    };
+    let e = CachedFlow::new(cfg.flow_seed, key, value, hop, hop_ref);
+    for j in 0..FLOW_WORDS {
+        // SAFETY: in bounds of the map value (FLOW_WORDS words).
+        unsafe { dst.cast::<u64>().add(j).write_volatile(e.words[j]) };
+    }
     count(Counter::FlowCacheFilled);
+}
+
+/// Puts `hop` in FLOW_HOPS, unless its set already holds it, and returns where it is
+/// (`hop_ref`): the way that holds it, else the first empty one, else a random one (the flows
+/// of the hop it displaces miss and go back to their sessions).
+#[inline(always)]
+fn share(hop: &NextHop) -> Option<u32> {
+    let words = CachedHop::of(hop).words();
+    let tag = hop_tag(words);
+    let first = hop_set(tag);
+    let mut free = None;
+    for way in 0..HOP_WAYS {
+        let p = FLOW_HOPS.get_ptr(first + way)?.cast::<u64>();
+        // SAFETY: a map value of two words.
+        let w = unsafe { [p.read_volatile(), p.add(1).read_volatile()] };
+        if w == words {
+            // Already there: not written again, the line stays shared between CPUs.
+            return Some(hop_ref(tag, way));
+        }
+        if free.is_none() && w == [0, 0] {
+            free = Some(way);
+        }
+    }
+    // SAFETY: no arguments.
+    let way = free.unwrap_or_else(|| unsafe { bpf_get_prandom_u32() } % HOP_WAYS);
+    let p = FLOW_HOPS.get_ptr_mut(first + way)?.cast::<u64>();
+    // SAFETY: a map value of two words; readers check the tag of what they read.
+    unsafe {
+        p.write_volatile(words[0]);
+        p.add(1).write_volatile(words[1]);
+    }
+    Some(hop_ref(tag, way))
 }
 
 /// Drops `key`'s entry, if cached: its session changed in a way the entry does not show.
 #[inline(always)]
-pub fn forget(map: &Array<CachedFlow>, key: &[u64; 2]) {
+pub fn forget(map: &Array<CachedFlow>, key: &FlowKey) {
     let Some(cfg) = config() else {
         return;
     };
@@ -96,12 +145,11 @@ pub fn forget(map: &Array<CachedFlow>, key: &[u64; 2]) {
         let Some(p) = map.get_ptr_mut(first + way) else {
             continue;
         };
-        // SAFETY: map value pointer; a racing fill is caught by the check word.
-        let e = unsafe { &mut *p };
-        if e.key[0] == key[0] && e.key[1] == key[1] {
-            // A zero check word never matches (`check` is odd).
-            // SAFETY: as above.
-            unsafe { core::ptr::addr_of_mut!(e.check).write_volatile(0) };
+        if key.matches(word(p, 0), word(p, 1)) {
+            // A zero check never matches (`check` is odd): clear the high (little-endian)
+            // half of word 3, keep the tag.
+            // SAFETY: map value pointer, word 3 in bounds.
+            unsafe { p.cast::<u32>().add(7).write_volatile(0) };
         }
     }
 }

@@ -164,8 +164,9 @@ pub fn next_hop(r: &Route, cfg: &NatConfig, tot_len: u16, now: u64) -> NextHop {
     hop
 }
 
+/// `now` in `NextHop::resolved` units.
 #[inline(always)]
-fn stamp(now: u64) -> u32 {
+pub fn stamp(now: u64) -> u32 {
     (now >> NEXT_HOP_TIME_SHIFT) as u32
 }
 

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use nat_common::{
     config::NatConfig,
     counters::{Counter, NUM_COUNTERS},
-    flow_cache::{self, CachedFlow},
+    flow_cache::{self, CachedFlow, CachedHop},
     maps::{
         DEFAULT_MAX_ESP_SPIS, DEFAULT_MAX_FRAGS, DEFAULT_MAX_IKE_SAS, DEFAULT_MAX_MAPPINGS,
         DEFAULT_MAX_PPTP_CALLS, DEFAULT_MAX_SESSIONS, EndpointKey, EspKey, ExternalKey, FragEntry,
@@ -47,7 +47,7 @@ pub static SESSIONS_IN: HashMap<ReplyKey, SessionIn> =
     HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
 
 /// The flow cache (nat_common::flow_cache) of LAN->WAN flows: what the fast path needs of a
-/// session, one line per flow. Sized by nat-ctl to the session table.
+/// session, 32 bytes per flow. Sized by nat-ctl to the session table.
 #[map]
 pub static FLOWS_OUT: Array<CachedFlow> =
     Array::with_max_entries(flow_cache::entries_for(DEFAULT_MAX_SESSIONS), FLOWS_FLAGS);
@@ -57,9 +57,13 @@ pub static FLOWS_OUT: Array<CachedFlow> =
 pub static FLOWS_IN: Array<CachedFlow> =
     Array::with_max_entries(flow_cache::entries_for(DEFAULT_MAX_SESSIONS), FLOWS_FLAGS);
 
+/// Next hops of the cached flows, each once, in the slot its tag picks (flow_cache::hop_slot).
+#[map]
+pub static FLOW_HOPS: Array<CachedHop> = Array::with_max_entries(flow_cache::HOP_SLOTS, 0);
+
 /// A plain array's values start 312 bytes into its allocation (after struct bpf_array, on
-/// 6.x kernels), so every 64-byte entry would straddle two cache lines; an mmapable array's
-/// values start on a page. Nothing maps it: the flag is for the alignment.
+/// 6.x kernels), so a set of four 32-byte entries would straddle a pair of cache lines; an
+/// mmapable array's values start on a page. Nothing maps it: the flag is for the alignment.
 const FLOWS_FLAGS: u32 = BPF_F_MMAPABLE;
 
 /// Mapping + remote address (port 0) -> creation time: the remote hosts a mapping has sent

@@ -4,7 +4,7 @@ use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_get_prandom_u32};
 use nat_common::{
     config::NatConfig,
     counters::Counter,
-    flow_cache::{key_in, key_out},
+    flow_cache::FlowKey,
     maps::{EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, NextHop, Session, SessionKey},
     ports::{MAX_PORT_TRIES, pool_slot, wants_privileged},
     proto::{IPPROTO_TCP, TCP_SYN},
@@ -153,7 +153,7 @@ fn outbound_tcp(key: &SessionKey, s: &mut Session, tcp_flags: u8) {
         if let Some(r) = SESSIONS_IN.get_ptr_mut(&rk) {
             // SAFETY: map value pointer from a successful lookup.
             unsafe { (*r).tcp_synced = 0 };
-            flow_cache::forget(&FLOWS_IN, &key_in(&rk));
+            flow_cache::forget(&FLOWS_IN, &FlowKey::reply(&rk));
         }
     }
 }
@@ -175,8 +175,8 @@ pub fn touch_outbound(
             // The endpoint has a new mapping: replies to the old port stop here.
             let old = key.reply_key(s.ext_port);
             let _ = SESSIONS_IN.remove(&old);
-            flow_cache::forget(&FLOWS_IN, &key_in(&old));
-            flow_cache::forget(&FLOWS_OUT, &key_out(key));
+            flow_cache::forget(&FLOWS_IN, &FlowKey::reply(&old));
+            flow_cache::forget(&FLOWS_OUT, &FlowKey::out(key));
             s.ext_port = ext_port;
         }
         s.last_seen_ns = now;

@@ -9,7 +9,7 @@ use integration_tests::{
 };
 use nat_common::{
     config::NEXT_HOP_TTL_NS,
-    flow_cache::{self, CachedFlow},
+    flow_cache::{self, CachedFlow, FlowKey},
     maps::{ReplyKey, SessionIn, SessionKey},
     proto::{IPPROTO_TCP, IPPROTO_UDP},
     tcp_state,
@@ -75,6 +75,15 @@ fn delivered(mac: packets::Mac) -> Vec<u8> {
     )
 }
 
+fn reply_half_key(fx: &Fixture) -> ReplyKey {
+    entries(&fx.maps.sessions_in)
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k.proto == IPPROTO_UDP)
+        .expect("an inbound half")
+        .0
+}
+
 fn reply_half(fx: &Fixture) -> Option<SessionIn> {
     entries(&fx.maps.sessions_in)
         .unwrap()
@@ -107,7 +116,14 @@ fn established_packets_are_translated_from_the_flow_cache() {
         let key = query_key();
         let session = fx.maps.sessions.get(&key, 0).unwrap();
         let cached = fx.maps.cached_out(&key).unwrap().expect("cached");
-        assert_eq!((cached.port, cached.hop), (session.ext_port, session.hop));
+        let hop = session.hop;
+        assert_eq!(cached.port, session.ext_port);
+        assert_eq!(
+            (cached.resolved, cached.route_gen, cached.max_len),
+            (hop.resolved, hop.route_gen, hop.max_len)
+        );
+        let shared = fx.maps.cached_hop(cached.hop).unwrap().expect("hop");
+        assert_eq!((shared.ifindex, shared.dmac), (hop.ifindex, hop.dmac));
         for _ in 0..3 {
             assert_eq!(fx.from_lan(&query()), first);
         }
@@ -192,47 +208,45 @@ fn a_torn_or_foreign_flow_cache_entry_is_a_miss() {
         assert_eq!(fx.from_lan(&query()), first);
         let key = query_key();
         let cfg = fx.maps.read_config().unwrap();
-        let words = flow_cache::key_out(&key);
-        let at = flow_cache::first_entry(cfg.flow_seed, cfg.flow_set_bits, &words);
+        let fk = FlowKey::out(&key);
+        let at = flow_cache::first_entry(cfg.flow_seed, cfg.flow_set_bits, &fk);
         let slot = (at..at + flow_cache::FLOW_WAYS)
             .find(|i| {
-                fx.maps
-                    .flows_out
-                    .get(i, 0)
-                    .unwrap()
-                    .holds(cfg.flow_seed, &words)
+                let e = fx.maps.flows_out.get(i, 0).unwrap();
+                CachedFlow::hit(cfg.flow_seed, &fk, &e.words).is_some()
             })
             .expect("the second packet filled the cache");
         let good = fx.maps.flows_out.get(&slot, 0).unwrap();
+        let f = CachedFlow::hit(cfg.flow_seed, &fk, &good.words).unwrap();
+        let hop = fx.maps.sessions.get(&key, 0).unwrap().hop;
         let other_port = 999u16.to_be();
-        assert_ne!(good.port, other_port);
+        assert_ne!(f.port, other_port);
+        let entry = |seed| {
+            let value = flow_cache::value_out(other_port, f.class);
+            CachedFlow::new(seed, &fk, value, &hop, f.hop)
+        };
 
         // Half written: another port, the old check word. Not used, and filled again.
-        let torn = CachedFlow {
-            port: other_port,
-            ..good
-        };
+        let mut torn = entry(cfg.flow_seed);
+        torn.words[3] = good.words[3];
         fx.maps.flows_out.set(slot, torn, 0).unwrap();
         assert_eq!(fx.from_lan(&query()), first);
         assert_eq!(fx.counter("flow_cache_filled"), 2);
 
         // Whole, but sealed under another seed (written by an earlier configuration).
-        let foreign = CachedFlow::new(
-            cfg.flow_seed ^ 1,
-            words,
-            &good.hop,
-            0,
-            other_port,
-            good.class,
-        );
-        fx.maps.flows_out.set(slot, foreign, 0).unwrap();
+        fx.maps
+            .flows_out
+            .set(slot, entry(cfg.flow_seed ^ 1), 0)
+            .unwrap();
         assert_eq!(fx.from_lan(&query()), first);
         assert_eq!(fx.counter("flow_cache_filled"), 3);
 
         // The same entry sealed under this configuration's seed is believed: the seal, not
         // luck, decided above.
-        let sealed = CachedFlow::new(cfg.flow_seed, words, &good.hop, 0, other_port, good.class);
-        fx.maps.flows_out.set(slot, sealed, 0).unwrap();
+        fx.maps
+            .flows_out
+            .set(slot, entry(cfg.flow_seed), 0)
+            .unwrap();
         let (action, out) = fx.from_lan(&query());
         assert_eq!(action, XDP_REDIRECT);
         let sport = etherparse::SlicedPacket::from_ethernet(&out)
@@ -242,6 +256,34 @@ fn a_torn_or_foreign_flow_cache_entry_is_a_miss() {
                 _ => None,
             });
         assert_eq!(sport, Some(999));
+    });
+}
+
+#[test]
+fn a_next_hop_slot_another_hop_took_is_a_miss() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        fx.from_lan(&query());
+        for _ in 0..2 {
+            assert_eq!(fx.from_wan(&reply()), (XDP_REDIRECT, delivered(HOST_A_MAC)));
+        }
+        let rk = reply_half_key(fx);
+        let hop = fx.maps.cached_in(&rk).unwrap().expect("cached").hop;
+        let slot = flow_cache::hop_slot(hop);
+        // Another next hop took the slot: the reply must not go to that MAC; it takes its
+        // session's hop and shares it again.
+        let mut other = fx.maps.cached_hop(hop).unwrap().expect("hop");
+        other.dmac = OTHER_MAC;
+        fx.maps.flow_hops.set(slot, other, 0).unwrap();
+        let fills = fx.counter("flow_cache_filled");
+        assert_eq!(fx.from_wan(&reply()), (XDP_REDIRECT, delivered(HOST_A_MAC)));
+        assert_eq!(fx.counter("flow_cache_filled"), fills + 1);
+        let now = fx.maps.cached_in(&rk).unwrap().expect("cached again").hop;
+        let shared = fx
+            .maps
+            .cached_hop(now)
+            .unwrap()
+            .expect("its hop is in FLOW_HOPS");
+        assert_eq!(shared.dmac, HOST_A_MAC);
     });
 }
 
