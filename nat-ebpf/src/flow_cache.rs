@@ -4,7 +4,7 @@
 
 use aya_ebpf::{helpers::generated::bpf_get_prandom_u32, maps::Array};
 use nat_common::{
-    config::{NEXT_HOP_TIME_SHIFT, NEXT_HOP_TTL_NS, NatConfig},
+    config::NatConfig,
     counters::Counter,
     flow_cache::{
         CachedFlow, CachedHop, FLOW_WAYS, FLOW_WORDS, Flow, FlowKey, HOP_WAYS, first_entry,
@@ -14,11 +14,11 @@ use nat_common::{
 };
 
 use crate::{
-    forward::{Route, stamp},
+    forward::{Route, answers},
     maps::{FLOW_HOPS, config, count},
 };
 
-/// Word `j` of entry `i`'s value at `p`.
+/// Word `j` of the entry at `p`.
 #[inline(always)]
 fn word(p: *const CachedFlow, j: usize) -> u64 {
     // SAFETY: `p` is a map value of FLOW_WORDS words, `j` < FLOW_WORDS at every call.
@@ -45,11 +45,7 @@ pub fn lookup(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey) -> Option
 /// this long, and still in FLOW_HOPS (another hop may have taken its slot).
 #[inline(always)]
 pub fn route(f: &Flow, cfg: &NatConfig, tot_len: u16, now: u64) -> Option<Route> {
-    let age = stamp(now).wrapping_sub(f.resolved);
-    if f.route_gen != cfg.route_gen
-        || tot_len > f.max_len
-        || age >= (NEXT_HOP_TTL_NS >> NEXT_HOP_TIME_SHIFT) as u32
-    {
+    if !answers(f.resolved, f.route_gen, f.max_len, cfg, tot_len, now) {
         return None;
     }
     let p = FLOW_HOPS.get_ptr(hop_slot(f.hop))?.cast::<u64>();

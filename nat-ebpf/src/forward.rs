@@ -124,12 +124,7 @@ pub fn route(ctx: &XdpContext, src: u32, dst: u32, tos: u8, tot_len: u16) -> Rou
 /// packet at least this long.
 #[inline(always)]
 pub fn cached_route(hop: &NextHop, cfg: &NatConfig, tot_len: u16, now: u64) -> Option<Route> {
-    let age = stamp(now).wrapping_sub(hop.resolved);
-    if hop.ifindex == 0
-        || hop.route_gen != cfg.route_gen
-        || tot_len > hop.max_len
-        || age >= (NEXT_HOP_TTL_NS >> NEXT_HOP_TIME_SHIFT) as u32
-    {
+    if hop.ifindex == 0 || !answers(hop.resolved, hop.route_gen, hop.max_len, cfg, tot_len, now) {
         return None;
     }
     Some(Route::Resolved {
@@ -137,6 +132,23 @@ pub fn cached_route(hop: &NextHop, cfg: &NatConfig, tot_len: u16, now: u64) -> O
         smac: hop.smac,
         dmac: hop.dmac,
     })
+}
+
+/// Does a next hop looked up at `resolved` (`NextHop::resolved`) under `route_gen`, for a
+/// packet of `max_len` bytes, still answer for one of `tot_len` bytes now?
+#[inline(always)]
+pub fn answers(
+    resolved: u32,
+    route_gen: u16,
+    max_len: u16,
+    cfg: &NatConfig,
+    tot_len: u16,
+    now: u64,
+) -> bool {
+    let age = stamp(now).wrapping_sub(resolved);
+    route_gen == cfg.route_gen
+        && tot_len <= max_len
+        && age < (NEXT_HOP_TTL_NS >> NEXT_HOP_TIME_SHIFT) as u32
 }
 
 /// What to cache of route `r`, found for a packet of `tot_len` bytes. Only a resolved
@@ -166,7 +178,7 @@ pub fn next_hop(r: &Route, cfg: &NatConfig, tot_len: u16, now: u64) -> NextHop {
 
 /// `now` in `NextHop::resolved` units.
 #[inline(always)]
-pub fn stamp(now: u64) -> u32 {
+fn stamp(now: u64) -> u32 {
     (now >> NEXT_HOP_TIME_SHIFT) as u32
 }
 
