@@ -1,5 +1,5 @@
 //! Benchmark programs (`cargo xtask bench`), inert unless a benchmark attaches or runs them:
-//! a bare forwarder (the same fib lookup and redirect as the NAT, no translation), a
+//! a bare forwarder (the same parse, fib lookup and redirect as the NAT, no translation), a
 //! live-frame traffic generator, and a counting sink.
 
 use aya_ebpf::{
@@ -11,13 +11,13 @@ use aya_ebpf::{
 use nat_common::{
     checksum::fold,
     maps::{BENCH_PORTS_PER_HOST, BenchGen},
-    proto::{ETH_HDR_LEN, ETH_P_IP, IPPROTO_UDP},
+    proto::{ETH_HDR_LEN, ETH_P_IP, ICMP_ECHO_REQUEST, IPPROTO_UDP},
     rewrite::{IP_CHECK, decrement_ttl, get_u16, set_u16, set_u32},
 };
 
 use crate::{
     forward::{Route, redirect, route},
-    packet::{parse_ipv4, ptr_at},
+    packet::{parse_ipv4, parse_transport, ptr_at},
 };
 
 #[map]
@@ -36,6 +36,11 @@ pub fn bench_forward(ctx: XdpContext) -> u32 {
     let Ok(Some(pkt)) = parse_ipv4(&ctx) else {
         return xdp_action::XDP_PASS;
     };
+    // The same parse as the NAT (DESIGN.md's baseline): the transport header too, and a
+    // malformed one is not forwarded.
+    if parse_transport(&ctx, &pkt, ICMP_ECHO_REQUEST).is_err() {
+        return xdp_action::XDP_DROP;
+    }
     if pkt.ttl <= 1 {
         return xdp_action::XDP_PASS;
     }
