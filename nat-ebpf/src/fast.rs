@@ -1,9 +1,9 @@
 //! The fast path: a packet of an established flow found in the flow cache costs one array
 //! access; one whose session knows its next hop costs one hash lookup (and fills the cache);
-//! when the kept next hop no longer answers, one FIB lookup renews it. Anything unusual (a first packet, TCP SYN/FIN/RST, a fragment, an expiring
-//! TTL, PPTP control, shared IKE, a switch turned off, a route the FIB does not resolve)
-//! returns `None` and takes the full path in lan.rs / wan.rs, which also sets up what this
-//! path relies on.
+//! when the kept next hop no longer answers, one FIB lookup renews it. Anything unusual (a
+//! first packet, TCP SYN/FIN/RST, a fragment, an expiring TTL, PPTP control, shared IKE, a
+//! switch turned off, a route the FIB does not resolve) returns `None` and takes the full
+//! path in lan.rs / wan.rs, which also sets up what this path relies on.
 
 use aya_ebpf::programs::XdpContext;
 use nat_common::{
