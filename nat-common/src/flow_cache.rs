@@ -432,7 +432,10 @@ mod tests {
         assert_ne!(a.tag(), b.tag());
         assert_ne!(a.tag(), c.tag());
         assert!(hop_set(a.tag()) + HOP_WAYS <= HOP_SLOTS);
-        assert!(hop_slot(u32::MAX) < HOP_SLOTS && hop_set(hop_ref_tag(u32::MAX)) % HOP_WAYS == 0);
+        assert!(
+            hop_slot(u32::MAX) < HOP_SLOTS
+                && hop_set(hop_ref_tag(u32::MAX)).is_multiple_of(HOP_WAYS)
+        );
     }
 
     #[test]
