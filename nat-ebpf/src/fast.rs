@@ -23,7 +23,7 @@ use nat_common::{
 use crate::{
     Verdict, flow_cache as cache,
     forward::{Route, cached_route, deliver_in, deliver_out, next_hop, route},
-    maps::{FLOWS_IN, FLOWS_OUT, SESSIONS, SESSIONS_IN, count, switch_on},
+    maps::{FLOWS_IN, FLOWS_OUT, SESSIONS, SESSIONS_IN, count, port_in_pool, switch_on},
     packet::{Ipv4, Transport, parse_transport},
 };
 
@@ -149,7 +149,7 @@ pub fn outbound(
 }
 
 /// WAN -> LAN, for a packet to the WAN address (transport header `t`) on external port
-/// `ext_port` (ICMP: the echo id) from remote port `rem_port` (ICMP: 0).
+/// `ext_port` (ICMP: the echo id) from remote port `rem_port` (ICMP: 0), not shared IKE.
 #[inline(always)]
 pub fn inbound(
     ctx: &XdpContext,
@@ -178,6 +178,12 @@ pub fn inbound(
             count_class(c.class);
             return deliver_in(pkt, route).map(Some);
         }
+    }
+    // A port that is not the NAT's (the router's own) is the router's business even if a
+    // session still names it (the pool changed). A cached flow needs no such check: every
+    // entry was filled past it, and a new configuration retires all entries.
+    if !port_in_pool(ext_port) {
+        return Ok(None);
     }
     let Some(r) = SESSIONS_IN.get_ptr_mut(&key) else {
         return Ok(None);

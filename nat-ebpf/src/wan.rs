@@ -69,21 +69,22 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     } else {
         (t.dport, t.sport)
     };
+    // IKE on the shared port 500 is told apart by the client's SPI; everything else by its
+    // mapping.
+    let ike = IKE_PORT.to_be();
+    let shared_ike = pkt.proto == IPPROTO_UDP && ext_port == ike && rem_port == ike;
+    if !shared_ike {
+        // Checks whether the port is the NAT's itself before it looks at any session.
+        if let Some(v) = fast::inbound(ctx, cfg, &mut pkt, &mut t, ext_port, rem_port, now)? {
+            return Ok(v);
+        }
+    }
     if !port_in_pool(ext_port) {
         return Ok(Verdict::pass(if icmp {
             Counter::PassIcmpToRouter
         } else {
             Counter::PassToRouter
         }));
-    }
-    // IKE on the shared port 500 is told apart by the client's SPI; everything else by its
-    // mapping.
-    let ike = IKE_PORT.to_be();
-    let shared_ike = pkt.proto == IPPROTO_UDP && ext_port == ike && rem_port == ike;
-    if !shared_ike {
-        if let Some(v) = fast::inbound(ctx, cfg, &mut pkt, &mut t, ext_port, rem_port, now)? {
-            return Ok(v);
-        }
     }
     let ike_owner = if shared_ike {
         vpn::ike_owner(ctx, &pkt, now)
