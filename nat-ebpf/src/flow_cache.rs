@@ -48,9 +48,8 @@ pub fn route(f: &Flow, cfg: &NatConfig, tot_len: u16, now: u64) -> Option<Route>
     if !answers(f.resolved, f.route_gen, f.max_len, cfg, tot_len, now) {
         return None;
     }
-    let p = FLOW_HOPS.get_ptr(hop_slot(f.hop))?.cast::<u64>();
-    // SAFETY: a map value of two words. A torn read changes the tag, checked next.
-    let w = unsafe { [p.read_volatile(), p.add(1).read_volatile()] };
+    // A torn read changes the tag, checked next.
+    let w = hop_words(hop_slot(f.hop))?;
     if hop_tag(w) != hop_ref_tag(f.hop) {
         return None;
     }
@@ -98,6 +97,14 @@ pub fn fill(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey, value: u64,
     count(Counter::FlowCacheFilled);
 }
 
+/// FLOW_HOPS slot `i` as the two words a hop is stored as (`CachedHop::words`).
+#[inline(always)]
+fn hop_words(i: u32) -> Option<[u64; 2]> {
+    let p = FLOW_HOPS.get_ptr(i)?.cast::<u64>();
+    // SAFETY: a map value of two words.
+    Some(unsafe { [p.read_volatile(), p.add(1).read_volatile()] })
+}
+
 /// Puts `hop` in FLOW_HOPS, unless its set already holds it, and returns where it is
 /// (`hop_ref`): the way that holds it, else the first empty one, else a random one (the flows
 /// of the hop it displaces miss and go back to their sessions).
@@ -108,9 +115,7 @@ fn share(hop: &NextHop) -> Option<u32> {
     let first = hop_set(tag);
     let mut free = None;
     for way in 0..HOP_WAYS {
-        let p = FLOW_HOPS.get_ptr(first + way)?.cast::<u64>();
-        // SAFETY: a map value of two words.
-        let w = unsafe { [p.read_volatile(), p.add(1).read_volatile()] };
+        let w = hop_words(first + way)?;
         if w == words {
             // Already there: not written again, the line stays shared between CPUs.
             return Some(hop_ref(tag, way));
