@@ -260,13 +260,6 @@ impl NatMaps {
     /// with them: filter entries, IKE SAs (UDP), PPTP calls (GRE), ESP bindings (ESP).
     /// Returns how many sessions and VPN entries went.
     pub fn flush(&mut self, proto: Option<u8>) -> Result<usize> {
-        let removed = self.flush_tables(proto)?;
-        // The flow cache may still hold the removed sessions' translations.
-        self.bump_route_gen()?;
-        Ok(removed)
-    }
-
-    fn flush_tables(&mut self, proto: Option<u8>) -> Result<usize> {
         let matches = |p: u8| proto.is_none_or(|w| w == p);
         let mut removed = 0;
         for (k, s) in self.sessions()? {
@@ -291,6 +284,8 @@ impl NatMaps {
             clear(&mut self.esp_in);
             clear(&mut self.esp_pending);
         }
+        // The flow cache may still hold the removed sessions' translations.
+        self.bump_route_gen()?;
         Ok(removed)
     }
 
