@@ -75,21 +75,16 @@ fn delivered(mac: packets::Mac) -> Vec<u8> {
     )
 }
 
-fn reply_half_key(fx: &Fixture) -> ReplyKey {
+/// The inbound half of the UDP session, with its key.
+fn udp_half(fx: &Fixture) -> Option<(ReplyKey, SessionIn)> {
     entries(&fx.maps.sessions_in)
         .unwrap()
         .into_iter()
         .find(|(k, _)| k.proto == IPPROTO_UDP)
-        .expect("an inbound half")
-        .0
 }
 
 fn reply_half(fx: &Fixture) -> Option<SessionIn> {
-    entries(&fx.maps.sessions_in)
-        .unwrap()
-        .into_iter()
-        .find(|(k, _)| k.proto == IPPROTO_UDP)
-        .map(|(_, v)| v)
+    udp_half(fx).map(|(_, v)| v)
 }
 
 /// The key of the query's session.
@@ -266,7 +261,7 @@ fn a_next_hop_slot_another_hop_took_is_a_miss() {
         for _ in 0..2 {
             assert_eq!(fx.from_wan(&reply()), (XDP_REDIRECT, delivered(HOST_A_MAC)));
         }
-        let rk = reply_half_key(fx);
+        let rk = udp_half(fx).expect("an inbound half").0;
         let hop = fx.maps.cached_in(&rk).unwrap().expect("cached").hop;
         let slot = flow_cache::hop_slot(hop);
         // Another next hop took the slot: the reply must not go to that MAC; it takes its
