@@ -799,20 +799,20 @@ fn main() -> Result<()> {
         total as f64 / (1 << 20) as f64
     )?;
     // Tables are preallocated: every entry costs its share whether used or not.
-    let per_entry = |name: &str| {
+    // (entries, bytes) of map `name`.
+    let map = |name: &str| {
         maps.iter()
             .find(|(n, _, _)| n == name)
-            .map_or(0.0, |(_, e, b)| *b as f64 / (*e).max(1) as f64)
+            .map_or((1, 0), |(_, e, b)| ((*e).max(1), *b))
+    };
+    let per_entry = |name: &str| {
+        let (entries, bytes) = map(name);
+        bytes as f64 / entries as f64
     };
     use nat_common::maps::names;
-    let bytes = |name: &str| maps.iter().find(|(n, _, _)| n == name).map_or(0, |m| m.2);
-    let sessions = maps
-        .iter()
-        .find(|(n, _, _)| n == names::SESSIONS)
-        .map_or(1, |m| m.1.max(1));
     // The flow caches have an entry per session slot (rounded up to a power of two).
     let cache_per_session =
-        (bytes(names::FLOWS_OUT) + bytes(names::FLOWS_IN)) as f64 / sessions as f64;
+        (map(names::FLOWS_OUT).1 + map(names::FLOWS_IN).1) as f64 / map(names::SESSIONS).0 as f64;
     writeln!(
         report,
         "\nPer session: {:.0} bytes ({} + {} + {:.0} of {} and {}), plus {:.0} in {} for the first session of a mapping with each remote host. \
