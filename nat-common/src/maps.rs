@@ -69,6 +69,8 @@ pub mod programs {
     pub const PASS: &str = "xdp_pass";
     /// Benchmarks only: fib lookup + redirect without NAT (the bare forwarder baseline).
     pub const BENCH_FORWARD: &str = "bench_forward";
+    /// Benchmarks only: the bare forwarder plus one read of per-flow state per packet.
+    pub const BENCH_FORWARD_STATE: &str = "bench_forward_state";
     /// Benchmarks only: rewrites live frames into UDP flows and transmits them (XDP_TX).
     pub const BENCH_GEN: &str = "bench_gen";
     /// Benchmarks only: counts and drops.

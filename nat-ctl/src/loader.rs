@@ -66,6 +66,7 @@ pub fn load_with_log(
         nat_common::maps::programs::WAN_INGRESS,
         nat_common::maps::programs::PASS,
         nat_common::maps::programs::BENCH_FORWARD,
+        nat_common::maps::programs::BENCH_FORWARD_STATE,
         nat_common::maps::programs::BENCH_GEN,
         nat_common::maps::programs::BENCH_SINK,
     ] {

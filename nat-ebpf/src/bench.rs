@@ -1,6 +1,6 @@
 //! Benchmark programs (`cargo xtask bench`), inert unless a benchmark attaches or runs them:
-//! a bare forwarder (the same parse, fib lookup and redirect as the NAT, no translation), a
-//! live-frame traffic generator, and a counting sink.
+//! a bare forwarder (the same parse, fib lookup and redirect as the NAT, no translation), the
+//! same with one read of per-flow state, a live-frame traffic generator, and a counting sink.
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -10,13 +10,15 @@ use aya_ebpf::{
 };
 use nat_common::{
     checksum::fold,
-    maps::{BENCH_PORTS_PER_HOST, BenchGen},
+    flow_cache::{self, FlowKey},
+    maps::{BENCH_PORTS_PER_HOST, BenchGen, DEFAULT_MAX_SESSIONS, SessionKey},
     proto::{ETH_HDR_LEN, ETH_P_IP, ICMP_ECHO_REQUEST, IPPROTO_UDP},
     rewrite::{IP_CHECK, decrement_ttl, get_u16, set_u16, set_u32},
 };
 
 use crate::{
     forward::{Route, redirect, route},
+    maps::FLOWS_OUT,
     packet::{parse_ipv4, parse_transport, ptr_at},
 };
 
@@ -33,18 +35,46 @@ static BENCH_SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[xdp]
 pub fn bench_forward(ctx: XdpContext) -> u32 {
-    let Ok(Some(pkt)) = parse_ipv4(&ctx) else {
+    forward(&ctx, false)
+}
+
+/// The bare forwarder that also reads one 32-byte entry of state per packet, from the slot
+/// its flow hashes to: the least a NAT must do more than a forwarder, which tells what that
+/// one read of per-flow state costs on this machine. The table is FLOWS_OUT at the default
+/// sizes (its slots and alignment), only read; the object must be loaded with tables at
+/// least that size.
+#[xdp]
+pub fn bench_forward_state(ctx: XdpContext) -> u32 {
+    forward(&ctx, true)
+}
+
+#[inline(always)]
+fn forward(ctx: &XdpContext, read_state: bool) -> u32 {
+    let Ok(Some(pkt)) = parse_ipv4(ctx) else {
         return xdp_action::XDP_PASS;
     };
     // The same parse as the NAT (DESIGN.md's baseline): the transport header too, and a
     // malformed one is not forwarded.
-    if parse_transport(&ctx, &pkt, ICMP_ECHO_REQUEST).is_err() {
+    let Ok(t) = parse_transport(ctx, &pkt, ICMP_ECHO_REQUEST) else {
         return xdp_action::XDP_DROP;
+    };
+    if read_state {
+        let (sport, dport) = t.map_or((0, 0), |t| (t.sport, t.dport));
+        let key = FlowKey::out(&SessionKey::new(pkt.proto, pkt.src, sport, pkt.dst, dport));
+        let bits = flow_cache::set_bits(flow_cache::entries_for(DEFAULT_MAX_SESSIONS));
+        let Some(e) = FLOWS_OUT.get_ptr(flow_cache::first_entry(0, bits, &key)) else {
+            return xdp_action::XDP_ABORTED;
+        };
+        // SAFETY: a map value; read as the flow cache reads an entry's first word.
+        if unsafe { e.cast::<u64>().read_volatile() } == u64::MAX {
+            // Never true (the map stays zero): the read cannot be left out.
+            return xdp_action::XDP_ABORTED;
+        }
     }
     if pkt.ttl <= 1 {
         return xdp_action::XDP_PASS;
     }
-    match route(&ctx, pkt.src, pkt.dst, pkt.tos, pkt.tot_len) {
+    match route(ctx, pkt.src, pkt.dst, pkt.tos, pkt.tot_len) {
         Route::Resolved {
             ifindex,
             smac,

@@ -2,7 +2,8 @@
 //! BPF_PROG_RUN of `bench_gen`, XDP_TX out of its veth), the router forwards, a sink
 //! namespace counts them in XDP and drops them. Compared in the same run: (a) the XDP NAT run
 //! by the real `nat-ctl run`, (b) the bare XDP forwarder (fib lookup + redirect, no NAT),
-//! (c) kernel forwarding with nftables masquerade.
+//! (b') the same with one read of per-flow state per packet, (c) kernel forwarding with
+//! nftables masquerade.
 
 use anyhow::{Context as _, Result, bail};
 use aya::{
@@ -27,6 +28,7 @@ pub const FRAME_LEN: usize = 60;
 pub enum Router {
     XdpNat,
     XdpForward,
+    XdpForwardState,
     KernelMasquerade,
 }
 
@@ -35,6 +37,7 @@ impl Router {
         match self {
             Router::XdpNat => "xdp-nat",
             Router::XdpForward => "bare XDP forwarder",
+            Router::XdpForwardState => "XDP forwarder + state read",
             Router::KernelMasquerade => "kernel + nftables masquerade",
         }
     }
@@ -73,10 +76,19 @@ fn attach_in(ns: &Netns, prog: &'static str, dev: &'static str) -> Result<Ebpf> 
     })?
 }
 
-/// The bare forwarder on the router's LAN side, its DEVMAP holding both interfaces.
-fn forwarder_in(ns: &Netns) -> Result<Ebpf> {
-    ns.run(|| -> Result<Ebpf> {
-        let mut ebpf = loader::load(None, small_tables())?;
+/// A bare forwarder (`prog`) on the router's LAN side, its DEVMAP holding both interfaces.
+/// The one that reads flow state reads FLOWS_OUT at its default size.
+fn forwarder_in(ns: &Netns, prog: &'static str) -> Result<Ebpf> {
+    ns.run(move || -> Result<Ebpf> {
+        let tables = if prog == programs::BENCH_FORWARD_STATE {
+            Tables {
+                max_sessions: nat_common::maps::DEFAULT_MAX_SESSIONS,
+                max_mappings: nat_common::maps::DEFAULT_MAX_MAPPINGS,
+            }
+        } else {
+            small_tables()
+        };
+        let mut ebpf = loader::load(None, tables)?;
         let mut devmap: DevMapHash<MapData> = ebpf
             .take_map(nat_common::maps::names::DEVMAP)
             .context("DEVMAP")?
@@ -85,7 +97,7 @@ fn forwarder_in(ns: &Netns) -> Result<Ebpf> {
             let i = nat_ctl::netdev::ifindex(dev)?;
             devmap.insert(i, i, None, 0)?;
         }
-        loader::attach(&mut ebpf, programs::BENCH_FORWARD, LAN_IF, None)?;
+        loader::attach(&mut ebpf, prog, LAN_IF, None)?;
         Ok(ebpf)
     })?
 }
@@ -194,7 +206,6 @@ impl Bench {
     }
 
     /// Packets per second through the router set up as `router`, with `flows` flows.
-    /// Packets per second through the router set up as `router`, with `flows` flows.
     pub fn rate(&mut self, router: Router, flows: u32, warmup: u32, packets: u32) -> Result<f64> {
         let setup = self.set_up(router)?;
         self.set_flows(flows, LAN_HOST_A)?;
@@ -260,7 +271,10 @@ impl Bench {
                     &["--sweep-interval", &interval],
                 )?)
             }
-            Router::XdpForward => setup._programs = Some(forwarder_in(r)?),
+            Router::XdpForward => setup._programs = Some(forwarder_in(r, programs::BENCH_FORWARD)?),
+            Router::XdpForwardState => {
+                setup._programs = Some(forwarder_in(r, programs::BENCH_FORWARD_STATE)?)
+            }
             Router::KernelMasquerade => {
                 let rules = std::env::temp_dir().join(format!("{}.nft", r.name));
                 std::fs::write(&rules, NFT_MASQUERADE.replace("WAN", WAN_IF))?;

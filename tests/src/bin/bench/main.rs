@@ -181,33 +181,42 @@ enum Prep {
 /// sessions than the caches hold.
 const WARM_CHUNK: usize = 250_000;
 
-/// What `cost` measured.
+/// What one program measured of a scenario, over its rounds.
 struct Cost {
     /// Mean kernel-measured ns per packet, best of the rounds.
     ns: f64,
     /// Verdict of the last packet.
     action: u32,
-    /// Flow cache fills per timed packet, over all rounds: the share of packets that missed
-    /// the cache and went to the session tables (0 for the baselines).
-    fills: f64,
+    /// Flow cache fills and timed packets over all rounds: their ratio is the share of
+    /// packets that missed the cache and went to the session tables (0 for the baselines).
+    filled: u64,
+    timed: usize,
 }
 
-/// Mean kernel-measured ns per packet over `frames`, best of `rounds`; `make` gives the
-/// frames afresh for each round (the NAT changes state as it runs).
-fn cost(
-    fx: &mut Fixture,
-    prog: &str,
-    ifindex: u32,
-    rounds: u32,
-    prep: Prep,
-    mut make: impl FnMut(&mut Fixture) -> Vec<Vec<u8>>,
-) -> Cost {
-    let fills = |fx: &Fixture| fx.maps.counter(Counter::FlowCacheFilled).unwrap_or(0);
-    let mut best = f64::MAX;
-    let mut action = 0;
-    let (mut filled, mut timed) = (0, 0);
-    for _ in 0..rounds {
-        let frames = make(fx);
+impl Cost {
+    fn new() -> Cost {
+        Cost {
+            ns: f64::MAX,
+            action: 0,
+            filled: 0,
+            timed: 0,
+        }
+    }
+
+    fn fills(&self) -> f64 {
+        self.filled as f64 / self.timed.max(1) as f64
+    }
+
+    /// Runs `frames` through `prog` once more (one round), warmed as `prep` says.
+    fn round(
+        &mut self,
+        fx: &mut Fixture,
+        prog: &str,
+        ifindex: u32,
+        prep: Prep,
+        frames: &[Vec<u8>],
+    ) {
+        let fills = |fx: &Fixture| fx.maps.counter(Counter::FlowCacheFilled).unwrap_or(0);
         let mut total = Duration::ZERO;
         for chunk in frames.chunks(WARM_CHUNK) {
             if prep != Prep::None {
@@ -230,18 +239,15 @@ fn cost(
             let before = fills(fx);
             for f in chunk {
                 let (a, _, d) = fx.run_timed(prog, ifindex, f);
-                action = a;
+                self.action = a;
                 total += d;
             }
-            filled += fills(fx) - before;
-            timed += chunk.len();
+            self.filled += fills(fx) - before;
+            self.timed += chunk.len();
         }
-        best = best.min(total.as_nanos() as f64 / frames.len() as f64);
-    }
-    Cost {
-        ns: best,
-        action,
-        fills: filled as f64 / timed.max(1) as f64,
+        self.ns = self
+            .ns
+            .min(total.as_nanos() as f64 / frames.len().max(1) as f64);
     }
 }
 
@@ -252,6 +258,8 @@ struct Row {
     base_ns: f64,
     /// The bare forwarder (fib lookup + redirect) on the same frames.
     fwd_ns: f64,
+    /// The bare forwarder reading one 32-byte entry of per-flow state per packet.
+    state_ns: f64,
     action: u32,
     /// Share of the NAT's timed packets that missed the flow cache.
     fills: f64,
@@ -290,24 +298,37 @@ fn measure_size(sessions: u32, runs: usize, rounds: u32) -> Vec<Row> {
             } else {
                 programs::WAN_INGRESS
             };
-            let nat = cost(fx, prog, ifindex, rounds, prep, &mut *make);
-            let base = cost(fx, programs::PASS, ifindex, rounds, Prep::None, &mut *make);
-            let fwd = cost(
-                fx,
-                programs::BENCH_FORWARD,
-                ifindex,
-                rounds,
-                Prep::None,
-                &mut *make,
+            // Round by round, each program in turn: a noisy moment on this shared machine
+            // then costs every program one round, not one program all of its rounds.
+            let [mut nat, mut base, mut fwd, mut state] = [(); 4].map(|_| Cost::new());
+            for _ in 0..rounds {
+                let frames = make(fx);
+                nat.round(fx, prog, ifindex, prep, &frames);
+                base.round(fx, programs::PASS, ifindex, Prep::None, &frames);
+                fwd.round(fx, programs::BENCH_FORWARD, ifindex, Prep::None, &frames);
+                state.round(
+                    fx,
+                    programs::BENCH_FORWARD_STATE,
+                    ifindex,
+                    Prep::None,
+                    &frames,
+                );
+            }
+            // A floor whose read failed (XDP_ABORTED) would be a fast lie.
+            assert_eq!(
+                action_name(state.action),
+                action_name(fwd.action),
+                "{scenario}: the forwarder with a state read must forward as the bare one does"
             );
             rows.push(Row {
                 fwd_ns: fwd.ns,
+                state_ns: state.ns,
                 scenario,
                 sessions,
                 nat_ns: nat.ns,
                 base_ns: base.ns,
                 action: nat.action,
-                fills: nat.fills,
+                fills: nat.fills(),
             });
         };
 
@@ -519,6 +540,8 @@ struct Rates {
     flows: u32,
     nat: f64,
     fwd: f64,
+    /// The forwarder reading one entry of per-flow state per packet.
+    state: f64,
     kern: f64,
 }
 
@@ -582,6 +605,38 @@ fn targets(cost: &[Row], rates: &[Rates]) -> Result<String> {
     } else {
         writeln!(out, "| target | measured | met |\n|---|---:|---|\n{table}")?;
     }
+    // What no NAT can avoid: reading each packet's flow state, once the flows outgrow the
+    // CPU caches. Measured, not assumed: the forwarder with one such read per packet.
+    let mut floor = String::new();
+    for r in rates.iter().filter(|r| r.flows == TARGET_FLOWS) {
+        writeln!(
+            floor,
+            "- end to end, {TARGET_FLOWS} flows: the forwarder with one state read per packet reaches {:.0}% of the bare forwarder; the NAT reaches {:.0}% of it.",
+            100.0 * r.state / r.fwd,
+            100.0 * r.nat / r.state
+        )?;
+    }
+    for r in cost
+        .iter()
+        .filter(|r| r.sessions == TARGET_SESSIONS)
+        .filter(established)
+    {
+        writeln!(
+            floor,
+            "- {}, {TARGET_SESSIONS} sessions: the forwarder with one state read costs {:.2}x the bare forwarder ({:+.1} ns); the NAT costs {:.2}x it ({:+.1} ns).",
+            r.scenario,
+            r.state_ns / r.fwd_ns,
+            r.state_ns - r.fwd_ns,
+            r.nat_ns / r.state_ns,
+            r.nat_ns - r.state_ns
+        )?;
+    }
+    if !floor.is_empty() {
+        writeln!(
+            out,
+            "\nThe floor, in the same run: a NAT must read each packet's flow state, and at these sizes that state has left the CPU caches; the bare forwarder reads none. A forwarder that reads one 32-byte entry per packet from a table the size of the flow cache (slot by a hash of the flow) costs what that one memory access costs on this machine at the time of the run:\n\n{floor}"
+        )?;
+    }
     Ok(out)
 }
 
@@ -615,9 +670,9 @@ fn forwarding_section(report: &mut String, short: bool, only_flows: &[u32]) -> R
     )?;
     writeln!(
         report,
-        "| flows | xdp-nat | bare XDP forwarder | kernel + nftables masquerade | nat / forwarder | nat / masquerade |"
+        "| flows | xdp-nat | bare XDP forwarder | forwarder + state read | kernel + nftables masquerade | nat / forwarder | nat / (forwarder + state read) | nat / masquerade |"
     )?;
-    writeln!(report, "|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(report, "|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     let flows = if only_flows.is_empty() {
         flows
     } else {
@@ -627,25 +682,29 @@ fn forwarding_section(report: &mut String, short: bool, only_flows: &[u32]) -> R
     for &f in flows {
         eprintln!("bench: forwarding with {f} flows ...");
         // Rounds alternate between the routers, so a noisy moment on the VM hits them alike.
-        let (mut nat, mut fwd, mut kern) = (0f64, 0f64, 0f64);
+        let (mut nat, mut fwd, mut state, mut kern) = (0f64, 0f64, 0f64, 0f64);
         for _ in 0..rounds {
             nat = nat.max(bench.rate(Router::XdpNat, f, warmup, packets)?);
             fwd = fwd.max(bench.rate(Router::XdpForward, f, warmup, packets)?);
+            state = state.max(bench.rate(Router::XdpForwardState, f, warmup, packets)?);
             kern = kern.max(bench.rate(Router::KernelMasquerade, f, warmup, packets)?);
         }
         rates.push(Rates {
             flows: f,
             nat,
             fwd,
+            state,
             kern,
         });
         writeln!(
             report,
-            "| {f} | {:.2} Mpps | {:.2} Mpps | {:.2} Mpps | {:.0}% | {:.1}x |",
+            "| {f} | {:.2} Mpps | {:.2} Mpps | {:.2} Mpps | {:.2} Mpps | {:.0}% | {:.0}% | {:.1}x |",
             nat / 1e6,
             fwd / 1e6,
+            state / 1e6,
             kern / 1e6,
             100.0 * nat / fwd,
+            100.0 * nat / state,
             nat / kern
         )?;
     }
@@ -747,9 +806,12 @@ fn main() -> Result<()> {
     )?;
     writeln!(
         report,
-        "| scenario | sessions | verdict | NAT ns | parse-only ns | ratio | forwarder ns | NAT - forwarder ns | flow cache misses |"
+        "| scenario | sessions | verdict | NAT ns | parse-only ns | ratio | forwarder ns | NAT - forwarder ns | forwarder + state read ns | NAT - (forwarder + state read) ns | flow cache misses |"
     )?;
-    writeln!(report, "|---|---:|---|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(
+        report,
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
     if args.forwarding_only {
         sizes.clear();
     }
@@ -758,7 +820,7 @@ fn main() -> Result<()> {
         for r in measure_size(n, runs, rounds) {
             writeln!(
                 report,
-                "| {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1}% |",
+                "| {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1}% |",
                 r.scenario,
                 r.sessions,
                 action_name(r.action),
@@ -767,6 +829,8 @@ fn main() -> Result<()> {
                 r.nat_ns / r.base_ns,
                 r.fwd_ns,
                 r.nat_ns - r.fwd_ns,
+                r.state_ns,
+                r.nat_ns - r.state_ns,
                 r.fills * 100.0
             )?;
             cost_rows.push(r);
