@@ -292,7 +292,7 @@ impl NatMaps {
     /// Inbound halves in `t` whose session is gone (or moved to another external port);
     /// returns how many were removed. The data path puts back any it still needs.
     pub fn remove_orphan_replies(&mut self, t: &SessionTables) -> usize {
-        let live: std::collections::HashSet<(SessionKey, u16)> =
+        let live: foldhash::HashSet<(SessionKey, u16)> =
             t.sessions.iter().map(|(k, s)| (*k, s.ext_port)).collect();
         let mut removed = 0;
         for (rk, r) in &t.halves {
@@ -367,7 +367,7 @@ pub struct SessionTables {
 impl SessionTables {
     /// Every session, `last_seen_ns` being the later of its two halves.
     pub fn merged(&self) -> Vec<(SessionKey, Session)> {
-        let inbound: std::collections::HashMap<(SessionKey, u16), u64> = self
+        let inbound: foldhash::HashMap<(SessionKey, u16), u64> = self
             .halves
             .iter()
             .map(|(rk, r)| ((rk.session_key(r), rk.ext_port), r.last_seen_ns))
