@@ -15,6 +15,7 @@ use nat_common::{
 // The sweeper hashes every session a few times per sweep: foldhash is several times faster
 // than std's SipHash there, and seeded per process like it.
 use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
+use std::time::Duration;
 
 use crate::state::NatMaps;
 
@@ -38,6 +39,18 @@ pub fn remaining_secs(key: &SessionKey, s: &Session, t: &Timeouts, now_ns: u64) 
 
 pub fn is_expired(key: &SessionKey, s: &Session, t: &Timeouts, now_ns: u64) -> bool {
     now_ns >= s.last_seen_ns + timeout_secs(key, s, t) as u64 * NS
+}
+
+/// The sweeper takes at most 1/SWEEP_DUTY of a CPU: a sweep reads every session, which at a
+/// million sessions takes seconds, and the daemon's other work (signals, route changes) waits
+/// while it runs.
+pub const SWEEP_DUTY: u32 = 10;
+
+/// How long to wait before the next sweep, configured to run every `interval`, after one
+/// that took `took`: the interval, or longer if the sweeps would otherwise take more than
+/// their share of a CPU.
+pub fn next_sweep_in(interval: Duration, took: Duration) -> Duration {
+    interval.max(took * SWEEP_DUTY)
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -239,6 +252,16 @@ mod tests {
         assert_eq!(timeout_secs(&key(IPPROTO_TCP), &syn, &t), 240);
         assert_eq!(timeout_secs(&key(IPPROTO_UDP), &syn, &t), 300);
         assert_eq!(timeout_secs(&key(IPPROTO_ICMP), &syn, &t), 60);
+    }
+
+    #[test]
+    fn a_slow_sweep_pushes_the_next_one_back() {
+        let every = Duration::from_secs(2);
+        assert_eq!(next_sweep_in(every, Duration::from_millis(100)), every);
+        assert_eq!(
+            next_sweep_in(every, Duration::from_millis(1500)),
+            Duration::from_secs(15)
+        );
     }
 
     #[test]

@@ -203,6 +203,7 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
         plan,
         state,
         missing: BTreeSet::new(),
+        sweeps_stretched: false,
     };
     let result = rt.block_on(daemon.serve());
     let _ = std::fs::remove_file(instance.run_state_path());
@@ -244,6 +245,9 @@ struct Daemon<'a> {
     state: RunState,
     /// Sides ("lan", "wan") whose interface is gone, reported once.
     missing: BTreeSet<&'static str>,
+    /// The last sweep took too long for the configured interval (said once, until it no
+    /// longer does).
+    sweeps_stretched: bool,
 }
 
 impl Daemon<'_> {
@@ -252,6 +256,8 @@ impl Daemon<'_> {
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut tick = tokio::time::interval(Duration::from_secs(self.args.sweep_interval));
+        // A late tick (a long sweep, a stretched interval) waits a whole period, never bursts.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // SAFETY: the AsyncFd owns the logger and with it the ring buffer's fd, so the fd
         // outlives its registration.
         let mut kernel_log =
@@ -296,11 +302,25 @@ impl Daemon<'_> {
                     }
                 }
                 _ = tick.tick() => {
+                    let start = std::time::Instant::now();
                     match sweeper::sweep(&mut self.maps, &self.cfg.timeouts, monotonic_ns()) {
                         Ok(r) if r != Default::default() => log::info!("sweep: {r:?}"),
                         Ok(_) => {}
                         Err(e) => log::warn!("sweep failed: {e:#}"),
                     }
+                    let took = start.elapsed();
+                    let next = sweeper::next_sweep_in(tick.period(), took);
+                    if next > tick.period() {
+                        tick.reset_after(next);
+                        if !self.sweeps_stretched {
+                            log::info!(
+                                "a sweep took {took:.1?}: sweeping every {next:.0?} or so, not every {:?}, to stay under 1/{} of a CPU",
+                                tick.period(),
+                                sweeper::SWEEP_DUTY
+                            );
+                        }
+                    }
+                    self.sweeps_stretched = next > tick.period();
                 }
             }
         }
