@@ -437,15 +437,18 @@ mod pod {
 pub struct BenchGen {
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
-    /// First source address (wire order); flow f uses address + f / BENCH_PORTS_PER_HOST.
+    /// First source address (wire order). Flow f is sent by LAN endpoint e = f / dst_ports
+    /// (address src_addr + e / BENCH_PORTS_PER_HOST, port 10000 + e % BENCH_PORTS_PER_HOST)
+    /// to port 9 + f % dst_ports of dst_addr.
     pub src_addr: u32,
     pub dst_addr: u32,
     pub flows: u32,
-    pub _pad: u32,
+    /// Destination ports per LAN endpoint (0 counts as 1).
+    pub dst_ports: u32,
 }
 const _: () = assert!(size_of::<BenchGen>() == 28);
 
-/// Source ports per generator host: flow f leaves from port 10000 + f % this.
+/// Source ports per generator host (see BenchGen::src_addr).
 pub const BENCH_PORTS_PER_HOST: u32 = 50_000;
 
 #[cfg(feature = "user")]

@@ -67,7 +67,8 @@ fn forward(ctx: &XdpContext, read_state: bool) -> u32 {
         };
         // SAFETY: a map value; read as the flow cache reads an entry's first word.
         if unsafe { e.cast::<u64>().read_volatile() } == u64::MAX {
-            // Never true (the map stays zero): the read cannot be left out.
+            // Never true (word 0 is zero, or a flow's two addresses, never both
+            // 255.255.255.255): the read cannot be left out.
             return xdp_action::XDP_ABORTED;
         }
     }
@@ -120,7 +121,9 @@ pub fn bench_gen(ctx: XdpContext) -> u32 {
     h[ip + 8] = 64;
     h[ip + 9] = IPPROTO_UDP;
     set_u16(h, ip + IP_CHECK, 0);
-    let src = u32::from_be(cfg.src_addr) + flow / BENCH_PORTS_PER_HOST;
+    let dst_ports = cfg.dst_ports.max(1);
+    let (endpoint, dport) = (flow / dst_ports, 9 + flow % dst_ports);
+    let src = u32::from_be(cfg.src_addr) + endpoint / BENCH_PORTS_PER_HOST;
     set_u32(h, ip + 12, src.to_be());
     set_u32(h, ip + 16, cfg.dst_addr);
     let mut sum = 0u32;
@@ -133,9 +136,9 @@ pub fn bench_gen(ctx: XdpContext) -> u32 {
     set_u16(
         h,
         udp,
-        ((10_000 + flow % BENCH_PORTS_PER_HOST) as u16).to_be(),
+        ((10_000 + endpoint % BENCH_PORTS_PER_HOST) as u16).to_be(),
     );
-    set_u16(h, udp + 2, 9u16.to_be());
+    set_u16(h, udp + 2, (dport as u16).to_be());
     set_u16(h, udp + 4, (frame_len - (ETH_HDR_LEN + 20) as u16).to_be());
     set_u16(h, udp + 6, 0); // no checksum
     xdp_action::XDP_TX

@@ -24,6 +24,12 @@ use std::{net::Ipv4Addr, time::Instant};
 
 pub const FRAME_LEN: usize = 60;
 
+/// Remote ports each LAN endpoint sends to in the rate runs: 64 000 flows are 64 000
+/// sessions of 4 000 mappings. The NAT's mappings are endpoint-independent (RFC 4787), one
+/// external port per LAN endpoint, so 64 000 endpoints behind the one WAN address would take
+/// 99% of its ~64 K port pool, and the run would measure port exhaustion, not forwarding.
+pub const RATE_DST_PORTS: u32 = 16;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Router {
     XdpNat,
@@ -156,7 +162,7 @@ impl Bench {
             src_addr: to_wire(LAN_HOST_A),
             dst_addr: to_wire(SERVER),
             flows: 1,
-            _pad: 0,
+            dst_ports: 1,
         };
         generator_config.set(0, cfg, 0)?;
         let gen_ifindex = lab.lan.run(|| nat_ctl::netdev::ifindex("eth0"))??;
@@ -170,10 +176,11 @@ impl Bench {
         })
     }
 
-    /// Flow f leaves from `src` + f / 50000, port 10000 + f % 50000.
-    fn set_flows(&mut self, flows: u32, src: Ipv4Addr) -> Result<()> {
+    /// `flows` flows from LAN endpoints from `src` on, `dst_ports` flows each (BenchGen).
+    fn set_flows(&mut self, flows: u32, src: Ipv4Addr, dst_ports: u32) -> Result<()> {
         let mut c = self.generator_config.get(&0, 0)?;
         c.flows = flows;
+        c.dst_ports = dst_ports;
         c.src_addr = to_wire(src);
         self.generator_config.set(0, c, 0)?;
         Ok(())
@@ -208,7 +215,7 @@ impl Bench {
     /// Packets per second through the router set up as `router`, with `flows` flows.
     pub fn rate(&mut self, router: Router, flows: u32, warmup: u32, packets: u32) -> Result<f64> {
         let setup = self.set_up(router)?;
-        self.set_flows(flows, LAN_HOST_A)?;
+        self.set_flows(flows, LAN_HOST_A, RATE_DST_PORTS)?;
         self.send(warmup)?;
         let before = self.sink_count()?;
         let secs = self.send(packets)?;
@@ -226,7 +233,8 @@ impl Bench {
     /// of a live-frame run (20-30 ms), so this understates the rate a little.
     pub fn new_session_rate(&mut self, router: Router, flows: u32, src: Ipv4Addr) -> Result<f64> {
         let setup = self.set_up(router)?;
-        self.set_flows(flows, src)?;
+        // Every flow its own LAN endpoint: each first packet creates a mapping too.
+        self.set_flows(flows, src, 1)?;
         let before = self.created(&setup)?;
         let sunk = self.sink_count()?;
         let secs = self.send(flows)?;

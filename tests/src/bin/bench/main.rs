@@ -658,7 +658,7 @@ fn forwarding_section(report: &mut String, short: bool, only_flows: &[u32]) -> R
     let (warmup, packets, flows, rounds): (u32, u32, &[u32], u32) = if short {
         (20_000, 50_000, &[1_000], 1)
     } else {
-        (1_000_000, 5_000_000, &[1, 1_000, 64_000], 3)
+        (1_000_000, 5_000_000, &[1, 1_000, 64_000], 5)
     };
     writeln!(
         report,
@@ -666,7 +666,8 @@ fn forwarding_section(report: &mut String, short: bool, only_flows: &[u32]) -> R
     )?;
     writeln!(
         report,
-        "Generator: live-frame BPF_PROG_RUN, XDP_TX out of its veth; {packets} frames per measurement after {warmup} to warm up, best of {rounds} measurements per router (each set up afresh); router and sink on the same 2 vCPUs.\n"
+        "Generator: live-frame BPF_PROG_RUN, XDP_TX out of its veth; {packets} frames per measurement after {warmup} to warm up, best of {rounds} measurements per router (each set up afresh); router and sink on the same 2 vCPUs. Each LAN endpoint sends {dst_ports} flows, to {dst_ports} ports of the sink: 64000 flows are 64000 sessions of 4000 mappings (the NAT maps endpoint-independently, one external port per LAN endpoint; 64000 endpoints would fill 99% of the WAN address's port pool and measure port exhaustion).\n",
+        dst_ports = forwarding::RATE_DST_PORTS
     )?;
     writeln!(
         report,
