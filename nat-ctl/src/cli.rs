@@ -124,13 +124,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub detach_on_exit: bool,
     /// Log level of the daemon and of the data path's log lines (drops at debug, exhausted
-    /// tables at info); default: the config's, else info.
+    /// tables at info, a line per second per CPU); default: the config's, else info.
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub log_level: Option<crate::config::LogLevel>,
     /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9779).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
-    /// Seconds between sweeps of expired sessions.
+    /// Seconds between sweeps of expired sessions (longer when a sweep would otherwise take
+    /// more than a tenth of a CPU).
     #[arg(long, default_value_t = DEFAULT_SWEEP_INTERVAL_SECS, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub sweep_interval: u64,
 }

@@ -58,7 +58,11 @@ fn finish(ctx: &XdpContext, result: Result<Verdict, Counter>) -> u32 {
                     | Counter::DropHostQuota
                     | Counter::DropFragTableFull
             ) {
-                info!(ctx, "drop: {} (table or pool exhausted)", reason.name());
+                // On by default, and exhaustion comes in floods: a line per second per CPU
+                // says it; the counter counts every packet.
+                if maps::log_due(reason) {
+                    info!(ctx, "drop: {} (table or pool exhausted)", reason.name());
+                }
             } else {
                 debug!(ctx, "drop: {}", reason.name());
             }

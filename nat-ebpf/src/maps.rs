@@ -87,6 +87,28 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTE
 #[map]
 pub static DEVMAP: DevMapHash = DevMapHash::with_max_entries(MAX_DEVICES, 0);
 
+/// Per CPU, per counter: when a drop of that reason was last logged at info (`log_due`).
+#[map]
+pub static LOGGED_AT: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+
+/// Whether a drop for `reason` may be logged now: at most once a second per CPU.
+#[inline(always)]
+pub fn log_due(reason: Counter) -> bool {
+    let Some(last) = LOGGED_AT.get_ptr_mut(reason as u32) else {
+        return false;
+    };
+    let now = now();
+    // SAFETY: per-CPU slot, only this CPU writes it while we run.
+    let last = unsafe { &mut *last };
+    if *last != 0 && now.wrapping_sub(*last) < LOG_INTERVAL_NS {
+        return false;
+    }
+    *last = now;
+    true
+}
+
+const LOG_INTERVAL_NS: u64 = 1_000_000_000;
+
 #[inline(always)]
 pub fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {

@@ -172,9 +172,11 @@ fn an_exhausted_port_pool_refuses_new_flows_and_steals_nothing() {
     // 101 ordinary ports for the whole LAN.
     let nat = NatDaemon::start_with_config(&lab, "[ports]\nrange = \"20000-20100\"\n").unwrap();
     let sink = TcpSink::start(&lab.wan, SERVER, 5001).unwrap();
+    let started = std::time::Instant::now();
     let (sent, echoed) = paced_transfer_during(&lab, sink.addr, 60, || {
         udp_burst(&lab.lan, LAN_HOST_B, SERVER, 30000, 5000, 9)
     });
+    let secs = started.elapsed().as_secs() as usize;
     let (_, _, digest) = sink.finish().unwrap();
     assert_eq!(
         (digest, echoed),
@@ -188,4 +190,11 @@ fn an_exhausted_port_pool_refuses_new_flows_and_steals_nothing() {
     );
     let tcp = nat.json(&["sessions", "--proto", "tcp"]);
     assert_eq!(tcp.as_array().unwrap().len(), 1, "{tcp}");
+    // Logged at the default level, but a line per second per CPU, not one per drop.
+    let lines = nat.log().matches("drop: drop_ports_exhausted").count();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        (1..=(secs + 2) * cpus).contains(&lines),
+        "{lines} log lines for the exhaustion in {secs} s on {cpus} CPUs"
+    );
 }
