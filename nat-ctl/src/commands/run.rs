@@ -309,18 +309,19 @@ impl Daemon<'_> {
                         Err(e) => log::warn!("sweep failed: {e:#}"),
                     }
                     let took = start.elapsed();
-                    let next = sweeper::next_sweep_in(tick.period(), took);
-                    if next > tick.period() {
+                    let every = tick.period();
+                    let next = sweeper::next_sweep_in(every, took);
+                    let stretched = next > every;
+                    if stretched {
                         tick.reset_after(next);
                         if !self.sweeps_stretched {
                             log::info!(
-                                "a sweep took {took:.1?}: sweeping every {next:.0?} or so, not every {:?}, to stay under 1/{} of a CPU",
-                                tick.period(),
+                                "a sweep took {took:.1?}: sweeping every {next:.0?} or so, not every {every:?}, to stay under 1/{} of a CPU",
                                 sweeper::SWEEP_DUTY
                             );
                         }
                     }
-                    self.sweeps_stretched = next > tick.period();
+                    self.sweeps_stretched = stretched;
                 }
             }
         }
