@@ -212,19 +212,71 @@ impl Bench {
         })?
     }
 
-    /// Packets per second through the router set up as `router`, with `flows` flows.
-    pub fn rate(&mut self, router: Router, flows: u32, warmup: u32, packets: u32) -> Result<f64> {
+    /// Packets per second through the router set up as `router`, with `flows` flows, and
+    /// what its XDP program took per packet in place (`program_ns`) while it forwarded
+    /// another `packets` frames after the timed ones (None for the kernel's masquerade).
+    pub fn rate(
+        &mut self,
+        router: Router,
+        flows: u32,
+        warmup: u32,
+        packets: u32,
+    ) -> Result<(f64, Option<f64>)> {
         let setup = self.set_up(router)?;
         self.set_flows(flows, LAN_HOST_A, RATE_DST_PORTS)?;
         self.send(warmup)?;
         let before = self.sink_count()?;
         let secs = self.send(packets)?;
         let got = self.sink_count()? - before;
+        let program_ns = match router {
+            Router::KernelMasquerade => None,
+            _ => Some(self.program_ns(packets)?),
+        };
         self.tear_down(router, setup)?;
         if got == 0 {
             bail!("{}: nothing reached the sink", router.name());
         }
-        Ok(got as f64 / secs)
+        Ok((got as f64 / secs, program_ns))
+    }
+
+    /// Nanoseconds per packet the XDP program on the router's LAN side ran for while it
+    /// forwarded `packets` frames, by the kernel's run-time statistics (BPF_ENABLE_STATS).
+    /// A separate send: the statistics cost two clock reads per run, which the timed send
+    /// must not pay.
+    fn program_ns(&mut self, packets: u32) -> Result<f64> {
+        let id = self.router_program_id()?;
+        let info = || -> Result<(u64, u64)> {
+            let p = aya::programs::loaded_programs()
+                .filter_map(Result::ok)
+                .find(|p| p.id() == id)
+                .with_context(|| format!("XDP program {id} is gone"))?;
+            Ok((p.run_time().as_nanos() as u64, p.run_count()))
+        };
+        let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .context("BPF_ENABLE_STATS (run-time statistics)")?;
+        let (t0, n0) = info()?;
+        self.send(packets)?;
+        let (t1, n1) = info()?;
+        if n1 <= n0 {
+            bail!("XDP program {id} on the router did not run");
+        }
+        Ok((t1 - t0) as f64 / (n1 - n0) as f64)
+    }
+
+    /// The id of the XDP program attached to the router's LAN interface.
+    fn router_program_id(&self) -> Result<u32> {
+        let out = self
+            .lab
+            .router
+            .cmd("ip")
+            .args(["-j", "link", "show", "dev", LAN_IF])
+            .output()?;
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("`ip -j link show dev {LAN_IF}` in the router"))?;
+        links[0]["xdp"]["prog"]["id"]
+            .as_u64()
+            .and_then(|id| u32::try_from(id).ok())
+            .with_context(|| format!("no XDP program on the router's {LAN_IF}: {links}"))
     }
 
     /// New sessions per second: `flows` packets, each the first of its flow (fresh source

@@ -543,6 +543,10 @@ struct Rates {
     /// The forwarder reading one entry of per-flow state per packet.
     state: f64,
     kern: f64,
+    /// ns per packet each XDP router's program ran for, in place (BPF_ENABLE_STATS).
+    nat_ns: f64,
+    fwd_ns: f64,
+    state_ns: f64,
 }
 
 /// The and DESIGN.md's targets, each against the numbers of this run.
@@ -611,9 +615,12 @@ fn targets(cost: &[Row], rates: &[Rates]) -> Result<String> {
     for r in rates.iter().filter(|r| r.flows == TARGET_FLOWS) {
         writeln!(
             floor,
-            "- end to end, {TARGET_FLOWS} flows: the forwarder with one state read per packet reaches {:.0}% of the bare forwarder; the NAT reaches {:.0}% of it.",
+            "- end to end, {TARGET_FLOWS} flows: the forwarder with one state read per packet reaches {:.0}% of the bare forwarder; the NAT reaches {:.0}% of it. In place, the programs ran {:.0} ns (bare forwarder), {:.0} ns (with the state read) and {:.0} ns (NAT) per packet.",
             100.0 * r.state / r.fwd,
-            100.0 * r.nat / r.state
+            100.0 * r.nat / r.state,
+            r.fwd_ns,
+            r.state_ns,
+            r.nat_ns
         )?;
     }
     for r in cost
@@ -683,32 +690,44 @@ fn forwarding_section(report: &mut String, short: bool, only_flows: &[u32]) -> R
     for &f in flows {
         eprintln!("bench: forwarding with {f} flows ...");
         // Rounds alternate between the routers, so a noisy moment on the VM hits them alike.
-        let (mut nat, mut fwd, mut state, mut kern) = (0f64, 0f64, 0f64, 0f64);
-        for _ in 0..rounds {
-            nat = nat.max(bench.rate(Router::XdpNat, f, warmup, packets)?);
-            fwd = fwd.max(bench.rate(Router::XdpForward, f, warmup, packets)?);
-            state = state.max(bench.rate(Router::XdpForwardState, f, warmup, packets)?);
-            kern = kern.max(bench.rate(Router::KernelMasquerade, f, warmup, packets)?);
-        }
-        rates.push(Rates {
+        let mut r = Rates {
             flows: f,
-            nat,
-            fwd,
-            state,
-            kern,
-        });
+            nat: 0.0,
+            fwd: 0.0,
+            state: 0.0,
+            kern: 0.0,
+            nat_ns: f64::MAX,
+            fwd_ns: f64::MAX,
+            state_ns: f64::MAX,
+        };
+        for _ in 0..rounds {
+            for (router, pps, ns) in [
+                (Router::XdpNat, &mut r.nat, Some(&mut r.nat_ns)),
+                (Router::XdpForward, &mut r.fwd, Some(&mut r.fwd_ns)),
+                (Router::XdpForwardState, &mut r.state, Some(&mut r.state_ns)),
+                (Router::KernelMasquerade, &mut r.kern, None),
+            ] {
+                let (rate, program_ns) = bench.rate(router, f, warmup, packets)?;
+                *pps = pps.max(rate);
+                if let (Some(best), Some(t)) = (ns, program_ns) {
+                    *best = best.min(t);
+                }
+            }
+        }
         writeln!(
             report,
             "| {f} | {:.2} Mpps | {:.2} Mpps | {:.2} Mpps | {:.2} Mpps | {:.0}% | {:.0}% | {:.1}x |",
-            nat / 1e6,
-            fwd / 1e6,
-            state / 1e6,
-            kern / 1e6,
-            100.0 * nat / fwd,
-            100.0 * nat / state,
-            nat / kern
+            r.nat / 1e6,
+            r.fwd / 1e6,
+            r.state / 1e6,
+            r.kern / 1e6,
+            100.0 * r.nat / r.fwd,
+            100.0 * r.nat / r.state,
+            r.nat / r.kern
         )?;
+        rates.push(r);
     }
+    in_place_section(report, &rates, packets, rounds)?;
     writeln!(
         report,
         "\n## New sessions per second ({new_flows} new UDP flows in one burst, fresh router state)\n"
@@ -730,6 +749,34 @@ fn forwarding_section(report: &mut String, short: bool, only_flows: &[u32]) -> R
         "\nThe wall time includes the generator's idle tail (20-30 ms per live-frame run), so both rates are understated; the program-level cost of a new flow is in the first table (\"first packet of a new flow\")."
     )?;
     Ok(rates)
+}
+
+/// Where the end-to-end time goes: each XDP router's program time per packet, in place,
+/// next to the wall time per packet the rates give.
+fn in_place_section(report: &mut String, rates: &[Rates], packets: u32, rounds: u32) -> Result<()> {
+    writeln!(
+        report,
+        "\n### The routers' programs in place (ns per packet)\n\nHow long each router's XDP program ran per packet while it forwarded, by the kernel's run-time statistics (BPF_ENABLE_STATS: run_time_ns / run_cnt), over another {packets} frames sent right after each timed measurement (the statistics cost two clock reads per packet, which the timed one does not pay); best of {rounds}. \"Wall time\" is what one packet costs end to end at the measured rate (1 / packets per second): the program's share of it, and how much of the NAT's lag behind the forwarder its program explains.\n"
+    )?;
+    writeln!(
+        report,
+        "| flows | xdp-nat ns | bare forwarder ns | forwarder + state read ns | NAT - forwarder, program ns | NAT - forwarder, wall time ns | NAT - (forwarder + state read), program ns |"
+    )?;
+    writeln!(report, "|---:|---:|---:|---:|---:|---:|---:|")?;
+    for r in rates {
+        writeln!(
+            report,
+            "| {} | {:.1} | {:.1} | {:.1} | {:+.1} | {:+.1} | {:+.1} |",
+            r.flows,
+            r.nat_ns,
+            r.fwd_ns,
+            r.state_ns,
+            r.nat_ns - r.fwd_ns,
+            1e9 / r.nat - 1e9 / r.fwd,
+            r.nat_ns - r.state_ns
+        )?;
+    }
+    Ok(())
 }
 
 fn machine() -> String {
