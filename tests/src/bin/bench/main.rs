@@ -756,7 +756,7 @@ fn forwarding_section(report: &mut String, short: bool, only_flows: &[u32]) -> R
 fn in_place_section(report: &mut String, rates: &[Rates], packets: u32, rounds: u32) -> Result<()> {
     writeln!(
         report,
-        "\n### The routers' programs in place (ns per packet)\n\nHow long each router's XDP program ran per packet while it forwarded, by the kernel's run-time statistics (BPF_ENABLE_STATS: run_time_ns / run_cnt), over another {packets} frames sent right after each timed measurement (the statistics cost two clock reads per packet, which the timed one does not pay); best of {rounds}. \"Wall time\" is what one packet costs end to end at the measured rate (1 / packets per second): the program's share of it, and how much of the NAT's lag behind the forwarder its program explains.\n"
+        "\n### The routers' programs in place (ns per packet)\n\nHow long each router's XDP program ran per packet while it forwarded, by the kernel's run-time statistics (BPF_ENABLE_STATS: run_time_ns / run_cnt), over another {packets} frames sent right after each timed measurement (the statistics cost two clock reads per packet, which the timed one does not pay); best of {rounds}. \"NAT - forwarder, wall time\" is the difference in what one packet costs end to end at the measured rates (1 / packets per second), to set beside the difference in program time.\n"
     )?;
     writeln!(
         report,
