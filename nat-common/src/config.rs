@@ -4,7 +4,7 @@ use core::mem::size_of;
 
 /// Bumped whenever a map key/value layout changes, so a daemon can refuse pinned maps it
 /// would misread.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// RFC 4787 REQ-8 filtering behaviours.
 pub const FILTER_ENDPOINT_INDEPENDENT: u32 = 0;
@@ -93,8 +93,12 @@ pub struct NatConfig {
     pub flow_seed: u32,
     /// log2 of the sets per flow cache; set by NatMaps from the maps' sizes.
     pub flow_set_bits: u32,
+    /// LAN-side prefixes beyond `lan_net` and router addresses beyond `lan_addr`, in
+    /// LAN_PREFIXES. 0: `lan_net` / `lan_addr` are the whole LAN side, and the data path
+    /// compares inline instead of looking the trie up.
+    pub lan_extra: u32,
 }
-const _: () = assert!(size_of::<NatConfig>() == 72);
+const _: () = assert!(size_of::<NatConfig>() == 76);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -67,6 +67,13 @@ pub enum Counter {
     DropHostQuota,
     MssClamped,
     FlowCacheFilled,
+    DropLanSourceRouter,
+    PassDhcpClient,
+    DropWanSourceSelf,
+    EgressIcmpErrorTranslated,
+    DropEgressLanAddress,
+    DropEgressLanQuoted,
+    DropEgressLanArp,
     DropNoConfig,
 }
 
@@ -141,6 +148,13 @@ impl Counter {
         Counter::DropHostQuota,
         Counter::MssClamped,
         Counter::FlowCacheFilled,
+        Counter::DropLanSourceRouter,
+        Counter::PassDhcpClient,
+        Counter::DropWanSourceSelf,
+        Counter::EgressIcmpErrorTranslated,
+        Counter::DropEgressLanAddress,
+        Counter::DropEgressLanQuoted,
+        Counter::DropEgressLanArp,
         Counter::DropNoConfig,
     ];
 
@@ -204,6 +218,13 @@ impl Counter {
             Counter::DropHostQuota => "drop_host_quota",
             Counter::MssClamped => "mss_clamped",
             Counter::FlowCacheFilled => "flow_cache_filled",
+            Counter::DropLanSourceRouter => "drop_lan_source_router",
+            Counter::PassDhcpClient => "pass_dhcp_client",
+            Counter::DropWanSourceSelf => "drop_wan_source_self",
+            Counter::EgressIcmpErrorTranslated => "egress_icmp_error_translated",
+            Counter::DropEgressLanAddress => "drop_egress_lan_address",
+            Counter::DropEgressLanQuoted => "drop_egress_lan_quoted",
+            Counter::DropEgressLanArp => "drop_egress_lan_arp",
             Counter::DropNoConfig => "drop_no_config",
         }
     }
@@ -216,6 +237,7 @@ impl Counter {
             | Counter::InPassKernel
             | Counter::FragmentsTranslated
             | Counter::IcmpErrorTranslated
+            | Counter::EgressIcmpErrorTranslated
             | Counter::HairpinTranslated
             | Counter::PptpTranslated
             | Counter::L2tpTranslated
@@ -234,6 +256,7 @@ impl Counter {
             | Counter::PassFragNeeded
             | Counter::PassInboundFragment
             | Counter::PassIcmpToRouter
+            | Counter::PassDhcpClient
             | Counter::PassPptpUnparsed
             | Counter::PassGreUnknownCall
             | Counter::PassEspUnknownSpi => CounterKind::Pass,
@@ -278,10 +301,12 @@ impl Counter {
             Counter::DropFragmentBeforeFirst => {
                 "LAN->WAN non-first fragments whose first fragment was not translated (RFC 4787 REQ-14 deviation: not held)"
             }
-            Counter::DropMartianSource => "WAN packets from a LAN or martian source address",
-            Counter::DropToLanAddress => "WAN packets addressed straight to a LAN address",
+            Counter::DropMartianSource => "WAN packets from a LAN-side or martian source address",
+            Counter::DropToLanAddress => {
+                "WAN packets addressed straight to a LAN-side address (a LAN prefix or a route behind the LAN)"
+            }
             Counter::DropLanSourceForeign => {
-                "LAN->WAN packets whose source is outside the LAN prefix"
+                "LAN packets whose source is outside the LAN prefixes (BCP 38), whatever their destination"
             }
             Counter::DropNoMapping => "WAN packets to a pool port/id with no mapping",
             Counter::DropFiltered => "WAN packets rejected by the filtering mode",
@@ -348,6 +373,27 @@ impl Counter {
             Counter::MssClamped => "TCP SYNs whose MSS option was lowered to the clamp",
             Counter::FlowCacheFilled => {
                 "established flows written into the flow cache (about once a second per active flow)"
+            }
+            Counter::DropLanSourceRouter => {
+                "LAN packets whose source is one of the router's own addresses (spoofed)"
+            }
+            Counter::PassDhcpClient => {
+                "DHCP requests from 0.0.0.0 on the LAN, passed to the router"
+            }
+            Counter::DropWanSourceSelf => {
+                "WAN packets whose source is the WAN address itself (spoofed)"
+            }
+            Counter::EgressIcmpErrorTranslated => {
+                "ICMP errors the router made about a translated flow, leaving the WAN with the quoted LAN endpoint translated back to the WAN address"
+            }
+            Counter::DropEgressLanAddress => {
+                "packets leaving the WAN with a LAN address in the IPv4 header (e.g. the router's own traffic from a LAN address): dropped by the egress last line"
+            }
+            Counter::DropEgressLanQuoted => {
+                "ICMP errors leaving the WAN that quote a LAN address no mapping translates: dropped by the egress last line"
+            }
+            Counter::DropEgressLanArp => {
+                "ARP leaving the WAN that names a LAN address: dropped by the egress last line"
             }
             Counter::DropNoConfig => "packets seen before nat-ctl configured the program",
         }

@@ -225,17 +225,23 @@ impl CachedHop {
         }
     }
 
-    /// The tag flows refer to this hop by: a hash of all of it. Its top bits pick the slot.
+    /// The tag flows refer to this hop by under `seed`: a hash of all of it. Its top bits
+    /// pick the slot.
     #[inline(always)]
-    pub const fn tag(&self) -> u32 {
-        hop_tag(self.words())
+    pub const fn tag(&self, seed: u32) -> u32 {
+        hop_tag(seed, self.words())
     }
 }
 
-/// `CachedHop::tag` of the hop stored as words `w`.
+/// `CachedHop::tag` of the hop stored as words `w`, under the configuration's `seed`. The
+/// seed is random per configuration: a LAN host that picks its own MAC cannot compute a hop
+/// whose tag equals another host's, which would let its hop stand in for that host's in the
+/// flows that refer to it.
 #[inline(always)]
-pub const fn hop_tag(w: [u64; 2]) -> u32 {
-    (fold(w[0].wrapping_mul(MUL[0]) ^ w[1].wrapping_mul(MUL[1])) as u32) >> (32 - HOP_TAG_BITS)
+pub const fn hop_tag(seed: u32, w: [u64; 2]) -> u32 {
+    let s = (seed as u64).wrapping_mul(MUL[4]);
+    (fold((w[0] ^ s).wrapping_mul(MUL[0]) ^ (w[1] ^ s.rotate_left(32)).wrapping_mul(MUL[1])) as u32)
+        >> (32 - HOP_TAG_BITS)
 }
 
 /// The first FLOW_HOPS slot of the set of the hop tagged `tag` (its top bits).
@@ -339,7 +345,7 @@ mod tests {
             key,
             value_out(port, 2),
             h,
-            hop_ref(CachedHop::of(h).tag(), 1),
+            hop_ref(CachedHop::of(h).tag(seed), 1),
         )
     }
 
@@ -351,9 +357,9 @@ mod tests {
         let f = CachedFlow::hit(9, &out, &e.words).expect("hit");
         assert_eq!((f.port, f.addr, f.class), (4000, 0, 2));
         assert_eq!((f.resolved, f.route_gen, f.max_len), (77, 3, 1500));
-        assert_eq!(f.hop, hop_ref(CachedHop::of(&h).tag(), 1));
-        assert_eq!(hop_ref_tag(f.hop), CachedHop::of(&h).tag());
-        assert_eq!(hop_slot(f.hop), hop_set(CachedHop::of(&h).tag()) + 1);
+        assert_eq!(f.hop, hop_ref(CachedHop::of(&h).tag(9), 1));
+        assert_eq!(hop_ref_tag(f.hop), CachedHop::of(&h).tag(9));
+        assert_eq!(hop_slot(f.hop), hop_set(CachedHop::of(&h).tag(9)) + 1);
 
         let reply = FlowKey::reply(&SessionKey::new(IPPROTO_UDP, 1, 2, 3, 4).reply_key(7));
         let e = CachedFlow::new(9, &reply, value_in(0xc0a8_010a, 5353, 1), &h, 42);
@@ -429,9 +435,11 @@ mod tests {
         let b = CachedHop::of(&hop(6));
         let mut c = a;
         c.dmac[5] = 9;
-        assert_ne!(a.tag(), b.tag());
-        assert_ne!(a.tag(), c.tag());
-        assert!(hop_set(a.tag()) + HOP_WAYS <= HOP_SLOTS);
+        assert_ne!(a.tag(1), b.tag(1));
+        assert_ne!(a.tag(1), c.tag(1));
+        // Another configuration's seed gives another tag.
+        assert_ne!(a.tag(1), a.tag(2));
+        assert!(hop_set(a.tag(1)) + HOP_WAYS <= HOP_SLOTS);
         assert!(
             hop_slot(u32::MAX) < HOP_SLOTS
                 && hop_set(hop_ref_tag(u32::MAX)).is_multiple_of(HOP_WAYS)

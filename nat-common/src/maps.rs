@@ -31,8 +31,9 @@ pub mod names {
     pub const FLOWS_OUT: &str = "FLOWS_OUT";
     pub const FLOWS_IN: &str = "FLOWS_IN";
     pub const FLOW_HOPS: &str = "FLOW_HOPS";
+    pub const LAN_PREFIXES: &str = "LAN_PREFIXES";
     /// Every map the control plane pins, in a stable order.
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 23] = [
         CONFIG,
         MAPPINGS_OUT,
         MAPPINGS_IN,
@@ -55,6 +56,7 @@ pub mod names {
         ESP_PENDING,
         FRAGS,
         HOST_MAPPINGS,
+        LAN_PREFIXES,
     ];
 }
 
@@ -67,6 +69,8 @@ pub mod programs {
     /// Returns XDP_PASS after the same parse: the benchmark baseline, and what labs attach to
     /// veth peers so redirected frames are received.
     pub const PASS: &str = "xdp_pass";
+    /// TC egress on the WAN interface: the last line, which lets no LAN address out.
+    pub const WAN_EGRESS: &str = "tc_wan_egress";
     /// Benchmarks only: fib lookup + redirect without NAT (the bare forwarder baseline).
     pub const BENCH_FORWARD: &str = "bench_forward";
     /// Benchmarks only: the bare forwarder plus one read of per-flow state per packet.
@@ -84,6 +88,13 @@ pub const DEFAULT_MAX_MAPPINGS: u32 = 131_072;
 pub const PORT_SLOTS: u32 = 65_536;
 /// DEVMAP holds the LAN and WAN interfaces, keyed by ifindex.
 pub const MAX_DEVICES: u32 = 64;
+/// Most LAN-side prefixes and router addresses (LAN_PREFIXES): the LAN interface's addresses,
+/// their subnets, and the routes through it.
+pub const MAX_LAN_PREFIXES: u32 = 256;
+/// LAN_PREFIXES values: a LAN subnet (or a network routed behind the LAN), and one of the
+/// router's own addresses on the LAN interface (a /32, which wins the longest match).
+pub const LAN_SIDE_PREFIX: u32 = 1;
+pub const LAN_SIDE_ROUTER: u32 = 2;
 pub const DEFAULT_MAX_PPTP_CALLS: u32 = 4096;
 pub const DEFAULT_MAX_ESP_SPIS: u32 = 4096;
 pub const DEFAULT_MAX_IKE_SAS: u32 = 4096;

@@ -195,6 +195,8 @@ pub struct Interfaces {
     pub wan_index: u32,
     pub lan_net: Ipv4Net,
     pub wan_addr: Ipv4Addr,
+    /// LAN-side prefixes and router addresses beyond `lan_net` (LanSide::extra).
+    pub lan_extra: u32,
 }
 
 impl Settings {
@@ -220,6 +222,7 @@ impl Settings {
             // flow cache; set with the set count by NatMaps::write_config.
             flow_seed: 0,
             flow_set_bits: 0,
+            lan_extra: i.lan_extra,
         }
     }
 }

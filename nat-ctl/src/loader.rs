@@ -4,8 +4,9 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        Xdp, XdpMode,
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
         xdp::XdpLink,
     },
 };
@@ -75,7 +76,55 @@ pub fn load_with_log(
         prog.load()
             .map_err(|e| anyhow!("the kernel rejected XDP program {name}: {e:?}"))?;
     }
+    let name = nat_common::maps::programs::WAN_EGRESS;
+    tc(&mut ebpf, name)?
+        .load()
+        .map_err(|e| anyhow!("the kernel rejected TC program {name}: {e:?}"))?;
     Ok(ebpf)
+}
+
+pub fn tc<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;
+    Ok(prog.try_into()?)
+}
+
+/// Attaches the WAN egress guard to `ifname` (a TCX link, kernel 6.6 or later), or swaps
+/// the program inside the link an earlier run pinned at `link_pin`.
+pub fn attach_egress(ebpf: &mut Ebpf, ifname: &str, link_pin: &Path) -> Result<()> {
+    let p = tc(ebpf, nat_common::maps::programs::WAN_EGRESS)?;
+    if link_pin.exists() {
+        let pinned = PinnedLink::from_pin(link_pin)
+            .with_context(|| format!("opening pinned link {}", link_pin.display()))?;
+        let link = SchedClassifierLink::try_from(FdLink::from(pinned))?;
+        p.attach_to_link(link)
+            .with_context(|| format!("replacing the program in {}", link_pin.display()))?;
+        return Ok(());
+    }
+    let id = p.attach(ifname, TcAttachType::Egress).with_context(|| {
+        format!("attaching the egress guard to {ifname} (TCX needs Linux 6.6 or later)")
+    })?;
+    let fd: FdLink = p
+        .take_link(id)?
+        .try_into()
+        .context("the TC link is not an fd link (kernel older than 6.6?)")?;
+    // The pinned link keeps the guard attached after this process exits.
+    fd.pin(link_pin)
+        .with_context(|| format!("pinning link at {}", link_pin.display()))?;
+    Ok(())
+}
+
+/// `attach_egress` afresh, after the interface of the link at `link_pin` went away.
+pub fn reattach_egress(ebpf: &mut Ebpf, ifname: &str, link_pin: &Path) -> Result<()> {
+    match std::fs::remove_file(link_pin) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("removing the old link {}", link_pin.display()));
+        }
+    }
+    attach_egress(ebpf, ifname, link_pin)
 }
 
 pub fn xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {

@@ -43,12 +43,17 @@ impl std::fmt::Display for Ipv4Net {
 
 /// The first IPv4 address configured on `name`, if any.
 pub fn ipv4_of(name: &str) -> Result<Option<Ipv4Net>> {
+    Ok(ipv4_all(name)?.into_iter().next())
+}
+
+/// Every IPv4 address configured on `name`, primary first, with its prefix length.
+pub fn ipv4_all(name: &str) -> Result<Vec<Ipv4Net>> {
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills a list we free below.
     if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
         return Err(std::io::Error::last_os_error()).context("getifaddrs");
     }
-    let mut found = None;
+    let mut found = Vec::new();
     let mut cur = ifap;
     while !cur.is_null() {
         // SAFETY: walking the list getifaddrs returned.
@@ -69,8 +74,7 @@ pub fn ipv4_of(name: &str) -> Result<Option<Ipv4Net>> {
             let m = unsafe { &*(ifa.ifa_netmask as *const libc::sockaddr_in) };
             u32::from_be(m.sin_addr.s_addr).count_ones() as u8
         };
-        found = Some(Ipv4Net { addr, prefix_len });
-        break;
+        found.push(Ipv4Net { addr, prefix_len });
     }
     // SAFETY: the list from getifaddrs above.
     unsafe { libc::freeifaddrs(ifap) };

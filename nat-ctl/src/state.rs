@@ -3,7 +3,10 @@
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
-    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray},
+    maps::{
+        Array, DevMapHash, HashMap, Map, MapData, PerCpuArray,
+        lpm_trie::{Key as LpmKey, LpmTrie},
+    },
 };
 use nat_common::{
     config::{LAYOUT_VERSION, NatConfig},
@@ -43,6 +46,7 @@ pub struct NatMaps {
     pub esp_pending: HashMap<MapData, u32, Owner>,
     pub frags: HashMap<MapData, FragKey, FragEntry>,
     pub host_mappings: HashMap<MapData, u32, u32>,
+    pub lan_prefixes: LpmTrie<MapData, u32, u32>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
@@ -82,6 +86,7 @@ impl NatMaps {
             esp_pending: get(names::ESP_PENDING)?.try_into()?,
             frags: get(names::FRAGS)?.try_into()?,
             host_mappings: get(names::HOST_MAPPINGS)?.try_into()?,
+            lan_prefixes: get(names::LAN_PREFIXES)?.try_into()?,
         })
     }
 
@@ -183,6 +188,47 @@ impl NatMaps {
             }
         }
         Ok(())
+    }
+
+    /// Makes LAN_PREFIXES hold exactly `side`'s entries. The caller writes the config's
+    /// `lan_extra` after it.
+    pub fn write_lan_side(&mut self, side: &crate::lan_side::LanSide) -> Result<()> {
+        let wanted = side.checked_entries()?;
+        for ((addr, len), kind) in wanted {
+            let key = LpmKey::new(u32::from(*len), u32::from_ne_bytes(addr.octets()));
+            self.lan_prefixes
+                .insert(&key, kind, 0)
+                .with_context(|| format!("adding {addr}/{len} to LAN_PREFIXES"))?;
+        }
+        let stale: Vec<LpmKey<u32>> = self
+            .lan_prefixes
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| {
+                let addr = std::net::Ipv4Addr::from(k.data().to_ne_bytes());
+                !wanted.contains_key(&(addr, k.prefix_len() as u8))
+            })
+            .collect();
+        for k in &stale {
+            self.lan_prefixes
+                .remove(k)
+                .context("removing from LAN_PREFIXES")?;
+        }
+        Ok(())
+    }
+
+    /// LAN_PREFIXES as (address, prefix length, kind).
+    pub fn lan_side_entries(&self) -> Result<Vec<(std::net::Ipv4Addr, u8, u32)>> {
+        let mut out = Vec::new();
+        for kv in self.lan_prefixes.iter() {
+            let (k, v) = kv.context("reading LAN_PREFIXES")?;
+            out.push((
+                std::net::Ipv4Addr::from(k.data().to_ne_bytes()),
+                k.prefix_len() as u8,
+                v,
+            ));
+        }
+        Ok(out)
     }
 
     pub fn set_devices(&mut self, ifindexes: &[u32]) -> Result<()> {
@@ -322,7 +368,8 @@ impl NatMaps {
             .flow_hops
             .get(&flow_cache::hop_slot(hop_ref), 0)
             .context("reading FLOW_HOPS")?;
-        Ok((hop.tag() == flow_cache::hop_ref_tag(hop_ref)).then_some(hop))
+        let seed = self.read_config()?.flow_seed;
+        Ok((hop.tag(seed) == flow_cache::hop_ref_tag(hop_ref)).then_some(hop))
     }
 
     pub fn mappings(&self) -> Result<Vec<(ExternalKey, Mapping)>> {

@@ -19,13 +19,17 @@ pub fn write(key: &str, value: &str) -> Result<()> {
 }
 
 /// Sets what the kernel needs to forward packets XDP handed back: ip_forward=1, and on the
-/// LAN interface accept_local=1 and loose rp_filter (the packet now carries the router's
-/// own address). Returns one line per change for the log.
-pub fn prepare_forwarding(lan: &str) -> Result<Vec<String>> {
+/// LAN interface accept_local=1 and loose rp_filter (a packet translated on LAN ingress
+/// carries the router's own WAN address when the kernel gets it). Loose rp_filter costs no
+/// anti-spoofing: the LAN program drops every source outside the LAN prefixes first. On the
+/// WAN interface, arp_announce=2: the router's ARP there names its WAN address, never the
+/// LAN address of the packet that made it ask. Returns one line per change for the log.
+pub fn prepare_forwarding(lan: &str, wan: &str) -> Result<Vec<String>> {
     let wanted = [
         ("net.ipv4.ip_forward".to_string(), "1"),
         (format!("net.ipv4.conf.{lan}.accept_local"), "1"),
         (format!("net.ipv4.conf.{lan}.rp_filter"), "2"),
+        (format!("net.ipv4.conf.{wan}.arp_announce"), "2"),
     ];
     let mut changed = Vec::new();
     for (key, value) in wanted {

@@ -12,10 +12,7 @@ use nat_common::{
     flow_cache::{Flow, FlowKey, value_in, value_out},
     maps::{NextHop, ReplyKey, SessionKey},
     passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT},
-    proto::{
-        ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN,
-        in_prefix,
-    },
+    proto::{ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN},
     rewrite::{Side, rewrite_endpoint},
     tcp_state::SYN_OUT,
 };
@@ -96,7 +93,8 @@ pub fn outbound(
     pkt: &mut Ipv4<'_>,
     now: u64,
 ) -> Result<Option<Verdict>, Counter> {
-    if !eligible(pkt) || !in_prefix(pkt.src, cfg.lan_net, cfg.lan_mask) {
+    // The source is a LAN host's: try_nat_lan checked it first.
+    if !eligible(pkt) {
         return Ok(None);
     }
     let Some(mut t) = parse_transport(ctx, pkt, ICMP_ECHO_REQUEST)? else {

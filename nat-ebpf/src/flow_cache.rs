@@ -50,7 +50,7 @@ pub fn route(f: &Flow, cfg: &NatConfig, tot_len: u16, now: u64) -> Option<Route>
     }
     // A torn read changes the tag, checked next.
     let w = hop_words(hop_slot(f.hop))?;
-    if hop_tag(w) != hop_ref_tag(f.hop) {
+    if hop_tag(cfg.flow_seed, w) != hop_ref_tag(f.hop) {
         return None;
     }
     let hop = CachedHop::from_words(w);
@@ -66,7 +66,7 @@ pub fn route(f: &Flow, cfg: &NatConfig, tot_len: u16, now: u64) -> Option<Route>
 /// up longest ago (an empty or forgotten way usually is that one).
 #[inline(always)]
 pub fn fill(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey, value: u64, hop: &NextHop) {
-    let Some(hop_ref) = share(hop) else {
+    let Some(hop_ref) = share(cfg.flow_seed, hop) else {
         return;
     };
     let first = first_entry(cfg.flow_seed, cfg.flow_set_bits, key);
@@ -109,9 +109,9 @@ fn hop_words(i: u32) -> Option<[u64; 2]> {
 /// (`hop_ref`): the way that holds it, else the first empty one, else a random one (the flows
 /// of the hop it displaces miss and go back to their sessions).
 #[inline(always)]
-fn share(hop: &NextHop) -> Option<u32> {
+fn share(seed: u32, hop: &NextHop) -> Option<u32> {
     let words = CachedHop::of(hop).words();
-    let tag = hop_tag(words);
+    let tag = hop_tag(seed, words);
     let first = hop_set(tag);
     let mut free = None;
     for way in 0..HOP_WAYS {

@@ -15,8 +15,9 @@ use nat_common::{
 use crate::{
     Verdict,
     forward::{Route, deliver_in, deliver_out, route_in},
+    lan_side::lan_side,
     maps::{MAPPINGS_IN, MAPPINGS_OUT, SESSIONS, count},
-    packet::{Ipv4, ptr_at},
+    packet::{Frame, Ipv4, ptr_at},
 };
 
 /// The quoted packet of an ICMP error: ICMP header, quoted IPv4 header (no options), first
@@ -28,14 +29,22 @@ struct Quoted<'a> {
     proto: u8,
 }
 
+/// The ICMP header and the quoted headers, as they lie in the packet.
+#[repr(C)]
+struct QuotedHeaders {
+    icmp: [u8; ICMP_HDR_LEN],
+    ip: [u8; 20],
+    l4: [u8; 8],
+}
+
 /// ICMP errors are at most this long when the router that sent them follows RFC 1812 (and
 /// Linux does); longer ones are translated without checking their checksum.
-const MAX_CHECKED_ICMP_LEN: usize = 576;
+pub const MAX_CHECKED_ICMP_LEN: usize = 576;
 
 /// Verifies the ICMP checksum over the whole message (RFC 5508 REQ-6: a bad one is dropped).
 // verifier: a loop bounded by MAX_CHECKED_ICMP_LEN / 2 words, each read bounds-checked.
 #[inline(always)]
-fn icmp_checksum_ok(ctx: &XdpContext, pkt: &Ipv4<'_>) -> bool {
+fn icmp_checksum_ok(ctx: &impl Frame, pkt: &Ipv4<'_>) -> bool {
     let len = pkt.l4_len;
     if len > MAX_CHECKED_ICMP_LEN {
         return true;
@@ -67,23 +76,21 @@ fn icmp_checksum_ok(ctx: &XdpContext, pkt: &Ipv4<'_>) -> bool {
 /// Ok(None): not something the NAT translates (too short, quoted options, other protocol):
 /// the caller leaves it to the router.
 #[inline(always)]
-fn quoted<'a>(ctx: &XdpContext, pkt: &Ipv4<'_>) -> Result<Option<Quoted<'a>>, Counter> {
+fn quoted<'a>(ctx: &impl Frame, pkt: &Ipv4<'_>) -> Result<Option<Quoted<'a>>, Counter> {
     if pkt.l4_len < ICMP_HDR_LEN + 20 + 8 {
         return Ok(None);
     }
     if !icmp_checksum_ok(ctx, pkt) {
         return Err(Counter::DropIcmpErrorBadChecksum);
     }
-    let off = pkt.l4_offset;
-    let (Ok(icmp), Ok(ip), Ok(l4)) = (
-        ptr_at::<[u8; ICMP_HDR_LEN]>(ctx, off),
-        ptr_at::<[u8; 20]>(ctx, off + ICMP_HDR_LEN),
-        ptr_at::<[u8; 8]>(ctx, off + ICMP_HDR_LEN + 20),
-    ) else {
+    // verifier: one bounds check for all three parts, which are fields of it; three checks
+    // of their own can come out as pointers the verifier cannot relate to each other.
+    let Ok(h) = ptr_at::<QuotedHeaders>(ctx, pkt.l4_offset) else {
         return Ok(None);
     };
     // SAFETY: bounds-checked by ptr_at.
-    let (icmp, ip, l4) = unsafe { (&mut *icmp, &mut *ip, &mut *l4) };
+    let h = unsafe { &mut *h };
+    let (icmp, ip, l4) = (&mut h.icmp, &mut h.ip, &mut h.l4);
     if ip[0] != 0x45 {
         return if ip[0] >> 4 == 4 {
             Ok(None)
@@ -164,7 +171,15 @@ pub fn error_in(ctx: &XdpContext, cfg: &NatConfig, mut pkt: Ipv4<'_>) -> Result<
         // About the router's own traffic.
         return Ok(Verdict::pass(Counter::PassIcmpToRouter));
     }
-    let m = quoted_source_mapping(&q)?;
+    let m = match quoted_source_mapping(&q) {
+        Ok(m) => m,
+        // Echo ids share one space with the router's own pings: an error about an echo
+        // the NAT did not map is about the router's (its PMTU discovery, traceroute -I).
+        Err(_) if q.proto == IPPROTO_ICMP => {
+            return Ok(Verdict::pass(Counter::PassIcmpToRouter));
+        }
+        Err(e) => return Err(e),
+    };
     let session = SessionKey::new(
         q.proto,
         m.int_addr,
@@ -286,4 +301,51 @@ pub fn error_hairpin(
     count(Counter::IcmpErrorTranslated);
     // Back out of the LAN side, counted with the outbound traffic.
     deliver_out(&mut pkt, r)
+}
+
+/// Leaving the WAN (the egress last line): an ICMP error the router itself made. One that
+/// quotes a packet translated to a LAN host (the kernel could not deliver a reply, say) gets
+/// the quoted destination translated back to the WAN address and external port, as conntrack
+/// does; one that quotes a LAN address no mapping explains is dropped. Ok(None): it quotes no
+/// LAN address, and leaves as it is.
+#[inline(always)]
+pub fn error_egress(
+    ctx: &impl Frame,
+    cfg: &NatConfig,
+    pkt: &Ipv4<'_>,
+) -> Result<Option<Counter>, Counter> {
+    // The quoted IPv4 addresses, as far as the error quotes them.
+    let at = pkt.l4_offset + ICMP_HDR_LEN;
+    let quoted_addr = |field: usize| -> Option<u32> {
+        if pkt.l4_len < ICMP_HDR_LEN + field + 4 {
+            return None;
+        }
+        let a: *const [u8; 4] = ptr_at(ctx, at + field).ok()?;
+        // SAFETY: bounds-checked by ptr_at.
+        Some(u32::from_ne_bytes(unsafe { *a }))
+    };
+    let lan = |a: Option<u32>| a.is_some_and(|a| lan_side(cfg, a).is_lan());
+    let (src_lan, dst_lan) = (lan(quoted_addr(IP_SRC)), lan(quoted_addr(IP_DST)));
+    if !src_lan && !dst_lan {
+        return Ok(None);
+    }
+    if src_lan {
+        // About a packet from the LAN side: its error belongs on the LAN, never out here.
+        return Err(Counter::DropEgressLanQuoted);
+    }
+    // About a packet from outside that was translated to a LAN host.
+    let Some(q) = quoted(ctx, pkt)? else {
+        return Err(Counter::DropEgressLanQuoted);
+    };
+    let (_, ext_port) = quoted_destination_port(&q).map_err(|_| Counter::DropEgressLanQuoted)?;
+    rewrite_quoted(
+        q.icmp,
+        q.ip,
+        q.l4,
+        q.proto,
+        Side::Destination,
+        cfg.wan_addr,
+        ext_port,
+    );
+    Ok(Some(Counter::EgressIcmpErrorTranslated))
 }

@@ -1,13 +1,13 @@
 //! LAN ingress: source NAT of traffic the kernel would route out of the WAN interface.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{helpers::generated::bpf_check_mtu, programs::XdpContext};
 use nat_common::{
     counters::Counter,
     maps::{EndpointKey, SessionKey},
     passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT, classify},
     proto::{
         ICMP_ECHO_REQUEST, IPPROTO_AH, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_UDP,
-        in_prefix, is_icmp_error,
+        is_icmp_error,
     },
     rewrite::{L4, Side, rewrite_endpoint},
 };
@@ -16,9 +16,10 @@ use crate::{
     Verdict, fast,
     forward::{Route, deliver_out, next_hop, route},
     frag, hairpin, icmp_error,
+    lan_side::{LanSide, lan_side},
     maps::{config, count, now, port_in_pool, switch_on},
     mss,
-    packet::{icmp_type, parse_ipv4, parse_transport},
+    packet::{Ipv4, icmp_type, parse_ipv4, parse_transport, ptr_at},
     state::{mapping_for, refresh_outbound, touch_outbound},
     vpn,
 };
@@ -28,9 +29,16 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     let Some(mut pkt) = parse_ipv4(ctx)? else {
         return Ok(Verdict::pass(Counter::PassNotIpv4));
     };
+    // BCP 38, whatever the destination (the router itself included): only LAN-side sources
+    // get in, and none that claims to be the router.
+    match lan_side(cfg, pkt.src) {
+        LanSide::Host => {}
+        LanSide::Router => return Err(Counter::DropLanSourceRouter),
+        LanSide::Outside => return dhcp_client(ctx, &pkt),
+    }
     let now = now();
     // A LAN host talking to the WAN address: hairpinning, or the router itself.
-    if pkt.dst == cfg.wan_addr && !pkt.fragment && in_prefix(pkt.src, cfg.lan_net, cfg.lan_mask) {
+    if pkt.dst == cfg.wan_addr && !pkt.fragment {
         return hairpin::try_hairpin(ctx, cfg, pkt, now);
     }
     if let Some(v) = fast::outbound(ctx, cfg, &mut pkt, now)? {
@@ -46,13 +54,13 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
         return Ok(Verdict::pass(Counter::PassTtlExceeded));
     }
     if let Route::Kernel { too_big: true, .. } = r {
-        if pkt.dont_fragment {
-            // The kernel sends Fragmentation Needed to the LAN host and forwards nothing.
+        // Over the WAN link's MTU, the kernel refuses a DF packet: it sends Fragmentation
+        // Needed to the LAN host and forwards nothing. Within it (the lookup saw a smaller
+        // path MTU the router learned), the kernel would forward it, by the link MTU: it is
+        // translated first, and a hop beyond answers if it is too big for the path.
+        if pkt.dont_fragment && over_link_mtu(ctx, cfg.wan_ifindex) {
             return Ok(Verdict::pass(Counter::PassFragNeeded));
         }
-    }
-    if !in_prefix(pkt.src, cfg.lan_net, cfg.lan_mask) {
-        return Err(Counter::DropLanSourceForeign);
     }
     if pkt.later_fragment {
         return frag::later_out(pkt, r, now);
@@ -138,3 +146,42 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     }
     deliver_out(&mut pkt, r)
 }
+
+/// DHCP client port and server port (RFC 2131).
+const DHCP_CLIENT_PORT: u16 = 68;
+const DHCP_SERVER_PORT: u16 = 67;
+
+/// A LAN packet from outside the LAN prefixes: dropped (BCP 38), except a DHCP client's
+/// request from 0.0.0.0 (it has no address yet), which goes to the router.
+#[inline(always)]
+fn dhcp_client(ctx: &XdpContext, pkt: &Ipv4<'_>) -> Result<Verdict, Counter> {
+    if pkt.src != 0 || pkt.proto != IPPROTO_UDP || pkt.fragment {
+        return Err(Counter::DropLanSourceForeign);
+    }
+    // verifier: no check of l4_len first; with it, LLVM proves ptr_at's check redundant
+    // (from parse_ipv4's length checks) and drops it, which the verifier cannot follow.
+    let udp: *const [u8; 4] = ptr_at(ctx, pkt.l4_offset)?;
+    // SAFETY: bounds-checked by ptr_at.
+    let ports = unsafe { *udp };
+    let (sport, dport) = (
+        u16::from_be_bytes([ports[0], ports[1]]),
+        u16::from_be_bytes([ports[2], ports[3]]),
+    );
+    if (sport, dport) == (DHCP_CLIENT_PORT, DHCP_SERVER_PORT) {
+        Ok(Verdict::pass(Counter::PassDhcpClient))
+    } else {
+        Err(Counter::DropLanSourceForeign)
+    }
+}
+
+/// Is this frame longer than the MTU of interface `ifindex` allows?
+#[inline(always)]
+fn over_link_mtu(ctx: &XdpContext, ifindex: u32) -> bool {
+    let mut mtu_len = 0u32;
+    // SAFETY: the program's own context; mtu_len is a valid out-parameter.
+    let ret = unsafe { bpf_check_mtu(ctx.ctx.cast(), ifindex, &mut mtu_len, 0, 0) };
+    ret != BPF_MTU_CHK_RET_SUCCESS
+}
+
+/// bpf_check_mtu's answer when the frame fits (enum bpf_check_mtu_ret).
+const BPF_MTU_CHK_RET_SUCCESS: i64 = 0;

@@ -4,6 +4,7 @@
 #![no_main]
 
 mod bench;
+mod egress;
 mod fast;
 mod flow_cache;
 mod forward;
@@ -11,6 +12,7 @@ mod frag;
 mod hairpin;
 mod icmp_error;
 mod lan;
+mod lan_side;
 mod maps;
 mod mss;
 mod packet;
@@ -18,7 +20,11 @@ mod state;
 mod vpn;
 mod wan;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use aya_log_ebpf::{debug, info};
 use nat_common::counters::Counter;
 
@@ -79,6 +85,23 @@ pub fn xdp_nat_lan(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn xdp_nat_wan(ctx: XdpContext) -> u32 {
     finish(&ctx, wan::try_nat_wan(&ctx))
+}
+
+#[classifier]
+pub fn tc_wan_egress(ctx: TcContext) -> i32 {
+    match egress::try_wan_egress(&ctx) {
+        Ok(changed) => {
+            if let Some(c) = changed {
+                maps::count(c);
+            }
+            TC_ACT_OK
+        }
+        Err(reason) => {
+            maps::count(reason);
+            debug!(&ctx, "egress drop: {}", reason.name());
+            TC_ACT_SHOT
+        }
+    }
 }
 
 /// Parse-only baseline for benchmarks, and the program labs attach to veth peers so frames

@@ -5,7 +5,7 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray},
 };
 use nat_common::{
     config::NatConfig,
@@ -14,8 +14,9 @@ use nat_common::{
     maps::{
         DEFAULT_MAX_ESP_SPIS, DEFAULT_MAX_FRAGS, DEFAULT_MAX_IKE_SAS, DEFAULT_MAX_MAPPINGS,
         DEFAULT_MAX_PPTP_CALLS, DEFAULT_MAX_SESSIONS, EndpointKey, EspKey, ExternalKey, FragEntry,
-        FragKey, IkeKey, MAX_DEVICES, MAX_ESP_PENDING, MAX_QUOTA_HOSTS, Mapping, Owner, PORT_SLOTS,
-        PptpCall, PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn, SessionKey,
+        FragKey, IkeKey, MAX_DEVICES, MAX_ESP_PENDING, MAX_LAN_PREFIXES, MAX_QUOTA_HOSTS, Mapping,
+        Owner, PORT_SLOTS, PptpCall, PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn,
+        SessionKey,
     },
     passthrough::{NUM_SWITCHES, SWITCH_ON, switch_slot},
     ports::{POOL_BITMAP_WORDS, pool_bit},
@@ -185,3 +186,10 @@ pub static FRAGS: HashMap<FragKey, FragEntry> = HashMap::with_max_entries(DEFAUL
 /// sweeper recounts from MAPPINGS_OUT.
 #[map]
 pub static HOST_MAPPINGS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
+
+/// The LAN side (lan_side.rs): the LAN interface's subnets and the routes through it
+/// (LAN_SIDE_PREFIX), and the router's own addresses on it (LAN_SIDE_ROUTER, /32). Kept by
+/// the daemon from netlink; looked up only when NatConfig::lan_extra says there is more than
+/// the primary prefix.
+#[map]
+pub static LAN_PREFIXES: LpmTrie<u32, u32> = LpmTrie::with_max_entries(MAX_LAN_PREFIXES, 0);

@@ -1,7 +1,7 @@
 //! Parsing: `ptr_at` is the only pointer arithmetic on packet data; `parse_ipv4` validates
 //! the Ethernet and IPv4 headers and locates the transport header.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::programs::{TcContext, XdpContext};
 use core::mem::size_of;
 use nat_common::{
     counters::Counter,
@@ -15,9 +15,48 @@ use nat_common::{
 /// IPv4 "don't fragment" flag (host order of the flags/offset field).
 pub const IP_DF: u16 = 0x4000;
 
+/// A packet as both program types see it: XDP frames and TC socket buffers.
+pub trait Frame {
+    /// The start and the end of the bytes the program can read directly.
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+    /// The whole packet's length (for an skb, more than its directly readable head).
+    fn len(&self) -> usize;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+    #[inline(always)]
+    fn len(&self) -> usize {
+        XdpContext::data_end(self) - XdpContext::data(self)
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+    #[inline(always)]
+    fn len(&self) -> usize {
+        TcContext::len(self) as usize
+    }
+}
+
 /// A pointer to a `T` at `offset` into the packet, after checking it lies inside it.
 #[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Counter> {
+pub fn ptr_at<T>(ctx: &impl Frame, offset: usize) -> Result<*mut T, Counter> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
@@ -50,7 +89,7 @@ pub struct Ipv4<'a> {
 
 /// Ok(None): not IPv4 (ARP, IPv6, VLAN, ...), to be passed untouched.
 #[inline(always)]
-pub fn parse_ipv4(ctx: &XdpContext) -> Result<Option<Ipv4<'_>>, Counter> {
+pub fn parse_ipv4(ctx: &impl Frame) -> Result<Option<Ipv4<'_>>, Counter> {
     let eth: *mut [u8; ETH_HDR_LEN] = ptr_at(ctx, 0)?;
     // SAFETY: bounds-checked by ptr_at.
     let eth = unsafe { &mut *eth };
@@ -65,7 +104,7 @@ pub fn parse_ipv4(ctx: &XdpContext) -> Result<Option<Ipv4<'_>>, Counter> {
     // verifier: masking keeps the header length provably <= 60.
     let ihl = ((ip[0] & 0x0f) as usize) * 4;
     let tot_len = u16::from_be_bytes([ip[2], ip[3]]);
-    let frame_len = ctx.data_end() - ctx.data();
+    let frame_len = ctx.len();
     if ihl < IPV4_MIN_HDR_LEN
         || (tot_len as usize) < ihl
         || ETH_HDR_LEN + tot_len as usize > frame_len
@@ -164,7 +203,7 @@ pub fn parse_transport<'a>(
 
 /// The ICMP type of an ICMP packet, if its header is there.
 #[inline(always)]
-pub fn icmp_type(ctx: &XdpContext, pkt: &Ipv4<'_>) -> Option<u8> {
+pub fn icmp_type(ctx: &impl Frame, pkt: &Ipv4<'_>) -> Option<u8> {
     if pkt.proto != IPPROTO_ICMP || pkt.l4_len < ICMP_HDR_LEN {
         return None;
     }

@@ -9,7 +9,7 @@ use nat_common::{
     passthrough::{CLASS_IPSEC, CLASS_PPTP, IKE_PORT, classify},
     proto::{
         ICMP_ECHO_REPLY, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-        in_prefix, is_icmp_error, is_martian_source,
+        is_icmp_error, is_martian_source,
     },
     rewrite::{L4, Side, rewrite_endpoint},
     tcp_state::{self, Direction, SYN_IN},
@@ -19,6 +19,7 @@ use crate::{
     Verdict, fast,
     forward::{deliver_in, next_hop, route_in},
     frag, icmp_error,
+    lan_side::lan_side,
     maps::{
         FILTERS, MAPPINGS_IN, SESSIONS, SESSIONS_IN, config, count, now, port_in_pool, switch_on,
     },
@@ -32,11 +33,15 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     let Some(mut pkt) = parse_ipv4(ctx)? else {
         return Ok(Verdict::pass(Counter::PassNotIpv4));
     };
-    // Spoofed LAN or martian sources go first: not even the router answers them.
-    if in_prefix(pkt.src, cfg.lan_net, cfg.lan_mask) || is_martian_source(u32::from_be(pkt.src)) {
+    // Spoofed LAN-side, martian or our own sources go first: not even the router answers
+    // them. A packet "from" the WAN address would pass filters that hairpinning opened.
+    if pkt.src == cfg.wan_addr {
+        return Err(Counter::DropWanSourceSelf);
+    }
+    if lan_side(cfg, pkt.src).is_lan() || is_martian_source(u32::from_be(pkt.src)) {
         return Err(Counter::DropMartianSource);
     }
-    if in_prefix(pkt.dst, cfg.lan_net, cfg.lan_mask) {
+    if lan_side(cfg, pkt.dst).is_lan() {
         return Err(Counter::DropToLanAddress);
     }
     if pkt.dst != cfg.wan_addr {

@@ -142,6 +142,7 @@ pub fn with_fixture<T: Send>(
                     prefix_len: 24,
                 },
                 wan_addr: ROUTER_WAN,
+                lan_extra: 0,
             },
             &pool,
         );

@@ -13,6 +13,8 @@ pub const LAN_HOST_B: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 3);
 pub const ROUTER_LAN: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
 pub const ROUTER_WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+/// A host behind the server, on a link of MTU 1280 (`Lab::far`).
+pub const FAR_HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 /// Interface names inside the router namespace.
 pub const LAN_IF: &str = "lan0";
 pub const WAN_IF: &str = "wan0";
@@ -83,5 +85,27 @@ impl Lab {
         self.lan
             .exec("ethtool", &["-K", "eth0", "tx", "off", "gro", "on"])?;
         Ok(())
+    }
+}
+
+impl Lab {
+    /// A fourth namespace behind the server, which routes to it: FAR_HOST on a link of MTU
+    /// 1280, and the router's default route via the server. For traceroute and path MTU tests.
+    pub fn far(&self) -> Result<Netns> {
+        let far = Netns::new(&format!("{}-far", self.wan.name))?;
+        self.wan.ip(&[
+            "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", &far.name,
+        ])?;
+        self.wan
+            .ip(&["addr", "add", "198.51.100.1/24", "dev", "eth1"])?;
+        self.wan.ip(&["link", "set", "eth1", "mtu", "1280", "up"])?;
+        self.wan.sysctl("net.ipv4.ip_forward", "1")?;
+        far.ip(&["addr", "add", &format!("{FAR_HOST}/24"), "dev", "eth0"])?;
+        far.ip(&["link", "set", "eth0", "mtu", "1280", "up"])?;
+        far.ip(&["route", "add", "default", "via", "198.51.100.1"])?;
+        far.exec("ethtool", &["-K", "eth0", "tx", "off"])?;
+        self.router
+            .ip(&["route", "add", "default", "via", &SERVER.to_string()])?;
+        Ok(far)
     }
 }

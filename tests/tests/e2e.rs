@@ -293,29 +293,7 @@ fn fragmented_datagrams_cross_the_nat_both_ways() {
 /// WAN router's ICMP errors must reach the LAN host translated.
 fn far_lab() -> (Lab, integration_tests::netns::Netns) {
     let lab = Lab::new("far").unwrap();
-    let far = integration_tests::netns::Netns::new(&format!("{}-far", lab.wan.name)).unwrap();
-    lab.wan
-        .ip(&[
-            "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", &far.name,
-        ])
-        .unwrap();
-    lab.wan
-        .ip(&["addr", "add", "198.51.100.1/24", "dev", "eth1"])
-        .unwrap();
-    lab.wan
-        .ip(&["link", "set", "eth1", "mtu", "1280", "up"])
-        .unwrap();
-    lab.wan.sysctl("net.ipv4.ip_forward", "1").unwrap();
-    far.ip(&["addr", "add", "198.51.100.10/24", "dev", "eth0"])
-        .unwrap();
-    far.ip(&["link", "set", "eth0", "mtu", "1280", "up"])
-        .unwrap();
-    far.ip(&["route", "add", "default", "via", "198.51.100.1"])
-        .unwrap();
-    far.exec("ethtool", &["-K", "eth0", "tx", "off"]).unwrap();
-    lab.router
-        .ip(&["route", "add", "default", "via", &SERVER.to_string()])
-        .unwrap();
+    let far = lab.far().unwrap();
     (lab, far)
 }
 

@@ -16,6 +16,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     ("nsenter", "util-linux"),
     ("conntrack", "conntrack"),
+    ("tracepath", "iputils-tracepath"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

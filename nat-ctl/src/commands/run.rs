@@ -12,6 +12,7 @@ use crate::{
     cli::RunArgs,
     commands::ifname,
     config::{FileConfig, Interfaces, Overrides, Settings},
+    lan_side::LanSide,
     loader::{self, Attached, Tables},
     monotonic_ns, netdev,
     pins::{DaemonLock, Instance, RunState, ensure_bpffs},
@@ -20,12 +21,17 @@ use crate::{
     sweeper, sysctl,
 };
 
+/// The pinned link of the WAN egress guard (Instance::link_path).
+pub const EGRESS_LINK: &str = "wan_egress";
+
 /// Everything `run` resolved before touching the kernel.
 struct Plan {
     settings: Settings,
     lan_index: u32,
     wan_index: u32,
     lan_net: netdev::Ipv4Net,
+    /// Every prefix and route of the LAN interface, and the router's addresses on it.
+    lan_side: LanSide,
     wan_addr: std::net::Ipv4Addr,
 }
 
@@ -39,7 +45,8 @@ fn plan(args: &RunArgs) -> Result<Plan> {
     })?;
     let lan_index = netdev::ifindex(&settings.lan).context("--lan")?;
     let wan_index = netdev::ifindex(&settings.wan).context("--wan")?;
-    let lan_net = netdev::ipv4_of(&settings.lan)?.with_context(|| {
+    let lan_side = LanSide::read(&settings.lan)?;
+    let lan_net = lan_side.primary.with_context(|| {
         format!(
             "LAN interface '{}' has no IPv4 address: the LAN prefix is taken from it",
             settings.lan
@@ -63,6 +70,7 @@ fn plan(args: &RunArgs) -> Result<Plan> {
         lan_index,
         wan_index,
         lan_net,
+        lan_side,
         wan_addr,
     })
 }
@@ -136,7 +144,7 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
     }
     let (cfg, pool) = configure(&mut maps, &plan)?;
 
-    for change in sysctl::prepare_forwarding(&plan.settings.lan)? {
+    for change in sysctl::prepare_forwarding(&plan.settings.lan, &plan.settings.wan)? {
         log::info!("sysctl {change}");
     }
     let lan_mode = loader::attach(
@@ -151,16 +159,21 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
         &plan.settings.wan,
         Some(&instance.link_path("wan")),
     )?;
+    loader::attach_egress(
+        &mut ebpf,
+        &plan.settings.wan,
+        &instance.link_path(EGRESS_LINK),
+    )?;
     let describe = |a: Attached| match a {
         Attached::Replaced => "program replaced in the existing link",
         Attached::Native => "native XDP",
         Attached::Generic => "generic XDP (slower)",
     };
     println!(
-        "xdp-nat '{}' running: LAN {} ({}, {}), WAN {} ({}, {}), {} sessions adopted",
+        "xdp-nat '{}' running: LAN {} ({}, {}), WAN {} ({}, {}, egress guard), {} sessions adopted",
         instance.name,
         plan.settings.lan,
-        plan.lan_net,
+        plan.lan_side.describe(),
         describe(lan_mode),
         plan.settings.wan,
         plan.wan_addr,
@@ -225,9 +238,12 @@ fn configure(maps: &mut NatMaps, plan: &Plan) -> Result<(NatConfig, PortPool)> {
             wan_index: plan.wan_index,
             lan_net: plan.lan_net,
             wan_addr: plan.wan_addr,
+            lan_extra: plan.lan_side.extra(),
         },
         &pool,
     );
+    // The trie before the config that tells the programs to look at it.
+    maps.write_lan_side(&plan.lan_side)?;
     maps.apply(&cfg, &pool)?;
     Ok((cfg, pool))
 }
@@ -336,6 +352,9 @@ impl Daemon<'_> {
             self.follow_wan_address();
         }
         if c.next_hops {
+            self.follow_lan_side();
+        }
+        if c.next_hops {
             match self.maps.bump_route_gen() {
                 Ok(()) => log::debug!("route or neighbour change: next hops looked up again"),
                 Err(e) => {
@@ -374,7 +393,16 @@ impl Daemon<'_> {
             }
             // Redirects towards it must work from its first packet on.
             let attached = self.maps.set_devices(&[index]).and_then(|()| {
-                loader::reattach(self.ebpf, prog, &name, &self.instance.link_path(side))
+                let mode =
+                    loader::reattach(self.ebpf, prog, &name, &self.instance.link_path(side))?;
+                if side == "wan" {
+                    loader::reattach_egress(
+                        self.ebpf,
+                        &name,
+                        &self.instance.link_path(EGRESS_LINK),
+                    )?;
+                }
+                Ok(mode)
             });
             match attached {
                 Ok(mode) => {
@@ -397,10 +425,13 @@ impl Daemon<'_> {
         if back.is_empty() {
             return;
         }
-        if let Ok(Some(net)) = netdev::ipv4_of(&self.plan.settings.lan) {
-            self.plan.lan_net = net;
+        if let Ok(side) = LanSide::read(&self.plan.settings.lan) {
+            if let Some(net) = side.primary {
+                self.plan.lan_net = net;
+                self.plan.lan_side = side;
+            }
         }
-        match sysctl::prepare_forwarding(&self.plan.settings.lan) {
+        match sysctl::prepare_forwarding(&self.plan.settings.lan, &self.plan.settings.wan) {
             Ok(changes) => changes.iter().for_each(|c| log::info!("sysctl {c}")),
             Err(e) => log::warn!("{e:#}"),
         }
@@ -410,6 +441,44 @@ impl Daemon<'_> {
                 log::warn!("attached again: {}", back.join(", "));
             }
             Err(e) => log::error!("configuring the new interface failed: {e:#}"),
+        }
+    }
+
+    /// The LAN interface's addresses or the routes through it changed (a secondary address,
+    /// a subnet routed behind the LAN, a renumbered LAN): anti-spoofing and the egress guard
+    /// follow at once. Sessions stay; a LAN host that is no longer on the LAN side can no
+    /// longer use its own.
+    fn follow_lan_side(&mut self) {
+        let side = match LanSide::read(&self.plan.settings.lan) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!(
+                    "cannot read the LAN side of {}: {e:#}",
+                    self.plan.settings.lan
+                );
+                return;
+            }
+        };
+        // No address (the interface is down or being renumbered): keep the old side until
+        // one comes.
+        let Some(primary) = side.primary else {
+            return;
+        };
+        if side == self.plan.lan_side {
+            return;
+        }
+        let old = std::mem::replace(&mut self.plan.lan_side, side);
+        self.plan.lan_net = primary;
+        match configure(&mut self.maps, &self.plan) {
+            Ok((cfg, _)) => {
+                self.cfg = cfg;
+                log::warn!(
+                    "LAN side changed: {} (was {})",
+                    self.plan.lan_side.describe(),
+                    old.describe()
+                );
+            }
+            Err(e) => log::error!("the LAN side changed, but applying it failed: {e:#}"),
         }
     }
 

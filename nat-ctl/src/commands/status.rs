@@ -1,18 +1,18 @@
-//! `nat-ctl status`: exit 0 iff a live daemon owns the instance and both programs are
-//! attached; 3 if pinned state exists without a daemon; 1 if there is no instance.
+//! `nat-ctl status`: exit 0 iff a live daemon owns the instance and its programs (both XDP
+//! programs and the WAN egress guard) are attached; 3 if pinned state exists without a daemon; 1 if there is no instance.
 
 use anyhow::Result;
 use aya::{
     maps::MapInfo,
     programs::links::{FdLink, PinnedLink},
 };
-use nat_common::maps::names;
+use nat_common::maps::{LAN_SIDE_ROUTER, names};
 use serde_json::json;
 use std::collections::BTreeMap;
 
 use crate::{
     cli::proto_name,
-    commands::{addr, ifname},
+    commands::{addr, ifname, run::EGRESS_LINK},
     config::Filtering,
     pins::Instance,
     state::NatMaps,
@@ -57,13 +57,15 @@ pub fn status(instance: &Instance, json_out: bool) -> Result<u8> {
     let pid = instance.daemon_pid();
     let lan_prog = attached_program(instance, "lan", cfg.lan_ifindex);
     let wan_prog = attached_program(instance, "wan", cfg.wan_ifindex);
+    let egress_prog = attached_program(instance, EGRESS_LINK, cfg.wan_ifindex);
     let mut per_proto: BTreeMap<&str, usize> = BTreeMap::new();
     let sessions = maps.sessions()?;
     for (k, _) in &sessions {
         *per_proto.entry(proto_name(k.proto)).or_default() += 1;
     }
     let mappings = maps.mappings()?.len();
-    let running = pid.is_some() && lan_prog.is_some() && wan_prog.is_some();
+    let running =
+        pid.is_some() && lan_prog.is_some() && wan_prog.is_some() && egress_prog.is_some();
     let state = if running {
         "running"
     } else if pid.is_none() {
@@ -85,7 +87,12 @@ pub fn status(instance: &Instance, json_out: bool) -> Result<u8> {
                 "lan": {"interface": ifname(cfg.lan_ifindex), "ifindex": cfg.lan_ifindex,
                         "address": format!("{}/{}", addr(cfg.lan_addr), lan_prefix), "program_id": lan_prog},
                 "wan": {"interface": ifname(cfg.wan_ifindex), "ifindex": cfg.wan_ifindex,
-                        "address": addr(cfg.wan_addr).to_string(), "program_id": wan_prog},
+                        "address": addr(cfg.wan_addr).to_string(), "program_id": wan_prog,
+                        "egress_program_id": egress_prog},
+                "lan_side": maps.lan_side_entries()?.iter().map(|(a, l, k)| json!({
+                    "prefix": format!("{a}/{l}"),
+                    "kind": if *k == LAN_SIDE_ROUTER { "router" } else { "lan" },
+                })).collect::<Vec<_>>(),
                 "filtering": filtering,
                 "sessions": {"total": sessions.len(), "by_protocol": per_proto,
                              "capacity": capacity(instance, names::SESSIONS)},
@@ -118,12 +125,22 @@ pub fn status(instance: &Instance, json_out: bool) -> Result<u8> {
             prog(lan_prog)
         );
         println!(
-            "wan        {} (ifindex {}) {}, {}",
+            "wan        {} (ifindex {}) {}, {}; egress guard {}",
             ifname(cfg.wan_ifindex),
             cfg.wan_ifindex,
             addr(cfg.wan_addr),
-            prog(wan_prog)
+            prog(wan_prog),
+            prog(egress_prog)
         );
+        if cfg.lan_extra != 0 {
+            let nets: Vec<String> = maps
+                .lan_side_entries()?
+                .iter()
+                .filter(|(_, _, k)| *k != LAN_SIDE_ROUTER)
+                .map(|(a, l, _)| format!("{a}/{l}"))
+                .collect();
+            println!("lan side   {}", nets.join(", "));
+        }
         println!("filtering  {filtering}");
         let by: Vec<String> = per_proto.iter().map(|(p, n)| format!("{p} {n}")).collect();
         println!(
