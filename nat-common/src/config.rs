@@ -18,8 +18,12 @@ pub const GRE_TIMEOUT_SECS: u32 = 300;
 pub const ESP_TIMEOUT_SECS: u32 = 300;
 /// How long the translation of a first fragment applies to the ones that follow.
 pub const FRAG_TIMEOUT_NS: u64 = 2_000_000_000;
-/// How long one host may hold a server's raw-ESP learning slot.
+/// How long one host's raw-ESP learning window with a server lasts (its own retransmissions
+/// do not extend it). After it, other hosts may open one at once, the same host only after as
+/// long again (ESP_LEARN_COOLDOWN_NS), so a host whose server never answers gives the slot
+/// back.
 pub const ESP_PENDING_NS: u64 = 1_000_000_000;
+pub const ESP_LEARN_COOLDOWN_NS: u64 = 2 * ESP_PENDING_NS;
 
 /// Longest a cached next hop (`maps::NextHop`) answers before the FIB is asked again, so a
 /// change the daemon did not signal (or made while it was down) applies within this.

@@ -74,6 +74,8 @@ pub enum Counter {
     DropEgressLanAddress,
     DropEgressLanQuoted,
     DropEgressLanArp,
+    DropEspLearnLimit,
+    PassEspRouterPeer,
     DropNoConfig,
 }
 
@@ -155,6 +157,8 @@ impl Counter {
         Counter::DropEgressLanAddress,
         Counter::DropEgressLanQuoted,
         Counter::DropEgressLanArp,
+        Counter::DropEspLearnLimit,
+        Counter::PassEspRouterPeer,
         Counter::DropNoConfig,
     ];
 
@@ -225,6 +229,8 @@ impl Counter {
             Counter::DropEgressLanAddress => "drop_egress_lan_address",
             Counter::DropEgressLanQuoted => "drop_egress_lan_quoted",
             Counter::DropEgressLanArp => "drop_egress_lan_arp",
+            Counter::DropEspLearnLimit => "drop_esp_learn_limit",
+            Counter::PassEspRouterPeer => "pass_esp_router_peer",
             Counter::DropNoConfig => "drop_no_config",
         }
     }
@@ -259,7 +265,8 @@ impl Counter {
             | Counter::PassDhcpClient
             | Counter::PassPptpUnparsed
             | Counter::PassGreUnknownCall
-            | Counter::PassEspUnknownSpi => CounterKind::Pass,
+            | Counter::PassEspUnknownSpi
+            | Counter::PassEspRouterPeer => CounterKind::Pass,
             _ => CounterKind::Drop,
         }
     }
@@ -351,7 +358,7 @@ impl Counter {
                 "IKE from a second LAN host with an SPI another host uses to that server"
             }
             Counter::DropEspLearnBusy => {
-                "first ESP of a host while another host learns its SPI from that server"
+                "unlearned ESP of a host while another host learns from that server, or while its own turn cools down"
             }
             Counter::FragmentsTranslated => {
                 "non-first fragments translated like their first fragment"
@@ -394,6 +401,12 @@ impl Counter {
             }
             Counter::DropEgressLanArp => {
                 "ARP leaving the WAN that names a LAN address: dropped by the egress last line"
+            }
+            Counter::DropEspLearnLimit => {
+                "inbound ESP with an unknown SPI beyond the bindings one learning window allows (a spray of made-up SPIs)"
+            }
+            Counter::PassEspRouterPeer => {
+                "ESP with an unknown SPI from a peer the router itself runs IKE with: the router's, never bound to a LAN host"
             }
             Counter::DropNoConfig => "packets seen before nat-ctl configured the program",
         }

@@ -32,8 +32,9 @@ pub mod names {
     pub const FLOWS_IN: &str = "FLOWS_IN";
     pub const FLOW_HOPS: &str = "FLOW_HOPS";
     pub const LAN_PREFIXES: &str = "LAN_PREFIXES";
+    pub const ROUTER_IPSEC_PEERS: &str = "ROUTER_IPSEC_PEERS";
     /// Every map the control plane pins, in a stable order.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 24] = [
         CONFIG,
         MAPPINGS_OUT,
         MAPPINGS_IN,
@@ -57,6 +58,7 @@ pub mod names {
         FRAGS,
         HOST_MAPPINGS,
         LAN_PREFIXES,
+        ROUTER_IPSEC_PEERS,
     ];
 }
 
@@ -385,6 +387,27 @@ pub struct Owner {
 }
 const _: () = assert!(size_of::<Owner>() == 16);
 
+/// The one LAN host learning inbound SPIs from a server (value of ESP_PENDING): its window
+/// opened at `started_ns`, by its outbound SA `spi`; `bound` SPIs bound to it in this window
+/// so far (at most MAX_ESP_BINDINGS_PER_WINDOW).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EspLearner {
+    pub started_ns: u64,
+    pub int_addr: u32,
+    pub spi: u32,
+    pub bound: u64,
+}
+const _: () = assert!(size_of::<EspLearner>() == 24);
+
+/// Inbound SPIs one learning window binds at most: a made-up SPI spoofed from the server
+/// during the window binds to the learner (harmlessly: only the learner gets its packets)
+/// without keeping the learner's real SPI from binding too; a spray of many cannot fill
+/// ESP_IN.
+pub const MAX_ESP_BINDINGS_PER_WINDOW: u64 = 4;
+/// Peers the router itself runs IKE with (ROUTER_IPSEC_PEERS).
+pub const MAX_ROUTER_IPSEC_PEERS: u32 = 1024;
+
 /// Raw ESP from a server with the SPI the LAN host chose (ESP_IN), or from a LAN host to a
 /// server with the server's SPI (ESP_OUT, `int_addr` set).
 #[repr(C)]
@@ -437,6 +460,7 @@ mod pod {
     unsafe impl aya::Pod for super::IkeKey {}
     unsafe impl aya::Pod for super::Owner {}
     unsafe impl aya::Pod for super::EspKey {}
+    unsafe impl aya::Pod for super::EspLearner {}
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragEntry {}
 }

@@ -13,8 +13,8 @@ use nat_common::{
     counters::{Counter, NUM_COUNTERS},
     flow_cache::{self, CachedFlow, CachedHop, Flow, FlowKey},
     maps::{
-        EndpointKey, EspKey, ExternalKey, FragEntry, FragKey, IkeKey, Mapping, Owner, PptpCall,
-        PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn, SessionKey, names,
+        EndpointKey, EspKey, EspLearner, ExternalKey, FragEntry, FragKey, IkeKey, Mapping, Owner,
+        PptpCall, PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn, SessionKey, names,
     },
     passthrough::{SWITCH_OFF, SWITCH_ON, switch_slot},
     ports::{POOL_BITMAP_WORDS, pool_bit},
@@ -43,10 +43,11 @@ pub struct NatMaps {
     pub ike_sas: HashMap<MapData, IkeKey, Owner>,
     pub esp_in: HashMap<MapData, EspKey, Owner>,
     pub esp_out: HashMap<MapData, EspKey, Owner>,
-    pub esp_pending: HashMap<MapData, u32, Owner>,
+    pub esp_pending: HashMap<MapData, u32, EspLearner>,
     pub frags: HashMap<MapData, FragKey, FragEntry>,
     pub host_mappings: HashMap<MapData, u32, u32>,
     pub lan_prefixes: LpmTrie<MapData, u32, u32>,
+    pub router_ipsec_peers: HashMap<MapData, u32, u64>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
@@ -87,6 +88,7 @@ impl NatMaps {
             frags: get(names::FRAGS)?.try_into()?,
             host_mappings: get(names::HOST_MAPPINGS)?.try_into()?,
             lan_prefixes: get(names::LAN_PREFIXES)?.try_into()?,
+            router_ipsec_peers: get(names::ROUTER_IPSEC_PEERS)?.try_into()?,
         })
     }
 

@@ -5,8 +5,8 @@
 use anyhow::Result;
 use nat_common::{
     config::{
-        ESP_PENDING_NS, ESP_TIMEOUT_SECS, FRAG_TIMEOUT_NS, GRE_TIMEOUT_SECS, MAPPING_GRACE_SECS,
-        PORT_REUSE_DELAY_SECS, Timeouts,
+        ESP_LEARN_COOLDOWN_NS, ESP_TIMEOUT_SECS, FRAG_TIMEOUT_NS, GRE_TIMEOUT_SECS,
+        MAPPING_GRACE_SECS, PORT_REUSE_DELAY_SECS, Timeouts,
     },
     maps::{EndpointKey, MAPPING_ACTIVE, MAPPING_COOLING, Session, SessionKey},
     proto::{IPPROTO_ICMP, IPPROTO_TCP},
@@ -135,10 +135,16 @@ fn sweep_vpn(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<usize> {
             let _ = maps.frags.remove(&k);
         }
     }
+    // A window is kept through its host's cooldown: the data path reads it to tell.
     let pending = crate::state::entries(&maps.esp_pending)?;
-    for (k, o) in pending {
-        if now_ns >= o.last_seen_ns + ESP_PENDING_NS {
+    for (k, p) in pending {
+        if now_ns >= p.started_ns + ESP_LEARN_COOLDOWN_NS {
             let _ = maps.esp_pending.remove(&k);
+        }
+    }
+    for (k, seen) in crate::state::entries(&maps.router_ipsec_peers)? {
+        if older_than(seen, ESP_TIMEOUT_SECS, now_ns) {
+            let _ = maps.router_ipsec_peers.remove(&k);
         }
     }
     Ok(n)

@@ -6,21 +6,24 @@
 
 use aya_ebpf::programs::TcContext;
 use nat_common::{
+    config::NatConfig,
     counters::Counter,
-    proto::{ETH_HDR_LEN, ETH_P_IP, IPPROTO_ICMP, IPV4_MIN_HDR_LEN, is_icmp_error},
+    passthrough::{IKE_PORT, NAT_T_PORT},
+    proto::{ETH_HDR_LEN, ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP, IPV4_MIN_HDR_LEN, is_icmp_error},
     rewrite::{IP_DST, IP_SRC, get_u32},
 };
 
 use crate::{
     icmp_error::{self, MAX_CHECKED_ICMP_LEN},
     lan_side::lan_side,
-    maps::config,
+    maps::{ROUTER_IPSEC_PEERS, config, now, port_in_pool},
     packet::{Frame, icmp_type, parse_ipv4, ptr_at},
 };
 
 const ETH_P_ARP: u16 = 0x0806;
-/// Ethernet + an IPv4 ARP message: everything the address checks read.
-const ARP_LEN: usize = ETH_HDR_LEN + 28;
+/// Ethernet + an IPv4 ARP message, or IPv4 with options and UDP ports: everything the
+/// checks before an ICMP error's read.
+const HEAD_LEN: usize = ETH_HDR_LEN + 60 + 4;
 /// Offsets of the sender's and the target's IPv4 address in an Ethernet ARP frame.
 const ARP_SPA: usize = ETH_HDR_LEN + 14;
 const ARP_TPA: usize = ETH_HDR_LEN + 24;
@@ -33,7 +36,7 @@ pub fn try_wan_egress(ctx: &TcContext) -> Result<Option<Counter>, Counter> {
         return Ok(None);
     };
     // The kernel's packets usually hold their headers in the linear part; make sure.
-    pull(ctx, ARP_LEN);
+    pull(ctx, HEAD_LEN);
     let Ok(eth) = ptr_at::<[u8; ETH_HDR_LEN]>(ctx, 0) else {
         return Ok(None);
     };
@@ -64,6 +67,10 @@ pub fn try_wan_egress(ctx: &TcContext) -> Result<Option<Counter>, Counter> {
     if lan_side(cfg, src).is_lan() || lan_side(cfg, dst).is_lan() {
         return Err(Counter::DropEgressLanAddress);
     }
+    if ip[9] == IPPROTO_UDP {
+        note_router_ike(ctx, cfg, ip, dst);
+        return Ok(None);
+    }
     if ip[9] != IPPROTO_ICMP {
         return Ok(None);
     }
@@ -76,6 +83,35 @@ pub fn try_wan_egress(ctx: &TcContext) -> Result<Option<Counter>, Counter> {
         return Ok(None);
     }
     icmp_error::error_egress(ctx, cfg, &pkt)
+}
+
+/// The router's own IKE (from port 500 or 4500 of the WAN address, when that port is not
+/// the NAT's): its peer goes into ROUTER_IPSEC_PEERS, so that ESP from that peer with an
+/// SPI no LAN host learned is left to the router, never bound to a LAN learner.
+#[inline(always)]
+fn note_router_ike(ctx: &TcContext, cfg: &NatConfig, ip: &[u8; IPV4_MIN_HDR_LEN], peer: u32) {
+    if get_u32(ip, IP_SRC) != cfg.wan_addr {
+        return;
+    }
+    // verifier: masking keeps the header length provably <= 60.
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    let Ok(ports) = ptr_at::<[u8; 2]>(ctx, ETH_HDR_LEN + ihl) else {
+        return;
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let sport = u16::from_ne_bytes(unsafe { *ports });
+    if (sport != IKE_PORT.to_be() && sport != NAT_T_PORT.to_be()) || port_in_pool(sport) {
+        return;
+    }
+    let now = now();
+    match ROUTER_IPSEC_PEERS.get_ptr_mut(&peer) {
+        // SAFETY: map value pointer from a successful lookup.
+        Some(seen) => unsafe { *seen = now },
+        // A full table only means that peer's unknown ESP may reach a LAN learner.
+        None => {
+            let _ = ROUTER_IPSEC_PEERS.insert(&peer, &now, 0);
+        }
+    }
 }
 
 /// Makes the first `len` bytes (or the whole packet, if shorter) directly readable and

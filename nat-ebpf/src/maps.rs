@@ -13,10 +13,10 @@ use nat_common::{
     flow_cache::{self, CachedFlow, CachedHop},
     maps::{
         DEFAULT_MAX_ESP_SPIS, DEFAULT_MAX_FRAGS, DEFAULT_MAX_IKE_SAS, DEFAULT_MAX_MAPPINGS,
-        DEFAULT_MAX_PPTP_CALLS, DEFAULT_MAX_SESSIONS, EndpointKey, EspKey, ExternalKey, FragEntry,
-        FragKey, IkeKey, MAX_DEVICES, MAX_ESP_PENDING, MAX_LAN_PREFIXES, MAX_QUOTA_HOSTS, Mapping,
-        Owner, PORT_SLOTS, PptpCall, PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn,
-        SessionKey,
+        DEFAULT_MAX_PPTP_CALLS, DEFAULT_MAX_SESSIONS, EndpointKey, EspKey, EspLearner, ExternalKey,
+        FragEntry, FragKey, IkeKey, MAX_DEVICES, MAX_ESP_PENDING, MAX_LAN_PREFIXES,
+        MAX_QUOTA_HOSTS, MAX_ROUTER_IPSEC_PEERS, Mapping, Owner, PORT_SLOTS, PptpCall, PptpCallKey,
+        PptpClientKey, ReplyKey, Session, SessionIn, SessionKey,
     },
     passthrough::{NUM_SWITCHES, SWITCH_ON, switch_slot},
     ports::{POOL_BITMAP_WORDS, pool_bit},
@@ -165,9 +165,16 @@ pub static ESP_IN: HashMap<EspKey, Owner> = HashMap::with_max_entries(DEFAULT_MA
 #[map]
 pub static ESP_OUT: HashMap<EspKey, Owner> = HashMap::with_max_entries(DEFAULT_MAX_ESP_SPIS, 0);
 
-/// Server -> the one LAN host currently learning its inbound SPI from it.
+/// Server -> the one LAN host learning inbound SPIs from it (docs/passthrough.md).
 #[map]
-pub static ESP_PENDING: HashMap<u32, Owner> = HashMap::with_max_entries(MAX_ESP_PENDING, 0);
+pub static ESP_PENDING: HashMap<u32, EspLearner> = HashMap::with_max_entries(MAX_ESP_PENDING, 0);
+
+/// Peers the router itself runs IKE with (seen by the WAN egress: the router's own UDP from
+/// port 500 or 4500 outside the pool) -> when last seen. ESP from them with an unknown SPI
+/// is the router's, never a LAN learner's. Only the router's own traffic fills it.
+#[map]
+pub static ROUTER_IPSEC_PEERS: HashMap<u32, u64> =
+    HashMap::with_max_entries(MAX_ROUTER_IPSEC_PEERS, 0);
 
 /// Is traffic of `class` allowed? Ordinary traffic always is.
 #[inline(always)]

@@ -5,9 +5,12 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST, helpers::generated::bpf_get_prandom_u32, programs::XdpContext,
 };
 use nat_common::{
-    config::ESP_PENDING_NS,
+    config::{ESP_LEARN_COOLDOWN_NS, ESP_PENDING_NS, ESP_TIMEOUT_SECS},
     counters::Counter,
-    maps::{EspKey, IkeKey, Owner, PptpCall, PptpCallKey, PptpClientKey},
+    maps::{
+        EspKey, EspLearner, IkeKey, MAX_ESP_BINDINGS_PER_WINDOW, Owner, PptpCall, PptpCallKey,
+        PptpClientKey,
+    },
     passthrough::CLASS_PPTP,
     proto::UDP_HDR_LEN,
     rewrite::{Side, get_u16, get_u32, rewrite_addr, rewrite_tcp_payload_u16, set_u16},
@@ -22,7 +25,8 @@ use crate::{
     forward::{Route, deliver_in, deliver_out, route_in},
     frag,
     maps::{
-        ESP_IN, ESP_OUT, ESP_PENDING, IKE_SAS, PPTP_CALLS_IN, PPTP_CALLS_OUT, count, switch_on,
+        ESP_IN, ESP_OUT, ESP_PENDING, IKE_SAS, PPTP_CALLS_IN, PPTP_CALLS_OUT, ROUTER_IPSEC_PEERS,
+        count, switch_on,
     },
     packet::{Ipv4, ptr_at},
 };
@@ -246,8 +250,10 @@ fn esp_spi(ctx: &XdpContext, pkt: &Ipv4<'_>) -> Result<u32, Counter> {
     Ok(get_u32(unsafe { &*h }, 0))
 }
 
-/// LAN -> WAN raw ESP. The first packet of a new outbound SPI makes its host the learner of
-/// the next unknown inbound SPI from that server; one learner per server at a time.
+/// LAN -> WAN raw ESP. An outbound SA no inbound SPI has been bound to yet opens a learning
+/// window with its server (one host per server at a time; docs/passthrough.md), unless
+/// another host's window is open or its own turn is cooling down: then the packet is dropped,
+/// so that the server's answer cannot arrive during someone else's window.
 #[inline(always)]
 pub fn esp_out(
     ctx: &XdpContext,
@@ -284,43 +290,52 @@ pub fn esp_out(
         }
     };
     if !learned {
-        let busy = match ESP_PENDING.get_ptr(&server) {
-            Some(p) => {
-                let p = unsafe { &*p };
-                p.int_addr != int_addr && now.wrapping_sub(p.last_seen_ns) < ESP_PENDING_NS
-            }
-            None => false,
-        };
-        if busy {
-            return Err(Counter::DropEspLearnBusy);
-        }
-        let armed = match ESP_PENDING.get_ptr(&server) {
-            Some(p) => {
-                let p = unsafe { &*p };
-                p.int_addr == int_addr
-                    && p.spi == spi
-                    && now.wrapping_sub(p.last_seen_ns) < ESP_PENDING_NS
-            }
-            None => false,
-        };
-        if !armed {
-            let p = Owner {
-                last_seen_ns: now,
-                int_addr,
-                spi,
-            };
-            ESP_PENDING
-                .insert(&server, &p, 0)
-                .map_err(|_| Counter::DropIpsecAllocFail)?;
-        }
+        learn_window(server, int_addr, spi, now)?;
     }
     rewrite_addr(pkt.ip, Side::Source, wan_addr);
     count(Counter::IpsecTranslated);
     deliver_out(&mut pkt, r)
 }
 
-/// WAN -> LAN raw ESP: a known SPI goes to its owner; an unknown one to the server's
-/// pending learner, which then owns it until it expires.
+/// Lets host `int_addr`'s unlearned SA `spi` with `server` go out: inside its own open
+/// window, or by opening one. Err when another host's window is open, or when this host's
+/// last window ended less than a window ago (the others' turn first).
+#[inline(always)]
+fn learn_window(server: u32, int_addr: u32, spi: u32, now: u64) -> Result<(), Counter> {
+    if let Some(p) = ESP_PENDING.get_ptr(&server) {
+        // SAFETY: map value pointer from a successful lookup, copied at once.
+        let p = unsafe { *p };
+        let age = now.wrapping_sub(p.started_ns);
+        let open = age < ESP_PENDING_NS;
+        if p.int_addr == int_addr && open {
+            // Its own window; a retransmission does not extend it.
+            return Ok(());
+        }
+        if open || (p.int_addr == int_addr && age < ESP_LEARN_COOLDOWN_NS) {
+            return Err(Counter::DropEspLearnBusy);
+        }
+        // Over: reopened below. Two CPUs doing so at once race; the NOEXIST insert lets one
+        // of them win.
+        let _ = ESP_PENDING.remove(&server);
+    }
+    let p = EspLearner {
+        started_ns: now,
+        int_addr,
+        spi,
+        bound: 0,
+    };
+    match ESP_PENDING.insert(&server, &p, BPF_NOEXIST as u64) {
+        Ok(()) => Ok(()),
+        // Another host (or CPU) opened it first.
+        Err(e) if e == -EEXIST => Err(Counter::DropEspLearnBusy),
+        Err(_) => Err(Counter::DropIpsecAllocFail),
+    }
+}
+
+/// WAN -> LAN raw ESP: a known SPI goes to its owner. An unknown one from a peer the router
+/// itself runs IKE with is the router's; otherwise it binds to the host whose learning window
+/// with that server is open, which keeps the window: a made-up SPI spoofed from the server
+/// binds to the learner too, and does not keep the learner's real SPI from binding after it.
 #[inline(always)]
 pub fn esp_in(
     ctx: &XdpContext,
@@ -344,37 +359,10 @@ pub fn esp_in(
             o.last_seen_ns = now;
             o.int_addr
         }
-        None => {
-            let Some(p) = ESP_PENDING.get_ptr(&server) else {
-                return Ok(Verdict::pass(Counter::PassEspUnknownSpi));
-            };
-            let p = unsafe { *p };
-            if now.wrapping_sub(p.last_seen_ns) >= ESP_PENDING_NS {
-                return Ok(Verdict::pass(Counter::PassEspUnknownSpi));
-            }
-            if !ipsec_on {
-                return Err(Counter::DropIpsecSwitchOff);
-            }
-            let o = Owner {
-                last_seen_ns: now,
-                int_addr: p.int_addr,
-                spi: 0,
-            };
-            ESP_IN
-                .insert(&key, &o, BPF_NOEXIST as u64)
-                .map_err(|_| Counter::DropIpsecAllocFail)?;
-            let out_key = EspKey {
-                int_addr: p.int_addr,
-                rem_addr: server,
-                spi: p.spi,
-            };
-            if let Some(out) = ESP_OUT.get_ptr_mut(&out_key) {
-                unsafe { (*out).spi = spi };
-            }
-            let _ = ESP_PENDING.remove(&server);
-            count(Counter::EspSpiLearned);
-            p.int_addr
-        }
+        None => match learn_inbound(&key, ipsec_on, now)? {
+            Inbound::Learner(host) => host,
+            Inbound::Router(counter) => return Ok(Verdict::pass(counter)),
+        },
     };
     let r = route_in(ctx, &pkt, owner)?;
     if pkt.fragment {
@@ -383,6 +371,71 @@ pub fn esp_in(
     rewrite_addr(pkt.ip, Side::Destination, owner);
     count(Counter::IpsecTranslated);
     deliver_in(&mut pkt, r)
+}
+
+/// Where an inbound SPI no one owns goes.
+enum Inbound {
+    /// Bound to this LAN host, the server's learner.
+    Learner(u32),
+    /// Left to the router, counted as this.
+    Router(Counter),
+}
+
+#[inline(always)]
+fn learn_inbound(key: &EspKey, ipsec_on: bool, now: u64) -> Result<Inbound, Counter> {
+    let server = key.rem_addr;
+    if let Some(seen) = ROUTER_IPSEC_PEERS.get_ptr(&server) {
+        // SAFETY: map value pointer from a successful lookup.
+        let seen = unsafe { *seen };
+        if now.wrapping_sub(seen) < ESP_TIMEOUT_SECS as u64 * 1_000_000_000 {
+            return Ok(Inbound::Router(Counter::PassEspRouterPeer));
+        }
+    }
+    let Some(p) = ESP_PENDING.get_ptr_mut(&server) else {
+        return Ok(Inbound::Router(Counter::PassEspUnknownSpi));
+    };
+    // SAFETY: map value pointer from a successful lookup.
+    let p = unsafe { &mut *p };
+    if now.wrapping_sub(p.started_ns) >= ESP_PENDING_NS {
+        return Ok(Inbound::Router(Counter::PassEspUnknownSpi));
+    }
+    if !ipsec_on {
+        return Err(Counter::DropIpsecSwitchOff);
+    }
+    let learner = (p.int_addr, p.spi);
+    // A plain increment: CPUs binding at the same instant may each bind one more than the
+    // limit, which still bounds what a spray can bind.
+    if p.bound >= MAX_ESP_BINDINGS_PER_WINDOW {
+        return Err(Counter::DropEspLearnLimit);
+    }
+    p.bound += 1;
+    let o = Owner {
+        last_seen_ns: now,
+        int_addr: learner.0,
+        spi: 0,
+    };
+    match ESP_IN.insert(key, &o, BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        // The same SPI bound by another CPU a moment ago, to the same learner.
+        Err(e) if e == -EEXIST => {}
+        Err(_) => return Err(Counter::DropIpsecAllocFail),
+    }
+    let out_key = EspKey {
+        int_addr: learner.0,
+        rem_addr: server,
+        spi: learner.1,
+    };
+    if let Some(out) = ESP_OUT.get_ptr_mut(&out_key) {
+        // SAFETY: map value pointer from a successful lookup. The first SPI bound marks the
+        // outbound SA learned; the window stays open for the others.
+        unsafe {
+            if (*out).spi == 0 {
+                (*out).spi = key.spi;
+            }
+        }
+    }
+    count(Counter::EspSpiLearned);
+    Ok(Inbound::Learner(learner.0))
 }
 
 /// The IKE header of a UDP packet, if the datagram is long enough to hold one.

@@ -91,6 +91,9 @@ fn raw_esp_both_ways_for_two_hosts_to_one_server() {
             (ROUTER_WAN, out_spi)
         );
         raw_send(&srv, ROUTER_WAN, &packets::esp(in_spi, 1)).unwrap();
+        // A learning window runs its full second (docs/passthrough.md): the next host's
+        // first ESP waits for it to end.
+        std::thread::sleep(Duration::from_millis(1100));
     }
     // Each learned its SPI; now both directions again, interleaved.
     raw_send(&srv, ROUTER_WAN, &packets::esp(0xa1, 2)).unwrap();
@@ -121,6 +124,73 @@ fn raw_esp_both_ways_for_two_hosts_to_one_server() {
             .all(|r| r["state"] == "BOUND"),
         "{esp}"
     );
+}
+
+#[test]
+fn raw_esp_learning_resists_a_spoofer_and_leaves_the_routers_own_esp_alone() {
+    let lab = Lab::new("esp2").unwrap();
+    // The router runs IKE itself: port 500 is its own (listening before the NAT starts, so
+    // out of the pool).
+    let router_ike = lab
+        .router
+        .run(|| UdpSocket::bind((ROUTER_WAN, 500)))
+        .unwrap()
+        .unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    let srv = lab
+        .wan
+        .run(|| raw_socket(IPPROTO_ESP, SERVER))
+        .unwrap()
+        .unwrap();
+    let a = lab
+        .lan
+        .run(|| raw_socket(IPPROTO_ESP, LAN_HOST_A))
+        .unwrap()
+        .unwrap();
+    let b = lab
+        .lan
+        .run(|| raw_socket(IPPROTO_ESP, LAN_HOST_B))
+        .unwrap()
+        .unwrap();
+    let spis = |sock| -> Vec<u32> {
+        raw_recv_all(sock, WAIT)
+            .iter()
+            .map(|(_, p)| u32::from_be_bytes([p[0], p[1], p[2], p[3]]))
+            .collect()
+    };
+
+    // A starts learning; a spoofer "from the server" sprays a made-up SPI at the WAN
+    // address before the server's real answer.
+    raw_send(&a, SERVER, &packets::esp(0xa0, 1)).unwrap();
+    assert_eq!(raw_recv_all(&srv, WAIT).len(), 1);
+    for seq in 1..=3 {
+        raw_send(&srv, ROUTER_WAN, &packets::esp(0x5f, seq)).unwrap();
+    }
+    raw_send(&srv, ROUTER_WAN, &packets::esp(0xa1, 1)).unwrap();
+    let got = spis(&a);
+    assert!(got.contains(&0xa1), "A's real SPI arrived: {got:x?}");
+    raw_send(&srv, ROUTER_WAN, &packets::esp(0xa1, 2)).unwrap();
+    assert_eq!(spis(&a), vec![0xa1], "and keeps arriving");
+
+    // The router talks IKE with the server from its own port 500; the egress sees it.
+    router_ike
+        .send_to(b"router IKE_SA_INIT", (SERVER, 500))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    // B learns from the same server now, but ESP from the server with an SPI no LAN host
+    // learned is the router's own, never B's.
+    raw_send(&b, SERVER, &packets::esp(0xb0, 1)).unwrap();
+    assert_eq!(raw_recv_all(&srv, WAIT).len(), 1, "B's ESP goes out");
+    raw_send(&srv, ROUTER_WAN, &packets::esp(0xee, 1)).unwrap();
+    assert!(spis(&b).is_empty(), "the router's ESP reached a LAN host");
+    assert!(
+        nat.counter("pass_esp_router_peer") >= 1,
+        "{}",
+        nat.json(&["stats"])
+    );
+    // A's SA still works.
+    raw_send(&srv, ROUTER_WAN, &packets::esp(0xa1, 3)).unwrap();
+    assert_eq!(spis(&a), vec![0xa1]);
 }
 
 fn udp_in(ns: &integration_tests::netns::Netns, bind: SocketAddrV4) -> UdpSocket {

@@ -283,51 +283,152 @@ fn nat_t_and_l2tp_are_endpoint_independent_udp() {
 #[test]
 fn esp_spi_learning_one_learner_per_server() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let esp_out = |host, mac, server, spi| {
+            packets::ip_proto(
+                &lan_hdr(host, mac, server),
+                IPPROTO_ESP,
+                &packets::esp(spi, 1),
+            )
+        };
+        let esp_in = |server, spi| {
+            packets::ip_proto(
+                &wan_hdr(server, SERVER_MAC),
+                IPPROTO_ESP,
+                &packets::esp(spi, 1),
+            )
+        };
+        // A window lasts ESP_PENDING_NS; the clock is bpf_ktime's (coarse).
+        let window = || std::thread::sleep(std::time::Duration::from_millis(1100));
+        let (action, out) = fx.from_lan(&esp_out(LAN_HOST_A, HOST_A_MAC, SERVER, 0xa0));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(addrs(&out), (ROUTER_WAN, SERVER));
+        // B must wait while A learns.
+        assert_eq!(
+            fx.from_lan(&esp_out(LAN_HOST_B, HOST_B_MAC, SERVER, 0xb0))
+                .0,
+            XDP_DROP
+        );
+        assert_eq!(fx.counter("drop_esp_learn_busy"), 1);
+        // A made-up SPI spoofed from the server's address during A's window binds to A, and
+        // does not keep A's real SPI, which comes after it, from binding too.
+        let (action, out) = fx.from_wan(&esp_in(SERVER, 0x5f));
+        assert_eq!((action, addrs(&out)), (XDP_REDIRECT, (SERVER, LAN_HOST_A)));
+        let (action, out) = fx.from_wan(&esp_in(SERVER, 0xa1));
+        assert_eq!((action, addrs(&out)), (XDP_REDIRECT, (SERVER, LAN_HOST_A)));
+        // The window runs its time: B still waits.
+        assert_eq!(
+            fx.from_lan(&esp_out(LAN_HOST_B, HOST_B_MAC, SERVER, 0xb0))
+                .0,
+            XDP_DROP
+        );
+        window();
+        // Now B learns.
+        assert_eq!(
+            fx.from_lan(&esp_out(LAN_HOST_B, HOST_B_MAC, SERVER, 0xb0))
+                .0,
+            XDP_REDIRECT
+        );
+        assert_eq!(
+            addrs(&fx.from_wan(&esp_in(SERVER, 0xb1)).1),
+            (SERVER, LAN_HOST_B)
+        );
+        // Learned SPIs keep their owners.
+        assert_eq!(
+            addrs(&fx.from_wan(&esp_in(SERVER, 0xa1)).1),
+            (SERVER, LAN_HOST_A)
+        );
+        assert_eq!(
+            addrs(&fx.from_wan(&esp_in(SERVER, 0xb1)).1),
+            (SERVER, LAN_HOST_B)
+        );
+        // A further outbound packet of A does not start learning again.
+        fx.from_lan(&esp_out(LAN_HOST_A, HOST_A_MAC, SERVER, 0xa0));
+        window();
+        let (action, _) = fx.from_wan(&esp_in(SERVER, 0xc1));
+        assert_eq!(
+            action, XDP_PASS,
+            "an unknown SPI with no learner is the router's"
+        );
+        assert_eq!(fx.counter("esp_spi_learned"), 3);
+        assert_eq!(fx.counter("pass_esp_unknown_spi"), 1);
+    });
+}
+
+#[test]
+fn esp_learning_gives_the_slot_back_and_a_spray_binds_little() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
         let esp_out = |host, mac, spi| {
             packets::ip_proto(
-                &lan_hdr(host, mac, SERVER),
+                &lan_hdr(host, mac, FAR_SERVER),
                 IPPROTO_ESP,
                 &packets::esp(spi, 1),
             )
         };
         let esp_in = |spi| {
             packets::ip_proto(
-                &wan_hdr(SERVER, SERVER_MAC),
+                &wan_hdr(FAR_SERVER, GATEWAY_MAC),
                 IPPROTO_ESP,
                 &packets::esp(spi, 1),
             )
         };
-        let (action, out) = fx.from_lan(&esp_out(LAN_HOST_A, HOST_A_MAC, 0xa0));
-        assert_eq!(action, XDP_REDIRECT);
-        assert_eq!(addrs(&out), (ROUTER_WAN, SERVER));
-        // B must wait while A learns.
+        let window = || std::thread::sleep(std::time::Duration::from_millis(1100));
+        // A's server never answers; A keeps sending. Its retransmissions do not extend its
+        // window, and once the window is over B gets the next one, not A.
         assert_eq!(
-            fx.from_lan(&esp_out(LAN_HOST_B, HOST_B_MAC, 0xb0)).0,
-            XDP_DROP
+            fx.from_lan(&esp_out(LAN_HOST_A, HOST_A_MAC, 0xa0)).0,
+            XDP_REDIRECT
         );
-        assert_eq!(fx.counter("drop_esp_learn_busy"), 1);
-        // The server's first unknown SPI goes to A, the learner.
-        let (action, out) = fx.from_wan(&esp_in(0xa1));
-        assert_eq!(action, XDP_REDIRECT);
-        assert_eq!(addrs(&out), (SERVER, LAN_HOST_A));
-        // Now B learns.
+        assert_eq!(
+            fx.from_lan(&esp_out(LAN_HOST_A, HOST_A_MAC, 0xa0)).0,
+            XDP_REDIRECT
+        );
+        window();
+        assert_eq!(
+            fx.from_lan(&esp_out(LAN_HOST_A, HOST_A_MAC, 0xa0)).0,
+            XDP_DROP,
+            "A's turn cools down"
+        );
         assert_eq!(
             fx.from_lan(&esp_out(LAN_HOST_B, HOST_B_MAC, 0xb0)).0,
             XDP_REDIRECT
         );
-        assert_eq!(addrs(&fx.from_wan(&esp_in(0xb1)).1), (SERVER, LAN_HOST_B));
-        // Learned SPIs keep their owners.
-        assert_eq!(addrs(&fx.from_wan(&esp_in(0xa1)).1), (SERVER, LAN_HOST_A));
-        assert_eq!(addrs(&fx.from_wan(&esp_in(0xb1)).1), (SERVER, LAN_HOST_B));
-        // A further outbound packet of A does not start learning again.
-        fx.from_lan(&esp_out(LAN_HOST_A, HOST_A_MAC, 0xa0));
-        let (action, _) = fx.from_wan(&esp_in(0xc1));
         assert_eq!(
-            action, XDP_PASS,
-            "an unknown SPI with no learner is the router's"
+            fx.from_lan(&esp_out(LAN_HOST_A, HOST_A_MAC, 0xa0)).0,
+            XDP_DROP
         );
-        assert_eq!(fx.counter("esp_spi_learned"), 2);
-        assert_eq!(fx.counter("pass_esp_unknown_spi"), 1);
+        // A spray of made-up SPIs during B's window binds a few to B, then is dropped.
+        let limit = nat_common::maps::MAX_ESP_BINDINGS_PER_WINDOW;
+        for spi in 0..limit + 3 {
+            let (action, out) = fx.from_wan(&esp_in(0x1000 + spi as u32));
+            if spi < limit {
+                assert_eq!(
+                    (action, addrs(&out)),
+                    (XDP_REDIRECT, (FAR_SERVER, LAN_HOST_B))
+                );
+            } else {
+                assert_eq!(action, XDP_DROP, "spray SPI {spi}");
+            }
+        }
+        assert_eq!(fx.counter("drop_esp_learn_limit"), 3);
+        assert_eq!(fx.maps.esp_bindings().unwrap().len() as u64, limit);
+        // A peer the router itself runs IKE with (the egress saw its IKE): an unknown SPI
+        // from it is the router's, even while a LAN host learns from it.
+        fx.maps
+            .router_ipsec_peers
+            .insert(
+                u32::from_ne_bytes(FAR_SERVER.octets()),
+                nat_ctl::monotonic_ns(),
+                0,
+            )
+            .unwrap();
+        window();
+        assert_eq!(
+            fx.from_lan(&esp_out(LAN_HOST_A, HOST_A_MAC, 0xa0)).0,
+            XDP_REDIRECT
+        );
+        let (action, _) = fx.from_wan(&esp_in(0x2000));
+        assert_eq!(action, XDP_PASS);
+        assert_eq!(fx.counter("pass_esp_router_peer"), 1);
     });
 }
 
