@@ -76,6 +76,10 @@ pub enum Counter {
     DropEgressLanArp,
     DropEspLearnLimit,
     PassEspRouterPeer,
+    DropVlanPriorityTagged,
+    DropInboundNotToLan,
+    DropIpOptions,
+    DropEgressUnparsed,
     DropNoConfig,
 }
 
@@ -159,6 +163,10 @@ impl Counter {
         Counter::DropEgressLanArp,
         Counter::DropEspLearnLimit,
         Counter::PassEspRouterPeer,
+        Counter::DropVlanPriorityTagged,
+        Counter::DropInboundNotToLan,
+        Counter::DropIpOptions,
+        Counter::DropEgressUnparsed,
         Counter::DropNoConfig,
     ];
 
@@ -231,6 +239,10 @@ impl Counter {
             Counter::DropEgressLanArp => "drop_egress_lan_arp",
             Counter::DropEspLearnLimit => "drop_esp_learn_limit",
             Counter::PassEspRouterPeer => "pass_esp_router_peer",
+            Counter::DropVlanPriorityTagged => "drop_vlan_priority_tagged",
+            Counter::DropInboundNotToLan => "drop_inbound_not_to_lan",
+            Counter::DropIpOptions => "drop_ip_options",
+            Counter::DropEgressUnparsed => "drop_egress_unparsed",
             Counter::DropNoConfig => "drop_no_config",
         }
     }
@@ -407,6 +419,18 @@ impl Counter {
             }
             Counter::PassEspRouterPeer => {
                 "ESP with an unknown SPI from a peer the router itself runs IKE with: the router's, never bound to a LAN host"
+            }
+            Counter::DropVlanPriorityTagged => {
+                "frames with a VLAN tag of VLAN ID 0 (priority-tagged), which the kernel would take as untagged past the NAT"
+            }
+            Counter::DropInboundNotToLan => {
+                "WAN packets whose translated destination the kernel would not route out of the LAN (a mapping of an address no longer on the LAN side)"
+            }
+            Counter::DropIpOptions => {
+                "LAN->WAN packets with IP options (record route, timestamps and source routes name addresses, which would carry LAN addresses out; options are not parsed)"
+            }
+            Counter::DropEgressUnparsed => {
+                "ICMP leaving the WAN whose headers could not be read, so the egress last line could not check them"
             }
             Counter::DropNoConfig => "packets seen before nat-ctl configured the program",
         }

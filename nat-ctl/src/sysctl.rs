@@ -23,13 +23,15 @@ pub fn write(key: &str, value: &str) -> Result<()> {
 /// carries the router's own WAN address when the kernel gets it). Loose rp_filter costs no
 /// anti-spoofing: the LAN program drops every source outside the LAN prefixes first. On the
 /// WAN interface, arp_announce=2: the router's ARP there names its WAN address, never the
-/// LAN address of the packet that made it ask. Returns one line per change for the log.
+/// LAN address of the packet that made it ask, and `arp_ignore=1`: it answers ARP there only
+/// for its WAN addresses, never for a LAN one. Returns one line per change for the log.
 pub fn prepare_forwarding(lan: &str, wan: &str) -> Result<Vec<String>> {
     let wanted = [
         ("net.ipv4.ip_forward".to_string(), "1"),
         (format!("net.ipv4.conf.{lan}.accept_local"), "1"),
         (format!("net.ipv4.conf.{lan}.rp_filter"), "2"),
         (format!("net.ipv4.conf.{wan}.arp_announce"), "2"),
+        (format!("net.ipv4.conf.{wan}.arp_ignore"), "1"),
     ];
     let mut changed = Vec::new();
     for (key, value) in wanted {

@@ -76,14 +76,24 @@ pub fn try_wan_egress(ctx: &TcContext) -> Result<Option<Counter>, Counter> {
     }
     // ICMP is never GSO: the whole error, as far as the checks read, into the linear part.
     pull(ctx, ICMP_ERROR_HEAD);
+    // What the kernel makes always reads; what does not is not let through unchecked.
     let Ok(Some(pkt)) = parse_ipv4(ctx) else {
-        return Ok(None);
+        return Err(Counter::DropEgressUnparsed);
     };
-    if pkt.later_fragment || !icmp_type(ctx, &pkt).is_some_and(is_icmp_error) {
+    if pkt.later_fragment || !icmp_type(ctx, &pkt).is_some_and(quotes_a_header) {
         return Ok(None);
     }
     icmp_error::error_egress(ctx, cfg, &pkt)
 }
+
+/// ICMP messages that quote a header: the errors, and source quench and redirect too.
+#[inline(always)]
+fn quotes_a_header(icmp_type: u8) -> bool {
+    is_icmp_error(icmp_type) || icmp_type == ICMP_SOURCE_QUENCH || icmp_type == ICMP_REDIRECT
+}
+
+const ICMP_SOURCE_QUENCH: u8 = 4;
+const ICMP_REDIRECT: u8 = 5;
 
 /// The router's own IKE (from port 500 or 4500 of the WAN address, when that port is not
 /// the NAT's): its peer goes into ROUTER_IPSEC_PEERS, so that ESP from that peer with an

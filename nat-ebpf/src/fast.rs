@@ -27,10 +27,20 @@ use crate::{
 /// TCP segments that change the session's state go the full way.
 const TCP_STATE_FLAGS: u8 = TCP_SYN | TCP_FIN | TCP_RST;
 
+/// Version 4, header length 5 words: an IPv4 header without options.
+const IPV4_NO_OPTIONS: u8 = 0x45;
+
 /// May a packet take the fast path at all?
 #[inline(always)]
 fn eligible(pkt: &Ipv4<'_>) -> bool {
-    !pkt.fragment && pkt.ttl > 1 && matches!(pkt.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP)
+    // IP options take the full path, which checks them.
+    // verifier: a volatile read of the version/IHL byte, so that the compiler does not turn
+    // this into a constant header length and compile (and the verifier explore) the rest
+    // twice, once per header length: that takes the program past the verifier's limit.
+    !pkt.fragment
+        && pkt.ttl > 1
+        && unsafe { core::ptr::read_volatile(&pkt.ip[0]) } == IPV4_NO_OPTIONS
+        && matches!(pkt.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP)
 }
 
 /// May traffic of `class` take the fast path? PPTP control messages need rewriting; a class
@@ -194,7 +204,15 @@ pub fn inbound(
     if !class_ok(r.class) {
         return Ok(None);
     }
-    let Some(route) = kept_or_renewed(ctx, cfg, &mut r.hop, pkt, r.int_addr, None, now) else {
+    let Some(route) = kept_or_renewed(
+        ctx,
+        cfg,
+        &mut r.hop,
+        pkt,
+        r.int_addr,
+        Some(cfg.lan_ifindex),
+        now,
+    ) else {
         return Ok(None);
     };
     r.last_seen_ns = now;

@@ -236,6 +236,12 @@ pub fn route_in(
         return Err(Counter::DropInboundTtl);
     }
     let r = route(ctx, pkt.src, int_addr, pkt.tos, pkt.tot_len);
+    // A mapping of an address that is no longer on the LAN side (a renumbered LAN) must not
+    // send its replies anywhere else: a redirect out of the WAN would pass no egress check.
+    let lan = crate::maps::config().map_or(0, |c| c.lan_ifindex);
+    if r.ifindex() != Some(lan) {
+        return Err(Counter::DropInboundNotToLan);
+    }
     if let Route::Kernel { too_big: true, .. } = r {
         if pkt.dont_fragment {
             return Err(Counter::DropInboundTooBig);

@@ -77,6 +77,10 @@ pub fn try_hairpin(
     if let Route::NotForwarded = r {
         return Ok(Verdict::pass(Counter::PassToRouter));
     }
+    // Back into the LAN, or nowhere (a mapping of an address no longer on the LAN side).
+    if r.ifindex() != Some(cfg.lan_ifindex) {
+        return Err(Counter::DropInboundNotToLan);
+    }
     rewrite_endpoint(pkt.ip, &mut t.l4, Side::Source, cfg.wan_addr, ext_src);
     rewrite_endpoint(
         pkt.ip,

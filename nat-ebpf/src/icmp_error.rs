@@ -278,6 +278,9 @@ pub fn error_hairpin(
     if let Route::NotForwarded = r {
         return Ok(Verdict::pass(Counter::PassToRouter));
     }
+    if r.ifindex() != Some(cfg.lan_ifindex) {
+        return Err(Counter::DropInboundNotToLan);
+    }
     rewrite_addr(pkt.ip, Side::Source, cfg.wan_addr);
     rewrite_addr(pkt.ip, Side::Destination, sender.int_addr);
     rewrite_quoted(

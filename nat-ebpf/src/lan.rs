@@ -2,6 +2,7 @@
 
 use aya_ebpf::{helpers::generated::bpf_check_mtu, programs::XdpContext};
 use nat_common::{
+    config::NatConfig,
     counters::Counter,
     maps::{EndpointKey, SessionKey},
     passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT, classify},
@@ -58,28 +59,35 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
         // Needed to the LAN host and forwards nothing. Within it (the lookup saw a smaller
         // path MTU the router learned), the kernel would forward it, by the link MTU: it is
         // translated first, and a hop beyond answers if it is too big for the path.
-        if pkt.dont_fragment && over_link_mtu(ctx, cfg.wan_ifindex) {
+        if pkt.dont_fragment && over_link_mtu(ctx, cfg.wan_ifindex, pkt.tot_len) {
             return Ok(Verdict::pass(Counter::PassFragNeeded));
         }
     }
     if pkt.later_fragment {
         return frag::later_out(pkt, r, now);
     }
-    if pkt.fragment {
-        // A first fragment: the ones that follow get the same source address.
-        frag::remember(&pkt, cfg.wan_addr, now)?;
+    // IP options: record route, timestamps and source routes name addresses, and a LAN
+    // host's own, recorded in them, would leave the WAN inside the header. They are not
+    // parsed (a walk through the option list multiplies what the verifier explores past the
+    // program's limit): a LAN packet with any option does not leave.
+    // SAFETY: a byte of the header parse_ipv4 checked. (verifier: volatile, see fast.rs.)
+    if unsafe { core::ptr::read_volatile(&pkt.ip[0]) } != IPV4_NO_OPTIONS {
+        return Err(Counter::DropIpOptions);
     }
     if matches!(pkt.proto, IPPROTO_GRE | IPPROTO_ESP | IPPROTO_AH) {
+        if pkt.proto == IPPROTO_AH {
+            return Err(Counter::DropAh);
+        }
         let class = classify(pkt.proto, 0);
         if let Some((_, off, _)) = Counter::for_class(class) {
             if !switch_on(class) {
                 return Err(off);
             }
         }
+        remember_first_fragment(&pkt, cfg, now)?;
         return match pkt.proto {
             IPPROTO_GRE => vpn::gre_out(ctx, cfg.wan_addr, pkt, r),
-            IPPROTO_ESP => vpn::esp_out(ctx, cfg.wan_addr, pkt, r, now),
-            _ => Err(Counter::DropAh),
+            _ => vpn::esp_out(ctx, cfg.wan_addr, pkt, r, now),
         };
     }
     let Some(mut t) = parse_transport(ctx, &pkt, ICMP_ECHO_REQUEST)? else {
@@ -99,6 +107,7 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
             return Err(off);
         }
     }
+    remember_first_fragment(&pkt, cfg, now)?;
     let ike = IKE_PORT.to_be();
     // IKE from port 500 to port 500 shares the external port 500 (told apart by SPI on the
     // way back) when the router itself does not use it.
@@ -174,10 +183,11 @@ fn dhcp_client(ctx: &XdpContext, pkt: &Ipv4<'_>) -> Result<Verdict, Counter> {
     }
 }
 
-/// Is this frame longer than the MTU of interface `ifindex` allows?
+/// Is an IPv4 packet of `tot_len` bytes longer than the MTU of interface `ifindex`? (The IP
+/// length, not the frame's: Ethernet padding must not make a packet "too big".)
 #[inline(always)]
-fn over_link_mtu(ctx: &XdpContext, ifindex: u32) -> bool {
-    let mut mtu_len = 0u32;
+fn over_link_mtu(ctx: &XdpContext, ifindex: u32, tot_len: u16) -> bool {
+    let mut mtu_len = u32::from(tot_len);
     // SAFETY: the program's own context; mtu_len is a valid out-parameter.
     let ret = unsafe { bpf_check_mtu(ctx.ctx.cast(), ifindex, &mut mtu_len, 0, 0) };
     ret != BPF_MTU_CHK_RET_SUCCESS
@@ -185,3 +195,17 @@ fn over_link_mtu(ctx: &XdpContext, ifindex: u32) -> bool {
 
 /// bpf_check_mtu's answer when the frame fits (enum bpf_check_mtu_ret).
 const BPF_MTU_CHK_RET_SUCCESS: i64 = 0;
+
+/// A first fragment about to be translated: the fragments that follow get the same source
+/// address. Only once the packet passed every check that could drop it, so that the later
+/// fragments of a dropped one (AH, a class switched off) are dropped too.
+#[inline(always)]
+fn remember_first_fragment(pkt: &Ipv4<'_>, cfg: &NatConfig, now: u64) -> Result<(), Counter> {
+    if pkt.fragment {
+        frag::remember(pkt, cfg.wan_addr, now)?;
+    }
+    Ok(())
+}
+
+/// Version 4, header length 5 words: an IPv4 header without options.
+const IPV4_NO_OPTIONS: u8 = 0x45;

@@ -14,6 +14,10 @@ use nat_common::{
 
 /// IPv4 "don't fragment" flag (host order of the flags/offset field).
 pub const IP_DF: u16 = 0x4000;
+/// 802.1Q and 802.1ad tags, and the VLAN ID bits of a tag's control information.
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const VLAN_VID_MASK: u16 = 0x0fff;
 
 /// A packet as both program types see it: XDP frames and TC socket buffers.
 pub trait Frame {
@@ -93,7 +97,18 @@ pub fn parse_ipv4(ctx: &impl Frame) -> Result<Option<Ipv4<'_>>, Counter> {
     let eth: *mut [u8; ETH_HDR_LEN] = ptr_at(ctx, 0)?;
     // SAFETY: bounds-checked by ptr_at.
     let eth = unsafe { &mut *eth };
-    if u16::from_be_bytes([eth[12], eth[13]]) != ETH_P_IP {
+    let ethertype = u16::from_be_bytes([eth[12], eth[13]]);
+    if ethertype != ETH_P_IP {
+        if matches!(ethertype, ETH_P_8021Q | ETH_P_8021AD) {
+            // VLAN ID 0 marks a priority-tagged frame, which the kernel takes as untagged,
+            // on this very interface, past the NAT; another VLAN is another interface's.
+            let tci: *const [u8; 2] = ptr_at(ctx, ETH_HDR_LEN)?;
+            // SAFETY: bounds-checked by ptr_at.
+            let tci = unsafe { *tci };
+            if u16::from_be_bytes(tci) & VLAN_VID_MASK == 0 {
+                return Err(Counter::DropVlanPriorityTagged);
+            }
+        }
         return Ok(None);
     }
     let ip: *mut [u8; IPV4_MIN_HDR_LEN] = ptr_at(ctx, ETH_HDR_LEN)?;

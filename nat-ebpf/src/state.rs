@@ -1,6 +1,10 @@
 //! Mapping and session creation: port claims, session refresh, TCP state.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_get_prandom_u32};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    cty::c_void,
+    helpers::generated::{bpf_get_prandom_u32, bpf_loop},
+};
 use nat_common::{
     config::NatConfig,
     counters::Counter,
@@ -59,21 +63,65 @@ pub fn mapping_for(cfg: &NatConfig, ep: &EndpointKey, now: u64) -> Result<u16, C
             return Ok(p);
         }
     }
-    let privileged = wants_privileged(ep.proto, u16::from_be(ep.port));
-    // verifier: bounded retry loop.
-    for _ in 0..MAX_PORT_TRIES {
-        let r = unsafe { bpf_get_prandom_u32() };
-        let Some(slot) = pool_slot(r, privileged, cfg.priv_pool_len, cfg.pool_len) else {
-            break;
-        };
-        let Some(port) = PORT_POOL.get(slot) else {
-            continue;
-        };
-        if let Claim::Won(p) = claim(ep, &mut m, *port)? {
-            return Ok(p);
+    let mut search = PortSearch {
+        ep: *ep,
+        m,
+        privileged: u32::from(wants_privileged(ep.proto, u16::from_be(ep.port))),
+        priv_pool_len: cfg.priv_pool_len,
+        pool_len: cfg.pool_len,
+        outcome: Err(Counter::DropPortsExhausted),
+    };
+    // verifier: the random draws run in a bpf_loop callback, which the verifier checks once;
+    // as a loop in this function every draw was checked again on every path that gets here
+    // (most of what the LAN program cost the verifier).
+    // SAFETY: the callback has bpf_loop's signature and reads its context as the PortSearch
+    // on this stack, which outlives the call.
+    unsafe {
+        bpf_loop(
+            MAX_PORT_TRIES,
+            try_random_port as *mut c_void,
+            (&mut search as *mut PortSearch).cast(),
+            0,
+        );
+    }
+    search.outcome
+}
+
+/// A random search for a free external port (mapping_for), as bpf_loop's context.
+struct PortSearch {
+    ep: EndpointKey,
+    m: Mapping,
+    privileged: u32,
+    priv_pool_len: u32,
+    pool_len: u32,
+    /// The port won, or why none was: DropPortsExhausted until a draw ends the search.
+    outcome: Result<u16, Counter>,
+}
+
+/// One random draw of the pool for a PortSearch: 0 to draw again, 1 when the search is over.
+#[inline(never)]
+extern "C" fn try_random_port(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes mapping_for's PortSearch back, unchanged.
+    let s = unsafe { &mut *ctx.cast::<PortSearch>() };
+    // SAFETY: no arguments.
+    let r = unsafe { bpf_get_prandom_u32() };
+    let Some(slot) = pool_slot(r, s.privileged != 0, s.priv_pool_len, s.pool_len) else {
+        return 1;
+    };
+    let Some(port) = PORT_POOL.get(slot) else {
+        return 0;
+    };
+    match claim(&s.ep, &mut s.m, *port) {
+        Ok(Claim::Taken) => 0,
+        Ok(Claim::Won(p)) => {
+            s.outcome = Ok(p);
+            1
+        }
+        Err(e) => {
+            s.outcome = Err(e);
+            1
         }
     }
-    Err(Counter::DropPortsExhausted)
 }
 
 /// One more mapping held by LAN host `addr`. A plain increment: two CPUs creating mappings

@@ -17,7 +17,7 @@ use nat_common::{
 
 use crate::{
     Verdict, fast,
-    forward::{deliver_in, next_hop, route_in},
+    forward::{deliver_in, next_hop, route, route_in},
     frag, icmp_error,
     lan_side::lan_side,
     maps::{
@@ -45,6 +45,11 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
         return Err(Counter::DropToLanAddress);
     }
     if pkt.dst != cfg.wan_addr {
+        // Not only the LAN prefixes the daemon follows: whatever the kernel's routing (policy
+        // rules, other tables) would send into the LAN stays out of it.
+        if route(ctx, pkt.src, pkt.dst, pkt.tos, 0).ifindex() == Some(cfg.lan_ifindex) {
+            return Err(Counter::DropToLanAddress);
+        }
         return Ok(Verdict::pass(Counter::PassToRouter));
     }
     let now = now();

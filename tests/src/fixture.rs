@@ -43,6 +43,8 @@ pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
+pub const TC_ACT_OK: i32 = 0;
+pub const TC_ACT_SHOT: i32 = 2;
 
 fn mac_str(m: &Mac) -> String {
     m.iter()
@@ -62,6 +64,8 @@ pub struct Fixture {
 pub struct FixtureConfig {
     pub toml: String,
     pub port_range: (u16, u16),
+    /// The router's own ports, out of the pool.
+    pub reserved: Vec<u16>,
 }
 
 impl Default for FixtureConfig {
@@ -69,6 +73,7 @@ impl Default for FixtureConfig {
         FixtureConfig {
             toml: String::new(),
             port_range: (1024, 65535),
+            reserved: vec![ROUTER_SSH],
         }
     }
 }
@@ -131,7 +136,7 @@ pub fn with_fixture<T: Send>(
                 log_level: None,
             })
             .expect("fixture settings");
-        let reserved: BTreeSet<u16> = [ROUTER_SSH].into_iter().collect();
+        let reserved: BTreeSet<u16> = cfg.reserved.iter().copied().collect();
         let pool = PortPool::build(cfg.port_range.0..=cfg.port_range.1, &reserved);
         let nat = settings.nat_config(
             &Interfaces {
@@ -197,6 +202,53 @@ impl Fixture {
             .expect("BPF_PROG_TEST_RUN");
         out.truncate(r.data_size_out as usize);
         (r.return_value, out, r.duration)
+    }
+
+    /// Runs the WAN egress guard (TC) once on `frame` as the kernel sends it out of the WAN;
+    /// returns the TC action (TC_ACT_OK, TC_ACT_SHOT) and the frame as it leaves.
+    pub fn to_wan_egress(&mut self, frame: &[u8]) -> (i32, Vec<u8>) {
+        let p = loader::tc(&mut self.ebpf, programs::WAN_EGRESS).expect("program");
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN of the egress guard");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value as i32, out)
+    }
+
+    /// Empties every table of NAT state (mappings, sessions, filters, VPN and fragment
+    /// state) and retires the flow cache, as if no packet had passed yet.
+    pub fn clear_state(&mut self) {
+        let m = &mut self.maps;
+        macro_rules! clear {
+            ($($map:ident),*) => {$(
+                let keys: Vec<_> = m.$map.keys().filter_map(|k| k.ok()).collect();
+                for k in keys {
+                    let _ = m.$map.remove(&k);
+                }
+            )*};
+        }
+        clear!(
+            mappings_out,
+            mappings_in,
+            sessions,
+            sessions_in,
+            filters,
+            pptp_calls_in,
+            pptp_calls_out,
+            ike_sas,
+            esp_in,
+            esp_out,
+            esp_pending,
+            frags,
+            host_mappings,
+            router_ipsec_peers
+        );
+        m.bump_route_gen().expect("retire the flow cache");
     }
 
     /// A frame arriving from the LAN side.

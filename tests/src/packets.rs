@@ -15,7 +15,7 @@ pub struct Hdr {
     pub ttl: u8,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flags {
     pub syn: bool,
     pub ack: bool,
@@ -302,4 +302,21 @@ pub fn port_unreachable() -> etherparse::Icmpv4Type {
 /// Time exceeded in transit.
 pub fn ttl_exceeded() -> etherparse::Icmpv4Type {
     etherparse::Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit)
+}
+
+/// Destination unreachable, host unreachable (what the kernel sends when ARP gets no answer).
+pub fn host_unreachable() -> etherparse::Icmpv4Type {
+    etherparse::Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Host)
+}
+
+/// An Ethernet ARP request from `sender` asking for `target`.
+pub fn arp_request(smac: Mac, sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&smac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&smac);
+    f.extend_from_slice(&sender.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f
 }

@@ -48,9 +48,22 @@ pub fn inspect(frame: &[u8], private: &[Prefix]) -> (Vec<String>, Option<QuotedE
     let mut leaks = Vec::new();
     let private_addr =
         |a: Option<Ipv4Addr>| a.filter(|a| private.iter().any(|p| in_prefix(*a, *p)));
-    let Some(ethertype) = frame.get(12..14).map(|t| u16::from_be_bytes([t[0], t[1]])) else {
-        return (leaks, None);
+    // Up to two VLAN tags (802.1Q, 802.1ad) before the frame's own type.
+    let mut at = 12;
+    let ethertype = loop {
+        let Some(t) = frame
+            .get(at..at + 2)
+            .map(|t| u16::from_be_bytes([t[0], t[1]]))
+        else {
+            return (leaks, None);
+        };
+        if matches!(t, 0x8100 | 0x88a8) && at < 20 {
+            at += 4;
+            continue;
+        }
+        break t;
     };
+    let frame = &frame[at - 12..];
     match ethertype {
         0x0806 => {
             // ARP for IPv4 over Ethernet: sender address at 14, target address at 24.
@@ -70,6 +83,13 @@ pub fn inspect(frame: &[u8], private: &[Prefix]) -> (Vec<String>, Option<QuotedE
             for (what, a) in [("source", src), ("destination", dst)] {
                 if let Some(a) = private_addr(a) {
                     leaks.push(format!("IPv4 {what} {a} ({src:?} -> {dst:?})"));
+                }
+            }
+            // IP options (record route, timestamps, source routes) hold addresses anywhere.
+            let options = ip.get(20..ihl.max(20)).unwrap_or(&[]);
+            for i in 0..options.len().saturating_sub(3) {
+                if let Some(a) = private_addr(addr_at(options, i)) {
+                    leaks.push(format!("IPv4 option bytes naming {a} ({src:?} -> {dst:?})"));
                 }
             }
             let proto = ip.get(9).copied();
@@ -276,5 +296,20 @@ mod tests {
         arp[28..32].copy_from_slice(&[192, 168, 1, 1]);
         arp[38..42].copy_from_slice(&[203, 0, 113, 2]);
         assert_eq!(inspect(&arp, &[LAN]).0, vec!["ARP sender 192.168.1.1"]);
+        // Behind a VLAN tag, and inside IP options.
+        let mut tagged = outer[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0, 0, 0]);
+        tagged.extend_from_slice(&outer[12..]);
+        assert_eq!(inspect(&tagged, &[LAN]).0.len(), 1);
+        let mut rr = clean[..34].to_vec();
+        rr.extend_from_slice(&[7, 7, 8, 192, 168, 1, 2, 0]);
+        rr.extend_from_slice(&clean[34..]);
+        rr[14] = 0x47;
+        assert_eq!(
+            inspect(&rr, &[LAN]).0.len(),
+            1,
+            "{:?}",
+            inspect(&rr, &[LAN]).0
+        );
     }
 }

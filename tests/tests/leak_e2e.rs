@@ -103,6 +103,14 @@ fn spoofed_and_router_sourced_packets_never_leave_the_wan() {
     send_raw(&lab.lan, packets::tcp(&spoofed, 5353, 22, SYN, b""));
     send_raw(&lab.lan, packets::ip_proto(&spoofed, 253, b"odd protocol"));
 
+    // A LAN host's ping with record route: its own address rides in the IP options.
+    let _ = lab
+        .lan
+        .cmd("ping")
+        .args(["-c", "1", "-W", "1", "-R", "-n", &SERVER.to_string()])
+        .output()
+        .unwrap();
+
     // The router's own traffic from its LAN address.
     let ping = lab
         .router
@@ -171,6 +179,11 @@ fn spoofed_and_router_sourced_packets_never_leave_the_wan() {
         nat.json(&["stats"])
     );
     assert!(nat.counter("drop_wan_source_self") > self_before);
+    assert!(
+        nat.counter("drop_ip_options") >= 1,
+        "{}",
+        nat.json(&["stats"])
+    );
 }
 
 #[test]
@@ -382,6 +395,46 @@ fn every_lan_prefix_and_route_is_guarded_and_followed() {
             (nat.counter("drop_to_lan_address") > before).then_some(())
         })
         .is_some()
+    );
+    // Routes come and go too: one added behind the LAN is followed, and so is its removal.
+    let side = || nat.json(&["status"])["lan_side"].to_string();
+    lab.router
+        .ip(&[
+            "route",
+            "add",
+            "10.96.0.0/16",
+            "via",
+            "192.168.1.3",
+            "dev",
+            "lan0",
+        ])
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || side()
+            .contains("10.96.0.0/16")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        side()
+    );
+    lab.router
+        .ip(&[
+            "route",
+            "del",
+            "10.96.0.0/16",
+            "via",
+            "192.168.1.3",
+            "dev",
+            "lan0",
+        ])
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || (!side()
+            .contains("10.96.0.0/16"))
+        .then_some(()))
+        .is_some(),
+        "{}",
+        side()
     );
     let cap = inside.finish().unwrap();
     assert!(

@@ -3,7 +3,7 @@
 
 use integration_tests::{
     fixture::*,
-    lab::{LAN_HOST_A, SERVER},
+    lab::{LAN_HOST_A, LAN_HOST_B, ROUTER_LAN, SERVER},
     packets::{self, ACK, Hdr},
 };
 use nat_common::{
@@ -30,35 +30,61 @@ fn fix_ip_checksum(f: &mut [u8]) {
 /// sends everything else out of wan0; the kernel drops what fails its own IPv4 checks
 /// (ip_rcv), and never forwards TTL 1, martian or multicast destinations.
 fn kernel_would_forward_to_wan(frame: &[u8]) -> bool {
-    let Some(ip) = frame.get(14..) else {
-        return false;
-    };
-    if ip.len() < 20 || ip[0] >> 4 != 4 {
-        return false;
+    kernel_forwards(frame).is_some_and(|dst| {
+        let [a, b, c, _] = dst.octets();
+        [a, b, c] != [192, 168, 1] && dst != ROUTER_WAN_ADDR
+    })
+}
+
+/// Would the fixture's kernel forward `frame` from the WAN into the LAN (192.168.1.0/24)?
+fn kernel_would_forward_to_lan(frame: &[u8]) -> bool {
+    kernel_forwards(frame)
+        .is_some_and(|dst| dst.octets()[..3] == [192, 168, 1] && dst != ROUTER_LAN)
+}
+
+/// The destination of `frame` if the kernel would route it on at all: an IPv4 frame (a
+/// priority tag, VLAN 0, is stripped and the frame taken as untagged), passing the kernel's
+/// own header checks, TTL above 1, not to the router's own WAN address, a martian or a
+/// multicast address.
+fn kernel_forwards(frame: &[u8]) -> Option<Ipv4Addr> {
+    let mut at = 12;
+    let mut ethertype = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+    if matches!(ethertype, 0x8100 | 0x88a8) {
+        let vid = u16::from_be_bytes([*frame.get(at + 2)?, *frame.get(at + 3)?]) & 0x0fff;
+        if vid != 0 {
+            return None;
+        }
+        at += 4;
+        ethertype = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+    }
+    let ip = frame.get(at + 2..)?;
+    if ethertype != 0x0800 || ip.len() < 20 || ip[0] >> 4 != 4 {
+        return None;
     }
     let ihl = ((ip[0] & 0x0f) as usize) * 4;
     let tot_len = u16::from_be_bytes([ip[2], ip[3]]) as usize;
     if ihl < 20 || tot_len < ihl || tot_len > ip.len() || checksum(&ip[..ihl]) != 0 {
-        return false;
+        return None;
     }
     let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    let [a, b, c, _] = dst.octets();
-    let local_or_lan = [a, b, c] == [192, 168, 1] || dst == ROUTER_WAN_ADDR;
-    let unroutable = a == 0 || a == 127 || a >= 224;
-    ip[8] > 1 && !local_or_lan && !unroutable
+    let a = dst.octets()[0];
+    let unroutable = a == 0 || a == 127 || a >= 224 || dst == ROUTER_WAN_ADDR;
+    (ip[8] > 1 && !unroutable).then_some(dst)
 }
 
 /// Every LAN-side frame, whatever the verdict: nothing leaves for the WAN with a LAN source,
-/// and nothing is handed untouched to a kernel that would forward it out of the WAN (that is
-/// how packets leaked before: an XDP_PASS is not a safe verdict by itself).
+/// and nothing is handed untranslated to a kernel that would forward it out of the WAN (that
+/// is how packets leaked before: an XDP_PASS is not a safe verdict by itself).
 fn assert_no_leak(what: &str, frame: &[u8], action: u32, out: &[u8]) {
     if action == XDP_REDIRECT || action == XDP_TX {
         assert!(!lan_src(out), "{what}: forwarded with a LAN source");
     }
-    if action == XDP_PASS && out == frame {
+    // Untouched, or changed and still with its LAN source: either way the kernel would
+    // send it out of the WAN untranslated.
+    if action == XDP_PASS && (out == frame || lan_src(out)) {
         assert!(
-            !kernel_would_forward_to_wan(frame),
-            "{what}: passed untouched to a kernel that forwards it out of the WAN"
+            !kernel_would_forward_to_wan(out),
+            "{what}: passed to a kernel that forwards it out of the WAN untranslated"
         );
     }
 }
@@ -267,30 +293,51 @@ fn bad_checksums_stay_bad_after_translation() {
     });
 }
 
+/// `frame` with `options` (a multiple of 4 bytes) inserted after its IPv4 header.
+fn with_ip_options(frame: &[u8], options: &[u8]) -> Vec<u8> {
+    let mut f = frame[..34].to_vec();
+    f.extend_from_slice(options);
+    f.extend_from_slice(&frame[34..]);
+    f[14] = 0x45 + (options.len() / 4) as u8;
+    let len = (f.len() - 14) as u16;
+    f[16..18].copy_from_slice(&len.to_be_bytes());
+    fix_ip_checksum(&mut f);
+    f
+}
+
 #[test]
-fn ip_options_and_trailing_padding_are_translated_correctly() {
+fn lan_packets_with_ip_options_never_leave_and_wan_ones_are_translated() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
-        // IHL 6: four bytes of NOP options before the UDP header.
         let plain = packets::udp(
             &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
             20000,
             53,
             b"query",
         );
-        let mut f = plain[..34].to_vec();
-        f.extend_from_slice(&[1, 1, 1, 1]);
-        f.extend_from_slice(&plain[34..]);
-        f[14] = 0x46;
-        let len = (f.len() - 14) as u16;
-        f[16..18].copy_from_slice(&len.to_be_bytes());
-        fix_ip_checksum(&mut f);
-        let (action, out) = fx.from_lan(&f);
+        fx.from_lan(&plain);
+        // Record route with the host's own address in it, as `ping -R` sends it; and mere
+        // padding, which is not parsed either.
+        let record_route = [7, 7, 8, 192, 168, 1, 2, 0];
+        for (what, options) in [
+            ("record route", &record_route[..]),
+            ("NOPs", &[1, 1, 1, 1][..]),
+        ] {
+            let f = with_ip_options(&plain, options);
+            let before = fx.counter("drop_ip_options");
+            let (action, out) = fx.from_lan(&f);
+            assert_eq!(action, XDP_DROP, "{what}");
+            assert_eq!(fx.counter("drop_ip_options"), before + 1, "{what}");
+            assert_no_leak(what, &f, action, &out);
+        }
+        // From the WAN, options name no LAN address: translated, the port read after them.
+        let reply = packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, 20000, b"answer");
+        let (action, out) = fx.from_wan(&with_ip_options(&reply, &[1, 1, 1, 1]));
         assert_eq!(action, XDP_REDIRECT);
-        assert_eq!(&out[26..30], &[203, 0, 113, 1]);
+        assert_eq!(&out[30..34], &[192, 168, 1, 2]);
         assert_eq!(
-            u16::from_be_bytes([out[38], out[39]]),
+            u16::from_be_bytes([out[40], out[41]]),
             20000,
-            "port read after the options"
+            "port after the options"
         );
         assert_eq!(
             checksum(&out[14..38]),
@@ -303,6 +350,110 @@ fn ip_options_and_trailing_padding_are_translated_correctly() {
         let (action, out) = fx.from_lan(&padded);
         assert_eq!(action, XDP_REDIRECT);
         packets::parse_checked(&out[..14 + 20 + 8 + 1]);
+    });
+}
+
+/// `frame` with an 802.1Q tag of VLAN `vid` after its MAC addresses.
+fn vlan_tagged(frame: &[u8], vid: u16) -> Vec<u8> {
+    let mut f = frame[..12].to_vec();
+    f.extend_from_slice(&[0x81, 0x00]);
+    f.extend_from_slice(&vid.to_be_bytes());
+    f.extend_from_slice(&frame[12..]);
+    f
+}
+
+#[test]
+fn priority_tagged_frames_are_dropped_both_ways() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        // VLAN 0 (priority tag): the kernel strips it and takes the frame as untagged, on
+        // this interface, past the NAT; so the NAT drops it. Another VLAN is another
+        // interface's (or dropped by the kernel as not for this host).
+        let to_lan = Hdr {
+            dst: LAN_HOST_A,
+            ..wan_hdr(SERVER, SERVER_MAC)
+        };
+        let inbound = packets::udp(&to_lan, 53, 22, b"in");
+        let outbound = packets::udp(
+            &lan_hdr(Ipv4Addr::new(10, 9, 9, 9), HOST_A_MAC, SERVER),
+            1,
+            2,
+            b"out",
+        );
+        for (what, lan, frame) in [
+            ("from the WAN", false, &inbound),
+            ("from the LAN", true, &outbound),
+        ] {
+            let f = vlan_tagged(frame, 0);
+            let (action, _) = if lan {
+                fx.from_lan(&f)
+            } else {
+                fx.from_wan(&f)
+            };
+            assert_eq!(action, XDP_DROP, "{what}");
+            let tagged = vlan_tagged(frame, 7);
+            let (action, out) = if lan {
+                fx.from_lan(&tagged)
+            } else {
+                fx.from_wan(&tagged)
+            };
+            assert_eq!((action, out), (XDP_PASS, tagged), "{what}, VLAN 7");
+        }
+        assert_eq!(fx.counter("drop_vlan_priority_tagged"), 2);
+    });
+}
+
+#[test]
+fn nothing_from_the_wan_reaches_what_the_kernel_routes_into_the_lan() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        // A network behind a LAN host, in the kernel's routing table only (not in the LAN
+        // side the daemon would follow): the FIB says where it is.
+        std::process::Command::new("ip")
+            .args([
+                "route",
+                "add",
+                "10.77.0.0/24",
+                "via",
+                "192.168.1.2",
+                "dev",
+                "lan0",
+            ])
+            .status()
+            .expect("ip route add");
+        let h = Hdr {
+            dst: Ipv4Addr::new(10, 77, 0, 5),
+            ..wan_hdr(SERVER, SERVER_MAC)
+        };
+        let (action, _) = fx.from_wan(&packets::udp(&h, 53, 5555, b"in"));
+        assert_eq!(action, XDP_DROP);
+        assert_eq!(fx.counter("drop_to_lan_address"), 1);
+        // Somewhere else entirely: the router's business, as before.
+        let elsewhere = Hdr {
+            dst: Ipv4Addr::new(198, 18, 0, 1),
+            ..wan_hdr(SERVER, SERVER_MAC)
+        };
+        let f = packets::udp(&elsewhere, 53, 5555, b"x");
+        assert_eq!(fx.from_wan(&f), (XDP_PASS, f.clone()));
+
+        // A LAN host's mapping, then the host's address moves off the LAN (renumbered): its
+        // replies go nowhere rather than out of the WAN, past the egress guard.
+        let b = lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER);
+        let (_, out) = fx.from_lan(&packets::udp(&b, 20000, 53, b"q"));
+        let ext = u16::from_be_bytes([out[34], out[35]]);
+        std::process::Command::new("ip")
+            .args([
+                "route",
+                "add",
+                "192.168.1.3/32",
+                "via",
+                "203.0.113.254",
+                "dev",
+                "wan0",
+            ])
+            .status()
+            .expect("ip route add");
+        let (action, _) = fx.from_wan(&packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, ext, b"a"));
+        assert_eq!(action, XDP_DROP);
+        assert_eq!(fx.counter("drop_inbound_not_to_lan"), 1);
     });
 }
 
@@ -427,6 +578,8 @@ fn random_mutations_never_leak_or_corrupt_state() {
             };
             if lan {
                 assert_no_leak(&format!("case {i}: {f:?}"), &f, action, &out);
+            } else {
+                assert_nothing_foreign_enters(&format!("case {i}: {f:?}"), &f, action, &out);
             }
             if action == XDP_REDIRECT || action == XDP_TX || (action == XDP_PASS && out != f) {
                 forwarded += 1;
@@ -558,7 +711,10 @@ fn truncation_with_consistent_lengths_reaches_every_bounds_check() {
                     }
                     if lan {
                         assert_no_leak(&what, &f, action, &out);
-                    } else if action != XDP_DROP {
+                    } else {
+                        assert_nothing_foreign_enters(&what, &f, action, &out);
+                    }
+                    if !lan && action != XDP_DROP {
                         assert_ne!(
                             out[26..29],
                             [192, 168, 1],
@@ -574,4 +730,16 @@ fn truncation_with_consistent_lengths_reaches_every_bounds_check() {
         }
         eprintln!("{cases} consistently truncated frames, both directions");
     });
+}
+
+/// Every WAN-side frame, whatever the verdict: nothing is handed untouched to a kernel that
+/// would forward it into the LAN (only translation, by a mapping, may send it there; a
+/// translated reply to a LAN host whose neighbour is unresolved is passed, by design).
+fn assert_nothing_foreign_enters(what: &str, frame: &[u8], action: u32, out: &[u8]) {
+    if action == XDP_PASS && out == frame {
+        assert!(
+            !kernel_would_forward_to_lan(out),
+            "{what}: passed to a kernel that forwards it into the LAN"
+        );
+    }
 }

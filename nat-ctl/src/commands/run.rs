@@ -318,6 +318,9 @@ impl Daemon<'_> {
                     }
                 }
                 _ = tick.tick() => {
+                    // Also without netlink (a failed watch, a missed message): the LAN side
+                    // is read again every sweep.
+                    self.follow_lan_side();
                     let start = std::time::Instant::now();
                     match sweeper::sweep(&mut self.maps, &self.cfg.timeouts, monotonic_ns()) {
                         Ok(r) if r != Default::default() => log::info!("sweep: {r:?}"),
