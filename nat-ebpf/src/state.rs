@@ -10,8 +10,9 @@ use nat_common::{
     counters::Counter,
     flow_cache::FlowKey,
     maps::{EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, NextHop, Session, SessionKey},
+    passthrough::IKE_PORT,
     ports::{MAX_PORT_TRIES, pool_slot, wants_privileged},
-    proto::{IPPROTO_TCP, TCP_SYN},
+    proto::{IPPROTO_TCP, IPPROTO_UDP, TCP_SYN},
     tcp_state::{self, Direction},
 };
 
@@ -58,7 +59,7 @@ pub fn mapping_for(cfg: &NatConfig, ep: &EndpointKey, now: u64) -> Result<u16, C
     };
     // Keep the source port when the pool has it and it is free (RFC 4787 REQ-1 "port
     // preservation" is not required, but applications like it).
-    if port_in_pool(ep.port) {
+    if port_in_pool(ep.port) && !shared_ike_port(ep.proto, ep.port) {
         if let Claim::Won(p) = claim(ep, &mut m, ep.port)? {
             return Ok(p);
         }
@@ -87,6 +88,14 @@ pub fn mapping_for(cfg: &NatConfig, ep: &EndpointKey, now: u64) -> Result<u16, C
     search.outcome
 }
 
+/// UDP port 500 (wire order), which IKE from port 500 to port 500 shares among the LAN hosts
+/// (told apart by SPI on the way back; docs/passthrough.md): never an ordinary mapping's, or
+/// IKE replies with an SPI no one owns would reach that mapping's host.
+#[inline(always)]
+fn shared_ike_port(proto: u8, port: u16) -> bool {
+    proto == IPPROTO_UDP && port == IKE_PORT.to_be()
+}
+
 /// A random search for a free external port (mapping_for), as bpf_loop's context.
 struct PortSearch {
     ep: EndpointKey,
@@ -111,6 +120,9 @@ extern "C" fn try_random_port(_index: u64, ctx: *mut c_void) -> i64 {
     let Some(port) = PORT_POOL.get(slot) else {
         return 0;
     };
+    if shared_ike_port(s.ep.proto, *port) {
+        return 0;
+    }
     match claim(&s.ep, &mut s.m, *port) {
         Ok(Claim::Taken) => 0,
         Ok(Claim::Won(p)) => {

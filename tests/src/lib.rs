@@ -4,6 +4,7 @@
 pub mod daemon;
 pub mod fixture;
 pub mod lab;
+pub mod model;
 pub mod netns;
 pub mod packets;
 pub mod traffic;

@@ -281,6 +281,27 @@ fn nat_t_and_l2tp_are_endpoint_independent_udp() {
 }
 
 #[test]
+fn the_shared_ike_port_is_never_an_ordinary_mapping() {
+    // Found by the model (model_fixtures.rs): an ordinary UDP mapping on external port 500,
+    // kept from its source port or drawn at random, took the IKE replies no SPI explained.
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
+        let (action, out) = fx.from_lan(&packets::udp(&h, 500, 7000, b"not IKE's port pair"));
+        assert_eq!(action, XDP_REDIRECT);
+        let ext = u16::from_be_bytes([out[34], out[35]]);
+        assert_ne!(ext, 500, "source port 500 kept for an ordinary mapping");
+        // An IKE reply from that server with an SPI no LAN host started goes nowhere.
+        let reply = packets::udp(
+            &wan_hdr(SERVER, SERVER_MAC),
+            500,
+            500,
+            &packets::ike(0x99, 1, 0x20),
+        );
+        assert_eq!(fx.from_wan(&reply).0, XDP_DROP);
+    });
+}
+
+#[test]
 fn esp_spi_learning_one_learner_per_server() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
         let esp_out = |host, mac, server, spi| {
