@@ -8,8 +8,12 @@
 //!
 //! The fixture's world (tests/src/fixture.rs): LAN hosts A and B behind lan0, the server on
 //! the WAN link, a far server behind the gateway; the pool is 1-65535 without the router's
-//! port 22. Time stands still within a sequence: nothing expires, an ESP learning window
-//! stays open.
+//! port 22; each of the three filtering modes. Time stands still within a sequence: nothing
+//! expires, an ESP learning window stays open. Left to other tests: timeouts and the sweeper,
+//! fragments, IP options, VLAN tags, the passthrough switches, quotas and full tables, IKEv1,
+//! the router owning port 500 (tests/tests/fixtures.rs, vpn_fixtures.rs, malformed_fixtures.rs).
+//! A forwarded frame's MAC addresses are part of what is compared: the source MAC is that of
+//! the interface the FIB sent it out of, so a frame sent out of the wrong side does not match.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -35,7 +39,8 @@ const PPTP_OUT_CALL_REPLY: u16 = 8;
 /// options, then the message: Call ID at 12, Peer's Call ID at 14).
 const CALL_ID_AT: usize = 14 + 20 + 20 + 12;
 
-/// A client's PPTP control connection leaves from this port: one no other event uses.
+/// A client's PPTP control connection leaves from this port (no other event uses it as a
+/// source port; the NAT may still have handed it out at random).
 fn pptp_sport(host: Ipv4Addr) -> u16 {
     if host == LAN_HOST_A { 30_000 } else { 30_001 }
 }
@@ -191,26 +196,36 @@ pub enum Event {
 
 /// What must happen to a packet.
 pub enum Expect {
-    Drop,
+    /// Dropped, and counted under this counter (its `nat-ctl stats` name).
+    Drop(&'static str),
     /// Handed to the kernel untouched.
     Pass,
     /// Forwarded as exactly this frame.
     Forward(Vec<u8>),
-    /// Forwarded by a mapping the NAT creates with a port of its choosing: the port is read
-    /// at byte `port_at` of what came out, checked with `check_new_port`, and then the frame
-    /// must be exactly `frame(port)`.
-    NewMapping {
-        ep: Endpoint,
-        port_at: usize,
-        frame: Box<dyn Fn(u16) -> Vec<u8>>,
-    },
-    /// Forwarded with an external PPTP call id the NAT picks (the client's own is taken for
-    /// that server): read at byte `id_at`, checked with `adopt_call`, then exactly `frame(id)`.
-    NewCallId {
-        call: Call,
-        id_at: usize,
-        frame: Box<dyn Fn(u16) -> Vec<u8>>,
-    },
+    /// Forwarded with values the NAT picks at random (a port, a PPTP call id): each is read
+    /// from what came out at its hole's offset and checked with `adopt` / `adopt_call`; then
+    /// the frame must be exactly `frame(values)`.
+    Adopt { holes: Vec<Hole>, frame: FrameOf },
+}
+
+/// Builds the expected frame from the values the NAT picked, in the order of the holes.
+pub type FrameOf = Box<dyn Fn(&[u16]) -> Vec<u8>>;
+
+/// A value the NAT picks, and where it is in the frame that comes out.
+#[derive(Clone, Copy, Debug)]
+pub enum Hole {
+    /// A new mapping's external port (or echo id).
+    Port { ep: Endpoint, at: usize },
+    /// A new PPTP call's external call id.
+    CallId { call: Call, at: usize },
+}
+
+/// RFC 4787 REQ-8 filtering, as configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filtering {
+    EndpointIndependent,
+    AddressDependent,
+    AddressAndPortDependent,
 }
 
 /// A PPTP call: client, server, the client's call id.
@@ -219,8 +234,8 @@ pub type Call = (Ipv4Addr, Ipv4Addr, u16);
 /// A LAN endpoint: protocol, address, port (or echo id).
 pub type Endpoint = (u8, Ipv4Addr, u16);
 
-#[derive(Default)]
 pub struct Model {
+    filtering: Filtering,
     /// Endpoint -> external port, and back.
     mappings: BTreeMap<Endpoint, u16>,
     external: BTreeMap<(u8, u16), (Ipv4Addr, u16)>,
@@ -303,8 +318,19 @@ fn sport_at(l4: L4) -> usize {
 }
 
 impl Model {
-    pub fn new() -> Model {
-        Model::default()
+    pub fn new(filtering: Filtering) -> Model {
+        Model {
+            filtering,
+            mappings: BTreeMap::new(),
+            external: BTreeMap::new(),
+            sessions: Vec::new(),
+            filters: BTreeSet::new(),
+            ike: BTreeMap::new(),
+            esp_out: BTreeMap::new(),
+            esp_in: BTreeMap::new(),
+            windows: BTreeMap::new(),
+            calls: Vec::new(),
+        }
     }
 
     /// The input frame of `e`, and what must become of it. `lan` tells which program gets it.
@@ -348,8 +374,16 @@ impl Model {
             Event::Untranslatable { host, ah } => {
                 let a = host_addr(host);
                 let h = hdr(host_mac(a), LAN_MAC, a, SERVER, 64);
-                let proto = if ah { 51 } else { 253 };
-                (true, packets::ip_proto(&h, proto, b"opaque"), Expect::Drop)
+                let (proto, why) = if ah {
+                    (51, "drop_ah")
+                } else {
+                    (253, "drop_unsupported_proto")
+                };
+                (
+                    true,
+                    packets::ip_proto(&h, proto, b"opaque"),
+                    Expect::Drop(why),
+                )
             }
         }
     }
@@ -412,7 +446,7 @@ impl Model {
     }
 
     /// A translated frame for `ep` sending to (rem, rport), with its mapping's port, or
-    /// the NewMapping expectation when the NAT picks the port; opens the session.
+    /// the Adopt expectation when the NAT picks the port; opens the session.
     fn translate_out(
         &mut self,
         ep: Endpoint,
@@ -433,10 +467,12 @@ impl Model {
                 // The session is opened once the port is adopted; it names the endpoint,
                 // not the port.
                 self.open_session(ep, rem, session_port);
-                Expect::NewMapping {
-                    ep,
-                    port_at: sport_at(l4),
-                    frame: Box::new(move |p| frame(&out_hdr, l4, p, dst_port, false)),
+                Expect::Adopt {
+                    holes: vec![Hole::Port {
+                        ep,
+                        at: sport_at(l4),
+                    }],
+                    frame: Box::new(move |v| frame(&out_hdr, l4, v[0], dst_port, false)),
                 }
             }
         }
@@ -460,8 +496,10 @@ impl Model {
         let dport = if l4 == L4::Echo { 0 } else { dport };
         let input = frame(&hdr(mac, LAN_MAC, addr, rem, ttl), l4, sport, dport, false);
         // Anti-spoofing first, whatever the destination.
-        if !matches!(src, LanSrc::Host(_)) {
-            return (true, input, Expect::Drop);
+        match src {
+            LanSrc::Foreign => return (true, input, Expect::Drop("drop_lan_source_foreign")),
+            LanSrc::RouterLan => return (true, input, Expect::Drop("drop_lan_source_router")),
+            LanSrc::Host(_) => {}
         }
         // The router's own address, and TTL 1 (the kernel answers Time Exceeded): the
         // kernel's, untouched.
@@ -533,28 +571,53 @@ impl Model {
             d,
             true,
         );
-        let spoofed = matches!(src, WanSrc::SpoofLan | WanSrc::SpoofWan | WanSrc::Martian);
-        if spoofed || to_lan {
-            return (false, input, Expect::Drop);
+        // Spoofed sources first: the WAN address itself, a LAN-side or a martian one.
+        match src {
+            WanSrc::SpoofWan => return (false, input, Expect::Drop("drop_wan_source_self")),
+            WanSrc::SpoofLan | WanSrc::Martian => {
+                return (false, input, Expect::Drop("drop_martian_source"));
+            }
+            WanSrc::Server | WanSrc::Far => {}
         }
+        if to_lan {
+            return (false, input, Expect::Drop("drop_to_lan_address"));
+        }
+        // Ports outside the pool are the router's.
         if !in_pool(ext) {
             return (false, input, Expect::Pass);
         }
         let Some(&(int, iport)) = self.external.get(&(proto, ext)) else {
-            // An echo reply to an id the NAT did not map answers the router's own ping.
+            // Echo ids share their space with the router's own pings: an echo reply to an id
+            // the NAT did not map answers the router's.
             let e = if l4 == L4::Echo {
                 Expect::Pass
             } else {
-                Expect::Drop
+                Expect::Drop("drop_no_mapping")
             };
             return (false, input, e);
         };
         let ep = (proto, int, iport);
         let rport = if l4 == L4::Echo { 0 } else { sport };
-        let allowed = self.sessions.contains(&(ep, rem, rport))
-            || (l4 == L4::Udp && self.filters.contains(&(ep, rem)));
-        if !allowed || ttl <= 1 {
-            return (false, input, Expect::Drop);
+        // TCP and echo replies need their session; UDP what the filtering mode allows.
+        if !self.sessions.contains(&(ep, rem, rport)) {
+            let allowed = l4 == L4::Udp
+                && match self.filtering {
+                    Filtering::EndpointIndependent => true,
+                    Filtering::AddressDependent => self.filters.contains(&(ep, rem)),
+                    Filtering::AddressAndPortDependent => false,
+                };
+            if !allowed {
+                let why = if matches!(l4, L4::Tcp(_)) {
+                    "drop_unsolicited_tcp"
+                } else {
+                    "drop_filtered"
+                };
+                return (false, input, Expect::Drop(why));
+            }
+        }
+        // A forwarded packet never leaves the router with TTL 0.
+        if ttl <= 1 {
+            return (false, input, Expect::Drop("drop_inbound_ttl"));
         }
         let out_hdr = hdr(LAN_MAC, host_mac(int), rem, int, ttl - 1);
         let (s, d) = if l4 == L4::Echo {
@@ -586,8 +649,9 @@ impl Model {
             return (true, input, Expect::Pass);
         }
         let Some(&(int, iport)) = self.external.get(&(proto, ext)) else {
-            return (true, input, Expect::Drop);
+            return (true, input, Expect::Drop("drop_no_mapping"));
         };
+        // Hairpinned packets come from our own side: not filtered, no session needed.
         let out_hdr = hdr(LAN_MAC, host_mac(int), ROUTER_WAN, int, 63);
         let ep = (proto, addr, sport);
         let e = self.translate_out(ep, l4, ROUTER_WAN, ext, out_hdr, iport);
@@ -647,7 +711,7 @@ impl Model {
         let input = packets::icmp_error(&outer, kind.clone(), &quoted_wan);
         let Some(_) = known else {
             // No mapping for that port: dropped (an echo id would be the router's).
-            return (false, input, Expect::Drop);
+            return (false, input, Expect::Drop("drop_icmp_error_no_session"));
         };
         let quoted_lan = frame(
             &hdr(WAN_MAC, SERVER_MAC, int, rem, 60),
@@ -679,7 +743,7 @@ impl Model {
                 packets::port_unreachable(),
                 &quoted,
             );
-            return (true, input, Expect::Drop);
+            return (true, input, Expect::Drop("drop_icmp_error_no_session"));
         };
         let (proto, int, iport) = ep;
         let l4 = match proto {
@@ -734,7 +798,9 @@ impl Model {
         }
         // Port 500 is shared; an initiator SPI another host uses with that server is refused.
         match self.ike.get(&(rem, spi)) {
-            Some(owner) if *owner != a => return (true, input, Expect::Drop),
+            Some(owner) if *owner != a => {
+                return (true, input, Expect::Drop("drop_ike_spi_in_use"));
+            }
             _ => {}
         }
         self.ike.insert((rem, spi), a);
@@ -757,8 +823,9 @@ impl Model {
             IKE_PORT,
             &msg,
         );
+        // An SPI no client started: port 500 is no ordinary mapping's either.
         let Some(&owner) = self.ike.get(&(rem, spi)) else {
-            return (false, input, Expect::Drop);
+            return (false, input, Expect::Drop("drop_no_mapping"));
         };
         let out = packets::udp(
             &hdr(LAN_MAC, host_mac(owner), rem, owner, 63),
@@ -781,7 +848,9 @@ impl Model {
         if !learned {
             match self.windows.get(&rem) {
                 // Another host learns from that server: wait.
-                Some((learner, _, _)) if *learner != a => return (true, input, Expect::Drop),
+                Some((learner, _, _)) if *learner != a => {
+                    return (true, input, Expect::Drop("drop_esp_learn_busy"));
+                }
                 Some(_) => {}
                 None => {
                     self.windows.insert(rem, (a, spi, 0));
@@ -812,7 +881,7 @@ impl Model {
                     return (false, input, Expect::Pass);
                 };
                 if *bound >= ESP_BINDINGS_PER_WINDOW {
-                    return (false, input, Expect::Drop);
+                    return (false, input, Expect::Drop("drop_esp_learn_limit"));
                 }
                 *bound += 1;
                 let (learner, out_spi) = (*learner, *out_spi);
@@ -848,39 +917,52 @@ impl Model {
         if to == Remote::RouterLan {
             return (true, input, Expect::Pass);
         }
-        // The control connection: a TCP flow like any other, its port kept (no other event
-        // uses it).
+        // The control connection: a TCP flow like any other.
         let ep = (TCP, a, sport);
-        let ext_port = match self.mapping(ep) {
-            Ok(p) => p,
-            Err(()) => unreachable!("the control connection's port is never taken"),
-        };
+        let port = self.mapping(ep).ok();
         self.open_session(ep, rem, PPTP_PORT);
         let out_hdr = hdr(WAN_MAC, wan_next_hop(rem), ROUTER_WAN, rem, 63);
         let frame =
-            move |id: u16| packets::tcp(&out_hdr, ext_port, PPTP_PORT, packets::ACK, &msg(id));
+            move |p: u16, id: u16| packets::tcp(&out_hdr, p, PPTP_PORT, packets::ACK, &msg(id));
         let call = (a, rem, call_id);
-        if let Some((_, ext)) = self.calls.iter().find(|(c, _)| *c == call) {
-            return (true, input, Expect::Forward(frame(*ext)));
-        }
-        // The client's own id, unless another call to that server has it as its external one.
-        let taken = self
-            .calls
-            .iter()
-            .any(|(c, ext)| c.1 == rem && *ext == call_id);
-        if call_id != 0 && !taken {
-            self.calls.push((call, call_id));
-            return (true, input, Expect::Forward(frame(call_id)));
-        }
-        (
-            true,
-            input,
-            Expect::NewCallId {
-                call,
-                id_at: CALL_ID_AT,
-                frame: Box::new(frame),
+        // The call's external id: known, the client's own unless another call to that server
+        // has it, or one the NAT picks.
+        let id = match self.calls.iter().find(|(c, _)| *c == call) {
+            Some((_, ext)) => Some(*ext),
+            None if !self
+                .calls
+                .iter()
+                .any(|(c, ext)| c.1 == rem && *ext == call_id) =>
+            {
+                self.calls.push((call, call_id));
+                Some(call_id)
+            }
+            None => None,
+        };
+        let port_hole = Hole::Port {
+            ep,
+            at: sport_at(L4::Tcp(packets::ACK)),
+        };
+        let id_hole = Hole::CallId {
+            call,
+            at: CALL_ID_AT,
+        };
+        let e = match (port, id) {
+            (Some(p), Some(id)) => Expect::Forward(frame(p, id)),
+            (None, Some(id)) => Expect::Adopt {
+                holes: vec![port_hole],
+                frame: Box::new(move |v| frame(v[0], id)),
             },
-        )
+            (Some(p), None) => Expect::Adopt {
+                holes: vec![id_hole],
+                frame: Box::new(move |v| frame(p, v[0])),
+            },
+            (None, None) => Expect::Adopt {
+                holes: vec![port_hole, id_hole],
+                frame: Box::new(move |v| frame(v[0], v[1])),
+            },
+        };
+        (true, input, e)
     }
 
     fn pptp_reply(&mut self, from: Remote, call: Option<usize>) -> (bool, Vec<u8>, Expect) {
@@ -904,11 +986,13 @@ impl Model {
             }
         };
         let sport = pptp_sport(client);
-        let ext_port = self
-            .mappings
-            .get(&(TCP, client, sport))
-            .copied()
-            .unwrap_or(sport);
+        let mapped = self.mappings.get(&(TCP, client, sport)).copied();
+        // To the control connection's external port; without one, to a port nobody holds.
+        let ext_port = mapped.unwrap_or_else(|| {
+            (sport..)
+                .find(|p| !self.external.contains_key(&(TCP, *p)))
+                .expect("a free port")
+        });
         let msg = |peer: u16| packets::pptp_ctrl(PPTP_OUT_CALL_REPLY, server_call_id(n), peer);
         let input = packets::tcp(
             &hdr(wan_next_hop(rem), WAN_MAC, rem, ROUTER_WAN, 64),
@@ -918,12 +1002,14 @@ impl Model {
             &msg(ext),
         );
         // Only on the client's control connection (TCP needs its session).
+        if mapped.is_none() {
+            return (false, input, Expect::Drop("drop_no_mapping"));
+        }
         if !self
             .sessions
             .contains(&((TCP, client, sport), rem, PPTP_PORT))
-            || self.mappings.get(&(TCP, client, sport)) != Some(&ext_port)
         {
-            return (false, input, Expect::Drop);
+            return (false, input, Expect::Drop("drop_unsolicited_tcp"));
         }
         // The peer's call id goes back to the client's own; an unknown one stays.
         let out = packets::tcp(

@@ -101,7 +101,9 @@ pub fn inspect(frame: &[u8], private: &[Prefix]) -> (Vec<String>, Option<QuotedE
             if proto != Some(1) || frag_offset != Some(0) || !is_error {
                 return (leaks, None);
             }
-            let q = &ip[ihl + 8..];
+            let Some(q) = ip.get(ihl + 8..) else {
+                return (leaks, None);
+            };
             let qihl = q.first().map_or(20, |b| ((b & 0x0f) as usize) * 4);
             let (qsrc, qdst) = (addr_at(q, 12), addr_at(q, 16));
             for (what, a) in [("quoted source", qsrc), ("quoted destination", qdst)] {

@@ -56,6 +56,24 @@ pub fn raw_recv_all(s: &Socket, wait: Duration) -> Vec<(Ipv4Addr, Vec<u8>)> {
     got
 }
 
+/// The first packet received within `wait`, as soon as it arrives: (source, IP payload).
+pub fn raw_recv_first(s: &Socket, wait: Duration) -> Option<(Ipv4Addr, Vec<u8>)> {
+    let deadline = Instant::now() + wait;
+    let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+    while Instant::now() < deadline {
+        if let Ok(n) = s.recv(&mut buf) {
+            // SAFETY: recv initialised the first n bytes.
+            let b: Vec<u8> = buf[..n]
+                .iter()
+                .map(|x| unsafe { x.assume_init() })
+                .collect();
+            let ihl = ((b[0] & 0x0f) as usize) * 4;
+            return Some((Ipv4Addr::new(b[12], b[13], b[14], b[15]), b[ihl..].to_vec()));
+        }
+    }
+    None
+}
+
 fn read_message(s: &mut TcpStream) -> Result<Vec<u8>> {
     let mut len = [0u8; 2];
     s.read_exact(&mut len)?;

@@ -7,12 +7,12 @@
 
 use integration_tests::{
     fixture::*,
-    model::{Event, Expect, L4, LanSrc, Model, Remote, Target, WanSrc},
+    model::{Event, Expect, Filtering, Hole, L4, LanSrc, Model, Remote, Target, WanSrc},
     packets::{ACK, Flags, SYN, SYN_ACK},
 };
 use proptest::{
     prelude::*,
-    test_runner::{Config, TestCaseError, TestRunner},
+    test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner},
 };
 
 fn l4() -> impl Strategy<Value = L4> {
@@ -101,54 +101,76 @@ fn verdict(action: u32) -> &'static str {
     XDP_NAMES.get(action as usize).copied().unwrap_or("?")
 }
 
-/// How often each kind of event met each expectation, over a whole run.
-type Coverage = std::collections::BTreeMap<(&'static str, &'static str), usize>;
+/// How often each kind of packet met each outcome, over a whole run.
+type Coverage = std::collections::BTreeMap<(String, String), usize>;
 
-fn kind(e: &Event) -> &'static str {
+fn proto_name(l4: &L4) -> &'static str {
+    match l4 {
+        L4::Udp => "udp",
+        L4::Tcp(_) => "tcp",
+        L4::Echo => "echo",
+    }
+}
+
+/// The kind of packet an event sends, by protocol where it has several.
+fn kind(e: &Event) -> String {
     match e {
-        Event::Out { .. } => "out",
-        Event::In { .. } => "in",
-        Event::Hairpin { .. } => "hairpin",
-        Event::ErrorIn { .. } => "icmp error in",
-        Event::ErrorOut { .. } => "icmp error out",
-        Event::IkeOut { .. } => "ike out",
-        Event::IkeIn { .. } => "ike in",
-        Event::EspOut { .. } => "esp out",
-        Event::EspIn { .. } => "esp in",
-        Event::Untranslatable { .. } => "untranslatable",
-        Event::PptpCall { .. } => "pptp call",
-        Event::PptpReply { .. } => "pptp reply",
-        Event::GreOut { .. } => "gre out",
-        Event::GreIn { .. } => "gre in",
+        Event::Out { l4, .. } => format!("out {}", proto_name(l4)),
+        Event::In { l4, .. } => format!("in {}", proto_name(l4)),
+        Event::Hairpin { l4, .. } => format!("hairpin {}", proto_name(l4)),
+        Event::ErrorIn { .. } => "icmp error in".into(),
+        Event::ErrorOut { .. } => "icmp error out".into(),
+        Event::IkeOut { .. } => "ike out".into(),
+        Event::IkeIn { .. } => "ike in".into(),
+        Event::EspOut { .. } => "esp out".into(),
+        Event::EspIn { .. } => "esp in".into(),
+        Event::Untranslatable { .. } => "untranslatable".into(),
+        Event::PptpCall { .. } => "pptp call".into(),
+        Event::PptpReply { .. } => "pptp reply".into(),
+        Event::GreOut { .. } => "gre out".into(),
+        Event::GreIn { .. } => "gre in".into(),
     }
 }
 
 /// Runs one sequence from empty state; Err names the first packet the two disagree on.
 fn run_sequence(
     fx: &mut Fixture,
+    filtering: Filtering,
     events: &[Event],
     coverage: &mut Coverage,
 ) -> Result<usize, TestCaseError> {
     fx.clear_state();
-    let mut model = Model::new();
+    let mut model = Model::new(filtering);
     for (i, e) in events.iter().enumerate() {
         let (lan, input, expect) = model.step(e);
+        let before = match &expect {
+            Expect::Drop(counter) => fx.counter(counter),
+            _ => 0,
+        };
         let (action, out) = if lan {
             fx.from_lan(&input)
         } else {
             fx.from_wan(&input)
         };
-        let at = format!("packet {i} of {}: {e:?}", events.len());
+        let at = format!("{filtering:?}, packet {i} of {}: {e:?}", events.len());
         let outcome = match &expect {
-            Expect::Drop => "drop",
-            Expect::Pass => "pass",
-            Expect::Forward(_) => "forward",
-            Expect::NewMapping { .. } => "forward, new port",
-            Expect::NewCallId { .. } => "forward, new call id",
+            Expect::Drop(counter) => format!("drop {counter}"),
+            Expect::Pass => "pass".into(),
+            Expect::Forward(_) => "forward".into(),
+            Expect::Adopt { holes, .. } => format!("forward, {} picked", holes.len()),
         };
         *coverage.entry((kind(e), outcome)).or_default() += 1;
         match expect {
-            Expect::Drop => prop_assert_eq!(verdict(action), "DROP", "{}", at),
+            Expect::Drop(counter) => {
+                prop_assert_eq!(verdict(action), "DROP", "{}", at);
+                prop_assert_eq!(
+                    fx.counter(counter),
+                    before + 1,
+                    "{}: not counted as {}",
+                    at,
+                    counter
+                );
+            }
             Expect::Pass => {
                 prop_assert_eq!(verdict(action), "PASS", "{}", at);
                 prop_assert_eq!(&out, &input, "{}: passed, but changed", at);
@@ -157,28 +179,69 @@ fn run_sequence(
                 prop_assert_eq!(verdict(action), "REDIRECT", "{}", at);
                 prop_assert_eq!(&out, &want, "{}: other bytes", at);
             }
-            Expect::NewMapping { ep, port_at, frame } => {
+            Expect::Adopt { holes, frame } => {
                 prop_assert_eq!(verdict(action), "REDIRECT", "{}", at);
-                prop_assert!(out.len() >= port_at + 2, "{}: short output", at);
-                let port = u16::from_be_bytes([out[port_at], out[port_at + 1]]);
-                model
-                    .adopt(ep, port)
-                    .map_err(|e| TestCaseError::fail(format!("{at}: {e}")))?;
-                prop_assert_eq!(&out, &frame(port), "{}: other bytes", at);
-            }
-            Expect::NewCallId { call, id_at, frame } => {
-                prop_assert_eq!(verdict(action), "REDIRECT", "{}", at);
-                prop_assert!(out.len() >= id_at + 2, "{}: short output", at);
-                let id = u16::from_be_bytes([out[id_at], out[id_at + 1]]);
-                model
-                    .adopt_call(call, id)
-                    .map_err(|e| TestCaseError::fail(format!("{at}: {e}")))?;
-                prop_assert_eq!(&out, &frame(id), "{}: other bytes", at);
+                let mut values = Vec::new();
+                for hole in holes {
+                    let offset = match hole {
+                        Hole::Port { at, .. } | Hole::CallId { at, .. } => at,
+                    };
+                    prop_assert!(out.len() >= offset + 2, "{}: short output", at);
+                    let v = u16::from_be_bytes([out[offset], out[offset + 1]]);
+                    let adopted = match hole {
+                        Hole::Port { ep, .. } => model.adopt(ep, v),
+                        Hole::CallId { call, .. } => model.adopt_call(call, v),
+                    };
+                    adopted.map_err(|e| TestCaseError::fail(format!("{at}: {e}")))?;
+                    values.push(v);
+                }
+                prop_assert_eq!(&out, &frame(&values), "{}: other bytes", at);
             }
         }
     }
     Ok(events.len())
 }
+
+/// Outcomes a run must have reached, or it proves nothing about them.
+const MUST_REACH: &[(&str, &str)] = &[
+    ("out udp", "forward"),
+    ("out tcp", "forward"),
+    ("out echo", "forward"),
+    ("out udp", "forward, 1 picked"),
+    ("out udp", "pass"),
+    ("out udp", "drop drop_lan_source_foreign"),
+    ("out tcp", "drop drop_lan_source_router"),
+    ("in udp", "forward"),
+    ("in tcp", "forward"),
+    ("in echo", "forward"),
+    ("in udp", "drop drop_martian_source"),
+    ("in udp", "drop drop_wan_source_self"),
+    ("in udp", "drop drop_to_lan_address"),
+    ("in udp", "drop drop_no_mapping"),
+    ("in tcp", "drop drop_unsolicited_tcp"),
+    ("in echo", "pass"),
+    ("hairpin udp", "forward"),
+    ("hairpin tcp", "drop drop_no_mapping"),
+    ("icmp error in", "forward"),
+    ("icmp error in", "drop drop_icmp_error_no_session"),
+    ("icmp error out", "forward"),
+    ("ike out", "forward"),
+    ("ike out", "drop drop_ike_spi_in_use"),
+    ("ike in", "forward"),
+    ("ike in", "drop drop_no_mapping"),
+    ("esp out", "forward"),
+    ("esp out", "drop drop_esp_learn_busy"),
+    ("esp in", "forward"),
+    ("esp in", "pass"),
+    ("pptp call", "forward"),
+    ("pptp call", "forward, 1 picked"),
+    ("pptp reply", "forward"),
+    ("pptp reply", "drop drop_unsolicited_tcp"),
+    ("gre out", "forward"),
+    ("gre in", "forward"),
+    ("gre in", "pass"),
+    ("untranslatable", "drop drop_ah"),
+];
 
 #[test]
 fn the_data_path_does_what_the_model_says() {
@@ -186,61 +249,79 @@ fn the_data_path_does_what_the_model_says() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(400);
-    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
-        let mut runner = TestRunner::new(Config {
-            cases,
-            failure_persistence: None,
-            ..Config::default()
-        });
-        let packets = std::cell::Cell::new(0usize);
-        // proptest takes a Fn; the fixture is used by one sequence at a time.
-        let fx = std::cell::RefCell::new(fx);
-        let coverage = std::cell::RefCell::new(Coverage::new());
-        let result = runner.run(&prop::collection::vec(event(), 1..60), |events| {
-            let n = run_sequence(&mut fx.borrow_mut(), &events, &mut coverage.borrow_mut())?;
-            packets.set(packets.get() + n);
-            Ok(())
-        });
-        if let Err(e) = result {
-            panic!("the data path and the model disagree: {e}");
-        }
-        let coverage = coverage.into_inner();
-        eprintln!(
-            "model: {cases} sequences, {} packets, every verdict and output frame as the model says",
-            packets.get()
-        );
-        for ((kind, outcome), n) in &coverage {
-            eprintln!("  {kind:<15} {outcome:<18} {n}");
-        }
-        // A run that never reached a case proves nothing about it.
-        for kind in [
-            "out",
-            "in",
-            "hairpin",
-            "icmp error in",
-            "icmp error out",
-            "ike out",
-            "ike in",
-            "esp out",
-            "esp in",
-            "pptp call",
-            "pptp reply",
-            "gre out",
-            "gre in",
-        ] {
-            assert!(
-                coverage.contains_key(&(kind, "forward")) || kind == "out" || kind == "hairpin",
-                "no {kind} packet was forwarded in the whole run"
+    // A seed of its own each run (more sequences over time), printed so that a failure can be
+    // replayed: XDP_NAT_MODEL_SEED=<seed>.
+    let seed: u64 = std::env::var("XDP_NAT_MODEL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("model: seed {seed} (XDP_NAT_MODEL_SEED={seed} replays this run)");
+    let mut coverage = Coverage::new();
+    let mut packets = 0;
+    // Most sequences under the default filtering; the other two modes too.
+    for (filtering, toml, share) in [
+        (Filtering::AddressDependent, "", 2),
+        (
+            Filtering::EndpointIndependent,
+            "filtering = \"endpoint-independent\"",
+            1,
+        ),
+        (
+            Filtering::AddressAndPortDependent,
+            "filtering = \"address-and-port-dependent\"",
+            1,
+        ),
+    ] {
+        let config = FixtureConfig {
+            toml: toml.into(),
+            ..Default::default()
+        };
+        let (n, c) = with_fixture(default_tables(), config, |fx| {
+            let mut seed_bytes = [0u8; 32];
+            seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+            seed_bytes[8] = share;
+            let mut runner = TestRunner::new_with_rng(
+                Config {
+                    cases: cases * share as u32 / 4,
+                    failure_persistence: None,
+                    ..Config::default()
+                },
+                TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
             );
+            // proptest takes a Fn; the fixture is used by one sequence at a time.
+            let fx = std::cell::RefCell::new(fx);
+            let coverage = std::cell::RefCell::new(Coverage::new());
+            let packets = std::cell::Cell::new(0usize);
+            let result = runner.run(&prop::collection::vec(event(), 1..60), |events| {
+                let n = run_sequence(
+                    &mut fx.borrow_mut(),
+                    filtering,
+                    &events,
+                    &mut coverage.borrow_mut(),
+                )?;
+                packets.set(packets.get() + n);
+                Ok(())
+            });
+            if let Err(e) = result {
+                panic!("the data path and the model disagree (seed {seed}): {e}");
+            }
+            (packets.get(), coverage.into_inner())
+        });
+        packets += n;
+        for (k, v) in c {
+            *coverage.entry(k).or_default() += v;
         }
-        for case in [
-            ("out", "forward, new port"),
-            ("out", "pass"),
-            ("in", "drop"),
-            ("hairpin", "forward"),
-            ("pptp call", "forward, new call id"),
-        ] {
-            assert!(coverage.contains_key(&case), "never reached: {case:?}");
-        }
-    });
+    }
+    eprintln!(
+        "model: {cases} sequences, {packets} packets, every verdict, drop counter and output frame as the model says"
+    );
+    for ((kind, outcome), n) in &coverage {
+        eprintln!("  {kind:<15} {outcome:<40} {n}");
+    }
+    for (kind, outcome) in MUST_REACH {
+        assert!(
+            coverage.contains_key(&(kind.to_string(), outcome.to_string())),
+            "the run never reached {kind}: {outcome} (seed {seed})"
+        );
+    }
 }

@@ -362,9 +362,14 @@ fn esp_spi_learning_one_learner_per_server() {
             addrs(&fx.from_wan(&esp_in(SERVER, 0xb1)).1),
             (SERVER, LAN_HOST_B)
         );
-        // A further outbound packet of A does not start learning again.
-        fx.from_lan(&esp_out(LAN_HOST_A, HOST_A_MAC, SERVER, 0xa0));
+        // Once B's window is over, a further outbound packet of A goes out and does not start
+        // learning again (A's SA is learned): an unknown SPI right after it is the router's.
         window();
+        assert_eq!(
+            fx.from_lan(&esp_out(LAN_HOST_A, HOST_A_MAC, SERVER, 0xa0))
+                .0,
+            XDP_REDIRECT
+        );
         let (action, _) = fx.from_wan(&esp_in(SERVER, 0xc1));
         assert_eq!(
             action, XDP_PASS,
