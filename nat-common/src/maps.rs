@@ -33,8 +33,9 @@ pub mod names {
     pub const FLOW_HOPS: &str = "FLOW_HOPS";
     pub const LAN_PREFIXES: &str = "LAN_PREFIXES";
     pub const ROUTER_IPSEC_PEERS: &str = "ROUTER_IPSEC_PEERS";
+    pub const FRAGS_IN: &str = "FRAGS_IN";
     /// Every map the control plane pins, in a stable order.
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 25] = [
         CONFIG,
         MAPPINGS_OUT,
         MAPPINGS_IN,
@@ -59,6 +60,7 @@ pub mod names {
         HOST_MAPPINGS,
         LAN_PREFIXES,
         ROUTER_IPSEC_PEERS,
+        FRAGS_IN,
     ];
 }
 

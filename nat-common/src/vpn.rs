@@ -27,7 +27,8 @@ pub const fn pptp_message_len(ctrl_type: u16) -> u16 {
     match ctrl_type {
         1 | 2 => 156, // Start-Control-Connection-Request/Reply
         3 | 4 => 16,  // Stop-Control-Connection-Request/Reply
-        5 | 6 => 16,  // Echo-Request/Reply
+        5 => 16,      // Echo-Request
+        6 => 20,      // Echo-Reply
         7 => 168,     // Outgoing-Call-Request
         8 => 32,      // Outgoing-Call-Reply
         9 => 220,     // Incoming-Call-Request
@@ -186,6 +187,32 @@ mod tests {
         let mut bad = ctrl(8, 32, 1, 2);
         bad[5] ^= 1;
         assert_eq!(pptp_control_type(&bad, 32), None, "bad magic");
+    }
+
+    #[test]
+    fn message_lengths_are_rfc_2637s() {
+        // RFC 2637 section 2, each message's fixed length.
+        let rfc = [
+            (1, 156),
+            (2, 156),
+            (3, 16),
+            (4, 16),
+            (5, 16),
+            (6, 20),
+            (7, 168),
+            (8, 32),
+            (9, 220),
+            (10, 24),
+            (11, 28),
+            (12, 16),
+            (13, 148),
+            (14, 40),
+            (15, 24),
+        ];
+        for (ctrl, len) in rfc {
+            assert_eq!(pptp_message_len(ctrl), len, "control message type {ctrl}");
+        }
+        assert_eq!(pptp_message_len(16), 0, "no such message");
     }
 
     #[test]

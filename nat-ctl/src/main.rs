@@ -18,6 +18,13 @@ fn main() -> ExitCode {
     }
     // clap prints its own usage errors and exits 2.
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        // A command whose reader went away (`nat-ctl status | head -2`) ends quietly, as
+        // other Unix tools do, instead of panicking on its next print. The daemon keeps
+        // SIGPIPE ignored: a closed log pipe must not kill the NAT's control plane.
+        // SAFETY: restoring the default disposition of one signal, before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match dispatch(&cli) {
         Ok(code) => ExitCode::from(code),
         // A reader that went away (`nat-ctl man | head`) is not an error.

@@ -78,6 +78,10 @@ pub fn render(instance: &Instance) -> Result<String> {
         (names::ESP_IN, maps.esp_bindings()?.len()),
         (names::IKE_SAS, maps.ike_sa_list()?.len()),
         (names::FRAGS, crate::state::entries(&maps.frags)?.len()),
+        (
+            names::FRAGS_IN,
+            crate::state::entries(&maps.frags_in)?.len(),
+        ),
     ];
     writeln!(out, "# HELP xdp_nat_table_entries Entries in each table.")?;
     writeln!(out, "# TYPE xdp_nat_table_entries gauge")?;

@@ -28,17 +28,17 @@ pub fn set(maps: &mut NatMaps, class: u8, on: bool) -> Result<usize> {
         .filter(|(_, s)| s.class == class)
         .collect();
     for (k, s) in sessions {
-        removed += usize::from(maps.remove_session(&k, &s));
+        removed += usize::from(maps.try_remove_session(&k, &s)?);
     }
     if class == CLASS_PPTP {
-        removed += clear(&mut maps.pptp_calls_in);
-        clear(&mut maps.pptp_calls_out);
+        removed += clear(&mut maps.pptp_calls_in)?;
+        clear(&mut maps.pptp_calls_out)?;
     }
     if class == CLASS_IPSEC {
-        removed += clear(&mut maps.ike_sas);
-        removed += clear(&mut maps.esp_in);
-        clear(&mut maps.esp_out);
-        clear(&mut maps.esp_pending);
+        removed += clear(&mut maps.ike_sas)?;
+        removed += clear(&mut maps.esp_in)?;
+        clear(&mut maps.esp_out)?;
+        clear(&mut maps.esp_pending)?;
     }
     // The flow cache may still hold the removed sessions (the data path also checks the
     // switch on every packet, so they would not pass; this keeps the cache honest).

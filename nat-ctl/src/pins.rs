@@ -118,6 +118,15 @@ impl RunState {
 /// even by SIGKILL.
 pub struct DaemonLock {
     file: fs::File,
+    path: PathBuf,
+}
+
+impl Drop for DaemonLock {
+    /// A daemon that ends leaves no pid file behind (removed while it still holds the lock,
+    /// so no other daemon's file is taken). After SIGKILL, `nat-ctl detach` removes it.
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 impl DaemonLock {
@@ -141,7 +150,7 @@ impl DaemonLock {
             );
         }
         file.set_len(0)?;
-        Ok(DaemonLock { file })
+        Ok(DaemonLock { file, path })
     }
 
     /// Publishes the daemon's pid: from now on `status` reports it as running.

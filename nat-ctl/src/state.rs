@@ -45,6 +45,7 @@ pub struct NatMaps {
     pub esp_out: HashMap<MapData, EspKey, Owner>,
     pub esp_pending: HashMap<MapData, u32, EspLearner>,
     pub frags: HashMap<MapData, FragKey, FragEntry>,
+    pub frags_in: HashMap<MapData, FragKey, FragEntry>,
     pub host_mappings: HashMap<MapData, u32, u32>,
     pub lan_prefixes: LpmTrie<MapData, u32, u32>,
     pub router_ipsec_peers: HashMap<MapData, u32, u64>,
@@ -86,6 +87,7 @@ impl NatMaps {
             esp_out: get(names::ESP_OUT)?.try_into()?,
             esp_pending: get(names::ESP_PENDING)?.try_into()?,
             frags: get(names::FRAGS)?.try_into()?,
+            frags_in: get(names::FRAGS_IN)?.try_into()?,
             host_mappings: get(names::HOST_MAPPINGS)?.try_into()?,
             lan_prefixes: get(names::LAN_PREFIXES)?.try_into()?,
             router_ipsec_peers: get(names::ROUTER_IPSEC_PEERS)?.try_into()?,
@@ -294,6 +296,17 @@ impl NatMaps {
     }
 
     /// Removes a session and its inbound half; false if it was already gone.
+    /// `remove_session`, reporting map errors other than the session being gone already.
+    pub fn try_remove_session(&mut self, k: &SessionKey, s: &Session) -> Result<bool> {
+        let rk = k.reply_key(s.ext_port);
+        if let Ok(r) = self.sessions_in.get(&rk, 0) {
+            if rk.session_key(&r) == *k {
+                removed(self.sessions_in.remove(&rk))?;
+            }
+        }
+        removed(self.sessions.remove(k))
+    }
+
     pub fn remove_session(&mut self, k: &SessionKey, s: &Session) -> bool {
         let rk = k.reply_key(s.ext_port);
         if let Ok(r) = self.sessions_in.get(&rk, 0) {
@@ -311,26 +324,26 @@ impl NatMaps {
         let matches = |p: u8| proto.is_none_or(|w| w == p);
         let mut removed = 0;
         for (k, s) in self.sessions()? {
-            if matches(k.proto) && self.remove_session(&k, &s) {
+            if matches(k.proto) && self.try_remove_session(&k, &s)? {
                 removed += 1;
             }
         }
         for (k, _) in entries(&self.filters)? {
             if matches(k.proto) {
-                let _ = self.filters.remove(&k);
+                crate::state::removed(self.filters.remove(&k))?;
             }
         }
         if matches(IPPROTO_UDP) {
-            removed += clear(&mut self.ike_sas);
+            removed += clear(&mut self.ike_sas)?;
         }
         if matches(IPPROTO_GRE) {
-            removed += clear(&mut self.pptp_calls_in);
-            clear(&mut self.pptp_calls_out);
+            removed += clear(&mut self.pptp_calls_in)?;
+            clear(&mut self.pptp_calls_out)?;
         }
         if matches(IPPROTO_ESP) {
-            removed += clear(&mut self.esp_out);
-            clear(&mut self.esp_in);
-            clear(&mut self.esp_pending);
+            removed += clear(&mut self.esp_out)?;
+            clear(&mut self.esp_in)?;
+            clear(&mut self.esp_pending)?;
         }
         // The flow cache may still hold the removed sessions' translations.
         self.bump_route_gen()?;
@@ -432,13 +445,28 @@ impl SessionTables {
 }
 
 /// Removes every entry of a hash map; returns how many went.
-pub fn clear<K: aya::Pod, V: aya::Pod>(map: &mut HashMap<MapData, K, V>) -> usize {
-    let keys: Vec<K> = entries(map)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    keys.iter().filter(|k| map.remove(k).is_ok()).count()
+pub fn clear<K: aya::Pod, V: aya::Pod>(map: &mut HashMap<MapData, K, V>) -> Result<usize> {
+    let keys: Vec<K> = entries(map)?.into_iter().map(|(k, _)| k).collect();
+    let mut n = 0;
+    for k in &keys {
+        n += usize::from(removed(map.remove(k))?);
+    }
+    Ok(n)
+}
+
+/// What a map delete did: Ok(true) removed, Ok(false) already gone (the data path or the
+/// sweeper got there first), Err for anything else, which the caller reports rather than
+/// claim success.
+pub fn removed(r: std::result::Result<(), aya::maps::MapError>) -> Result<bool> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e).context("removing a map entry"),
+    }
 }
 
 /// Every entry of a hash map (a snapshot; entries may change meanwhile): batched when the
@@ -447,5 +475,25 @@ pub fn entries<K: aya::Pod, V: aya::Pod>(map: &HashMap<MapData, K, V>) -> Result
     match crate::batch::lookup_all(map) {
         Ok(Some(all)) => Ok(all),
         Ok(None) | Err(_) => map.iter().map(|r| r.map_err(Into::into)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delete_failed(errno: i32) -> std::result::Result<(), aya::maps::MapError> {
+        Err(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_delete_elem",
+            io_error: std::io::Error::from_raw_os_error(errno),
+        }))
+    }
+
+    #[test]
+    fn a_delete_that_fails_is_reported_and_one_already_done_is_not() {
+        assert!(removed(Ok(())).unwrap());
+        assert!(!removed(delete_failed(libc::ENOENT)).unwrap());
+        let e = removed(delete_failed(libc::EPERM)).unwrap_err();
+        assert!(format!("{e:#}").contains("removing a map entry"), "{e:#}");
     }
 }

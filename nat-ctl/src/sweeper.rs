@@ -135,6 +135,11 @@ fn sweep_vpn(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<usize> {
             let _ = maps.frags.remove(&k);
         }
     }
+    for (k, f) in crate::state::entries(&maps.frags_in)? {
+        if now_ns >= f.created_ns + FRAG_TIMEOUT_NS {
+            let _ = maps.frags_in.remove(&k);
+        }
+    }
     // A window is kept through its host's cooldown: the data path reads it to tell.
     let pending = crate::state::entries(&maps.esp_pending)?;
     for (k, p) in pending {

@@ -12,7 +12,7 @@ use nat_common::{
 use crate::{
     Verdict,
     forward::{Route, deliver_in, deliver_out, route_in},
-    maps::{FRAGS, count},
+    maps::{FRAGS, FRAGS_IN, count},
     packet::Ipv4,
 };
 
@@ -27,26 +27,39 @@ fn key(pkt: &Ipv4<'_>) -> FragKey {
     }
 }
 
-/// Records how the first fragment of a datagram was translated (`addr`: the new source or
-/// destination). Called with the packet's addresses as received.
+/// Records how the first fragment of a LAN->WAN datagram was translated (`addr`: the new
+/// source). Called with the packet's addresses as received.
 #[inline(always)]
 pub fn remember(pkt: &Ipv4<'_>, addr: u32, now: u64) -> Result<(), Counter> {
-    let e = FragEntry {
-        created_ns: now,
-        addr,
-        _pad: 0,
-    };
     // An update, not NOEXIST: a datagram that reuses an old IP id replaces the stale entry.
     FRAGS
-        .insert(&key(pkt), &e, 0)
+        .insert(&key(pkt), &entry(addr, now), 0)
+        .map_err(|_| Counter::DropFragTableFull)
+}
+
+/// `remember` for a WAN->LAN datagram (`addr`: the new destination), of an existing session
+/// or binding only (the callers' rule: nothing from the WAN creates state on its own).
+#[inline(always)]
+pub fn remember_in(pkt: &Ipv4<'_>, addr: u32, now: u64) -> Result<(), Counter> {
+    FRAGS_IN
+        .insert(&key(pkt), &entry(addr, now), 0)
         .map_err(|_| Counter::DropFragTableFull)
 }
 
 #[inline(always)]
-fn lookup(pkt: &Ipv4<'_>, now: u64) -> Option<u32> {
-    let e = FRAGS.get_ptr(&key(pkt))?;
+fn entry(addr: u32, now: u64) -> FragEntry {
+    FragEntry {
+        created_ns: now,
+        addr,
+        _pad: 0,
+    }
+}
+
+/// The address a later fragment gets, if its first fragment was translated recently.
+#[inline(always)]
+fn fresh(e: Option<*const FragEntry>, now: u64) -> Option<u32> {
     // SAFETY: map value pointer from a successful lookup.
-    let e = unsafe { &*e };
+    let e = unsafe { &*e? };
     (now.wrapping_sub(e.created_ns) < FRAG_TIMEOUT_NS).then_some(e.addr)
 }
 
@@ -54,7 +67,7 @@ fn lookup(pkt: &Ipv4<'_>, now: u64) -> Option<u32> {
 /// dropped, since forwarding it would put a LAN address on the WAN.
 #[inline(always)]
 pub fn later_out(mut pkt: Ipv4<'_>, r: Route, now: u64) -> Result<Verdict, Counter> {
-    let addr = lookup(&pkt, now).ok_or(Counter::DropFragmentBeforeFirst)?;
+    let addr = fresh(FRAGS.get_ptr(&key(&pkt)), now).ok_or(Counter::DropFragmentBeforeFirst)?;
     rewrite_addr(pkt.ip, Side::Source, addr);
     count(Counter::FragmentsTranslated);
     deliver_out(&mut pkt, r)
@@ -64,7 +77,7 @@ pub fn later_out(mut pkt: Ipv4<'_>, r: Route, now: u64) -> Result<Verdict, Count
 /// otherwise it is the router's own (it reassembles locally, nothing reaches the LAN).
 #[inline(always)]
 pub fn later_in(ctx: &XdpContext, mut pkt: Ipv4<'_>, now: u64) -> Result<Verdict, Counter> {
-    let Some(addr) = lookup(&pkt, now) else {
+    let Some(addr) = fresh(FRAGS_IN.get_ptr(&key(&pkt)), now) else {
         return Ok(Verdict::pass(Counter::PassInboundFragment));
     };
     let r = route_in(ctx, &pkt, addr)?;

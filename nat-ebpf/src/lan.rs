@@ -111,8 +111,13 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     let ike = IKE_PORT.to_be();
     // IKE from port 500 to port 500 shares the external port 500 (told apart by SPI on the
     // way back) when the router itself does not use it.
-    let shared_ike =
-        pkt.proto == IPPROTO_UDP && t.sport == ike && t.dport == ike && port_in_pool(ike);
+    // An ALG never drops what it cannot parse: 500 to 500 that is not IKE takes ordinary
+    // NAPT (an ordinary port, never the shared 500).
+    let shared_ike = pkt.proto == IPPROTO_UDP
+        && t.sport == ike
+        && t.dport == ike
+        && port_in_pool(ike)
+        && vpn::is_ike(ctx, &pkt);
     let session = SessionKey::new(pkt.proto, pkt.src, t.sport, pkt.dst, t.dport);
     // Kept in the session for the fast path of the packets that follow.
     let hop = next_hop(&r, cfg, pkt.tot_len, now);

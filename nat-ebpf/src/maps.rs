@@ -5,7 +5,7 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use nat_common::{
     config::NatConfig,
@@ -185,9 +185,17 @@ pub fn switch_on(class: u8) -> bool {
     }
 }
 
-/// First fragments translated recently, so the later ones get the same address.
+/// LAN->WAN first fragments translated recently, so the later ones get the same address.
 #[map]
 pub static FRAGS: HashMap<FragKey, FragEntry> = HashMap::with_max_entries(DEFAULT_MAX_FRAGS, 0);
+
+/// The same for WAN->LAN, kept apart so that nothing from the WAN can fill the LAN's table,
+/// and least-recently-used: a flood of first fragments (which a host spoofing a session's
+/// remote can send) evicts the oldest entries instead of refusing new ones. Entries live for
+/// the moment between a first fragment and the ones that follow.
+#[map]
+pub static FRAGS_IN: LruHashMap<FragKey, FragEntry> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_FRAGS, 0);
 
 /// LAN host -> mappings it holds, for the per-host quota. The data path counts up; the
 /// sweeper recounts from MAPPINGS_OUT.

@@ -231,7 +231,7 @@ pub fn gre_in(ctx: &XdpContext, mut pkt: Ipv4<'_>, now: u64) -> Result<Verdict, 
     let (int_addr, int_call_id) = (c.int_addr, c.int_call_id);
     let r = route_in(ctx, &pkt, int_addr)?;
     if pkt.fragment {
-        frag::remember(&pkt, int_addr, now)?;
+        frag::remember_in(&pkt, int_addr, now)?;
     }
     set_u16(h, GRE_CALL_ID, int_call_id);
     rewrite_addr(pkt.ip, Side::Destination, int_addr);
@@ -366,7 +366,7 @@ pub fn esp_in(
     };
     let r = route_in(ctx, &pkt, owner)?;
     if pkt.fragment {
-        frag::remember(&pkt, owner, now)?;
+        frag::remember_in(&pkt, owner, now)?;
     }
     rewrite_addr(pkt.ip, Side::Destination, owner);
     count(Counter::IpsecTranslated);
@@ -446,6 +446,12 @@ fn ike_header(ctx: &XdpContext, pkt: &Ipv4<'_>) -> Option<&'static [u8; IKE_HDR_
     }
     let h: *const [u8; IKE_HDR_LEN] = ptr_at(ctx, pkt.l4_offset + UDP_HDR_LEN).ok()?;
     Some(unsafe { &*h })
+}
+
+/// Is this UDP datagram an IKE message with a client SPI (so that port 500 may be shared)?
+#[inline(always)]
+pub fn is_ike(ctx: &XdpContext, pkt: &Ipv4<'_>) -> bool {
+    ike_header(ctx, pkt).is_some_and(|h| ike_client_spi(h, true).is_some())
 }
 
 /// Records that LAN host `int_addr` runs the IKE SA named by this packet's client SPI with

@@ -177,8 +177,10 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
             }
         }
     }
-    if pkt.fragment {
-        frag::remember(&pkt, int_addr, now)?;
+    // The fragments that follow, of a session only: a datagram the filter let in without one
+    // creates no state (nothing from the WAN does).
+    if pkt.fragment && session_tcp.is_some() {
+        frag::remember_in(&pkt, int_addr, now)?;
     }
     if let L4::Tcp(ref mut tcp) = t.l4 {
         mss::clamp(ctx, &pkt, tcp, cfg.mss_clamp);

@@ -245,6 +245,7 @@ impl Fixture {
             esp_out,
             esp_pending,
             frags,
+            frags_in,
             host_mappings,
             router_ipsec_peers
         );

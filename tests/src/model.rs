@@ -156,6 +156,11 @@ pub enum Event {
         from: Remote,
         spi: u64,
     },
+    /// From port 500 to port 500, but not IKE: ordinary NAPT, never the shared port.
+    NotIke500 {
+        host: usize,
+        to: Remote,
+    },
     EspOut {
         host: usize,
         to: Remote,
@@ -253,6 +258,11 @@ pub struct Model {
     windows: BTreeMap<Ipv4Addr, (Ipv4Addr, u32, usize)>,
     /// PPTP call -> external call id, in the order the calls were made.
     calls: Vec<(Call, u16)>,
+    /// (host, server) whose 500-to-500 flow is IKE's, on the shared external port 500.
+    ike_flows: BTreeSet<(Ipv4Addr, Ipv4Addr)>,
+    /// Sessions that moved to the shared port 500 when IKE took over their 5-tuple: replies
+    /// to their ordinary mapping's port no longer reach them.
+    moved: BTreeSet<(Endpoint, Ipv4Addr, u16)>,
 }
 
 pub fn host_addr(i: usize) -> Ipv4Addr {
@@ -330,6 +340,8 @@ impl Model {
             esp_in: BTreeMap::new(),
             windows: BTreeMap::new(),
             calls: Vec::new(),
+            ike_flows: BTreeSet::new(),
+            moved: BTreeSet::new(),
         }
     }
 
@@ -365,6 +377,35 @@ impl Model {
             Event::ErrorOut { about } => self.error_out(about),
             Event::IkeOut { host, to, spi } => self.ike_out(host, to, spi),
             Event::IkeIn { from, spi } => self.ike_in(from, spi),
+            Event::NotIke500 { host, to } => {
+                let a = host_addr(host);
+                let rem = remote_addr(to);
+                let input = frame(
+                    &hdr(host_mac(a), LAN_MAC, a, rem, 64),
+                    L4::Udp,
+                    IKE_PORT,
+                    IKE_PORT,
+                    false,
+                );
+                if to == Remote::RouterLan {
+                    return (true, input, Expect::Pass);
+                }
+                let out_hdr = hdr(WAN_MAC, wan_next_hop(rem), ROUTER_WAN, rem, 63);
+                // The same 5-tuple as an IKE flow: it is that flow, on the shared port.
+                if self.ike_flows.contains(&(a, rem)) {
+                    let out = frame(&out_hdr, L4::Udp, IKE_PORT, IKE_PORT, false);
+                    return (true, input, Expect::Forward(out));
+                }
+                let e = self.translate_out(
+                    (UDP, a, IKE_PORT),
+                    L4::Udp,
+                    rem,
+                    IKE_PORT,
+                    out_hdr,
+                    IKE_PORT,
+                );
+                (true, input, e)
+            }
             Event::EspOut { host, to, spi } => self.esp_out(host, to, spi),
             Event::EspIn { from, spi } => self.esp_in(from, spi),
             Event::PptpCall { host, to, call_id } => self.pptp_call(host, to, call_id),
@@ -598,6 +639,9 @@ impl Model {
         };
         let ep = (proto, int, iport);
         let rport = if l4 == L4::Echo { 0 } else { sport };
+        if self.moved.contains(&(ep, rem, rport)) {
+            return (false, input, Expect::Drop("drop_no_mapping"));
+        }
         // TCP and echo replies need their session; UDP what the filtering mode allows.
         if !self.sessions.contains(&(ep, rem, rport)) {
             let allowed = l4 == L4::Udp
@@ -804,7 +848,12 @@ impl Model {
             _ => {}
         }
         self.ike.insert((rem, spi), a);
-        self.open_session((UDP, a, IKE_PORT), rem, IKE_PORT);
+        let ep = (UDP, a, IKE_PORT);
+        if self.mappings.contains_key(&ep) && self.sessions.contains(&(ep, rem, IKE_PORT)) {
+            self.moved.insert((ep, rem, IKE_PORT));
+        }
+        self.ike_flows.insert((a, rem));
+        self.open_session(ep, rem, IKE_PORT);
         let out = packets::udp(
             &hdr(WAN_MAC, wan_next_hop(rem), ROUTER_WAN, rem, 63),
             IKE_PORT,

@@ -2,7 +2,7 @@
 //! code, never a panic.
 
 use integration_tests::daemon::nat_ctl_bin;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 fn run(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(nat_ctl_bin()).args(args).output().unwrap();
@@ -206,6 +206,32 @@ fn status_json_for_a_missing_instance() {
     assert_eq!(code, Some(1));
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["state"], "absent");
+}
+
+#[test]
+fn every_command_ends_quietly_when_its_reader_goes_away() {
+    // `nat-ctl status | head -2`: the reader is gone before nat-ctl writes.
+    for args in [
+        &["--instance", "xn-no-such-instance", "status", "--json"][..],
+        &["completions", "bash"][..],
+        &["man"][..],
+        &["--help"][..],
+    ] {
+        let mut child = Command::new(nat_ctl_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "nat-ctl {args:?} with its reader gone: {stderr}"
+        );
+    }
 }
 
 #[test]

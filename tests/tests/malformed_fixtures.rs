@@ -743,3 +743,63 @@ fn assert_nothing_foreign_enters(what: &str, frame: &[u8], action: u32, out: &[u
         );
     }
 }
+
+/// `frame` as the first fragment (More Fragments set) of IP datagram `id`.
+fn first_fragment(frame: &[u8], id: u16) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[18..20].copy_from_slice(&id.to_be_bytes());
+    f[20..22].copy_from_slice(&0x2000u16.to_be_bytes());
+    fix_ip_checksum(&mut f);
+    f
+}
+
+#[test]
+fn a_wan_fragment_flood_stops_no_fragmented_traffic() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
+        let w = wan_hdr(SERVER, SERVER_MAC);
+        let (_, out) = fx.from_lan(&packets::udp(&h, 20000, 53, b"query"));
+        let ext = u16::from_be_bytes([out[34], out[35]]);
+        // First fragments from a port the session never used (the filter lets them in, but
+        // nothing from the WAN creates state without a session): no fragment state.
+        for id in 0..100 {
+            fx.from_wan(&first_fragment(&packets::udp(&w, 5353, ext, &[7; 64]), id));
+        }
+        assert_eq!(
+            fx.maps.frags_in.keys().count(),
+            0,
+            "state from a datagram without a session"
+        );
+        // More first fragments than the fragment table holds, each with its own IP id, spoofed
+        // from the session's own remote.
+        let flood = nat_common::maps::DEFAULT_MAX_FRAGS as u16 + 1000;
+        for id in 0..flood {
+            fx.from_wan(&first_fragment(&packets::udp(&w, 53, ext, &[7; 64]), id));
+        }
+        assert_eq!(fx.counter("drop_frag_table_full"), 0);
+        // The LAN host's own fragmented datagram still leaves whole.
+        let big = packets::udp(&h, 20000, 53, &[1; 600]);
+        let (first, later) = packets::fragment(&big, 304);
+        assert_eq!(
+            fx.from_lan(&first).0,
+            XDP_REDIRECT,
+            "outbound first fragment"
+        );
+        let (action, out) = fx.from_lan(&later);
+        assert_eq!(action, XDP_REDIRECT, "outbound later fragment");
+        assert_eq!(&out[26..30], &[203, 0, 113, 1]);
+        // And a fragmented reply still arrives whole.
+        let mut reply = packets::udp(&w, 53, ext, &[2; 600]);
+        reply[18..20].copy_from_slice(&0xbeefu16.to_be_bytes());
+        fix_ip_checksum(&mut reply);
+        let (first, later) = packets::fragment(&reply, 304);
+        assert_eq!(
+            fx.from_wan(&first).0,
+            XDP_REDIRECT,
+            "inbound first fragment"
+        );
+        let (action, out) = fx.from_wan(&later);
+        assert_eq!(action, XDP_REDIRECT, "inbound later fragment");
+        assert_eq!(&out[30..34], &[192, 168, 1, 2]);
+    });
+}

@@ -281,6 +281,28 @@ fn nat_t_and_l2tp_are_endpoint_independent_udp() {
 }
 
 #[test]
+fn datagrams_from_500_to_500_that_are_not_ike_take_ordinary_napt() {
+    // An ALG never drops what it cannot parse.
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
+        let (action, out) = fx.from_lan(&packets::udp(&h, 500, 500, b"not IKE"));
+        assert_eq!(action, XDP_REDIRECT);
+        let ext = u16::from_be_bytes([out[34], out[35]]);
+        assert_ne!(ext, 500, "an ordinary mapping, never the shared port");
+        assert_eq!(fx.counter("drop_ike_malformed"), 0);
+        let (action, out) = fx.from_wan(&packets::udp(
+            &wan_hdr(SERVER, SERVER_MAC),
+            500,
+            ext,
+            b"reply",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(addrs(&out), (SERVER, LAN_HOST_A));
+        assert_eq!(u16::from_be_bytes([out[36], out[37]]), 500);
+    });
+}
+
+#[test]
 fn the_shared_ike_port_is_never_an_ordinary_mapping() {
     // Found by the model (model_fixtures.rs): an ordinary UDP mapping on external port 500,
     // kept from its source port or drawn at random, took the IKE replies no SPI explained.

@@ -19,6 +19,8 @@ pub fn detach(instance: &Instance) -> Result<()> {
         );
     }
     instance.remove_pins()?;
+    // The pid file of a daemon that was killed (no daemon holds it: checked above).
+    let _ = std::fs::remove_file(instance.lock_path());
     println!(
         "instance '{}' detached; its sessions are gone",
         instance.name
