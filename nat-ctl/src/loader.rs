@@ -98,9 +98,14 @@ pub fn attach_egress(ebpf: &mut Ebpf, ifname: &str, link_pin: &Path) -> Result<(
         let pinned = PinnedLink::from_pin(link_pin)
             .with_context(|| format!("opening pinned link {}", link_pin.display()))?;
         let link = SchedClassifierLink::try_from(FdLink::from(pinned))?;
-        p.attach_to_link(link)
-            .with_context(|| format!("replacing the program in {}", link_pin.display()))?;
-        return Ok(());
+        match p.attach_to_link(link) {
+            Ok(_) => return Ok(()),
+            Err(e) if severed(&e) => remove_pin(link_pin)?,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("replacing the program in {}", link_pin.display()));
+            }
+        }
     }
     let id = p.attach(ifname, TcAttachType::Egress).with_context(|| {
         format!("attaching the egress guard to {ifname} (TCX needs Linux 6.6 or later)")
@@ -117,13 +122,7 @@ pub fn attach_egress(ebpf: &mut Ebpf, ifname: &str, link_pin: &Path) -> Result<(
 
 /// `attach_egress` afresh, after the interface of the link at `link_pin` went away.
 pub fn reattach_egress(ebpf: &mut Ebpf, ifname: &str, link_pin: &Path) -> Result<()> {
-    match std::fs::remove_file(link_pin) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(e).with_context(|| format!("removing the old link {}", link_pin.display()));
-        }
-    }
+    remove_pin(link_pin)?;
     attach_egress(ebpf, ifname, link_pin)
 }
 
@@ -157,9 +156,15 @@ pub fn attach(
         let pinned = PinnedLink::from_pin(pin)
             .with_context(|| format!("opening pinned link {}", pin.display()))?;
         let link = XdpLink::try_from(FdLink::from(pinned))?;
-        p.attach_to_link(link)
-            .with_context(|| format!("replacing the program in {}", pin.display()))?;
-        return Ok(Attached::Replaced);
+        match p.attach_to_link(link) {
+            Ok(_) => return Ok(Attached::Replaced),
+            // Its interface went away while no daemon ran: a fresh link on the one given.
+            Err(e) if severed(&e) => remove_pin(pin)?,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("replacing the program in {}", pin.display()));
+            }
+        }
     }
     let (id, mode) = match p.attach(ifname, XdpMode::Driver) {
         Ok(id) => (id, Attached::Native),
@@ -185,15 +190,31 @@ pub fn attach(
     Ok(mode)
 }
 
+/// Was a link update refused because the link's interface is gone ("Link has been severed")?
+fn severed(e: &aya::programs::ProgramError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::ENOLINK) {
+                return true;
+            }
+        }
+        source = s.source();
+    }
+    false
+}
+
+fn remove_pin(pin: &Path) -> Result<()> {
+    match std::fs::remove_file(pin) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing the old link {}", pin.display())),
+    }
+}
+
 /// Attaches `prog` to `ifname` afresh, after the interface the link at `link_pin` was on
 /// went away (its link is defunct: nothing to replace a program in).
 pub fn reattach(ebpf: &mut Ebpf, prog: &str, ifname: &str, link_pin: &Path) -> Result<Attached> {
-    match std::fs::remove_file(link_pin) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(e).with_context(|| format!("removing the old link {}", link_pin.display()));
-        }
-    }
+    remove_pin(link_pin)?;
     attach(ebpf, prog, ifname, Some(link_pin))
 }

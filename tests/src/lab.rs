@@ -33,7 +33,14 @@ impl Lab {
             router: Netns::new(&format!("{base}-rtr"))?,
             wan: Netns::new(&format!("{base}-wan"))?,
         };
-        let r = &lab.router;
+        lab.connect_wan()?;
+        lab.connect_lan()?;
+        Ok(lab)
+    }
+
+    /// (Re)creates the WAN link: router `wan0` <-> the server's `eth0`, addressed, up.
+    pub fn connect_wan(&self) -> Result<()> {
+        let r = &self.router;
         r.ip(&[
             "link",
             "add",
@@ -44,17 +51,16 @@ impl Lab {
             "name",
             "eth0",
             "netns",
-            &lab.wan.name,
+            &self.wan.name,
         ])?;
         r.ip(&["addr", "add", &format!("{ROUTER_WAN}/24"), "dev", WAN_IF])?;
         r.ip(&["link", "set", WAN_IF, "up"])?;
-        lab.wan
+        self.wan
             .ip(&["addr", "add", &format!("{SERVER}/24"), "dev", "eth0"])?;
-        lab.wan.ip(&["link", "set", "eth0", "up"])?;
-        lab.wan
+        self.wan.ip(&["link", "set", "eth0", "up"])?;
+        self.wan
             .exec("ethtool", &["-K", "eth0", "tx", "off", "gro", "on"])?;
-        lab.connect_lan()?;
-        Ok(lab)
+        Ok(())
     }
 
     /// (Re)creates the LAN link: router `lan0` <-> the LAN hosts' `eth0`, addressed, up, a

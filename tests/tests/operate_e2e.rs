@@ -465,3 +465,79 @@ fn an_interface_that_goes_away_and_comes_back_is_attached_again() {
     );
     assert!(nat.ctl(&["status"]).status.success(), "{}", nat.log());
 }
+
+#[test]
+fn an_instance_that_is_gone_leaves_nothing_behind() {
+    let lab = Lab::new("gone").unwrap();
+    let pid_file =
+        |instance: &str| std::path::Path::new("/run/xdp-nat").join(format!("{instance}.pid"));
+    let pins = |instance: &str| std::path::Path::new("/sys/fs/bpf").join(instance);
+    // Stopped: with --detach-on-exit nothing stays, without it only the pins (the NAT runs on).
+    let mut nat = NatDaemon::start(&lab, &[]).unwrap();
+    assert!(
+        pid_file(&nat.instance).exists(),
+        "a running daemon has its pid file"
+    );
+    assert!(nat.stop().is_some_and(|s| s.success()));
+    assert!(
+        !pid_file(&nat.instance).exists(),
+        "the pid file outlived its daemon"
+    );
+    assert!(!pins(&nat.instance).exists());
+    drop(nat);
+    let instance = integration_tests::unique("i");
+    let mut nat = NatDaemon::start_instance(&lab, &instance, &[]).unwrap();
+    assert!(nat.stop().is_some_and(|s| s.success()));
+    assert!(
+        !pid_file(&instance).exists(),
+        "the pid file outlived its daemon"
+    );
+    assert!(pins(&instance).exists(), "the NAT runs on from its pins");
+    // Killed: the pid file stays (nothing ran), until `detach` removes the instance.
+    let mut nat = NatDaemon::start_instance(&lab, &instance, &[]).unwrap();
+    nat.kill();
+    let out = nat.ctl(&["detach"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!pid_file(&instance).exists(), "detach left the pid file");
+    assert!(!pins(&instance).exists());
+}
+
+#[test]
+fn an_instance_whose_interfaces_went_away_is_reported_and_runs_again() {
+    let lab = Lab::new("sev").unwrap();
+    let instance = integration_tests::unique("i");
+    // Without --detach-on-exit: the NAT stays pinned when the daemon stops.
+    let mut first = NatDaemon::start_instance(&lab, &instance, &[]).unwrap();
+    udp_flow(&lab, 41000);
+    assert!(first.stop().is_some_and(|s| s.success()));
+    // Both interfaces removed while no daemon runs: the pinned links are severed.
+    lab.router.ip(&["link", "del", "lan0"]).unwrap();
+    lab.router.ip(&["link", "del", "wan0"]).unwrap();
+    let out = first.ctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("interfaces are gone") && text.contains("detach"),
+        "{text}"
+    );
+    let json = first.ctl(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["state"], "interfaces-gone");
+    // They come back under the same names; the daemon attaches afresh and keeps the sessions.
+    lab.connect_wan().unwrap();
+    lab.connect_lan().unwrap();
+    let second = NatDaemon::start_instance(&lab, &instance, &[]).unwrap();
+    assert!(
+        second.log().contains("1 sessions adopted"),
+        "{}",
+        second.log()
+    );
+    udp_flow(&lab, 41001);
+    assert_eq!(second.json(&["status"])["state"], "running");
+    drop(second);
+    drop(first);
+}

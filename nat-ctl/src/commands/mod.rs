@@ -27,6 +27,13 @@ pub fn to_wire(a: Ipv4Addr) -> u32 {
     u32::from(a).to_be()
 }
 
+/// Does interface `index` exist (in this network namespace)?
+pub fn if_exists(index: u32) -> bool {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: buffer of IF_NAMESIZE bytes as the call requires.
+    !unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) }.is_null()
+}
+
 /// Name of an interface index, or "ifindex N" when it is gone.
 pub fn ifname(index: u32) -> String {
     let mut buf = [0u8; libc::IF_NAMESIZE];

@@ -10,7 +10,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::RunArgs,
-    commands::ifname,
+    commands::{if_exists, ifname},
     config::{FileConfig, Interfaces, Overrides, Settings},
     lan_side::LanSide,
     loader::{self, Attached, Tables},
@@ -103,7 +103,21 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
     let adopting = instance.exists();
     if adopting {
         let old = NatMaps::open_pinned(instance)?.read_config()?;
+        // Interfaces that are gone (removed while no daemon ran: their links are severed)
+        // are replaced by the ones given; the sessions are adopted, the links made afresh.
+        let gone = !if_exists(old.lan_ifindex) || !if_exists(old.wan_ifindex);
+        if gone {
+            log::warn!(
+                "instance '{}': its interfaces (ifindex {} and {}) are gone; attaching to {} and {}",
+                instance.name,
+                old.lan_ifindex,
+                old.wan_ifindex,
+                plan.settings.lan,
+                plan.settings.wan
+            );
+        }
         if old.layout_version == LAYOUT_VERSION
+            && !gone
             && (old.lan_ifindex != plan.lan_index || old.wan_ifindex != plan.wan_index)
         {
             bail!(

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     cli::proto_name,
-    commands::{addr, ifname, run::EGRESS_LINK},
+    commands::{addr, if_exists, ifname, run::EGRESS_LINK},
     config::Filtering,
     pins::Instance,
     state::NatMaps,
@@ -66,8 +66,12 @@ pub fn status(instance: &Instance, json_out: bool) -> Result<u8> {
     let mappings = maps.mappings()?.len();
     let running =
         pid.is_some() && lan_prog.is_some() && wan_prog.is_some() && egress_prog.is_some();
+    // Interfaces removed while no daemon ran: the pinned links are severed, nothing forwards.
+    let gone = !if_exists(cfg.lan_ifindex) || !if_exists(cfg.wan_ifindex);
     let state = if running {
         "running"
+    } else if gone {
+        "interfaces-gone"
     } else if pid.is_none() {
         "no-daemon"
     } else {
@@ -111,6 +115,10 @@ pub fn status(instance: &Instance, json_out: bool) -> Result<u8> {
             instance.name,
             match pid {
                 Some(p) if running => format!("running, daemon pid {p}"),
+                _ if gone => format!(
+                    "its interfaces are gone (ifindex {} and {}): nothing is translated until `nat-ctl --instance {} run --lan IF --wan IF` attaches it again (the sessions are kept), or `nat-ctl --instance {} detach` removes it",
+                    cfg.lan_ifindex, cfg.wan_ifindex, instance.name, instance.name
+                ),
                 Some(p) => format!("daemon pid {p}, but a program is not attached"),
                 None => "no daemon: the NAT keeps forwarding but nothing sweeps expired sessions"
                     .to_string(),
