@@ -52,7 +52,8 @@ pub struct TcpSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
-    /// Most mappings (external ports) one LAN host may hold; unset: no limit.
+        /// Most mappings (external ports) one LAN host may hold; unset: a quarter of the pool
+    /// (`default_mappings_per_host`).
     pub mappings_per_host: Option<u32>,
 }
 
@@ -183,7 +184,7 @@ pub struct Settings {
     pub passthrough: [bool; 3],
     /// 0: no clamping.
     pub mss_clamp: u16,
-    /// 0: no limit.
+        /// 0: unset, a quarter of the pool (`default_mappings_per_host`).
     pub mappings_per_host: u32,
     pub log_level: LogLevel,
 }
@@ -197,6 +198,17 @@ pub struct Interfaces {
     pub wan_addr: Ipv4Addr,
     /// LAN-side prefixes and router addresses beyond `lan_net` (LanSide::extra).
     pub lan_extra: u32,
+}
+
+/// Fewest mappings the default per-host limit allows, however small the pool.
+const MIN_DEFAULT_MAPPINGS_PER_HOST: u32 = 64;
+
+/// The per-host limit when the configuration sets none: a quarter of the ordinary pool, so
+/// that one LAN host (a torrent client, a compromised host) can never take every external
+/// port and starve the others (RFC 6888 REQ-4); about 9 000 ports for the default range
+/// minus a typical ip_local_port_range.
+pub fn default_mappings_per_host(pool: &PortPool) -> u32 {
+    (pool.ordinary.len() as u32 / 4).max(MIN_DEFAULT_MAPPINGS_PER_HOST)
 }
 
 impl Settings {
@@ -217,7 +229,10 @@ impl Settings {
             mss_clamp: self.mss_clamp,
             // Set by NatMaps::write_config, which moves it on from the pinned value.
             route_gen: 0,
-            mappings_per_host: self.mappings_per_host,
+                        mappings_per_host: match self.mappings_per_host {
+                0 => default_mappings_per_host(pool),
+                n => n,
+            },
             // A fresh seed per configuration, so flows cannot be picked to collide in the
             // flow cache; set with the set count by NatMaps::write_config.
             flow_seed: 0,
@@ -343,7 +358,7 @@ impl FileConfig {
             log_level: o.log_level.or(self.log_level).unwrap_or_default(),
             mappings_per_host: match self.limits.mappings_per_host {
                 Some(0) => bail!(
-                    "limits.mappings_per_host = 0 would block every LAN host; leave it unset for no limit"
+                    "limits.mappings_per_host = 0 would block every LAN host; leave it unset for a quarter of the port pool"
                 ),
                 m => m.unwrap_or(0),
             },

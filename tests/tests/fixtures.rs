@@ -967,6 +967,32 @@ fn mss_clamping_lowers_syn_mss_both_ways() {
 }
 
 #[test]
+fn by_default_one_host_cannot_take_the_whole_pool() {
+    // 400 ordinary ports, no limit configured: the default gives each host a quarter.
+    let small = FixtureConfig {
+        port_range: (50000, 50399),
+        ..Default::default()
+    };
+    with_fixture(default_tables(), small, |fx| {
+        let limit = fx.maps.read_config().unwrap().mappings_per_host;
+        assert_eq!(limit, 100);
+        // A torrent client: a flow from every port it has.
+        let mut got = 0;
+        for port in 0..450 {
+            got += u32::from(fx.from_lan(&query_from_a(20000 + port)).0 == XDP_REDIRECT);
+        }
+        assert_eq!(got, limit, "the flooding host holds its share");
+        assert_eq!(fx.counter("drop_host_quota"), (450 - limit) as u64);
+        assert_eq!(fx.counter("drop_ports_exhausted"), 0);
+        // Its neighbour still gets ports: UDP, TCP and ping.
+        let b = lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER);
+        assert_eq!(fx.from_lan(&packets::udp(&b, 30000, 53, b"q")).0, XDP_REDIRECT);
+        assert_eq!(fx.from_lan(&packets::tcp(&b, 30001, 80, packets::SYN, b"")).0, XDP_REDIRECT);
+        assert_eq!(fx.from_lan(&packets::icmp_echo(&b, true, 77, 1, b"ping")).0, XDP_REDIRECT);
+    });
+}
+
+#[test]
 fn a_host_quota_limits_one_host_and_not_the_others() {
     let quota = FixtureConfig {
         toml: "[limits]\nmappings_per_host = 2\n".into(),

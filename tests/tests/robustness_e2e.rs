@@ -169,8 +169,13 @@ fn without_privileges_every_command_says_so() {
 #[test]
 fn an_exhausted_port_pool_refuses_new_flows_and_steals_nothing() {
     let lab = Lab::new("exh").unwrap();
-    // 101 ordinary ports for the whole LAN.
-    let nat = NatDaemon::start_with_config(&lab, "[ports]\nrange = \"20000-20100\"\n").unwrap();
+    // 101 ordinary ports for the whole LAN, and no per-host limit below that: one host
+    // exhausts the pool itself (the default limit, a quarter of it, is another test's).
+    let nat = NatDaemon::start_with_config(
+        &lab,
+        "[ports]\nrange = \"20000-20100\"\n[limits]\nmappings_per_host = 1000\n",
+    )
+    .unwrap();
     let sink = TcpSink::start(&lab.wan, SERVER, 5001).unwrap();
     let started = std::time::Instant::now();
     let (sent, echoed) = paced_transfer_during(&lab, sink.addr, 60, || {
