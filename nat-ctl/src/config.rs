@@ -52,7 +52,7 @@ pub struct TcpSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
-        /// Most mappings (external ports) one LAN host may hold; unset: a quarter of the pool
+    /// Most mappings (external ports) one LAN host may hold; unset: a quarter of the pool
     /// (`default_mappings_per_host`).
     pub mappings_per_host: Option<u32>,
 }
@@ -184,7 +184,7 @@ pub struct Settings {
     pub passthrough: [bool; 3],
     /// 0: no clamping.
     pub mss_clamp: u16,
-        /// 0: unset, a quarter of the pool (`default_mappings_per_host`).
+    /// 0: unset, a quarter of the pool (`default_mappings_per_host`).
     pub mappings_per_host: u32,
     pub log_level: LogLevel,
 }
@@ -229,7 +229,7 @@ impl Settings {
             mss_clamp: self.mss_clamp,
             // Set by NatMaps::write_config, which moves it on from the pinned value.
             route_gen: 0,
-                        mappings_per_host: match self.mappings_per_host {
+            mappings_per_host: match self.mappings_per_host {
                 0 => default_mappings_per_host(pool),
                 n => n,
             },

@@ -986,9 +986,19 @@ fn by_default_one_host_cannot_take_the_whole_pool() {
         assert_eq!(fx.counter("drop_ports_exhausted"), 0);
         // Its neighbour still gets ports: UDP, TCP and ping.
         let b = lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER);
-        assert_eq!(fx.from_lan(&packets::udp(&b, 30000, 53, b"q")).0, XDP_REDIRECT);
-        assert_eq!(fx.from_lan(&packets::tcp(&b, 30001, 80, packets::SYN, b"")).0, XDP_REDIRECT);
-        assert_eq!(fx.from_lan(&packets::icmp_echo(&b, true, 77, 1, b"ping")).0, XDP_REDIRECT);
+        assert_eq!(
+            fx.from_lan(&packets::udp(&b, 30000, 53, b"q")).0,
+            XDP_REDIRECT
+        );
+        assert_eq!(
+            fx.from_lan(&packets::tcp(&b, 30001, 80, packets::SYN, b""))
+                .0,
+            XDP_REDIRECT
+        );
+        assert_eq!(
+            fx.from_lan(&packets::icmp_echo(&b, true, 77, 1, b"ping")).0,
+            XDP_REDIRECT
+        );
     });
 }
 

@@ -382,3 +382,93 @@ fn a_fresh_start_takes_the_switches_from_the_config_file() {
     );
     assert!(!udp_works(&lab, 4500, 4500));
 }
+
+#[test]
+fn each_switch_flip_is_hitless_for_every_other_flow() {
+    let lab = Lab::new("flip").unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    let set = |verb: &str, name: &str| {
+        let out = nat.ctl(&["passthrough", verb, name]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // Established flows of each kind, from fixed source ports: the same sessions every time.
+    let l2tp = || udp_works(&lab, 1701, 1701);
+    let nat_t = || udp_works(&lab, 4500, 4500);
+    let plain = || udp_works(&lab, 41000, 7000);
+    assert!(l2tp() && nat_t() && plain(), "before any flip");
+    let sink = integration_tests::traffic::TcpSink::start(&lab.wan, SERVER, 5002).unwrap();
+    let (sent, echoed) = std::thread::scope(|s| {
+        // A plain TCP transfer that runs across every flip.
+        let transfer = s.spawn(|| {
+            integration_tests::traffic::tcp_send_paced(
+                &lab.lan,
+                LAN_HOST_B,
+                sink.addr,
+                16 * 1024,
+                120,
+                Duration::from_millis(25),
+            )
+            .unwrap()
+        });
+        for (name, others) in [
+            (
+                "pptp",
+                [("l2tp", &l2tp as &dyn Fn() -> bool), ("nat-t", &nat_t)],
+            ),
+            (
+                "l2tp",
+                [("nat-t", &nat_t as &dyn Fn() -> bool), ("udp", &plain)],
+            ),
+            (
+                "ipsec",
+                [("l2tp", &l2tp as &dyn Fn() -> bool), ("udp", &plain)],
+            ),
+        ] {
+            set("disable", name);
+            // Other classes' sessions stay where they are: looked at before any packet
+            // could make them again.
+            let udp = nat.json(&["sessions", "--proto", "udp"]).to_string();
+            assert!(
+                udp.contains("41000"),
+                "turning {name} off removed the plain UDP session: {udp}"
+            );
+            if name != "ipsec" {
+                assert!(
+                    udp.contains("4500"),
+                    "turning {name} off removed the NAT-T session: {udp}"
+                );
+            }
+            if name != "l2tp" {
+                assert!(
+                    udp.contains("1701"),
+                    "turning {name} off removed the L2TP session: {udp}"
+                );
+            }
+            for (what, works) in others {
+                assert!(works(), "{what} stopped while {name} was off");
+            }
+            set("enable", name);
+            // Its own flow starts again (turning it off ended its sessions).
+            match name {
+                "l2tp" => assert!(l2tp(), "L2TP after it was turned back on"),
+                "ipsec" => assert!(nat_t(), "NAT-T after IPsec was turned back on"),
+                _ => {}
+            }
+        }
+        // And each class is back.
+        assert!(l2tp() && nat_t() && plain(), "after the flips");
+        transfer.join().unwrap()
+    });
+    let (_, _, digest) = sink.finish().unwrap();
+    assert_eq!(
+        (digest, echoed),
+        (sent, sent),
+        "the TCP transfer across the flips"
+    );
+    let udp = nat.json(&["sessions", "--proto", "udp"]);
+    assert!(udp.as_array().unwrap().len() >= 3, "{udp}");
+}
