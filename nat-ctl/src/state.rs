@@ -170,7 +170,6 @@ impl NatMaps {
 
     /// Writes the pool; the caller writes the lengths into NatConfig afterwards.
     pub fn write_pool(&mut self, pool: &PortPool) -> Result<()> {
-        let mut in_pool = vec![0u64; POOL_BITMAP_WORDS as usize];
         for (slot, port) in pool
             .privileged
             .iter()
@@ -180,7 +179,27 @@ impl NatMaps {
             self.port_pool
                 .set(slot as u32, port.to_be(), 0)
                 .context("writing PORT_POOL")?;
-            let (word, bit) = pool_bit(*port);
+        }
+        self.write_pool_bitmap(pool)
+    }
+
+    /// PORT_IN_POOL: the pool's ports, and the ports of the mappings that still exist (active
+    /// or cooling down). A reload that narrows or moves the range leaves those the NAT's until
+    /// they are freed, so that no session `nat-ctl sessions` lists has its replies go to the
+    /// router; the daemon writes the bitmap again after each sweep that freed ports.
+    pub fn write_pool_bitmap(&mut self, pool: &PortPool) -> Result<()> {
+        let mut in_pool = vec![0u64; POOL_BITMAP_WORDS as usize];
+        let live = entries(&self.mappings_in)?
+            .into_iter()
+            .map(|(k, _)| u16::from_be(k.port));
+        for port in pool
+            .privileged
+            .iter()
+            .chain(pool.ordinary.iter())
+            .copied()
+            .chain(live)
+        {
+            let (word, bit) = pool_bit(port);
             in_pool[word as usize] |= bit;
         }
         for (word, v) in in_pool.iter().enumerate() {

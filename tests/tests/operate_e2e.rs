@@ -541,3 +541,87 @@ fn an_instance_whose_interfaces_went_away_is_reported_and_runs_again() {
     drop(second);
     drop(first);
 }
+
+#[test]
+fn reload_applies_filtering_port_range_and_switches_and_keeps_live_sessions() {
+    let lab = Lab::new("rl2").unwrap();
+    let nat = NatDaemon::start_with_config(&lab, "[ports]\nrange = \"30000-30100\"\n").unwrap();
+    let cfg = nat.config_path().to_path_buf();
+    let reload = |toml: &str| {
+        std::fs::write(&cfg, toml).unwrap();
+        let out = nat.ctl(&["reload"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let request_to = |sport: u16, dport: u16| {
+        let server = SocketAddrV4::new(SERVER, dport);
+        let echo = udp_echo(&lab.wan, server, 1).unwrap();
+        let r = udp_request(&lab.lan, SocketAddrV4::new(LAN_HOST_A, sport), server, b"x").unwrap();
+        let seen = echo.join().unwrap();
+        (r.is_some(), seen.first().map(|a| a.port()))
+    };
+    let request = |sport: u16| request_to(sport, 7000);
+    assert_eq!(
+        request(30050),
+        (true, Some(30050)),
+        "the source port kept, in the range"
+    );
+    // A second WAN host, to see filtering.
+    lab.wan
+        .ip(&["addr", "add", "203.0.113.3/24", "dev", "eth0"])
+        .unwrap();
+    let from_other = || {
+        let host = lab
+            .lan
+            .run(|| std::net::UdpSocket::bind((LAN_HOST_A, 30050)))
+            .unwrap()
+            .unwrap();
+        host.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        lab.wan
+            .run(|| {
+                let s = std::net::UdpSocket::bind((std::net::Ipv4Addr::new(203, 0, 113, 3), 0))?;
+                s.send_to(
+                    b"from another host",
+                    (integration_tests::lab::ROUTER_WAN, 30050),
+                )
+            })
+            .unwrap()
+            .unwrap();
+        let mut buf = [0u8; 64];
+        host.recv_from(&mut buf).is_ok()
+    };
+    assert!(
+        !from_other(),
+        "address-dependent filtering lets another host in"
+    );
+
+    // The range moves: new flows take ports in the new one, and the live session keeps its
+    // port, its replies still reaching the LAN host, not the router.
+    reload("filtering = \"endpoint-independent\"\n[ports]\nrange = \"20000-20100\"\n");
+    assert_eq!(
+        request(30050),
+        (true, Some(30050)),
+        "the live session after the move"
+    );
+    let (ok, port) = request(31000);
+    assert!(
+        ok && port.is_some_and(|p| (20000..=20100).contains(&p)),
+        "{port:?}"
+    );
+    // Filtering changed too.
+    assert!(
+        from_other(),
+        "endpoint-independent filtering lets another host in"
+    );
+
+    // A passthrough switch from the file.
+    reload("[ports]\nrange = \"20000-20100\"\n[passthrough]\nl2tp = false\n");
+    assert_eq!(nat.json(&["passthrough"])["l2tp"], "off");
+    assert!(!request_to(1701, 1701).0, "L2TP while its switch is off");
+    assert!(nat.counter("drop_l2tp_switch_off") >= 1);
+    assert!(request(31001).0, "other UDP");
+}

@@ -227,6 +227,7 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
         args,
         maps,
         cfg,
+        pool,
         plan,
         state,
         missing: BTreeSet::new(),
@@ -271,6 +272,8 @@ struct Daemon<'a> {
     args: &'a RunArgs,
     maps: NatMaps,
     cfg: NatConfig,
+    /// The port pool as last configured (for PORT_IN_POOL after sweeps).
+    pool: PortPool,
     plan: Plan,
     state: RunState,
     /// Sides ("lan", "wan") whose interface is gone, reported once.
@@ -336,8 +339,17 @@ impl Daemon<'_> {
                     // is read again every sweep.
                     self.follow_lan_side();
                     let start = std::time::Instant::now();
-                    match sweeper::sweep(&mut self.maps, &self.cfg.timeouts, monotonic_ns()) {
-                        Ok(r) if r != Default::default() => log::info!("sweep: {r:?}"),
+                                        match sweeper::sweep(&mut self.maps, &self.cfg.timeouts, monotonic_ns()) {
+                        Ok(r) if r != Default::default() => {
+                            log::info!("sweep: {r:?}");
+                            // Freed ports outside the pool (a reload moved it) go back to
+                            // the router.
+                            if r.ports_freed > 0 {
+                                if let Err(e) = self.maps.write_pool_bitmap(&self.pool) {
+                                    log::warn!("cannot update the port pool's bitmap: {e:#}");
+                                }
+                            }
+                        }
                         Ok(_) => {}
                         Err(e) => log::warn!("sweep failed: {e:#}"),
                     }
@@ -453,7 +465,8 @@ impl Daemon<'_> {
             Err(e) => log::warn!("{e:#}"),
         }
         match configure(&mut self.maps, &self.plan) {
-            Ok((cfg, _)) => {
+            Ok((cfg, pool)) => {
+                self.pool = pool;
                 self.cfg = cfg;
                 log::warn!("attached again: {}", back.join(", "));
             }
@@ -487,7 +500,8 @@ impl Daemon<'_> {
         let old = std::mem::replace(&mut self.plan.lan_side, side);
         self.plan.lan_net = primary;
         match configure(&mut self.maps, &self.plan) {
-            Ok((cfg, _)) => {
+            Ok((cfg, pool)) => {
+                self.pool = pool;
                 self.cfg = cfg;
                 log::warn!(
                     "LAN side changed: {} (was {})",
@@ -526,7 +540,8 @@ impl Daemon<'_> {
         self.plan.wan_addr = addr;
         let dropped = self.maps.flush(None);
         match configure(&mut self.maps, &self.plan) {
-            Ok((cfg, _)) => {
+            Ok((cfg, pool)) => {
+                self.pool = pool;
                 self.cfg = cfg;
                 log::warn!(
                     "WAN address changed from {old} to {addr}: translating to {addr}; {} sessions of the old address dropped",
@@ -566,16 +581,17 @@ impl Daemon<'_> {
             file.passthrough.l2tp,
             file.passthrough.ipsec,
         ];
-        let applied = configure(&mut self.maps, &plan).and_then(|(cfg, _)| {
+        let applied = configure(&mut self.maps, &plan).and_then(|(cfg, pool)| {
             for (i, on) in explicit.iter().enumerate() {
                 if let Some(on) = on {
                     crate::passthrough::set(&mut self.maps, i as u8 + 1, *on)?;
                 }
             }
-            Ok(cfg)
+            Ok((cfg, pool))
         });
         match applied {
-            Ok(cfg) => {
+            Ok((cfg, pool)) => {
+                self.pool = pool;
                 // The daemon's level changes now; the data path keeps the level it was loaded
                 // with until the next start.
                 if std::env::var_os("RUST_LOG").is_none() {
