@@ -203,3 +203,90 @@ fn an_exhausted_port_pool_refuses_new_flows_and_steals_nothing() {
         "{lines} log lines for the exhaustion in {secs} s on {cpus} CPUs"
     );
 }
+
+#[test]
+fn one_host_flooding_udp_from_60000_ports_starves_no_other_host() {
+    let lab = Lab::new("fair").unwrap();
+    // The default pool and the default per-host limit: nothing configured.
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    let limit = nat.json(&["status"])["port_pool"]["ordinary"]
+        .as_u64()
+        .unwrap()
+        / 4;
+    let sink = TcpSink::start(&lab.wan, SERVER, 5003).unwrap();
+    // Host A (a torrent client, or a compromised host) floods UDP from 60 000 source ports
+    // while host B downloads; B's new UDP, TCP and ICMP flows work during and after it.
+    let (sent, echoed) = std::thread::scope(|s| {
+        let transfer = s.spawn(|| {
+            integration_tests::traffic::tcp_send_paced(
+                &lab.lan,
+                LAN_HOST_B,
+                sink.addr,
+                16 * 1024,
+                100,
+                Duration::from_millis(20),
+            )
+            .unwrap()
+        });
+        udp_burst(&lab.lan, LAN_HOST_A, SERVER, 1024, 60_000, 9);
+        let echo = udp_echo(&lab.wan, SocketAddrV4::new(SERVER, 7000), 1).unwrap();
+        let reply = udp_request(
+            &lab.lan,
+            SocketAddrV4::new(LAN_HOST_B, 45000),
+            SocketAddrV4::new(SERVER, 7000),
+            b"same protocol as the flood",
+        )
+        .unwrap();
+        echo.join().unwrap();
+        assert!(reply.is_some(), "B's new UDP flow during the flood");
+        // (ping from B's address: A, the flooder, is at its limit for echo ids too.)
+        let ping_b = lab
+            .lan
+            .cmd("ping")
+            .args(["-c", "1", "-W", "2", "-n", "-I", &LAN_HOST_B.to_string()])
+            .arg(SERVER.to_string())
+            .output()
+            .unwrap();
+        assert!(ping_b.status.success(), "B's ping during the flood");
+        transfer.join().unwrap()
+    });
+    let (_, _, digest) = sink.finish().unwrap();
+    assert_eq!(
+        (digest, echoed),
+        (sent, sent),
+        "B's TCP transfer across the flood"
+    );
+    let quota_drops = nat.counter("drop_host_quota");
+    assert!(quota_drops > 0, "{}", nat.json(&["stats"]));
+    assert_eq!(
+        nat.counter("drop_ports_exhausted"),
+        0,
+        "{}",
+        nat.json(&["stats"])
+    );
+    let a_holds = nat
+        .json(&[
+            "sessions",
+            "--proto",
+            "udp",
+            "--src",
+            &LAN_HOST_A.to_string(),
+        ])
+        .as_array()
+        .unwrap()
+        .len() as u64;
+    assert!(
+        a_holds <= limit,
+        "A holds {a_holds} mappings, more than its share {limit}"
+    );
+    // After the flood, B opens new flows of every kind.
+    let sink = TcpSink::start(&lab.wan, SERVER, 5004).unwrap();
+    let data = vec![7u8; 256 * 1024];
+    let hash =
+        integration_tests::traffic::tcp_send(&lab.lan, LAN_HOST_B, sink.addr, &data).unwrap();
+    assert_eq!(
+        sink.finish().unwrap().2,
+        hash,
+        "a new TCP flow of B after the flood"
+    );
+}
