@@ -101,8 +101,10 @@ pub struct NatConfig {
     /// LAN_PREFIXES. 0: `lan_net` / `lan_addr` are the whole LAN side, and the data path
     /// compares inline instead of looking the trie up.
     pub lan_extra: u32,
+    /// Most sessions one LAN host may hold (0: no limit; RFC 6888 REQ-4).
+    pub sessions_per_host: u32,
 }
-const _: () = assert!(size_of::<NatConfig>() == 76);
+const _: () = assert!(size_of::<NatConfig>() == 80);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -80,6 +80,7 @@ pub enum Counter {
     DropInboundNotToLan,
     DropIpOptions,
     DropEgressUnparsed,
+    DropHostSessionQuota,
     DropNoConfig,
 }
 
@@ -167,6 +168,7 @@ impl Counter {
         Counter::DropInboundNotToLan,
         Counter::DropIpOptions,
         Counter::DropEgressUnparsed,
+        Counter::DropHostSessionQuota,
         Counter::DropNoConfig,
     ];
 
@@ -243,6 +245,7 @@ impl Counter {
             Counter::DropInboundNotToLan => "drop_inbound_not_to_lan",
             Counter::DropIpOptions => "drop_ip_options",
             Counter::DropEgressUnparsed => "drop_egress_unparsed",
+            Counter::DropHostSessionQuota => "drop_host_session_quota",
             Counter::DropNoConfig => "drop_no_config",
         }
     }
@@ -431,6 +434,9 @@ impl Counter {
             }
             Counter::DropEgressUnparsed => {
                 "ICMP leaving the WAN whose headers could not be read, so the egress last line could not check them"
+            }
+            Counter::DropHostSessionQuota => {
+                "new flows dropped: the LAN host holds its quota of sessions"
             }
             Counter::DropNoConfig => "packets seen before nat-ctl configured the program",
         }

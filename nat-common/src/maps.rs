@@ -34,8 +34,9 @@ pub mod names {
     pub const LAN_PREFIXES: &str = "LAN_PREFIXES";
     pub const ROUTER_IPSEC_PEERS: &str = "ROUTER_IPSEC_PEERS";
     pub const FRAGS_IN: &str = "FRAGS_IN";
+    pub const HOST_SESSIONS: &str = "HOST_SESSIONS";
     /// Every map the control plane pins, in a stable order.
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 26] = [
         CONFIG,
         MAPPINGS_OUT,
         MAPPINGS_IN,
@@ -61,6 +62,7 @@ pub mod names {
         LAN_PREFIXES,
         ROUTER_IPSEC_PEERS,
         FRAGS_IN,
+        HOST_SESSIONS,
     ];
 }
 

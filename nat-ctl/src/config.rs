@@ -55,6 +55,8 @@ pub struct LimitsSection {
     /// Most mappings (external ports) one LAN host may hold; unset: a quarter of the pool
     /// (`default_mappings_per_host`).
     pub mappings_per_host: Option<u32>,
+    /// Most sessions one LAN host may hold; unset: a quarter of the session table.
+    pub sessions_per_host: Option<u32>,
 }
 
 /// Passthrough switches a fresh start takes (all on if unset). A daemon that adopts pinned
@@ -186,6 +188,8 @@ pub struct Settings {
     pub mss_clamp: u16,
     /// 0: unset, a quarter of the pool (`default_mappings_per_host`).
     pub mappings_per_host: u32,
+    /// A quarter of the session table unless configured.
+    pub sessions_per_host: u32,
     pub log_level: LogLevel,
 }
 
@@ -199,6 +203,9 @@ pub struct Interfaces {
     /// LAN-side prefixes and router addresses beyond `lan_net` (LanSide::extra).
     pub lan_extra: u32,
 }
+
+/// Fewest sessions the default per-host limit allows, however small the table.
+const MIN_DEFAULT_SESSIONS_PER_HOST: u32 = 256;
 
 /// Fewest mappings the default per-host limit allows, however small the pool.
 const MIN_DEFAULT_MAPPINGS_PER_HOST: u32 = 64;
@@ -233,6 +240,7 @@ impl Settings {
                 0 => default_mappings_per_host(pool),
                 n => n,
             },
+            sessions_per_host: self.sessions_per_host,
             // A fresh seed per configuration, so flows cannot be picked to collide in the
             // flow cache; set with the set count by NatMaps::write_config.
             flow_seed: 0,
@@ -361,6 +369,13 @@ impl FileConfig {
                     "limits.mappings_per_host = 0 would block every LAN host; leave it unset for a quarter of the port pool"
                 ),
                 m => m.unwrap_or(0),
+            },
+            sessions_per_host: match self.limits.sessions_per_host {
+                Some(0) => bail!(
+                    "limits.sessions_per_host = 0 would block every LAN host; leave it unset for a quarter of the session table"
+                ),
+                Some(n) => n,
+                None => (max_sessions / 4).max(MIN_DEFAULT_SESSIONS_PER_HOST),
             },
         })
     }

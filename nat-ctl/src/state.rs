@@ -47,6 +47,7 @@ pub struct NatMaps {
     pub frags: HashMap<MapData, FragKey, FragEntry>,
     pub frags_in: HashMap<MapData, FragKey, FragEntry>,
     pub host_mappings: HashMap<MapData, u32, u32>,
+    pub host_sessions: HashMap<MapData, u32, u32>,
     pub lan_prefixes: LpmTrie<MapData, u32, u32>,
     pub router_ipsec_peers: HashMap<MapData, u32, u64>,
 }
@@ -89,6 +90,7 @@ impl NatMaps {
             frags: get(names::FRAGS)?.try_into()?,
             frags_in: get(names::FRAGS_IN)?.try_into()?,
             host_mappings: get(names::HOST_MAPPINGS)?.try_into()?,
+            host_sessions: get(names::HOST_SESSIONS)?.try_into()?,
             lan_prefixes: get(names::LAN_PREFIXES)?.try_into()?,
             router_ipsec_peers: get(names::ROUTER_IPSEC_PEERS)?.try_into()?,
         })

@@ -71,17 +71,34 @@ fn recount_host_mappings(maps: &mut NatMaps) -> Result<()> {
     for (ep, _) in crate::state::entries(&maps.mappings_out)? {
         *counts.entry(ep.addr).or_default() += 1;
     }
-    for (host, n) in crate::state::entries(&maps.host_mappings)? {
+    write_counts(&mut maps.host_mappings, counts)
+}
+
+/// The same for the per-host session counts (HOST_SESSIONS), from SESSIONS.
+fn recount_host_sessions(maps: &mut NatMaps) -> Result<()> {
+    let mut counts: HashMap<u32, u32> = HashMap::new();
+    for (k, _) in crate::state::entries(&maps.sessions)? {
+        *counts.entry(k.int_addr).or_default() += 1;
+    }
+    write_counts(&mut maps.host_sessions, counts)
+}
+
+/// Makes a per-host count map hold `counts`, writing only what differs.
+fn write_counts(
+    map: &mut aya::maps::HashMap<aya::maps::MapData, u32, u32>,
+    mut counts: HashMap<u32, u32>,
+) -> Result<()> {
+    for (host, n) in crate::state::entries(map)? {
         match counts.remove(&host) {
             Some(actual) if actual == n => {}
-            Some(actual) => maps.host_mappings.insert(host, actual, 0)?,
+            Some(actual) => map.insert(host, actual, 0)?,
             None => {
-                let _ = maps.host_mappings.remove(&host);
+                let _ = map.remove(&host);
             }
         }
     }
     for (host, n) in counts {
-        maps.host_mappings.insert(host, n, 0)?;
+        map.insert(host, n, 0)?;
     }
     Ok(())
 }
@@ -231,6 +248,7 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
         }
     }
     recount_host_mappings(maps)?;
+    recount_host_sessions(maps)?;
     report.vpn_state_expired = sweep_vpn(maps, t, now_ns)?;
     Ok(report)
 }

@@ -202,6 +202,12 @@ pub static FRAGS_IN: LruHashMap<FragKey, FragEntry> =
 #[map]
 pub static HOST_MAPPINGS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
 
+/// LAN host -> sessions it holds, for the per-host session limit: one mapping talking to
+/// many remotes (a scanner) must not fill the session table for everyone. Counted up by the
+/// data path, recounted from SESSIONS by the sweeper.
+#[map]
+pub static HOST_SESSIONS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
+
 /// The LAN side (lan_side.rs): the LAN interface's subnets and the routes through it
 /// (LAN_SIDE_PREFIX), and the router's own addresses on it (LAN_SIDE_ROUTER, /32). Kept by
 /// the daemon from netlink; looked up only when NatConfig::lan_extra says there is more than

@@ -4,6 +4,7 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     cty::c_void,
     helpers::generated::{bpf_get_prandom_u32, bpf_loop},
+    maps::HashMap,
 };
 use nat_common::{
     config::NatConfig,
@@ -19,8 +20,8 @@ use nat_common::{
 use crate::{
     flow_cache,
     maps::{
-        FILTERS, FLOWS_IN, FLOWS_OUT, HOST_MAPPINGS, MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL,
-        SESSIONS, SESSIONS_IN, count, port_in_pool,
+        FILTERS, FLOWS_IN, FLOWS_OUT, HOST_MAPPINGS, HOST_SESSIONS, MAPPINGS_IN, MAPPINGS_OUT,
+        PORT_POOL, SESSIONS, SESSIONS_IN, config, count, port_in_pool,
     },
 };
 
@@ -39,12 +40,8 @@ pub fn mapping_for(cfg: &NatConfig, ep: &EndpointKey, now: u64) -> Result<u16, C
         // SAFETY: map value pointer from a successful lookup.
         return Ok(unsafe { (*m).ext_port });
     }
-    let quota = cfg.mappings_per_host;
-    if quota > 0 {
-        let held = HOST_MAPPINGS.get_ptr(&ep.addr).map_or(0, |n| unsafe { *n });
-        if held >= quota {
-            return Err(Counter::DropHostQuota);
-        }
+    if at_limit(&HOST_MAPPINGS, ep.addr, cfg.mappings_per_host) {
+        return Err(Counter::DropHostQuota);
     }
     let mut m = Mapping {
         created_ns: now,
@@ -136,19 +133,27 @@ extern "C" fn try_random_port(_index: u64, ctx: *mut c_void) -> i64 {
     }
 }
 
-/// One more mapping held by LAN host `addr`. A plain increment: two CPUs creating mappings
-/// for one host at the same instant may count one; the sweeper recounts every sweep.
+/// One more mapping (HOST_MAPPINGS) or session (HOST_SESSIONS) held by LAN host `addr`. A
+/// plain increment: two CPUs creating one for the same host at the same instant may count
+/// one; the sweeper recounts every sweep.
 // verifier: the BPF target offers no 32-bit atomic add from Rust here.
 #[inline(always)]
-fn count_host_mapping(addr: u32) {
-    match HOST_MAPPINGS.get_ptr_mut(&addr) {
+fn count_for_host(held: &HashMap<u32, u32>, addr: u32) {
+    match held.get_ptr_mut(&addr) {
         // SAFETY: map value pointer from a successful lookup.
         Some(n) => unsafe { *n += 1 },
         None => {
             // A full table only means this host is not limited until the sweeper recounts.
-            let _ = HOST_MAPPINGS.insert(&addr, &1, 0);
+            let _ = held.insert(&addr, &1, 0);
         }
     }
+}
+
+/// Does LAN host `addr` hold `limit` entries already (0: no limit)?
+#[inline(always)]
+fn at_limit(held: &HashMap<u32, u32>, addr: u32, limit: u32) -> bool {
+    // SAFETY: map value pointer from a successful lookup, read at once.
+    limit > 0 && held.get_ptr(&addr).map_or(0, |n| unsafe { *n }) >= limit
 }
 
 /// Claims external `port` for `ep`: first the external side (atomic across CPUs through
@@ -169,7 +174,7 @@ fn claim(ep: &EndpointKey, m: &mut Mapping, port: u16) -> Result<Claim, Counter>
     match MAPPINGS_OUT.insert(ep, &*m, BPF_NOEXIST as u64) {
         Ok(()) => {
             count(Counter::MappingCreated);
-            count_host_mapping(ep.addr);
+            count_for_host(&HOST_MAPPINGS, ep.addr);
             Ok(Claim::Won(port))
         }
         Err(e) => {
@@ -246,6 +251,11 @@ pub fn touch_outbound(
         }
         return Ok(());
     }
+    // A new session, within its host's share of the table.
+    let limit = config().map_or(0, |c| c.sessions_per_host);
+    if at_limit(&HOST_SESSIONS, key.int_addr, limit) {
+        return Err(Counter::DropHostSessionQuota);
+    }
     let tcp = if key.proto == IPPROTO_TCP {
         tcp_state::next(0, Direction::Outbound, tcp_flags)
     } else {
@@ -263,7 +273,10 @@ pub fn touch_outbound(
         _reserved2: 0,
     };
     match SESSIONS.insert(key, &s, BPF_NOEXIST as u64) {
-        Ok(()) => count(Counter::SessionCreated),
+        Ok(()) => {
+            count(Counter::SessionCreated);
+            count_for_host(&HOST_SESSIONS, key.int_addr);
+        }
         // Created by another CPU meanwhile: fine.
         Err(e) if e == -EEXIST => {}
         Err(_) => return Err(Counter::DropSessionTableFull),

@@ -247,6 +247,7 @@ impl Fixture {
             frags,
             frags_in,
             host_mappings,
+            host_sessions,
             router_ipsec_peers
         );
         m.bump_route_gen().expect("retire the flow cache");

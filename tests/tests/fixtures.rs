@@ -1003,6 +1003,40 @@ fn by_default_one_host_cannot_take_the_whole_pool() {
 }
 
 #[test]
+fn by_default_one_host_cannot_fill_the_session_table() {
+    // A session table of 1024 (the fixture's), no limit configured: a quarter, or at least 256,
+    // per host. One mapping talking to ever more remotes (a scanner) is held at that.
+    let tables = FixtureConfig {
+        toml: "[tables]\nsessions = 1024\n".into(),
+        ..Default::default()
+    };
+    with_fixture(default_tables(), tables, |fx| {
+        let limit = fx.maps.read_config().unwrap().sessions_per_host;
+        assert_eq!(limit, 256);
+        let mut made = 0;
+        for i in 0..400u32 {
+            let remote = std::net::Ipv4Addr::from(0xc633_0000 + i); // 198.51.0.0/16
+            let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, remote);
+            made += u32::from(fx.from_lan(&packets::udp(&h, 20000, 53, b"q")).0 == XDP_REDIRECT);
+        }
+        assert_eq!(made, limit);
+        assert_eq!(fx.counter("drop_host_session_quota"), (400 - limit) as u64);
+        assert_eq!(fx.counter("drop_session_table_full"), 0);
+        // Its neighbour still opens sessions.
+        let b = lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER);
+        assert_eq!(
+            fx.from_lan(&packets::udp(&b, 30000, 53, b"q")).0,
+            XDP_REDIRECT
+        );
+        // The sweeper's recount finds what the data path counted.
+        let t = fx.maps.read_config().unwrap().timeouts;
+        sweeper::sweep(&mut fx.maps, &t, nat_ctl::monotonic_ns()).unwrap();
+        let a = u32::from_ne_bytes(LAN_HOST_A.octets());
+        assert_eq!(fx.maps.host_sessions.get(&a, 0).unwrap(), limit);
+    });
+}
+
+#[test]
 fn a_host_quota_limits_one_host_and_not_the_others() {
     let quota = FixtureConfig {
         toml: "[limits]\nmappings_per_host = 2\n".into(),
