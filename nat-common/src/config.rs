@@ -103,8 +103,11 @@ pub struct NatConfig {
     pub lan_extra: u32,
     /// Most sessions one LAN host may hold (0: no limit; RFC 6888 REQ-4).
     pub sessions_per_host: u32,
+    /// The network namespace (inode of /proc/self/ns/net) the daemon configured this in: the
+    /// interface indexes mean something there only. Read by `nat-ctl status`.
+    pub netns_ino: u64,
 }
-const _: () = assert!(size_of::<NatConfig>() == 80);
+const _: () = assert!(size_of::<NatConfig>() == 88);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -246,6 +246,7 @@ impl Settings {
             flow_seed: 0,
             flow_set_bits: 0,
             lan_extra: i.lan_extra,
+            netns_ino: crate::netdev::netns_ino(),
         }
     }
 }

@@ -3,6 +3,13 @@
 use anyhow::{Context as _, Result, bail};
 use std::{ffi::CString, net::Ipv4Addr};
 
+/// The inode of this process's network namespace (0 if it cannot be read): two processes see
+/// the same interfaces (and ifindexes) exactly when it is the same.
+pub fn netns_ino() -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self/ns/net").map_or(0, |m| m.ino())
+}
+
 /// The ifindex of `name`, or an error that says how to find the right name.
 pub fn ifindex(name: &str) -> Result<u32> {
     let c = CString::new(name).with_context(|| format!("invalid interface name {name:?}"))?;

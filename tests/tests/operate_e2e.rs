@@ -625,3 +625,25 @@ fn reload_applies_filtering_port_range_and_switches_and_keeps_live_sessions() {
     assert!(nat.counter("drop_l2tp_switch_off") >= 1);
     assert!(request(31001).0, "other UDP");
 }
+
+#[test]
+fn status_from_another_namespace_names_none_of_its_interfaces() {
+    let lab = Lab::new("ons").unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    // The pins are the host's; the server's namespace has interfaces of its own, with
+    // ifindexes that may equal the router's.
+    let other = lab.wan.path();
+    let out = integration_tests::daemon::nat_ctl(&other, &["--instance", &nat.instance, "status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("another network namespace"), "{text}");
+    assert!(!text.contains("eth0") && !text.contains("lo "), "{text}");
+    let out = integration_tests::daemon::nat_ctl(
+        &other,
+        &["--instance", &nat.instance, "status", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["state"], "other-namespace");
+    // From its own namespace, all is as before.
+    assert_eq!(nat.json(&["status"])["state"], "running");
+}

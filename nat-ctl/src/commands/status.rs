@@ -54,6 +54,23 @@ pub fn status(instance: &Instance, json_out: bool) -> Result<u8> {
     }
     let maps = NatMaps::open_pinned(instance)?;
     let cfg = maps.read_config()?;
+    // Pins are host-wide, interfaces are per network namespace: from another namespace the
+    // instance's ifindexes name other interfaces, or none.
+    let here = crate::netdev::netns_ino();
+    if cfg.netns_ino != 0 && here != 0 && cfg.netns_ino != here {
+        if json_out {
+            println!(
+                "{}",
+                json!({"instance": instance.name, "state": "other-namespace", "netns_inode": cfg.netns_ino})
+            );
+        } else {
+            println!(
+                "instance   {} (in another network namespace, inode {}: run nat-ctl there, e.g. `nsenter --net=/run/netns/NAME nat-ctl --instance {} status`)",
+                instance.name, cfg.netns_ino, instance.name
+            );
+        }
+        return Ok(EXIT_NO_DAEMON);
+    }
     let pid = instance.daemon_pid();
     let lan_prog = attached_program(instance, "lan", cfg.lan_ifindex);
     let wan_prog = attached_program(instance, "wan", cfg.wan_ifindex);
