@@ -2,6 +2,10 @@
 //! naming its counter, or the named reason for a drop.
 #![no_std]
 #![no_main]
+// An atomic add on map values (per-host counts): the BPF target's core has no atomic
+// read-modify-write types, the intrinsic compiles to the BPF atomic add.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod bench;
 mod egress;

@@ -133,15 +133,18 @@ extern "C" fn try_random_port(_index: u64, ctx: *mut c_void) -> i64 {
     }
 }
 
-/// One more mapping (HOST_MAPPINGS) or session (HOST_SESSIONS) held by LAN host `addr`. A
-/// plain increment: two CPUs creating one for the same host at the same instant may count
-/// one; the sweeper recounts every sweep.
-// verifier: the BPF target offers no 32-bit atomic add from Rust here.
+/// One more mapping (HOST_MAPPINGS) or session (HOST_SESSIONS) held by LAN host `addr`, an
+/// atomic add (CPUs counting for one host at once each count); the sweeper recounts every
+/// sweep what expired.
 #[inline(always)]
 fn count_for_host(held: &HashMap<u32, u32>, addr: u32) {
     match held.get_ptr_mut(&addr) {
-        // SAFETY: map value pointer from a successful lookup.
-        Some(n) => unsafe { *n += 1 },
+        // SAFETY: map value pointer from a successful lookup, naturally aligned.
+        Some(n) => unsafe {
+            core::intrinsics::atomic_xadd::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                n, 1,
+            );
+        },
         None => {
             // A full table only means this host is not limited until the sweeper recounts.
             let _ = held.insert(&addr, &1, 0);
