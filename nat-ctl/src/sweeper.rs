@@ -8,7 +8,7 @@ use nat_common::{
         ESP_LEARN_COOLDOWN_NS, ESP_TIMEOUT_SECS, FRAG_TIMEOUT_NS, GRE_TIMEOUT_SECS,
         MAPPING_GRACE_SECS, PORT_REUSE_DELAY_SECS, Timeouts,
     },
-    maps::{EndpointKey, MAPPING_ACTIVE, MAPPING_COOLING, Session, SessionKey},
+    maps::{EndpointKey, FragEntry, FragKey, MAPPING_ACTIVE, MAPPING_COOLING, Session, SessionKey},
     proto::{IPPROTO_ICMP, IPPROTO_TCP},
     tcp_state,
 };
@@ -147,16 +147,8 @@ fn sweep_vpn(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<usize> {
             n += usize::from(maps.esp_out.remove(&k).is_ok());
         }
     }
-    for (k, f) in crate::state::entries(&maps.frags)? {
-        if now_ns >= f.created_ns + FRAG_TIMEOUT_NS {
-            let _ = maps.frags.remove(&k);
-        }
-    }
-    for (k, f) in crate::state::entries(&maps.frags_in)? {
-        if now_ns >= f.created_ns + FRAG_TIMEOUT_NS {
-            let _ = maps.frags_in.remove(&k);
-        }
-    }
+    expire_frags(&mut maps.frags, now_ns)?;
+    expire_frags(&mut maps.frags_in, now_ns)?;
     // A window is kept through its host's cooldown: the data path reads it to tell.
     let pending = crate::state::entries(&maps.esp_pending)?;
     for (k, p) in pending {
@@ -170,6 +162,19 @@ fn sweep_vpn(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Removes the fragment entries (either direction's table) older than FRAG_TIMEOUT_NS.
+fn expire_frags(
+    frags: &mut aya::maps::HashMap<aya::maps::MapData, FragKey, FragEntry>,
+    now_ns: u64,
+) -> Result<()> {
+    for (k, f) in crate::state::entries(frags)? {
+        if now_ns >= f.created_ns + FRAG_TIMEOUT_NS {
+            let _ = frags.remove(&k);
+        }
+    }
+    Ok(())
 }
 
 pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepReport> {

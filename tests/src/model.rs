@@ -63,6 +63,25 @@ pub enum L4 {
 }
 
 impl L4 {
+    /// The kind of packet a session of `proto` carries (TCP as an ACK).
+    fn of_session(proto: u8) -> L4 {
+        match proto {
+            TCP => L4::Tcp(packets::ACK),
+            ICMP => L4::Echo,
+            _ => L4::Udp,
+        }
+    }
+
+    /// (source, destination) "ports" of a packet from remote port `remote` to local port (or
+    /// echo id) `local`: an echo reply carries the id as its source and no destination.
+    fn inbound_ports(self, remote: u16, local: u16) -> (u16, u16) {
+        if self == L4::Echo {
+            (local, 0)
+        } else {
+            (remote, local)
+        }
+    }
+
     fn proto(self) -> u8 {
         match self {
             L4::Udp => UDP,
@@ -600,11 +619,7 @@ impl Model {
         let ext = self.target_port(proto, to);
         let dst = if to_lan { LAN_HOST_A } else { ROUTER_WAN };
         // Echo replies carry the external id in place of a source port.
-        let (s, d) = if l4 == L4::Echo {
-            (ext, 0)
-        } else {
-            (sport, ext)
-        };
+        let (s, d) = l4.inbound_ports(sport, ext);
         let input = frame(
             &hdr(wan_next_hop(rem), WAN_MAC, rem, dst, ttl),
             l4,
@@ -664,11 +679,7 @@ impl Model {
             return (false, input, Expect::Drop("drop_inbound_ttl"));
         }
         let out_hdr = hdr(LAN_MAC, host_mac(int), rem, int, ttl - 1);
-        let (s, d) = if l4 == L4::Echo {
-            (iport, 0)
-        } else {
-            (sport, iport)
-        };
+        let (s, d) = l4.inbound_ports(sport, iport);
         (
             false,
             input,
@@ -728,11 +739,7 @@ impl Model {
                 ((UDP, LAN_HOST_A, 0), SERVER, 53, free.expect("a free port"))
             }
         };
-        let l4 = match proto {
-            TCP => L4::Tcp(packets::ACK),
-            ICMP => L4::Echo,
-            _ => L4::Udp,
-        };
+        let l4 = L4::of_session(proto);
         let sender = if from_gateway { GATEWAY } else { rem };
         let quoted_wan = frame(
             &hdr(WAN_MAC, SERVER_MAC, ROUTER_WAN, rem, 60),
@@ -741,17 +748,12 @@ impl Model {
             rport,
             false,
         );
-        let (kind, outer) = if from_gateway {
-            (
-                packets::ttl_exceeded(),
-                hdr(wan_next_hop(sender), WAN_MAC, sender, ROUTER_WAN, 64),
-            )
+        let kind = if from_gateway {
+            packets::ttl_exceeded()
         } else {
-            (
-                packets::port_unreachable(),
-                hdr(wan_next_hop(sender), WAN_MAC, sender, ROUTER_WAN, 64),
-            )
+            packets::port_unreachable()
         };
+        let outer = hdr(wan_next_hop(sender), WAN_MAC, sender, ROUTER_WAN, 64);
         let input = packets::icmp_error(&outer, kind.clone(), &quoted_wan);
         let Some(_) = known else {
             // No mapping for that port: dropped (an echo id would be the router's).
@@ -790,23 +792,11 @@ impl Model {
             return (true, input, Expect::Drop("drop_icmp_error_no_session"));
         };
         let (proto, int, iport) = ep;
-        let l4 = match proto {
-            TCP => L4::Tcp(packets::ACK),
-            ICMP => L4::Echo,
-            _ => L4::Udp,
-        };
+        let l4 = L4::of_session(proto);
         // The packet as the LAN host received it, and as the remote sent it.
-        let (qs, qd) = if l4 == L4::Echo {
-            (iport, 0)
-        } else {
-            (rport, iport)
-        };
+        let (qs, qd) = l4.inbound_ports(rport, iport);
         let quoted_lan = frame(&hdr(SERVER_MAC, WAN_MAC, rem, int, 60), l4, qs, qd, true);
-        let (qs, qd) = if l4 == L4::Echo {
-            (ext, 0)
-        } else {
-            (rport, ext)
-        };
+        let (qs, qd) = l4.inbound_ports(rport, ext);
         let quoted_wan = frame(
             &hdr(SERVER_MAC, WAN_MAC, rem, ROUTER_WAN, 60),
             l4,

@@ -204,3 +204,17 @@ pub fn tcp_send_paced(
         Ok((h.finalize().into(), digest))
     })?
 }
+
+/// A UDP socket bound to `bind` in `ns` (it stays there), its reads timing out after `timeout`.
+pub fn udp_socket(ns: &Netns, bind: SocketAddrV4, timeout: Duration) -> Result<UdpSocket> {
+    let s = ns.run(move || UdpSocket::bind(bind))??;
+    s.set_read_timeout(Some(timeout))?;
+    Ok(s)
+}
+
+/// One datagram from `src` (any port) to `dst`, sent in `ns`.
+pub fn udp_send(ns: &Netns, src: Ipv4Addr, dst: SocketAddrV4, payload: &[u8]) -> Result<()> {
+    let payload = payload.to_vec();
+    ns.run(move || UdpSocket::bind((src, 0))?.send_to(&payload, dst))??;
+    Ok(())
+}

@@ -37,21 +37,26 @@ pub fn raw_send(s: &Socket, dst: Ipv4Addr, payload: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// One packet of a raw IPv4 socket, if one arrives before the socket's read timeout:
+/// (source, IP payload).
+fn raw_recv_one(s: &Socket) -> Option<(Ipv4Addr, Vec<u8>)> {
+    let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+    let n = s.recv(&mut buf).ok()?;
+    // SAFETY: recv initialised the first n bytes.
+    let b: Vec<u8> = buf[..n]
+        .iter()
+        .map(|x| unsafe { x.assume_init() })
+        .collect();
+    let ihl = ((b[0] & 0x0f) as usize) * 4;
+    Some((Ipv4Addr::new(b[12], b[13], b[14], b[15]), b[ihl..].to_vec()))
+}
+
 /// Packets received within `wait`: (source, IP payload).
 pub fn raw_recv_all(s: &Socket, wait: Duration) -> Vec<(Ipv4Addr, Vec<u8>)> {
     let deadline = Instant::now() + wait;
     let mut got = Vec::new();
-    let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
     while Instant::now() < deadline {
-        if let Ok(n) = s.recv(&mut buf) {
-            // SAFETY: recv initialised the first n bytes.
-            let b: Vec<u8> = buf[..n]
-                .iter()
-                .map(|x| unsafe { x.assume_init() })
-                .collect();
-            let ihl = ((b[0] & 0x0f) as usize) * 4;
-            got.push((Ipv4Addr::new(b[12], b[13], b[14], b[15]), b[ihl..].to_vec()));
-        }
+        got.extend(raw_recv_one(s));
     }
     got
 }
@@ -59,16 +64,9 @@ pub fn raw_recv_all(s: &Socket, wait: Duration) -> Vec<(Ipv4Addr, Vec<u8>)> {
 /// The first packet received within `wait`, as soon as it arrives: (source, IP payload).
 pub fn raw_recv_first(s: &Socket, wait: Duration) -> Option<(Ipv4Addr, Vec<u8>)> {
     let deadline = Instant::now() + wait;
-    let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
     while Instant::now() < deadline {
-        if let Ok(n) = s.recv(&mut buf) {
-            // SAFETY: recv initialised the first n bytes.
-            let b: Vec<u8> = buf[..n]
-                .iter()
-                .map(|x| unsafe { x.assume_init() })
-                .collect();
-            let ihl = ((b[0] & 0x0f) as usize) * 4;
-            return Some((Ipv4Addr::new(b[12], b[13], b[14], b[15]), b[ihl..].to_vec()));
+        if let Some(p) = raw_recv_one(s) {
+            return Some(p);
         }
     }
     None

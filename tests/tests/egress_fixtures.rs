@@ -147,18 +147,19 @@ fn router_made_errors_about_translated_flows_leave_quoting_the_external_endpoint
 
 #[test]
 fn the_routers_own_ike_peers_are_remembered() {
+    // IKE leaving the WAN from port 500 to the server.
+    let ike = packets::udp(
+        &from_router(ROUTER_WAN, SERVER),
+        500,
+        500,
+        &packets::ike(1, 0, 8),
+    );
     // The router listens on 500 and 4500 itself: they are out of the pool.
     let own_ike = FixtureConfig {
         reserved: vec![ROUTER_SSH, 500, 4500],
         ..Default::default()
     };
     with_fixture(default_tables(), own_ike, |fx| {
-        let ike = packets::udp(
-            &from_router(ROUTER_WAN, SERVER),
-            500,
-            500,
-            &packets::ike(1, 0, 8),
-        );
         assert_eq!(fx.to_wan_egress(&ike).0, TC_ACT_OK);
         let peers: Vec<u32> = fx
             .maps
@@ -170,12 +171,6 @@ fn the_routers_own_ike_peers_are_remembered() {
     });
     // Port 500 is the NAT's: what leaves from it is a LAN host's, translated.
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
-        let ike = packets::udp(
-            &from_router(ROUTER_WAN, SERVER),
-            500,
-            500,
-            &packets::ike(1, 0, 8),
-        );
         assert_eq!(fx.to_wan_egress(&ike).0, TC_ACT_OK);
         assert_eq!(fx.maps.router_ipsec_peers.keys().count(), 0);
     });

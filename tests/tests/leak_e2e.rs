@@ -10,12 +10,13 @@ use integration_tests::{
     lab::{FAR_HOST, LAN_HOST_A, LAN_HOST_B, Lab, ROUTER_LAN, ROUTER_WAN, SERVER},
     netns::Netns,
     packets::{self, Hdr, SYN},
+    traffic::{udp_send, udp_socket},
     tripwire::{Capture, Prefix, Tripwire},
     wait_for,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 use std::{
-    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
     time::Duration,
 };
 
@@ -52,6 +53,14 @@ fn send_raw(ns: &Netns, frame: Vec<u8>) {
     .unwrap();
 }
 
+/// Waits (up to 2 s) for counter `name` to reach `at_least`.
+fn counter_reaches(nat: &NatDaemon, name: &str, at_least: u64) -> bool {
+    wait_for(Duration::from_secs(2), || {
+        (nat.counter(name) >= at_least).then_some(())
+    })
+    .is_some()
+}
+
 fn hdr(src: Ipv4Addr, dst: Ipv4Addr) -> Hdr {
     Hdr {
         smac: [0; 6],
@@ -73,21 +82,18 @@ fn spoofed_and_router_sourced_packets_never_leave_the_wan() {
     let trip = wan_tripwire(&lab, &[LAN]);
 
     // Ordinary traffic crosses, translated: the tripwire sees frames, none of them private.
-    let server = lab
-        .wan
-        .run(|| UdpSocket::bind((SERVER, 7000)))
-        .unwrap()
-        .unwrap();
-    server
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    let host = lab
-        .lan
-        .run(|| UdpSocket::bind((LAN_HOST_A, 40000)))
-        .unwrap()
-        .unwrap();
-    host.set_read_timeout(Some(Duration::from_millis(800)))
-        .unwrap();
+    let server = udp_socket(
+        &lab.wan,
+        SocketAddrV4::new(SERVER, 7000),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    let host = udp_socket(
+        &lab.lan,
+        SocketAddrV4::new(LAN_HOST_A, 40000),
+        Duration::from_millis(800),
+    )
+    .unwrap();
     host.send_to(b"hello", (SERVER, 7000)).unwrap();
     let mut buf = [0u8; 64];
     let (_, mapped) = server
@@ -130,23 +136,23 @@ fn spoofed_and_router_sourced_packets_never_leave_the_wan() {
         .arg(SERVER.to_string())
         .output()
         .unwrap();
-    lab.router
-        .run(|| {
-            let s = UdpSocket::bind((ROUTER_LAN, 0))?;
-            s.send_to(b"from the LAN address", (SERVER, 7001))
-        })
-        .unwrap()
-        .unwrap();
+    udp_send(
+        &lab.router,
+        ROUTER_LAN,
+        SocketAddrV4::new(SERVER, 7001),
+        b"from the LAN address",
+    )
+    .unwrap();
 
     // Hairpinning: host B reaches A through A's mapping, and A answers through B's, which
     // opens A's address-dependent filter for the WAN address itself.
     let mapped_port = mapped.port();
-    let b = lab
-        .lan
-        .run(|| UdpSocket::bind((LAN_HOST_B, 40001)))
-        .unwrap()
-        .unwrap();
-    b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let b = udp_socket(
+        &lab.lan,
+        SocketAddrV4::new(LAN_HOST_B, 40001),
+        Duration::from_secs(2),
+    )
+    .unwrap();
     b.send_to(b"hairpin", (ROUTER_WAN, mapped_port)).unwrap();
     let (_, b_mapped) = host.recv_from(&mut buf).expect("hairpinned to A");
     assert_eq!(b_mapped.ip(), std::net::IpAddr::V4(ROUTER_WAN));
@@ -188,14 +194,12 @@ fn spoofed_and_router_sourced_packets_never_leave_the_wan() {
 fn an_error_the_router_makes_about_a_lan_host_leaves_translated() {
     let lab = Lab::new("lk2").unwrap();
     let nat = NatDaemon::start(&lab, &[]).unwrap();
-    let server = lab
-        .wan
-        .run(|| UdpSocket::bind((SERVER, 7100)))
-        .unwrap()
-        .unwrap();
-    server
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
+    let server = udp_socket(
+        &lab.wan,
+        SocketAddrV4::new(SERVER, 7100),
+        Duration::from_secs(3),
+    )
+    .unwrap();
     let host = lab
         .lan
         .run(|| UdpSocket::bind((LAN_HOST_A, 41000)))
@@ -355,22 +359,19 @@ fn every_lan_prefix_and_route_is_guarded_and_followed() {
     let inside = Tripwire::start(&lab.lan, "eth0", vec![(SERVER, 32)]).unwrap();
     let dropped_before = nat.counter("drop_to_lan_address");
     let send = |dst: [u8; 4]| {
-        lab.wan
-            .run(move || {
-                let s = UdpSocket::bind((SERVER, 0))?;
-                s.send_to(b"in", (Ipv4Addr::from(dst), 5555))
-            })
-            .unwrap()
-            .unwrap();
+        udp_send(
+            &lab.wan,
+            SERVER,
+            SocketAddrV4::new(Ipv4Addr::from(dst), 5555),
+            b"in",
+        )
+        .unwrap();
     };
     for dst in [[10, 99, 0, 5], [10, 99, 0, 1], [10, 98, 0, 7]] {
         send(dst);
     }
     assert!(
-        wait_for(Duration::from_secs(2), || {
-            (nat.counter("drop_to_lan_address") >= dropped_before + 3).then_some(())
-        })
-        .is_some(),
+        counter_reaches(&nat, "drop_to_lan_address", dropped_before + 3),
         "{}",
         nat.json(&["stats"])
     );
@@ -389,24 +390,22 @@ fn every_lan_prefix_and_route_is_guarded_and_followed() {
     // The trie, not only the FIB, follows it: a LAN host on the new subnet is a LAN host (the
     // LAN program's anti-spoofing reads the trie), and the new subnet is a spoofed source
     // from the WAN.
-    let server = lab
-        .wan
-        .run(|| UdpSocket::bind((SERVER, 7300)))
-        .unwrap()
-        .unwrap();
-    server
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
+    let server = udp_socket(
+        &lab.wan,
+        SocketAddrV4::new(SERVER, 7300),
+        Duration::from_secs(3),
+    )
+    .unwrap();
     lab.lan
         .ip(&["addr", "add", "10.97.0.5/24", "dev", "eth0"])
         .unwrap();
-    lab.lan
-        .run(|| {
-            let s = UdpSocket::bind((Ipv4Addr::new(10, 97, 0, 5), 0))?;
-            s.send_to(b"from the new subnet", (SERVER, 7300))
-        })
-        .unwrap()
-        .unwrap();
+    udp_send(
+        &lab.lan,
+        Ipv4Addr::new(10, 97, 0, 5),
+        SocketAddrV4::new(SERVER, 7300),
+        b"from the new subnet",
+    )
+    .unwrap();
     let mut buf = [0u8; 64];
     let (_, from) = server
         .recv_from(&mut buf)
@@ -418,20 +417,12 @@ fn every_lan_prefix_and_route_is_guarded_and_followed() {
         packets::udp(&hdr(Ipv4Addr::new(10, 97, 0, 9), ROUTER_WAN), 1, 2, b"x"),
     );
     assert!(
-        wait_for(Duration::from_secs(2), || {
-            (nat.counter("drop_martian_source") > martians).then_some(())
-        })
-        .is_some(),
+        counter_reaches(&nat, "drop_martian_source", martians + 1),
         "a source on the new subnet from the WAN"
     );
     let before = nat.counter("drop_to_lan_address");
     send([10, 97, 0, 9]);
-    assert!(
-        wait_for(Duration::from_secs(2), || {
-            (nat.counter("drop_to_lan_address") > before).then_some(())
-        })
-        .is_some()
-    );
+    assert!(counter_reaches(&nat, "drop_to_lan_address", before + 1));
     // Routes come and go too: one added behind the LAN is followed, and so is its removal.
     let side = || nat.json(&["status"])["lan_side"].to_string();
     lab.router
@@ -458,13 +449,13 @@ fn every_lan_prefix_and_route_is_guarded_and_followed() {
         .ip(&["addr", "add", "10.96.0.5/16", "dev", "eth0"])
         .unwrap();
     let from_96 = || {
-        lab.lan
-            .run(|| {
-                let s = UdpSocket::bind((Ipv4Addr::new(10, 96, 0, 5), 0))?;
-                s.send_to(b"from behind the LAN", (SERVER, 7300))
-            })
-            .unwrap()
-            .unwrap();
+        udp_send(
+            &lab.lan,
+            Ipv4Addr::new(10, 96, 0, 5),
+            SocketAddrV4::new(SERVER, 7300),
+            b"from behind the LAN",
+        )
+        .unwrap();
     };
     from_96();
     server
@@ -492,10 +483,7 @@ fn every_lan_prefix_and_route_is_guarded_and_followed() {
     let foreign = nat.counter("drop_lan_source_foreign");
     from_96();
     assert!(
-        wait_for(Duration::from_secs(2), || {
-            (nat.counter("drop_lan_source_foreign") > foreign).then_some(())
-        })
-        .is_some(),
+        counter_reaches(&nat, "drop_lan_source_foreign", foreign + 1),
         "a source on a removed route is no longer the LAN's"
     );
     let cap = inside.finish().unwrap();
@@ -507,21 +495,19 @@ fn every_lan_prefix_and_route_is_guarded_and_followed() {
     );
 
     // A host on the secondary subnet is a LAN host: its traffic is translated.
-    let server = lab
-        .wan
-        .run(|| UdpSocket::bind((SERVER, 7200)))
-        .unwrap()
-        .unwrap();
-    server
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    lab.lan
-        .run(|| {
-            let s = UdpSocket::bind((Ipv4Addr::new(10, 99, 0, 5), 0))?;
-            s.send_to(b"from the secondary subnet", (SERVER, 7200))
-        })
-        .unwrap()
-        .unwrap();
+    let server = udp_socket(
+        &lab.wan,
+        SocketAddrV4::new(SERVER, 7200),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    udp_send(
+        &lab.lan,
+        Ipv4Addr::new(10, 99, 0, 5),
+        SocketAddrV4::new(SERVER, 7200),
+        b"from the secondary subnet",
+    )
+    .unwrap();
     let mut buf = [0u8; 64];
     let (_, from) = server.recv_from(&mut buf).expect("translated");
     assert_eq!(from.ip(), std::net::IpAddr::V4(ROUTER_WAN));

@@ -3,7 +3,7 @@
 use integration_tests::{
     daemon::NatDaemon,
     lab::{LAN_HOST_A, Lab, SERVER},
-    traffic::{TcpSink, tcp_send_paced, udp_echo, udp_request},
+    traffic::{TcpSink, tcp_send_paced, udp_echo, udp_request, udp_send, udp_socket},
 };
 use std::{
     io::{Read, Write},
@@ -574,23 +574,19 @@ fn reload_applies_filtering_port_range_and_switches_and_keeps_live_sessions() {
         .ip(&["addr", "add", "203.0.113.3/24", "dev", "eth0"])
         .unwrap();
     let from_other = || {
-        let host = lab
-            .lan
-            .run(|| std::net::UdpSocket::bind((LAN_HOST_A, 30050)))
-            .unwrap()
-            .unwrap();
-        host.set_read_timeout(Some(Duration::from_millis(700)))
-            .unwrap();
-        lab.wan
-            .run(|| {
-                let s = std::net::UdpSocket::bind((std::net::Ipv4Addr::new(203, 0, 113, 3), 0))?;
-                s.send_to(
-                    b"from another host",
-                    (integration_tests::lab::ROUTER_WAN, 30050),
-                )
-            })
-            .unwrap()
-            .unwrap();
+        let host = udp_socket(
+            &lab.lan,
+            SocketAddrV4::new(LAN_HOST_A, 30050),
+            Duration::from_millis(700),
+        )
+        .unwrap();
+        udp_send(
+            &lab.wan,
+            std::net::Ipv4Addr::new(203, 0, 113, 3),
+            SocketAddrV4::new(integration_tests::lab::ROUTER_WAN, 30050),
+            b"from another host",
+        )
+        .unwrap();
         let mut buf = [0u8; 64];
         host.recv_from(&mut buf).is_ok()
     };

@@ -6,7 +6,7 @@ use integration_tests::{
     daemon::NatDaemon,
     lab::{LAN_HOST_A, LAN_HOST_B, Lab, ROUTER_WAN, SERVER},
     packets,
-    traffic::{ping, udp_echo, udp_request},
+    traffic::{ping, udp_echo, udp_request, udp_socket},
     vpn_peers::{pptp_client, pptp_server, raw_recv_all, raw_recv_first, raw_send, raw_socket},
 };
 use nat_common::proto::IPPROTO_ESP;
@@ -61,25 +61,25 @@ fn two_pptp_clients_with_the_same_call_id_each_get_their_own_gre() {
     assert!(nat.counter("pptp_translated") >= 10);
 }
 
+/// Raw ESP sockets of the server and of LAN hosts A and B.
+fn esp_sockets(lab: &Lab) -> (socket2::Socket, socket2::Socket, socket2::Socket) {
+    let raw = |ns: &integration_tests::netns::Netns, addr| {
+        ns.run(move || raw_socket(IPPROTO_ESP, addr))
+            .unwrap()
+            .unwrap()
+    };
+    (
+        raw(&lab.wan, SERVER),
+        raw(&lab.lan, LAN_HOST_A),
+        raw(&lab.lan, LAN_HOST_B),
+    )
+}
+
 #[test]
 fn raw_esp_both_ways_for_two_hosts_to_one_server() {
     let lab = Lab::new("esp").unwrap();
     let nat = NatDaemon::start(&lab, &[]).unwrap();
-    let srv = lab
-        .wan
-        .run(|| raw_socket(IPPROTO_ESP, SERVER))
-        .unwrap()
-        .unwrap();
-    let a = lab
-        .lan
-        .run(|| raw_socket(IPPROTO_ESP, LAN_HOST_A))
-        .unwrap()
-        .unwrap();
-    let b = lab
-        .lan
-        .run(|| raw_socket(IPPROTO_ESP, LAN_HOST_B))
-        .unwrap()
-        .unwrap();
+    let (srv, a, b) = esp_sockets(&lab);
     let spi_of = |p: &[u8]| u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
 
     for (sock, out_spi, in_spi) in [(&a, 0xa0u32, 0xa1u32), (&b, 0xb0, 0xb1)] {
@@ -137,21 +137,7 @@ fn raw_esp_learning_resists_a_spoofer_and_leaves_the_routers_own_esp_alone() {
         .unwrap()
         .unwrap();
     let nat = NatDaemon::start(&lab, &[]).unwrap();
-    let srv = lab
-        .wan
-        .run(|| raw_socket(IPPROTO_ESP, SERVER))
-        .unwrap()
-        .unwrap();
-    let a = lab
-        .lan
-        .run(|| raw_socket(IPPROTO_ESP, LAN_HOST_A))
-        .unwrap()
-        .unwrap();
-    let b = lab
-        .lan
-        .run(|| raw_socket(IPPROTO_ESP, LAN_HOST_B))
-        .unwrap()
-        .unwrap();
+    let (srv, a, b) = esp_sockets(&lab);
     let spis = |sock| -> Vec<u32> {
         raw_recv_all(sock, WAIT)
             .iter()
@@ -198,9 +184,7 @@ fn raw_esp_learning_resists_a_spoofer_and_leaves_the_routers_own_esp_alone() {
 }
 
 fn udp_in(ns: &integration_tests::netns::Netns, bind: SocketAddrV4) -> UdpSocket {
-    let s = ns.run(move || UdpSocket::bind(bind)).unwrap().unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    s
+    udp_socket(ns, bind, Duration::from_secs(2)).unwrap()
 }
 
 #[test]

@@ -27,21 +27,23 @@ pub fn to_wire(a: Ipv4Addr) -> u32 {
     u32::from(a).to_be()
 }
 
-/// Does interface `index` exist (in this network namespace)?
-pub fn if_exists(index: u32) -> bool {
+/// The name of interface `index` in this network namespace, if it exists.
+fn name_of(index: u32) -> Option<String> {
     let mut buf = [0u8; libc::IF_NAMESIZE];
     // SAFETY: buffer of IF_NAMESIZE bytes as the call requires.
-    !unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) }.is_null()
+    if unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) }.is_null() {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+/// Does interface `index` exist (in this network namespace)?
+pub fn if_exists(index: u32) -> bool {
+    name_of(index).is_some()
 }
 
 /// Name of an interface index, or "ifindex N" when it is gone.
 pub fn ifname(index: u32) -> String {
-    let mut buf = [0u8; libc::IF_NAMESIZE];
-    // SAFETY: buffer of IF_NAMESIZE bytes as the call requires.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
-    if p.is_null() {
-        return format!("ifindex {index}");
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    name_of(index).unwrap_or_else(|| format!("ifindex {index}"))
 }

@@ -25,9 +25,7 @@ pub const EXIT_NO_DAEMON: u8 = 3;
 /// Program id attached through the pinned link of `side` to interface `ifindex`, if that
 /// link is alive and the interface still exists (a pinned link outlives its interface).
 fn attached_program(instance: &Instance, side: &str, ifindex: u32) -> Option<u32> {
-    let mut name = [0u8; libc::IF_NAMESIZE];
-    // SAFETY: a buffer of IF_NAMESIZE bytes, as the call requires.
-    if unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr().cast()) }.is_null() {
+    if !if_exists(ifindex) {
         return None;
     }
     let link = PinnedLink::from_pin(instance.link_path(side)).ok()?;
