@@ -284,6 +284,20 @@ pub struct Session {
 }
 const _: () = assert!(size_of::<Session>() == 64);
 
+impl Session {
+    /// `tcp_state` is set from both directions at once (the LAN and WAN programs run on
+    /// different CPUs). The BPF target's atomic OR works on aligned 64-bit words (32-bit ones
+    /// need the v3 instruction set), so the bits are set with an atomic OR on the word that
+    /// starts at `ext_port`, where they are bits 16..24 (the BPF target is little-endian); a
+    /// plain write of the byte could undo the other side's FIN.
+    pub const TCP_STATE_WORD_SHIFT: u32 = 16;
+}
+const _: () = assert!(
+    core::mem::offset_of!(Session, ext_port) % 8 == 0
+        && core::mem::offset_of!(Session, tcp_state)
+            == core::mem::offset_of!(Session, ext_port) + 2
+);
+
 /// A session seen from the WAN: remote endpoint and external port. Key of SESSIONS_IN, so a
 /// reply needs one lookup.
 #[repr(C)]

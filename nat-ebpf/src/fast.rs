@@ -14,7 +14,7 @@ use nat_common::{
     passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT},
     proto::{ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN},
     rewrite::{Side, rewrite_endpoint},
-    tcp_state::SYN_OUT,
+    tcp_state::Direction,
 };
 
 use crate::{
@@ -22,6 +22,7 @@ use crate::{
     forward::{Route, cached_route, deliver_in, deliver_out, next_hop, route},
     maps::{FLOWS_IN, FLOWS_OUT, SESSIONS, SESSIONS_IN, count, port_in_pool, switch_on},
     packet::{Ipv4, Transport, parse_transport},
+    state,
 };
 
 /// TCP segments that change the session's state go the full way.
@@ -147,7 +148,7 @@ pub fn outbound(
     s.last_seen_ns = now;
     if pkt.proto == IPPROTO_TCP {
         // An established flow's plain segment: the LAN side has spoken.
-        s.tcp_state |= SYN_OUT;
+        state::record_tcp(s, Direction::Outbound, 0);
     }
     let value = value_out(s.ext_port, s.class);
     cache::fill(&FLOWS_OUT, cfg, &cache_key, value, &s.hop);

@@ -2,8 +2,8 @@
 //! naming its counter, or the named reason for a drop.
 #![no_std]
 #![no_main]
-// An atomic add on map values (per-host counts): the BPF target's core has no atomic
-// read-modify-write types, the intrinsic compiles to the BPF atomic add.
+// Atomic add and OR on map values (per-host counts, TCP state bits): the BPF target's core
+// has no atomic read-modify-write types; the intrinsics compile to BPF atomic instructions.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 

@@ -211,11 +211,38 @@ pub fn refresh_outbound(key: &SessionKey, tcp_flags: u8, hop: &NextHop, now: u64
     Some(s.ext_port)
 }
 
+/// Records a TCP segment that crossed `s` in `dir`, and returns the state after it. Bits the
+/// segment adds are set with an atomic OR, so a FIN or RST the other direction records at the
+/// same moment on another CPU is kept; a segment that adds nothing writes nothing. Only a SYN
+/// that starts a closed 5-tuple afresh clears bits, with a plain write (what it would race
+/// with, a segment of the closed connection, no longer matters).
+#[inline(always)]
+pub fn record_tcp(s: &mut Session, dir: Direction, tcp_flags: u8) -> u8 {
+    // SAFETY: a field of a map value, read once.
+    let old = unsafe { core::ptr::read_volatile(&s.tcp_state) };
+    let new = tcp_state::next(old, dir, tcp_flags);
+    if new & old != old {
+        // SAFETY: as above, a byte store.
+        unsafe { core::ptr::write_volatile(&mut s.tcp_state, new) };
+    } else if new != old {
+        let word = (&mut s.ext_port as *mut u16).cast::<u64>();
+        // SAFETY: the aligned word that holds ext_port, tcp_state, class and padding
+        // (Session::TCP_STATE_WORD_SHIFT); OR-ing bits of tcp_state leaves the others alone.
+        unsafe {
+            core::intrinsics::atomic_or::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                word,
+                u64::from(new & !old) << Session::TCP_STATE_WORD_SHIFT,
+            );
+        }
+    }
+    new
+}
+
 /// TCP state after an outbound segment. A SYN may start the 5-tuple afresh: the inbound
 /// half then waits for the peer's answer again before taking the fast path.
 #[inline(always)]
 fn outbound_tcp(key: &SessionKey, s: &mut Session, tcp_flags: u8) {
-    s.tcp_state = tcp_state::next(s.tcp_state, Direction::Outbound, tcp_flags);
+    record_tcp(s, Direction::Outbound, tcp_flags);
     if tcp_flags & TCP_SYN != 0 {
         let rk = key.reply_key(s.ext_port);
         if let Some(r) = SESSIONS_IN.get_ptr_mut(&rk) {

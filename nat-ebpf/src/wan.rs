@@ -12,7 +12,7 @@ use nat_common::{
         is_icmp_error, is_martian_source,
     },
     rewrite::{L4, Side, rewrite_endpoint},
-    tcp_state::{self, Direction, SYN_IN},
+    tcp_state::{Direction, SYN_IN},
 };
 
 use crate::{
@@ -25,7 +25,7 @@ use crate::{
     },
     mss,
     packet::{icmp_type, parse_ipv4, parse_transport},
-    vpn,
+    state, vpn,
 };
 
 pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
@@ -135,10 +135,12 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
                 return Err(Counter::DropNoMapping);
             }
             s.last_seen_ns = now;
-            if pkt.proto == IPPROTO_TCP {
-                s.tcp_state = tcp_state::next(s.tcp_state, Direction::Inbound, t.tcp_flags);
-            }
-            (s.class, Some(s.tcp_state))
+            let tcp = if pkt.proto == IPPROTO_TCP {
+                state::record_tcp(s, Direction::Inbound, t.tcp_flags)
+            } else {
+                0
+            };
+            (s.class, Some(tcp))
         }
         None if pkt.proto == IPPROTO_TCP => return Err(Counter::DropUnsolicitedTcp),
         None if pkt.proto == IPPROTO_UDP && filter_allows(cfg, &session) => {

@@ -165,6 +165,29 @@ pub fn with_fixture<T: Send>(
     .expect("fixture thread")
 }
 
+/// Runs `prog` of `ebpf` once on `frame`; returns the action. Borrows only the object, so that
+/// several threads can run programs of one fixture at the same moment, on different CPUs,
+/// while another holds its maps. (The kernel's `repeat` is no help for this: it runs the
+/// program again on the frame the previous run rewrote.)
+pub fn run_shared(ebpf: &Ebpf, prog: &str, ifindex: u32, frame: &[u8]) -> u32 {
+    let p: &aya::programs::Xdp = ebpf
+        .program(prog)
+        .expect("program")
+        .try_into()
+        .expect("an XDP program");
+    let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+    let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    let mut out = vec![0u8; frame.len() + 256];
+    p.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: Some(&ctx),
+        ..Default::default()
+    })
+    .expect("BPF_PROG_TEST_RUN")
+    .return_value
+}
+
 pub fn default_tables() -> Tables {
     Tables {
         max_sessions: 1024,
