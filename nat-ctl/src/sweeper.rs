@@ -1,6 +1,7 @@
 //! Expiry, run by the daemon every few seconds: sessions past their timeout go, a mapping
-//! with no session left is released into the 120 s cooling period (RFC 6888 REQ-8), a cooled
-//! external port is freed, and filter entries without a session go.
+//! with no session left is detached and, a sweep later, released into the 120 s cooling
+//! period (RFC 6888 REQ-8), a cooled external port is freed, and filter entries without a
+//! session go.
 
 use anyhow::Result;
 use nat_common::{
@@ -8,7 +9,10 @@ use nat_common::{
         ESP_LEARN_COOLDOWN_NS, ESP_TIMEOUT_SECS, FRAG_TIMEOUT_NS, GRE_TIMEOUT_SECS,
         MAPPING_GRACE_SECS, PORT_REUSE_DELAY_SECS, Timeouts,
     },
-    maps::{EndpointKey, FragEntry, FragKey, MAPPING_ACTIVE, MAPPING_COOLING, Session, SessionKey},
+    maps::{
+        EndpointKey, FragEntry, FragKey, MAPPING_ACTIVE, MAPPING_COOLING, Mapping, Session,
+        SessionKey,
+    },
     proto::{IPPROTO_ICMP, IPPROTO_TCP},
     tcp_state,
 };
@@ -56,6 +60,10 @@ pub fn next_sweep_in(interval: Duration, took: Duration) -> Duration {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
     pub sessions_expired: usize,
+    /// Mappings without sessions that new sessions can no longer take (the first step of a
+    /// release; their ports cool a sweep later if no session took them meanwhile).
+    pub mappings_detached: usize,
+    /// Mappings whose ports started cooling.
     pub mappings_released: usize,
     pub ports_freed: usize,
     pub filters_removed: usize,
@@ -101,6 +109,16 @@ fn write_counts(
         map.insert(host, n, 0)?;
     }
     Ok(())
+}
+
+/// The LAN endpoint a mapping belongs to.
+fn mapping_endpoint(m: &Mapping) -> EndpointKey {
+    EndpointKey {
+        addr: m.int_addr,
+        port: m.int_port,
+        proto: m.proto,
+        _pad: 0,
+    }
 }
 
 /// IKE sessions on the shared external port 500 have no mapping of their own.
@@ -180,27 +198,36 @@ fn expire_frags(
 pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepReport> {
     let mut report = SweepReport::default();
     let mut expired = Vec::new();
-    // The data path trusts a session's external port without looking at the mapping; a
-    // session left without its mapping (it lost a race with a release) is removed here, and
-    // the endpoint's next packet gets a fresh mapping.
+    // Where each endpoint's new sessions go (MAPPINGS_OUT), and which external ports still
+    // take replies for an endpoint (active MAPPINGS_IN entries: attached ones, and ones
+    // detached by an earlier sweep whose sessions still run).
     let ports: HashMap<EndpointKey, u16> = crate::state::entries(&maps.mappings_out)?
         .into_iter()
         .map(|(ep, m)| (ep, m.ext_port))
         .collect();
+    let mappings = maps.mappings()?;
+    let reply_ports: HashSet<(EndpointKey, u16)> = mappings
+        .iter()
+        .filter(|(_, m)| m.state == MAPPING_ACTIVE)
+        .map(|(_, m)| (mapping_endpoint(m), m.ext_port))
+        .collect();
     let grace_ns = MAPPING_GRACE_SECS as u64 * NS;
     let tables = maps.session_tables()?;
-    let mut live_endpoints: HashSet<EndpointKey> = HashSet::with_capacity(tables.sessions.len());
+    let mut live_ports: HashSet<(EndpointKey, u16)> = HashSet::with_capacity(tables.sessions.len());
     let mut live_filters: HashSet<SessionKey> = HashSet::with_capacity(tables.sessions.len());
     for (k, s) in tables.merged() {
+        // The data path trusts a session's external port without looking at the mapping; a
+        // session whose port takes no replies for its endpoint any more is removed here, and
+        // the endpoint's next packet gets a fresh mapping.
         let orphan = !is_shared_ike(&k, &s)
-            && ports.get(&k.endpoint()) != Some(&s.ext_port)
+            && !reply_ports.contains(&(k.endpoint(), s.ext_port))
             && now_ns >= s.created_ns + grace_ns;
         if orphan {
             report.orphans_removed += usize::from(maps.remove_session(&k, &s));
         } else if is_expired(&k, &s, t, now_ns) {
             expired.push((k, s));
         } else {
-            live_endpoints.insert(k.endpoint());
+            live_ports.insert((k.endpoint(), s.ext_port));
             live_filters.insert(k.filter_key());
         }
     }
@@ -212,28 +239,32 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
     }
     report.orphans_removed += maps.remove_orphan_replies(&tables);
 
-    let grace = MAPPING_GRACE_SECS as u64 * NS;
+    // A mapping without sessions is released in two sweeps, because a CPU may create a
+    // session on it while this one runs (after the sessions above were read). First it is
+    // detached: MAPPINGS_OUT forgets it, so no new session can take it, while its port keeps
+    // taking replies. A sweep later every session that took it is in the table; only if none
+    // is live does the port cool. Until then it serves the sessions that have it.
     let cooling = PORT_REUSE_DELAY_SECS as u64 * NS;
-    for (ext, mut m) in maps.mappings()? {
-        let ep = EndpointKey {
-            addr: m.int_addr,
-            port: m.int_port,
-            proto: m.proto,
-            _pad: 0,
-        };
+    for (ext, mut m) in mappings {
+        let ep = mapping_endpoint(&m);
         match m.state {
-            MAPPING_ACTIVE if !live_endpoints.contains(&ep) && now_ns >= m.created_ns + grace => {
-                // Cool the external side first so no CPU can claim the port, then let the
-                // endpoint get a new mapping.
-                m.state = MAPPING_COOLING;
-                m.released_ns = now_ns;
-                maps.mappings_in.insert(ext, m, 0)?;
-                if let Ok(cur) = maps.mappings_out.get(&ep, 0) {
-                    if cur.ext_port == m.ext_port {
-                        let _ = maps.mappings_out.remove(&ep);
+            MAPPING_ACTIVE
+                if !live_ports.contains(&(ep, m.ext_port)) && now_ns >= m.created_ns + grace_ns =>
+            {
+                if ports.get(&ep) == Some(&m.ext_port) {
+                    if let Ok(cur) = maps.mappings_out.get(&ep, 0) {
+                        if cur.ext_port == m.ext_port {
+                            let _ = maps.mappings_out.remove(&ep);
+                        }
                     }
+                    report.mappings_detached += 1;
+                } else {
+                    // Cool the external side: no CPU can claim the port while it cools.
+                    m.state = MAPPING_COOLING;
+                    m.released_ns = now_ns;
+                    maps.mappings_in.insert(ext, m, 0)?;
+                    report.mappings_released += 1;
                 }
-                report.mappings_released += 1;
             }
             MAPPING_COOLING if now_ns >= m.released_ns + cooling => {
                 let _ = maps.mappings_in.remove(&ext);

@@ -668,7 +668,12 @@ fn sweeper_expires_sessions_cools_ports_then_frees_them() {
         let r = sweeper::sweep(&mut fx.maps, &t, seen + 299 * NS).unwrap();
         assert_eq!(r.sessions_expired, 0, "UDP lives 300 s");
         let r = sweeper::sweep(&mut fx.maps, &t, seen + 301 * NS).unwrap();
-        assert_eq!((r.sessions_expired, r.mappings_released), (1, 1));
+        assert_eq!((r.sessions_expired, r.mappings_detached), (1, 1));
+        let r = sweeper::sweep(&mut fx.maps, &t, seen + 302 * NS).unwrap();
+        assert_eq!(
+            r.mappings_released, 1,
+            "a sweep later, still unused: it cools"
+        );
         let ext = ExternalKey {
             port: 20000u16.to_be(),
             proto: IPPROTO_UDP,
@@ -691,9 +696,72 @@ fn sweeper_expires_sessions_cools_ports_then_frees_them() {
             b"q",
         ));
         assert_ne!(parse_checked(&out).sport, 20000, "cooling port reused");
-        let r = sweeper::sweep(&mut fx.maps, &t, seen + (301 + 121) * NS).unwrap();
+        let r = sweeper::sweep(&mut fx.maps, &t, seen + (302 + 121) * NS).unwrap();
         assert_eq!(r.ports_freed, 1);
         assert!(fx.maps.mappings_in.get(&ext, 0).is_err());
+    });
+}
+
+/// A CPU may create a session on a mapping after the sweeper read the sessions and before it
+/// releases the mapping (the sweeper runs in userspace, the data path meanwhile). That
+/// session keeps its port: replies reach it, and the sweeper does not remove it as an orphan.
+#[test]
+fn a_session_created_while_the_sweeper_releases_its_mapping_keeps_working() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
+        fx.from_lan(&packets::udp(&h, 20000, 53, b"q"));
+        // The mapping's only session went idle 301 s ago (and the mapping is past its grace).
+        let first = session(LAN_HOST_A, 20000, SERVER, 53, IPPROTO_UDP);
+        let mut s = fx.maps.sessions.get(&first, 0).unwrap();
+        let t = fx.maps.read_config().unwrap().timeouts;
+        let now = nat_ctl::monotonic_ns();
+        s.last_seen_ns = now - 301 * NS;
+        s.created_ns = now - 301 * NS;
+        fx.maps.sessions.insert(first, s, 0).unwrap();
+        let ext = ExternalKey {
+            port: 20000u16.to_be(),
+            proto: IPPROTO_UDP,
+            _pad: 0,
+        };
+        let mut m = fx.maps.mappings_in.get(&ext, 0).unwrap();
+        m.created_ns = now - 301 * NS;
+        fx.maps.mappings_in.insert(ext, m, 0).unwrap();
+        let r = sweeper::sweep(&mut fx.maps, &t, now).unwrap();
+        assert_eq!(r.sessions_expired, 1, "{r:?}");
+        // The session the racing CPU made, to port 54, as the data path writes it: after the
+        // sweep read the table (so not in its snapshot), on the mapping's port.
+        let racer = session(LAN_HOST_A, 20000, SERVER, 54, IPPROTO_UDP);
+        s.created_ns = now;
+        s.last_seen_ns = now;
+        fx.maps.sessions.insert(racer, s, 0).unwrap();
+
+        let reply = packets::udp(&wan_hdr(SERVER, SERVER_MAC), 54, 20000, b"r");
+        let (action, out) = fx.from_wan(&reply);
+        assert_eq!(
+            action, XDP_REDIRECT,
+            "the reply reaches the session made in the race"
+        );
+        assert_eq!(parse_checked(&out).dst, LAN_HOST_A);
+        // The next sweeps see the session: the port stays the mapping's while it lives, and
+        // the session is not an orphan.
+        for later in [now + NS, now + 10 * NS] {
+            let r = sweeper::sweep(&mut fx.maps, &t, later).unwrap();
+            assert_eq!((r.orphans_removed, r.mappings_released), (0, 0), "{r:?}");
+        }
+        assert_eq!(fx.from_wan(&reply).0, XDP_REDIRECT);
+        let (_, out) = fx.from_lan(&packets::udp(&h, 20000, 54, b"q"));
+        assert_eq!(
+            parse_checked(&out).sport,
+            20000,
+            "the session keeps its port"
+        );
+        // New sessions of the endpoint take a new mapping meanwhile (endpoint-independent
+        // mapping is kept per session, not across the release).
+        let (_, out) = fx.from_lan(&packets::udp(&h, 20000, 55, b"q"));
+        assert_ne!(parse_checked(&out).sport, 20000);
+        // When it expires, the old port cools (one sweep to see it gone, as before).
+        let r = sweeper::sweep(&mut fx.maps, &t, nat_ctl::monotonic_ns() + 302 * NS).unwrap();
+        assert_eq!(r.mappings_released, 1, "{r:?}");
     });
 }
 
@@ -884,7 +952,7 @@ fn a_session_that_lost_its_mapping_is_swept_and_the_next_packet_gets_a_new_one()
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
         let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
         fx.from_lan(&packets::udp(&h, 20000, 53, b"q"));
-        // As if the sweeper released the mapping just as a packet recreated the session.
+        // As if the mapping went away under a live session (a flush between two deletes).
         let ep = endpoint(LAN_HOST_A, 20000, IPPROTO_UDP);
         let ext = ExternalKey {
             port: 20000u16.to_be(),
