@@ -48,6 +48,13 @@ impl Instance {
         Path::new(RUN_DIR).join(format!("{}.pid", self.name))
     }
 
+    /// Serialises changes of the CONFIG map: the daemon (start, reload, route changes) and the
+    /// commands beside it (flush, passthrough) each read it, change a field and write it
+    /// back, and without the lock one could write back what the other just replaced.
+    pub fn config_lock_path(&self) -> PathBuf {
+        Path::new(RUN_DIR).join(format!("{}.config.lock", self.name))
+    }
+
     /// What the running daemon was started with, for `nat-ctl reload`.
     pub fn run_state_path(&self) -> PathBuf {
         Path::new(RUN_DIR).join(format!("{}.json", self.name))
@@ -73,6 +80,7 @@ impl Instance {
             let p = entry?.path();
             fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
         }
+        let _ = fs::remove_file(self.config_lock_path());
         fs::remove_dir(&dir).with_context(|| format!("removing {}", dir.display()))
     }
 
@@ -91,6 +99,26 @@ impl Instance {
             .parse()
             .ok()
     }
+}
+
+/// Takes the exclusive lock at `path` (see Instance::config_lock_path), waiting for whoever
+/// holds it; it is released when the file is dropped.
+pub fn lock_file(path: &Path) -> Result<fs::File> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: valid fd; a blocking exclusive lock.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("locking {}", path.display()));
+    }
+    Ok(file)
 }
 
 /// The daemon's command line as reload needs it, and how many reloads it applied.

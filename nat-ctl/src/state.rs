@@ -50,6 +50,9 @@ pub struct NatMaps {
     pub host_sessions: HashMap<MapData, u32, u32>,
     pub lan_prefixes: LpmTrie<MapData, u32, u32>,
     pub router_ipsec_peers: HashMap<MapData, u32, u64>,
+    /// The instance's CONFIG lock (pins::Instance::config_lock_path), taken around every
+    /// read-change-write of CONFIG; None for maps no other process shares (tests).
+    pub config_lock: Option<std::path::PathBuf>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
@@ -93,6 +96,7 @@ impl NatMaps {
             host_sessions: get(names::HOST_SESSIONS)?.try_into()?,
             lan_prefixes: get(names::LAN_PREFIXES)?.try_into()?,
             router_ipsec_peers: get(names::ROUTER_IPSEC_PEERS)?.try_into()?,
+            config_lock: None,
         })
     }
 
@@ -110,8 +114,9 @@ impl NatMaps {
                 instance.dir().display()
             );
         }
-        let maps = Self::build(|n| pinned(instance, n))?;
+        let mut maps = Self::build(|n| pinned(instance, n))?;
         maps.check_layout()?;
+        maps.config_lock = Some(instance.config_lock_path());
         Ok(maps)
     }
 
@@ -144,6 +149,7 @@ impl NatMaps {
     /// is looked up again under it (the WAN interface may be another one now), and the flow
     /// cache gets a fresh seed and the set count of its maps as they were created.
     pub fn write_config(&mut self, cfg: &NatConfig) -> Result<()> {
+        let _lock = self.lock_config()?;
         let generation = self.read_config().map_or(0, |c| c.route_gen);
         let entries = self.flows_out.len().min(self.flows_in.len());
         let cfg = NatConfig {
@@ -157,8 +163,17 @@ impl NatMaps {
     /// Invalidates every cached next hop and so every flow cache entry (a route, neighbour,
     /// address or link changed, or sessions were removed).
     pub fn bump_route_gen(&mut self) -> Result<()> {
+        let _lock = self.lock_config()?;
         let cfg = self.read_config()?;
         self.store_config(&cfg, cfg.route_gen)
+    }
+
+    /// Holds the CONFIG lock while the returned guard lives (nothing without one).
+    fn lock_config(&self) -> Result<Option<std::fs::File>> {
+        self.config_lock
+            .as_deref()
+            .map(crate::pins::lock_file)
+            .transpose()
     }
 
     /// Writes `cfg` with the route generation after `generation`.

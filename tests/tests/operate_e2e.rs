@@ -266,6 +266,42 @@ fn flush_removes_the_sessions_of_one_protocol() {
     assert!(nat.json(&["sessions"]).as_array().unwrap().is_empty());
 }
 
+/// `flush` and `passthrough` read CONFIG, move its route generation on and write it back; a
+/// reload writes a new CONFIG. Each waits for the other, so neither undoes the other's write.
+#[test]
+fn a_flush_waits_for_a_config_change_in_progress_and_keeps_it() {
+    let lab = Lab::new("cl").unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    let instance = nat_ctl::pins::Instance::new(&nat.instance).unwrap();
+    // This test plays a reload in progress: it holds the lock, as the daemon does while it
+    // writes its new CONFIG.
+    let lock = nat_ctl::pins::lock_file(&instance.config_lock_path()).unwrap();
+    let mut flush = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", lab.router.path()))
+        .arg(integration_tests::daemon::nat_ctl_bin())
+        .args(["--instance", &nat.instance, "flush"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(
+        flush.try_wait().unwrap().is_none(),
+        "flush wrote CONFIG while a change was in progress"
+    );
+    let mut maps = nat_ctl::state::NatMaps::open_pinned(&instance).unwrap();
+    let mut cfg = maps.read_config().unwrap();
+    cfg.timeouts.udp = 77;
+    maps.config.set(0, cfg, 0).unwrap();
+    drop(lock);
+    assert!(flush.wait().unwrap().success());
+    let after = maps.read_config().unwrap();
+    assert_eq!(after.timeouts.udp, 77, "the flush undid the change");
+    assert_ne!(
+        after.route_gen, cfg.route_gen,
+        "the flush moved the generation on"
+    );
+}
+
 #[test]
 fn sessions_filter_by_host_and_top_shows_rates() {
     let lab = Lab::new("top").unwrap();

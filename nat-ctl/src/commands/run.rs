@@ -143,6 +143,7 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
     // The data path's log lines, forwarded to this process's log.
     let kernel_log = aya_log::EbpfLogger::init(&mut ebpf).context("aya-log")?;
     let mut maps = NatMaps::from_ebpf(&mut ebpf)?;
+    maps.config_lock = Some(instance.config_lock_path());
     // Switches before the config: the config is what makes the programs act.
     if adopting {
         let now: Vec<String> = crate::passthrough::list(&maps)?
