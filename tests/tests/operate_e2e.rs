@@ -302,6 +302,73 @@ fn a_flush_waits_for_a_config_change_in_progress_and_keeps_it() {
     );
 }
 
+/// A service the router starts after the daemon keeps its port: within a second or two the
+/// pool no longer has it, so no LAN flow takes it and what the WAN sends to it reaches the
+/// service; when the service stops, the port goes back into the pool.
+#[test]
+fn a_port_the_router_starts_using_after_the_daemon_stays_the_routers() {
+    let lab = Lab::new("lp").unwrap();
+    let nat = NatDaemon::start_with_config(&lab, "[ports]\nrange = \"30000-30007\"\n").unwrap();
+    let pool_len = || {
+        nat.json(&["status"])["port_pool"]["ordinary"]
+            .as_u64()
+            .unwrap()
+    };
+    let wait_for_pool = |want: u64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while pool_len() != want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pool has {} ports, not {want}",
+                pool_len()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    assert_eq!(pool_len(), 8);
+    let any = std::net::Ipv4Addr::UNSPECIFIED;
+    let service = udp_socket(
+        &lab.router,
+        SocketAddrV4::new(any, 30003),
+        Duration::from_millis(1500),
+    )
+    .unwrap();
+    wait_for_pool(7);
+    // Every other port of the range to LAN flows, each from a source port the pool does not
+    // have (so each takes a random free one), and one more that finds none.
+    let server = SocketAddrV4::new(SERVER, 7000);
+    let echo = udp_echo(&lab.wan, server, 8).unwrap();
+    let mut ports = Vec::new();
+    for sport in 41000..41008 {
+        let r = udp_request(&lab.lan, SocketAddrV4::new(LAN_HOST_A, sport), server, b"x").unwrap();
+        ports.push(r.is_some());
+    }
+    let seen: Vec<u16> = echo.join().unwrap().iter().map(|a| a.port()).collect();
+    assert_eq!(
+        seen.len(),
+        7,
+        "seven flows for seven ports: {seen:?} {ports:?}"
+    );
+    assert!(
+        !seen.contains(&30003),
+        "a LAN flow took the router's port: {seen:?}"
+    );
+    udp_send(
+        &lab.wan,
+        SERVER,
+        SocketAddrV4::new(integration_tests::lab::ROUTER_WAN, 30003),
+        b"for the router",
+    )
+    .unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = service
+        .recv_from(&mut buf)
+        .expect("the service got its datagram");
+    assert_eq!(&buf[..n], b"for the router");
+    drop(service);
+    wait_for_pool(8);
+}
+
 #[test]
 fn sessions_filter_by_host_and_top_shows_rates() {
     let lab = Lab::new("top").unwrap();

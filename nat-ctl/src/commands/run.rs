@@ -75,6 +75,11 @@ fn plan(args: &RunArgs) -> Result<Plan> {
     })
 }
 
+/// How often the daemon reads the router's listening sockets, so that a service started
+/// after it keeps its port (/proc/net/{tcp,udp}: reading the listeners is cheap next to the
+/// sweep, and the window in which a new flow could take a new service's port is this long).
+const LISTENER_CHECK: Duration = Duration::from_secs(1);
+
 fn build_pool(s: &Settings, wan_addr: std::net::Ipv4Addr) -> Result<PortPool> {
     let mut reserved: BTreeSet<u16> = pool::listening_ports()?;
     reserved.extend(pool::local_port_range()?);
@@ -292,6 +297,8 @@ impl Daemon<'_> {
         let mut tick = tokio::time::interval(Duration::from_secs(self.args.sweep_interval));
         // A late tick (a long sweep, a stretched interval) waits a whole period, never bursts.
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut listeners = tokio::time::interval(LISTENER_CHECK);
+        listeners.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // SAFETY: the AsyncFd owns the logger and with it the ring buffer's fd, so the fd
         // outlives its registration.
         let mut kernel_log =
@@ -335,6 +342,7 @@ impl Daemon<'_> {
                         }
                     }
                 }
+                _ = listeners.tick() => self.follow_listeners(),
                 _ = tick.tick() => {
                     // Also without netlink (a failed watch, a missed message): the LAN side
                     // is read again every sweep.
@@ -552,6 +560,74 @@ impl Daemon<'_> {
             Err(e) => log::error!(
                 "WAN address changed from {old} to {addr}, but applying it failed: {e:#}"
             ),
+        }
+    }
+
+    /// A port the router started listening on (a service started after the daemon) leaves
+    /// the pool, and one it stopped using comes back: the pool is built again when the
+    /// router's sockets say it would differ. A live mapping that holds the port keeps it
+    /// until it expires (nothing is taken from a running session); said in the log.
+    fn follow_listeners(&mut self) {
+        let pool = match build_pool(&self.plan.settings, self.plan.wan_addr) {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("cannot follow the router's listening ports: {e:#}");
+                return;
+            }
+        };
+        if pool == self.pool {
+            return;
+        }
+        let taken: Vec<u16> = self
+            .pool
+            .ordinary
+            .iter()
+            .chain(self.pool.privileged.iter())
+            .copied()
+            .filter(|p| !pool.contains(*p))
+            .collect();
+        match configure(&mut self.maps, &self.plan) {
+            Ok((cfg, pool)) => {
+                self.cfg = cfg;
+                self.pool = pool;
+            }
+            Err(e) => {
+                log::error!(
+                    "the router's listening ports changed, but updating the pool failed: {e:#}"
+                );
+                return;
+            }
+        }
+        let held: Vec<String> = self
+            .maps
+            .mappings()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(ext, _)| taken.contains(&u16::from_be(ext.port)))
+            .map(|(ext, m)| {
+                format!(
+                    "{} (held by {}:{} until its sessions end)",
+                    u16::from_be(ext.port),
+                    std::net::Ipv4Addr::from(u32::from_be(m.int_addr)),
+                    u16::from_be(m.int_port)
+                )
+            })
+            .collect();
+        log::info!(
+            "the router's listening ports changed: the pool has {} ordinary and {} privileged ports now{}",
+            self.pool.ordinary.len(),
+            self.pool.privileged.len(),
+            if taken.is_empty() {
+                String::new()
+            } else {
+                format!("; taken out: {taken:?}")
+            }
+        );
+        if !held.is_empty() {
+            log::warn!(
+                "the router listens on ports a NAT mapping holds; it gets their traffic once they are freed: {}",
+                held.join(", ")
+            );
         }
     }
 
