@@ -35,8 +35,9 @@ pub mod names {
     pub const ROUTER_IPSEC_PEERS: &str = "ROUTER_IPSEC_PEERS";
     pub const FRAGS_IN: &str = "FRAGS_IN";
     pub const HOST_SESSIONS: &str = "HOST_SESSIONS";
+    pub const PEER_IDS: &str = "PEER_IDS";
     /// Every map the control plane pins, in a stable order.
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 27] = [
         CONFIG,
         MAPPINGS_OUT,
         MAPPINGS_IN,
@@ -63,6 +64,7 @@ pub mod names {
         ROUTER_IPSEC_PEERS,
         FRAGS_IN,
         HOST_SESSIONS,
+        PEER_IDS,
     ];
 }
 
@@ -437,6 +439,36 @@ pub struct EspKey {
 }
 const _: () = assert!(size_of::<EspKey>() == 12);
 
+/// An id a remote peer chose and a LAN host sends it, which the NAT leaves as it is: the
+/// server's PPTP call id in client -> server GRE, the SPI of an outbound ESP SA. An ICMP error
+/// about such a packet quotes it with the WAN address as its source; this is how the error
+/// finds its LAN host. Key of PEER_IDS.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerIdKey {
+    pub rem_addr: u32,
+    /// As on the wire, read as a native integer (a call id in the low 16 bits).
+    pub id: u32,
+    /// IPPROTO_GRE or IPPROTO_ESP.
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<PeerIdKey>() == 12);
+
+/// The LAN host that sends a PeerIdKey's id, and what names its state: for GRE the client's
+/// own call id (its PPTP_CALLS_OUT entry), for ESP the SA's SPI (its ESP_OUT entry).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerId {
+    pub int_addr: u32,
+    pub int_id: u32,
+}
+const _: () = assert!(size_of::<PeerId>() == 8);
+
+/// Peer ids remembered (PEER_IDS, an LRU: an id that falls out only leaves ICMP errors about
+/// its packets to the router).
+pub const MAX_PEER_IDS: u32 = 8192;
+
 /// An IPv4 datagram being fragmented, as its fragments arrive: addresses (as received),
 /// IP id and protocol. Key of FRAGS.
 #[repr(C)]
@@ -481,6 +513,8 @@ mod pod {
     unsafe impl aya::Pod for super::EspLearner {}
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragEntry {}
+    unsafe impl aya::Pod for super::PeerIdKey {}
+    unsafe impl aya::Pod for super::PeerId {}
 }
 
 /// Benchmark traffic generator settings (BENCH_GEN map, one entry): the generator program

@@ -149,6 +149,21 @@ pub fn rewrite_endpoint(ip: &mut [u8; 20], l4: &mut L4<'_>, side: Side, addr: u3
     }
 }
 
+/// Rewrites the address on `side` of the packet quoted inside an ICMP error: the quoted IPv4
+/// header and its checksum, and the ICMP error's checksum. Alone, for quoted GRE and ESP,
+/// whose ids pass the NAT unchanged; returns the old address.
+#[inline(always)]
+pub fn rewrite_quoted_addr(icmp: &mut [u8; 8], ip: &mut [u8; 20], side: Side, addr: u32) -> u32 {
+    let old_ip_check = get_u16(ip, IP_CHECK);
+    let old_addr = rewrite_addr(ip, side, addr);
+    let new_ip_check = get_u16(ip, IP_CHECK);
+    let mut icmp_check = get_u16(icmp, ICMP_CHECK);
+    icmp_check = replace_u32(icmp_check, old_addr, addr);
+    icmp_check = replace_u16(icmp_check, old_ip_check, new_ip_check);
+    set_u16(icmp, ICMP_CHECK, icmp_check);
+    old_addr
+}
+
 /// Rewrites the address and port on `side` of the packet quoted inside an ICMP error
 /// (RFC 5508 REQ-3): the quoted IPv4 header and its checksum, the quoted port (or echo id)
 /// and, for UDP and ICMP echo, the quoted checksum within the first 8 bytes; and the ICMP
@@ -163,12 +178,8 @@ pub fn rewrite_quoted(
     addr: u32,
     port: u16,
 ) {
+    let old_addr = rewrite_quoted_addr(icmp, ip, side, addr);
     let mut icmp_check = get_u16(icmp, ICMP_CHECK);
-    let old_ip_check = get_u16(ip, IP_CHECK);
-    let old_addr = rewrite_addr(ip, side, addr);
-    let new_ip_check = get_u16(ip, IP_CHECK);
-    icmp_check = replace_u32(icmp_check, old_addr, addr);
-    icmp_check = replace_u16(icmp_check, old_ip_check, new_ip_check);
     let port_at = if proto == crate::proto::IPPROTO_ICMP {
         ICMP_ID
     } else {

@@ -14,7 +14,8 @@ use nat_common::{
     flow_cache::{self, CachedFlow, CachedHop, Flow, FlowKey},
     maps::{
         EndpointKey, EspKey, EspLearner, ExternalKey, FragEntry, FragKey, IkeKey, Mapping, Owner,
-        PptpCall, PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn, SessionKey, names,
+        PeerId, PeerIdKey, PptpCall, PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn,
+        SessionKey, names,
     },
     passthrough::{SWITCH_OFF, SWITCH_ON, switch_slot},
     ports::{POOL_BITMAP_WORDS, pool_bit},
@@ -50,6 +51,7 @@ pub struct NatMaps {
     pub host_sessions: HashMap<MapData, u32, u32>,
     pub lan_prefixes: LpmTrie<MapData, u32, u32>,
     pub router_ipsec_peers: HashMap<MapData, u32, u64>,
+    pub peer_ids: HashMap<MapData, PeerIdKey, PeerId>,
     /// The instance's CONFIG lock (pins::Instance::config_lock_path), taken around every
     /// read-change-write of CONFIG; None for maps no other process shares (tests).
     pub config_lock: Option<std::path::PathBuf>,
@@ -96,6 +98,7 @@ impl NatMaps {
             host_sessions: get(names::HOST_SESSIONS)?.try_into()?,
             lan_prefixes: get(names::LAN_PREFIXES)?.try_into()?,
             router_ipsec_peers: get(names::ROUTER_IPSEC_PEERS)?.try_into()?,
+            peer_ids: get(names::PEER_IDS)?.try_into()?,
             config_lock: None,
         })
     }

@@ -10,10 +10,10 @@ use nat_common::{
         MAPPING_GRACE_SECS, PORT_REUSE_DELAY_SECS, Timeouts,
     },
     maps::{
-        EndpointKey, FragEntry, FragKey, MAPPING_ACTIVE, MAPPING_COOLING, Mapping, Session,
-        SessionKey,
+        EndpointKey, EspKey, FragEntry, FragKey, MAPPING_ACTIVE, MAPPING_COOLING, Mapping,
+        PptpClientKey, Session, SessionKey,
     },
-    proto::{IPPROTO_ICMP, IPPROTO_TCP},
+    proto::{IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP},
     tcp_state,
 };
 // The sweeper hashes every session a few times per sweep: foldhash is several times faster
@@ -165,6 +165,7 @@ fn sweep_vpn(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<usize> {
             n += usize::from(maps.esp_out.remove(&k).is_ok());
         }
     }
+    expire_peer_ids(maps)?;
     expire_frags(&mut maps.frags, now_ns)?;
     expire_frags(&mut maps.frags_in, now_ns)?;
     // A window is kept through its host's cooldown: the data path reads it to tell.
@@ -180,6 +181,38 @@ fn sweep_vpn(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Removes the peer ids (PEER_IDS) whose call or SA is gone.
+fn expire_peer_ids(maps: &mut NatMaps) -> Result<()> {
+    let calls: HashSet<PptpClientKey> = crate::state::entries(&maps.pptp_calls_out)?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let sas: HashSet<EspKey> = crate::state::entries(&maps.esp_out)?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    for (k, owner) in crate::state::entries(&maps.peer_ids)? {
+        let live = if k.proto == IPPROTO_GRE {
+            calls.contains(&PptpClientKey {
+                int_addr: owner.int_addr,
+                rem_addr: k.rem_addr,
+                call_id: owner.int_id as u16,
+                _pad: 0,
+            })
+        } else {
+            sas.contains(&EspKey {
+                int_addr: owner.int_addr,
+                rem_addr: k.rem_addr,
+                spi: owner.int_id,
+            })
+        };
+        if !live {
+            let _ = maps.peer_ids.remove(&k);
+        }
+    }
+    Ok(())
 }
 
 /// Removes the fragment entries (either direction's table) older than FRAG_TIMEOUT_NS.

@@ -4,20 +4,31 @@
 
 use aya_ebpf::programs::XdpContext;
 use nat_common::{
-    checksum::{fold, sum_bytes_fixed},
+    checksum::{fold, replace_u16, sum_bytes_fixed},
     config::NatConfig,
     counters::Counter,
-    maps::{EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, SessionKey},
-    proto::{ICMP_ECHO_REQUEST, ICMP_HDR_LEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
-    rewrite::{ICMP_ID, IP_DST, IP_SRC, Side, get_u16, get_u32, rewrite_addr, rewrite_quoted},
+    maps::{
+        EndpointKey, EspKey, ExternalKey, MAPPING_ACTIVE, Mapping, PeerIdKey, PptpClientKey,
+        SessionKey,
+    },
+    proto::{
+        ICMP_ECHO_REQUEST, ICMP_HDR_LEN, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP,
+        IPPROTO_UDP,
+    },
+    rewrite::{
+        ICMP_CHECK, ICMP_ID, IP_DST, IP_SRC, Side, get_u16, get_u32, rewrite_addr, rewrite_quoted,
+        rewrite_quoted_addr, set_u16,
+    },
+    vpn::GRE_CALL_ID,
 };
 
 use crate::{
     Verdict,
     forward::{Route, deliver_in, deliver_out, route_in},
     lan_side::lan_side,
-    maps::{MAPPINGS_IN, MAPPINGS_OUT, SESSIONS, count},
+    maps::{ESP_IN, MAPPINGS_IN, MAPPINGS_OUT, PEER_IDS, PPTP_CALLS_OUT, SESSIONS, count},
     packet::{Frame, Ipv4, ptr_at},
+    vpn::peer_state_live,
 };
 
 /// The quoted packet of an ICMP error: ICMP header, quoted IPv4 header (no options), first
@@ -105,6 +116,8 @@ fn quoted<'a>(ctx: &impl Frame, pkt: &Ipv4<'_>) -> Result<Option<Quoted<'a>>, Co
     let ok = match proto {
         IPPROTO_TCP | IPPROTO_UDP => true,
         IPPROTO_ICMP => l4[0] == ICMP_ECHO_REQUEST || l4[0] == nat_common::proto::ICMP_ECHO_REPLY,
+        // Ids only (call id, SPI), which the peer chose: see peer_error_in/out.
+        IPPROTO_GRE | IPPROTO_ESP => true,
         _ => false,
     };
     Ok(ok.then_some(Quoted {
@@ -165,6 +178,9 @@ pub fn error_in(ctx: &XdpContext, cfg: &NatConfig, mut pkt: Ipv4<'_>) -> Result<
     let Some(q) = quoted(ctx, &pkt)? else {
         return Ok(Verdict::pass(Counter::PassIcmpToRouter));
     };
+    if q.proto == IPPROTO_GRE || q.proto == IPPROTO_ESP {
+        return peer_error_in(ctx, cfg, pkt, q);
+    }
     if get_u32(q.ip, IP_SRC) != cfg.wan_addr
         || !crate::maps::port_in_pool(quoted_port(&q, Side::Source))
     {
@@ -205,6 +221,104 @@ pub fn error_in(ctx: &XdpContext, cfg: &NatConfig, mut pkt: Ipv4<'_>) -> Result<
     deliver_in(&mut pkt, r)
 }
 
+/// The id a quoted GRE (call id) or ESP (SPI) packet carries, as PeerIdKey holds it.
+#[inline(always)]
+fn quoted_peer_id(q: &Quoted<'_>) -> u32 {
+    if q.proto == IPPROTO_GRE {
+        u32::from(get_u16(q.l4, GRE_CALL_ID))
+    } else {
+        get_u32(q.l4, 0)
+    }
+}
+
+/// WAN -> LAN: an error about GRE or ESP a LAN host sent (quoted: from the WAN address, with
+/// the server's call id or SPI, which the NAT left as they were). PEER_IDS names the host;
+/// only the addresses change back. One about no known call or SA is the router's own (its
+/// own tunnel), and goes to it.
+#[inline(always)]
+fn peer_error_in(
+    ctx: &XdpContext,
+    cfg: &NatConfig,
+    mut pkt: Ipv4<'_>,
+    q: Quoted<'_>,
+) -> Result<Verdict, Counter> {
+    if get_u32(q.ip, IP_SRC) != cfg.wan_addr {
+        return Ok(Verdict::pass(Counter::PassIcmpToRouter));
+    }
+    let key = PeerIdKey {
+        rem_addr: get_u32(q.ip, IP_DST),
+        id: quoted_peer_id(&q),
+        proto: q.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: map value pointer from a successful lookup, copied at once.
+    let Some(owner) = PEER_IDS.get_ptr(&key).map(|o| unsafe { *o }) else {
+        return Ok(Verdict::pass(Counter::PassIcmpToRouter));
+    };
+    if !peer_state_live(&key, &owner) {
+        return Err(Counter::DropIcmpErrorNoSession);
+    }
+    let r = route_in(ctx, &pkt, owner.int_addr)?;
+    rewrite_addr(pkt.ip, Side::Destination, owner.int_addr);
+    rewrite_quoted_addr(q.icmp, q.ip, Side::Source, owner.int_addr);
+    count(Counter::IcmpErrorTranslated);
+    deliver_in(&mut pkt, r)
+}
+
+/// LAN -> WAN: a LAN host's error about GRE or ESP it received through the NAT (quoted: from
+/// the server to the host; GRE with the client's own call id, which goes back to the external
+/// one the server knows; ESP with the SPI the host chose, bound to it).
+#[inline(always)]
+fn peer_error_out(
+    cfg: &NatConfig,
+    mut pkt: Ipv4<'_>,
+    q: Quoted<'_>,
+    r: Route,
+) -> Result<Verdict, Counter> {
+    let (server, host) = (get_u32(q.ip, IP_SRC), get_u32(q.ip, IP_DST));
+    if host != pkt.src {
+        return Err(Counter::DropIcmpErrorNoSession);
+    }
+    let ext_call_id = if q.proto == IPPROTO_GRE {
+        let call = PptpClientKey {
+            int_addr: host,
+            rem_addr: server,
+            call_id: get_u16(q.l4, GRE_CALL_ID),
+            _pad: 0,
+        };
+        // SAFETY: map value pointer from a successful lookup, read at once.
+        let Some(ext) = PPTP_CALLS_OUT
+            .get_ptr(&call)
+            .map(|c| unsafe { (*c).ext_call_id })
+        else {
+            return Err(Counter::DropIcmpErrorNoSession);
+        };
+        Some(ext)
+    } else {
+        let sa = EspKey {
+            int_addr: 0,
+            rem_addr: server,
+            spi: get_u32(q.l4, 0),
+        };
+        // SAFETY: map value pointer from a successful lookup, read at once.
+        if ESP_IN.get_ptr(&sa).map(|o| unsafe { (*o).int_addr }) != Some(host) {
+            return Err(Counter::DropIcmpErrorNoSession);
+        }
+        None
+    };
+    rewrite_addr(pkt.ip, Side::Source, cfg.wan_addr);
+    rewrite_quoted_addr(q.icmp, q.ip, Side::Destination, cfg.wan_addr);
+    if let Some(ext) = ext_call_id {
+        // GRE v1 has no checksum of its own: only the ICMP one covers the id.
+        let old = get_u16(q.l4, GRE_CALL_ID);
+        set_u16(q.l4, GRE_CALL_ID, ext);
+        let check = replace_u16(get_u16(q.icmp, ICMP_CHECK), old, ext);
+        set_u16(q.icmp, ICMP_CHECK, check);
+    }
+    count(Counter::IcmpErrorTranslated);
+    deliver_out(&mut pkt, r)
+}
+
 /// LAN -> WAN: a LAN host's error about a packet it received through the NAT (quoted
 /// destination: the LAN host and its port), e.g. port unreachable.
 #[inline(always)]
@@ -217,6 +331,9 @@ pub fn error_out(
     let Some(q) = quoted(ctx, &pkt)? else {
         return Err(Counter::DropUnsupportedProto);
     };
+    if q.proto == IPPROTO_GRE || q.proto == IPPROTO_ESP {
+        return peer_error_out(cfg, pkt, q, r);
+    }
     let (ep, ext_port) = quoted_destination_port(&q)?;
     let (int_addr, int_port) = (ep.addr, ep.port);
     let session = SessionKey::new(
@@ -255,7 +372,7 @@ pub fn error_hairpin(
     let Some(q) = quoted(ctx, &pkt)? else {
         return Ok(Verdict::pass(Counter::PassToRouter));
     };
-    if get_u32(q.ip, IP_SRC) != cfg.wan_addr || q.proto == IPPROTO_ICMP {
+    if get_u32(q.ip, IP_SRC) != cfg.wan_addr || (q.proto != IPPROTO_TCP && q.proto != IPPROTO_UDP) {
         // Not about a hairpinned TCP/UDP packet: the router's.
         return Ok(Verdict::pass(Counter::PassToRouter));
     }

@@ -14,9 +14,9 @@ use nat_common::{
     maps::{
         DEFAULT_MAX_ESP_SPIS, DEFAULT_MAX_FRAGS, DEFAULT_MAX_IKE_SAS, DEFAULT_MAX_MAPPINGS,
         DEFAULT_MAX_PPTP_CALLS, DEFAULT_MAX_SESSIONS, EndpointKey, EspKey, EspLearner, ExternalKey,
-        FragEntry, FragKey, IkeKey, MAX_DEVICES, MAX_ESP_PENDING, MAX_LAN_PREFIXES,
-        MAX_QUOTA_HOSTS, MAX_ROUTER_IPSEC_PEERS, Mapping, Owner, PORT_SLOTS, PptpCall, PptpCallKey,
-        PptpClientKey, ReplyKey, Session, SessionIn, SessionKey,
+        FragEntry, FragKey, IkeKey, MAX_DEVICES, MAX_ESP_PENDING, MAX_LAN_PREFIXES, MAX_PEER_IDS,
+        MAX_QUOTA_HOSTS, MAX_ROUTER_IPSEC_PEERS, Mapping, Owner, PORT_SLOTS, PeerId, PeerIdKey,
+        PptpCall, PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn, SessionKey,
     },
     passthrough::{NUM_SWITCHES, SWITCH_ON, switch_slot},
     ports::{POOL_BITMAP_WORDS, pool_bit},
@@ -138,6 +138,12 @@ pub fn port_in_pool(port: u16) -> bool {
     let (word, bit) = pool_bit(u16::from_be(port));
     PORT_IN_POOL.get(word).is_some_and(|w| w & bit != 0)
 }
+
+/// (server, the id it chose: PPTP call id or outbound SPI) -> the LAN host sending it, for
+/// ICMP errors that quote such packets. An LRU: LAN hosts fill it, and losing an entry only
+/// leaves an error to the router.
+#[map]
+pub static PEER_IDS: LruHashMap<PeerIdKey, PeerId> = LruHashMap::with_max_entries(MAX_PEER_IDS, 0);
 
 /// Passthrough switches, slot = class - 1 (nat_common::passthrough); 1 = on.
 #[map]

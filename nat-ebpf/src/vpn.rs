@@ -8,15 +8,16 @@ use nat_common::{
     config::{ESP_LEARN_COOLDOWN_NS, ESP_PENDING_NS, ESP_TIMEOUT_SECS},
     counters::Counter,
     maps::{
-        EspKey, EspLearner, IkeKey, MAX_ESP_BINDINGS_PER_WINDOW, Owner, PptpCall, PptpCallKey,
-        PptpClientKey,
+        EspKey, EspLearner, IkeKey, MAX_ESP_BINDINGS_PER_WINDOW, Owner, PeerId, PeerIdKey,
+        PptpCall, PptpCallKey, PptpClientKey,
     },
     passthrough::CLASS_PPTP,
-    proto::UDP_HDR_LEN,
+    proto::{IPPROTO_ESP, IPPROTO_GRE, UDP_HDR_LEN},
     rewrite::{Side, get_u16, get_u32, rewrite_addr, rewrite_tcp_payload_u16, set_u16},
     vpn::{
-        GRE_CALL_ID, GRE_HDR_LEN, IKE_HDR_LEN, PPTP_CALL_ID, PPTP_CTRL_PREFIX, PptpAction,
-        gre_v1_ok, ike_client_spi, pptp_action, pptp_control_type, pptp_message_len,
+        GRE_CALL_ID, GRE_HDR_LEN, IKE_HDR_LEN, PPTP_CALL_ID, PPTP_CTRL_PREFIX, PPTP_IN_CALL_REPLY,
+        PPTP_OUT_CALL_REPLY, PPTP_PEER_CALL_ID, PptpAction, gre_v1_ok, ike_client_spi, pptp_action,
+        pptp_control_type, pptp_message_len,
     },
 };
 
@@ -25,8 +26,8 @@ use crate::{
     forward::{Route, deliver_in, deliver_out, route_in},
     frag,
     maps::{
-        ESP_IN, ESP_OUT, ESP_PENDING, IKE_SAS, PPTP_CALLS_IN, PPTP_CALLS_OUT, ROUTER_IPSEC_PEERS,
-        count, switch_on,
+        ESP_IN, ESP_OUT, ESP_PENDING, IKE_SAS, PEER_IDS, PPTP_CALLS_IN, PPTP_CALLS_OUT,
+        ROUTER_IPSEC_PEERS, count, switch_on,
     },
     packet::{Ipv4, ptr_at},
 };
@@ -95,6 +96,11 @@ pub fn pptp_control(
             if let Some(ext) = call_out(int_addr, rem_addr, id, allocate, now)? {
                 set_id_at(tcp, h, offset, ext);
                 count(Counter::PptpCallIdRewritten);
+                if ctrl == PPTP_IN_CALL_REPLY {
+                    // The server's call id, which the client's GRE will carry.
+                    let server_id = id_at(h, PPTP_PEER_CALL_ID);
+                    remember_peer_id(rem_addr, server_id.into(), IPPROTO_GRE, int_addr, id.into());
+                }
             }
         }
         PptpAction::PeerCallId { offset } => {
@@ -108,8 +114,20 @@ pub fn pptp_control(
                 let c = unsafe { &mut *c };
                 if c.int_addr == int_addr {
                     c.last_seen_ns = now;
-                    set_id_at(tcp, h, offset, c.int_call_id);
+                    let client_id = c.int_call_id;
+                    set_id_at(tcp, h, offset, client_id);
                     count(Counter::PptpCallIdRewritten);
+                    if ctrl == PPTP_OUT_CALL_REPLY {
+                        // The server's call id, which the client's GRE will carry.
+                        let server_id = id_at(h, PPTP_CALL_ID);
+                        remember_peer_id(
+                            rem_addr,
+                            server_id.into(),
+                            IPPROTO_GRE,
+                            int_addr,
+                            client_id.into(),
+                        );
+                    }
                 }
             }
         }
@@ -186,6 +204,51 @@ fn claim_call(key: &PptpClientKey, call: &mut PptpCall, ext: u16) -> Result<bool
     }
     count(Counter::PptpCallCreated);
     Ok(true)
+}
+
+/// Remembers that LAN host `int_addr` sends `server`'s id `id` (PEER_IDS), so that an ICMP
+/// error quoting such a packet finds the host; `int_id` names the host's state it belongs to.
+/// The first host to send an id keeps it (an ICMP error checks that its state still exists).
+#[inline(always)]
+fn remember_peer_id(server: u32, id: u32, proto: u8, int_addr: u32, int_id: u32) {
+    let key = PeerIdKey {
+        rem_addr: server,
+        id,
+        proto,
+        _pad: [0; 3],
+    };
+    let owner = PeerId { int_addr, int_id };
+    // A full LRU evicts. An id already taken stays its sender's while that sender's call or
+    // SA lives; a dead one's (the sweeper has not removed it yet) is taken over.
+    if PEER_IDS.insert(&key, &owner, BPF_NOEXIST as u64).is_err() {
+        // SAFETY: map value pointer from a successful lookup, copied at once.
+        if let Some(cur) = PEER_IDS.get_ptr(&key).map(|c| unsafe { *c }) {
+            if !peer_state_live(&key, &cur) {
+                let _ = PEER_IDS.insert(&key, &owner, 0);
+            }
+        }
+    }
+}
+
+/// Does the call or SA that `owner` sends `key`'s id for still exist?
+#[inline(always)]
+pub fn peer_state_live(key: &PeerIdKey, owner: &PeerId) -> bool {
+    if key.proto == IPPROTO_GRE {
+        let call = PptpClientKey {
+            int_addr: owner.int_addr,
+            rem_addr: key.rem_addr,
+            call_id: owner.int_id as u16,
+            _pad: 0,
+        };
+        PPTP_CALLS_OUT.get_ptr(&call).is_some()
+    } else {
+        let sa = EspKey {
+            int_addr: owner.int_addr,
+            rem_addr: key.rem_addr,
+            spi: owner.int_id,
+        };
+        ESP_OUT.get_ptr(&sa).is_some()
+    }
 }
 
 /// LAN -> WAN enhanced GRE: it carries the server's call id, so only the source address
@@ -282,7 +345,7 @@ pub fn esp_out(
                 spi: 0,
             };
             match ESP_OUT.insert(&key, &o, BPF_NOEXIST as u64) {
-                Ok(()) => {}
+                Ok(()) => remember_peer_id(server, spi, IPPROTO_ESP, int_addr, spi),
                 Err(e) if e == -EEXIST => {}
                 Err(_) => return Err(Counter::DropIpsecAllocFail),
             }

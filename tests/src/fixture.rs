@@ -271,7 +271,8 @@ impl Fixture {
             frags_in,
             host_mappings,
             host_sessions,
-            router_ipsec_peers
+            router_ipsec_peers,
+            peer_ids
         );
         m.bump_route_gen().expect("retire the flow cache");
     }

@@ -258,3 +258,146 @@ fn hairpinned_errors_go_back_to_the_sender_quoting_its_packet() {
         assert_eq!(fx.counter("icmp_error_translated"), 1);
     });
 }
+
+/// A raw ESP or GRE frame from the LAN or the WAN side.
+fn ip_proto_frame(h: &Hdr, proto: u8, payload: &[u8]) -> Vec<u8> {
+    packets::ip_proto(h, proto, payload)
+}
+
+/// Opens host A's PPTP call to the server (client call id 7, the server's 900); returns the
+/// external call id the server knows A's call by.
+fn pptp_call_of_a(fx: &mut Fixture) -> u16 {
+    use nat_common::vpn::{PPTP_OUT_CALL_REPLY, PPTP_OUT_CALL_REQUEST};
+    let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
+    let (_, syn) = fx.from_lan(&packets::tcp(&h, 40000, 1723, packets::SYN, b""));
+    let ext_port = packets::parse_checked(&syn).sport;
+    let request = packets::pptp_ctrl(PPTP_OUT_CALL_REQUEST, 7, 0);
+    let (action, out) = fx.from_lan(&packets::tcp(&h, 40000, 1723, ACK, &request));
+    assert_eq!(action, XDP_REDIRECT);
+    let ext_call = packets::pptp_ids(&packets::payload(&out)).0;
+    let reply = packets::pptp_ctrl(PPTP_OUT_CALL_REPLY, 900, ext_call);
+    let (action, _) = fx.from_wan(&packets::tcp(
+        &wan_hdr(SERVER, SERVER_MAC),
+        1723,
+        ext_port,
+        ACK,
+        &reply,
+    ));
+    assert_eq!(action, XDP_REDIRECT);
+    ext_call
+}
+
+/// Errors about ESP and GRE that LAN hosts sent (fragmentation needed on a tunnel, the
+/// common case) go to the host that sent the packet, quoting it as the host sent it.
+#[test]
+fn inbound_errors_about_esp_and_gre_reach_the_host_that_sent_them() {
+    use nat_common::proto::{IPPROTO_ESP, IPPROTO_GRE};
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        pptp_call_of_a(fx);
+        let cases = [
+            (
+                "ESP of A",
+                ip_proto_frame(
+                    &lan_hdr(LAN_HOST_A, HOST_A_MAC, FAR_SERVER),
+                    IPPROTO_ESP,
+                    &packets::esp(0xa0, 1),
+                ),
+            ),
+            (
+                "GRE of A's call (the server's call id)",
+                ip_proto_frame(
+                    &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+                    IPPROTO_GRE,
+                    &packets::gre_v1(900, 1, &[0xff; 1400]),
+                ),
+            ),
+        ];
+        for (what, original, kind) in cases.map(|(w, o)| (w, o, frag_needed())) {
+            let (action, translated) = fx.from_lan(&original);
+            assert_eq!(action, XDP_REDIRECT, "{what}");
+            let (action, out) = fx.from_wan(&from_gateway(kind.clone(), &translated));
+            assert_eq!(action, XDP_REDIRECT, "{what}");
+            assert_eq!(out, to_host_a(kind, &original), "{what}: byte for byte");
+        }
+        assert_eq!(fx.counter("icmp_error_translated"), 2);
+
+        // B's own SA with another server: its errors go to B, not A.
+        let b_esp = ip_proto_frame(
+            &lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER),
+            IPPROTO_ESP,
+            &packets::esp(0xb0, 1),
+        );
+        let (_, translated) = fx.from_lan(&b_esp);
+        let (action, out) = fx.from_wan(&from_gateway(frag_needed(), &translated));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(packets::addrs(&out).1, LAN_HOST_B);
+
+        // About a call id or SPI no LAN host sends: the router's own tunnel.
+        let routers =
+            |proto, payload: &[u8]| ip_proto_frame(&out_hdr(SERVER, SERVER_MAC), proto, payload);
+        for about in [
+            routers(IPPROTO_GRE, &packets::gre_v1(901, 1, b"ppp")),
+            routers(IPPROTO_ESP, &packets::esp(0xc0, 1)),
+        ] {
+            let (action, _) = fx.from_wan(&from_gateway(frag_needed(), &about));
+            assert_eq!(action, XDP_PASS);
+        }
+    });
+}
+
+/// A LAN host's error about ESP or GRE it received goes to the server quoting the packet as
+/// the server sent it (the WAN address; for GRE the external call id).
+#[test]
+fn outbound_errors_about_esp_and_gre_quote_the_packet_as_the_server_sent_it() {
+    use nat_common::proto::{IPPROTO_ESP, IPPROTO_GRE};
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let ext_call = pptp_call_of_a(fx);
+        // A's SA opens the learning window; the server's SPI 0xa1 binds to A.
+        fx.from_lan(&ip_proto_frame(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            IPPROTO_ESP,
+            &packets::esp(0xa0, 1),
+        ));
+        let wan = wan_hdr(SERVER, SERVER_MAC);
+        for (what, on_wan) in [
+            (
+                "ESP",
+                ip_proto_frame(&wan, IPPROTO_ESP, &packets::esp(0xa1, 1)),
+            ),
+            (
+                "GRE",
+                ip_proto_frame(&wan, IPPROTO_GRE, &packets::gre_v1(ext_call, 1, b"ppp")),
+            ),
+        ] {
+            let (action, on_lan) = fx.from_wan(&on_wan);
+            assert_eq!(action, XDP_REDIRECT, "{what}");
+            let err = icmp_error(
+                &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+                packets::host_unreachable(),
+                &on_lan,
+            );
+            let (action, out) = fx.from_lan(&err);
+            assert_eq!(action, XDP_REDIRECT, "{what}");
+            let want = icmp_error(
+                &out_hdr(SERVER, SERVER_MAC),
+                packets::host_unreachable(),
+                &forwarded(&on_wan),
+            );
+            assert_eq!(out, want, "{what}: the server sees its own packet quoted");
+        }
+        // B claiming A's SA in an error: refused.
+        let (_, on_lan) = fx.from_wan(&ip_proto_frame(&wan, IPPROTO_ESP, &packets::esp(0xa1, 2)));
+        let mut lie = on_lan.clone();
+        lie[14 + 16..14 + 20].copy_from_slice(&LAN_HOST_B.octets());
+        lie[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+        let c = nat_common::checksum::checksum(&lie[14..34]);
+        lie[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+        let err = icmp_error(
+            &lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER),
+            packets::host_unreachable(),
+            &lie,
+        );
+        assert_eq!(fx.from_lan(&err).0, XDP_DROP);
+        assert_eq!(fx.counter("drop_icmp_error_no_session"), 1);
+    });
+}
