@@ -95,6 +95,34 @@ impl Lab {
 }
 
 impl Lab {
+    /// LAN hosts A and B in namespaces of their own, for clients that each need a whole host
+    /// (two IKE daemons both on port 500): the LAN namespace becomes a bridge between the
+    /// router's link and one veth per host. Returns (A, B).
+    pub fn lan_hosts_apart(&self) -> Result<(Netns, Netns)> {
+        let lan = &self.lan;
+        lan.ip(&["addr", "flush", "dev", "eth0"])?;
+        lan.ip(&["link", "add", "br0", "type", "bridge"])?;
+        lan.ip(&["link", "set", "eth0", "master", "br0"])?;
+        lan.ip(&["link", "set", "br0", "up"])?;
+        let mut hosts = Vec::new();
+        for (i, addr) in [LAN_HOST_A, LAN_HOST_B].into_iter().enumerate() {
+            let host = Netns::new(&format!("{}-h{i}", lan.name))?;
+            let port = format!("h{i}");
+            lan.ip(&[
+                "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &host.name,
+            ])?;
+            lan.ip(&["link", "set", &port, "master", "br0", "up"])?;
+            host.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            host.ip(&["link", "set", "eth0", "up"])?;
+            host.ip(&["route", "add", "default", "via", &ROUTER_LAN.to_string()])?;
+            host.exec("ethtool", &["-K", "eth0", "tx", "off"])?;
+            hosts.push(host);
+        }
+        let b = hosts.pop().expect("two hosts");
+        let a = hosts.pop().expect("two hosts");
+        Ok((a, b))
+    }
+
     /// A fourth namespace behind the server, which routes to it: FAR_HOST on a link of MTU
     /// 1280, and the router's default route via the server. For traceroute and path MTU tests.
     pub fn far(&self) -> Result<Netns> {

@@ -7,6 +7,7 @@ pub mod lab;
 pub mod model;
 pub mod netns;
 pub mod packets;
+pub mod strongswan;
 pub mod traffic;
 pub mod tripwire;
 pub mod vpn_peers;

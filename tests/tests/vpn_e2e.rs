@@ -1,6 +1,6 @@
 //! VPN passthrough end to end: two LAN hosts and one WAN server in namespaces, crafted
 //! tunnel packets on raw sockets (no GRE/ESP/PPP/L2TP modules here), a small PPTP server,
-//! and the real nat-ctl.
+//! real strongSwan IKEv2 peers (userspace ESP), and the real nat-ctl.
 
 use integration_tests::{
     daemon::NatDaemon,
@@ -455,4 +455,110 @@ fn each_switch_flip_is_hitless_for_every_other_flow() {
     );
     let udp = nat.json(&["sessions", "--proto", "udp"]);
     assert!(udp.as_array().unwrap().len() >= 3, "{udp}");
+}
+
+/// Pings `dst` from `ns` until one is answered, for up to `within`.
+fn ping_within(
+    ns: &integration_tests::netns::Netns,
+    dst: std::net::Ipv4Addr,
+    within: Duration,
+) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if ping(ns, dst, 1).unwrap() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+    }
+}
+
+/// Real IKEv2 through the NAT: strongSwan on two LAN hosts at once (each a namespace of its
+/// own, both on port 500) to one strongSwan responder on the WAN side. Both detect the NAT,
+/// move to NAT-T on 4500, get a virtual IP and reach the responder's inner address through
+/// the tunnel; the ipsec switch cuts both tunnels and turning it on restores them.
+#[test]
+fn two_strongswan_clients_behind_the_nat_reach_one_responder_and_the_switch_cuts_them() {
+    use integration_tests::strongswan::{Charon, client_conf, responder_conf};
+    const INNER: &str = "10.99.0.1";
+    let inner: std::net::Ipv4Addr = INNER.parse().unwrap();
+    let lab = Lab::new("ss").unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    let (host_a, host_b) = lab.lan_hosts_apart().unwrap();
+    lab.wan
+        .ip(&["addr", "add", &format!("{INNER}/32"), "dev", "lo"])
+        .unwrap();
+    let responder = Charon::start(
+        &lab.wan,
+        "responder",
+        &responder_conf(SERVER, "10.3.0.0/24", INNER),
+    )
+    .unwrap();
+    let clients = [
+        Charon::start(&host_a, "client-a", &client_conf("client-a", SERVER, INNER)).unwrap(),
+        Charon::start(&host_b, "client-b", &client_conf("client-b", SERVER, INNER)).unwrap(),
+    ];
+    for c in &clients {
+        let out = c
+            .initiate("net")
+            .unwrap_or_else(|e| panic!("{e:#}\nresponder:\n{}", responder.log()));
+        assert!(out.contains("initiate completed successfully"), "{out}");
+    }
+    let sas = responder.sas();
+    for id in ["client-a", "client-b"] {
+        assert!(sas.contains(id), "the responder has no SA of {id}:\n{sas}");
+    }
+    // Both behind the NAT, seen from the one WAN address, on NAT-T.
+    assert_eq!(sas.matches(&format!("{ROUTER_WAN}[")).count(), 2, "{sas}");
+    assert!(
+        !sas.contains(&format!("{ROUTER_WAN}[500]")),
+        "NAT-T not used:\n{sas}"
+    );
+    for (host, c) in [(&host_a, &clients[0]), (&host_b, &clients[1])] {
+        assert!(
+            ping_within(host, inner, Duration::from_secs(5)),
+            "no traffic through {}'s tunnel:\n{}",
+            c.name,
+            c.sas()
+        );
+    }
+    let sessions = nat.json(&["sessions"]);
+    let nat_t: Vec<_> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["proto"] == "udp" && s["remote"].as_str().is_some_and(|r| r.ends_with(":4500"))
+        })
+        .collect();
+    assert_eq!(nat_t.len(), 2, "one NAT-T session per client: {sessions}");
+
+    let set = |verb: &str| {
+        let out = nat.ctl(&["passthrough", verb, "ipsec"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    set("disable");
+    for host in [&host_a, &host_b] {
+        assert!(
+            !ping(host, inner, 2).unwrap(),
+            "a tunnel works with ipsec off"
+        );
+    }
+    assert!(nat.counter("drop_ipsec_switch_off") >= 1);
+    set("enable");
+    // The clients' keepalives and dead peer detection bring their NAT-T mappings back.
+    for (host, c) in [(&host_a, &clients[0]), (&host_b, &clients[1])] {
+        assert!(
+            ping_within(host, inner, Duration::from_secs(30)),
+            "{}'s tunnel did not come back:\n{}\nresponder:\n{}",
+            c.name,
+            c.log(),
+            responder.log()
+        );
+    }
 }

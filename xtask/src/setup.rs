@@ -8,7 +8,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-/// Debian packages: command -> package.
+/// Debian packages: command (or a file it installs, by absolute path) -> package.
 const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
@@ -17,6 +17,18 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nsenter", "util-linux"),
     ("conntrack", "conntrack"),
     ("tracepath", "iputils-tracepath"),
+    // strongSwan, the real IKEv2 client and responder of the passthrough tests; its
+    // userspace ESP (kernel-libipsec, over TUN), as this kernel has no ESP of its own.
+    ("/usr/lib/ipsec/charon", "strongswan-charon"),
+    ("swanctl", "strongswan-swanctl"),
+    (
+        "/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so",
+        "libcharon-extra-plugins",
+    ),
+    (
+        "/usr/lib/ipsec/plugins/libstrongswan-gcm.so",
+        "libstrongswan-standard-plugins",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -28,6 +40,9 @@ pub fn ensure_all() -> Result<()> {
 }
 
 fn have(cmd: &str) -> bool {
+    if cmd.starts_with('/') {
+        return Path::new(cmd).exists();
+    }
     Command::new("sh")
         .args(["-c", &format!("command -v {cmd}")])
         .stdout(Stdio::null())
