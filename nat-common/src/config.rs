@@ -106,8 +106,12 @@ pub struct NatConfig {
     /// The network namespace (inode of /proc/self/ns/net) the daemon configured this in: the
     /// interface indexes mean something there only. Read by `nat-ctl status`.
     pub netns_ino: u64,
+    /// Most VPN state entries (IKE SAs through port 500, outbound ESP SAs, ESP learning
+    /// windows, PPTP calls) one LAN host may hold together (0: no limit).
+    pub vpn_state_per_host: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<NatConfig>() == 88);
+const _: () = assert!(size_of::<NatConfig>() == 96);
 
 #[cfg(feature = "user")]
 mod pod {

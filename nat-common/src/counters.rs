@@ -81,6 +81,8 @@ pub enum Counter {
     DropIpOptions,
     DropEgressUnparsed,
     DropHostSessionQuota,
+    DropHostVpnQuota,
+    DropHostFragQuota,
     DropNoConfig,
 }
 
@@ -169,6 +171,8 @@ impl Counter {
         Counter::DropIpOptions,
         Counter::DropEgressUnparsed,
         Counter::DropHostSessionQuota,
+        Counter::DropHostVpnQuota,
+        Counter::DropHostFragQuota,
         Counter::DropNoConfig,
     ];
 
@@ -246,6 +250,8 @@ impl Counter {
             Counter::DropIpOptions => "drop_ip_options",
             Counter::DropEgressUnparsed => "drop_egress_unparsed",
             Counter::DropHostSessionQuota => "drop_host_session_quota",
+            Counter::DropHostVpnQuota => "drop_host_vpn_quota",
+            Counter::DropHostFragQuota => "drop_host_frag_quota",
             Counter::DropNoConfig => "drop_no_config",
         }
     }
@@ -437,6 +443,12 @@ impl Counter {
             }
             Counter::DropHostSessionQuota => {
                 "new flows dropped: the LAN host holds its quota of sessions"
+            }
+            Counter::DropHostVpnQuota => {
+                "new IKE SAs, ESP SAs, ESP learning windows or PPTP calls dropped: the LAN host holds its quota of VPN state"
+            }
+            Counter::DropHostFragQuota => {
+                "first fragments dropped: the LAN host started its quota of fragmented datagrams in the last 2 s"
             }
             Counter::DropNoConfig => "packets seen before nat-ctl configured the program",
         }

@@ -36,8 +36,10 @@ pub mod names {
     pub const FRAGS_IN: &str = "FRAGS_IN";
     pub const HOST_SESSIONS: &str = "HOST_SESSIONS";
     pub const PEER_IDS: &str = "PEER_IDS";
+    pub const HOST_VPN: &str = "HOST_VPN";
+    pub const HOST_FRAGS: &str = "HOST_FRAGS";
     /// Every map the control plane pins, in a stable order.
-    pub const ALL: [&str; 27] = [
+    pub const ALL: [&str; 29] = [
         CONFIG,
         MAPPINGS_OUT,
         MAPPINGS_IN,
@@ -65,6 +67,8 @@ pub mod names {
         FRAGS_IN,
         HOST_SESSIONS,
         PEER_IDS,
+        HOST_VPN,
+        HOST_FRAGS,
     ];
 }
 
@@ -469,6 +473,38 @@ const _: () = assert!(size_of::<PeerId>() == 8);
 /// its packets to the router).
 pub const MAX_PEER_IDS: u32 = 8192;
 
+/// VPN state entries one LAN host may hold by default (NatConfig::vpn_state_per_host): a
+/// quarter of the smallest table they go to (ESP learning windows), so no host can fill any
+/// of them.
+pub const DEFAULT_VPN_STATE_PER_HOST: u32 = {
+    let mut m = DEFAULT_MAX_PPTP_CALLS;
+    if DEFAULT_MAX_ESP_SPIS < m {
+        m = DEFAULT_MAX_ESP_SPIS;
+    }
+    if DEFAULT_MAX_IKE_SAS < m {
+        m = DEFAULT_MAX_IKE_SAS;
+    }
+    if MAX_ESP_PENDING < m {
+        m = MAX_ESP_PENDING;
+    }
+    m / 4
+};
+
+/// First fragments one LAN host may start per FRAG_TIMEOUT_NS (HOST_FRAGS): a quarter of the
+/// fragment table, which keeps entries that long, so that no host can crowd the others'
+/// fragmented datagrams out of it.
+pub const FRAG_STARTS_PER_HOST: u32 = DEFAULT_MAX_FRAGS / 4;
+
+/// A LAN host's count of first fragments in its current window (HOST_FRAGS value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragQuota {
+    pub window_start_ns: u64,
+    pub started: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<FragQuota>() == 16);
+
 /// An IPv4 datagram being fragmented, as its fragments arrive: addresses (as received),
 /// IP id and protocol. Key of FRAGS.
 #[repr(C)]
@@ -515,6 +551,7 @@ mod pod {
     unsafe impl aya::Pod for super::FragEntry {}
     unsafe impl aya::Pod for super::PeerIdKey {}
     unsafe impl aya::Pod for super::PeerId {}
+    unsafe impl aya::Pod for super::FragQuota {}
 }
 
 /// Benchmark traffic generator settings (BENCH_GEN map, one entry): the generator program

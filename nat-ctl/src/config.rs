@@ -7,7 +7,7 @@ use nat_common::config::{
     FILTER_ADDRESS_DEPENDENT, FILTER_ADDRESS_PORT_DEPENDENT, FILTER_ENDPOINT_INDEPENDENT,
     LAYOUT_VERSION, NatConfig, Timeouts,
 };
-use nat_common::maps::{DEFAULT_MAX_MAPPINGS, DEFAULT_MAX_SESSIONS};
+use nat_common::maps::{DEFAULT_MAX_MAPPINGS, DEFAULT_MAX_SESSIONS, DEFAULT_VPN_STATE_PER_HOST};
 use serde::Deserialize;
 
 use crate::{commands::to_wire, netdev::Ipv4Net, pool::PortPool};
@@ -57,6 +57,9 @@ pub struct LimitsSection {
     pub mappings_per_host: Option<u32>,
     /// Most sessions one LAN host may hold; unset: a quarter of the session table.
     pub sessions_per_host: Option<u32>,
+    /// Most VPN state entries (IKE SAs, ESP SAs and learning windows, PPTP calls) one LAN
+    /// host may hold together; unset: DEFAULT_VPN_STATE_PER_HOST.
+    pub vpn_state_per_host: Option<u32>,
 }
 
 /// Passthrough switches a fresh start takes (all on if unset). A daemon that adopts pinned
@@ -190,6 +193,7 @@ pub struct Settings {
     pub mappings_per_host: u32,
     /// A quarter of the session table unless configured.
     pub sessions_per_host: u32,
+    pub vpn_state_per_host: u32,
     pub log_level: LogLevel,
 }
 
@@ -241,6 +245,8 @@ impl Settings {
                 n => n,
             },
             sessions_per_host: self.sessions_per_host,
+            vpn_state_per_host: self.vpn_state_per_host,
+            _pad: 0,
             // A fresh seed per configuration, so flows cannot be picked to collide in the
             // flow cache; set with the set count by NatMaps::write_config.
             flow_seed: 0,
@@ -377,6 +383,12 @@ impl FileConfig {
                 ),
                 Some(n) => n,
                 None => (max_sessions / 4).max(MIN_DEFAULT_SESSIONS_PER_HOST),
+            },
+            vpn_state_per_host: match self.limits.vpn_state_per_host {
+                Some(0) => bail!(
+                    "limits.vpn_state_per_host = 0 would block every LAN host's VPN; leave it unset for {DEFAULT_VPN_STATE_PER_HOST}"
+                ),
+                n => n.unwrap_or(DEFAULT_VPN_STATE_PER_HOST),
             },
         })
     }

@@ -13,9 +13,9 @@ use nat_common::{
     counters::{Counter, NUM_COUNTERS},
     flow_cache::{self, CachedFlow, CachedHop, Flow, FlowKey},
     maps::{
-        EndpointKey, EspKey, EspLearner, ExternalKey, FragEntry, FragKey, IkeKey, Mapping, Owner,
-        PeerId, PeerIdKey, PptpCall, PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn,
-        SessionKey, names,
+        EndpointKey, EspKey, EspLearner, ExternalKey, FragEntry, FragKey, FragQuota, IkeKey,
+        Mapping, Owner, PeerId, PeerIdKey, PptpCall, PptpCallKey, PptpClientKey, ReplyKey, Session,
+        SessionIn, SessionKey, names,
     },
     passthrough::{SWITCH_OFF, SWITCH_ON, switch_slot},
     ports::{POOL_BITMAP_WORDS, pool_bit},
@@ -52,6 +52,8 @@ pub struct NatMaps {
     pub lan_prefixes: LpmTrie<MapData, u32, u32>,
     pub router_ipsec_peers: HashMap<MapData, u32, u64>,
     pub peer_ids: HashMap<MapData, PeerIdKey, PeerId>,
+    pub host_vpn: HashMap<MapData, u32, u32>,
+    pub host_frags: HashMap<MapData, u32, FragQuota>,
     /// The instance's CONFIG lock (pins::Instance::config_lock_path), taken around every
     /// read-change-write of CONFIG; None for maps no other process shares (tests).
     pub config_lock: Option<std::path::PathBuf>,
@@ -99,6 +101,8 @@ impl NatMaps {
             lan_prefixes: get(names::LAN_PREFIXES)?.try_into()?,
             router_ipsec_peers: get(names::ROUTER_IPSEC_PEERS)?.try_into()?,
             peer_ids: get(names::PEER_IDS)?.try_into()?,
+            host_vpn: get(names::HOST_VPN)?.try_into()?,
+            host_frags: get(names::HOST_FRAGS)?.try_into()?,
             config_lock: None,
         })
     }

@@ -121,6 +121,26 @@ fn mapping_endpoint(m: &Mapping) -> EndpointKey {
     }
 }
 
+/// The same for the per-host VPN state counts (HOST_VPN), from the tables the data path
+/// counts into it: IKE SAs, outbound ESP SAs, learning windows, PPTP calls.
+fn recount_host_vpn(maps: &mut NatMaps) -> Result<()> {
+    let mut counts: HashMap<u32, u32> = HashMap::new();
+    let mut add = |host: u32| *counts.entry(host).or_default() += 1;
+    for (_, o) in crate::state::entries(&maps.ike_sas)? {
+        add(o.int_addr);
+    }
+    for (k, _) in crate::state::entries(&maps.esp_out)? {
+        add(k.int_addr);
+    }
+    for (_, p) in crate::state::entries(&maps.esp_pending)? {
+        add(p.int_addr);
+    }
+    for (k, _) in crate::state::entries(&maps.pptp_calls_out)? {
+        add(k.int_addr);
+    }
+    write_counts(&mut maps.host_vpn, counts)
+}
+
 /// IKE sessions on the shared external port 500 have no mapping of their own.
 fn is_shared_ike(k: &SessionKey, s: &Session) -> bool {
     let ike = nat_common::passthrough::IKE_PORT.to_be();
@@ -166,6 +186,11 @@ fn sweep_vpn(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<usize> {
         }
     }
     expire_peer_ids(maps)?;
+    for (host, q) in crate::state::entries(&maps.host_frags)? {
+        if now_ns >= q.window_start_ns + FRAG_TIMEOUT_NS {
+            let _ = maps.host_frags.remove(&host);
+        }
+    }
     expire_frags(&mut maps.frags, now_ns)?;
     expire_frags(&mut maps.frags_in, now_ns)?;
     // A window is kept through its host's cooldown: the data path reads it to tell.
@@ -319,6 +344,7 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
     recount_host_mappings(maps)?;
     recount_host_sessions(maps)?;
     report.vpn_state_expired = sweep_vpn(maps, t, now_ns)?;
+    recount_host_vpn(maps)?;
     Ok(report)
 }
 

@@ -5,14 +5,14 @@ use aya_ebpf::programs::XdpContext;
 use nat_common::{
     config::FRAG_TIMEOUT_NS,
     counters::Counter,
-    maps::{FragEntry, FragKey},
+    maps::{FRAG_STARTS_PER_HOST, FragEntry, FragKey, FragQuota},
     rewrite::{Side, rewrite_addr},
 };
 
 use crate::{
     Verdict,
     forward::{Route, deliver_in, deliver_out, route_in},
-    maps::{FRAGS, FRAGS_IN, count},
+    maps::{FRAGS, FRAGS_IN, HOST_FRAGS, count},
     packet::Ipv4,
 };
 
@@ -31,10 +31,42 @@ fn key(pkt: &Ipv4<'_>) -> FragKey {
 /// source). Called with the packet's addresses as received.
 #[inline(always)]
 pub fn remember(pkt: &Ipv4<'_>, addr: u32, now: u64) -> Result<(), Counter> {
+    frag_quota(pkt.src, now)?;
     // An update, not NOEXIST: a datagram that reuses an old IP id replaces the stale entry.
     FRAGS
         .insert(&key(pkt), &entry(addr, now), 0)
         .map_err(|_| Counter::DropFragTableFull)
+}
+
+/// Counts a first fragment LAN host `host` starts: at most FRAG_STARTS_PER_HOST per
+/// FRAG_TIMEOUT_NS window, so that one host cannot crowd the others' datagrams out of FRAGS.
+/// Plain (not atomic) updates: CPUs counting for one host at once may admit a few more.
+#[inline(always)]
+fn frag_quota(host: u32, now: u64) -> Result<(), Counter> {
+    match HOST_FRAGS.get_ptr_mut(&host) {
+        Some(q) => {
+            // SAFETY: map value pointer from a successful lookup.
+            let q = unsafe { &mut *q };
+            if now.wrapping_sub(q.window_start_ns) >= FRAG_TIMEOUT_NS {
+                q.window_start_ns = now;
+                q.started = 1;
+            } else if q.started >= FRAG_STARTS_PER_HOST {
+                return Err(Counter::DropHostFragQuota);
+            } else {
+                q.started += 1;
+            }
+        }
+        None => {
+            let q = FragQuota {
+                window_start_ns: now,
+                started: 1,
+                _pad: 0,
+            };
+            // A full table only means this host is not limited until the sweeper clears it.
+            let _ = HOST_FRAGS.insert(&host, &q, 0);
+        }
+    }
+    Ok(())
 }
 
 /// `remember` for a WAN->LAN datagram (`addr`: the new destination), of an existing session

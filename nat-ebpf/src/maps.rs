@@ -14,9 +14,9 @@ use nat_common::{
     maps::{
         DEFAULT_MAX_ESP_SPIS, DEFAULT_MAX_FRAGS, DEFAULT_MAX_IKE_SAS, DEFAULT_MAX_MAPPINGS,
         DEFAULT_MAX_PPTP_CALLS, DEFAULT_MAX_SESSIONS, EndpointKey, EspKey, EspLearner, ExternalKey,
-        FragEntry, FragKey, IkeKey, MAX_DEVICES, MAX_ESP_PENDING, MAX_LAN_PREFIXES, MAX_PEER_IDS,
-        MAX_QUOTA_HOSTS, MAX_ROUTER_IPSEC_PEERS, Mapping, Owner, PORT_SLOTS, PeerId, PeerIdKey,
-        PptpCall, PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn, SessionKey,
+        FragEntry, FragKey, FragQuota, IkeKey, MAX_DEVICES, MAX_ESP_PENDING, MAX_LAN_PREFIXES,
+        MAX_PEER_IDS, MAX_QUOTA_HOSTS, MAX_ROUTER_IPSEC_PEERS, Mapping, Owner, PORT_SLOTS, PeerId,
+        PeerIdKey, PptpCall, PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn, SessionKey,
     },
     passthrough::{NUM_SWITCHES, SWITCH_ON, switch_slot},
     ports::{POOL_BITMAP_WORDS, pool_bit},
@@ -191,9 +191,12 @@ pub fn switch_on(class: u8) -> bool {
     }
 }
 
-/// LAN->WAN first fragments translated recently, so the later ones get the same address.
+/// LAN->WAN first fragments translated recently, so the later ones get the same address. An
+/// LRU: old entries (dead after FRAG_TIMEOUT_NS) make room for new ones, and HOST_FRAGS keeps
+/// any one host from starting more than its share.
 #[map]
-pub static FRAGS: HashMap<FragKey, FragEntry> = HashMap::with_max_entries(DEFAULT_MAX_FRAGS, 0);
+pub static FRAGS: LruHashMap<FragKey, FragEntry> =
+    LruHashMap::with_max_entries(DEFAULT_MAX_FRAGS, 0);
 
 /// The same for WAN->LAN, kept apart so that nothing from the WAN can fill the LAN's table,
 /// and least-recently-used: a flood of first fragments (which a host spoofing a session's
@@ -213,6 +216,17 @@ pub static HOST_MAPPINGS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_QUOT
 /// data path, recounted from SESSIONS by the sweeper.
 #[map]
 pub static HOST_SESSIONS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
+
+/// LAN host -> VPN state entries it holds (IKE SAs, outbound ESP SAs, ESP learning windows,
+/// PPTP calls), for the per-host VPN limit. Counted up by the data path, recounted by the
+/// sweeper.
+#[map]
+pub static HOST_VPN: HashMap<u32, u32> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
+
+/// LAN host -> first fragments it started in its current window (FRAG_STARTS_PER_HOST per
+/// FRAG_TIMEOUT_NS).
+#[map]
+pub static HOST_FRAGS: HashMap<u32, FragQuota> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
 
 /// The LAN side (lan_side.rs): the LAN interface's subnets and the routes through it
 /// (LAN_SIDE_PREFIX), and the router's own addresses on it (LAN_SIDE_ROUTER, /32). Kept by

@@ -137,7 +137,7 @@ extern "C" fn try_random_port(_index: u64, ctx: *mut c_void) -> i64 {
 /// atomic add (CPUs counting for one host at once each count); the sweeper recounts every
 /// sweep what expired.
 #[inline(always)]
-fn count_for_host(held: &HashMap<u32, u32>, addr: u32) {
+pub fn count_for_host(held: &HashMap<u32, u32>, addr: u32) {
     match held.get_ptr_mut(&addr) {
         // SAFETY: map value pointer from a successful lookup, naturally aligned.
         Some(n) => unsafe {
@@ -154,7 +154,7 @@ fn count_for_host(held: &HashMap<u32, u32>, addr: u32) {
 
 /// Does LAN host `addr` hold `limit` entries already (0: no limit)?
 #[inline(always)]
-fn at_limit(held: &HashMap<u32, u32>, addr: u32, limit: u32) -> bool {
+pub fn at_limit(held: &HashMap<u32, u32>, addr: u32, limit: u32) -> bool {
     // SAFETY: map value pointer from a successful lookup, read at once.
     limit > 0 && held.get_ptr(&addr).map_or(0, |n| unsafe { *n }) >= limit
 }

@@ -26,10 +26,11 @@ use crate::{
     forward::{Route, deliver_in, deliver_out, route_in},
     frag,
     maps::{
-        ESP_IN, ESP_OUT, ESP_PENDING, IKE_SAS, PEER_IDS, PPTP_CALLS_IN, PPTP_CALLS_OUT,
-        ROUTER_IPSEC_PEERS, count, switch_on,
+        ESP_IN, ESP_OUT, ESP_PENDING, HOST_VPN, IKE_SAS, PEER_IDS, PPTP_CALLS_IN, PPTP_CALLS_OUT,
+        ROUTER_IPSEC_PEERS, config, count, switch_on,
     },
     packet::{Ipv4, ptr_at},
+    state::{at_limit, count_for_host},
 };
 
 const EEXIST: i32 = 17;
@@ -160,6 +161,7 @@ fn call_out(
     if !allocate {
         return Ok(None);
     }
+    vpn_quota(int_addr)?;
     let mut call = PptpCall {
         last_seen_ns: now,
         int_addr,
@@ -203,7 +205,20 @@ fn claim_call(key: &PptpClientKey, call: &mut PptpCall, ext: u16) -> Result<bool
         return Err(Counter::DropPptpAllocFail);
     }
     count(Counter::PptpCallCreated);
+    count_for_host(&HOST_VPN, key.int_addr);
     Ok(true)
+}
+
+/// May LAN host `int_addr` create one more VPN state entry (an IKE SA, an outbound ESP SA, a
+/// learning window, a PPTP call)? Its share of those tables (NatConfig::vpn_state_per_host).
+#[inline(always)]
+fn vpn_quota(int_addr: u32) -> Result<(), Counter> {
+    let limit = config().map_or(0, |c| c.vpn_state_per_host);
+    if at_limit(&HOST_VPN, int_addr, limit) {
+        Err(Counter::DropHostVpnQuota)
+    } else {
+        Ok(())
+    }
 }
 
 /// Remembers that LAN host `int_addr` sends `server`'s id `id` (PEER_IDS), so that an ICMP
@@ -339,13 +354,17 @@ pub fn esp_out(
             o.spi != 0
         }
         None => {
+            vpn_quota(int_addr)?;
             let o = Owner {
                 last_seen_ns: now,
                 int_addr,
                 spi: 0,
             };
             match ESP_OUT.insert(&key, &o, BPF_NOEXIST as u64) {
-                Ok(()) => remember_peer_id(server, spi, IPPROTO_ESP, int_addr, spi),
+                Ok(()) => {
+                    count_for_host(&HOST_VPN, int_addr);
+                    remember_peer_id(server, spi, IPPROTO_ESP, int_addr, spi);
+                }
                 Err(e) if e == -EEXIST => {}
                 Err(_) => return Err(Counter::DropIpsecAllocFail),
             }
@@ -381,6 +400,7 @@ fn learn_window(server: u32, int_addr: u32, spi: u32, now: u64) -> Result<(), Co
         // of them win.
         let _ = ESP_PENDING.remove(&server);
     }
+    vpn_quota(int_addr)?;
     let p = EspLearner {
         started_ns: now,
         int_addr,
@@ -388,7 +408,10 @@ fn learn_window(server: u32, int_addr: u32, spi: u32, now: u64) -> Result<(), Co
         bound: 0,
     };
     match ESP_PENDING.insert(&server, &p, BPF_NOEXIST as u64) {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            count_for_host(&HOST_VPN, int_addr);
+            Ok(())
+        }
         // Another host (or CPU) opened it first.
         Err(e) if e == -EEXIST => Err(Counter::DropEspLearnBusy),
         Err(_) => Err(Counter::DropIpsecAllocFail),
@@ -536,13 +559,17 @@ pub fn ike_out(ctx: &XdpContext, pkt: &Ipv4<'_>, now: u64) -> Result<(), Counter
         o.last_seen_ns = now;
         return Ok(());
     }
+    vpn_quota(pkt.src)?;
     let o = Owner {
         last_seen_ns: now,
         int_addr: pkt.src,
         spi: 0,
     };
     match IKE_SAS.insert(&key, &o, BPF_NOEXIST as u64) {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            count_for_host(&HOST_VPN, pkt.src);
+            Ok(())
+        }
         // Another CPU, same packet flow; the owner check happens on the next packet.
         Err(e) if e == -EEXIST => Ok(()),
         Err(_) => Err(Counter::DropIpsecAllocFail),

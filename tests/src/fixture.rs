@@ -272,7 +272,9 @@ impl Fixture {
             host_mappings,
             host_sessions,
             router_ipsec_peers,
-            peer_ids
+            peer_ids,
+            host_vpn,
+            host_frags
         );
         m.bump_route_gen().expect("retire the flow cache");
     }

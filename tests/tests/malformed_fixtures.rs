@@ -803,3 +803,51 @@ fn a_wan_fragment_flood_stops_no_fragmented_traffic() {
         assert_eq!(&out[30..34], &[192, 168, 1, 2]);
     });
 }
+
+/// One LAN host starting fragmented datagrams as fast as it can (more than the fragment
+/// table holds) cannot keep another host's fragmented datagrams from leaving whole: a host
+/// starts at most a quarter of the table's worth per fragment timeout.
+#[test]
+fn a_lan_hosts_fragment_flood_stops_no_other_hosts_fragmented_traffic() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let a = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
+        let b = lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER);
+        // B's datagram whose first fragment is out before the flood and the rest after it.
+        let mut during = packets::udp(&b, 20002, 53, &[3; 600]);
+        during[18..20].copy_from_slice(&0x0b0bu16.to_be_bytes());
+        fix_ip_checksum(&mut during);
+        let (during_first, during_later) = packets::fragment(&during, 304);
+        assert_eq!(fx.from_lan(&during_first).0, XDP_REDIRECT);
+        let flood = nat_common::maps::DEFAULT_MAX_FRAGS as u16 + 1000;
+        let mut passed = 0u32;
+        for id in 0..flood {
+            let (action, _) =
+                fx.from_lan(&first_fragment(&packets::udp(&a, 20000, 53, &[7; 64]), id));
+            passed += u32::from(action == XDP_REDIRECT);
+        }
+        // A share per fragment timeout (2 s): more than one window's worth only if the flood
+        // outlasted a window on a slow machine.
+        let share = nat_common::maps::FRAG_STARTS_PER_HOST;
+        assert!(
+            passed >= share && passed < u32::from(flood) - 1000,
+            "A started {passed} datagrams, its share is {share} per window"
+        );
+        assert_eq!(
+            fx.counter("drop_host_frag_quota"),
+            u64::from(flood) - u64::from(passed)
+        );
+        let (action, out) = fx.from_lan(&during_later);
+        assert_eq!(
+            action, XDP_REDIRECT,
+            "B's datagram the flood came in the middle of"
+        );
+        assert_eq!(&out[26..30], &[203, 0, 113, 1]);
+        let big = packets::udp(&b, 20001, 53, &[1; 600]);
+        let (first, later) = packets::fragment(&big, 304);
+        assert_eq!(fx.from_lan(&first).0, XDP_REDIRECT, "B's first fragment");
+        let (action, out) = fx.from_lan(&later);
+        assert_eq!(action, XDP_REDIRECT, "B's later fragment");
+        assert_eq!(&out[26..30], &[203, 0, 113, 1]);
+        assert_eq!(fx.counter("drop_frag_table_full"), 0);
+    });
+}

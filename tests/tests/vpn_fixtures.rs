@@ -589,3 +589,81 @@ fn each_switch_off_blocks_its_traffic_both_ways_and_nothing_else() {
         assert_eq!(fx.from_lan(&esp_out).0, XDP_REDIRECT);
     });
 }
+
+/// By default no LAN host can fill a VPN table: one that sprays IKE_SA_INITs with ever new
+/// SPIs (or opens ESP SAs, learning windows and PPTP calls without end) holds at most its
+/// share, DEFAULT_VPN_STATE_PER_HOST entries of them together, and the other hosts' VPNs
+/// still start.
+#[test]
+fn by_default_one_host_cannot_fill_the_vpn_tables() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let quota = nat_common::maps::DEFAULT_VPN_STATE_PER_HOST;
+        let ike = |host, mac, spi: u64| {
+            packets::udp(
+                &lan_hdr(host, mac, SERVER),
+                500,
+                500,
+                &packets::ike(spi, 0, 0x08),
+            )
+        };
+        let mut passed = 0;
+        for spi in 1..=u64::from(nat_common::maps::DEFAULT_MAX_IKE_SAS) + 10 {
+            passed += u32::from(fx.from_lan(&ike(LAN_HOST_A, HOST_A_MAC, spi)).0 == XDP_REDIRECT);
+        }
+        assert_eq!(passed, quota, "A's share of the IKE SAs");
+        assert!(fx.counter("drop_host_vpn_quota") > 0);
+        // The share covers every kind of VPN state: A gets no ESP SA and no PPTP call either.
+        let esp = |host, mac, spi| {
+            packets::ip_proto(
+                &lan_hdr(host, mac, SERVER),
+                IPPROTO_ESP,
+                &packets::esp(spi, 1),
+            )
+        };
+        assert_eq!(fx.from_lan(&esp(LAN_HOST_A, HOST_A_MAC, 0xa0)).0, XDP_DROP);
+        // B, meanwhile, starts IKE, an ESP SA and a PPTP call.
+        assert_eq!(
+            fx.from_lan(&ike(LAN_HOST_B, HOST_B_MAC, 0xb1b1)).0,
+            XDP_REDIRECT
+        );
+        assert_eq!(
+            fx.from_lan(&esp(LAN_HOST_B, HOST_B_MAC, 0xb0)).0,
+            XDP_REDIRECT
+        );
+        let b_ext = call_request(fx, LAN_HOST_B, HOST_B_MAC, B_PORT, 7);
+        assert_ne!(b_ext, 0);
+        assert_eq!(fx.counter("pptp_call_created"), 1);
+        // When A's SAs expire, the sweeper's recount gives A room again.
+        let t = fx.maps.read_config().unwrap().timeouts;
+        let later = nat_ctl::monotonic_ns() + (u64::from(t.udp) + 1) * 1_000_000_000;
+        nat_ctl::sweeper::sweep(&mut fx.maps, &t, later).unwrap();
+        assert_eq!(
+            fx.from_lan(&ike(LAN_HOST_A, HOST_A_MAC, 0x7777)).0,
+            XDP_REDIRECT
+        );
+    });
+}
+
+/// `[limits] vpn_state_per_host` sets the share.
+#[test]
+fn the_vpn_state_share_is_configurable() {
+    let cfg = FixtureConfig {
+        toml: "[limits]\nvpn_state_per_host = 2\n".into(),
+        ..FixtureConfig::default()
+    };
+    with_fixture(default_tables(), cfg, |fx| {
+        let ike = |spi: u64| {
+            packets::udp(
+                &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+                500,
+                500,
+                &packets::ike(spi, 0, 0x08),
+            )
+        };
+        assert_eq!(fx.from_lan(&ike(1)).0, XDP_REDIRECT);
+        let call = call_request(fx, LAN_HOST_A, HOST_A_MAC, A_PORT, 9);
+        assert_eq!(call, 9, "the second entry: a PPTP call");
+        assert_eq!(fx.from_lan(&ike(2)).0, XDP_DROP, "a third entry");
+        assert_eq!(fx.counter("drop_host_vpn_quota"), 1);
+    });
+}
