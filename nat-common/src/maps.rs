@@ -38,8 +38,10 @@ pub mod names {
     pub const PEER_IDS: &str = "PEER_IDS";
     pub const HOST_VPN: &str = "HOST_VPN";
     pub const HOST_FRAGS: &str = "HOST_FRAGS";
+    pub const MAC_MAPPINGS: &str = "MAC_MAPPINGS";
+    pub const MAC_SESSIONS: &str = "MAC_SESSIONS";
     /// Every map the control plane pins, in a stable order.
-    pub const ALL: [&str; 29] = [
+    pub const ALL: [&str; 31] = [
         CONFIG,
         MAPPINGS_OUT,
         MAPPINGS_IN,
@@ -69,6 +71,8 @@ pub mod names {
         PEER_IDS,
         HOST_VPN,
         HOST_FRAGS,
+        MAC_MAPPINGS,
+        MAC_SESSIONS,
     ];
 }
 
@@ -143,6 +147,18 @@ pub struct ExternalKey {
 }
 const _: () = assert!(size_of::<ExternalKey>() == 4);
 
+/// A MAC address as a map key and a Mapping/Session field: its 6 bytes in the low bytes of a
+/// little-endian u64.
+pub const fn mac_key(mac: &[u8; 6]) -> u64 {
+    // verifier: shifts, not from_le_bytes, whose 8-byte array takes stack in the programs.
+    (mac[0] as u64)
+        | (mac[1] as u64) << 8
+        | (mac[2] as u64) << 16
+        | (mac[3] as u64) << 24
+        | (mac[4] as u64) << 32
+        | (mac[5] as u64) << 40
+}
+
 /// One address+port mapping, the value of both MAPPINGS_OUT and MAPPINGS_IN.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -155,11 +171,25 @@ pub struct Mapping {
     pub ext_port: u16,
     pub proto: u8,
     pub state: u8,
-    // verifier: integer padding; a byte array compiles to a call of a byte-loop memset.
-    pub _pad1: u16,
-    pub _pad2: u32,
+    /// The LAN host's MAC address when the mapping was made, for the per-MAC share
+    /// (`mac_key`; 0 for a host routed behind a LAN router). verifier: two integers, not a
+    /// byte array, which compiles to a call of a byte-loop memset.
+    pub mac_hi: u16,
+    pub mac_lo: u32,
 }
 const _: () = assert!(size_of::<Mapping>() == 32);
+
+impl Mapping {
+    /// `mac_hi`/`mac_lo` as one `mac_key`.
+    pub const fn mac(&self) -> u64 {
+        ((self.mac_hi as u64) << 32) | self.mac_lo as u64
+    }
+
+    pub fn set_mac(&mut self, mac: u64) {
+        self.mac_hi = (mac >> 32) as u16;
+        self.mac_lo = mac as u32;
+    }
+}
 
 /// A session: mapping + remote endpoint (RFC 6146's session table). For ICMP echo the ports
 /// are the id and 0. The FILTERS map reuses this key with `rem_port == 0`.
@@ -285,7 +315,9 @@ pub struct Session {
     pub _pad: u32,
     /// Towards the remote host.
     pub hop: NextHop,
-    pub _reserved1: u64,
+    /// The LAN host's MAC (`mac_key`) when the session was made, for the per-MAC share; 0
+    /// for a host routed behind a LAN router.
+    pub lan_mac: u64,
     pub _reserved2: u64,
 }
 const _: () = assert!(size_of::<Session>() == 64);

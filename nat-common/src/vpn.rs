@@ -80,11 +80,15 @@ pub const fn pptp_action(ctrl_type: u16, outbound: bool) -> PptpAction {
 
 /// Validates the start of a control message and returns its type. `available` is the TCP
 /// payload length. None: not a control message we understand (passed on unparsed).
+#[inline(always)]
 pub fn pptp_control_type(h: &[u8; PPTP_CTRL_PREFIX], available: usize) -> Option<u16> {
-    let len = u16::from_be_bytes([h[0], h[1]]);
-    let msg_type = u16::from_be_bytes([h[2], h[3]]);
-    let magic = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-    let ctrl = u16::from_be_bytes([h[8], h[9]]);
+    // verifier: shifts, not from_be_bytes, whose arrays take stack in the LAN program, which
+    // has little to spare (512 bytes over every frame of a call chain).
+    let be16 = |at: usize| (h[at] as u16) << 8 | h[at + 1] as u16;
+    let len = be16(0);
+    let msg_type = be16(2);
+    let magic = (be16(4) as u32) << 16 | be16(6) as u32;
+    let ctrl = be16(8);
     let expected = pptp_message_len(ctrl);
     if msg_type != PPTP_CONTROL_MESSAGE || magic != PPTP_MAGIC || expected == 0 || len != expected {
         return None;

@@ -54,6 +54,8 @@ pub struct NatMaps {
     pub peer_ids: HashMap<MapData, PeerIdKey, PeerId>,
     pub host_vpn: HashMap<MapData, u32, u32>,
     pub host_frags: HashMap<MapData, u32, FragQuota>,
+    pub mac_mappings: HashMap<MapData, u64, u32>,
+    pub mac_sessions: HashMap<MapData, u64, u32>,
     /// The instance's CONFIG lock (pins::Instance::config_lock_path), taken around every
     /// read-change-write of CONFIG; None for maps no other process shares (tests).
     pub config_lock: Option<std::path::PathBuf>,
@@ -103,6 +105,8 @@ impl NatMaps {
             peer_ids: get(names::PEER_IDS)?.try_into()?,
             host_vpn: get(names::HOST_VPN)?.try_into()?,
             host_frags: get(names::HOST_FRAGS)?.try_into()?,
+            mac_mappings: get(names::MAC_MAPPINGS)?.try_into()?,
+            mac_sessions: get(names::MAC_SESSIONS)?.try_into()?,
             config_lock: None,
         })
     }

@@ -76,25 +76,35 @@ pub struct SweepReport {
 /// path adds meanwhile is lost for as short a time as can be).
 fn recount_host_mappings(maps: &mut NatMaps) -> Result<()> {
     let mut counts: HashMap<u32, u32> = HashMap::new();
-    for (ep, _) in crate::state::entries(&maps.mappings_out)? {
+    let mut macs: HashMap<u64, u32> = HashMap::new();
+    for (ep, m) in crate::state::entries(&maps.mappings_out)? {
         *counts.entry(ep.addr).or_default() += 1;
+        if m.mac() != 0 {
+            *macs.entry(m.mac()).or_default() += 1;
+        }
     }
-    write_counts(&mut maps.host_mappings, counts)
+    write_counts(&mut maps.host_mappings, counts)?;
+    write_counts(&mut maps.mac_mappings, macs)
 }
 
-/// The same for the per-host session counts (HOST_SESSIONS), from SESSIONS.
+/// The same for the per-host session counts (HOST_SESSIONS, MAC_SESSIONS), from SESSIONS.
 fn recount_host_sessions(maps: &mut NatMaps) -> Result<()> {
     let mut counts: HashMap<u32, u32> = HashMap::new();
-    for (k, _) in crate::state::entries(&maps.sessions)? {
+    let mut macs: HashMap<u64, u32> = HashMap::new();
+    for (k, s) in crate::state::entries(&maps.sessions)? {
         *counts.entry(k.int_addr).or_default() += 1;
+        if s.lan_mac != 0 {
+            *macs.entry(s.lan_mac).or_default() += 1;
+        }
     }
-    write_counts(&mut maps.host_sessions, counts)
+    write_counts(&mut maps.host_sessions, counts)?;
+    write_counts(&mut maps.mac_sessions, macs)
 }
 
-/// Makes a per-host count map hold `counts`, writing only what differs.
-fn write_counts(
-    map: &mut aya::maps::HashMap<aya::maps::MapData, u32, u32>,
-    mut counts: HashMap<u32, u32>,
+/// Makes a per-owner count map hold `counts`, writing only what differs.
+fn write_counts<K: aya::Pod + Eq + std::hash::Hash>(
+    map: &mut aya::maps::HashMap<aya::maps::MapData, K, u32>,
+    mut counts: HashMap<K, u32>,
 ) -> Result<()> {
     for (host, n) in crate::state::entries(map)? {
         match counts.remove(&host) {

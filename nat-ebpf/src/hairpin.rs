@@ -69,10 +69,18 @@ pub fn try_hairpin(
         proto: pkt.proto,
         _pad: 0,
     };
-    let ext_src = mapping_for(cfg, &ep, now)?;
+    let ext_src = mapping_for(ctx, cfg, &ep, now)?;
     let session = SessionKey::new(pkt.proto, pkt.src, t.sport, cfg.wan_addr, t.dport);
     // Hairpinned packets never take the fast path: no next hop to keep.
-    touch_outbound(&session, ext_src, t.tcp_flags, class, &NextHop::NONE, now)?;
+    touch_outbound(
+        ctx,
+        &session,
+        ext_src,
+        t.tcp_flags,
+        class,
+        &NextHop::NONE,
+        now,
+    )?;
     let r = route(ctx, cfg.wan_addr, target.int_addr, pkt.tos, pkt.tot_len);
     if let Route::NotForwarded = r {
         return Ok(Verdict::pass(Counter::PassToRouter));

@@ -123,7 +123,7 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     let hop = next_hop(&r, cfg, pkt.tot_len, now);
     let state = if shared_ike {
         vpn::ike_out(ctx, &pkt, now).and_then(|()| {
-            touch_outbound(&session, ike, t.tcp_flags, class, &hop, now).map(|()| ike)
+            touch_outbound(ctx, &session, ike, t.tcp_flags, class, &hop, now).map(|()| ike)
         })
     } else if let Some(ext_port) = refresh_outbound(&session, t.tcp_flags, &hop, now) {
         Ok(ext_port)
@@ -134,8 +134,9 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
             proto: pkt.proto,
             _pad: 0,
         };
-        mapping_for(cfg, &ep, now).and_then(|ext_port| {
-            touch_outbound(&session, ext_port, t.tcp_flags, class, &hop, now).map(|()| ext_port)
+        mapping_for(ctx, cfg, &ep, now).and_then(|ext_port| {
+            touch_outbound(ctx, &session, ext_port, t.tcp_flags, class, &hop, now)
+                .map(|()| ext_port)
         })
     };
     let ext_port = match state {

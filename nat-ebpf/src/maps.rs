@@ -217,6 +217,15 @@ pub static HOST_MAPPINGS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_QUOT
 #[map]
 pub static HOST_SESSIONS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
 
+/// The per-host mapping and session shares again, per source MAC address (of hosts on the
+/// LAN's own subnet): a host that spoofs other LAN addresses keeps its MAC, and with it its
+/// share. Counted up by the data path, recounted by the sweeper.
+#[map]
+pub static MAC_MAPPINGS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
+
+#[map]
+pub static MAC_SESSIONS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
+
 /// LAN host -> VPN state entries it holds (IKE SAs, outbound ESP SAs, ESP learning windows,
 /// PPTP calls), for the per-host VPN limit. Counted up by the data path, recounted by the
 /// sweeper.

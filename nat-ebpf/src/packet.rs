@@ -58,12 +58,18 @@ impl Frame for TcContext {
     }
 }
 
+/// No header or field the programs read lies further into a frame than this. (The verifier
+/// tracks a packet pointer's range only while its variable part stays below 64 KiB.)
+const MAX_PACKET_OFFSET: usize = 0x3fff;
+
 /// A pointer to a `T` at `offset` into the packet, after checking it lies inside it.
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &impl Frame, offset: usize) -> Result<*mut T, Counter> {
     let start = ctx.data();
     let end = ctx.data_end();
-    if start + offset + size_of::<T>() > end {
+    // verifier: an offset spilled to the stack and read back can lose its bounds, and packet
+    // pointer arithmetic needs them; the explicit limit gives them back.
+    if offset > MAX_PACKET_OFFSET || start + offset + size_of::<T>() > end {
         return Err(Counter::DropMalformed);
     }
     Ok((start + offset) as *mut T)

@@ -5,12 +5,15 @@ use aya_ebpf::{
     cty::c_void,
     helpers::generated::{bpf_get_prandom_u32, bpf_loop},
     maps::HashMap,
+    programs::XdpContext,
 };
 use nat_common::{
     config::NatConfig,
     counters::Counter,
     flow_cache::FlowKey,
-    maps::{EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, NextHop, Session, SessionKey},
+    maps::{
+        EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, NextHop, Session, SessionKey, mac_key,
+    },
     passthrough::IKE_PORT,
     ports::{MAX_PORT_TRIES, pool_slot, wants_privileged},
     proto::{IPPROTO_TCP, IPPROTO_UDP, TCP_SYN},
@@ -20,27 +23,56 @@ use nat_common::{
 use crate::{
     flow_cache,
     maps::{
-        FILTERS, FLOWS_IN, FLOWS_OUT, HOST_MAPPINGS, HOST_SESSIONS, MAPPINGS_IN, MAPPINGS_OUT,
-        PORT_POOL, SESSIONS, SESSIONS_IN, config, count, port_in_pool,
+        FILTERS, FLOWS_IN, FLOWS_OUT, HOST_MAPPINGS, HOST_SESSIONS, MAC_MAPPINGS, MAC_SESSIONS,
+        MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL, SESSIONS, SESSIONS_IN, config, count, port_in_pool,
     },
+    packet::ptr_at,
 };
 
 const EEXIST: i32 = 17;
 
 enum Claim {
-    Won(u16),
+    /// This CPU made the mapping, with this port.
+    Created(u16),
+    /// Another CPU made the endpoint's mapping at the same moment, with this port.
+    Existing(u16),
     /// Port taken: try another.
     Taken,
 }
 
-/// The external port of `ep`'s mapping, creating the mapping if there is none.
+/// The per-MAC share's key for new state of LAN host `addr` (`mac_key` of the frame's source
+/// MAC), when `addr` is on the LAN's own subnet: a host there that spoofs other addresses
+/// keeps its MAC, and so its share. 0 (no per-MAC share) for a host routed behind a LAN
+/// router, whose frames all carry that router's MAC.
 #[inline(always)]
-pub fn mapping_for(cfg: &NatConfig, ep: &EndpointKey, now: u64) -> Result<u16, Counter> {
+pub fn mac_owner(ctx: &XdpContext, cfg: &NatConfig, addr: u32) -> u64 {
+    if addr & cfg.lan_mask != cfg.lan_net {
+        return 0;
+    }
+    match ptr_at::<[u8; 6]>(ctx, ETH_SOURCE) {
+        // SAFETY: bounds-checked by ptr_at.
+        Ok(mac) => mac_key(unsafe { &*mac }),
+        Err(_) => 0,
+    }
+}
+
+/// Where the source MAC lies in an Ethernet header.
+const ETH_SOURCE: usize = 6;
+
+/// The external port of `ep`'s mapping, creating the mapping if there is none (within the
+/// host's share, by address and by MAC: `mac_owner` of the frame in `ctx`).
+#[inline(always)]
+pub fn mapping_for(
+    ctx: &XdpContext,
+    cfg: &NatConfig,
+    ep: &EndpointKey,
+    now: u64,
+) -> Result<u16, Counter> {
     if let Some(m) = MAPPINGS_OUT.get_ptr(ep) {
         // SAFETY: map value pointer from a successful lookup.
         return Ok(unsafe { (*m).ext_port });
     }
-    if at_limit(&HOST_MAPPINGS, ep.addr, cfg.mappings_per_host) {
+    if at_limit(&HOST_MAPPINGS, &ep.addr, cfg.mappings_per_host) {
         return Err(Counter::DropHostQuota);
     }
     let mut m = Mapping {
@@ -51,20 +83,33 @@ pub fn mapping_for(cfg: &NatConfig, ep: &EndpointKey, now: u64) -> Result<u16, C
         ext_port: 0,
         proto: ep.proto,
         state: MAPPING_ACTIVE,
-        _pad1: 0,
-        _pad2: 0,
+        mac_hi: 0,
+        mac_lo: 0,
     };
+    // verifier: the MAC goes straight into the mapping and is read back from there, never
+    // kept in a variable of its own: one more value live across the LAN program pushed its
+    // stack over 512 bytes.
+    m.set_mac(mac_owner(ctx, cfg, ep.addr));
+    if m.mac() != 0 && mac_full(MacShare::Mappings, m.mac(), cfg.mappings_per_host) {
+        return Err(Counter::DropHostQuota);
+    }
     // Keep the source port when the pool has it and it is free (RFC 4787 REQ-1 "port
     // preservation" is not required, but applications like it).
     if port_in_pool(ep.port) && !shared_ike_port(ep.proto, ep.port) {
-        if let Claim::Won(p) = claim(ep, &mut m, ep.port)? {
-            return Ok(p);
+        match claim(ep, &mut m, ep.port)? {
+            Claim::Created(p) => {
+                count_new_mapping(&m);
+                return Ok(p);
+            }
+            Claim::Existing(p) => return Ok(p),
+            Claim::Taken => {}
         }
     }
     let mut search = PortSearch {
         ep: *ep,
         m,
-        privileged: u32::from(wants_privileged(ep.proto, u16::from_be(ep.port))),
+        privileged: u16::from(wants_privileged(ep.proto, u16::from_be(ep.port))),
+        created: 0,
         priv_pool_len: cfg.priv_pool_len,
         pool_len: cfg.pool_len,
         outcome: Err(Counter::DropPortsExhausted),
@@ -82,7 +127,20 @@ pub fn mapping_for(cfg: &NatConfig, ep: &EndpointKey, now: u64) -> Result<u16, C
             0,
         );
     }
+    // verifier: counted here, not in the callback, whose stack frame adds to this one's (a
+    // subprogram called from the callback would add a third).
+    if search.created != 0 {
+        count_new_mapping(&search.m);
+    }
     search.outcome
+}
+
+/// A mapping this CPU made counts against its MAC's share (`claim` counted its host's).
+#[inline(always)]
+fn count_new_mapping(m: &Mapping) {
+    if m.mac() != 0 {
+        count_for_mac(MacShare::Mappings, m.mac());
+    }
 }
 
 /// UDP port 500 (wire order), which IKE from port 500 to port 500 shares among the LAN hosts
@@ -97,7 +155,9 @@ fn shared_ike_port(proto: u8, port: u16) -> bool {
 struct PortSearch {
     ep: EndpointKey,
     m: Mapping,
-    privileged: u32,
+    privileged: u16,
+    /// 1 once a draw made the mapping (not another CPU).
+    created: u16,
     priv_pool_len: u32,
     pool_len: u32,
     /// The port won, or why none was: DropPortsExhausted until a draw ends the search.
@@ -122,7 +182,12 @@ extern "C" fn try_random_port(_index: u64, ctx: *mut c_void) -> i64 {
     }
     match claim(&s.ep, &mut s.m, *port) {
         Ok(Claim::Taken) => 0,
-        Ok(Claim::Won(p)) => {
+        Ok(Claim::Created(p)) => {
+            s.outcome = Ok(p);
+            s.created = 1;
+            1
+        }
+        Ok(Claim::Existing(p)) => {
             s.outcome = Ok(p);
             1
         }
@@ -133,12 +198,12 @@ extern "C" fn try_random_port(_index: u64, ctx: *mut c_void) -> i64 {
     }
 }
 
-/// One more mapping (HOST_MAPPINGS) or session (HOST_SESSIONS) held by LAN host `addr`, an
-/// atomic add (CPUs counting for one host at once each count); the sweeper recounts every
-/// sweep what expired.
+/// One more entry held by `owner` (a LAN host's address in HOST_MAPPINGS, HOST_SESSIONS,
+/// HOST_VPN; its MAC in MAC_MAPPINGS, MAC_SESSIONS), an atomic add (CPUs counting for one
+/// owner at once each count); the sweeper recounts every sweep what expired.
 #[inline(always)]
-pub fn count_for_host(held: &HashMap<u32, u32>, addr: u32) {
-    match held.get_ptr_mut(&addr) {
+pub fn count_for_host<K>(held: &HashMap<K, u32>, owner: &K) {
+    match held.get_ptr_mut(owner) {
         // SAFETY: map value pointer from a successful lookup, naturally aligned.
         Some(n) => unsafe {
             core::intrinsics::atomic_xadd::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(
@@ -146,17 +211,43 @@ pub fn count_for_host(held: &HashMap<u32, u32>, addr: u32) {
             );
         },
         None => {
-            // A full table only means this host is not limited until the sweeper recounts.
-            let _ = held.insert(&addr, &1, 0);
+            // A full table only means this owner is not limited until the sweeper recounts.
+            let _ = held.insert(owner, &1, 0);
         }
     }
 }
 
-/// Does LAN host `addr` hold `limit` entries already (0: no limit)?
+/// The per-MAC shares (MAC_MAPPINGS, MAC_SESSIONS).
+#[derive(Clone, Copy)]
+enum MacShare {
+    Mappings,
+    Sessions,
+}
+
+/// `at_limit` for a MAC's share. verifier: a function of its own (a BPF subprogram, with its
+/// own stack frame): inlined, its map key pushed the LAN program past 512 bytes of stack.
+#[inline(never)]
+fn mac_full(share: MacShare, mac: u64, limit: u32) -> bool {
+    match share {
+        MacShare::Mappings => at_limit(&MAC_MAPPINGS, &mac, limit),
+        MacShare::Sessions => at_limit(&MAC_SESSIONS, &mac, limit),
+    }
+}
+
+/// `count_for_host` for a MAC's share; out of line like `mac_full`.
+#[inline(never)]
+fn count_for_mac(share: MacShare, mac: u64) {
+    match share {
+        MacShare::Mappings => count_for_host(&MAC_MAPPINGS, &mac),
+        MacShare::Sessions => count_for_host(&MAC_SESSIONS, &mac),
+    }
+}
+
+/// Does `owner` hold `limit` entries already (0: no limit)?
 #[inline(always)]
-pub fn at_limit(held: &HashMap<u32, u32>, addr: u32, limit: u32) -> bool {
+pub fn at_limit<K>(held: &HashMap<K, u32>, owner: &K, limit: u32) -> bool {
     // SAFETY: map value pointer from a successful lookup, read at once.
-    limit > 0 && held.get_ptr(&addr).map_or(0, |n| unsafe { *n }) >= limit
+    limit > 0 && held.get_ptr(owner).map_or(0, |n| unsafe { *n }) >= limit
 }
 
 /// Claims external `port` for `ep`: first the external side (atomic across CPUs through
@@ -177,15 +268,15 @@ fn claim(ep: &EndpointKey, m: &mut Mapping, port: u16) -> Result<Claim, Counter>
     match MAPPINGS_OUT.insert(ep, &*m, BPF_NOEXIST as u64) {
         Ok(()) => {
             count(Counter::MappingCreated);
-            count_for_host(&HOST_MAPPINGS, ep.addr);
-            Ok(Claim::Won(port))
+            count_for_host(&HOST_MAPPINGS, &ep.addr);
+            Ok(Claim::Created(port))
         }
         Err(e) => {
             let _ = MAPPINGS_IN.remove(&ext);
             if e == -EEXIST {
                 // Another CPU created this endpoint's mapping at the same moment: use it.
                 match MAPPINGS_OUT.get_ptr(ep) {
-                    Some(other) => Ok(Claim::Won(unsafe { (*other).ext_port })),
+                    Some(other) => Ok(Claim::Existing(unsafe { (*other).ext_port })),
                     None => Err(Counter::DropMappingTableFull),
                 }
             } else {
@@ -253,9 +344,11 @@ fn outbound_tcp(key: &SessionKey, s: &mut Session, tcp_flags: u8) {
     }
 }
 
-/// Refreshes (or creates) the session for an outbound packet.
+/// Refreshes (or creates, within the host's share by address and by MAC: `mac_owner` of the
+/// frame in `ctx`) the session for an outbound packet.
 #[inline(always)]
 pub fn touch_outbound(
+    ctx: &XdpContext,
     key: &SessionKey,
     ext_port: u16,
     tcp_flags: u8,
@@ -282,8 +375,11 @@ pub fn touch_outbound(
         return Ok(());
     }
     // A new session, within its host's share of the table.
-    let limit = config().map_or(0, |c| c.sessions_per_host);
-    if at_limit(&HOST_SESSIONS, key.int_addr, limit) {
+    let Some(cfg) = config() else {
+        return Err(Counter::DropNoConfig);
+    };
+    let limit = cfg.sessions_per_host;
+    if at_limit(&HOST_SESSIONS, &key.int_addr, limit) {
         return Err(Counter::DropHostSessionQuota);
     }
     let tcp = if key.proto == IPPROTO_TCP {
@@ -299,13 +395,20 @@ pub fn touch_outbound(
         class,
         _pad: 0,
         hop: *hop,
-        _reserved1: 0,
+        // verifier: straight into the session, as in mapping_for.
+        lan_mac: mac_owner(ctx, cfg, key.int_addr),
         _reserved2: 0,
     };
+    if s.lan_mac != 0 && mac_full(MacShare::Sessions, s.lan_mac, limit) {
+        return Err(Counter::DropHostSessionQuota);
+    }
     match SESSIONS.insert(key, &s, BPF_NOEXIST as u64) {
         Ok(()) => {
             count(Counter::SessionCreated);
-            count_for_host(&HOST_SESSIONS, key.int_addr);
+            count_for_host(&HOST_SESSIONS, &key.int_addr);
+            if s.lan_mac != 0 {
+                count_for_mac(MacShare::Sessions, s.lan_mac);
+            }
         }
         // Created by another CPU meanwhile: fine.
         Err(e) if e == -EEXIST => {}

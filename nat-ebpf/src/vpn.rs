@@ -205,7 +205,7 @@ fn claim_call(key: &PptpClientKey, call: &mut PptpCall, ext: u16) -> Result<bool
         return Err(Counter::DropPptpAllocFail);
     }
     count(Counter::PptpCallCreated);
-    count_for_host(&HOST_VPN, key.int_addr);
+    count_for_host(&HOST_VPN, &key.int_addr);
     Ok(true)
 }
 
@@ -214,7 +214,7 @@ fn claim_call(key: &PptpClientKey, call: &mut PptpCall, ext: u16) -> Result<bool
 #[inline(always)]
 fn vpn_quota(int_addr: u32) -> Result<(), Counter> {
     let limit = config().map_or(0, |c| c.vpn_state_per_host);
-    if at_limit(&HOST_VPN, int_addr, limit) {
+    if at_limit(&HOST_VPN, &int_addr, limit) {
         Err(Counter::DropHostVpnQuota)
     } else {
         Ok(())
@@ -362,7 +362,7 @@ pub fn esp_out(
             };
             match ESP_OUT.insert(&key, &o, BPF_NOEXIST as u64) {
                 Ok(()) => {
-                    count_for_host(&HOST_VPN, int_addr);
+                    count_for_host(&HOST_VPN, &int_addr);
                     remember_peer_id(server, spi, IPPROTO_ESP, int_addr, spi);
                 }
                 Err(e) if e == -EEXIST => {}
@@ -409,7 +409,7 @@ fn learn_window(server: u32, int_addr: u32, spi: u32, now: u64) -> Result<(), Co
     };
     match ESP_PENDING.insert(&server, &p, BPF_NOEXIST as u64) {
         Ok(()) => {
-            count_for_host(&HOST_VPN, int_addr);
+            count_for_host(&HOST_VPN, &int_addr);
             Ok(())
         }
         // Another host (or CPU) opened it first.
@@ -567,7 +567,7 @@ pub fn ike_out(ctx: &XdpContext, pkt: &Ipv4<'_>, now: u64) -> Result<(), Counter
     };
     match IKE_SAS.insert(&key, &o, BPF_NOEXIST as u64) {
         Ok(()) => {
-            count_for_host(&HOST_VPN, pkt.src);
+            count_for_host(&HOST_VPN, &pkt.src);
             Ok(())
         }
         // Another CPU, same packet flow; the owner check happens on the next packet.

@@ -274,7 +274,9 @@ impl Fixture {
             router_ipsec_peers,
             peer_ids,
             host_vpn,
-            host_frags
+            host_frags,
+            mac_mappings,
+            mac_sessions
         );
         m.bump_route_gen().expect("retire the flow cache");
     }

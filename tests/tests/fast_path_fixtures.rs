@@ -467,7 +467,7 @@ fn a_server_fin_recorded_while_the_lan_side_records_the_same_session_is_kept() {
                 }
                 runs
             });
-            let mut lost = 0;
+            let (mut lost, mut crossed) = (0, 0);
             for _ in 0..ROUNDS {
                 // Established, no FIN recorded yet: the two FINs cross.
                 let mut s = maps.sessions.get(&key, 0).unwrap();
@@ -477,9 +477,9 @@ fn a_server_fin_recorded_while_the_lan_side_records_the_same_session_is_kept() {
                     run_shared(ebpf, programs::WAN_INGRESS, wan, &in_fin),
                     XDP_REDIRECT
                 );
-                if maps.sessions.get(&key, 0).unwrap().tcp_state & tcp_state::FIN_IN == 0 {
-                    lost += 1;
-                }
+                let state = maps.sessions.get(&key, 0).unwrap().tcp_state;
+                lost += u32::from(state & tcp_state::FIN_IN == 0);
+                crossed += u32::from(state & tcp_state::FIN_OUT != 0);
             }
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let runs = a.join().expect("the LAN side");
@@ -487,16 +487,14 @@ fn a_server_fin_recorded_while_the_lan_side_records_the_same_session_is_kept() {
                 runs > u64::from(ROUNDS / 4),
                 "the client's side ran alongside ({runs} runs)"
             );
+            // The client's FIN went through the state machine in many rounds, so the two
+            // sides did write the state at the same time.
+            assert!(crossed > ROUNDS / 10, "the FINs crossed in {crossed} rounds only");
             lost
         });
         assert_eq!(
             lost, 0,
             "the server's FIN was lost in {lost} of {ROUNDS} rounds"
-        );
-        assert_ne!(
-            maps.sessions.get(&key, 0).unwrap().tcp_state & tcp_state::FIN_OUT,
-            0,
-            "the client's FINs went through the state machine"
         );
     });
 }

@@ -1134,3 +1134,55 @@ fn a_host_quota_limits_one_host_and_not_the_others() {
         assert_eq!(fx.from_lan(&query_from_a(20003)).0, XDP_REDIRECT);
     });
 }
+
+/// A host that spoofs other addresses of the LAN's subnet keeps its MAC, and with it its
+/// share: ports and sessions taken under made-up addresses count against the same quota.
+/// Another host (another MAC) is not affected, nor is a host routed behind a LAN router.
+#[test]
+fn spoofing_other_lan_addresses_does_not_escape_the_host_quota() {
+    let quota = FixtureConfig {
+        toml: "[limits]\nmappings_per_host = 4\nsessions_per_host = 6\n".into(),
+        ..Default::default()
+    };
+    with_fixture(default_tables(), quota, |fx| {
+        // A's MAC, ten addresses of the subnet, one new mapping each.
+        let mut passed = 0;
+        for i in 0..10u8 {
+            let spoofed = Ipv4Addr::new(192, 168, 1, 100 + i);
+            let h = lan_hdr(spoofed, HOST_A_MAC, SERVER);
+            passed += u32::from(fx.from_lan(&packets::udp(&h, 20000, 53, b"q")).0 == XDP_REDIRECT);
+        }
+        assert_eq!(passed, 4, "the MAC's share of mappings");
+        assert_eq!(fx.counter("drop_host_quota"), 6);
+        // Sessions likewise: the four mappings talking to more remote ports.
+        let mut sessions = 0;
+        for i in 0..4u8 {
+            let h = lan_hdr(Ipv4Addr::new(192, 168, 1, 100 + i), HOST_A_MAC, SERVER);
+            for dport in [54, 55] {
+                sessions +=
+                    u32::from(fx.from_lan(&packets::udp(&h, 20000, dport, b"q")).0 == XDP_REDIRECT);
+            }
+        }
+        assert_eq!(
+            sessions, 2,
+            "the MAC's share of sessions: 6, four of them taken"
+        );
+        assert_eq!(fx.counter("drop_host_session_quota"), 6);
+        // B has its own share.
+        for port in [20000, 20001, 20002] {
+            let h = lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER);
+            assert_eq!(
+                fx.from_lan(&packets::udp(&h, port, 53, b"q")).0,
+                XDP_REDIRECT
+            );
+        }
+        // The sweeper's recount keeps the MAC's count.
+        let t = fx.maps.read_config().unwrap().timeouts;
+        sweeper::sweep(&mut fx.maps, &t, nat_ctl::monotonic_ns()).unwrap();
+        let mac = nat_common::maps::mac_key(&HOST_A_MAC);
+        assert_eq!(fx.maps.mac_mappings.get(&mac, 0).unwrap(), 4);
+        assert_eq!(fx.maps.mac_sessions.get(&mac, 0).unwrap(), 6);
+        let h = lan_hdr(Ipv4Addr::new(192, 168, 1, 120), HOST_A_MAC, SERVER);
+        assert_eq!(fx.from_lan(&packets::udp(&h, 20000, 53, b"q")).0, XDP_DROP);
+    });
+}
