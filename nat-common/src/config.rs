@@ -109,7 +109,10 @@ pub struct NatConfig {
     /// Most VPN state entries (IKE SAs through port 500, outbound ESP SAs, ESP learning
     /// windows, PPTP calls) one LAN host may hold together (0: no limit).
     pub vpn_state_per_host: u32,
-    pub _pad: u32,
+    /// 1: a LAN host whose new flow is refused for want of room gets ICMP destination
+    /// unreachable, administratively prohibited (RFC 5508 REQ-8); 0: the packet is only
+    /// dropped and counted.
+    pub icmp_prohibited: u32,
 }
 const _: () = assert!(size_of::<NatConfig>() == 96);
 

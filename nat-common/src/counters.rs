@@ -83,6 +83,7 @@ pub enum Counter {
     DropHostSessionQuota,
     DropHostVpnQuota,
     DropHostFragQuota,
+    IcmpProhibitedSent,
     DropNoConfig,
 }
 
@@ -173,6 +174,7 @@ impl Counter {
         Counter::DropHostSessionQuota,
         Counter::DropHostVpnQuota,
         Counter::DropHostFragQuota,
+        Counter::IcmpProhibitedSent,
         Counter::DropNoConfig,
     ];
 
@@ -252,6 +254,7 @@ impl Counter {
             Counter::DropHostSessionQuota => "drop_host_session_quota",
             Counter::DropHostVpnQuota => "drop_host_vpn_quota",
             Counter::DropHostFragQuota => "drop_host_frag_quota",
+            Counter::IcmpProhibitedSent => "icmp_prohibited_sent",
             Counter::DropNoConfig => "drop_no_config",
         }
     }
@@ -449,6 +452,9 @@ impl Counter {
             }
             Counter::DropHostFragQuota => {
                 "first fragments dropped: the LAN host started its quota of fragmented datagrams in the last 2 s"
+            }
+            Counter::IcmpProhibitedSent => {
+                "refused new flows answered with ICMP administratively prohibited ([limits] icmp_prohibited; each is also counted by its drop reason)"
             }
             Counter::DropNoConfig => "packets seen before nat-ctl configured the program",
         }

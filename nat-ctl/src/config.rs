@@ -60,6 +60,10 @@ pub struct LimitsSection {
     /// Most VPN state entries (IKE SAs, ESP SAs and learning windows, PPTP calls) one LAN
     /// host may hold together; unset: DEFAULT_VPN_STATE_PER_HOST.
     pub vpn_state_per_host: Option<u32>,
+    /// Answer a new flow refused for want of room (a share or a table used up) with ICMP
+    /// destination unreachable, administratively prohibited (RFC 5508 REQ-8); unset: off,
+    /// the packet is dropped and counted.
+    pub icmp_prohibited: Option<bool>,
 }
 
 /// Passthrough switches a fresh start takes (all on if unset). A daemon that adopts pinned
@@ -194,6 +198,7 @@ pub struct Settings {
     /// A quarter of the session table unless configured.
     pub sessions_per_host: u32,
     pub vpn_state_per_host: u32,
+    pub icmp_prohibited: bool,
     pub log_level: LogLevel,
 }
 
@@ -246,7 +251,7 @@ impl Settings {
             },
             sessions_per_host: self.sessions_per_host,
             vpn_state_per_host: self.vpn_state_per_host,
-            _pad: 0,
+            icmp_prohibited: u32::from(self.icmp_prohibited),
             // A fresh seed per configuration, so flows cannot be picked to collide in the
             // flow cache; set with the set count by NatMaps::write_config.
             flow_seed: 0,
@@ -390,6 +395,7 @@ impl FileConfig {
                 ),
                 n => n.unwrap_or(DEFAULT_VPN_STATE_PER_HOST),
             },
+            icmp_prohibited: self.limits.icmp_prohibited.unwrap_or(false),
         })
     }
 }

@@ -20,6 +20,7 @@ mod lan_side;
 mod maps;
 mod mss;
 mod packet;
+mod refuse;
 mod state;
 mod vpn;
 mod wan;
@@ -83,7 +84,18 @@ fn finish(ctx: &XdpContext, result: Result<Verdict, Counter>) -> u32 {
 
 #[xdp]
 pub fn xdp_nat_lan(ctx: XdpContext) -> u32 {
-    finish(&ctx, lan::try_nat_lan(&ctx))
+    let result = lan::try_nat_lan(&ctx);
+    let refused = matches!(result, Err(reason) if refuse::is_refusal(reason));
+    let action = finish(&ctx, result);
+    // A refused new flow (counted by finish): the host may be told (refuse.rs).
+    // verifier: after finish, so that nothing of the result stays live on this frame, which
+    // adds to the LAN program's.
+    if refused {
+        if let Some(answer) = refuse::admin_prohibited(&ctx) {
+            return answer;
+        }
+    }
+    action
 }
 
 #[xdp]

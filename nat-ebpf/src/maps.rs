@@ -92,6 +92,11 @@ pub static DEVMAP: DevMapHash = DevMapHash::with_max_entries(MAX_DEVICES, 0);
 #[map]
 pub static LOGGED_AT: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
+/// When this CPU's current second of refusal errors began, and how many it sent
+/// (refuse.rs); not pinned.
+#[map]
+pub static REFUSALS_SENT: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
 /// Whether a drop for `reason` may be logged now: at most once a second per CPU.
 #[inline(always)]
 pub fn log_due(reason: Counter) -> bool {

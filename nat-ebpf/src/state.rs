@@ -90,7 +90,13 @@ pub fn mapping_for(
     // kept in a variable of its own: one more value live across the LAN program pushed its
     // stack over 512 bytes.
     m.set_mac(mac_owner(ctx, cfg, ep.addr));
-    if m.mac() != 0 && mac_full(MacShare::Mappings, m.mac(), cfg.mappings_per_host) {
+    if m.mac() != 0
+        && mac_full(
+            MacShare::Mappings,
+            m.mac(),
+            mac_share(cfg.mappings_per_host),
+        )
+    {
         return Err(Counter::DropHostQuota);
     }
     // Keep the source port when the pool has it and it is free (RFC 4787 REQ-1 "port
@@ -216,6 +222,17 @@ pub fn count_for_host<K>(held: &HashMap<K, u32>, owner: &K) {
         }
     }
 }
+
+/// What one MAC address may hold: twice a host's share, so that a host with a few addresses
+/// of its own keeps working, while one that spoofs ever more addresses of the subnet takes
+/// at most half of the pool and of the session table (0: no limit).
+#[inline(always)]
+fn mac_share(host_share: u32) -> u32 {
+    host_share.saturating_mul(MAC_SHARE_HOSTS)
+}
+
+/// Hosts' shares one MAC address may hold (mac_share).
+const MAC_SHARE_HOSTS: u32 = 2;
 
 /// The per-MAC shares (MAC_MAPPINGS, MAC_SESSIONS).
 #[derive(Clone, Copy)]
@@ -399,7 +416,7 @@ pub fn touch_outbound(
         lan_mac: mac_owner(ctx, cfg, key.int_addr),
         _reserved2: 0,
     };
-    if s.lan_mac != 0 && mac_full(MacShare::Sessions, s.lan_mac, limit) {
+    if s.lan_mac != 0 && mac_full(MacShare::Sessions, s.lan_mac, mac_share(limit)) {
         return Err(Counter::DropHostSessionQuota);
     }
     match SESSIONS.insert(key, &s, BPF_NOEXIST as u64) {

@@ -489,7 +489,10 @@ fn a_server_fin_recorded_while_the_lan_side_records_the_same_session_is_kept() {
             );
             // The client's FIN went through the state machine in many rounds, so the two
             // sides did write the state at the same time.
-            assert!(crossed > ROUNDS / 10, "the FINs crossed in {crossed} rounds only");
+            assert!(
+                crossed > ROUNDS / 10,
+                "the FINs crossed in {crossed} rounds only"
+            );
             lost
         });
         assert_eq!(

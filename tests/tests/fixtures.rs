@@ -1135,9 +1135,9 @@ fn a_host_quota_limits_one_host_and_not_the_others() {
     });
 }
 
-/// A host that spoofs other addresses of the LAN's subnet keeps its MAC, and with it its
-/// share: ports and sessions taken under made-up addresses count against the same quota.
-/// Another host (another MAC) is not affected, nor is a host routed behind a LAN router.
+/// A host that spoofs other addresses of the LAN's subnet keeps its MAC, and a MAC holds at
+/// most twice a host's share: ports and sessions taken under made-up addresses count against
+/// it. Another host (another MAC) is not affected.
 #[test]
 fn spoofing_other_lan_addresses_does_not_escape_the_host_quota() {
     let quota = FixtureConfig {
@@ -1145,18 +1145,19 @@ fn spoofing_other_lan_addresses_does_not_escape_the_host_quota() {
         ..Default::default()
     };
     with_fixture(default_tables(), quota, |fx| {
-        // A's MAC, ten addresses of the subnet, one new mapping each.
+        // A's MAC, twelve addresses of the subnet, one new mapping each: a MAC holds twice a
+        // host's share.
         let mut passed = 0;
-        for i in 0..10u8 {
+        for i in 0..12u8 {
             let spoofed = Ipv4Addr::new(192, 168, 1, 100 + i);
             let h = lan_hdr(spoofed, HOST_A_MAC, SERVER);
             passed += u32::from(fx.from_lan(&packets::udp(&h, 20000, 53, b"q")).0 == XDP_REDIRECT);
         }
-        assert_eq!(passed, 4, "the MAC's share of mappings");
-        assert_eq!(fx.counter("drop_host_quota"), 6);
-        // Sessions likewise: the four mappings talking to more remote ports.
+        assert_eq!(passed, 8, "the MAC's share of mappings");
+        assert_eq!(fx.counter("drop_host_quota"), 4);
+        // Sessions likewise (12 for the MAC): the eight mappings talking to more remote ports.
         let mut sessions = 0;
-        for i in 0..4u8 {
+        for i in 0..8u8 {
             let h = lan_hdr(Ipv4Addr::new(192, 168, 1, 100 + i), HOST_A_MAC, SERVER);
             for dport in [54, 55] {
                 sessions +=
@@ -1164,10 +1165,10 @@ fn spoofing_other_lan_addresses_does_not_escape_the_host_quota() {
             }
         }
         assert_eq!(
-            sessions, 2,
-            "the MAC's share of sessions: 6, four of them taken"
+            sessions, 4,
+            "the MAC's share of sessions: 12, eight of them taken"
         );
-        assert_eq!(fx.counter("drop_host_session_quota"), 6);
+        assert_eq!(fx.counter("drop_host_session_quota"), 12);
         // B has its own share.
         for port in [20000, 20001, 20002] {
             let h = lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER);
@@ -1180,9 +1181,65 @@ fn spoofing_other_lan_addresses_does_not_escape_the_host_quota() {
         let t = fx.maps.read_config().unwrap().timeouts;
         sweeper::sweep(&mut fx.maps, &t, nat_ctl::monotonic_ns()).unwrap();
         let mac = nat_common::maps::mac_key(&HOST_A_MAC);
-        assert_eq!(fx.maps.mac_mappings.get(&mac, 0).unwrap(), 4);
-        assert_eq!(fx.maps.mac_sessions.get(&mac, 0).unwrap(), 6);
+        assert_eq!(fx.maps.mac_mappings.get(&mac, 0).unwrap(), 8);
+        assert_eq!(fx.maps.mac_sessions.get(&mac, 0).unwrap(), 12);
         let h = lan_hdr(Ipv4Addr::new(192, 168, 1, 120), HOST_A_MAC, SERVER);
         assert_eq!(fx.from_lan(&packets::udp(&h, 20000, 53, b"q")).0, XDP_DROP);
+    });
+}
+
+/// With `[limits] icmp_prohibited`, a new flow refused for want of room is answered with ICMP
+/// destination unreachable, administratively prohibited (RFC 5508 REQ-8): from the router's
+/// LAN address to the host, quoting the refused packet, sent back out of the LAN. Without the
+/// setting (the default) the packet is only dropped. Flows that are not refused are not
+/// answered.
+#[test]
+fn a_refused_new_flow_is_answered_with_admin_prohibited_when_configured() {
+    let cfg = FixtureConfig {
+        toml: "[limits]\nmappings_per_host = 1\nicmp_prohibited = true\n".into(),
+        ..Default::default()
+    };
+    with_fixture(default_tables(), cfg, |fx| {
+        assert_eq!(fx.from_lan(&query_from_a(20000)).0, XDP_REDIRECT);
+        let refused = query_from_a(20001);
+        let (action, out) = fx.from_lan(&refused);
+        assert_eq!(action, XDP_REDIRECT, "answered, back out of the LAN");
+        let seen = parse_checked(&out);
+        assert_eq!(
+            (seen.smac, seen.dmac, seen.src, seen.dst),
+            (LAN_MAC, HOST_A_MAC, ROUTER_LAN, LAN_HOST_A)
+        );
+        let p = etherparse::SlicedPacket::from_ethernet(&out).unwrap();
+        let Some(etherparse::TransportSlice::Icmpv4(icmp)) = p.transport else {
+            panic!("not ICMP: {out:02x?}");
+        };
+        assert_eq!(
+            icmp.icmp_type(),
+            etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FilterProhibited
+            )
+        );
+        assert_eq!(
+            icmp.payload(),
+            &refused[14..14 + 28],
+            "it quotes the refused packet"
+        );
+        assert_eq!(out.len(), 14 + 20 + 8 + 28);
+        assert_eq!(fx.counter("icmp_prohibited_sent"), 1);
+        assert_eq!(
+            fx.counter("drop_host_quota"),
+            1,
+            "and the refusal is counted"
+        );
+    });
+    // The default: dropped, not answered.
+    let cfg = FixtureConfig {
+        toml: "[limits]\nmappings_per_host = 1\n".into(),
+        ..Default::default()
+    };
+    with_fixture(default_tables(), cfg, |fx| {
+        assert_eq!(fx.from_lan(&query_from_a(20000)).0, XDP_REDIRECT);
+        assert_eq!(fx.from_lan(&query_from_a(20001)).0, XDP_DROP);
+        assert_eq!(fx.counter("icmp_prohibited_sent"), 0);
     });
 }

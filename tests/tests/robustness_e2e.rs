@@ -290,3 +290,50 @@ fn one_host_flooding_udp_from_60000_ports_starves_no_other_host() {
         "a new TCP flow of B after the flood"
     );
 }
+
+/// With `[limits] icmp_prohibited`, an application whose new flow the NAT refuses learns it at
+/// once: the ICMP administratively prohibited error reaches the LAN host's kernel, which
+/// fails the connected socket with "no route to host" (EHOSTUNREACH) instead of leaving it
+/// waiting. Without the setting the datagram is only dropped.
+#[test]
+fn a_refused_flow_fails_at_once_with_no_route_to_host_when_configured() {
+    for (toml, told) in [
+        (
+            "[limits]\nmappings_per_host = 1\nicmp_prohibited = true\n",
+            true,
+        ),
+        ("[limits]\nmappings_per_host = 1\n", false),
+    ] {
+        let lab = Lab::new("ap").unwrap();
+        let nat = NatDaemon::start_with_config(&lab, toml).unwrap();
+        let server = SocketAddrV4::new(SERVER, 7000);
+        let echo = udp_echo(&lab.wan, server, 1).unwrap();
+        let first = udp_request(&lab.lan, SocketAddrV4::new(LAN_HOST_A, 40000), server, b"x");
+        assert!(first.unwrap().is_some(), "the host's one mapping works");
+        echo.join().unwrap();
+        let err = lab
+            .lan
+            .run(move || {
+                let s = UdpSocket::bind(SocketAddrV4::new(LAN_HOST_A, 40001)).unwrap();
+                s.connect(server).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                s.send(b"refused").unwrap();
+                let mut buf = [0u8; 64];
+                s.recv(&mut buf).unwrap_err()
+            })
+            .unwrap();
+        if told {
+            assert_eq!(err.raw_os_error(), Some(libc::EHOSTUNREACH), "{err}");
+            assert_eq!(nat.counter("icmp_prohibited_sent"), 1);
+        } else {
+            assert!(
+                matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "{err}"
+            );
+        }
+        assert_eq!(nat.counter("drop_host_quota"), 1);
+    }
+}
