@@ -271,7 +271,8 @@ impl Counter {
             | Counter::HairpinTranslated
             | Counter::PptpTranslated
             | Counter::L2tpTranslated
-            | Counter::IpsecTranslated => CounterKind::Forwarded,
+            | Counter::IpsecTranslated
+            | Counter::IcmpProhibitedSent => CounterKind::Forwarded,
             Counter::MappingCreated
             | Counter::SessionCreated
             | Counter::PptpCallIdRewritten

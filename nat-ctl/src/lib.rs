@@ -5,6 +5,7 @@ mod batch;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod kernel_log;
 pub mod lan_side;
 pub mod loader;
 pub mod metrics;

@@ -72,9 +72,13 @@ pub struct SweepReport {
 }
 
 /// Resets the per-host mapping counts (the data path only counts up) to what MAPPINGS_OUT
-/// holds now (read again at the end of the sweep, after its releases, so that what the data
-/// path adds meanwhile is lost for as short a time as can be).
+/// holds, and the per-MAC ones likewise. The data path goes on counting while the table is
+/// read: see `write_counts`.
 fn recount_host_mappings(maps: &mut NatMaps) -> Result<()> {
+    let before = (
+        snapshot(&maps.host_mappings)?,
+        snapshot(&maps.mac_mappings)?,
+    );
     let mut counts: HashMap<u32, u32> = HashMap::new();
     let mut macs: HashMap<u64, u32> = HashMap::new();
     for (ep, m) in crate::state::entries(&maps.mappings_out)? {
@@ -83,12 +87,16 @@ fn recount_host_mappings(maps: &mut NatMaps) -> Result<()> {
             *macs.entry(m.mac()).or_default() += 1;
         }
     }
-    write_counts(&mut maps.host_mappings, counts)?;
-    write_counts(&mut maps.mac_mappings, macs)
+    write_counts(&mut maps.host_mappings, &before.0, counts)?;
+    write_counts(&mut maps.mac_mappings, &before.1, macs)
 }
 
 /// The same for the per-host session counts (HOST_SESSIONS, MAC_SESSIONS), from SESSIONS.
 fn recount_host_sessions(maps: &mut NatMaps) -> Result<()> {
+    let before = (
+        snapshot(&maps.host_sessions)?,
+        snapshot(&maps.mac_sessions)?,
+    );
     let mut counts: HashMap<u32, u32> = HashMap::new();
     let mut macs: HashMap<u64, u32> = HashMap::new();
     for (k, s) in crate::state::entries(&maps.sessions)? {
@@ -97,26 +105,38 @@ fn recount_host_sessions(maps: &mut NatMaps) -> Result<()> {
             *macs.entry(s.lan_mac).or_default() += 1;
         }
     }
-    write_counts(&mut maps.host_sessions, counts)?;
-    write_counts(&mut maps.mac_sessions, macs)
+    write_counts(&mut maps.host_sessions, &before.0, counts)?;
+    write_counts(&mut maps.mac_sessions, &before.1, macs)
 }
 
-/// Makes a per-owner count map hold `counts`, writing only what differs.
+/// A count map's values now, taken just before its table is read.
+fn snapshot<K: aya::Pod + Eq + std::hash::Hash>(
+    map: &aya::maps::HashMap<aya::maps::MapData, K, u32>,
+) -> Result<HashMap<K, u32>> {
+    Ok(crate::state::entries(map)?.into_iter().collect())
+}
+
+/// Makes a per-owner count map hold `counts`, what the table held when it was read, plus
+/// what the data path counted up since `before` was taken: entries it made while the table
+/// was read may be in `counts` already, and are then counted twice until the next sweep
+/// (stricter for a moment), but none is lost (an owner could otherwise go over its share
+/// by what it made during the read). Writes only what differs.
 fn write_counts<K: aya::Pod + Eq + std::hash::Hash>(
     map: &mut aya::maps::HashMap<aya::maps::MapData, K, u32>,
+    before: &HashMap<K, u32>,
     mut counts: HashMap<K, u32>,
 ) -> Result<()> {
-    for (host, n) in crate::state::entries(map)? {
-        match counts.remove(&host) {
-            Some(actual) if actual == n => {}
-            Some(actual) => map.insert(host, actual, 0)?,
-            None => {
-                let _ = map.remove(&host);
-            }
+    for (owner, now) in crate::state::entries(map)? {
+        let since = now.saturating_sub(before.get(&owner).copied().unwrap_or(0));
+        let want = counts.remove(&owner).unwrap_or(0).saturating_add(since);
+        if want == 0 {
+            let _ = map.remove(&owner);
+        } else if want != now {
+            map.insert(owner, want, 0)?;
         }
     }
-    for (host, n) in counts {
-        map.insert(host, n, 0)?;
+    for (owner, n) in counts {
+        map.insert(owner, n, 0)?;
     }
     Ok(())
 }
@@ -134,6 +154,7 @@ fn mapping_endpoint(m: &Mapping) -> EndpointKey {
 /// The same for the per-host VPN state counts (HOST_VPN), from the tables the data path
 /// counts into it: IKE SAs, outbound ESP SAs, learning windows, PPTP calls.
 fn recount_host_vpn(maps: &mut NatMaps) -> Result<()> {
+    let before = snapshot(&maps.host_vpn)?;
     let mut counts: HashMap<u32, u32> = HashMap::new();
     let mut add = |host: u32| *counts.entry(host).or_default() += 1;
     for (_, o) in crate::state::entries(&maps.ike_sas)? {
@@ -148,7 +169,7 @@ fn recount_host_vpn(maps: &mut NatMaps) -> Result<()> {
     for (k, _) in crate::state::entries(&maps.pptp_calls_out)? {
         add(k.int_addr);
     }
-    write_counts(&mut maps.host_vpn, counts)
+    write_counts(&mut maps.host_vpn, &before, counts)
 }
 
 /// IKE sessions on the shared external port 500 have no mapping of their own.

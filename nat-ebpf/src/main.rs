@@ -59,26 +59,35 @@ fn finish(ctx: &XdpContext, result: Result<Verdict, Counter>) -> u32 {
         }
         Err(reason) => {
             maps::count(reason);
-            // Kernel-side log lines (nat-ctl run --log-level): running out of something at
-            // info, every other drop at debug. Filtered here, before any work, by AYA_LOG_LEVEL.
-            if matches!(
-                reason,
-                Counter::DropSessionTableFull
-                    | Counter::DropMappingTableFull
-                    | Counter::DropPortsExhausted
-                    | Counter::DropHostQuota
-                    | Counter::DropFragTableFull
-            ) {
-                // On by default, and exhaustion comes in floods: a line per second per CPU
-                // says it; the counter counts every packet.
-                if maps::log_due(reason) {
-                    info!(ctx, "drop: {} (table or pool exhausted)", reason.name());
-                }
-            } else {
-                debug!(ctx, "drop: {}", reason.name());
-            }
+            log_drop(ctx, reason);
             xdp_action::XDP_DROP
         }
+    }
+}
+
+/// Kernel-side log lines (nat-ctl run --log-level): running out of something at info, every
+/// other drop at debug. Filtered by AYA_LOG_LEVEL before any work. The reason goes as its
+/// number (`drop: N`), which the daemon turns back into its name.
+// verifier: formatting the name here (Counter::name, a match of every reason) was verified
+// again on every path that drops: the LAN program went from 0.3 M to 0.6 M instructions at
+// info level, past the 1 M limit at debug.
+#[inline(always)]
+fn log_drop(ctx: &XdpContext, reason: Counter) {
+    if matches!(
+        reason,
+        Counter::DropSessionTableFull
+            | Counter::DropMappingTableFull
+            | Counter::DropPortsExhausted
+            | Counter::DropHostQuota
+            | Counter::DropFragTableFull
+    ) {
+        // On by default, and exhaustion comes in floods: a line per second per CPU says it;
+        // the counter counts every packet.
+        if maps::log_due(reason) {
+            info!(ctx, "drop: {} (table or pool exhausted)", reason as u32);
+        }
+    } else {
+        debug!(ctx, "drop: {}", reason as u32);
     }
 }
 
@@ -114,7 +123,7 @@ pub fn tc_wan_egress(ctx: TcContext) -> i32 {
         }
         Err(reason) => {
             maps::count(reason);
-            debug!(&ctx, "egress drop: {}", reason.name());
+            debug!(&ctx, "egress drop: {}", reason as u32);
             TC_ACT_SHOT
         }
     }

@@ -146,7 +146,8 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
     }
     let mut ebpf = loader::load_with_log(Some(instance), tables, plan.settings.log_level)?;
     // The data path's log lines, forwarded to this process's log.
-    let kernel_log = aya_log::EbpfLogger::init(&mut ebpf).context("aya-log")?;
+    let kernel_log = aya_log::EbpfLogger::init_with_logger(&mut ebpf, crate::kernel_log::KernelLog)
+        .context("aya-log")?;
     let mut maps = NatMaps::from_ebpf(&mut ebpf)?;
     maps.config_lock = Some(instance.config_lock_path());
     // Switches before the config: the config is what makes the programs act.
@@ -271,7 +272,7 @@ fn configure(maps: &mut NatMaps, plan: &Plan) -> Result<(NatConfig, PortPool)> {
 
 /// The running daemon: sweeps, reloads on SIGHUP, serves metrics, stops on SIGINT/SIGTERM.
 struct Daemon<'a> {
-    kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    kernel_log: Option<aya_log::EbpfLogger<crate::kernel_log::KernelLog>>,
     /// The loaded programs, to attach again to an interface that comes back.
     ebpf: &'a mut aya::Ebpf,
     instance: &'a Instance,
