@@ -101,22 +101,52 @@ impl Instance {
     }
 }
 
-/// Takes the exclusive lock at `path` (see Instance::config_lock_path), waiting for whoever
-/// holds it; it is released when the file is dropped.
+/// RUN_DIR, made (or made again) accessible to root only: the daemon's pid file and the
+/// CONFIG lock live there, and another user who could open them could hold their locks and
+/// keep the daemon from starting or from changing its configuration.
+pub fn run_dir() -> Result<&'static Path> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    let dir = Path::new(RUN_DIR);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {RUN_DIR}"))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {RUN_DIR} to root"))?;
+    Ok(dir)
+}
+
+/// How long a CONFIG change waits for another one in progress before it gives up.
+pub const CONFIG_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Takes the exclusive lock at `path` (see Instance::config_lock_path), waiting up to
+/// CONFIG_LOCK_WAIT for whoever holds it; it is released when the file is dropped.
 pub fn lock_file(path: &Path) -> Result<fs::File> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
+    use std::os::unix::fs::OpenOptionsExt as _;
+    run_dir()?;
     let file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    // SAFETY: valid fd; a blocking exclusive lock.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("locking {}", path.display()));
+    let deadline = std::time::Instant::now() + CONFIG_LOCK_WAIT;
+    // SAFETY: valid fd; a non-blocking exclusive lock, tried until the deadline.
+    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "{} is held by another process for more than {CONFIG_LOCK_WAIT:?}; nothing changed",
+                path.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     Ok(file)
 }
@@ -159,7 +189,7 @@ impl Drop for DaemonLock {
 
 impl DaemonLock {
     pub fn acquire(instance: &Instance) -> Result<DaemonLock> {
-        fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
+        run_dir()?;
         let path = instance.lock_path();
         let file = fs::OpenOptions::new()
             .create(true)

@@ -241,6 +241,9 @@ fn sweep_vpn(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<usize> {
 
 /// Removes the peer ids (PEER_IDS) whose call or SA is gone.
 fn expire_peer_ids(maps: &mut NatMaps) -> Result<()> {
+    // Read first: an id remembered after the calls and SAs were read would be removed with
+    // its call or SA still alive.
+    let ids = crate::state::entries(&maps.peer_ids)?;
     let calls: HashSet<PptpClientKey> = crate::state::entries(&maps.pptp_calls_out)?
         .into_iter()
         .map(|(k, _)| k)
@@ -249,7 +252,7 @@ fn expire_peer_ids(maps: &mut NatMaps) -> Result<()> {
         .into_iter()
         .map(|(k, _)| k)
         .collect();
-    for (k, owner) in crate::state::entries(&maps.peer_ids)? {
+    for (k, owner) in ids {
         let live = if k.proto == IPPROTO_GRE {
             calls.contains(&PptpClientKey {
                 int_addr: owner.int_addr,

@@ -62,12 +62,22 @@ pub fn admin_prohibited(ctx: &XdpContext) -> Option<u32> {
     let eth: *const [u8; ETH_HDR_LEN] = ptr_at(ctx, 0).ok()?;
     // SAFETY: bounds-checked by ptr_at.
     let eth = unsafe { *eth };
-    if u16::from_be_bytes([eth[12], eth[13]]) != ETH_P_IP {
+    // Only a frame from one host to this router (unicast both ways, as Linux's icmp_send
+    // insists): an error to a broadcast or multicast address would reach the whole LAN.
+    if u16::from_be_bytes([eth[12], eth[13]]) != ETH_P_IP
+        || eth[0] & 1 != 0
+        || eth[6] & 1 != 0
+        || eth[6..12] == [0; 6]
+    {
         return None;
     }
     let quoted: *const [u8; QUOTED_LEN] = ptr_at(ctx, ETH_HDR_LEN).ok()?;
     // SAFETY: bounds-checked by ptr_at.
     let host = unsafe { [(*quoted)[12], (*quoted)[13], (*quoted)[14], (*quoted)[15]] };
+    let host_addr = u32::from_ne_bytes(host);
+    if host_addr | cfg.lan_mask == u32::MAX || host_addr == 0 || host[0] >= 224 {
+        return None; // the subnet's broadcast address, or not a unicast source
+    }
     let old_len = ctx.len();
     // SAFETY: the program's own context; a negative delta grows the frame at its head.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx.cast(), -(GROWN as i32)) } != 0 {

@@ -51,10 +51,19 @@ pub fn mac_owner(ctx: &XdpContext, cfg: &NatConfig, addr: u32) -> u64 {
     }
     match ptr_at::<[u8; 6]>(ctx, ETH_SOURCE) {
         // SAFETY: bounds-checked by ptr_at.
-        Ok(mac) => mac_key(unsafe { &*mac }),
+        Ok(mac) => match mac_key(unsafe { &*mac }) {
+            // No host sends from the zero or a multicast address: whoever does shares one
+            // share with everyone else who does, rather than escaping the per-MAC count.
+            key if key == 0 || key & 1 != 0 => FORGED_MAC_KEY,
+            key => key,
+        },
         Err(_) => 0,
     }
 }
+
+/// The per-MAC key every frame from the zero or a multicast MAC address counts under (not
+/// a `mac_key` of any unicast address: its multicast bit is set).
+const FORGED_MAC_KEY: u64 = 0xffff_ffff_ffff;
 
 /// Where the source MAC lies in an Ethernet header.
 const ETH_SOURCE: usize = 6;

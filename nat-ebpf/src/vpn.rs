@@ -15,9 +15,8 @@ use nat_common::{
     proto::{IPPROTO_ESP, IPPROTO_GRE, UDP_HDR_LEN},
     rewrite::{Side, get_u16, get_u32, rewrite_addr, rewrite_tcp_payload_u16, set_u16},
     vpn::{
-        GRE_CALL_ID, GRE_HDR_LEN, IKE_HDR_LEN, PPTP_CALL_ID, PPTP_CTRL_PREFIX, PPTP_IN_CALL_REPLY,
-        PPTP_OUT_CALL_REPLY, PPTP_PEER_CALL_ID, PptpAction, gre_v1_ok, ike_client_spi, pptp_action,
-        pptp_control_type, pptp_message_len,
+        GRE_CALL_ID, GRE_HDR_LEN, IKE_HDR_LEN, PPTP_CALL_ID, PPTP_CTRL_PREFIX, PPTP_OUT_CALL_REPLY,
+        PptpAction, gre_v1_ok, ike_client_spi, pptp_action, pptp_control_type, pptp_message_len,
     },
 };
 
@@ -97,11 +96,6 @@ pub fn pptp_control(
             if let Some(ext) = call_out(int_addr, rem_addr, id, allocate, now)? {
                 set_id_at(tcp, h, offset, ext);
                 count(Counter::PptpCallIdRewritten);
-                if ctrl == PPTP_IN_CALL_REPLY {
-                    // The server's call id, which the client's GRE will carry.
-                    let server_id = id_at(h, PPTP_PEER_CALL_ID);
-                    remember_peer_id(rem_addr, server_id.into(), IPPROTO_GRE, int_addr, id.into());
-                }
             }
         }
         PptpAction::PeerCallId { offset } => {
@@ -119,15 +113,21 @@ pub fn pptp_control(
                     set_id_at(tcp, h, offset, client_id);
                     count(Counter::PptpCallIdRewritten);
                     if ctrl == PPTP_OUT_CALL_REPLY {
-                        // The server's call id, which the client's GRE will carry.
+                        // The server's call id, which the client's GRE will carry: learned
+                        // only from what the server sends (a LAN host could name any id in
+                        // its own messages), and the server's word wins.
                         let server_id = id_at(h, PPTP_CALL_ID);
-                        remember_peer_id(
+                        let key = PeerIdKey {
                             rem_addr,
-                            server_id.into(),
-                            IPPROTO_GRE,
+                            id: server_id.into(),
+                            proto: IPPROTO_GRE,
+                            _pad: [0; 3],
+                        };
+                        let owner = PeerId {
                             int_addr,
-                            client_id.into(),
-                        );
+                            int_id: client_id.into(),
+                        };
+                        let _ = PEER_IDS.insert(&key, &owner, 0);
                     }
                 }
             }
@@ -396,11 +396,14 @@ fn learn_window(server: u32, int_addr: u32, spi: u32, now: u64) -> Result<(), Co
         if open || (p.int_addr == int_addr && age < ESP_LEARN_COOLDOWN_NS) {
             return Err(Counter::DropEspLearnBusy);
         }
-        // Over: reopened below. Two CPUs doing so at once race; the NOEXIST insert lets one
-        // of them win.
+        // Over: reopened below (if this host may hold one more window: checked first, or a
+        // refused host would end the old one's cooldown). Two CPUs doing so at once race; the
+        // NOEXIST insert lets one of them win.
+        vpn_quota(int_addr)?;
         let _ = ESP_PENDING.remove(&server);
+    } else {
+        vpn_quota(int_addr)?;
     }
-    vpn_quota(int_addr)?;
     let p = EspLearner {
         started_ns: now,
         int_addr,

@@ -405,6 +405,20 @@ fn tcp_fin_and_rst_from_the_wan_reach_the_session_state_past_the_fast_path() {
     });
 }
 
+/// Pins the calling thread to `cpu`.
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "pinning to CPU {cpu}"
+        );
+    }
+}
+
 /// The LAN and WAN programs record one TCP session's state on different CPUs at once. A FIN
 /// from the server must not be lost to the LAN side writing back what it read a moment
 /// before (the session would keep the 2-hour established timeout after the close).
@@ -455,8 +469,25 @@ fn a_server_fin_recorded_while_the_lan_side_records_the_same_session_is_kept() {
         let stop = std::sync::atomic::AtomicBool::new(false);
         let Fixture { ebpf, maps, .. } = fx;
         let ebpf = &*ebpf;
+        // The two sides on two CPUs (where there are two), as the LAN and WAN queues are.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let lost = std::thread::scope(|scope| {
+            // Stops the client's side however this thread leaves the scope (a failed assert
+            // included), or the scope would wait for it for ever.
+            struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+            impl Drop for StopOnDrop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            let _stop = StopOnDrop(&stop);
+            if cpus >= 2 {
+                pin_to_cpu(0);
+            }
             let a = scope.spawn(|| {
+                if cpus >= 2 {
+                    pin_to_cpu(1);
+                }
                 let mut runs = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     assert_eq!(

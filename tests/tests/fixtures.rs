@@ -715,8 +715,8 @@ fn a_session_created_while_the_sweeper_releases_its_mapping_keeps_working() {
         let mut s = fx.maps.sessions.get(&first, 0).unwrap();
         let t = fx.maps.read_config().unwrap().timeouts;
         let now = nat_ctl::monotonic_ns();
-        s.last_seen_ns = now - 301 * NS;
-        s.created_ns = now - 301 * NS;
+        s.last_seen_ns = now.saturating_sub(301 * NS);
+        s.created_ns = now.saturating_sub(301 * NS);
         fx.maps.sessions.insert(first, s, 0).unwrap();
         let ext = ExternalKey {
             port: 20000u16.to_be(),
@@ -724,7 +724,7 @@ fn a_session_created_while_the_sweeper_releases_its_mapping_keeps_working() {
             _pad: 0,
         };
         let mut m = fx.maps.mappings_in.get(&ext, 0).unwrap();
-        m.created_ns = now - 301 * NS;
+        m.created_ns = now.saturating_sub(301 * NS);
         fx.maps.mappings_in.insert(ext, m, 0).unwrap();
         let r = sweeper::sweep(&mut fx.maps, &t, now).unwrap();
         assert_eq!(r.sessions_expired, 1, "{r:?}");
@@ -1177,10 +1177,12 @@ fn spoofing_other_lan_addresses_does_not_escape_the_host_quota() {
                 XDP_REDIRECT
             );
         }
-        // The sweeper's recount keeps the MAC's count.
+        // The sweeper recounts the MAC's entries from the tables (counts gone wrong first).
+        let mac = nat_common::maps::mac_key(&HOST_A_MAC);
+        fx.maps.mac_mappings.insert(mac, 1, 0).unwrap();
+        fx.maps.mac_sessions.insert(mac, 100, 0).unwrap();
         let t = fx.maps.read_config().unwrap().timeouts;
         sweeper::sweep(&mut fx.maps, &t, nat_ctl::monotonic_ns()).unwrap();
-        let mac = nat_common::maps::mac_key(&HOST_A_MAC);
         assert_eq!(fx.maps.mac_mappings.get(&mac, 0).unwrap(), 8);
         assert_eq!(fx.maps.mac_sessions.get(&mac, 0).unwrap(), 12);
         let h = lan_hdr(Ipv4Addr::new(192, 168, 1, 120), HOST_A_MAC, SERVER);

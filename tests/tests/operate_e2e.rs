@@ -283,7 +283,27 @@ fn a_flush_waits_for_a_config_change_in_progress_and_keeps_it() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Until flush has the lock file open (it takes the lock before it reads CONFIG), or
+    // has finished without waiting for it.
+    let lock_path = instance.config_lock_path();
+    let has_lock_open = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == lock_path))
+        })
+    };
+    let waiting = integration_tests::wait_for(Duration::from_secs(10), || {
+        if flush.try_wait().unwrap().is_some() {
+            return Some(false);
+        }
+        has_lock_open(flush.id()).then_some(true)
+    });
+    assert_eq!(
+        waiting,
+        Some(true),
+        "flush went on without waiting for the change in progress"
+    );
+    std::thread::sleep(Duration::from_millis(200));
     assert!(
         flush.try_wait().unwrap().is_none(),
         "flush wrote CONFIG while a change was in progress"
@@ -304,7 +324,8 @@ fn a_flush_waits_for_a_config_change_in_progress_and_keeps_it() {
 
 /// A service the router starts after the daemon keeps its port: within a second or two the
 /// pool no longer has it, so no LAN flow takes it and what the WAN sends to it reaches the
-/// service; when the service stops, the port goes back into the pool.
+/// service. When the service stops the port stays out of the pool (a LAN host could take it
+/// before the service restarts), until a reload.
 #[test]
 fn a_port_the_router_starts_using_after_the_daemon_stays_the_routers() {
     let lab = Lab::new("lp").unwrap();
@@ -366,6 +387,13 @@ fn a_port_the_router_starts_using_after_the_daemon_stays_the_routers() {
         .expect("the service got its datagram");
     assert_eq!(&buf[..n], b"for the router");
     drop(service);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        pool_len(),
+        7,
+        "a stopped service's port came back into the pool"
+    );
+    assert!(nat.ctl(&["reload"]).status.success());
     wait_for_pool(8);
 }
 

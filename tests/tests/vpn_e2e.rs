@@ -499,12 +499,19 @@ fn two_strongswan_clients_behind_the_nat_reach_one_responder_and_the_switch_cuts
         Charon::start(&host_a, "client-a", &client_conf("client-a", SERVER, INNER)).unwrap(),
         Charon::start(&host_b, "client-b", &client_conf("client-b", SERVER, INNER)).unwrap(),
     ];
-    for c in &clients {
-        let out = c
-            .initiate("net")
-            .unwrap_or_else(|e| panic!("{e:#}\nresponder:\n{}", responder.log()));
-        assert!(out.contains("initiate completed successfully"), "{out}");
-    }
+    // Both at once, so that their IKE_SA_INITs share the external port 500 at the same time
+    // and only the SPI tells the responder's answers apart.
+    std::thread::scope(|scope| {
+        for c in &clients {
+            let responder = &responder;
+            scope.spawn(move || {
+                let out = c
+                    .initiate("net")
+                    .unwrap_or_else(|e| panic!("{e:#}\nresponder:\n{}", responder.log()));
+                assert!(out.contains("initiate completed successfully"), "{out}");
+            });
+        }
+    });
     let sas = responder.sas();
     for id in ["client-a", "client-b"] {
         assert!(sas.contains(id), "the responder has no SA of {id}:\n{sas}");
@@ -533,6 +540,22 @@ fn two_strongswan_clients_behind_the_nat_reach_one_responder_and_the_switch_cuts
         })
         .collect();
     assert_eq!(nat_t.len(), 2, "one NAT-T session per client: {sessions}");
+    let shared_500 = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            let ends_500 = |f: &str| s[f].as_str().is_some_and(|v| v.ends_with(":500"));
+            s["proto"] == "udp"
+                && ends_500("internal")
+                && ends_500("remote")
+                && ends_500("external")
+        })
+        .count();
+    assert_eq!(
+        shared_500, 2,
+        "both clients' IKE left from port 500: {sessions}"
+    );
 
     let set = |verb: &str| {
         let out = nat.ctl(&["passthrough", verb, "ipsec"]);

@@ -620,7 +620,13 @@ fn by_default_one_host_cannot_fill_the_vpn_tables() {
                 &packets::esp(spi, 1),
             )
         };
+        let refused = fx.counter("drop_host_vpn_quota");
         assert_eq!(fx.from_lan(&esp(LAN_HOST_A, HOST_A_MAC, 0xa0)).0, XDP_DROP);
+        assert_eq!(
+            fx.counter("drop_host_vpn_quota"),
+            refused + 1,
+            "refused for A's share"
+        );
         // B, meanwhile, starts IKE, an ESP SA and a PPTP call.
         assert_eq!(
             fx.from_lan(&ike(LAN_HOST_B, HOST_B_MAC, 0xb1b1)).0,

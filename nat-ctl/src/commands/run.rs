@@ -33,6 +33,10 @@ struct Plan {
     /// Every prefix and route of the LAN interface, and the router's addresses on it.
     lan_side: LanSide,
     wan_addr: std::net::Ipv4Addr,
+    /// Ports the router has listened on since the start or the last reload: out of the pool
+    /// for good (until a reload), so that a service that restarts finds its port free and no
+    /// LAN host can take it in between.
+    listening: BTreeSet<u16>,
 }
 
 fn plan(args: &RunArgs) -> Result<Plan> {
@@ -72,6 +76,7 @@ fn plan(args: &RunArgs) -> Result<Plan> {
         lan_net,
         lan_side,
         wan_addr,
+        listening: pool::listening_ports()?,
     })
 }
 
@@ -80,8 +85,9 @@ fn plan(args: &RunArgs) -> Result<Plan> {
 /// sweep, and the window in which a new flow could take a new service's port is this long).
 const LISTENER_CHECK: Duration = Duration::from_secs(1);
 
-fn build_pool(s: &Settings, wan_addr: std::net::Ipv4Addr) -> Result<PortPool> {
-    let mut reserved: BTreeSet<u16> = pool::listening_ports()?;
+fn build_pool(plan: &Plan) -> Result<PortPool> {
+    let (s, wan_addr) = (&plan.settings, plan.wan_addr);
+    let mut reserved: BTreeSet<u16> = plan.listening.clone();
     reserved.extend(pool::local_port_range()?);
     let pool = PortPool::build(s.port_range.clone(), &reserved);
     if pool.ordinary.is_empty() {
@@ -253,7 +259,7 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
 
 /// Writes the pool, devices and CONFIG for `plan`; returns what it wrote.
 fn configure(maps: &mut NatMaps, plan: &Plan) -> Result<(NatConfig, PortPool)> {
-    let pool = build_pool(&plan.settings, plan.wan_addr)?;
+    let pool = build_pool(plan)?;
     let cfg = plan.settings.nat_config(
         &Interfaces {
             lan_index: plan.lan_index,
@@ -565,11 +571,23 @@ impl Daemon<'_> {
     }
 
     /// A port the router started listening on (a service started after the daemon) leaves
-    /// the pool, and one it stopped using comes back: the pool is built again when the
-    /// router's sockets say it would differ. A live mapping that holds the port keeps it
-    /// until it expires (nothing is taken from a running session); said in the log.
+    /// the pool, for good until a reload: one that came back, after a service restarted,
+    /// would be the first a LAN host could claim (its source port kept) and hold, with the
+    /// service's traffic. A live mapping that holds the port keeps it until it expires
+    /// (nothing is taken from a running session); said in the log.
     fn follow_listeners(&mut self) {
-        let pool = match build_pool(&self.plan.settings, self.plan.wan_addr) {
+        let now = match pool::listening_ports() {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("cannot follow the router's listening ports: {e:#}");
+                return;
+            }
+        };
+        if now.is_subset(&self.plan.listening) {
+            return;
+        }
+        self.plan.listening.extend(now);
+        let pool = match build_pool(&self.plan) {
             Ok(p) => p,
             Err(e) => {
                 log::warn!("cannot follow the router's listening ports: {e:#}");
