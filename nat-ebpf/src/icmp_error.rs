@@ -334,7 +334,8 @@ pub fn error_out(
     if q.proto == IPPROTO_GRE || q.proto == IPPROTO_ESP {
         return peer_error_out(cfg, pkt, q, r);
     }
-    let (int_addr, int_port) = (get_u32(q.ip, IP_DST), quoted_port(&q, Side::Destination));
+    let (ep, ext_port) = quoted_destination_port(&q)?;
+    let (int_addr, int_port) = (ep.addr, ep.port);
     let session = SessionKey::new(
         q.proto,
         int_addr,
@@ -342,15 +343,9 @@ pub fn error_out(
         get_u32(q.ip, IP_SRC),
         quoted_port(&q, Side::Source),
     );
-    if int_addr != pkt.src {
+    if int_addr != pkt.src || SESSIONS.get_ptr(&session).is_none() {
         return Err(Counter::DropIcmpErrorNoSession);
     }
-    // The session's own external port: it may be on a mapping being released (detached),
-    // while the endpoint's new flows already have another.
-    // SAFETY: map value pointer from a successful lookup, read at once.
-    let Some(ext_port) = SESSIONS.get_ptr(&session).map(|s| unsafe { (*s).ext_port }) else {
-        return Err(Counter::DropIcmpErrorNoSession);
-    };
     rewrite_addr(pkt.ip, Side::Source, cfg.wan_addr);
     rewrite_quoted(
         q.icmp,
