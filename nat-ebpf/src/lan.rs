@@ -150,16 +150,14 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     };
     if let L4::Tcp(ref mut tcp) = t.l4 {
         mss::clamp(ctx, &pkt, tcp, cfg.mss_clamp);
-        if class == CLASS_PPTP {
-            vpn::pptp_control(ctx, &pkt, tcp, pkt.src, pkt.dst, true, now)?;
-        }
     }
 
     rewrite_endpoint(pkt.ip, &mut t.l4, Side::Source, cfg.wan_addr, ext_port);
     if let Some((translated, _, _)) = class_counters {
         count(translated);
     }
-    deliver_out(&mut pkt, r)
+    // PPTP control messages are read once the segment is translated (vpn::pptp_followup).
+    deliver_out(&mut pkt, r).map(|v| v.pptp_followup(class == CLASS_PPTP))
 }
 
 /// DHCP client port and server port (RFC 2131).

@@ -39,9 +39,25 @@ pub struct Verdict {
     pub counter: Counter,
 }
 
+/// A bit of `Verdict::action`: the packet is a PPTP control segment, whose messages the
+/// entry point reads once the program has translated it (vpn::pptp_followup).
+pub const PPTP_FOLLOWUP: u32 = 1 << 16;
+
 impl Verdict {
     pub const fn new(action: u32, counter: Counter) -> Self {
         Self { action, counter }
+    }
+
+    /// This verdict, with the PPTP follow-up asked for when `pptp`.
+    pub const fn pptp_followup(self, pptp: bool) -> Self {
+        if pptp {
+            Self {
+                action: self.action | PPTP_FOLLOWUP,
+                ..self
+            }
+        } else {
+            self
+        }
     }
 
     /// Hand the packet, untouched, to the kernel.
@@ -91,16 +107,44 @@ fn log_drop(ctx: &XdpContext, reason: Counter) {
     }
 }
 
+/// The PPTP follow-up of a verdict that asks for it: the segment's control messages are read
+/// (and rewritten) now, at the entry point. verifier: here, not inside the programs, whose
+/// stack leaves no room for it (512 bytes over a call chain).
+#[inline(always)]
+fn followup(
+    ctx: &XdpContext,
+    result: Result<Verdict, Counter>,
+    outbound: bool,
+) -> Result<Verdict, Counter> {
+    match result {
+        Ok(v) if v.action & PPTP_FOLLOWUP != 0 => {
+            let v = Verdict::new(v.action & !PPTP_FOLLOWUP, v.counter);
+            match vpn::pptp_followup(ctx.ctx, u64::from(outbound)) {
+                vpn::PPTP_OK => Ok(v),
+                vpn::PPTP_VPN_QUOTA => Err(Counter::DropHostVpnQuota),
+                _ => Err(Counter::DropPptpAllocFail),
+            }
+        }
+        other => other,
+    }
+}
+
 #[xdp]
 pub fn xdp_nat_lan(ctx: XdpContext) -> u32 {
-    let result = lan::try_nat_lan(&ctx);
+    conclude_lan(&ctx, lan::try_nat_lan(&ctx))
+}
+
+/// What follows the LAN program's verdict: the PPTP follow-up, the counters and the log, and
+/// for a refused new flow the host may be told (refuse.rs).
+// verifier: a function of its own, so that what it keeps on the stack is not in the entry
+// point's frame, which adds to the LAN program's (512 bytes over a call chain).
+#[inline(never)]
+fn conclude_lan(ctx: &XdpContext, result: Result<Verdict, Counter>) -> u32 {
+    let result = followup(ctx, result, true);
     let refused = matches!(result, Err(reason) if refuse::is_refusal(reason));
-    let action = finish(&ctx, result);
-    // A refused new flow (counted by finish): the host may be told (refuse.rs).
-    // verifier: after finish, so that nothing of the result stays live on this frame, which
-    // adds to the LAN program's.
+    let action = finish(ctx, result);
     if refused {
-        if let Some(answer) = refuse::admin_prohibited(&ctx) {
+        if let Some(answer) = refuse::admin_prohibited(ctx) {
             return answer;
         }
     }
@@ -109,7 +153,13 @@ pub fn xdp_nat_lan(ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn xdp_nat_wan(ctx: XdpContext) -> u32 {
-    finish(&ctx, wan::try_nat_wan(&ctx))
+    conclude_wan(&ctx, wan::try_nat_wan(&ctx))
+}
+
+/// `conclude_lan` for the WAN program: the PPTP follow-up, the counters and the log.
+#[inline(never)]
+fn conclude_wan(ctx: &XdpContext, result: Result<Verdict, Counter>) -> u32 {
+    finish(ctx, followup(ctx, result, false))
 }
 
 #[classifier]

@@ -2,17 +2,19 @@
 //! the shared port 500, raw ESP with per-server SPI learning.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST, helpers::generated::bpf_get_prandom_u32, programs::XdpContext,
+    bindings::{BPF_NOEXIST, xdp_md},
+    helpers::generated::bpf_get_prandom_u32,
+    programs::XdpContext,
 };
 use nat_common::{
     config::{ESP_LEARN_COOLDOWN_NS, ESP_PENDING_NS, ESP_TIMEOUT_SECS},
     counters::Counter,
     maps::{
-        EspKey, EspLearner, IkeKey, MAX_ESP_BINDINGS_PER_WINDOW, Owner, PeerId, PeerIdKey,
-        PptpCall, PptpCallKey, PptpClientKey,
+        EspKey, EspLearner, ExternalKey, IkeKey, MAX_ESP_BINDINGS_PER_WINDOW, Owner, PeerId,
+        PeerIdKey, PptpCall, PptpCallKey, PptpClientKey,
     },
     passthrough::CLASS_PPTP,
-    proto::{IPPROTO_ESP, IPPROTO_GRE, UDP_HDR_LEN},
+    proto::{IPPROTO_ESP, IPPROTO_GRE, IPPROTO_TCP, UDP_HDR_LEN},
     rewrite::{Side, get_u16, get_u32, rewrite_addr, rewrite_tcp_payload_u16, set_u16},
     vpn::{
         GRE_CALL_ID, GRE_HDR_LEN, IKE_HDR_LEN, PPTP_CALL_ID, PPTP_CTRL_PREFIX, PPTP_OUT_CALL_REPLY,
@@ -25,10 +27,10 @@ use crate::{
     forward::{Route, deliver_in, deliver_out, route_in},
     frag,
     maps::{
-        ESP_IN, ESP_OUT, ESP_PENDING, HOST_VPN, IKE_SAS, PEER_IDS, PPTP_CALLS_IN, PPTP_CALLS_OUT,
-        ROUTER_IPSEC_PEERS, config, count, switch_on,
+        ESP_IN, ESP_OUT, ESP_PENDING, HOST_VPN, IKE_SAS, MAPPINGS_IN, PEER_IDS, PPTP_CALLS_IN,
+        PPTP_CALLS_OUT, ROUTER_IPSEC_PEERS, config, count, now, switch_on,
     },
-    packet::{Ipv4, ptr_at},
+    packet::{Ipv4, parse_ipv4, ptr_at},
     state::{at_limit, count_for_host},
 };
 
@@ -56,39 +58,127 @@ fn set_id_at(tcp: &mut [u8; 20], h: &mut [u8; PPTP_CTRL_PREFIX], offset: usize, 
     }
 }
 
-/// Rewrites the call id in a PPTP control message on the TCP 1723 connection between LAN
-/// host `int_addr` and server `rem_addr`. Messages it cannot parse whole are forwarded as
-/// they are (and counted), never half-rewritten.
+/// Control messages of one TCP segment the ALG reads at most; any beyond are forwarded as
+/// they are (and counted). A full-sized segment holds nine of the longest common ones.
+const MAX_PPTP_MESSAGES: usize = 16;
+
+/// The PPTP follow-up (main.rs): rewrites the call ids in the control messages of the TCP
+/// 1723 segment in `ctx`, already translated (`outbound` 1: LAN -> WAN), every whole message
+/// in order. What it cannot parse (a message split across segments, a bogus length) and
+/// everything after it is forwarded as it is (and counted), never half-rewritten. PPTP_OK,
+/// or the drop (PPTP_ALLOC_FAIL, PPTP_VPN_QUOTA).
+// verifier: a global function (no_mangle, extern "C"), checked once on its own, called from
+// the entry points, whose stack has room for it.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn pptp_followup(ctx: *mut xdp_md, outbound: u64) -> i64 {
+    let ctx = XdpContext::new(ctx);
+    let Ok(Some(pkt)) = parse_ipv4(&ctx) else {
+        return PPTP_OK;
+    };
+    let Ok(tcp) = ptr_at::<[u8; 20]>(&ctx, pkt.l4_offset) else {
+        return PPTP_OK;
+    };
+    // SAFETY: bounds-checked by ptr_at; read at once.
+    let (doff, sport) = unsafe { (((*tcp)[12] >> 4) as usize * 4, get_u16(&*tcp, 0)) };
+    if pkt.l4_len <= doff {
+        return PPTP_OK; // no payload: handshake, ACKs
+    }
+    // The LAN host: the destination of a translated inbound segment; for an outbound one,
+    // the owner of its external port.
+    let (int_addr, rem_addr) = if outbound != 0 {
+        let ext = ExternalKey {
+            port: sport,
+            proto: IPPROTO_TCP,
+            _pad: 0,
+        };
+        // SAFETY: map value pointer from a successful lookup, read at once.
+        let Some(int_addr) = MAPPINGS_IN.get_ptr(&ext).map(|m| unsafe { (*m).int_addr }) else {
+            return PPTP_OK;
+        };
+        (int_addr, pkt.dst)
+    } else {
+        (pkt.dst, pkt.src)
+    };
+    let end = pkt.l4_offset + pkt.l4_len;
+    let mut at = pkt.l4_offset + doff;
+    let segment = pkt.l4_offset as u64 | outbound << 32;
+    let peers = u64::from(int_addr) << 32 | u64::from(rem_addr);
+    for _ in 0..MAX_PPTP_MESSAGES {
+        if at >= end {
+            return PPTP_OK;
+        }
+        match pptp_message(ctx.ctx, segment, at as u64, end as u64, peers) {
+            len if len > 0 => at += len as usize,
+            0 => break,
+            drop => return drop,
+        }
+    }
+    // Stopped before the end: a message it could not parse, or too many.
+    count(Counter::PassPptpUnparsed);
+    PPTP_OK
+}
+
+/// One control message of a segment (pptp_followup): the message at frame offset `at`, the
+/// TCP payload ending at `end`; `segment` holds the TCP header's offset (low 32 bits) and 1 for
+/// LAN -> WAN (high), `peers` the LAN host (high 32 bits) and the server (low). Returns the
+/// message's length when it was read whole (and rewritten as it needs), 0 when it cannot be
+/// parsed, PPTP_ALLOC_FAIL or PPTP_VPN_QUOTA for a drop.
+// verifier: a global function (no_mangle, extern "C"): the verifier checks it once, with any
+// arguments, instead of again on every path that reaches a PPTP segment (with the messages
+// read in a loop, that took the LAN program past the verifier's limit).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn pptp_message(
+    ctx: *mut xdp_md,
+    segment: u64,
+    at: u64,
+    end: u64,
+    peers: u64,
+) -> i64 {
+    let ctx = XdpContext::new(ctx);
+    let (tcp_offset, outbound) = ((segment & 0xffff) as usize, segment >> 32 != 0);
+    let (at, end) = (at as usize, end as usize);
+    if at >= end {
+        return 0;
+    }
+    let (Ok(tcp), Ok(h)) = (
+        ptr_at::<[u8; 20]>(&ctx, tcp_offset),
+        ptr_at::<[u8; PPTP_CTRL_PREFIX]>(&ctx, at),
+    ) else {
+        return 0;
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let (tcp, h) = unsafe { (&mut *tcp, &mut *h) };
+    let Some(ctrl) = pptp_control_type(h, end - at) else {
+        return 0;
+    };
+    let (int_addr, rem_addr) = ((peers >> 32) as u32, peers as u32);
+    match control_message(tcp, h, ctrl, int_addr, rem_addr, outbound, now()) {
+        Ok(()) => i64::from(pptp_message_len(ctrl)),
+        Err(Counter::DropHostVpnQuota) => PPTP_VPN_QUOTA,
+        Err(_) => PPTP_ALLOC_FAIL,
+    }
+}
+
+/// pptp_followup's and pptp_message's answers: done, or the drop a message caused (no
+/// external call id could be had, the host holds its share of VPN state).
+pub const PPTP_OK: i64 = 0;
+pub const PPTP_ALLOC_FAIL: i64 = -1;
+pub const PPTP_VPN_QUOTA: i64 = -2;
+
+/// Rewrites the call id of one whole control message `h` of type `ctrl` (the TCP checksum in
+/// `tcp` follows).
 #[inline(always)]
-pub fn pptp_control(
-    ctx: &XdpContext,
-    pkt: &Ipv4<'_>,
+fn control_message(
     tcp: &mut [u8; 20],
+    h: &mut [u8; PPTP_CTRL_PREFIX],
+    ctrl: u16,
     int_addr: u32,
     rem_addr: u32,
     outbound: bool,
     now: u64,
 ) -> Result<(), Counter> {
-    // verifier: masked data offset, <= 60.
-    let doff = ((tcp[12] >> 4) as usize) * 4;
-    if pkt.l4_len <= doff {
-        return Ok(()); // no payload: handshake, ACKs
-    }
-    let available = pkt.l4_len - doff;
-    let Ok(h) = ptr_at::<[u8; PPTP_CTRL_PREFIX]>(ctx, pkt.l4_offset + doff) else {
-        count(Counter::PassPptpUnparsed);
-        return Ok(());
-    };
-    // SAFETY: bounds-checked by ptr_at.
-    let h = unsafe { &mut *h };
-    let Some(ctrl) = pptp_control_type(h, available) else {
-        count(Counter::PassPptpUnparsed);
-        return Ok(());
-    };
-    if available != pptp_message_len(ctrl) as usize {
-        // Several messages in one segment: only the first one is looked at.
-        count(Counter::PassPptpUnparsed);
-    }
     match pptp_action(ctrl, outbound) {
         PptpAction::None => {}
         PptpAction::ClientCallId { offset, allocate } => {

@@ -186,15 +186,13 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     }
     if let L4::Tcp(ref mut tcp) = t.l4 {
         mss::clamp(ctx, &pkt, tcp, cfg.mss_clamp);
-        if class == CLASS_PPTP {
-            vpn::pptp_control(ctx, &pkt, tcp, int_addr, pkt.src, false, now)?;
-        }
     }
     rewrite_endpoint(pkt.ip, &mut t.l4, Side::Destination, int_addr, int_port);
     if let Some((translated, _, _)) = class_counters {
         count(translated);
     }
-    deliver_in(&mut pkt, r)
+    // PPTP control messages are read once the segment is translated (vpn::pptp_followup).
+    deliver_in(&mut pkt, r).map(|v| v.pptp_followup(class == CLASS_PPTP))
 }
 
 /// RFC 4787 REQ-8 for a UDP packet from a remote port the mapping has not sent to.

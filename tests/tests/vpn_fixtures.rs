@@ -673,3 +673,72 @@ fn the_vpn_state_share_is_configurable() {
         assert_eq!(fx.counter("drop_host_vpn_quota"), 1);
     });
 }
+
+/// A segment that carries several control messages (a client that writes two requests at
+/// once, a server that answers both in one segment) has every one of them rewritten, each at
+/// its own offset, with the TCP checksum right; what follows a message the ALG cannot parse
+/// is forwarded as it is.
+#[test]
+fn pptp_every_message_of_a_segment_is_rewritten() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        // B takes call id 5 first, so A's own 5 must become another id.
+        call_request(fx, LAN_HOST_B, HOST_B_MAC, B_PORT, 5);
+        let a_ext = call_request(fx, LAN_HOST_A, HOST_A_MAC, A_PORT, 4);
+        let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
+        let mut two = pptp_ctrl(PPTP_OUT_CALL_REQUEST, 5, 0);
+        two.extend(pptp_ctrl(PPTP_OUT_CALL_REQUEST, 6, 0));
+        let (action, out) = fx.from_lan(&packets::tcp(&h, A_PORT, 1723, ACK, &two));
+        assert_eq!(action, XDP_REDIRECT);
+        parse_checked(&out);
+        let sent = payload(&out);
+        let first = pptp_ids(&sent).0;
+        let second = pptp_ids(&sent[168..]).0;
+        assert_ne!(
+            first, 5,
+            "the first message's id, taken by B, was rewritten"
+        );
+        assert_eq!(
+            second, 6,
+            "the second message's call was created (its id kept)"
+        );
+        assert_eq!(fx.maps.pptp_calls().unwrap().len(), 4);
+        // The server answers both calls in one segment: both peer ids go back to A's own.
+        let a_port = fx
+            .maps
+            .sessions()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| k.int_addr == nat_ctl::commands::to_wire(LAN_HOST_A))
+            .map(|(_, s)| u16::from_be(s.ext_port))
+            .unwrap();
+        let mut replies = pptp_ctrl(PPTP_OUT_CALL_REPLY, 901, first);
+        replies.extend(pptp_ctrl(PPTP_OUT_CALL_REPLY, 902, second));
+        replies.extend(pptp_ctrl(PPTP_OUT_CALL_REPLY, 900, a_ext));
+        let (action, out) = fx.from_wan(&packets::tcp(
+            &wan_hdr(SERVER, SERVER_MAC),
+            1723,
+            a_port,
+            ACK,
+            &replies,
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        parse_checked(&out);
+        let got = payload(&out);
+        assert_eq!(
+            [pptp_ids(&got), pptp_ids(&got[32..]), pptp_ids(&got[64..])],
+            [(901, 5), (902, 6), (900, 4)],
+            "each reply's peer call id back to A's own"
+        );
+        assert_eq!(fx.counter("pass_pptp_unparsed"), 0);
+        // A message, then bytes that are no message: the message is rewritten, the rest
+        // forwarded as it is, and counted.
+        let mut mixed = pptp_ctrl(PPTP_OUT_CALL_REQUEST, 5, 0);
+        mixed.extend_from_slice(&[0xee; 40]);
+        let (_, out) = fx.from_lan(&packets::tcp(&h, A_PORT, 1723, ACK, &mixed));
+        parse_checked(&out);
+        let sent = payload(&out);
+        assert_eq!(pptp_ids(&sent).0, first, "the known call's external id");
+        assert_eq!(&sent[168..], &[0xee; 40][..]);
+        assert_eq!(fx.counter("pass_pptp_unparsed"), 1);
+    });
+}
