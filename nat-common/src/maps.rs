@@ -40,8 +40,10 @@ pub mod names {
     pub const HOST_FRAGS: &str = "HOST_FRAGS";
     pub const MAC_MAPPINGS: &str = "MAC_MAPPINGS";
     pub const MAC_SESSIONS: &str = "MAC_SESSIONS";
+    pub const MAC_VPN: &str = "MAC_VPN";
+    pub const HOST_MAC: &str = "HOST_MAC";
     /// Every map the control plane pins, in a stable order.
-    pub const ALL: [&str; 31] = [
+    pub const ALL: [&str; 33] = [
         CONFIG,
         MAPPINGS_OUT,
         MAPPINGS_IN,
@@ -73,6 +75,8 @@ pub mod names {
         HOST_FRAGS,
         MAC_MAPPINGS,
         MAC_SESSIONS,
+        MAC_VPN,
+        HOST_MAC,
     ];
 }
 
@@ -526,6 +530,14 @@ pub const DEFAULT_VPN_STATE_PER_HOST: u32 = {
 /// fragment table, which keeps entries that long, so that no host can crowd the others'
 /// fragmented datagrams out of it.
 pub const FRAG_STARTS_PER_HOST: u32 = DEFAULT_MAX_FRAGS / 4;
+
+/// HOST_FRAGS keys: a MAC's `mac_key` (below 2^48), or a LAN address with this bit set.
+pub const FRAG_ADDR_KEY: u64 = 1 << 48;
+
+/// What one MAC address may hold of a per-host share: twice it, so that a host with a few
+/// addresses of its own keeps working, while one that spoofs ever more addresses of the
+/// subnet takes at most half of a table.
+pub const MAC_SHARE_HOSTS: u32 = 2;
 
 /// A LAN host's count of first fragments in its current window (HOST_FRAGS value).
 #[repr(C)]

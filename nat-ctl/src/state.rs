@@ -53,9 +53,11 @@ pub struct NatMaps {
     pub router_ipsec_peers: HashMap<MapData, u32, u64>,
     pub peer_ids: HashMap<MapData, PeerIdKey, PeerId>,
     pub host_vpn: HashMap<MapData, u32, u32>,
-    pub host_frags: HashMap<MapData, u32, FragQuota>,
+    pub host_frags: HashMap<MapData, u64, FragQuota>,
     pub mac_mappings: HashMap<MapData, u64, u32>,
     pub mac_sessions: HashMap<MapData, u64, u32>,
+    pub mac_vpn: HashMap<MapData, u64, u32>,
+    pub host_mac: HashMap<MapData, u32, u64>,
     /// The instance's CONFIG lock (pins::Instance::config_lock_path), taken around every
     /// read-change-write of CONFIG; None for maps no other process shares (tests).
     pub config_lock: Option<std::path::PathBuf>,
@@ -107,6 +109,8 @@ impl NatMaps {
             host_frags: get(names::HOST_FRAGS)?.try_into()?,
             mac_mappings: get(names::MAC_MAPPINGS)?.try_into()?,
             mac_sessions: get(names::MAC_SESSIONS)?.try_into()?,
+            mac_vpn: get(names::MAC_VPN)?.try_into()?,
+            host_mac: get(names::HOST_MAC)?.try_into()?,
             config_lock: None,
         })
     }

@@ -154,7 +154,7 @@ fn mapping_endpoint(m: &Mapping) -> EndpointKey {
 /// The same for the per-host VPN state counts (HOST_VPN), from the tables the data path
 /// counts into it: IKE SAs, outbound ESP SAs, learning windows, PPTP calls.
 fn recount_host_vpn(maps: &mut NatMaps) -> Result<()> {
-    let before = snapshot(&maps.host_vpn)?;
+    let before = (snapshot(&maps.host_vpn)?, snapshot(&maps.mac_vpn)?);
     let mut counts: HashMap<u32, u32> = HashMap::new();
     let mut add = |host: u32| *counts.entry(host).or_default() += 1;
     for (_, o) in crate::state::entries(&maps.ike_sas)? {
@@ -169,7 +169,19 @@ fn recount_host_vpn(maps: &mut NatMaps) -> Result<()> {
     for (k, _) in crate::state::entries(&maps.pptp_calls_out)? {
         add(k.int_addr);
     }
-    write_counts(&mut maps.host_vpn, &before, counts)
+    // Per MAC: each address's count goes to the MAC its VPN state came from (HOST_MAC); an
+    // address with none left is forgotten.
+    let mut macs: HashMap<u64, u32> = HashMap::new();
+    for (addr, mac) in crate::state::entries(&maps.host_mac)? {
+        match counts.get(&addr) {
+            Some(n) => *macs.entry(mac).or_default() += n,
+            None => {
+                let _ = maps.host_mac.remove(&addr);
+            }
+        }
+    }
+    write_counts(&mut maps.host_vpn, &before.0, counts)?;
+    write_counts(&mut maps.mac_vpn, &before.1, macs)
 }
 
 /// IKE sessions on the shared external port 500 have no mapping of their own.

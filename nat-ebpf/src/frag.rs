@@ -5,7 +5,7 @@ use aya_ebpf::programs::XdpContext;
 use nat_common::{
     config::FRAG_TIMEOUT_NS,
     counters::Counter,
-    maps::{FRAG_STARTS_PER_HOST, FragEntry, FragKey, FragQuota},
+    maps::{FRAG_ADDR_KEY, FRAG_STARTS_PER_HOST, FragEntry, FragKey, FragQuota},
     rewrite::{Side, rewrite_addr},
 };
 
@@ -14,6 +14,7 @@ use crate::{
     forward::{Route, deliver_in, deliver_out, route_in},
     maps::{FRAGS, FRAGS_IN, HOST_FRAGS, count},
     packet::Ipv4,
+    state::mac_share,
 };
 
 #[inline(always)]
@@ -28,30 +29,40 @@ fn key(pkt: &Ipv4<'_>) -> FragKey {
 }
 
 /// Records how the first fragment of a LAN->WAN datagram was translated (`addr`: the new
-/// source). Called with the packet's addresses as received.
+/// source), within its sender's share (`mac`: its `state::mac_owner`). Called with the
+/// packet's addresses as received.
 #[inline(always)]
-pub fn remember(pkt: &Ipv4<'_>, addr: u32, now: u64) -> Result<(), Counter> {
-    frag_quota(pkt.src, now)?;
+pub fn remember(pkt: &Ipv4<'_>, addr: u32, mac: u64, now: u64) -> Result<(), Counter> {
+    if !frag_quota(
+        u64::from(pkt.src) | FRAG_ADDR_KEY,
+        FRAG_STARTS_PER_HOST,
+        now,
+    ) || (mac != 0 && !frag_quota(mac, mac_share(FRAG_STARTS_PER_HOST), now))
+    {
+        return Err(Counter::DropHostFragQuota);
+    }
     // An update, not NOEXIST: a datagram that reuses an old IP id replaces the stale entry.
     FRAGS
         .insert(&key(pkt), &entry(addr, now), 0)
         .map_err(|_| Counter::DropFragTableFull)
 }
 
-/// Counts a first fragment LAN host `host` starts: at most FRAG_STARTS_PER_HOST per
-/// FRAG_TIMEOUT_NS window, so that one host cannot crowd the others' datagrams out of FRAGS.
-/// Plain (not atomic) updates: CPUs counting for one host at once may admit a few more.
-#[inline(always)]
-fn frag_quota(host: u32, now: u64) -> Result<(), Counter> {
-    match HOST_FRAGS.get_ptr_mut(&host) {
+/// Counts a first fragment started by `owner` (a LAN address with FRAG_ADDR_KEY, or a MAC):
+/// at most `limit` per FRAG_TIMEOUT_NS window, so that one host cannot crowd the others'
+/// datagrams out of FRAGS, not even by spoofing other LAN addresses. False when over. Plain
+/// (not atomic) updates: CPUs counting for one owner at once may admit a few more.
+// verifier: a subprogram, its map key off the LAN program's frame.
+#[inline(never)]
+fn frag_quota(owner: u64, limit: u32, now: u64) -> bool {
+    match HOST_FRAGS.get_ptr_mut(&owner) {
         Some(q) => {
             // SAFETY: map value pointer from a successful lookup.
             let q = unsafe { &mut *q };
             if now.wrapping_sub(q.window_start_ns) >= FRAG_TIMEOUT_NS {
                 q.window_start_ns = now;
                 q.started = 1;
-            } else if q.started >= FRAG_STARTS_PER_HOST {
-                return Err(Counter::DropHostFragQuota);
+            } else if q.started >= limit {
+                return false;
             } else {
                 q.started += 1;
             }
@@ -62,11 +73,11 @@ fn frag_quota(host: u32, now: u64) -> Result<(), Counter> {
                 started: 1,
                 _pad: 0,
             };
-            // A full table only means this host is not limited until the sweeper clears it.
-            let _ = HOST_FRAGS.insert(&host, &q, 0);
+            // A full table only means this owner is not limited until the sweeper clears it.
+            let _ = HOST_FRAGS.insert(&owner, &q, 0);
         }
     }
-    Ok(())
+    true
 }
 
 /// `remember` for a WAN->LAN datagram (`addr`: the new destination), of an existing session

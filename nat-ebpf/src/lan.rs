@@ -21,7 +21,7 @@ use crate::{
     maps::{config, count, now, port_in_pool, switch_on},
     mss,
     packet::{Ipv4, icmp_type, parse_ipv4, parse_transport, ptr_at},
-    state::{mapping_for, refresh_outbound, touch_outbound},
+    state::{mac_owner, mapping_for, refresh_outbound, touch_outbound},
     vpn,
 };
 
@@ -84,7 +84,7 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
                 return Err(off);
             }
         }
-        remember_first_fragment(&pkt, cfg, now)?;
+        remember_first_fragment(ctx, &pkt, cfg, now)?;
         return match pkt.proto {
             IPPROTO_GRE => vpn::gre_out(ctx, cfg.wan_addr, pkt, r),
             _ => vpn::esp_out(ctx, cfg.wan_addr, pkt, r, now),
@@ -107,7 +107,7 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
             return Err(off);
         }
     }
-    remember_first_fragment(&pkt, cfg, now)?;
+    remember_first_fragment(ctx, &pkt, cfg, now)?;
     let ike = IKE_PORT.to_be();
     // IKE from port 500 to port 500 shares the external port 500 (told apart by SPI on the
     // way back) when the router itself does not use it.
@@ -204,9 +204,14 @@ const BPF_MTU_CHK_RET_SUCCESS: i64 = 0;
 /// address. Only once the packet passed every check that could drop it, so that the later
 /// fragments of a dropped one (AH, a class switched off) are dropped too.
 #[inline(always)]
-fn remember_first_fragment(pkt: &Ipv4<'_>, cfg: &NatConfig, now: u64) -> Result<(), Counter> {
+fn remember_first_fragment(
+    ctx: &XdpContext,
+    pkt: &Ipv4<'_>,
+    cfg: &NatConfig,
+    now: u64,
+) -> Result<(), Counter> {
     if pkt.fragment {
-        frag::remember(pkt, cfg.wan_addr, now)?;
+        frag::remember(pkt, cfg.wan_addr, mac_owner(ctx, cfg, pkt.src), now)?;
     }
     Ok(())
 }

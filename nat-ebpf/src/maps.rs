@@ -237,10 +237,18 @@ pub static MAC_SESSIONS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_QUOTA
 #[map]
 pub static HOST_VPN: HashMap<u32, u32> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
 
-/// LAN host -> first fragments it started in its current window (FRAG_STARTS_PER_HOST per
-/// FRAG_TIMEOUT_NS).
+/// LAN host (its address, FRAG_ADDR_KEY set) and its MAC -> first fragments it started in
+/// its current window (FRAG_STARTS_PER_HOST per FRAG_TIMEOUT_NS; twice that per MAC).
 #[map]
-pub static HOST_FRAGS: HashMap<u32, FragQuota> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
+pub static HOST_FRAGS: HashMap<u64, FragQuota> = HashMap::with_max_entries(MAX_QUOTA_HOSTS * 2, 0);
+
+/// MAC -> VPN state entries made from it (HOST_VPN's per-MAC twin), and LAN address -> the
+/// MAC its VPN state came from, with which the sweeper recounts MAC_VPN.
+#[map]
+pub static MAC_VPN: HashMap<u64, u32> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
+
+#[map]
+pub static HOST_MAC: HashMap<u32, u64> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
 
 /// The LAN side (lan_side.rs): the LAN interface's subnets and the routes through it
 /// (LAN_SIDE_PREFIX), and the router's own addresses on it (LAN_SIDE_ROUTER, /32). Kept by

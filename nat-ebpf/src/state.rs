@@ -12,7 +12,8 @@ use nat_common::{
     counters::Counter,
     flow_cache::FlowKey,
     maps::{
-        EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, NextHop, Session, SessionKey, mac_key,
+        EndpointKey, ExternalKey, MAC_SHARE_HOSTS, MAPPING_ACTIVE, Mapping, NextHop, Session,
+        SessionKey, mac_key,
     },
     passthrough::IKE_PORT,
     ports::{MAX_PORT_TRIES, pool_slot, wants_privileged},
@@ -236,12 +237,9 @@ pub fn count_for_host<K>(held: &HashMap<K, u32>, owner: &K) {
 /// of its own keeps working, while one that spoofs ever more addresses of the subnet takes
 /// at most half of the pool and of the session table (0: no limit).
 #[inline(always)]
-fn mac_share(host_share: u32) -> u32 {
+pub fn mac_share(host_share: u32) -> u32 {
     host_share.saturating_mul(MAC_SHARE_HOSTS)
 }
-
-/// Hosts' shares one MAC address may hold (mac_share).
-const MAC_SHARE_HOSTS: u32 = 2;
 
 /// The per-MAC shares (MAC_MAPPINGS, MAC_SESSIONS).
 #[derive(Clone, Copy)]

@@ -27,11 +27,11 @@ use crate::{
     forward::{Route, deliver_in, deliver_out, route_in},
     frag,
     maps::{
-        ESP_IN, ESP_OUT, ESP_PENDING, HOST_VPN, IKE_SAS, MAPPINGS_IN, PEER_IDS, PPTP_CALLS_IN,
-        PPTP_CALLS_OUT, ROUTER_IPSEC_PEERS, config, count, now, switch_on,
+        ESP_IN, ESP_OUT, ESP_PENDING, HOST_MAC, HOST_VPN, IKE_SAS, MAC_VPN, MAPPINGS_IN, PEER_IDS,
+        PPTP_CALLS_IN, PPTP_CALLS_OUT, ROUTER_IPSEC_PEERS, config, count, now, switch_on,
     },
     packet::{Ipv4, parse_ipv4, ptr_at},
-    state::{at_limit, count_for_host},
+    state::{at_limit, count_for_host, mac_owner, mac_share},
 };
 
 const EEXIST: i32 = 17;
@@ -251,7 +251,9 @@ fn call_out(
     if !allocate {
         return Ok(None);
     }
-    vpn_quota(int_addr)?;
+    // Read once the segment is translated: its Ethernet header is no longer the host's, so
+    // PPTP calls count by address only.
+    vpn_quota(int_addr, 0)?;
     let mut call = PptpCall {
         last_seen_ns: now,
         int_addr,
@@ -295,20 +297,42 @@ fn claim_call(key: &PptpClientKey, call: &mut PptpCall, ext: u16) -> Result<bool
         return Err(Counter::DropPptpAllocFail);
     }
     count(Counter::PptpCallCreated);
-    count_for_host(&HOST_VPN, &key.int_addr);
+    count_vpn(key.int_addr, 0);
     Ok(true)
 }
 
-/// May LAN host `int_addr` create one more VPN state entry (an IKE SA, an outbound ESP SA, a
-/// learning window, a PPTP call)? Its share of those tables (NatConfig::vpn_state_per_host).
-#[inline(always)]
-fn vpn_quota(int_addr: u32) -> Result<(), Counter> {
+/// May LAN host `int_addr`, sending from `mac` (`state::mac_owner`; 0: not counted by
+/// MAC), create one more VPN state entry (an IKE SA, an outbound ESP SA, a learning window, a
+/// PPTP call)? Its share of those tables (NatConfig::vpn_state_per_host), and twice that per
+/// MAC (`state::mac_share`), so that spoofing other LAN addresses does not escape it.
+// verifier: a subprogram, as are the per-MAC counts (state.rs): its map keys stay off the LAN
+// program's frame.
+#[inline(never)]
+fn vpn_quota(int_addr: u32, mac: u64) -> Result<(), Counter> {
     let limit = config().map_or(0, |c| c.vpn_state_per_host);
-    if at_limit(&HOST_VPN, &int_addr, limit) {
+    if at_limit(&HOST_VPN, &int_addr, limit)
+        || (mac != 0 && at_limit(&MAC_VPN, &mac, mac_share(limit)))
+    {
         Err(Counter::DropHostVpnQuota)
     } else {
         Ok(())
     }
+}
+
+/// One more VPN state entry made by `int_addr` from `mac` (see `vpn_quota`).
+#[inline(never)]
+fn count_vpn(int_addr: u32, mac: u64) {
+    count_for_host(&HOST_VPN, &int_addr);
+    if mac != 0 {
+        count_for_host(&MAC_VPN, &mac);
+        let _ = HOST_MAC.insert(&int_addr, &mac, 0);
+    }
+}
+
+/// The frame's `mac_owner` for LAN host `addr`.
+#[inline(always)]
+fn sender_mac(ctx: &XdpContext, addr: u32) -> u64 {
+    config().map_or(0, |cfg| mac_owner(ctx, cfg, addr))
 }
 
 /// Remembers that LAN host `int_addr` sends `server`'s id `id` (PEER_IDS), so that an ICMP
@@ -444,7 +468,7 @@ pub fn esp_out(
             o.spi != 0
         }
         None => {
-            vpn_quota(int_addr)?;
+            vpn_quota(int_addr, sender_mac(ctx, int_addr))?;
             let o = Owner {
                 last_seen_ns: now,
                 int_addr,
@@ -452,7 +476,7 @@ pub fn esp_out(
             };
             match ESP_OUT.insert(&key, &o, BPF_NOEXIST as u64) {
                 Ok(()) => {
-                    count_for_host(&HOST_VPN, &int_addr);
+                    count_vpn(int_addr, sender_mac(ctx, int_addr));
                     remember_peer_id(server, spi, IPPROTO_ESP, int_addr, spi);
                 }
                 Err(e) if e == -EEXIST => {}
@@ -462,7 +486,7 @@ pub fn esp_out(
         }
     };
     if !learned {
-        learn_window(server, int_addr, spi, now)?;
+        learn_window(server, int_addr, sender_mac(ctx, int_addr), spi, now)?;
     }
     rewrite_addr(pkt.ip, Side::Source, wan_addr);
     count(Counter::IpsecTranslated);
@@ -473,7 +497,7 @@ pub fn esp_out(
 /// window, or by opening one. Err when another host's window is open, or when this host's
 /// last window ended less than a window ago (the others' turn first).
 #[inline(always)]
-fn learn_window(server: u32, int_addr: u32, spi: u32, now: u64) -> Result<(), Counter> {
+fn learn_window(server: u32, int_addr: u32, mac: u64, spi: u32, now: u64) -> Result<(), Counter> {
     if let Some(p) = ESP_PENDING.get_ptr(&server) {
         // SAFETY: map value pointer from a successful lookup, copied at once.
         let p = unsafe { *p };
@@ -489,10 +513,10 @@ fn learn_window(server: u32, int_addr: u32, spi: u32, now: u64) -> Result<(), Co
         // Over: reopened below (if this host may hold one more window: checked first, or a
         // refused host would end the old one's cooldown). Two CPUs doing so at once race; the
         // NOEXIST insert lets one of them win.
-        vpn_quota(int_addr)?;
+        vpn_quota(int_addr, mac)?;
         let _ = ESP_PENDING.remove(&server);
     } else {
-        vpn_quota(int_addr)?;
+        vpn_quota(int_addr, mac)?;
     }
     let p = EspLearner {
         started_ns: now,
@@ -502,7 +526,7 @@ fn learn_window(server: u32, int_addr: u32, spi: u32, now: u64) -> Result<(), Co
     };
     match ESP_PENDING.insert(&server, &p, BPF_NOEXIST as u64) {
         Ok(()) => {
-            count_for_host(&HOST_VPN, &int_addr);
+            count_vpn(int_addr, mac);
             Ok(())
         }
         // Another host (or CPU) opened it first.
@@ -652,7 +676,7 @@ pub fn ike_out(ctx: &XdpContext, pkt: &Ipv4<'_>, now: u64) -> Result<(), Counter
         o.last_seen_ns = now;
         return Ok(());
     }
-    vpn_quota(pkt.src)?;
+    vpn_quota(pkt.src, sender_mac(ctx, pkt.src))?;
     let o = Owner {
         last_seen_ns: now,
         int_addr: pkt.src,
@@ -660,7 +684,7 @@ pub fn ike_out(ctx: &XdpContext, pkt: &Ipv4<'_>, now: u64) -> Result<(), Counter
     };
     match IKE_SAS.insert(&key, &o, BPF_NOEXIST as u64) {
         Ok(()) => {
-            count_for_host(&HOST_VPN, &pkt.src);
+            count_vpn(pkt.src, sender_mac(ctx, pkt.src));
             Ok(())
         }
         // Another CPU, same packet flow; the owner check happens on the next packet.

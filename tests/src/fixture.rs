@@ -276,7 +276,9 @@ impl Fixture {
             host_vpn,
             host_frags,
             mac_mappings,
-            mac_sessions
+            mac_sessions,
+            mac_vpn,
+            host_mac
         );
         m.bump_route_gen().expect("retire the flow cache");
     }

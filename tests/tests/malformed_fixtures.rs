@@ -850,3 +850,30 @@ fn a_lan_hosts_fragment_flood_stops_no_other_hosts_fragmented_traffic() {
         assert_eq!(&out[26..30], &[203, 0, 113, 1]);
     });
 }
+
+/// The fragment share counts per MAC too (twice a host's): a host spoofing other addresses
+/// of the subnet starts no more fragmented datagrams than that.
+#[test]
+fn spoofing_other_lan_addresses_does_not_escape_the_fragment_share() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let share = nat_common::maps::FRAG_STARTS_PER_HOST;
+        let mut passed = 0u32;
+        for i in 0..3u8 {
+            let spoofed = lan_hdr(Ipv4Addr::new(192, 168, 1, 100 + i), HOST_A_MAC, SERVER);
+            for id in 0..share as u16 + 50 {
+                let frame = first_fragment(&packets::udp(&spoofed, 20000, 53, &[7; 64]), id);
+                passed += u32::from(fx.from_lan(&frame).0 == XDP_REDIRECT);
+            }
+        }
+        // Three addresses' shares without the MAC's; a window's worth (2 s) of the MAC's, or
+        // more only if the flood outlasted a window on a slow machine.
+        assert!(
+            passed >= 2 * share && passed < 3 * share,
+            "{passed} datagrams started from one MAC"
+        );
+        let b = lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER);
+        let (first, later) = packets::fragment(&packets::udp(&b, 20001, 53, &[1; 600]), 304);
+        assert_eq!(fx.from_lan(&first).0, XDP_REDIRECT, "B's own share");
+        assert_eq!(fx.from_lan(&later).0, XDP_REDIRECT);
+    });
+}

@@ -742,3 +742,46 @@ fn pptp_every_message_of_a_segment_is_rewritten() {
         assert_eq!(fx.counter("pass_pptp_unparsed"), 1);
     });
 }
+
+/// A host that spoofs other addresses of the LAN's subnet keeps its MAC, and a MAC holds at
+/// most twice a host's share of VPN state: IKE SAs started under made-up addresses count
+/// against it. Another host (another MAC) starts its own.
+#[test]
+fn spoofing_other_lan_addresses_does_not_escape_the_vpn_share() {
+    let cfg = FixtureConfig {
+        toml: "[limits]\nvpn_state_per_host = 3\n".into(),
+        ..FixtureConfig::default()
+    };
+    with_fixture(default_tables(), cfg, |fx| {
+        let ike = |host, mac, spi: u64| {
+            packets::udp(
+                &lan_hdr(host, mac, SERVER),
+                500,
+                500,
+                &packets::ike(spi, 0, 0x08),
+            )
+        };
+        let mut passed = 0;
+        for i in 0..4u8 {
+            let spoofed = std::net::Ipv4Addr::new(192, 168, 1, 100 + i);
+            for spi in 1..=3u64 {
+                let spi = u64::from(i) << 8 | spi;
+                passed += u32::from(fx.from_lan(&ike(spoofed, HOST_A_MAC, spi)).0 == XDP_REDIRECT);
+            }
+        }
+        assert_eq!(passed, 6, "the MAC's share: twice a host's 3");
+        assert_eq!(fx.counter("drop_host_vpn_quota"), 6);
+        assert_eq!(
+            fx.from_lan(&ike(LAN_HOST_B, HOST_B_MAC, 0xb0b0)).0,
+            XDP_REDIRECT
+        );
+        // The sweeper recounts the MAC's share from the tables (from a wrong count).
+        let mac = nat_common::maps::mac_key(&HOST_A_MAC);
+        fx.maps.mac_vpn.insert(mac, 0, 0).unwrap();
+        let t = fx.maps.read_config().unwrap().timeouts;
+        nat_ctl::sweeper::sweep(&mut fx.maps, &t, nat_ctl::monotonic_ns()).unwrap();
+        assert_eq!(fx.maps.mac_vpn.get(&mac, 0).unwrap(), 6);
+        let spoofed = std::net::Ipv4Addr::new(192, 168, 1, 120);
+        assert_eq!(fx.from_lan(&ike(spoofed, HOST_A_MAC, 0x7777)).0, XDP_DROP);
+    });
+}
