@@ -13,7 +13,7 @@ pub const FILTER_ADDRESS_PORT_DEPENDENT: u32 = 2;
 
 /// RFC 6888 REQ-8: a released external port waits this long before reuse.
 pub const PORT_REUSE_DELAY_SECS: u32 = 120;
-/// Idle timeouts of the VPN passthrough state (DESIGN.md defaults).
+/// Idle timeouts of the VPN passthrough state (docs/architecture.md, "Defaults").
 pub const GRE_TIMEOUT_SECS: u32 = 300;
 pub const ESP_TIMEOUT_SECS: u32 = 300;
 /// How long the translation of a first fragment applies to the ones that follow.

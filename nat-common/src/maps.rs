@@ -101,7 +101,8 @@ pub mod programs {
     pub const BENCH_SINK: &str = "bench_sink";
 }
 
-/// Compile-time default capacities (DESIGN.md "Defaults"); nat-ctl overrides them at load.
+/// Compile-time default capacities (docs/architecture.md, "Defaults"); nat-ctl overrides them
+/// at load.
 pub const DEFAULT_MAX_SESSIONS: u32 = 262_144;
 pub const DEFAULT_MAX_MAPPINGS: u32 = 131_072;
 /// Ports there are; PORT_POOL has a slot per port, PORT_IN_POOL a bit (ports::pool_bit).

@@ -1,4 +1,4 @@
-//! VPN passthrough classes and their runtime switches (DESIGN.md "VPN passthrough"). A
+//! VPN passthrough classes and their runtime switches (docs/passthrough.md). A
 //! session's class is fixed when it is created, from the outbound packet.
 
 use crate::proto::{IPPROTO_AH, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_TCP, IPPROTO_UDP};

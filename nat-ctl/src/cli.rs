@@ -1,4 +1,5 @@
-//! The command-line contract (DESIGN.md "Command-line contract"); black-box tests drive it.
+//! The command-line contract (README's command table, docs/architecture.md "Command line");
+//! black-box tests drive it.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::{net::Ipv4Addr, path::PathBuf};

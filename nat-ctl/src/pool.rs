@@ -1,4 +1,4 @@
-//! The external port pool (DESIGN.md): the configured range minus the router's own
+//! The external port pool (docs/architecture.md, "Defaults"): the configured range minus the router's own
 //! ip_local_port_range and the ports it listens on, plus 1-1023 (minus listeners) for
 //! privileged sources.
 

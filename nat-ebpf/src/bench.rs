@@ -55,7 +55,7 @@ fn forward(ctx: &XdpContext, read_state: bool) -> u32 {
     let Ok(Some(pkt)) = parse_ipv4(ctx) else {
         return xdp_action::XDP_PASS;
     };
-    // The same parse as the NAT (DESIGN.md's baseline): the transport header too, and a
+    // The same parse as the NAT (the parse-only baseline): the transport header too, and a
     // malformed one is not forwarded.
     let Ok(t) = parse_transport(ctx, &pkt, ICMP_ECHO_REQUEST) else {
         return xdp_action::XDP_DROP;

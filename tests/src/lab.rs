@@ -1,5 +1,5 @@
 //! The three-namespace lab: LAN hosts (one namespace, two addresses) - router (XDP NAT) -
-//! WAN server, on veth pairs, set up the way DESIGN.md's test-environment facts require:
+//! WAN server, on veth pairs, set up the way veth labs require (README, "Veth labs"):
 //! GRO on the receiving peers (or XDP-redirected frames vanish) and tx checksum offload off
 //! on the senders (or redirected packets carry partial checksums).
 

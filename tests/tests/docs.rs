@@ -1,4 +1,5 @@
-//! The documentation names tests; they must exist.
+//! The documentation names tests, which must exist, and is complete without anything from
+//! outside the repository.
 
 use std::path::Path;
 
@@ -61,4 +62,38 @@ fn every_test_named_in_rfc_compliance_exists() {
         }
     }
     assert!(checked > 20, "only {checked} test names found");
+}
+
+/// The repository is complete on its own: nothing in it points to a design document outside
+/// it (docs/architecture.md holds the decisions and contracts).
+#[test]
+fn nothing_points_outside_the_repository_for_its_design() {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            let name = e.file_name();
+            if name == "target" || name == ".git" {
+                continue;
+            }
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p
+                .extension()
+                .is_some_and(|x| x == "rs" || x == "md" || x == "toml")
+            {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(root(), &mut files);
+    let outside = ["DESIGN", ".md"].concat();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        assert!(
+            !text.contains(&outside),
+            "{} points to {outside}, which is not in the repository",
+            f.display()
+        );
+    }
 }

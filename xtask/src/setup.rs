@@ -1,4 +1,4 @@
-//! Idempotent installation of what the build and the tests need, per DESIGN.md "Toolchain".
+//! Idempotent installation of what the build and the tests need, as docs/toolchain.md describes.
 
 use anyhow::{Context as _, Result, bail};
 use std::{

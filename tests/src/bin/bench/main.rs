@@ -549,7 +549,7 @@ struct Rates {
     state_ns: f64,
 }
 
-/// The and DESIGN.md's targets, each against the numbers of this run.
+/// The benchmark targets (BENCHMARKS.md), each against the numbers of this run.
 fn targets(cost: &[Row], rates: &[Rates]) -> Result<String> {
     const TARGET_SESSIONS: u32 = 65_536;
     const TARGET_FLOWS: u32 = 64_000;
@@ -584,7 +584,7 @@ fn targets(cost: &[Row], rates: &[Rates]) -> Result<String> {
         let (vs_fwd, vs_base) = (r.nat_ns / r.fwd_ns, r.nat_ns / r.base_ns);
         line(
             format!(
-                "{}, {TARGET_SESSIONS} sessions: <= 1.5x the bare forwarder (DESIGN.md)",
+                "{}, {TARGET_SESSIONS} sessions: <= 1.5x the bare forwarder",
                 r.scenario
             ),
             format!("{vs_fwd:.2}x"),
