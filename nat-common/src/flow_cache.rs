@@ -317,6 +317,8 @@ pub const fn set_bits(entries: u32) -> u32 {
 }
 
 #[cfg(feature = "user")]
+// Every impl below rests on the one SAFETY comment at its head.
+#[allow(clippy::undocumented_unsafe_blocks)]
 mod pod {
     // SAFETY: #[repr(C)], integers only, sizes asserted.
     unsafe impl aya::Pod for super::CachedFlow {}

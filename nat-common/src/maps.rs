@@ -575,6 +575,8 @@ pub struct FragEntry {
 const _: () = assert!(size_of::<FragEntry>() == 16);
 
 #[cfg(feature = "user")]
+// Every impl below rests on the one SAFETY comment at its head.
+#[allow(clippy::undocumented_unsafe_blocks)]
 mod pod {
     // SAFETY: all of these are #[repr(C)], hold only integers, and have explicit padding.
     unsafe impl aya::Pod for super::EndpointKey {}

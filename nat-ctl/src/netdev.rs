@@ -55,37 +55,18 @@ pub fn ipv4_of(name: &str) -> Result<Option<Ipv4Net>> {
 
 /// Every IPv4 address configured on `name`, primary first, with its prefix length.
 pub fn ipv4_all(name: &str) -> Result<Vec<Ipv4Net>> {
-    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills a list we free below.
-    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("getifaddrs");
-    }
-    let mut found = Vec::new();
-    let mut cur = ifap;
-    while !cur.is_null() {
-        // SAFETY: walking the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
-            continue;
-        }
-        let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy();
-        if ifname != name || unsafe { (*ifa.ifa_addr).sa_family } as i32 != libc::AF_INET {
-            continue;
-        }
-        let addr = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-        let addr = Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
-        let prefix_len = if ifa.ifa_netmask.is_null() {
-            32
-        } else {
-            let m = unsafe { &*(ifa.ifa_netmask as *const libc::sockaddr_in) };
-            u32::from_be(m.sin_addr.s_addr).count_ones() as u8
-        };
-        found.push(Ipv4Net { addr, prefix_len });
-    }
-    // SAFETY: the list from getifaddrs above.
-    unsafe { libc::freeifaddrs(ifap) };
-    Ok(found)
+    let v4 = |a: Option<nix::sys::socket::SockaddrStorage>| {
+        a.and_then(|a| a.as_sockaddr_in().map(|s| s.ip()))
+    };
+    Ok(nix::ifaddrs::getifaddrs()
+        .context("getifaddrs")?
+        .filter(|ifa| ifa.interface_name == name)
+        .filter_map(|ifa| {
+            let addr = v4(ifa.address)?;
+            let prefix_len = v4(ifa.netmask).map_or(32, |m| u32::from(m).count_ones() as u8);
+            Some(Ipv4Net { addr, prefix_len })
+        })
+        .collect())
 }
 
 #[cfg(test)]

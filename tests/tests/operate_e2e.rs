@@ -181,6 +181,7 @@ fn reload_applies_a_new_timeout_and_keeps_sessions_and_a_broken_file_changes_not
         .trim()
         .parse()
         .unwrap();
+    // SAFETY: kill(2) with the daemon's pid and a signal number.
     unsafe { libc::kill(pid, libc::SIGHUP) };
     std::thread::sleep(Duration::from_millis(500));
     assert!(nat.ctl(&["status"]).status.success());

@@ -97,6 +97,19 @@ fn real_main() -> Result<()> {
 fn test(args: &[String]) -> Result<()> {
     require_root("cargo xtask test")?;
     setup::ensure_all()?;
+    // The house rules first: formatted, and clippy clean with the workspace's lints (the eBPF
+    // crate builds only for the BPF target, through nat-ctl's build script, which rustc checks).
+    cargo(&["fmt", "--all", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "nat-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     // The end-to-end tests drive the real binary.
     cargo(&["build", "--package", "nat-ctl"])?;
     let mut cmd = vec![

@@ -36,6 +36,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 pub fn ensure_all() -> Result<()> {
     ensure_packages()?;
     ensure_rust_src()?;
+    ensure_lint_tools()?;
     ensure_bpf_linker()
 }
 
@@ -91,6 +92,19 @@ fn ensure_packages() -> Result<()> {
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .stdout(Stdio::null()))
+}
+
+/// rustfmt and clippy for the toolchain that builds the workspace (`cargo xtask test`
+/// checks formatting and lints first); rustup's default profile has them, a minimal one not.
+fn ensure_lint_tools() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["component", "list", "--installed"]))?;
+    for component in ["rustfmt", "clippy"] {
+        if !installed.lines().any(|l| l.starts_with(component)) {
+            eprintln!("setup: adding {component}");
+            run(Command::new("rustup").args(["component", "add", component]))?;
+        }
+    }
+    Ok(())
 }
 
 fn ensure_rust_src() -> Result<()> {
