@@ -8,7 +8,7 @@
 use aya_ebpf::programs::XdpContext;
 use nat_common::{
     config::NatConfig,
-    counters::Counter,
+    counters::{ClassCounters, Counter},
     flow_cache::{Flow, FlowKey, value_in, value_out},
     maps::{NextHop, ReplyKey, SessionKey},
     passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT},
@@ -91,7 +91,7 @@ fn cached(c: &Flow, cfg: &NatConfig, pkt: &Ipv4<'_>, now: u64) -> Option<Route> 
 /// Counts a translated packet of a passthrough class.
 #[inline(always)]
 fn count_class(class: u8) {
-    if let Some((translated, _, _)) = Counter::for_class(class) {
+    if let Some(ClassCounters { translated, .. }) = Counter::for_class(class) {
         count(translated);
     }
 }

@@ -7,7 +7,7 @@
 use aya_ebpf::programs::XdpContext;
 use nat_common::{
     config::NatConfig,
-    counters::Counter,
+    counters::{ClassCounters, Counter},
     maps::{EndpointKey, ExternalKey, MAPPING_ACTIVE, NextHop, SessionKey},
     passthrough::classify,
     proto::{ICMP_ECHO_REQUEST, IPPROTO_ICMP, is_icmp_error},
@@ -54,7 +54,10 @@ pub fn try_hairpin(
         return Err(Counter::DropNoMapping);
     }
     let class = classify(pkt.proto, u16::from_be(t.dport));
-    if let Some((_, off, _)) = Counter::for_class(class) {
+    if let Some(ClassCounters {
+        switch_off: off, ..
+    }) = Counter::for_class(class)
+    {
         if !switch_on(class) {
             return Err(off);
         }

@@ -3,7 +3,7 @@
 use aya_ebpf::{helpers::generated::bpf_check_mtu, programs::XdpContext};
 use nat_common::{
     config::NatConfig,
-    counters::Counter,
+    counters::{ClassCounters, Counter},
     maps::{EndpointKey, SessionKey},
     passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT, classify},
     proto::{
@@ -79,7 +79,10 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
             return Err(Counter::DropAh);
         }
         let class = classify(pkt.proto, 0);
-        if let Some((_, off, _)) = Counter::for_class(class) {
+        if let Some(ClassCounters {
+            switch_off: off, ..
+        }) = Counter::for_class(class)
+        {
             if !switch_on(class) {
                 return Err(off);
             }
@@ -102,7 +105,10 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
         classify(pkt.proto, u16::from_be(t.dport))
     };
     let class_counters = Counter::for_class(class);
-    if let Some((_, off, _)) = class_counters {
+    if let Some(ClassCounters {
+        switch_off: off, ..
+    }) = class_counters
+    {
         if !switch_on(class) {
             return Err(off);
         }
@@ -142,7 +148,7 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     let ext_port = match state {
         Ok(p) => p,
         Err(e) => {
-            if let Some((_, _, alloc_fail)) = class_counters {
+            if let Some(ClassCounters { alloc_fail, .. }) = class_counters {
                 count(alloc_fail);
             }
             return Err(e);
@@ -153,7 +159,7 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     }
 
     rewrite_endpoint(pkt.ip, &mut t.l4, Side::Source, cfg.wan_addr, ext_port);
-    if let Some((translated, _, _)) = class_counters {
+    if let Some(ClassCounters { translated, .. }) = class_counters {
         count(translated);
     }
     // PPTP control messages are read once the segment is translated (vpn::pptp_followup).

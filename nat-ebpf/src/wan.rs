@@ -4,7 +4,7 @@
 use aya_ebpf::programs::XdpContext;
 use nat_common::{
     config::{FILTER_ADDRESS_DEPENDENT, FILTER_ENDPOINT_INDEPENDENT, NatConfig},
-    counters::Counter,
+    counters::{ClassCounters, Counter},
     maps::{ExternalKey, MAPPING_ACTIVE, SessionIn, SessionKey},
     passthrough::{CLASS_IPSEC, CLASS_PPTP, IKE_PORT, classify},
     proto::{
@@ -149,7 +149,10 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
         None => return Err(Counter::DropFiltered),
     };
     let class_counters = Counter::for_class(class);
-    if let Some((_, off, _)) = class_counters {
+    if let Some(ClassCounters {
+        switch_off: off, ..
+    }) = class_counters
+    {
         if !switch_on(class) {
             return Err(off);
         }
@@ -188,7 +191,7 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
         mss::clamp(ctx, &pkt, tcp, cfg.mss_clamp);
     }
     rewrite_endpoint(pkt.ip, &mut t.l4, Side::Destination, int_addr, int_port);
-    if let Some((translated, _, _)) = class_counters {
+    if let Some(ClassCounters { translated, .. }) = class_counters {
         count(translated);
     }
     // PPTP control messages are read once the segment is translated (vpn::pptp_followup).

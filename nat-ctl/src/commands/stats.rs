@@ -33,8 +33,12 @@ fn per_class(maps: &NatMaps, counters: &[(Counter, u64)]) -> Result<Vec<ClassSta
     let mut out = Vec::new();
     for (i, name) in SWITCH_NAMES.iter().enumerate() {
         let class = i as u8 + 1;
-        let (translated, off, fail) =
-            Counter::for_class(class).expect("switch classes have counters");
+        let counters = Counter::for_class(class).expect("switch classes have counters");
+        let (translated, off, fail) = (
+            counters.translated,
+            counters.switch_off,
+            counters.alloc_fail,
+        );
         let mut n = sessions.iter().filter(|(_, s)| s.class == class).count();
         if class == CLASS_PPTP {
             n += maps.pptp_calls()?.len();
