@@ -10,7 +10,7 @@ use nat_common::config::{
 use nat_common::maps::{DEFAULT_MAX_MAPPINGS, DEFAULT_MAX_SESSIONS, DEFAULT_VPN_STATE_PER_HOST};
 use serde::Deserialize;
 
-use crate::{commands::to_wire, netdev::Ipv4Net, pool::PortPool};
+use crate::{netdev::Ipv4Net, pool::PortPool, wire::to_wire};
 use std::{net::Ipv4Addr, ops::RangeInclusive, path::Path, str::FromStr};
 
 /// Used when no --config is given and this file exists.

@@ -5,6 +5,7 @@ mod batch;
 pub mod cli;
 pub mod commands;
 pub mod config;
+mod daemon;
 pub mod kernel_log;
 pub mod lan_side;
 pub mod loader;
@@ -17,6 +18,7 @@ pub mod pool;
 pub mod state;
 pub mod sweeper;
 pub mod sysctl;
+pub mod wire;
 
 /// The eBPF object built by build.rs from the nat-ebpf crate.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nat-ebpf"));

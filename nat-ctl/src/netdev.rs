@@ -69,6 +69,27 @@ pub fn ipv4_all(name: &str) -> Result<Vec<Ipv4Net>> {
         .collect())
 }
 
+/// The name of interface `index` in this network namespace, if it exists.
+fn name_of(index: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: buffer of IF_NAMESIZE bytes as the call requires.
+    if unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) }.is_null() {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+/// Does interface `index` exist (in this network namespace)?
+pub fn if_exists(index: u32) -> bool {
+    name_of(index).is_some()
+}
+
+/// Name of an interface index, or "ifindex N" when it is gone.
+pub fn ifname(index: u32) -> String {
+    name_of(index).unwrap_or_else(|| format!("ifindex {index}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,8 @@ use std::{
 pub const BPFFS: &str = "/sys/fs/bpf";
 pub const RUN_DIR: &str = "/run/xdp-nat";
 pub const DEFAULT_INSTANCE: &str = "xdp-nat";
+/// The pinned link of the WAN egress guard (Instance::link_path).
+pub const EGRESS_LINK: &str = "wan_egress";
 
 #[derive(Clone, Debug)]
 pub struct Instance {

@@ -14,7 +14,7 @@ use nat_common::{
     proto::{IPPROTO_TCP, IPPROTO_UDP},
     tcp_state,
 };
-use nat_ctl::{commands::to_wire, state::entries, sweeper};
+use nat_ctl::{state::entries, sweeper, wire::to_wire};
 use std::{net::Ipv4Addr, process::Command, time::Duration};
 
 const NEW_MAC: packets::Mac = [0x02, 0, 0, 0, 1, 0x99];

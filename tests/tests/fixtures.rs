@@ -11,7 +11,7 @@ use nat_common::{
     proto::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
     tcp_state,
 };
-use nat_ctl::{commands::to_wire, loader::Tables, sweeper};
+use nat_ctl::{loader::Tables, sweeper, wire::to_wire};
 use std::net::Ipv4Addr;
 
 const NS: u64 = 1_000_000_000;

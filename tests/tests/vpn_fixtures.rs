@@ -56,7 +56,7 @@ fn pptp_two_clients_same_call_id_same_server() {
             let s = fx.maps.sessions().unwrap();
             let (_, sess) = s
                 .iter()
-                .find(|(k, _)| k.int_addr == nat_ctl::commands::to_wire(LAN_HOST_B))
+                .find(|(k, _)| k.int_addr == nat_ctl::wire::to_wire(LAN_HOST_B))
                 .unwrap();
             u16::from_be(sess.ext_port)
         };
@@ -708,7 +708,7 @@ fn pptp_every_message_of_a_segment_is_rewritten() {
             .sessions()
             .unwrap()
             .iter()
-            .find(|(k, _)| k.int_addr == nat_ctl::commands::to_wire(LAN_HOST_A))
+            .find(|(k, _)| k.int_addr == nat_ctl::wire::to_wire(LAN_HOST_A))
             .map(|(_, s)| u16::from_be(s.ext_port))
             .unwrap();
         let mut replies = pptp_ctrl(PPTP_OUT_CALL_REPLY, 901, first);

@@ -12,11 +12,11 @@ use serde::Serialize;
 
 use crate::{
     cli::{ProtoFilter, SessionsArgs, proto_name},
-    commands::{addr, port},
     monotonic_ns,
     pins::Instance,
     state::{NatMaps, entries},
     sweeper::remaining_secs,
+    wire::{addr, port},
 };
 
 #[derive(Serialize)]

@@ -12,10 +12,12 @@ use std::collections::BTreeMap;
 
 use crate::{
     cli::proto_name,
-    commands::{addr, if_exists, ifname, run::EGRESS_LINK},
     config::Filtering,
+    netdev::{if_exists, ifname},
+    pins::EGRESS_LINK,
     pins::Instance,
     state::NatMaps,
+    wire::addr,
 };
 
 pub const EXIT_RUNNING: u8 = 0;

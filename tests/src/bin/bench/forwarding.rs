@@ -17,8 +17,8 @@ use integration_tests::{
 };
 use nat_common::maps::{BenchGen, programs};
 use nat_ctl::{
-    commands::to_wire,
     loader::{self, Tables},
+    wire::to_wire,
 };
 use std::{net::Ipv4Addr, time::Instant};
 

@@ -23,7 +23,7 @@ use nat_common::{
     tcp_state::{SYN_IN, SYN_OUT},
     vpn::PPTP_OUT_CALL_REQUEST,
 };
-use nat_ctl::{commands::to_wire, loader::Tables, monotonic_ns};
+use nat_ctl::{loader::Tables, monotonic_ns, wire::to_wire};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 mod forwarding;

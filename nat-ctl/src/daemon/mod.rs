@@ -1,0 +1,140 @@
+//! The daemon that `nat-ctl run` becomes once the programs are attached: its event loop
+//! (signals, the data path's log, route and address changes, the sweeper's schedule, the
+//! listening ports) in this file; what it resolves from the command line and the
+//! configuration file (plan.rs); how it follows the kernel's interfaces, addresses, routes
+//! and listening sockets (follow.rs); and reload (reload.rs).
+
+mod follow;
+pub(crate) mod plan;
+mod reload;
+
+use anyhow::{Context as _, Result};
+use nat_common::config::NatConfig;
+use std::{collections::BTreeSet, time::Duration};
+
+use crate::{
+    cli::RunArgs,
+    monotonic_ns,
+    pins::{Instance, RunState},
+    pool::PortPool,
+    state::NatMaps,
+    sweeper,
+};
+use tokio::signal::unix::{SignalKind, signal};
+
+pub(crate) use plan::{LISTENER_CHECK, Plan, configure, plan};
+
+/// The running daemon: sweeps, reloads on SIGHUP, serves metrics, stops on SIGINT/SIGTERM.
+pub(crate) struct Daemon<'a> {
+    pub(crate) kernel_log: Option<aya_log::EbpfLogger<crate::kernel_log::KernelLog>>,
+    /// The loaded programs, to attach again to an interface that comes back.
+    pub(crate) ebpf: &'a mut aya::Ebpf,
+    pub(crate) instance: &'a Instance,
+    pub(crate) args: &'a RunArgs,
+    pub(crate) maps: NatMaps,
+    pub(crate) cfg: NatConfig,
+    /// The port pool as last configured (for PORT_IN_POOL after sweeps).
+    pub(crate) pool: PortPool,
+    pub(crate) plan: Plan,
+    pub(crate) state: RunState,
+    /// Sides ("lan", "wan") whose interface is gone, reported once.
+    pub(crate) missing: BTreeSet<&'static str>,
+    /// The last sweep took too long for the configured interval (said once, until it no
+    /// longer does).
+    pub(crate) sweeps_stretched: bool,
+}
+
+impl Daemon<'_> {
+    pub(crate) async fn serve(&mut self) -> Result<()> {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut tick = tokio::time::interval(Duration::from_secs(self.args.sweep_interval));
+        // A late tick (a long sweep, a stretched interval) waits a whole period, never bursts.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut listeners = tokio::time::interval(LISTENER_CHECK);
+        listeners.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // SAFETY: the AsyncFd owns the logger and with it the ring buffer's fd, so the fd
+        // outlives its registration.
+        let mut kernel_log =
+            unsafe { tokio::io::unix::AsyncFd::register(self.kernel_log.take().expect("logger")) }
+                .map_err(|_| anyhow::anyhow!("cannot watch the aya-log ring buffer"))?;
+        // Without it, flows still pick up a change within NEXT_HOP_TTL_NS.
+        let mut routes = match crate::netlink::RouteWatch::open() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log::warn!(
+                    "cannot watch route and neighbour changes ({e}); flows follow them within a second"
+                );
+                None
+            }
+        };
+        if let Some(addr) = self.args.metrics {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics {addr}: cannot listen there"))?;
+            println!("metrics on http://{addr}/metrics");
+            tokio::spawn(crate::metrics::serve(listener, self.instance.clone()));
+        }
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => self.reload(),
+                guard = kernel_log.readable_mut() => {
+                    let mut guard = guard?;
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+                changed = async { routes.as_mut().expect("guarded").changed().await },
+                    if routes.is_some() =>
+                {
+                    match changed {
+                        Ok(c) => self.network_changed(c),
+                        Err(e) => {
+                            log::warn!("route watch failed ({e:#}); flows follow changes within a second");
+                            routes = None;
+                        }
+                    }
+                }
+                _ = listeners.tick() => self.follow_listeners(),
+                _ = tick.tick() => {
+                    // Also without netlink (a failed watch, a missed message): the LAN side
+                    // is read again every sweep.
+                    self.follow_lan_side();
+                    let start = std::time::Instant::now();
+                                        match sweeper::sweep(&mut self.maps, &self.cfg.timeouts, monotonic_ns()) {
+                        Ok(r) if r != Default::default() => {
+                            log::info!("sweep: {r:?}");
+                            // Freed ports outside the pool (a reload moved it) go back to
+                            // the router.
+                            if r.ports_freed > 0 {
+                                if let Err(e) = self.maps.write_pool_bitmap(&self.pool) {
+                                    log::warn!("cannot update the port pool's bitmap: {e:#}");
+                                }
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => log::warn!("sweep failed: {e:#}"),
+                    }
+                    let took = start.elapsed();
+                    let every = tick.period();
+                    let next = sweeper::next_sweep_in(every, took);
+                    let stretched = next > every;
+                    if stretched {
+                        tick.reset_after(next);
+                        if !self.sweeps_stretched {
+                            log::info!(
+                                "a sweep took {took:.1?}: sweeping every {next:.0?} or so, not every {every:?}, to stay under 1/{} of a CPU",
+                                sweeper::SWEEP_DUTY
+                            );
+                        }
+                    }
+                    self.sweeps_stretched = stretched;
+                }
+            }
+        }
+        println!("stopping");
+        Ok(())
+    }
+}
