@@ -2,9 +2,9 @@
 
 use core::mem::size_of;
 
-/// Bumped whenever a map key/value layout changes, so a daemon can refuse pinned maps it
-/// would misread.
-pub const LAYOUT_VERSION: u32 = 7;
+/// Changes whenever a map key or value layout changes (derived: crate::layout), so a daemon
+/// can refuse pinned maps it would misread.
+pub use crate::layout::LAYOUT_VERSION;
 
 /// RFC 4787 REQ-8 filtering behaviours.
 pub const FILTER_ENDPOINT_INDEPENDENT: u32 = 0;

@@ -7,6 +7,7 @@ pub mod checksum;
 pub mod config;
 pub mod counters;
 pub mod flow_cache;
+pub mod layout;
 pub mod maps;
 pub mod passthrough;
 pub mod ports;
