@@ -34,6 +34,54 @@ pub const fn classify(proto: u8, dport: u16) -> u8 {
     }
 }
 
+/// A VPN passthrough switch, as the API and the command line name it. Sessions store its
+/// class (`Switch::class`, a u8: CLASS_PPTP, CLASS_L2TP, CLASS_IPSEC); PASSTHROUGH holds
+/// its state at `Switch::slot`.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Switch {
+    Pptp = CLASS_PPTP,
+    L2tp = CLASS_L2TP,
+    Ipsec = CLASS_IPSEC,
+}
+
+impl Switch {
+    /// Every switch, in slot order.
+    pub const ALL: [Switch; NUM_SWITCHES as usize] = [Switch::Pptp, Switch::L2tp, Switch::Ipsec];
+
+    /// The class its sessions carry.
+    pub const fn class(self) -> u8 {
+        self as u8
+    }
+
+    /// Its PASSTHROUGH slot.
+    pub const fn slot(self) -> u32 {
+        self as u32 - 1
+    }
+
+    /// As `nat-ctl passthrough` spells it.
+    pub const fn name(self) -> &'static str {
+        SWITCH_NAMES[self.slot() as usize]
+    }
+
+    /// The switch of sessions of `class` (None for ordinary traffic).
+    pub const fn of_class(class: u8) -> Option<Switch> {
+        match class {
+            CLASS_PPTP => Some(Switch::Pptp),
+            CLASS_L2TP => Some(Switch::L2tp),
+            CLASS_IPSEC => Some(Switch::Ipsec),
+            _ => None,
+        }
+    }
+
+    /// The switch named `name` (case-insensitive), for the command line.
+    pub fn by_name(name: &str) -> Option<Switch> {
+        Switch::ALL
+            .into_iter()
+            .find(|s| s.name().eq_ignore_ascii_case(name))
+    }
+}
+
 /// PASSTHROUGH slot of a class (None for ordinary traffic).
 pub const fn switch_slot(class: u8) -> Option<u32> {
     match class {
@@ -42,20 +90,11 @@ pub const fn switch_slot(class: u8) -> Option<u32> {
     }
 }
 
-/// Class named `name` (case-insensitive), for the command line.
-pub fn class_by_name(name: &str) -> Option<u8> {
-    SWITCH_NAMES
-        .iter()
-        .position(|n| n.eq_ignore_ascii_case(name))
-        .map(|i| i as u8 + 1)
-}
-
+/// The name of `class`'s switch ("" for ordinary traffic).
 pub const fn class_name(class: u8) -> &'static str {
-    match class {
-        CLASS_PPTP => "pptp",
-        CLASS_L2TP => "l2tp",
-        CLASS_IPSEC => "ipsec",
-        _ => "",
+    match Switch::of_class(class) {
+        Some(s) => s.name(),
+        None => "",
     }
 }
 
@@ -80,9 +119,13 @@ mod tests {
 
     #[test]
     fn names_and_slots() {
-        assert_eq!(class_by_name("PPTP"), Some(CLASS_PPTP));
-        assert_eq!(class_by_name("IPsec"), Some(CLASS_IPSEC));
-        assert_eq!(class_by_name("gre"), None);
+        assert_eq!(Switch::by_name("PPTP"), Some(Switch::Pptp));
+        assert_eq!(Switch::by_name("IPsec"), Some(Switch::Ipsec));
+        assert_eq!(Switch::by_name("gre"), None);
+        for s in Switch::ALL {
+            assert_eq!(Switch::of_class(s.class()), Some(s));
+            assert_eq!(switch_slot(s.class()), Some(s.slot()));
+        }
         for c in [CLASS_PPTP, CLASS_L2TP, CLASS_IPSEC] {
             assert_eq!(
                 SWITCH_NAMES[switch_slot(c).unwrap() as usize],

@@ -2,6 +2,7 @@
 //! black-box tests drive it.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use nat_common::passthrough::Switch;
 use std::{net::Ipv4Addr, path::PathBuf};
 
 use crate::pins::DEFAULT_INSTANCE;
@@ -87,18 +88,18 @@ pub enum PassthroughAction {
     /// Let this protocol's VPN traffic through (pptp, l2tp or ipsec).
     Enable {
         #[arg(value_parser = parse_switch, value_name = "pptp|l2tp|ipsec")]
-        name: u8,
+        name: Switch,
     },
     /// Block this protocol's VPN traffic both ways and remove its sessions.
     Disable {
         #[arg(value_parser = parse_switch, value_name = "pptp|l2tp|ipsec")]
-        name: u8,
+        name: Switch,
     },
 }
 
-/// A switch name, case-insensitive, to its class.
-fn parse_switch(s: &str) -> Result<u8, String> {
-    nat_common::passthrough::class_by_name(s).ok_or_else(|| {
+/// A switch name, case-insensitive.
+fn parse_switch(s: &str) -> Result<Switch, String> {
+    Switch::by_name(s).ok_or_else(|| {
         format!(
             "unknown passthrough protocol '{s}': valid are {}",
             nat_common::passthrough::SWITCH_NAMES.join(", ")

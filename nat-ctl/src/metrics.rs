@@ -2,7 +2,7 @@
 //! for every scrape (so it always agrees with `nat-ctl stats`).
 
 use anyhow::Result;
-use nat_common::{counters::CounterKind, maps::names, passthrough::SWITCH_NAMES};
+use nat_common::{counters::CounterKind, maps::names, passthrough::Switch};
 use std::{collections::BTreeMap, fmt::Write as _};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -58,11 +58,12 @@ pub fn render(instance: &Instance) -> Result<String> {
         "# HELP xdp_nat_passthrough_enabled VPN passthrough switches (1 on, 0 off)."
     )?;
     writeln!(out, "# TYPE xdp_nat_passthrough_enabled gauge")?;
-    for (i, name) in SWITCH_NAMES.iter().enumerate() {
+    for switch in Switch::ALL {
         writeln!(
             out,
-            "xdp_nat_passthrough_enabled{{protocol=\"{name}\"}} {}",
-            u8::from(maps.switch(i as u8 + 1)?)
+            "xdp_nat_passthrough_enabled{{protocol=\"{}\"}} {}",
+            switch.name(),
+            u8::from(maps.switch(switch)?)
         )?;
     }
     let mappings = maps.mappings()?;

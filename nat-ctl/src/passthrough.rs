@@ -2,22 +2,21 @@
 //! packet); turning one off also removes that class's existing state.
 
 use anyhow::Result;
-use nat_common::passthrough::{CLASS_IPSEC, CLASS_PPTP, SWITCH_NAMES};
+use nat_common::passthrough::Switch;
 
 use crate::state::{NatMaps, clear};
 
 /// (name, on) for pptp, l2tp, ipsec.
 pub fn list(maps: &NatMaps) -> Result<Vec<(&'static str, bool)>> {
-    SWITCH_NAMES
-        .iter()
-        .enumerate()
-        .map(|(i, name)| Ok((*name, maps.switch(i as u8 + 1)?)))
+    Switch::ALL
+        .into_iter()
+        .map(|s| Ok((s.name(), maps.switch(s)?)))
         .collect()
 }
 
 /// Sets a switch; returns how many sessions/state entries were removed when turned off.
-pub fn set(maps: &mut NatMaps, class: u8, on: bool) -> Result<usize> {
-    maps.set_switch(class, on)?;
+pub fn set(maps: &mut NatMaps, switch: Switch, on: bool) -> Result<usize> {
+    maps.set_switch(switch, on)?;
     if on {
         return Ok(0);
     }
@@ -25,16 +24,16 @@ pub fn set(maps: &mut NatMaps, class: u8, on: bool) -> Result<usize> {
     let sessions: Vec<_> = maps
         .sessions()?
         .into_iter()
-        .filter(|(_, s)| s.class == class)
+        .filter(|(_, s)| s.class == switch.class())
         .collect();
     for (k, s) in sessions {
         removed += usize::from(maps.try_remove_session(&k, &s)?);
     }
-    if class == CLASS_PPTP {
+    if switch == Switch::Pptp {
         removed += clear(&mut maps.pptp_calls_in)?;
         clear(&mut maps.pptp_calls_out)?;
     }
-    if class == CLASS_IPSEC {
+    if switch == Switch::Ipsec {
         removed += clear(&mut maps.ike_sas)?;
         removed += clear(&mut maps.esp_in)?;
         clear(&mut maps.esp_out)?;

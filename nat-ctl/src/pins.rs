@@ -10,8 +10,24 @@ use std::{
 pub const BPFFS: &str = "/sys/fs/bpf";
 pub const RUN_DIR: &str = "/run/xdp-nat";
 pub const DEFAULT_INSTANCE: &str = "xdp-nat";
-/// The pinned link of the WAN egress guard (Instance::link_path).
-pub const EGRESS_LINK: &str = "wan_egress";
+/// An instance's pinned bpf_links: the XDP program on each side, and the WAN egress guard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Link {
+    Lan,
+    Wan,
+    WanEgress,
+}
+
+impl Link {
+    /// As the pin's file name and the log say it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Link::Lan => "lan",
+            Link::Wan => "wan",
+            Link::WanEgress => "wan_egress",
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Instance {
@@ -41,9 +57,9 @@ impl Instance {
         self.dir().join(map)
     }
 
-    /// Pinned bpf_link of the program on the LAN ("lan") or WAN ("wan") interface.
-    pub fn link_path(&self, side: &str) -> PathBuf {
-        self.dir().join(format!("link_{side}"))
+    /// Where `link` is pinned.
+    pub fn link_path(&self, link: Link) -> PathBuf {
+        self.dir().join(format!("link_{}", link.name()))
     }
 
     pub fn lock_path(&self) -> PathBuf {
@@ -264,6 +280,9 @@ mod tests {
             i.map_path("SESSIONS"),
             PathBuf::from("/sys/fs/bpf/t1/SESSIONS")
         );
-        assert_eq!(i.link_path("lan"), PathBuf::from("/sys/fs/bpf/t1/link_lan"));
+        assert_eq!(
+            i.link_path(Link::Lan),
+            PathBuf::from("/sys/fs/bpf/t1/link_lan")
+        );
     }
 }

@@ -17,7 +17,7 @@ use nat_common::{
         Mapping, Owner, PeerId, PeerIdKey, PptpCall, PptpCallKey, PptpClientKey, ReplyKey, Session,
         SessionIn, SessionKey, names,
     },
-    passthrough::{SWITCH_OFF, SWITCH_ON, switch_slot},
+    passthrough::{SWITCH_OFF, SWITCH_ON, Switch},
     ports::{POOL_BITMAP_WORDS, pool_bit},
     proto::{IPPROTO_ESP, IPPROTO_GRE, IPPROTO_UDP},
 };
@@ -309,23 +309,21 @@ impl NatMaps {
         Ok(self.counters.get(&(c as u32), 0)?.iter().sum())
     }
 
-    /// Is the passthrough switch of `class` on?
-    pub fn switch(&self, class: u8) -> Result<bool> {
-        let slot = switch_slot(class).ok_or_else(|| anyhow!("class {class} has no switch"))?;
-        Ok(self.passthrough.get(&slot, 0)? == SWITCH_ON)
+    /// Is `switch` on?
+    pub fn switch(&self, switch: Switch) -> Result<bool> {
+        Ok(self.passthrough.get(&switch.slot(), 0)? == SWITCH_ON)
     }
 
-    pub fn set_switch(&mut self, class: u8, on: bool) -> Result<()> {
-        let slot = switch_slot(class).ok_or_else(|| anyhow!("class {class} has no switch"))?;
+    pub fn set_switch(&mut self, switch: Switch, on: bool) -> Result<()> {
         self.passthrough
-            .set(slot, if on { SWITCH_ON } else { SWITCH_OFF }, 0)
+            .set(switch.slot(), if on { SWITCH_ON } else { SWITCH_OFF }, 0)
             .context("writing PASSTHROUGH")
     }
 
-    /// Sets pptp, l2tp, ipsec (SWITCH_NAMES order) at once.
+    /// Sets every switch at once (`on` in Switch::ALL order).
     pub fn set_switches(&mut self, on: &[bool; 3]) -> Result<()> {
-        for (i, on) in on.iter().enumerate() {
-            self.set_switch(i as u8 + 1, *on)?;
+        for (switch, on) in Switch::ALL.into_iter().zip(on) {
+            self.set_switch(switch, *on)?;
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use integration_tests::{
     packets::{self, ACK, SYN, addrs, parse_checked, payload, pptp_ctrl, pptp_ids},
 };
 use nat_common::{
-    passthrough::{CLASS_IPSEC, CLASS_L2TP, CLASS_PPTP},
+    passthrough::{CLASS_IPSEC, CLASS_L2TP, CLASS_PPTP, Switch},
     proto::{IPPROTO_AH, IPPROTO_ESP, IPPROTO_GRE},
     vpn::{PPTP_IN_CALL_CONNECTED, PPTP_OUT_CALL_REPLY, PPTP_OUT_CALL_REQUEST},
 };
@@ -548,7 +548,7 @@ fn each_switch_off_blocks_its_traffic_both_ways_and_nothing_else() {
             (CLASS_L2TP, "drop_l2tp_switch_off"),
             (CLASS_IPSEC, "drop_ipsec_switch_off"),
         ] {
-            passthrough::set(&mut fx.maps, class, false).unwrap();
+            passthrough::set(&mut fx.maps, Switch::of_class(class).unwrap(), false).unwrap();
             let blocked: Vec<&Vec<u8>> = match class {
                 CLASS_PPTP => vec![&gre_out],
                 CLASS_L2TP => vec![&l2tp_out, &l2tp_in],
@@ -582,7 +582,7 @@ fn each_switch_off_blocks_its_traffic_both_ways_and_nothing_else() {
             assert_eq!(fx.from_wan(&dns_in).0, XDP_REDIRECT);
             assert_eq!(fx.from_lan(&ping).0, XDP_REDIRECT);
             // On again: new flows start.
-            passthrough::set(&mut fx.maps, class, true).unwrap();
+            passthrough::set(&mut fx.maps, Switch::of_class(class).unwrap(), true).unwrap();
         }
         assert_eq!(fx.from_lan(&l2tp_out).0, XDP_REDIRECT);
         assert_eq!(fx.from_lan(&gre_out).0, XDP_REDIRECT);

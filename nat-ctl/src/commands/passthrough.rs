@@ -1,7 +1,6 @@
 //! `nat-ctl passthrough [enable|disable NAME] [--json]`.
 
 use anyhow::Result;
-use nat_common::passthrough::class_name;
 use serde_json::{Map, Value, json};
 
 use crate::{cli::PassthroughAction, passthrough, pins::Instance, state::NatMaps};
@@ -13,18 +12,18 @@ pub fn passthrough(
 ) -> Result<()> {
     let mut maps = NatMaps::open_pinned(instance)?;
     if let Some(action) = action {
-        let (class, on) = match action {
+        let (switch, on) = match action {
             PassthroughAction::Enable { name } => (*name, true),
             PassthroughAction::Disable { name } => (*name, false),
         };
-        let was = maps.switch(class)?;
-        let removed = passthrough::set(&mut maps, class, on)?;
+        let was = maps.switch(switch)?;
+        let removed = passthrough::set(&mut maps, switch, on)?;
         if !json_out {
             let state = if on { "on" } else { "off" };
             let change = if was == on { "already " } else { "" };
             println!(
                 "{} passthrough {change}{state}{}",
-                class_name(class),
+                switch.name(),
                 if removed > 0 {
                     format!(" ({removed} sessions removed)")
                 } else {

@@ -10,7 +10,7 @@ use crate::{
     daemon::{Daemon, configure, plan},
     loader::{self, Attached, Tables},
     netdev::{if_exists, ifname},
-    pins::EGRESS_LINK,
+    pins::Link,
     pins::{DaemonLock, Instance, RunState, ensure_bpffs},
     state::NatMaps,
     sysctl,
@@ -88,18 +88,18 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
         &mut ebpf,
         programs::LAN_INGRESS,
         &plan.settings.lan,
-        Some(&instance.link_path("lan")),
+        Some(&instance.link_path(Link::Lan)),
     )?;
     let wan_mode = loader::attach(
         &mut ebpf,
         programs::WAN_INGRESS,
         &plan.settings.wan,
-        Some(&instance.link_path("wan")),
+        Some(&instance.link_path(Link::Wan)),
     )?;
     loader::attach_egress(
         &mut ebpf,
         &plan.settings.wan,
-        &instance.link_path(EGRESS_LINK),
+        &instance.link_path(Link::WanEgress),
     )?;
     let describe = |a: Attached| match a {
         Attached::Replaced => "program replaced in the existing link",

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use nat_common::{
     counters::{Counter, CounterKind},
-    passthrough::{CLASS_IPSEC, CLASS_PPTP, SWITCH_NAMES},
+    passthrough::Switch,
 };
 use serde_json::{Map, Value, json};
 
@@ -31,8 +31,8 @@ fn per_class(maps: &NatMaps, counters: &[(Counter, u64)]) -> Result<Vec<ClassSta
             .map_or(0, |(_, v)| *v)
     };
     let mut out = Vec::new();
-    for (i, name) in SWITCH_NAMES.iter().enumerate() {
-        let class = i as u8 + 1;
+    for switch in Switch::ALL {
+        let (name, class) = (switch.name(), switch.class());
         let counters = Counter::for_class(class).expect("switch classes have counters");
         let (translated, off, fail) = (
             counters.translated,
@@ -40,15 +40,15 @@ fn per_class(maps: &NatMaps, counters: &[(Counter, u64)]) -> Result<Vec<ClassSta
             counters.alloc_fail,
         );
         let mut n = sessions.iter().filter(|(_, s)| s.class == class).count();
-        if class == CLASS_PPTP {
+        if switch == Switch::Pptp {
             n += maps.pptp_calls()?.len();
         }
-        if class == CLASS_IPSEC {
+        if switch == Switch::Ipsec {
             n += entries(&maps.esp_out)?.len();
         }
         out.push(ClassStats {
             name,
-            on: maps.switch(class)?,
+            on: maps.switch(switch)?,
             sessions: n,
             translated: value(translated),
             switch_off: value(off),

@@ -14,8 +14,8 @@ use crate::{
     cli::proto_name,
     config::Filtering,
     netdev::{if_exists, ifname},
-    pins::EGRESS_LINK,
     pins::Instance,
+    pins::Link,
     state::NatMaps,
     wire::addr,
 };
@@ -26,11 +26,11 @@ pub const EXIT_NO_DAEMON: u8 = 3;
 
 /// Program id attached through the pinned link of `side` to interface `ifindex`, if that
 /// link is alive and the interface still exists (a pinned link outlives its interface).
-fn attached_program(instance: &Instance, side: &str, ifindex: u32) -> Option<u32> {
+fn attached_program(instance: &Instance, link: Link, ifindex: u32) -> Option<u32> {
     if !if_exists(ifindex) {
         return None;
     }
-    let link = PinnedLink::from_pin(instance.link_path(side)).ok()?;
+    let link = PinnedLink::from_pin(instance.link_path(link)).ok()?;
     FdLink::from(link).info().ok().map(|i| i.program_id())
 }
 
@@ -72,9 +72,9 @@ pub fn status(instance: &Instance, json_out: bool) -> Result<u8> {
         return Ok(EXIT_NO_DAEMON);
     }
     let pid = instance.daemon_pid();
-    let lan_prog = attached_program(instance, "lan", cfg.lan_ifindex);
-    let wan_prog = attached_program(instance, "wan", cfg.wan_ifindex);
-    let egress_prog = attached_program(instance, EGRESS_LINK, cfg.wan_ifindex);
+    let lan_prog = attached_program(instance, Link::Lan, cfg.lan_ifindex);
+    let wan_prog = attached_program(instance, Link::Wan, cfg.wan_ifindex);
+    let egress_prog = attached_program(instance, Link::WanEgress, cfg.wan_ifindex);
     let mut per_proto: BTreeMap<&str, usize> = BTreeMap::new();
     let sessions = maps.sessions()?;
     for (k, _) in &sessions {

@@ -3,7 +3,7 @@
 
 use nat_common::maps::programs;
 
-use crate::{lan_side::LanSide, loader, netdev, pins::EGRESS_LINK, pool, sysctl};
+use crate::{lan_side::LanSide, loader, netdev, pins::Link, pool, sysctl};
 
 use super::{Daemon, configure, plan::build_pool};
 
@@ -28,56 +28,69 @@ impl Daemon<'_> {
 
     pub(super) fn follow_interfaces(&mut self) {
         let sides = [
-            ("lan", programs::LAN_INGRESS, self.plan.settings.lan.clone()),
-            ("wan", programs::WAN_INGRESS, self.plan.settings.wan.clone()),
+            (
+                Link::Lan,
+                programs::LAN_INGRESS,
+                self.plan.settings.lan.clone(),
+            ),
+            (
+                Link::Wan,
+                programs::WAN_INGRESS,
+                self.plan.settings.wan.clone(),
+            ),
         ];
         let mut back = Vec::new();
         for (side, prog, name) in sides {
             let Ok(index) = netdev::ifindex(&name) else {
                 if self.missing.insert(side) {
                     log::error!(
-                        "{side} interface {name} went away: no NAT on it until an interface of that name is back"
+                        "{} interface {name} went away: no NAT on it until an interface of that name is back",
+                        side.name()
                     );
                 }
                 continue;
             };
-            let known = if side == "lan" {
+            let known = if side == Link::Lan {
                 self.plan.lan_index
             } else {
                 self.plan.wan_index
             };
             if index == known {
-                self.missing.remove(side);
+                self.missing.remove(&side);
                 continue;
             }
             // Redirects towards it must work from its first packet on.
             let attached = self.maps.set_devices(&[index]).and_then(|()| {
                 let mode =
                     loader::reattach(self.ebpf, prog, &name, &self.instance.link_path(side))?;
-                if side == "wan" {
+                if side == Link::Wan {
                     loader::reattach_egress(
                         self.ebpf,
                         &name,
-                        &self.instance.link_path(EGRESS_LINK),
+                        &self.instance.link_path(Link::WanEgress),
                     )?;
                 }
                 Ok(mode)
             });
             match attached {
                 Ok(mode) => {
-                    if side == "lan" {
+                    if side == Link::Lan {
                         self.plan.lan_index = index;
                     } else {
                         self.plan.wan_index = index;
                     }
-                    self.missing.remove(side);
+                    self.missing.remove(&side);
                     back.push(format!(
-                        "{side} interface {name} (ifindex {index}, {mode:?})"
+                        "{} interface {name} (ifindex {index}, {mode:?})",
+                        side.name()
                     ));
                 }
                 // Tried again on the next change.
                 Err(e) => {
-                    log::error!("{side} interface {name} is back, but attaching failed: {e:#}")
+                    log::error!(
+                        "{} interface {name} is back, but attaching failed: {e:#}",
+                        side.name()
+                    )
                 }
             }
         }

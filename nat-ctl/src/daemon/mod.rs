@@ -37,8 +37,8 @@ pub(crate) struct Daemon<'a> {
     pub(crate) pool: PortPool,
     pub(crate) plan: Plan,
     pub(crate) state: RunState,
-    /// Sides ("lan", "wan") whose interface is gone, reported once.
-    pub(crate) missing: BTreeSet<&'static str>,
+    /// Sides whose interface is gone, reported once.
+    pub(crate) missing: BTreeSet<crate::pins::Link>,
     /// The last sweep took too long for the configured interval (said once, until it no
     /// longer does).
     pub(crate) sweeps_stretched: bool,

@@ -30,9 +30,12 @@ impl Daemon<'_> {
             file.passthrough.ipsec,
         ];
         let applied = configure(&mut self.maps, &plan).and_then(|(cfg, pool)| {
-            for (i, on) in explicit.iter().enumerate() {
+            for (switch, on) in nat_common::passthrough::Switch::ALL
+                .into_iter()
+                .zip(explicit)
+            {
                 if let Some(on) = on {
-                    crate::passthrough::set(&mut self.maps, i as u8 + 1, *on)?;
+                    crate::passthrough::set(&mut self.maps, switch, on)?;
                 }
             }
             Ok((cfg, pool))
