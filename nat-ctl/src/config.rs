@@ -2,7 +2,7 @@
 //! defaults, and the validated settings the daemon runs with. Command-line flags override
 //! the file.
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use nat_common::config::{
     FILTER_ADDRESS_DEPENDENT, FILTER_ADDRESS_PORT_DEPENDENT, FILTER_ENDPOINT_INDEPENDENT,
     LAYOUT_VERSION, NatConfig, Timeouts,
@@ -271,6 +271,55 @@ pub struct Overrides {
     pub log_level: Option<LogLevel>,
 }
 
+/// What is wrong with a configuration (file and command line together), named the way the
+/// operator wrote it and with what to do instead.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("no {side} interface: pass --{flag} IF or set `{flag} = \"IF\"` in the config file")]
+    NoInterface {
+        side: &'static str,
+        flag: &'static str,
+    },
+    #[error("--lan and --wan are both '{0}': the NAT needs two different interfaces")]
+    SameInterfaces(String),
+    #[error("timeouts.{name} = {value} is below the minimum of {min} s ({rfc})")]
+    TimeoutTooShort {
+        name: &'static str,
+        value: u32,
+        min: u32,
+        rfc: &'static str,
+    },
+    #[error(
+        "timeouts: tcp_transitory must be > 0 and tcp_established >= tcp_transitory (got {transitory} and {established})"
+    )]
+    TcpTimeouts { transitory: u32, established: u32 },
+    #[error("{0} = 0: a table needs at least one entry")]
+    EmptyTable(&'static str),
+    #[error("{what} = {value} exceeds the maximum of {MAX_TABLE_SIZE}")]
+    TableTooLarge { what: &'static str, value: u32 },
+    #[error("tcp.mss_clamp = {0} is outside 536-9000 (e.g. 1452 for PPPoE)")]
+    MssClamp(u16),
+    #[error("limits.{name} = 0 would block every LAN host{what}; leave it unset for {default}")]
+    ZeroLimit {
+        name: &'static str,
+        what: &'static str,
+        default: String,
+    },
+    #[error("port range {0:?} is not of the form LOW-HIGH, e.g. \"1024-65535\"")]
+    RangeForm(String),
+    #[error("port range {range:?}: bad {end} port")]
+    RangePort {
+        range: String,
+        end: &'static str,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("port range {range:?} is reversed (low {lo} > high {hi})")]
+    RangeReversed { range: String, lo: u16, hi: u16 },
+    #[error("port range {0:?} starts below 1024: ports 1-1023 are kept for privileged sources")]
+    RangePrivileged(String),
+}
+
 impl FileConfig {
     /// Reads `path`; errors name the file, the line and the reason.
     pub fn load(path: &Path) -> Result<FileConfig> {
@@ -300,17 +349,25 @@ impl FileConfig {
         }
     }
 
-    pub fn settings(&self, o: &Overrides) -> Result<Settings> {
-        let lan =
-            o.lan.clone().or_else(|| self.lan.clone()).context(
-                "no LAN interface: pass --lan IF or set `lan = \"IF\"` in the config file",
-            )?;
-        let wan =
-            o.wan.clone().or_else(|| self.wan.clone()).context(
-                "no WAN interface: pass --wan IF or set `wan = \"IF\"` in the config file",
-            )?;
+    pub fn settings(&self, o: &Overrides) -> Result<Settings, SettingsError> {
+        let lan = o
+            .lan
+            .clone()
+            .or_else(|| self.lan.clone())
+            .ok_or(SettingsError::NoInterface {
+                side: "LAN",
+                flag: "lan",
+            })?;
+        let wan = o
+            .wan
+            .clone()
+            .or_else(|| self.wan.clone())
+            .ok_or(SettingsError::NoInterface {
+                side: "WAN",
+                flag: "wan",
+            })?;
         if lan == wan {
-            bail!("--lan and --wan are both '{lan}': the NAT needs two different interfaces");
+            return Err(SettingsError::SameInterfaces(lan));
         }
         let port_range = match &self.ports.range {
             Some(r) => parse_port_range(r)?,
@@ -325,25 +382,26 @@ impl FileConfig {
             icmp: t.icmp.unwrap_or(d.icmp),
         };
         if timeouts.udp < Timeouts::MIN_UDP {
-            bail!(
-                "timeouts.udp = {} is below the minimum of {} s (RFC 4787 REQ-5)",
-                timeouts.udp,
-                Timeouts::MIN_UDP
-            );
+            return Err(SettingsError::TimeoutTooShort {
+                name: "udp",
+                value: timeouts.udp,
+                min: Timeouts::MIN_UDP,
+                rfc: "RFC 4787 REQ-5",
+            });
         }
         if timeouts.icmp < Timeouts::MIN_ICMP {
-            bail!(
-                "timeouts.icmp = {} is below the minimum of {} s (RFC 5508 REQ-1)",
-                timeouts.icmp,
-                Timeouts::MIN_ICMP
-            );
+            return Err(SettingsError::TimeoutTooShort {
+                name: "icmp",
+                value: timeouts.icmp,
+                min: Timeouts::MIN_ICMP,
+                rfc: "RFC 5508 REQ-1",
+            });
         }
         if timeouts.tcp_transitory == 0 || timeouts.tcp_established < timeouts.tcp_transitory {
-            bail!(
-                "timeouts: tcp_transitory must be > 0 and tcp_established >= tcp_transitory (got {} and {})",
-                timeouts.tcp_transitory,
-                timeouts.tcp_established
-            );
+            return Err(SettingsError::TcpTimeouts {
+                transitory: timeouts.tcp_transitory,
+                established: timeouts.tcp_established,
+            });
         }
         let max_sessions = table_size(
             "tables.sessions",
@@ -370,29 +428,39 @@ impl FileConfig {
                 self.passthrough.ipsec.unwrap_or(true),
             ],
             mss_clamp: match self.tcp.mss_clamp {
-                Some(m) if !(536..=9000).contains(&m) => {
-                    bail!("tcp.mss_clamp = {m} is outside 536-9000 (e.g. 1452 for PPPoE)")
-                }
+                Some(m) if !(536..=9000).contains(&m) => return Err(SettingsError::MssClamp(m)),
                 m => m.unwrap_or(0),
             },
             log_level: o.log_level.or(self.log_level).unwrap_or_default(),
             mappings_per_host: match self.limits.mappings_per_host {
-                Some(0) => bail!(
-                    "limits.mappings_per_host = 0 would block every LAN host; leave it unset for a quarter of the port pool"
-                ),
+                Some(0) => {
+                    return Err(SettingsError::ZeroLimit {
+                        name: "mappings_per_host",
+                        what: "",
+                        default: "a quarter of the port pool".into(),
+                    });
+                }
                 m => m.unwrap_or(0),
             },
             sessions_per_host: match self.limits.sessions_per_host {
-                Some(0) => bail!(
-                    "limits.sessions_per_host = 0 would block every LAN host; leave it unset for a quarter of the session table"
-                ),
+                Some(0) => {
+                    return Err(SettingsError::ZeroLimit {
+                        name: "sessions_per_host",
+                        what: "",
+                        default: "a quarter of the session table".into(),
+                    });
+                }
                 Some(n) => n,
                 None => (max_sessions / 4).max(MIN_DEFAULT_SESSIONS_PER_HOST),
             },
             vpn_state_per_host: match self.limits.vpn_state_per_host {
-                Some(0) => bail!(
-                    "limits.vpn_state_per_host = 0 would block every LAN host's VPN; leave it unset for {DEFAULT_VPN_STATE_PER_HOST}"
-                ),
+                Some(0) => {
+                    return Err(SettingsError::ZeroLimit {
+                        name: "vpn_state_per_host",
+                        what: "'s VPN",
+                        default: DEFAULT_VPN_STATE_PER_HOST.to_string(),
+                    });
+                }
                 n => n.unwrap_or(DEFAULT_VPN_STATE_PER_HOST),
             },
             icmp_prohibited: self.limits.icmp_prohibited.unwrap_or(false),
@@ -400,29 +468,37 @@ impl FileConfig {
     }
 }
 
-fn table_size(what: &str, v: Option<u32>, default: u32) -> Result<u32> {
+fn table_size(what: &'static str, v: Option<u32>, default: u32) -> Result<u32, SettingsError> {
     match v {
         None => Ok(default),
-        Some(0) => bail!("{what} = 0: a table needs at least one entry"),
-        Some(n) if n > MAX_TABLE_SIZE => {
-            bail!("{what} = {n} exceeds the maximum of {MAX_TABLE_SIZE}")
-        }
+        Some(0) => Err(SettingsError::EmptyTable(what)),
+        Some(n) if n > MAX_TABLE_SIZE => Err(SettingsError::TableTooLarge { what, value: n }),
         Some(n) => Ok(n),
     }
 }
 
 /// Parses "LOW-HIGH" (1024 <= LOW <= HIGH <= 65535).
-pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>> {
-    let (a, b) = s.split_once('-').with_context(|| {
-        format!("port range {s:?} is not of the form LOW-HIGH, e.g. \"1024-65535\"")
-    })?;
-    let lo = u16::from_str(a.trim()).with_context(|| format!("port range {s:?}: bad low port"))?;
-    let hi = u16::from_str(b.trim()).with_context(|| format!("port range {s:?}: bad high port"))?;
+pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, SettingsError> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| SettingsError::RangeForm(s.into()))?;
+    let port = |p: &str, end| {
+        u16::from_str(p.trim()).map_err(|source| SettingsError::RangePort {
+            range: s.into(),
+            end,
+            source,
+        })
+    };
+    let (lo, hi) = (port(a, "low")?, port(b, "high")?);
     if lo > hi {
-        bail!("port range {s:?} is reversed (low {lo} > high {hi})");
+        return Err(SettingsError::RangeReversed {
+            range: s.into(),
+            lo,
+            hi,
+        });
     }
     if lo < 1024 {
-        bail!("port range {s:?} starts below 1024: ports 1-1023 are kept for privileged sources");
+        return Err(SettingsError::RangePrivileged(s.into()));
     }
     Ok(lo..=hi)
 }
