@@ -3,7 +3,7 @@
 //! /sys/fs/bpf/<instance>/ so that a restarted daemon adopts them.
 
 use aya_ebpf::{
-    bindings::BPF_F_MMAPABLE,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
@@ -21,6 +21,11 @@ use nat_common::{
     passthrough::{NUM_SWITCHES, SWITCH_ON, switch_slot},
     ports::{POOL_BITMAP_WORDS, pool_bit},
 };
+
+/// The per-host and per-MAC count maps take memory only for the hosts they hold (a
+/// preallocated table would take its whole size, about 5 MiB each, for a handful of
+/// hosts); they are written when state is created, never per packet.
+const QUOTA_MAP_FLAGS: u32 = BPF_F_NO_PREALLOC;
 
 /// Slot 0: the runtime configuration written by nat-ctl.
 #[map]
@@ -214,41 +219,48 @@ pub static FRAGS_IN: LruHashMap<FragKey, FragEntry> =
 /// LAN host -> mappings it holds, for the per-host quota. The data path counts up; the
 /// sweeper recounts from MAPPINGS_OUT.
 #[map]
-pub static HOST_MAPPINGS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
+pub static HOST_MAPPINGS: HashMap<u32, u32> =
+    HashMap::with_max_entries(MAX_QUOTA_HOSTS, QUOTA_MAP_FLAGS);
 
 /// LAN host -> sessions it holds, for the per-host session limit: one mapping talking to
 /// many remotes (a scanner) must not fill the session table for everyone. Counted up by the
 /// data path, recounted from SESSIONS by the sweeper.
 #[map]
-pub static HOST_SESSIONS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
+pub static HOST_SESSIONS: HashMap<u32, u32> =
+    HashMap::with_max_entries(MAX_QUOTA_HOSTS, QUOTA_MAP_FLAGS);
 
 /// The per-host mapping and session shares again, per source MAC address (of hosts on the
 /// LAN's own subnet): a host that spoofs other LAN addresses keeps its MAC, and with it its
 /// share. Counted up by the data path, recounted by the sweeper.
 #[map]
-pub static MAC_MAPPINGS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
+pub static MAC_MAPPINGS: HashMap<u64, u32> =
+    HashMap::with_max_entries(MAX_QUOTA_HOSTS, QUOTA_MAP_FLAGS);
 
 #[map]
-pub static MAC_SESSIONS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
+pub static MAC_SESSIONS: HashMap<u64, u32> =
+    HashMap::with_max_entries(MAX_QUOTA_HOSTS, QUOTA_MAP_FLAGS);
 
 /// LAN host -> VPN state entries it holds (IKE SAs, outbound ESP SAs, ESP learning windows,
 /// PPTP calls), for the per-host VPN limit. Counted up by the data path, recounted by the
 /// sweeper.
 #[map]
-pub static HOST_VPN: HashMap<u32, u32> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
+pub static HOST_VPN: HashMap<u32, u32> =
+    HashMap::with_max_entries(MAX_QUOTA_HOSTS, QUOTA_MAP_FLAGS);
 
 /// LAN host (its address, FRAG_ADDR_KEY set) and its MAC -> first fragments it started in
 /// its current window (FRAG_STARTS_PER_HOST per FRAG_TIMEOUT_NS; twice that per MAC).
 #[map]
-pub static HOST_FRAGS: HashMap<u64, FragQuota> = HashMap::with_max_entries(MAX_QUOTA_HOSTS * 2, 0);
+pub static HOST_FRAGS: HashMap<u64, FragQuota> =
+    HashMap::with_max_entries(MAX_QUOTA_HOSTS * 2, QUOTA_MAP_FLAGS);
 
 /// MAC -> VPN state entries made from it (HOST_VPN's per-MAC twin), and LAN address -> the
 /// MAC its VPN state came from, with which the sweeper recounts MAC_VPN.
 #[map]
-pub static MAC_VPN: HashMap<u64, u32> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
+pub static MAC_VPN: HashMap<u64, u32> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, QUOTA_MAP_FLAGS);
 
 #[map]
-pub static HOST_MAC: HashMap<u32, u64> = HashMap::with_max_entries(MAX_QUOTA_HOSTS, 0);
+pub static HOST_MAC: HashMap<u32, u64> =
+    HashMap::with_max_entries(MAX_QUOTA_HOSTS, QUOTA_MAP_FLAGS);
 
 /// The LAN side (lan_side.rs): the LAN interface's subnets and the routes through it
 /// (LAN_SIDE_PREFIX), and the router's own addresses on it (LAN_SIDE_ROUTER, /32). Kept by
