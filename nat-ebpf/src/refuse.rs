@@ -55,7 +55,7 @@ pub fn is_refusal(reason: Counter) -> bool {
 #[inline(never)]
 pub fn admin_prohibited(ctx: &XdpContext) -> Option<u32> {
     let cfg = config()?;
-    if cfg.icmp_prohibited == 0 || !rate_allows() {
+    if cfg.icmp_prohibited == 0 {
         return None;
     }
     // What the new headers take from the old ones, read before they are overwritten.
@@ -77,6 +77,10 @@ pub fn admin_prohibited(ctx: &XdpContext) -> Option<u32> {
     let host_addr = u32::from_ne_bytes(host);
     if host_addr | cfg.lan_mask == u32::MAX || host_addr == 0 || host[0] >= 224 {
         return None; // the subnet's broadcast address, or not a unicast source
+    }
+    // Last: only an error that will be sent takes from the budget.
+    if !rate_allows() {
+        return None;
     }
     let old_len = ctx.len();
     // SAFETY: the program's own context; a negative delta grows the frame at its head.

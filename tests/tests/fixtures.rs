@@ -1233,6 +1233,48 @@ fn a_refused_new_flow_is_answered_with_admin_prohibited_when_configured() {
             1,
             "and the refusal is counted"
         );
+        // A refusal for another reason is answered too: B's session share (the mapping it
+        // has talking to one more remote port than its share of sessions allows).
+        let b = lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER);
+        assert_eq!(
+            fx.from_lan(&packets::udp(&b, 30000, 53, b"q")).0,
+            XDP_REDIRECT
+        );
+        // A frame to a broadcast MAC is never answered (the whole LAN would get the error).
+        let mut broadcast = query_from_a(20002);
+        broadcast[0..6].copy_from_slice(&[0xff; 6]);
+        assert_eq!(fx.from_lan(&broadcast).0, XDP_DROP);
+        assert_eq!(fx.counter("icmp_prohibited_sent"), 1);
+        // At most 100 answers per CPU and second (the fixture runs on one CPU, in well
+        // under a second); every refusal is still counted.
+        let before = fx.counter("drop_host_quota");
+        let mut answered = 0;
+        for port in 21000..21200u16 {
+            answered += u32::from(fx.from_lan(&query_from_a(port)).0 == XDP_REDIRECT);
+        }
+        assert!(
+            (99..=100).contains(&answered),
+            "{answered} of 200 refusals answered in a burst"
+        );
+        assert_eq!(fx.counter("drop_host_quota"), before + 200);
+    });
+    let cfg = FixtureConfig {
+        toml: "[limits]\nsessions_per_host = 1\nicmp_prohibited = true\n".into(),
+        ..Default::default()
+    };
+    with_fixture(default_tables(), cfg, |fx| {
+        let a = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
+        assert_eq!(
+            fx.from_lan(&packets::udp(&a, 20000, 53, b"q")).0,
+            XDP_REDIRECT
+        );
+        let (action, out) = fx.from_lan(&packets::udp(&a, 20000, 54, b"q"));
+        assert_eq!(
+            action, XDP_REDIRECT,
+            "the session share's refusal is answered"
+        );
+        assert_eq!(parse_checked(&out).dst, LAN_HOST_A);
+        assert_eq!(fx.counter("drop_host_session_quota"), 1);
     });
     // The default: dropped, not answered.
     let cfg = FixtureConfig {
