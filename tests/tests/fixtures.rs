@@ -1287,3 +1287,43 @@ fn a_refused_new_flow_is_answered_with_admin_prohibited_when_configured() {
         assert_eq!(fx.counter("icmp_prohibited_sent"), 0);
     });
 }
+
+/// Hosts routed behind a LAN router all send from that router's MAC: they are counted by
+/// address only, so a subnet behind it is not squeezed into one MAC's share.
+#[test]
+fn hosts_routed_behind_a_lan_router_are_not_counted_by_mac() {
+    let quota = FixtureConfig {
+        toml: "[limits]\nmappings_per_host = 2\n".into(),
+        ..Default::default()
+    };
+    with_fixture(default_tables(), quota, |fx| {
+        let primary = nat_ctl::netdev::Ipv4Net {
+            addr: ROUTER_LAN,
+            prefix_len: 24,
+        };
+        let routed = nat_ctl::netdev::Ipv4Net {
+            addr: Ipv4Addr::new(10, 9, 0, 0),
+            prefix_len: 16,
+        };
+        let side = nat_ctl::lan_side::LanSide::from_parts(&[primary], &[routed]);
+        fx.maps.write_lan_side(&side).unwrap();
+        let mut cfg = fx.maps.read_config().unwrap();
+        cfg.lan_extra = side.extra();
+        fx.maps.write_config(&cfg).unwrap();
+        let lan_router_mac = [0x02, 0, 0, 0, 1, 0xfe];
+        let mut passed = 0;
+        for host in 1..=4u8 {
+            let h = lan_hdr(Ipv4Addr::new(10, 9, 0, host), lan_router_mac, SERVER);
+            for port in [20000, 20001] {
+                passed +=
+                    u32::from(fx.from_lan(&packets::udp(&h, port, 53, b"q")).0 == XDP_REDIRECT);
+            }
+        }
+        assert_eq!(
+            passed, 8,
+            "each routed host its own share, no MAC's share over them"
+        );
+        let mac = nat_common::maps::mac_key(&lan_router_mac);
+        assert!(fx.maps.mac_mappings.get(&mac, 0).is_err());
+    });
+}
