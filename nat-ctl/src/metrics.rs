@@ -1,13 +1,19 @@
-//! `nat-ctl run --metrics ADDR`: Prometheus text exposition of the pinned state, read anew
-//! for every scrape (so it always agrees with `nat-ctl stats`).
+//! `nat-ctl run --metrics ADDR`: the pinned state in the Prometheus/OpenMetrics text format
+//! (prometheus-client), read anew for every scrape so that it always agrees with
+//! `nat-ctl stats`, served over HTTP (hyper) at /metrics; any other path is 404.
 
 use anyhow::Result;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
 use nat_common::{counters::CounterKind, maps::names, passthrough::Switch};
-use std::{collections::BTreeMap, fmt::Write as _};
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpListener,
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
 };
+use std::collections::BTreeMap;
+use tokio::net::TcpListener;
 
 use crate::{cli::proto_name, pins::Instance, state::NatMaps};
 
@@ -20,24 +26,58 @@ fn kind_name(k: CounterKind) -> &'static str {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Verdict {
+    reason: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Proto {
+    proto: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Protocol {
+    protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Table {
+    table: &'static str,
+}
+
+/// A gauge family of `registry` named `name`, with `help`.
+fn gauges<L>(registry: &mut Registry, name: &str, help: &str) -> Family<L, Gauge>
+where
+    L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+{
+    let family = Family::<L, Gauge>::default();
+    registry.register(name, help, family.clone());
+    family
+}
+
 /// The exposition text for `instance`.
 pub fn render(instance: &Instance) -> Result<String> {
     let maps = NatMaps::open_pinned(instance)?;
-    let mut out = String::new();
-    writeln!(
-        out,
-        "# HELP xdp_nat_packets_total Packets by verdict; `reason` is the counter nat-ctl stats names."
-    )?;
-    writeln!(out, "# TYPE xdp_nat_packets_total counter")?;
+    let mut registry = Registry::default();
+
+    let packets = Family::<Verdict, Counter>::default();
+    registry.register(
+        "xdp_nat_packets",
+        "Packets by verdict; `reason` is the counter nat-ctl stats names",
+        packets.clone(),
+    );
     for (c, v) in maps.counters()? {
-        writeln!(
-            out,
-            "xdp_nat_packets_total{{reason=\"{}\",kind=\"{}\"}} {v}",
-            c.name(),
-            kind_name(c.kind())
-        )?;
+        packets
+            .get_or_create(&Verdict {
+                reason: c.name(),
+                kind: kind_name(c.kind()),
+            })
+            .inc_by(v);
     }
-    let mut by_proto: BTreeMap<&str, u64> =
+
+    let mut by_proto: BTreeMap<&'static str, u64> =
         ["tcp", "udp", "icmp"].iter().map(|p| (*p, 0)).collect();
     let sessions = maps.sessions()?;
     for (k, _) in &sessions {
@@ -45,27 +85,28 @@ pub fn render(instance: &Instance) -> Result<String> {
     }
     *by_proto.entry("gre").or_default() += maps.pptp_calls()?.len() as u64;
     *by_proto.entry("esp").or_default() += crate::state::entries(&maps.esp_out)?.len() as u64;
-    writeln!(
-        out,
-        "# HELP xdp_nat_sessions Sessions by protocol (gre: PPTP calls, esp: ESP security associations)."
-    )?;
-    writeln!(out, "# TYPE xdp_nat_sessions gauge")?;
-    for (p, n) in &by_proto {
-        writeln!(out, "xdp_nat_sessions{{proto=\"{p}\"}} {n}")?;
+    let family = gauges::<Proto>(
+        &mut registry,
+        "xdp_nat_sessions",
+        "Sessions by protocol (gre: PPTP calls, esp: ESP security associations)",
+    );
+    for (proto, n) in by_proto {
+        family.get_or_create(&Proto { proto }).set(n as i64);
     }
-    writeln!(
-        out,
-        "# HELP xdp_nat_passthrough_enabled VPN passthrough switches (1 on, 0 off)."
-    )?;
-    writeln!(out, "# TYPE xdp_nat_passthrough_enabled gauge")?;
+
+    let family = gauges::<Protocol>(
+        &mut registry,
+        "xdp_nat_passthrough_enabled",
+        "VPN passthrough switches (1 on, 0 off)",
+    );
     for switch in Switch::ALL {
-        writeln!(
-            out,
-            "xdp_nat_passthrough_enabled{{protocol=\"{}\"}} {}",
-            switch.name(),
-            u8::from(maps.switch(switch)?)
-        )?;
+        family
+            .get_or_create(&Protocol {
+                protocol: switch.name(),
+            })
+            .set(i64::from(maps.switch(switch)?));
     }
+
     let mappings = maps.mappings()?;
     let fill = [
         (names::SESSIONS, sessions.len()),
@@ -84,66 +125,97 @@ pub fn render(instance: &Instance) -> Result<String> {
             crate::state::entries(&maps.frags_in)?.len(),
         ),
     ];
-    writeln!(out, "# HELP xdp_nat_table_entries Entries in each table.")?;
-    writeln!(out, "# TYPE xdp_nat_table_entries gauge")?;
-    for (t, n) in fill {
-        writeln!(out, "xdp_nat_table_entries{{table=\"{t}\"}} {n}")?;
-    }
-    writeln!(out, "# HELP xdp_nat_table_capacity Capacity of each table.")?;
-    writeln!(out, "# TYPE xdp_nat_table_capacity gauge")?;
-    for (t, _) in fill {
-        let cap = aya::maps::MapInfo::from_pin(instance.map_path(t))
+    let entries = gauges::<Table>(
+        &mut registry,
+        "xdp_nat_table_entries",
+        "Entries in each table",
+    );
+    let capacity = gauges::<Table>(
+        &mut registry,
+        "xdp_nat_table_capacity",
+        "Capacity of each table",
+    );
+    for (table, n) in fill {
+        entries.get_or_create(&Table { table }).set(n as i64);
+        let cap = aya::maps::MapInfo::from_pin(instance.map_path(table))
             .map(|i| i.max_entries())
             .unwrap_or(0);
-        writeln!(out, "xdp_nat_table_capacity{{table=\"{t}\"}} {cap}")?;
+        capacity.get_or_create(&Table { table }).set(i64::from(cap));
     }
+
     let cfg = maps.read_config()?;
-    writeln!(
-        out,
-        "# HELP xdp_nat_port_pool_size External ports (and ICMP ids) the NAT may hand out."
-    )?;
-    writeln!(out, "# TYPE xdp_nat_port_pool_size gauge")?;
-    writeln!(
-        out,
-        "xdp_nat_port_pool_size {}",
-        cfg.pool_len + cfg.priv_pool_len
-    )?;
-    writeln!(
-        out,
-        "# HELP xdp_nat_port_pool_used External ports in use or cooling, by protocol."
-    )?;
-    writeln!(out, "# TYPE xdp_nat_port_pool_used gauge")?;
-    let mut used: BTreeMap<&str, u64> = ["tcp", "udp", "icmp"].iter().map(|p| (*p, 0)).collect();
+    let pool_size = Gauge::<i64>::default();
+    registry.register(
+        "xdp_nat_port_pool_size",
+        "External ports (and ICMP ids) the NAT may hand out",
+        pool_size.clone(),
+    );
+    pool_size.set(i64::from(cfg.pool_len + cfg.priv_pool_len));
+    let mut used: BTreeMap<&'static str, u64> =
+        ["tcp", "udp", "icmp"].iter().map(|p| (*p, 0)).collect();
     for (k, _) in &mappings {
         *used.entry(proto_name(k.proto)).or_default() += 1;
     }
-    for (p, n) in used {
-        writeln!(out, "xdp_nat_port_pool_used{{proto=\"{p}\"}} {n}")?;
+    let family = gauges::<Proto>(
+        &mut registry,
+        "xdp_nat_port_pool_used",
+        "External ports in use or cooling, by protocol",
+    );
+    for (proto, n) in used {
+        family.get_or_create(&Proto { proto }).set(n as i64);
     }
+
+    let mut out = String::new();
+    encode(&mut out, &registry)?;
     Ok(out)
 }
 
-/// Answers every HTTP request on `listener` with the metrics (any path: there is one page).
+/// The reply to one request: the metrics at /metrics, 404 anywhere else.
+fn reply(instance: &Instance, path: &str) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = if path != "/metrics" {
+        (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: the metrics are at /metrics\n".to_string(),
+        )
+    } else {
+        match render(instance) {
+            Ok(text) => (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                text,
+            ),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("error: {e:#}\n"),
+            ),
+        }
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// Serves the metrics on `listener`, one task per connection.
 pub async fn serve(listener: TcpListener, instance: Instance) {
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
+        let Ok((conn, _)) = listener.accept().await else {
             continue;
         };
         let instance = instance.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            // The request itself does not matter; read what came so the client sees a reply.
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(2), conn.read(&mut buf)).await;
-            let (status, body) = match render(&instance) {
-                Ok(text) => ("200 OK", text),
-                Err(e) => ("500 Internal Server Error", format!("error: {e:#}\n")),
-            };
-            let reply = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = conn.write_all(reply.as_bytes()).await;
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let response = reply(&instance, req.uri().path());
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(conn), service)
+                .await;
         });
     }
 }

@@ -194,12 +194,19 @@ fn reload_applies_a_new_timeout_and_keeps_sessions_and_a_broken_file_changes_not
 
 /// GET /metrics from inside the router namespace.
 fn scrape(lab: &Lab, port: u16) -> String {
+    get(lab, port, "/metrics")
+}
+
+/// GET `path` from the metrics server inside the router namespace: the whole response.
+fn get(lab: &Lab, port: u16, path: &'static str) -> String {
     lab.router
         .run(move || {
             let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-                .unwrap();
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .unwrap();
             let mut body = String::new();
             s.read_to_string(&mut body).unwrap();
             body
@@ -241,6 +248,13 @@ fn metrics_are_served_over_http_and_match_stats() {
     assert!(page.contains("xdp_nat_sessions{proto=\"udp\"} 1"), "{page}");
     assert!(page.contains("xdp_nat_passthrough_enabled{protocol=\"ipsec\"} 1"));
     assert!(page.contains("xdp_nat_table_capacity{table=\"SESSIONS\"} 262144"));
+    assert!(
+        page.trim_end().ends_with("# EOF"),
+        "OpenMetrics text: {page}"
+    );
+    // Only /metrics is served.
+    let other = get(&lab, 9779, "/");
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
 }
 
 #[test]
