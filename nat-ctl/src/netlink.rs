@@ -1,4 +1,5 @@
-//! Route, address, link and neighbour changes from rtnetlink. The data path keeps each
+//! Route, address, link and neighbour changes from rtnetlink (messages decoded by
+//! netlink-packet-route). The data path keeps each
 //! flow's next hop (`NextHop`) for up to NEXT_HOP_TTL_NS; the daemon moves the route
 //! generation on when one of these changes, so flows follow a new route or a neighbour's new
 //! MAC address at once instead of within that time. Address and link changes also make it
@@ -10,26 +11,17 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
+use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::{
+    AddressFamily, RouteNetlinkMessage,
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
+};
 use tokio::io::unix::AsyncFd;
 
 const RTMGRP_LINK: u32 = 0x1;
 const RTMGRP_NEIGH: u32 = 0x4;
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 const RTMGRP_IPV4_ROUTE: u32 = 0x40;
-
-const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
-const RTM_NEWADDR: u16 = 20;
-const RTM_DELADDR: u16 = 21;
-const RTM_NEWNEIGH: u16 = 28;
-const RTM_DELNEIGH: u16 = 29;
-const NLMSG_HDR_LEN: usize = 16;
-/// struct ndmsg: family, pads, ifindex, state, flags, type.
-const NDMSG_LEN: usize = 12;
-const NDA_DST: u16 = 1;
-const NDA_LLADDR: u16 = 2;
-const NUD_FAILED: u16 = 0x20;
-const AF_INET: u8 = 2;
 
 /// What one neighbour message says: (ifindex, IPv4 address) and its MAC, if it has one.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,31 +41,36 @@ pub struct Changes {
     pub addresses: bool,
 }
 
-/// Parses the messages in one netlink datagram: what routes, addresses and links changed
-/// (always relevant to next hops), and the IPv4 neighbour messages (relevant only when a MAC
-/// address changes, which `Neighbours` tells).
+/// Parses the messages in one netlink datagram (netlink-packet-route): what routes,
+/// addresses and links changed (always relevant to next hops), and the IPv4 neighbour
+/// messages (relevant only when a MAC address changes, which `Neighbours` tells).
 pub fn parse(buf: &[u8]) -> (Changes, Vec<Neighbour>) {
     let mut changes = Changes::default();
     let mut neighbours = Vec::new();
     let mut off = 0;
-    while off + NLMSG_HDR_LEN <= buf.len() {
-        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
-        let kind = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
-        if len < NLMSG_HDR_LEN || off + len > buf.len() {
+    while off < buf.len() {
+        // The header's length, to step on even past a message the crate cannot decode.
+        let Ok(len) = NetlinkBuffer::new_checked(&buf[off..]).map(|b| b.length() as usize) else {
             break;
-        }
-        let body = &buf[off + NLMSG_HDR_LEN..off + len];
-        match kind {
-            RTM_NEWNEIGH | RTM_DELNEIGH => {
-                if let Some(n) = neighbour(body, kind == RTM_DELNEIGH) {
-                    neighbours.push(n);
+        };
+        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..off + len]) {
+            Ok(NetlinkMessage {
+                payload: NetlinkPayload::InnerMessage(message),
+                ..
+            }) => match message {
+                RouteNetlinkMessage::NewNeighbour(n) => neighbours.extend(neighbour(&n, false)),
+                RouteNetlinkMessage::DelNeighbour(n) => neighbours.extend(neighbour(&n, true)),
+                RouteNetlinkMessage::NewAddress(_)
+                | RouteNetlinkMessage::DelAddress(_)
+                | RouteNetlinkMessage::NewLink(_)
+                | RouteNetlinkMessage::DelLink(_) => {
+                    changes.next_hops = true;
+                    changes.addresses = true;
                 }
-            }
-            kind => {
-                changes.next_hops = true;
-                changes.addresses |=
-                    matches!(kind, RTM_NEWADDR | RTM_DELADDR | RTM_NEWLINK | RTM_DELLINK);
-            }
+                _ => changes.next_hops = true,
+            },
+            // Anything else (a message it cannot decode included) may have moved a route.
+            _ => changes.next_hops = true,
         }
         // Messages are 4-byte aligned.
         off += (len + 3) & !3;
@@ -81,33 +78,24 @@ pub fn parse(buf: &[u8]) -> (Changes, Vec<Neighbour>) {
     (changes, neighbours)
 }
 
-fn neighbour(body: &[u8], deleted: bool) -> Option<Neighbour> {
-    if body.len() < NDMSG_LEN || body[0] != AF_INET {
+/// An IPv4 neighbour message's address and MAC.
+fn neighbour(n: &NeighbourMessage, deleted: bool) -> Option<Neighbour> {
+    if n.header.family != AddressFamily::Inet {
         return None;
     }
-    let ifindex = i32::from_ne_bytes(body[4..8].try_into().unwrap());
-    let state = u16::from_ne_bytes(body[8..10].try_into().unwrap());
     let (mut addr, mut lladdr) = (None, None);
-    let mut off = NDMSG_LEN;
-    while off + 4 <= body.len() {
-        let len = u16::from_ne_bytes(body[off..off + 2].try_into().unwrap()) as usize;
-        let kind = u16::from_ne_bytes(body[off + 2..off + 4].try_into().unwrap());
-        if len < 4 || off + len > body.len() {
-            break;
-        }
-        let value = &body[off + 4..off + len];
-        match kind {
-            NDA_DST if value.len() == 4 => addr = Some([value[0], value[1], value[2], value[3]]),
-            NDA_LLADDR => lladdr = Some(value.to_vec()),
+    for a in &n.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => addr = Some(ip.octets()),
+            NeighbourAttribute::LinkLayerAddress(mac) => lladdr = Some(mac.clone()),
             _ => {}
         }
-        off += (len + 3) & !3;
     }
     Some(Neighbour {
-        ifindex,
+        ifindex: n.header.ifindex as i32,
         addr: addr?,
         // A failed neighbour has no usable MAC, whatever the message carries.
-        lladdr: lladdr.filter(|_| state & NUD_FAILED == 0),
+        lladdr: lladdr.filter(|_| n.header.state != NeighbourState::Failed),
         deleted,
     })
 }
@@ -231,6 +219,17 @@ impl RouteWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The kernel's numbers (linux/rtnetlink.h, linux/neighbour.h), to build messages as it
+    // sends them.
+    const RTM_NEWADDR: u16 = 20;
+    const RTM_NEWNEIGH: u16 = 28;
+    const RTM_DELNEIGH: u16 = 29;
+    const NLMSG_HDR_LEN: usize = 16;
+    const NDA_DST: u16 = 1;
+    const NDA_LLADDR: u16 = 2;
+    const AF_INET: u8 = 2;
+    const NUD_FAILED: u16 = 0x20;
 
     fn nlmsg(kind: u16, body: &[u8]) -> Vec<u8> {
         let len = NLMSG_HDR_LEN + body.len();
