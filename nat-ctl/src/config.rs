@@ -432,39 +432,47 @@ impl FileConfig {
                 m => m.unwrap_or(0),
             },
             log_level: o.log_level.or(self.log_level).unwrap_or_default(),
-            mappings_per_host: match self.limits.mappings_per_host {
-                Some(0) => {
-                    return Err(SettingsError::ZeroLimit {
-                        name: "mappings_per_host",
-                        what: "",
-                        default: "a quarter of the port pool".into(),
-                    });
-                }
-                m => m.unwrap_or(0),
-            },
-            sessions_per_host: match self.limits.sessions_per_host {
-                Some(0) => {
-                    return Err(SettingsError::ZeroLimit {
-                        name: "sessions_per_host",
-                        what: "",
-                        default: "a quarter of the session table".into(),
-                    });
-                }
-                Some(n) => n,
-                None => (max_sessions / 4).max(MIN_DEFAULT_SESSIONS_PER_HOST),
-            },
-            vpn_state_per_host: match self.limits.vpn_state_per_host {
-                Some(0) => {
-                    return Err(SettingsError::ZeroLimit {
-                        name: "vpn_state_per_host",
-                        what: "'s VPN",
-                        default: DEFAULT_VPN_STATE_PER_HOST.to_string(),
-                    });
-                }
-                n => n.unwrap_or(DEFAULT_VPN_STATE_PER_HOST),
-            },
+            mappings_per_host: share(
+                self.limits.mappings_per_host,
+                "mappings_per_host",
+                "",
+                "a quarter of the port pool",
+            )?
+            .unwrap_or(0),
+            sessions_per_host: share(
+                self.limits.sessions_per_host,
+                "sessions_per_host",
+                "",
+                "a quarter of the session table",
+            )?
+            .unwrap_or((max_sessions / 4).max(MIN_DEFAULT_SESSIONS_PER_HOST)),
+            vpn_state_per_host: share(
+                self.limits.vpn_state_per_host,
+                "vpn_state_per_host",
+                "'s VPN",
+                &DEFAULT_VPN_STATE_PER_HOST.to_string(),
+            )?
+            .unwrap_or(DEFAULT_VPN_STATE_PER_HOST),
             icmp_prohibited: self.limits.icmp_prohibited.unwrap_or(false),
         })
+    }
+}
+
+/// A `[limits]` share as configured (None: unset); 0, which would block every LAN host
+/// (`what`: of what), is refused, naming the `default` that leaving it unset gives.
+fn share(
+    value: Option<u32>,
+    name: &'static str,
+    what: &'static str,
+    default: &str,
+) -> Result<Option<u32>, SettingsError> {
+    match value {
+        Some(0) => Err(SettingsError::ZeroLimit {
+            name,
+            what,
+            default: default.into(),
+        }),
+        v => Ok(v),
     }
 }
 

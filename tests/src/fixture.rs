@@ -170,22 +170,59 @@ pub fn with_fixture<T: Send>(
 /// while another holds its maps. (The kernel's `repeat` is no help for this: it runs the
 /// program again on the frame the previous run rewrote.)
 pub fn run_shared(ebpf: &Ebpf, prog: &str, ifindex: u32, frame: &[u8]) -> u32 {
+    xdp_test_run(ebpf, prog, ifindex, frame).0
+}
+
+/// One BPF_PROG_TEST_RUN of XDP program `prog` of `ebpf` on `frame`, received on `ifindex`:
+/// the action, the frame as the program left it, the kernel's measure of its run time.
+fn xdp_test_run(
+    ebpf: &Ebpf,
+    prog: &str,
+    ifindex: u32,
+    frame: &[u8],
+) -> (u32, Vec<u8>, std::time::Duration) {
     let p: &aya::programs::Xdp = ebpf
         .program(prog)
         .expect("program")
         .try_into()
         .expect("an XDP program");
+    // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
     let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
     let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
     let mut out = vec![0u8; frame.len() + 256];
-    p.test_run(TestRunOptions {
-        data_in: Some(frame),
-        data_out: Some(&mut out),
-        ctx_in: Some(&ctx),
-        ..Default::default()
-    })
-    .expect("BPF_PROG_TEST_RUN")
-    .return_value
+    let r = p
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out, r.duration)
+}
+
+/// Opens the PPTP control connection of LAN host `host` (from `port`) and sends an
+/// Outgoing-Call-Request with `call_id`; returns the call id the server sees.
+pub fn pptp_call_request(
+    fx: &mut Fixture,
+    host: Ipv4Addr,
+    mac: Mac,
+    port: u16,
+    call_id: u16,
+) -> u16 {
+    use crate::packets::{ACK, SYN, parse_checked, payload, pptp_ctrl, pptp_ids};
+    let h = lan_hdr(host, mac, SERVER);
+    assert_eq!(
+        fx.from_lan(&crate::packets::tcp(&h, port, 1723, SYN, b""))
+            .0,
+        XDP_REDIRECT
+    );
+    let request = pptp_ctrl(nat_common::vpn::PPTP_OUT_CALL_REQUEST, call_id, 0);
+    let (action, out) = fx.from_lan(&crate::packets::tcp(&h, port, 1723, ACK, &request));
+    assert_eq!(action, XDP_REDIRECT);
+    parse_checked(&out); // TCP checksum right after the rewrite
+    pptp_ids(&payload(&out)).0
 }
 
 pub fn default_tables() -> Tables {
@@ -210,21 +247,18 @@ impl Fixture {
         ifindex: u32,
         frame: &[u8],
     ) -> (u32, Vec<u8>, std::time::Duration) {
-        let p = loader::xdp(&mut self.ebpf, prog).expect("program");
-        // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
-        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
-        let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        let mut out = vec![0u8; frame.len() + 256];
-        let r = p
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                ..Default::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out, r.duration)
+        xdp_test_run(&self.ebpf, prog, ifindex, frame)
+    }
+
+    /// The external port of LAN host `host`'s (first) session.
+    pub fn external_port(&self, host: Ipv4Addr) -> u16 {
+        let int_addr = nat_ctl::wire::to_wire(host);
+        let sessions = self.maps.sessions().expect("sessions");
+        let (_, s) = sessions
+            .iter()
+            .find(|(k, _)| k.int_addr == int_addr)
+            .expect("a session of the host");
+        u16::from_be(s.ext_port)
     }
 
     /// Runs the WAN egress guard (TC) once on `frame` as the kernel sends it out of the WAN;

@@ -259,27 +259,15 @@ fn hairpinned_errors_go_back_to_the_sender_quoting_its_packet() {
     });
 }
 
-/// A raw ESP or GRE frame from the LAN or the WAN side.
-fn ip_proto_frame(h: &Hdr, proto: u8, payload: &[u8]) -> Vec<u8> {
-    packets::ip_proto(h, proto, payload)
-}
-
 /// Opens host A's PPTP call to the server (client call id 7, the server's 900); returns the
 /// external call id the server knows A's call by.
 fn pptp_call_of_a(fx: &mut Fixture) -> u16 {
-    use nat_common::vpn::{PPTP_OUT_CALL_REPLY, PPTP_OUT_CALL_REQUEST};
-    let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
-    let (_, syn) = fx.from_lan(&packets::tcp(&h, 40000, 1723, packets::SYN, b""));
-    let ext_port = packets::parse_checked(&syn).sport;
-    let request = packets::pptp_ctrl(PPTP_OUT_CALL_REQUEST, 7, 0);
-    let (action, out) = fx.from_lan(&packets::tcp(&h, 40000, 1723, ACK, &request));
-    assert_eq!(action, XDP_REDIRECT);
-    let ext_call = packets::pptp_ids(&packets::payload(&out)).0;
-    let reply = packets::pptp_ctrl(PPTP_OUT_CALL_REPLY, 900, ext_call);
+    let ext_call = pptp_call_request(fx, LAN_HOST_A, HOST_A_MAC, 40000, 7);
+    let reply = packets::pptp_ctrl(nat_common::vpn::PPTP_OUT_CALL_REPLY, 900, ext_call);
     let (action, _) = fx.from_wan(&packets::tcp(
         &wan_hdr(SERVER, SERVER_MAC),
         1723,
-        ext_port,
+        fx.external_port(LAN_HOST_A),
         ACK,
         &reply,
     ));
@@ -297,7 +285,7 @@ fn inbound_errors_about_esp_and_gre_reach_the_host_that_sent_them() {
         let cases = [
             (
                 "ESP of A",
-                ip_proto_frame(
+                packets::ip_proto(
                     &lan_hdr(LAN_HOST_A, HOST_A_MAC, FAR_SERVER),
                     IPPROTO_ESP,
                     &packets::esp(0xa0, 1),
@@ -305,7 +293,7 @@ fn inbound_errors_about_esp_and_gre_reach_the_host_that_sent_them() {
             ),
             (
                 "GRE of A's call (the server's call id)",
-                ip_proto_frame(
+                packets::ip_proto(
                     &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
                     IPPROTO_GRE,
                     &packets::gre_v1(900, 1, &[0xff; 1400]),
@@ -322,7 +310,7 @@ fn inbound_errors_about_esp_and_gre_reach_the_host_that_sent_them() {
         assert_eq!(fx.counter("icmp_error_translated"), 2);
 
         // B's own SA with another server: its errors go to B, not A.
-        let b_esp = ip_proto_frame(
+        let b_esp = packets::ip_proto(
             &lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER),
             IPPROTO_ESP,
             &packets::esp(0xb0, 1),
@@ -334,7 +322,7 @@ fn inbound_errors_about_esp_and_gre_reach_the_host_that_sent_them() {
 
         // About a call id or SPI no LAN host sends: the router's own tunnel.
         let routers =
-            |proto, payload: &[u8]| ip_proto_frame(&out_hdr(SERVER, SERVER_MAC), proto, payload);
+            |proto, payload: &[u8]| packets::ip_proto(&out_hdr(SERVER, SERVER_MAC), proto, payload);
         for about in [
             routers(IPPROTO_GRE, &packets::gre_v1(901, 1, b"ppp")),
             routers(IPPROTO_ESP, &packets::esp(0xc0, 1)),
@@ -353,7 +341,7 @@ fn outbound_errors_about_esp_and_gre_quote_the_packet_as_the_server_sent_it() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
         let ext_call = pptp_call_of_a(fx);
         // A's SA opens the learning window; the server's SPI 0xa1 binds to A.
-        fx.from_lan(&ip_proto_frame(
+        fx.from_lan(&packets::ip_proto(
             &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
             IPPROTO_ESP,
             &packets::esp(0xa0, 1),
@@ -362,11 +350,11 @@ fn outbound_errors_about_esp_and_gre_quote_the_packet_as_the_server_sent_it() {
         for (what, on_wan) in [
             (
                 "ESP",
-                ip_proto_frame(&wan, IPPROTO_ESP, &packets::esp(0xa1, 1)),
+                packets::ip_proto(&wan, IPPROTO_ESP, &packets::esp(0xa1, 1)),
             ),
             (
                 "GRE",
-                ip_proto_frame(&wan, IPPROTO_GRE, &packets::gre_v1(ext_call, 1, b"ppp")),
+                packets::ip_proto(&wan, IPPROTO_GRE, &packets::gre_v1(ext_call, 1, b"ppp")),
             ),
         ] {
             let (action, on_lan) = fx.from_wan(&on_wan);
@@ -386,7 +374,11 @@ fn outbound_errors_about_esp_and_gre_quote_the_packet_as_the_server_sent_it() {
             assert_eq!(out, want, "{what}: the server sees its own packet quoted");
         }
         // B claiming A's SA in an error: refused.
-        let (_, on_lan) = fx.from_wan(&ip_proto_frame(&wan, IPPROTO_ESP, &packets::esp(0xa1, 2)));
+        let (_, on_lan) = fx.from_wan(&packets::ip_proto(
+            &wan,
+            IPPROTO_ESP,
+            &packets::esp(0xa1, 2),
+        ));
         let mut lie = on_lan.clone();
         lie[14 + 16..14 + 20].copy_from_slice(&LAN_HOST_B.octets());
         lie[14 + 10..14 + 12].copy_from_slice(&[0, 0]);

@@ -351,15 +351,14 @@ fn a_port_the_router_starts_using_after_the_daemon_stays_the_routers() {
             .unwrap()
     };
     let wait_for_pool = |want: u64| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while pool_len() != want {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the pool has {} ports, not {want}",
-                pool_len()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let reached = integration_tests::wait_for(Duration::from_secs(10), || {
+            (pool_len() == want).then_some(())
+        });
+        assert!(
+            reached.is_some(),
+            "the pool has {} ports, not {want}",
+            pool_len()
+        );
     };
     assert_eq!(pool_len(), 8);
     let any = std::net::Ipv4Addr::UNSPECIFIED;

@@ -463,15 +463,7 @@ fn ping_within(
     dst: std::net::Ipv4Addr,
     within: Duration,
 ) -> bool {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        if ping(ns, dst, 1).unwrap() {
-            return true;
-        }
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-    }
+    integration_tests::wait_for(within, || ping(ns, dst, 1).unwrap().then_some(())).is_some()
 }
 
 /// Real IKEv2 through the NAT: strongSwan on two LAN hosts at once (each a namespace of its

@@ -4,7 +4,7 @@
 use integration_tests::{
     fixture::*,
     lab::{LAN_HOST_A, LAN_HOST_B, ROUTER_WAN, SERVER},
-    packets::{self, ACK, SYN, addrs, parse_checked, payload, pptp_ctrl, pptp_ids},
+    packets::{self, ACK, addrs, parse_checked, payload, pptp_ctrl, pptp_ids},
 };
 use nat_common::{
     passthrough::{CLASS_IPSEC, CLASS_L2TP, CLASS_PPTP, Switch},
@@ -16,50 +16,17 @@ use nat_ctl::passthrough;
 const A_PORT: u16 = 40000;
 const B_PORT: u16 = 40001;
 
-/// Opens the PPTP control connection of a LAN host and sends an Outgoing-Call-Request with
-/// `call_id`; returns the call id the server sees.
-fn call_request(
-    fx: &mut Fixture,
-    host: std::net::Ipv4Addr,
-    mac: packets::Mac,
-    port: u16,
-    call_id: u16,
-) -> u16 {
-    let h = lan_hdr(host, mac, SERVER);
-    assert_eq!(
-        fx.from_lan(&packets::tcp(&h, port, 1723, SYN, b"")).0,
-        XDP_REDIRECT
-    );
-    let (action, out) = fx.from_lan(&packets::tcp(
-        &h,
-        port,
-        1723,
-        ACK,
-        &pptp_ctrl(PPTP_OUT_CALL_REQUEST, call_id, 0),
-    ));
-    assert_eq!(action, XDP_REDIRECT);
-    parse_checked(&out); // TCP checksum right after the rewrite
-    pptp_ids(&payload(&out)).0
-}
-
 #[test]
 fn pptp_two_clients_same_call_id_same_server() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
-        let a_ext = call_request(fx, LAN_HOST_A, HOST_A_MAC, A_PORT, 7);
-        let b_ext = call_request(fx, LAN_HOST_B, HOST_B_MAC, B_PORT, 7);
+        let a_ext = pptp_call_request(fx, LAN_HOST_A, HOST_A_MAC, A_PORT, 7);
+        let b_ext = pptp_call_request(fx, LAN_HOST_B, HOST_B_MAC, B_PORT, 7);
         assert_eq!(a_ext, 7, "the first client keeps its call id");
         assert_ne!(b_ext, 7, "the second gets its own external call id");
         assert_eq!(fx.counter("pptp_call_created"), 2);
 
         // Outgoing-Call-Reply to B's control connection names B's external id as the peer.
-        let b_ext_port = {
-            let s = fx.maps.sessions().unwrap();
-            let (_, sess) = s
-                .iter()
-                .find(|(k, _)| k.int_addr == nat_ctl::wire::to_wire(LAN_HOST_B))
-                .unwrap();
-            u16::from_be(sess.ext_port)
-        };
+        let b_ext_port = fx.external_port(LAN_HOST_B);
         let reply = packets::tcp(
             &wan_hdr(SERVER, SERVER_MAC),
             1723,
@@ -110,7 +77,7 @@ fn pptp_two_clients_same_call_id_same_server() {
 #[test]
 fn pptp_several_calls_in_one_control_connection() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
-        let first = call_request(fx, LAN_HOST_A, HOST_A_MAC, A_PORT, 1);
+        let first = pptp_call_request(fx, LAN_HOST_A, HOST_A_MAC, A_PORT, 1);
         let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
         let (_, out) = fx.from_lan(&packets::tcp(
             &h,
@@ -138,8 +105,8 @@ fn pptp_several_calls_in_one_control_connection() {
 #[test]
 fn pptp_malformed_and_split_control_messages_are_not_rewritten() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
-        call_request(fx, LAN_HOST_A, HOST_A_MAC, A_PORT, 7);
-        call_request(fx, LAN_HOST_B, HOST_B_MAC, B_PORT, 8);
+        pptp_call_request(fx, LAN_HOST_A, HOST_A_MAC, A_PORT, 7);
+        pptp_call_request(fx, LAN_HOST_B, HOST_B_MAC, B_PORT, 8);
         let h = lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER);
         // Truncated: claims 168 bytes, carries 100 (the rest would follow in another segment).
         let msg = pptp_ctrl(PPTP_OUT_CALL_REQUEST, 7, 0);
@@ -497,7 +464,7 @@ fn ah_cannot_cross_the_nat() {
 fn each_switch_off_blocks_its_traffic_both_ways_and_nothing_else() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
         // Establish one flow of every class, and an ordinary one.
-        let a_ext = call_request(fx, LAN_HOST_A, HOST_A_MAC, A_PORT, 7);
+        let a_ext = pptp_call_request(fx, LAN_HOST_A, HOST_A_MAC, A_PORT, 7);
         fx.from_lan(&packets::udp(
             &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
             1701,
@@ -636,7 +603,7 @@ fn by_default_one_host_cannot_fill_the_vpn_tables() {
             fx.from_lan(&esp(LAN_HOST_B, HOST_B_MAC, 0xb0)).0,
             XDP_REDIRECT
         );
-        let b_ext = call_request(fx, LAN_HOST_B, HOST_B_MAC, B_PORT, 7);
+        let b_ext = pptp_call_request(fx, LAN_HOST_B, HOST_B_MAC, B_PORT, 7);
         assert_ne!(b_ext, 0);
         assert_eq!(fx.counter("pptp_call_created"), 1);
         // When A's SAs expire, the sweeper's recount gives A room again.
@@ -667,7 +634,7 @@ fn the_vpn_state_share_is_configurable() {
             )
         };
         assert_eq!(fx.from_lan(&ike(1)).0, XDP_REDIRECT);
-        let call = call_request(fx, LAN_HOST_A, HOST_A_MAC, A_PORT, 9);
+        let call = pptp_call_request(fx, LAN_HOST_A, HOST_A_MAC, A_PORT, 9);
         assert_eq!(call, 9, "the second entry: a PPTP call");
         assert_eq!(fx.from_lan(&ike(2)).0, XDP_DROP, "a third entry");
         assert_eq!(fx.counter("drop_host_vpn_quota"), 1);
@@ -682,8 +649,8 @@ fn the_vpn_state_share_is_configurable() {
 fn pptp_every_message_of_a_segment_is_rewritten() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
         // B takes call id 5 first, so A's own 5 must become another id.
-        call_request(fx, LAN_HOST_B, HOST_B_MAC, B_PORT, 5);
-        let a_ext = call_request(fx, LAN_HOST_A, HOST_A_MAC, A_PORT, 4);
+        pptp_call_request(fx, LAN_HOST_B, HOST_B_MAC, B_PORT, 5);
+        let a_ext = pptp_call_request(fx, LAN_HOST_A, HOST_A_MAC, A_PORT, 4);
         let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
         let mut two = pptp_ctrl(PPTP_OUT_CALL_REQUEST, 5, 0);
         two.extend(pptp_ctrl(PPTP_OUT_CALL_REQUEST, 6, 0));
@@ -703,14 +670,7 @@ fn pptp_every_message_of_a_segment_is_rewritten() {
         );
         assert_eq!(fx.maps.pptp_calls().unwrap().len(), 4);
         // The server answers both calls in one segment: both peer ids go back to A's own.
-        let a_port = fx
-            .maps
-            .sessions()
-            .unwrap()
-            .iter()
-            .find(|(k, _)| k.int_addr == nat_ctl::wire::to_wire(LAN_HOST_A))
-            .map(|(_, s)| u16::from_be(s.ext_port))
-            .unwrap();
+        let a_port = fx.external_port(LAN_HOST_A);
         let mut replies = pptp_ctrl(PPTP_OUT_CALL_REPLY, 901, first);
         replies.extend(pptp_ctrl(PPTP_OUT_CALL_REPLY, 902, second));
         replies.extend(pptp_ctrl(PPTP_OUT_CALL_REPLY, 900, a_ext));
