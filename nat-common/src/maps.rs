@@ -56,15 +56,9 @@ pub mod names {
         HOST_MAC,
     }
 
-    /// Maps of the object that are not pinned: per-CPU scratch whose content never outlives
-    /// a packet, and the benchmark programs' own.
-    pub const UNPINNED: &[&str] = &[
-        "LOGGED_AT",
-        "REFUSALS_SENT",
-        "BENCH_GEN_CONFIG",
-        "BENCH_GEN_SEQ",
-        "BENCH_SINK_COUNT",
-    ];
+    /// Maps of the NAT's object that are not pinned: per-CPU scratch whose content never
+    /// outlives a packet.
+    pub const UNPINNED: &[&str] = &["LOGGED_AT", "REFUSALS_SENT"];
 }
 
 /// Names of the XDP programs in the object.
@@ -86,6 +80,12 @@ pub mod programs {
     pub const BENCH_GEN: &str = "bench_gen";
     /// Benchmarks only: counts and drops.
     pub const BENCH_SINK: &str = "bench_sink";
+
+    /// The XDP programs of the NAT's object, which the daemon loads (and the TC program,
+    /// WAN_EGRESS).
+    pub const NAT_XDP: &[&str] = &[LAN_INGRESS, WAN_INGRESS, PASS];
+    /// The programs of the benchmarks' object, which only the bench loads.
+    pub const BENCH_XDP: &[&str] = &[BENCH_FORWARD, BENCH_FORWARD_STATE, BENCH_GEN, BENCH_SINK];
 }
 
 /// Compile-time default capacities (docs/architecture.md, "Defaults"); nat-ctl overrides them

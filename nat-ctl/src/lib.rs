@@ -20,8 +20,14 @@ pub mod sweeper;
 pub mod sysctl;
 pub mod wire;
 
-/// The eBPF object built by build.rs from the nat-ebpf crate.
+/// The NAT's eBPF object, built by build.rs from the nat-ebpf crate: what the daemon loads.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nat-ebpf"));
+
+/// The benchmarks' eBPF object (nat-ebpf's bench binary): bare forwarders, a traffic
+/// generator and a sink. Only `cargo xtask bench` loads it; nothing in the nat-ctl binary
+/// refers to it, so the linker leaves it out there.
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nat-ebpf-bench"));
 
 /// Nanoseconds of CLOCK_MONOTONIC: the clock bpf_ktime_get_ns reads.
 pub fn monotonic_ns() -> u64 {

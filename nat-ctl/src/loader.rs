@@ -62,25 +62,43 @@ pub fn load_with_log(
     let mut ebpf = loader
         .load(EBPF_OBJECT)
         .context("loading the xdp-nat eBPF object")?;
-    for name in [
-        nat_common::maps::programs::LAN_INGRESS,
-        nat_common::maps::programs::WAN_INGRESS,
-        nat_common::maps::programs::PASS,
-        nat_common::maps::programs::BENCH_FORWARD,
-        nat_common::maps::programs::BENCH_FORWARD_STATE,
-        nat_common::maps::programs::BENCH_GEN,
-        nat_common::maps::programs::BENCH_SINK,
-    ] {
-        let prog = xdp(&mut ebpf, name)?;
-        // The verifier log is in the error's Debug form; show it, it is the only clue.
-        prog.load()
-            .map_err(|e| anyhow!("the kernel rejected XDP program {name}: {e:?}"))?;
+    for name in nat_common::maps::programs::NAT_XDP {
+        load_xdp(&mut ebpf, name)?;
     }
     let name = nat_common::maps::programs::WAN_EGRESS;
     tc(&mut ebpf, name)?
         .load()
         .map_err(|e| anyhow!("the kernel rejected TC program {name}: {e:?}"))?;
     Ok(ebpf)
+}
+
+/// Loads the benchmarks' object (BENCH_OBJECT) and verifies its programs. Its flow table
+/// (the one the state-reading forwarder reads) has the NAT's size for `tables`.
+pub fn load_bench(tables: Tables) -> Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    // bpf-linker keeps every map the data-path library declares, used or not: the ones the
+    // benchmark programs do not use are made as small as they go.
+    for name in names::ALL {
+        if ![names::DEVMAP, names::FLOWS_OUT].contains(name) {
+            loader.map_max_entries(name, 1);
+        }
+    }
+    let flows = nat_common::flow_cache::entries_for(tables.max_sessions);
+    let mut ebpf = loader
+        .map_max_entries(names::FLOWS_OUT, flows)
+        .load(crate::BENCH_OBJECT)
+        .context("loading the benchmarks' eBPF object")?;
+    for name in nat_common::maps::programs::BENCH_XDP {
+        load_xdp(&mut ebpf, name)?;
+    }
+    Ok(ebpf)
+}
+
+fn load_xdp(ebpf: &mut Ebpf, name: &str) -> Result<()> {
+    // The verifier log is in the error's Debug form; show it, it is the only clue.
+    xdp(ebpf, name)?
+        .load()
+        .map_err(|e| anyhow!("the kernel rejected XDP program {name}: {e:?}"))
 }
 
 pub fn tc<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {

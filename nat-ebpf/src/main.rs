@@ -1,29 +1,8 @@
-//! XDP entry points of xdp-nat. Each is a thin wrapper: the `try_` function returns a verdict
-//! naming its counter, or the named reason for a drop.
+//! XDP and TC entry points of xdp-nat. Each is a thin wrapper around the data path in the
+//! library (lib.rs): the `try_` function returns a verdict naming its counter, or the named
+//! reason for a drop.
 #![no_std]
 #![no_main]
-// Atomic add and OR on map values (per-host counts, TCP state bits): the BPF target's core
-// has no atomic read-modify-write types; the intrinsics compile to BPF atomic instructions.
-#![feature(core_intrinsics)]
-#![allow(internal_features)]
-
-mod bench;
-mod egress;
-mod fast;
-mod flow_cache;
-mod forward;
-mod frag;
-mod hairpin;
-mod icmp_error;
-mod lan;
-mod lan_side;
-mod maps;
-mod mss;
-mod packet;
-mod refuse;
-mod state;
-mod vpn;
-mod wan;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
@@ -32,39 +11,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::{debug, info};
 use nat_common::counters::Counter;
-
-/// What to do with a packet, and the counter that records it.
-pub struct Verdict {
-    pub action: u32,
-    pub counter: Counter,
-}
-
-/// A bit of `Verdict::action`: the packet is a PPTP control segment, whose messages the
-/// entry point reads once the program has translated it (vpn::pptp_followup).
-pub const PPTP_FOLLOWUP: u32 = 1 << 16;
-
-impl Verdict {
-    pub const fn new(action: u32, counter: Counter) -> Self {
-        Self { action, counter }
-    }
-
-    /// This verdict, with the PPTP follow-up asked for when `pptp`.
-    pub const fn pptp_followup(self, pptp: bool) -> Self {
-        if pptp {
-            Self {
-                action: self.action | PPTP_FOLLOWUP,
-                ..self
-            }
-        } else {
-            self
-        }
-    }
-
-    /// Hand the packet, untouched, to the kernel.
-    pub const fn pass(counter: Counter) -> Self {
-        Self::new(xdp_action::XDP_PASS, counter)
-    }
-}
+use nat_ebpf::{PPTP_FOLLOWUP, Verdict, egress, lan, maps, packet, refuse, vpn, wan};
 
 #[inline(always)]
 fn finish(ctx: &XdpContext, result: Result<Verdict, Counter>) -> u32 {

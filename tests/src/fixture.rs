@@ -175,7 +175,7 @@ pub fn run_shared(ebpf: &Ebpf, prog: &str, ifindex: u32, frame: &[u8]) -> u32 {
 
 /// One BPF_PROG_TEST_RUN of XDP program `prog` of `ebpf` on `frame`, received on `ifindex`:
 /// the action, the frame as the program left it, the kernel's measure of its run time.
-fn xdp_test_run(
+pub fn xdp_test_run(
     ebpf: &Ebpf,
     prog: &str,
     ifindex: u32,

@@ -72,11 +72,16 @@ fn mac_of(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
         .map_err(|_| anyhow::anyhow!("bad MAC {mac}"))
 }
 
-/// Loads the object in `ns` and attaches `prog` to `dev` there; the returned object keeps
-/// the attachment alive.
-fn attach_in(ns: &Netns, prog: &'static str, dev: &'static str) -> Result<Ebpf> {
+/// Loads an object with `load` in `ns` and attaches its `prog` to `dev` there; the returned
+/// object keeps the attachment alive.
+fn attach_in(
+    ns: &Netns,
+    load: fn(Tables) -> Result<Ebpf>,
+    prog: &'static str,
+    dev: &'static str,
+) -> Result<Ebpf> {
     ns.run(move || -> Result<Ebpf> {
-        let mut ebpf = loader::load(None, small_tables())?;
+        let mut ebpf = load(small_tables())?;
         loader::attach(&mut ebpf, prog, dev, None)?;
         Ok(ebpf)
     })?
@@ -94,7 +99,7 @@ fn forwarder_in(ns: &Netns, prog: &'static str) -> Result<Ebpf> {
         } else {
             small_tables()
         };
-        let mut ebpf = loader::load(None, tables)?;
+        let mut ebpf = loader::load_bench(tables)?;
         let mut devmap: DevMapHash<MapData> = ebpf
             .take_map(nat_common::maps::names::DEVMAP)
             .context("DEVMAP")?
@@ -144,14 +149,14 @@ impl Bench {
             "nud",
             "permanent",
         ])?;
-        let mut sink = attach_in(&lab.wan, programs::BENCH_SINK, "eth0")?;
+        let mut sink = attach_in(&lab.wan, loader::load_bench, programs::BENCH_SINK, "eth0")?;
         let sink_count = sink
             .take_map("BENCH_SINK_COUNT")
             .context("BENCH_SINK_COUNT")?
             .try_into()?;
         let router_mac = mac_of(&lab.router, LAN_IF)?;
         let gen_mac = mac_of(&lab.lan, "eth0")?;
-        let mut generator = loader::load(None, small_tables())?;
+        let mut generator = loader::load_bench(small_tables())?;
         let mut generator_config: Array<MapData, BenchGen> = generator
             .take_map("BENCH_GEN_CONFIG")
             .context("BENCH_GEN_CONFIG")?
@@ -343,7 +348,12 @@ impl Bench {
                 r.exec("conntrack", &["-F"])
                     .or_else(|_| r.exec("true", &[]))?;
                 // Frames XDP_TX'd into a veth only arrive if the peer runs XDP.
-                setup._programs = Some(attach_in(r, programs::PASS, LAN_IF)?);
+                setup._programs = Some(attach_in(
+                    r,
+                    |t| loader::load(None, t),
+                    programs::PASS,
+                    LAN_IF,
+                )?);
             }
         }
         Ok(setup)

@@ -1,6 +1,8 @@
-//! Benchmark programs (`cargo xtask bench`), inert unless a benchmark attaches or runs them:
-//! a bare forwarder (the same parse, fib lookup and redirect as the NAT, no translation), the
+//! The benchmarks' eBPF object (`cargo xtask bench`), which the daemon never loads: a bare
+//! forwarder (the same parse, fib lookup and redirect as the NAT, no translation), the
 //! same with one read of per-flow state, a live-frame traffic generator, and a counting sink.
+#![no_std]
+#![no_main]
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -16,7 +18,7 @@ use nat_common::{
     rewrite::{IP_CHECK, decrement_ttl, get_u16, set_u16, set_u32},
 };
 
-use crate::{
+use nat_ebpf::{
     forward::{Route, redirect, route},
     maps::FLOWS_OUT,
     packet::{parse_ipv4, parse_transport, ptr_at},
@@ -154,3 +156,13 @@ pub fn bench_sink(_ctx: XdpContext) -> u32 {
     }
     xdp_action::XDP_DROP
 }
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
