@@ -31,11 +31,8 @@ pub static BENCH_OBJECT: &[u8] =
 
 /// Nanoseconds of CLOCK_MONOTONIC: the clock bpf_ktime_get_ns reads.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    use nix::time::{ClockId, clock_gettime};
+    // CLOCK_MONOTONIC always exists; a zero time would only make everything look old.
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }

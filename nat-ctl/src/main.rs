@@ -23,7 +23,12 @@ fn main() -> ExitCode {
         // other Unix tools do, instead of panicking on its next print. The daemon keeps
         // SIGPIPE ignored: a closed log pipe must not kill the NAT's control plane.
         // SAFETY: restoring the default disposition of one signal, before any thread starts.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
     }
     match dispatch(&cli) {
         Ok(code) => ExitCode::from(code),

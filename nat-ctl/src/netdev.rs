@@ -13,12 +13,10 @@ pub fn netns_ino() -> u64 {
 /// The ifindex of `name`, or an error that says how to find the right name.
 pub fn ifindex(name: &str) -> Result<u32> {
     let c = CString::new(name).with_context(|| format!("invalid interface name {name:?}"))?;
-    // SAFETY: NUL-terminated string.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
-        bail!("interface '{name}' not found (see `ip link show` for the names on this host)");
+    match nix::net::if_::if_nametoindex(c.as_c_str()) {
+        Ok(idx) if idx != 0 => Ok(idx),
+        _ => bail!("interface '{name}' not found (see `ip link show` for the names on this host)"),
     }
-    Ok(idx)
 }
 
 /// An interface's first IPv4 address and its prefix length.
@@ -70,14 +68,12 @@ pub fn ipv4_all(name: &str) -> Result<Vec<Ipv4Net>> {
 }
 
 /// The name of interface `index` in this network namespace, if it exists.
+// Not nix's if_indextoname: in nix 0.29 it takes the NULL that says "no such interface" for
+// success and returns an empty name.
 fn name_of(index: u32) -> Option<String> {
-    let mut buf = [0u8; libc::IF_NAMESIZE];
-    // SAFETY: buffer of IF_NAMESIZE bytes as the call requires.
-    if unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) }.is_null() {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
+    let all = nix::net::if_::if_nameindex().ok()?;
+    let found = all.iter().find(|i| i.index() == index)?;
+    Some(found.name().to_string_lossy().into_owned())
 }
 
 /// Does interface `index` exist (in this network namespace)?
@@ -98,6 +94,9 @@ mod tests {
     fn loopback_exists_and_has_an_address() {
         assert_eq!(ifindex("lo").unwrap(), 1);
         let lo = ipv4_of("lo").unwrap().expect("lo has 127.0.0.1");
+        assert_eq!(ifname(1), "lo");
+        assert!(!if_exists(u32::MAX), "no interface has index {}", u32::MAX);
+        assert_eq!(ifname(u32::MAX), format!("ifindex {}", u32::MAX));
         assert_eq!(lo.addr, Ipv4Addr::LOCALHOST);
         assert_eq!(lo.prefix_len, 8);
         assert_eq!(lo.network(), Ipv4Addr::new(127, 0, 0, 0));

@@ -8,13 +8,20 @@
 use std::{
     collections::HashMap,
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, OwnedFd},
 };
 
 use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
+};
+use nix::{
+    errno::Errno,
+    sys::socket::{
+        AddressFamily as SocketFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+        bind, recv, socket,
+    },
 };
 use tokio::io::unix::AsyncFd;
 
@@ -133,34 +140,14 @@ pub struct RouteWatch {
 
 impl RouteWatch {
     pub fn open() -> io::Result<RouteWatch> {
-        // SAFETY: plain socket(2); the fd is owned right below.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sockaddr_nl is plain data; zeroed then filled.
-        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        sa.nl_family = libc::AF_NETLINK as u16;
-        sa.nl_groups = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE;
-        // SAFETY: sa is a valid sockaddr_nl of the given size.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd: OwnedFd = socket(
+            SocketFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )?;
+        let groups = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE;
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
         Ok(RouteWatch {
             // SAFETY: the AsyncFd owns the fd, so it outlives its registration.
             fd: unsafe { AsyncFd::register(fd) }?,
@@ -176,32 +163,21 @@ impl RouteWatch {
             let mut guard = self.fd.readable().await?;
             let mut changed = Changes::default();
             loop {
-                // SAFETY: buf is writable for its length.
-                let n = unsafe {
-                    libc::recv(
-                        self.fd.get_ref().as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        0,
-                    )
-                };
-                if n < 0 {
-                    let e = io::Error::last_os_error();
-                    match e.raw_os_error() {
-                        Some(libc::EAGAIN) => break,
-                        // The kernel dropped messages for us: assume the worst.
-                        Some(libc::ENOBUFS) => {
-                            changed = Changes {
-                                next_hops: true,
-                                addresses: true,
-                            }
-                        }
-                        Some(libc::EINTR) => {}
-                        _ => return Err(e),
+                let n = match recv(self.fd.get_ref().as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                    Ok(n) => n,
+                    Err(Errno::EAGAIN) => break,
+                    // The kernel dropped messages for us: assume the worst.
+                    Err(Errno::ENOBUFS) => {
+                        changed = Changes {
+                            next_hops: true,
+                            addresses: true,
+                        };
+                        continue;
                     }
-                    continue;
-                }
-                let (changes, neighbours) = parse(&buf[..n as usize]);
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let (changes, neighbours) = parse(&buf[..n]);
                 changed.next_hops |= changes.next_hops;
                 changed.addresses |= changes.addresses;
                 for nb in neighbours {

@@ -1,9 +1,12 @@
 //! Where an instance lives: its pinned maps and links on bpffs, and the daemon's lock file.
 
 use anyhow::{Context as _, Result, bail};
+use nix::{
+    errno::Errno,
+    fcntl::{Flock, FlockArg},
+};
 use std::{
     fs,
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
 
@@ -106,9 +109,9 @@ impl Instance {
     /// starting (it writes its pid only once the programs are attached).
     pub fn daemon_pid(&self) -> Option<u32> {
         let file = fs::File::open(self.lock_path()).ok()?;
-        // SAFETY: valid fd; a shared non-blocking lock only probes.
-        let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
-        if free {
+        // A shared lock only probes (and is let go at once): it is refused while a daemon
+        // holds its exclusive one.
+        if Flock::lock(file, FlockArg::LockSharedNonblock).is_ok() {
             return None;
         }
         fs::read_to_string(self.lock_path())
@@ -139,8 +142,8 @@ pub fn run_dir() -> Result<&'static Path> {
 pub const CONFIG_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Takes the exclusive lock at `path` (see Instance::config_lock_path), waiting up to
-/// CONFIG_LOCK_WAIT for whoever holds it; it is released when the file is dropped.
-pub fn lock_file(path: &Path) -> Result<fs::File> {
+/// CONFIG_LOCK_WAIT for whoever holds it; it is released when the lock is dropped.
+pub fn lock_file(path: &Path) -> Result<Flock<fs::File>> {
     use std::os::unix::fs::OpenOptionsExt as _;
     run_dir()?;
     let file = fs::OpenOptions::new()
@@ -148,15 +151,19 @@ pub fn lock_file(path: &Path) -> Result<fs::File> {
         .truncate(false)
         .write(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
     let deadline = std::time::Instant::now() + CONFIG_LOCK_WAIT;
-    // SAFETY: valid fd; a non-blocking exclusive lock, tried until the deadline.
-    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(e).with_context(|| format!("locking {}", path.display()));
+    // Non-blocking, tried until the deadline.
+    let mut file = file;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((_, e)) if e != Errno::EWOULDBLOCK => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+            Err((unlocked, _)) => file = unlocked,
         }
         if std::time::Instant::now() > deadline {
             bail!(
@@ -166,7 +173,6 @@ pub fn lock_file(path: &Path) -> Result<fs::File> {
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    Ok(file)
 }
 
 /// The daemon's command line as reload needs it, and how many reloads it applied.
@@ -193,7 +199,7 @@ impl RunState {
 /// Held by a running daemon for its whole life; the kernel drops it when the process dies,
 /// even by SIGKILL.
 pub struct DaemonLock {
-    file: fs::File,
+    file: Flock<fs::File>,
     path: PathBuf,
 }
 
@@ -216,15 +222,14 @@ impl DaemonLock {
             .write(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: valid fd.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let Ok(file) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
             let pid = fs::read_to_string(&path).unwrap_or_default();
             bail!(
                 "instance '{}' is already run by pid {} (stop it first, or use --instance NAME)",
                 instance.name,
                 pid.trim()
             );
-        }
+        };
         file.set_len(0)?;
         Ok(DaemonLock { file, path })
     }
@@ -247,22 +252,14 @@ pub fn ensure_bpffs() -> Result<()> {
         return Ok(());
     }
     fs::create_dir_all(BPFFS).ok();
-    let c = |s: &str| std::ffi::CString::new(s).unwrap();
-    // SAFETY: valid C strings.
-    let rc = unsafe {
-        libc::mount(
-            c("bpf").as_ptr(),
-            c(BPFFS).as_ptr(),
-            c("bpf").as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("mounting bpffs on {BPFFS} (are you root?)"));
-    }
-    Ok(())
+    nix::mount::mount(
+        Some("bpf"),
+        BPFFS,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .with_context(|| format!("mounting bpffs on {BPFFS} (are you root?)"))
 }
 
 #[cfg(test)]

@@ -184,7 +184,7 @@ impl NatMaps {
     }
 
     /// Holds the CONFIG lock while the returned guard lives (nothing without one).
-    fn lock_config(&self) -> Result<Option<std::fs::File>> {
+    fn lock_config(&self) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
         self.config_lock
             .as_deref()
             .map(crate::pins::lock_file)

@@ -173,8 +173,10 @@ impl NatDaemon {
     /// Stops with SIGTERM (bounded wait, then SIGKILL) and returns the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let status = wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten());
         if status.is_none() {
             let _ = child.kill();

@@ -2,7 +2,7 @@
 //! setns(2), deleted on drop (also when the test fails).
 
 use anyhow::{Context as _, Result, bail};
-use std::{fs::File, os::fd::AsRawFd as _, process::Command};
+use std::{fs::File, process::Command};
 
 pub struct Netns {
     pub name: String,
@@ -49,14 +49,9 @@ impl Netns {
         let file = File::open(self.path()).with_context(|| format!("opening {}", self.path()))?;
         std::thread::scope(|s| {
             s.spawn(|| {
-                // SAFETY: valid namespace fd; only this thread changes namespace.
-                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(anyhow::anyhow!(
-                        "setns {}: {}",
-                        self.name,
-                        std::io::Error::last_os_error()
-                    ));
-                }
+                // Only this thread changes namespace.
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .with_context(|| format!("setns {}", self.name))?;
                 Ok(f())
             })
             .join()

@@ -146,8 +146,7 @@ fn bench(short: bool) -> Result<()> {
 }
 
 fn require_root(what: &str) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         bail!(
             "{what} loads XDP programs and creates network namespaces: run it as root (e.g. `sudo -E {what}`)"
         );

@@ -25,11 +25,12 @@ pub fn reload(instance: &Instance) -> Result<()> {
         log_level: state.log_level,
     })
     .context("the configuration is invalid; the running settings stay")?;
-    // SAFETY: signalling a pid we read from the daemon's own lock file.
-    if unsafe { libc::kill(pid as i32, libc::SIGHUP) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("signalling daemon pid {pid}"));
-    }
+    // A pid read from the daemon's own lock file, which it holds while it runs.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .with_context(|| format!("signalling daemon pid {pid}"))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if instance
