@@ -68,7 +68,7 @@ pub fn load_with_log(
     let name = nat_common::maps::programs::WAN_EGRESS;
     tc(&mut ebpf, name)?
         .load()
-        .map_err(|e| anyhow!("the kernel rejected TC program {name}: {e:?}"))?;
+        .map_err(|e| Rejected::new("TC", name, &e))?;
     Ok(ebpf)
 }
 
@@ -95,10 +95,29 @@ pub fn load_bench(tables: Tables) -> Result<Ebpf> {
 }
 
 fn load_xdp(ebpf: &mut Ebpf, name: &str) -> Result<()> {
-    // The verifier log is in the error's Debug form; show it, it is the only clue.
     xdp(ebpf, name)?
         .load()
-        .map_err(|e| anyhow!("the kernel rejected XDP program {name}: {e:?}"))
+        .map_err(|e| Rejected::new("XDP", name, &e).into())
+}
+
+/// The kernel refused a program: what the verifier said is the only clue, so it is kept.
+#[derive(Debug, thiserror::Error)]
+#[error("the kernel rejected {kind} program {name}: {verifier}")]
+pub struct Rejected {
+    pub kind: &'static str,
+    pub name: String,
+    /// aya's error in its Debug form, which holds the verifier log.
+    pub verifier: String,
+}
+
+impl Rejected {
+    fn new(kind: &'static str, name: &str, e: &aya::programs::ProgramError) -> Rejected {
+        Rejected {
+            kind,
+            name: name.to_string(),
+            verifier: format!("{e:?}"),
+        }
+    }
 }
 
 pub fn tc<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {

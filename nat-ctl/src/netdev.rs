@@ -1,6 +1,6 @@
 //! Interface lookups: index, IPv4 address and prefix.
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use std::{ffi::CString, net::Ipv4Addr};
 
 /// The inode of this process's network namespace (0 if it cannot be read): two processes see
@@ -10,12 +10,17 @@ pub fn netns_ino() -> u64 {
     std::fs::metadata("/proc/self/ns/net").map_or(0, |m| m.ino())
 }
 
+/// An interface the command line or the config file names does not exist here.
+#[derive(Debug, thiserror::Error)]
+#[error("interface '{0}' not found (see `ip link show` for the names on this host)")]
+pub struct InterfaceNotFound(pub String);
+
 /// The ifindex of `name`, or an error that says how to find the right name.
 pub fn ifindex(name: &str) -> Result<u32> {
     let c = CString::new(name).with_context(|| format!("invalid interface name {name:?}"))?;
     match nix::net::if_::if_nametoindex(c.as_c_str()) {
         Ok(idx) if idx != 0 => Ok(idx),
-        _ => bail!("interface '{name}' not found (see `ip link show` for the names on this host)"),
+        _ => Err(InterfaceNotFound(name.to_string()).into()),
     }
 }
 

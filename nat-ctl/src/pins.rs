@@ -1,6 +1,6 @@
 //! Where an instance lives: its pinned maps and links on bpffs, and the daemon's lock file.
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use nix::{
     errno::Errno,
     fcntl::{Flock, FlockArg},
@@ -9,6 +9,30 @@ use std::{
     fs,
     path::{Path, PathBuf},
 };
+
+/// Why an instance cannot be used as asked: each says what to do instead.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error("invalid instance name {0:?}: use 1-64 letters, digits, '-' or '_'")]
+    InvalidName(String),
+    #[error(
+        "no xdp-nat instance '{name}' on this host (nothing pinned under {dir}); start one with `nat-ctl run --lan IF --wan IF`"
+    )]
+    NotFound { name: String, dir: String },
+    #[error(
+        "the pinned maps use layout version {pinned} but this nat-ctl uses {ours}; run `nat-ctl detach` with the old version (this drops its sessions) and start again"
+    )]
+    LayoutMismatch { pinned: u32, ours: u32 },
+    #[error(
+        "instance '{name}' is already run by pid {pid} (stop it first, or use --instance NAME)"
+    )]
+    AlreadyRunning { name: String, pid: String },
+    #[error("{path} is held by another process for more than {waited:?}; nothing changed")]
+    ConfigLocked {
+        path: String,
+        waited: std::time::Duration,
+    },
+}
 
 pub const BPFFS: &str = "/sys/fs/bpf";
 pub const RUN_DIR: &str = "/run/xdp-nat";
@@ -45,7 +69,7 @@ impl Instance {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            bail!("invalid instance name {name:?}: use 1-64 letters, digits, '-' or '_'");
+            return Err(InstanceError::InvalidName(name.to_string()).into());
         }
         Ok(Instance {
             name: name.to_string(),
@@ -166,10 +190,11 @@ pub fn lock_file(path: &Path) -> Result<Flock<fs::File>> {
             Err((unlocked, _)) => file = unlocked,
         }
         if std::time::Instant::now() > deadline {
-            bail!(
-                "{} is held by another process for more than {CONFIG_LOCK_WAIT:?}; nothing changed",
-                path.display()
-            );
+            return Err(InstanceError::ConfigLocked {
+                path: path.display().to_string(),
+                waited: CONFIG_LOCK_WAIT,
+            }
+            .into());
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
@@ -224,11 +249,11 @@ impl DaemonLock {
             .with_context(|| format!("opening {}", path.display()))?;
         let Ok(file) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
             let pid = fs::read_to_string(&path).unwrap_or_default();
-            bail!(
-                "instance '{}' is already run by pid {} (stop it first, or use --instance NAME)",
-                instance.name,
-                pid.trim()
-            );
+            return Err(InstanceError::AlreadyRunning {
+                name: instance.name.clone(),
+                pid: pid.trim().to_string(),
+            }
+            .into());
         };
         file.set_len(0)?;
         Ok(DaemonLock { file, path })
@@ -270,8 +295,13 @@ mod tests {
     fn instance_names() {
         assert!(Instance::new("xdp-nat").is_ok());
         assert!(Instance::new("a_b-9").is_ok());
-        assert!(Instance::new("../etc").is_err());
-        assert!(Instance::new("").is_err());
+        for bad in ["../etc", "", &"x".repeat(65)] {
+            let e = Instance::new(bad).unwrap_err();
+            assert!(
+                matches!(e.downcast_ref(), Some(InstanceError::InvalidName(n)) if n == bad),
+                "{e}"
+            );
+        }
         let i = Instance::new("t1").unwrap();
         assert_eq!(
             i.map_path("SESSIONS"),

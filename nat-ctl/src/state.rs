@@ -1,6 +1,6 @@
 //! Typed access to the NAT's maps, whether freshly loaded or opened from their pins.
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf,
     maps::{
@@ -22,7 +22,10 @@ use nat_common::{
     proto::{IPPROTO_ESP, IPPROTO_GRE, IPPROTO_UDP},
 };
 
-use crate::{pins::Instance, pool::PortPool};
+use crate::{
+    pins::{Instance, InstanceError},
+    pool::PortPool,
+};
 
 pub struct NatMaps {
     pub config: Array<MapData, NatConfig>,
@@ -123,11 +126,11 @@ impl NatMaps {
     /// Opens an instance's pinned maps, for the commands that run beside the daemon.
     pub fn open_pinned(instance: &Instance) -> Result<NatMaps> {
         if !instance.exists() {
-            bail!(
-                "no xdp-nat instance '{}' on this host (nothing pinned under {}); start one with `nat-ctl run --lan IF --wan IF`",
-                instance.name,
-                instance.dir().display()
-            );
+            return Err(InstanceError::NotFound {
+                name: instance.name.clone(),
+                dir: instance.dir().display().to_string(),
+            }
+            .into());
         }
         let mut maps = Self::build(|n| pinned(instance, n))?;
         maps.check_layout()?;
@@ -143,11 +146,11 @@ impl NatMaps {
     pub fn check_layout(&self) -> Result<()> {
         let cfg = self.read_config()?;
         if cfg.layout_version != 0 && cfg.layout_version != LAYOUT_VERSION {
-            bail!(
-                "the pinned maps use layout version {} but this nat-ctl uses {}; run `nat-ctl detach` with the old version (this drops its sessions) and start again",
-                cfg.layout_version,
-                LAYOUT_VERSION
-            );
+            return Err(InstanceError::LayoutMismatch {
+                pinned: cfg.layout_version,
+                ours: LAYOUT_VERSION,
+            }
+            .into());
         }
         Ok(())
     }
