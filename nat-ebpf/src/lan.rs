@@ -1,10 +1,11 @@
 //! LAN ingress: source NAT of traffic the kernel would route out of the WAN interface.
 
 use aya_ebpf::{helpers::generated::bpf_check_mtu, programs::XdpContext};
+use core::ops::ControlFlow::{self, Break, Continue};
 use nat_common::{
     config::NatConfig,
     counters::{ClassCounters, Counter},
-    maps::{EndpointKey, SessionKey},
+    maps::{EndpointKey, NextHop, SessionKey},
     passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT, classify},
     proto::{
         ICMP_ECHO_REQUEST, IPPROTO_AH, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_UDP,
@@ -16,26 +17,25 @@ use nat_common::{
 use crate::{
     Verdict, fast,
     forward::{Route, deliver_out, next_hop, route},
-    frag, hairpin, icmp_error,
+    frag,
+    gate::gate,
+    hairpin, icmp_error,
     lan_side::{LanSide, lan_side},
-    maps::{config, count, now, port_in_pool, switch_on},
+    maps::{config, count, now, port_in_pool},
     mss,
-    packet::{Ipv4, icmp_type, parse_ipv4, parse_transport, ptr_at},
+    packet::{Ipv4, Transport, icmp_type, parse_ipv4, parse_transport, ptr_at},
     state::{mac_owner, mapping_for, refresh_outbound, touch_outbound},
     vpn,
 };
 
+/// The LAN program: guard, what is not ours, classify and gate, state, rewrite, deliver.
 pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     let cfg = config().ok_or(Counter::DropNoConfig)?;
     let Some(mut pkt) = parse_ipv4(ctx)? else {
         return Ok(Verdict::pass(Counter::PassNotIpv4));
     };
-    // BCP 38, whatever the destination (the router itself included): only LAN-side sources
-    // get in, and none that claims to be the router.
-    match lan_side(cfg, pkt.src) {
-        LanSide::Host => {}
-        LanSide::Router => return Err(Counter::DropLanSourceRouter),
-        LanSide::Outside => return dhcp_client(ctx, &pkt),
+    if let Break(v) = guard_source(ctx, cfg, &pkt)? {
+        return Ok(v);
     }
     let now = now();
     // A LAN host talking to the WAN address: hairpinning, or the router itself.
@@ -45,53 +45,16 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     if let Some(v) = fast::outbound(ctx, cfg, &mut pkt, now)? {
         return Ok(v);
     }
-    // Only what the kernel would send out of the WAN interface is ours to translate.
-    let r = route(ctx, pkt.src, pkt.dst, pkt.tos, pkt.tot_len);
-    if r.ifindex() != Some(cfg.wan_ifindex) {
-        return Ok(Verdict::pass(Counter::PassNotToWan));
-    }
-    if pkt.ttl <= 1 {
-        // The kernel answers with Time Exceeded to the LAN host; it never forwards it.
-        return Ok(Verdict::pass(Counter::PassTtlExceeded));
-    }
-    if let Route::Kernel { too_big: true, .. } = r {
-        // Over the WAN link's MTU, the kernel refuses a DF packet: it sends Fragmentation
-        // Needed to the LAN host and forwards nothing. Within it (the lookup saw a smaller
-        // path MTU the router learned), the kernel would forward it, by the link MTU: it is
-        // translated first, and a hop beyond answers if it is too big for the path.
-        if pkt.dont_fragment && over_link_mtu(ctx, cfg.wan_ifindex, pkt.tot_len) {
-            return Ok(Verdict::pass(Counter::PassFragNeeded));
-        }
-    }
+    let r = match towards_wan(ctx, cfg, &pkt)? {
+        Continue(r) => r,
+        Break(not_ours) => return Ok(not_ours),
+    };
     if pkt.later_fragment {
         return frag::later_out(pkt, r, now);
     }
-    // IP options: record route, timestamps and source routes name addresses, and a LAN
-    // host's own, recorded in them, would leave the WAN inside the header. They are not
-    // parsed (a walk through the option list multiplies what the verifier explores past the
-    // program's limit): a LAN packet with any option does not leave.
-    // SAFETY: a byte of the header parse_ipv4 checked. (verifier: volatile, see fast.rs.)
-    if unsafe { core::ptr::read_volatile(&pkt.ip[0]) } != IPV4_NO_OPTIONS {
-        return Err(Counter::DropIpOptions);
-    }
+    no_ip_options(&pkt)?;
     if matches!(pkt.proto, IPPROTO_GRE | IPPROTO_ESP | IPPROTO_AH) {
-        if pkt.proto == IPPROTO_AH {
-            return Err(Counter::DropAh);
-        }
-        let class = classify(pkt.proto, 0);
-        if let Some(ClassCounters {
-            switch_off: off, ..
-        }) = Counter::for_class(class)
-        {
-            if !switch_on(class) {
-                return Err(off);
-            }
-        }
-        remember_first_fragment(ctx, &pkt, cfg, now)?;
-        return match pkt.proto {
-            IPPROTO_GRE => vpn::gre_out(ctx, cfg.wan_addr, pkt, r),
-            _ => vpn::esp_out(ctx, cfg.wan_addr, pkt, r, now),
-        };
+        return tunnel_out(ctx, cfg, pkt, r, now);
     }
     let Some(mut t) = parse_transport(ctx, &pkt, ICMP_ECHO_REQUEST)? else {
         if icmp_type(ctx, &pkt).is_some_and(is_icmp_error) {
@@ -99,39 +62,149 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
         }
         return Err(Counter::DropUnsupportedProto);
     };
+    // Classify and gate: a class switched off goes no further.
     let class = if pkt.proto == IPPROTO_ICMP {
         CLASS_NONE
     } else {
         classify(pkt.proto, u16::from_be(t.dport))
     };
-    let class_counters = Counter::for_class(class);
-    if let Some(ClassCounters {
-        switch_off: off, ..
-    }) = class_counters
-    {
-        if !switch_on(class) {
-            return Err(off);
+    let class_counters = gate(class)?;
+    remember_first_fragment(ctx, &pkt, cfg, now)?;
+    // State: the mapping and the session, kept with the next hop for the packets that follow.
+    let shared_ike = shares_ike_port(ctx, &pkt, &t);
+    let hop = next_hop(&r, cfg, pkt.tot_len, now);
+    let ext_port =
+        outbound_state(ctx, cfg, &pkt, &t, shared_ike, class, &hop, now).inspect_err(|_| {
+            if let Some(ClassCounters { alloc_fail, .. }) = class_counters {
+                count(alloc_fail);
+            }
+        })?;
+    // Rewrite and deliver.
+    if let L4::Tcp(ref mut tcp) = t.l4 {
+        mss::clamp(ctx, &pkt, tcp, cfg.mss_clamp);
+    }
+    rewrite_endpoint(pkt.ip, &mut t.l4, Side::Source, cfg.wan_addr, ext_port);
+    if let Some(ClassCounters { translated, .. }) = class_counters {
+        count(translated);
+    }
+    // PPTP control messages are read once the segment is translated (vpn::pptp_followup).
+    deliver_out(&mut pkt, r).map(|v| v.pptp_followup(class == CLASS_PPTP))
+}
+
+/// BCP 38, whatever the destination (the router itself included): only LAN-side sources get
+/// in, and none that claims to be the router; a DHCP client without an address yet goes to
+/// the router (dhcp_client), and nowhere else.
+#[inline(always)]
+fn guard_source(
+    ctx: &XdpContext,
+    cfg: &NatConfig,
+    pkt: &Ipv4<'_>,
+) -> Result<ControlFlow<Verdict>, Counter> {
+    match lan_side(cfg, pkt.src) {
+        LanSide::Host => Ok(Continue(())),
+        LanSide::Router => Err(Counter::DropLanSourceRouter),
+        LanSide::Outside => dhcp_client(ctx, pkt).map(Break),
+    }
+}
+
+/// The route of a packet the kernel would send out of the WAN interface, which is ours to
+/// translate; for anything else, the verdict that hands it to the kernel.
+#[inline(always)]
+fn towards_wan(
+    ctx: &XdpContext,
+    cfg: &NatConfig,
+    pkt: &Ipv4<'_>,
+) -> Result<ControlFlow<Verdict, Route>, Counter> {
+    let r = route(ctx, pkt.src, pkt.dst, pkt.tos, pkt.tot_len);
+    if r.ifindex() != Some(cfg.wan_ifindex) {
+        return Ok(Break(Verdict::pass(Counter::PassNotToWan)));
+    }
+    if pkt.ttl <= 1 {
+        // The kernel answers with Time Exceeded to the LAN host; it never forwards it.
+        return Ok(Break(Verdict::pass(Counter::PassTtlExceeded)));
+    }
+    if let Route::Kernel { too_big: true, .. } = r {
+        // Over the WAN link's MTU, the kernel refuses a DF packet: it sends Fragmentation
+        // Needed to the LAN host and forwards nothing. Within it (the lookup saw a smaller
+        // path MTU the router learned), the kernel would forward it, by the link MTU: it is
+        // translated first, and a hop beyond answers if it is too big for the path.
+        if pkt.dont_fragment && over_link_mtu(ctx, cfg.wan_ifindex, pkt.tot_len) {
+            return Ok(Break(Verdict::pass(Counter::PassFragNeeded)));
         }
     }
+    Ok(Continue(r))
+}
+
+/// IP options: record route, timestamps and source routes name addresses, and a LAN host's
+/// own, recorded in them, would leave the WAN inside the header. They are not parsed (a walk
+/// through the option list multiplies what the verifier explores past the program's limit):
+/// a LAN packet with any option does not leave.
+#[inline(always)]
+fn no_ip_options(pkt: &Ipv4<'_>) -> Result<(), Counter> {
+    // SAFETY: a byte of the header parse_ipv4 checked. (verifier: volatile, see fast.rs.)
+    if unsafe { core::ptr::read_volatile(&pkt.ip[0]) } != IPV4_NO_OPTIONS {
+        return Err(Counter::DropIpOptions);
+    }
+    Ok(())
+}
+
+/// GRE and ESP out (PPTP and IPsec passthrough, vpn.rs), gated by their class; AH cannot
+/// cross a NAT (it signs the addresses) and is dropped.
+#[inline(always)]
+fn tunnel_out(
+    ctx: &XdpContext,
+    cfg: &NatConfig,
+    pkt: Ipv4<'_>,
+    r: Route,
+    now: u64,
+) -> Result<Verdict, Counter> {
+    if pkt.proto == IPPROTO_AH {
+        return Err(Counter::DropAh);
+    }
+    gate(classify(pkt.proto, 0))?;
     remember_first_fragment(ctx, &pkt, cfg, now)?;
+    match pkt.proto {
+        IPPROTO_GRE => vpn::gre_out(ctx, cfg.wan_addr, pkt, r),
+        _ => vpn::esp_out(ctx, cfg.wan_addr, pkt, r, now),
+    }
+}
+
+/// IKE from port 500 to port 500 shares the external port 500 (told apart by SPI on the way
+/// back) when the router itself does not use it. An ALG never drops what it cannot parse:
+/// 500 to 500 that is not IKE takes ordinary NAPT (an ordinary port, never the shared 500).
+#[inline(always)]
+fn shares_ike_port(ctx: &XdpContext, pkt: &Ipv4<'_>, t: &Transport<'_>) -> bool {
     let ike = IKE_PORT.to_be();
-    // IKE from port 500 to port 500 shares the external port 500 (told apart by SPI on the
-    // way back) when the router itself does not use it.
-    // An ALG never drops what it cannot parse: 500 to 500 that is not IKE takes ordinary
-    // NAPT (an ordinary port, never the shared 500).
-    let shared_ike = pkt.proto == IPPROTO_UDP
+    pkt.proto == IPPROTO_UDP
         && t.sport == ike
         && t.dport == ike
         && port_in_pool(ike)
-        && vpn::is_ike(ctx, &pkt);
+        && vpn::is_ike(ctx, pkt)
+}
+
+/// The external port of an outbound TCP, UDP or ICMP packet: its session's, or a mapping's
+/// (made if the endpoint has none) for a new session; port 500 for IKE that shares it.
+// verifier: `shared_ike` is decided by the caller; decided here, between the state's
+// branches, the LAN program took 0.43 M instructions to verify instead of 0.28 M.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn outbound_state(
+    ctx: &XdpContext,
+    cfg: &NatConfig,
+    pkt: &Ipv4<'_>,
+    t: &Transport<'_>,
+    shared_ike: bool,
+    class: u8,
+    hop: &NextHop,
+    now: u64,
+) -> Result<u16, Counter> {
+    let ike = IKE_PORT.to_be();
     let session = SessionKey::new(pkt.proto, pkt.src, t.sport, pkt.dst, t.dport);
-    // Kept in the session for the fast path of the packets that follow.
-    let hop = next_hop(&r, cfg, pkt.tot_len, now);
-    let state = if shared_ike {
-        vpn::ike_out(ctx, &pkt, now).and_then(|()| {
-            touch_outbound(ctx, &session, ike, t.tcp_flags, class, &hop, now).map(|()| ike)
+    if shared_ike {
+        vpn::ike_out(ctx, pkt, now).and_then(|()| {
+            touch_outbound(ctx, &session, ike, t.tcp_flags, class, hop, now).map(|()| ike)
         })
-    } else if let Some(ext_port) = refresh_outbound(&session, t.tcp_flags, &hop, now) {
+    } else if let Some(ext_port) = refresh_outbound(&session, t.tcp_flags, hop, now) {
         Ok(ext_port)
     } else {
         let ep = EndpointKey {
@@ -141,29 +214,9 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
             _pad: 0,
         };
         mapping_for(ctx, cfg, &ep, now).and_then(|ext_port| {
-            touch_outbound(ctx, &session, ext_port, t.tcp_flags, class, &hop, now)
-                .map(|()| ext_port)
+            touch_outbound(ctx, &session, ext_port, t.tcp_flags, class, hop, now).map(|()| ext_port)
         })
-    };
-    let ext_port = match state {
-        Ok(p) => p,
-        Err(e) => {
-            if let Some(ClassCounters { alloc_fail, .. }) = class_counters {
-                count(alloc_fail);
-            }
-            return Err(e);
-        }
-    };
-    if let L4::Tcp(ref mut tcp) = t.l4 {
-        mss::clamp(ctx, &pkt, tcp, cfg.mss_clamp);
     }
-
-    rewrite_endpoint(pkt.ip, &mut t.l4, Side::Source, cfg.wan_addr, ext_port);
-    if let Some(ClassCounters { translated, .. }) = class_counters {
-        count(translated);
-    }
-    // PPTP control messages are read once the segment is translated (vpn::pptp_followup).
-    deliver_out(&mut pkt, r).map(|v| v.pptp_followup(class == CLASS_PPTP))
 }
 
 /// DHCP client port and server port (RFC 2131).

@@ -17,6 +17,7 @@ pub mod fast;
 pub mod flow_cache;
 pub mod forward;
 pub mod frag;
+pub mod gate;
 pub mod hairpin;
 pub mod icmp_error;
 pub mod lan;

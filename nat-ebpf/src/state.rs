@@ -1,4 +1,6 @@
-//! Mapping and session creation: port claims, session refresh, TCP state.
+//! Session state, both directions: mappings and port claims, sessions made and refreshed
+//! outbound, sessions and filters checked inbound, TCP state, the per-host and per-MAC
+//! shares.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -8,17 +10,17 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use nat_common::{
-    config::NatConfig,
+    config::{FILTER_ADDRESS_DEPENDENT, FILTER_ENDPOINT_INDEPENDENT, NatConfig},
     counters::Counter,
     flow_cache::FlowKey,
     maps::{
         EndpointKey, ExternalKey, MAC_SHARE_HOSTS, MAPPING_ACTIVE, Mapping, NextHop, Session,
-        SessionKey, mac_key,
+        SessionIn, SessionKey, mac_key,
     },
-    passthrough::IKE_PORT,
+    passthrough::{IKE_PORT, classify},
     ports::{MAX_PORT_TRIES, pool_slot, wants_privileged},
     proto::{IPPROTO_TCP, IPPROTO_UDP, TCP_SYN},
-    tcp_state::{self, Direction},
+    tcp_state::{self, Direction, SYN_IN},
 };
 
 use crate::{
@@ -442,4 +444,85 @@ pub fn touch_outbound(
     // makes filtering stricter, never looser.
     let _ = FILTERS.insert(&key.filter_key(), &now, BPF_NOEXIST as u64);
     Ok(())
+}
+
+/// An inbound packet of session `key` that reached external port `ext_port`: refreshes the
+/// session and records a TCP segment. Gives the session's class and its TCP state after the
+/// packet (0 for UDP and ICMP), or no state for a UDP datagram that address-dependent or
+/// endpoint-independent filtering (RFC 4787 REQ-8) lets in without a session. Anything else
+/// without a session is dropped: nothing from the WAN creates one.
+#[inline(always)]
+pub fn inbound(
+    cfg: &NatConfig,
+    key: &SessionKey,
+    ext_port: u16,
+    tcp_flags: u8,
+    now: u64,
+) -> Result<(u8, Option<u8>), Counter> {
+    let Some(s) = SESSIONS.get_ptr_mut(key) else {
+        return match key.proto {
+            IPPROTO_TCP => Err(Counter::DropUnsolicitedTcp),
+            IPPROTO_UDP if filter_allows(cfg, key) => {
+                Ok((classify(key.proto, u16::from_be(key.rem_port)), None))
+            }
+            _ => Err(Counter::DropFiltered),
+        };
+    };
+    // SAFETY: map value pointer; concurrent writers only race on refresh timestamps.
+    let s = unsafe { &mut *s };
+    if s.ext_port != ext_port {
+        // A session left from an earlier, released mapping of this endpoint.
+        return Err(Counter::DropNoMapping);
+    }
+    s.last_seen_ns = now;
+    let tcp = if key.proto == IPPROTO_TCP {
+        record_tcp(s, Direction::Inbound, tcp_flags)
+    } else {
+        0
+    };
+    Ok((s.class, Some(tcp)))
+}
+
+/// RFC 4787 REQ-8 for a UDP packet from a remote endpoint the mapping has not sent to.
+#[inline(always)]
+fn filter_allows(cfg: &NatConfig, session: &SessionKey) -> bool {
+    match cfg.filtering {
+        FILTER_ENDPOINT_INDEPENDENT => true,
+        FILTER_ADDRESS_DEPENDENT => FILTERS.get_ptr(&session.filter_key()).is_some(),
+        _ => false,
+    }
+}
+
+/// Keeps the inbound half of session `key` (SESSIONS_IN, under its reply key at `ext_port`)
+/// for the fast path of the replies that follow, with their next hop `hop`.
+#[inline(always)]
+pub fn keep_reply_half(
+    key: &SessionKey,
+    ext_port: u16,
+    class: u8,
+    tcp_state: u8,
+    hop: &NextHop,
+    now: u64,
+) {
+    let half = SessionIn {
+        last_seen_ns: now,
+        int_addr: key.int_addr,
+        int_port: key.int_port,
+        class,
+        tcp_synced: u8::from(tcp_state & SYN_IN != 0),
+        hop: *hop,
+        _reserved1: 0,
+        _reserved2: 0,
+        _reserved3: 0,
+    };
+    let reply = key.reply_key(ext_port);
+    match SESSIONS_IN.get_ptr_mut(&reply) {
+        // SAFETY: map value pointer from a successful lookup. Written in place: an insert
+        // over an existing entry would take a fresh element and free the old one.
+        Some(old) => unsafe { *old = half },
+        // A full table only means replies keep taking this path.
+        None => {
+            let _ = SESSIONS_IN.insert(&reply, &half, 0);
+        }
+    }
 }
