@@ -59,6 +59,8 @@ counters! {
         "new address+port mappings";
     SessionCreated: State, "session_created",
         "new sessions";
+    ForwardSessionCreated: State, "forward_session_created",
+        "new sessions a WAN host opened through a port forward (also in session_created)";
     // Passed untouched to the kernel.
     PassNotIpv4: Pass, "pass_not_ipv4",
         "non-IPv4 frames (ARP, IPv6, ...) passed untouched";
@@ -93,6 +95,8 @@ counters! {
         "WAN packets rejected by the filtering mode";
     DropUnsolicitedTcp: Drop, "drop_unsolicited_tcp",
         "WAN TCP segments matching no session (e.g. unsolicited SYN)";
+    DropForwardSource: Drop, "drop_forward_source",
+        "WAN packets to a forwarded port from a source outside the forward's `from` prefix";
     DropMappingTableFull: Drop, "drop_mapping_table_full",
         "new flows dropped: mapping table full";
     DropSessionTableFull: Drop, "drop_session_table_full",

@@ -60,6 +60,7 @@ const fn layout_version() -> u32 {
         maps::FragQuota,
         maps::FragKey,
         maps::FragEntry,
+        maps::Forward,
         flow_cache::CachedFlow,
         flow_cache::CachedHop,
     );

@@ -54,6 +54,7 @@ pub mod names {
         MAC_SESSIONS,
         MAC_VPN,
         HOST_MAC,
+        FORWARDS,
     }
 
     /// Maps of the NAT's object that are not pinned: per-CPU scratch whose content never
@@ -304,7 +305,10 @@ pub struct Session {
     pub tcp_state: u8,
     /// Passthrough class (`passthrough::CLASS_*`), fixed at creation.
     pub class: u8,
-    pub _pad: u32,
+    /// How the session began: SESSION_OUTBOUND, or SESSION_FORWARDED (a WAN host through a
+    /// port forward; it has no mapping of its own).
+    pub origin: u8,
+    pub _pad: [u8; 3],
     /// Towards the remote host.
     pub hop: NextHop,
     /// The LAN host's MAC (`mac_key`) when the session was made, for the per-MAC share; 0
@@ -493,6 +497,52 @@ pub struct PeerId {
 }
 const _: () = assert!(size_of::<PeerId>() == 8);
 
+/// Session::origin: a LAN host's packet made the session (through its mapping).
+pub const SESSION_OUTBOUND: u8 = 0;
+/// Session::origin: a WAN host's packet to a forwarded port made the session.
+pub const SESSION_FORWARDED: u8 = 1;
+
+/// A forwarded external port of the WAN address, and where it leads. Value of FORWARDS,
+/// keyed by `ExternalKey` (protocol and port); a forward of a port range has an entry per
+/// port, all naming the range.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Forward {
+    /// The LAN host.
+    pub int_addr: u32,
+    /// WAN sources allowed: those with `src & from_mask == from_net` (mask 0: any).
+    pub from_net: u32,
+    pub from_mask: u32,
+    /// The LAN port for this external port.
+    pub int_port: u16,
+    /// The forward's external range, host order: this port is one of them.
+    pub first_port: u16,
+    pub last_port: u16,
+    /// FORWARD_FROM_FILE or FORWARD_FROM_COMMAND.
+    pub origin: u8,
+    pub _pad: [u8; 5],
+    /// New flows this port let in (sessions it made), counted with atomic adds.
+    pub hits: u64,
+}
+const _: () = assert!(size_of::<Forward>() == 32);
+
+impl Forward {
+    /// Is a packet from WAN source `src` (wire order) allowed through?
+    pub const fn admits(&self, src: u32) -> bool {
+        src & self.from_mask == self.from_net
+    }
+}
+
+/// Forward::origin: from the configuration file's `[[forward]]` tables (a reload makes
+/// them what the file says).
+pub const FORWARD_FROM_FILE: u8 = 1;
+/// Forward::origin: from `nat-ctl forward add` (kept until `forward del`).
+pub const FORWARD_FROM_COMMAND: u8 = 2;
+
+/// Forwarded external ports (FORWARDS), all forwards together: a port range counts a port
+/// each.
+pub const MAX_FORWARD_PORTS: u32 = 16_384;
+
 /// Peer ids remembered (PEER_IDS, an LRU: an id that falls out only leaves ICMP errors about
 /// its packets to the router).
 pub const MAX_PEER_IDS: u32 = 8192;
@@ -586,6 +636,7 @@ mod pod {
     unsafe impl aya::Pod for super::PeerIdKey {}
     unsafe impl aya::Pod for super::PeerId {}
     unsafe impl aya::Pod for super::FragQuota {}
+    unsafe impl aya::Pod for super::Forward {}
 }
 
 /// Benchmark traffic generator settings (BENCH_GEN map, one entry): the generator program

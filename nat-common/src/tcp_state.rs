@@ -65,6 +65,9 @@ pub const fn name(state: u8) -> &'static str {
         "ESTABLISHED"
     } else if state & SYN_OUT != 0 {
         "SYN_SENT"
+    } else if state & SYN_IN != 0 {
+        // Opened from the WAN (a port forward), not answered yet.
+        "SYN_RECEIVED"
     } else {
         "NONE"
     }

@@ -38,6 +38,9 @@ pub enum Command {
     /// List the VPN passthrough switches, or turn one on or off (takes effect on the next
     /// packet; off also removes that protocol's sessions).
     Passthrough(PassthroughArgs),
+    /// List the port forwards with their hits (new flows let in), or add or remove one
+    /// (takes effect on the next packet; other sessions are left alone).
+    Forward(ForwardArgs),
     /// Live rates, refreshed every second: packets/s forwarded, new sessions/s, drops/s.
     Top(TopArgs),
     /// Remove sessions (all, or of one protocol), like `conntrack -F`.
@@ -105,6 +108,46 @@ fn parse_switch(s: &str) -> Result<Switch, String> {
             nat_common::passthrough::SWITCH_NAMES.join(", ")
         )
     })
+}
+
+#[derive(Debug, Args)]
+pub struct ForwardArgs {
+    #[command(subcommand)]
+    pub action: Option<ForwardAction>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ForwardAction {
+    /// Forward external PORT[-END] of the WAN address to a LAN host, e.g.
+    /// `forward add tcp 8080 192.168.1.10:80 --from 198.51.100.0/24`. The ports leave the
+    /// dynamic pool; a port a mapping holds is refused, naming the holder.
+    Add {
+        /// tcp, udp or both.
+        #[arg(value_name = "tcp|udp|both")]
+        proto: String,
+        /// External port or range of the WAN address.
+        #[arg(value_name = "PORT[-END]")]
+        ports: String,
+        /// The LAN host, and its first port (default: the external one) or a range as long.
+        #[arg(value_name = "ADDR[:PORT[-END]]")]
+        to: String,
+        /// Only WAN sources in this prefix.
+        #[arg(long, value_name = "CIDR")]
+        from: Option<String>,
+    },
+    /// Remove the forward of PORT[-END]: its new flows stop at once, its sessions run on
+    /// until they end.
+    Del {
+        /// tcp, udp or both.
+        #[arg(value_name = "tcp|udp|both")]
+        proto: String,
+        /// The forward's first external port, or its range.
+        #[arg(value_name = "PORT[-END]")]
+        ports: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -40,6 +40,40 @@ pub struct FileConfig {
     pub tcp: TcpSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    /// `[[forward]]` tables: static port forwards (crate::forwards).
+    #[serde(default)]
+    pub forward: Vec<ForwardSection>,
+}
+
+/// One `[[forward]]` table, as `nat-ctl forward add` takes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSection {
+    /// "tcp", "udp" or "both".
+    pub proto: String,
+    /// 8080, or "8080-8090".
+    pub port: PortSpec,
+    /// "ADDR", "ADDR:PORT" or "ADDR:PORT-END".
+    pub to: String,
+    /// Only WAN sources in this prefix ("198.51.100.0/24").
+    pub from: Option<String>,
+}
+
+/// A port as TOML writes it: a number, or a string that may be a range.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    Number(u32),
+    Text(String),
+}
+
+impl PortSpec {
+    fn text(&self) -> String {
+        match self {
+            PortSpec::Number(n) => n.to_string(),
+            PortSpec::Text(s) => s.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -200,6 +234,8 @@ pub struct Settings {
     pub vpn_state_per_host: u32,
     pub icmp_prohibited: bool,
     pub log_level: LogLevel,
+    /// The file's `[[forward]]` tables, one rule per protocol.
+    pub forwards: Vec<crate::forwards::ForwardRule>,
 }
 
 /// What the interfaces contribute to the data path's configuration.
@@ -318,9 +354,35 @@ pub enum SettingsError {
     RangeReversed { range: String, lo: u16, hi: u16 },
     #[error("port range {0:?} starts below 1024: ports 1-1023 are kept for privileged sources")]
     RangePrivileged(String),
+    #[error("[[forward]] number {number} ({proto} {port}): {reason}")]
+    Forward {
+        number: usize,
+        proto: String,
+        port: String,
+        reason: String,
+    },
 }
 
 impl FileConfig {
+    /// The `[[forward]]` tables as rules, each checked on its own (against the LAN and the
+    /// other forwards when they are applied: forwards::sync_file).
+    fn forwards(&self) -> Result<Vec<crate::forwards::ForwardRule>, SettingsError> {
+        let mut rules = Vec::new();
+        for (i, f) in self.forward.iter().enumerate() {
+            let port = f.port.text();
+            let parsed =
+                crate::forwards::ForwardRule::parse(&f.proto, &port, &f.to, f.from.as_deref())
+                    .map_err(|e| SettingsError::Forward {
+                        number: i + 1,
+                        proto: f.proto.clone(),
+                        port: port.clone(),
+                        reason: format!("{e:#}"),
+                    })?;
+            rules.extend(parsed);
+        }
+        Ok(rules)
+    }
+
     /// Reads `path`; errors name the file, the line and the reason.
     pub fn load(path: &Path) -> Result<FileConfig> {
         let text = std::fs::read_to_string(path)
@@ -454,6 +516,7 @@ impl FileConfig {
             )?
             .unwrap_or(DEFAULT_VPN_STATE_PER_HOST),
             icmp_prohibited: self.limits.icmp_prohibited.unwrap_or(false),
+            forwards: self.forwards()?,
         })
     }
 }

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 mod daemon;
+pub mod forwards;
 pub mod kernel_log;
 pub mod lan_side;
 pub mod loader;

@@ -59,6 +59,9 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Passthrough(a) => {
             commands::passthrough::passthrough(&instance, a.action.as_ref(), a.json).map(|()| 0)
         }
+        Command::Forward(a) => {
+            commands::forward::forward(&instance, a.action.as_ref(), a.json).map(|()| 0)
+        }
         Command::Flush(a) => commands::flush::flush(&instance, a.proto).map(|()| 0),
         Command::Reload => commands::reload::reload(&instance).map(|()| 0),
         Command::Completions { shell } => {

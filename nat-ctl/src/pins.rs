@@ -210,6 +210,11 @@ pub struct RunState {
     pub wan_addr: Option<std::net::Ipv4Addr>,
     pub log_level: Option<crate::config::LogLevel>,
     pub reloads: u64,
+    /// Reloads the daemon could not apply, and why the last one failed.
+    #[serde(default)]
+    pub reload_failures: u64,
+    #[serde(default)]
+    pub reload_error: Option<String>,
 }
 
 impl RunState {

@@ -13,9 +13,9 @@ use nat_common::{
     counters::{Counter, NUM_COUNTERS},
     flow_cache::{self, CachedFlow, CachedHop, Flow, FlowKey},
     maps::{
-        EndpointKey, EspKey, EspLearner, ExternalKey, FragEntry, FragKey, FragQuota, IkeKey,
-        Mapping, Owner, PeerId, PeerIdKey, PptpCall, PptpCallKey, PptpClientKey, ReplyKey, Session,
-        SessionIn, SessionKey, names,
+        EndpointKey, EspKey, EspLearner, ExternalKey, Forward, FragEntry, FragKey, FragQuota,
+        IkeKey, Mapping, Owner, PeerId, PeerIdKey, PptpCall, PptpCallKey, PptpClientKey, ReplyKey,
+        Session, SessionIn, SessionKey, names,
     },
     passthrough::{SWITCH_OFF, SWITCH_ON, Switch},
     ports::{POOL_BITMAP_WORDS, pool_bit},
@@ -64,6 +64,24 @@ pub struct NatMaps {
     /// The instance's CONFIG lock (pins::Instance::config_lock_path), taken around every
     /// read-change-write of CONFIG; None for maps no other process shares (tests).
     pub config_lock: Option<std::path::PathBuf>,
+    /// Set while this process holds the CONFIG lock, so that a change made under it can call
+    /// what takes it again (flock would wait for itself).
+    config_locked: std::rc::Rc<std::cell::Cell<bool>>,
+    pub forwards: HashMap<MapData, ExternalKey, Forward>,
+}
+
+/// The CONFIG lock, while held (NatMaps::lock_config).
+pub struct ConfigLock {
+    _file: Option<nix::fcntl::Flock<std::fs::File>>,
+    held: Option<std::rc::Rc<std::cell::Cell<bool>>>,
+}
+
+impl Drop for ConfigLock {
+    fn drop(&mut self) {
+        if let Some(h) = &self.held {
+            h.set(false);
+        }
+    }
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
@@ -115,6 +133,8 @@ impl NatMaps {
             mac_vpn: get(names::MAC_VPN)?.try_into()?,
             host_mac: get(names::HOST_MAC)?.try_into()?,
             config_lock: None,
+            config_locked: Default::default(),
+            forwards: get(names::FORWARDS)?.try_into()?,
         })
     }
 
@@ -186,12 +206,27 @@ impl NatMaps {
         self.store_config(&cfg, cfg.route_gen)
     }
 
-    /// Holds the CONFIG lock while the returned guard lives (nothing without one).
-    fn lock_config(&self) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
-        self.config_lock
-            .as_deref()
-            .map(crate::pins::lock_file)
-            .transpose()
+    /// Holds the CONFIG lock while the returned guard lives (nothing without one, and
+    /// nothing more when this process holds it already).
+    pub fn lock_config(&self) -> Result<ConfigLock> {
+        let Some(path) = self.config_lock.as_deref() else {
+            return Ok(ConfigLock {
+                _file: None,
+                held: None,
+            });
+        };
+        if self.config_locked.get() {
+            return Ok(ConfigLock {
+                _file: None,
+                held: None,
+            });
+        }
+        let file = crate::pins::lock_file(path)?;
+        self.config_locked.set(true);
+        Ok(ConfigLock {
+            _file: Some(file),
+            held: Some(self.config_locked.clone()),
+        })
     }
 
     /// Writes `cfg` with the route generation after `generation`.
@@ -224,9 +259,13 @@ impl NatMaps {
     /// router; the daemon writes the bitmap again after each sweep that freed ports.
     pub fn write_pool_bitmap(&mut self, pool: &PortPool) -> Result<()> {
         let mut in_pool = vec![0u64; POOL_BITMAP_WORDS as usize];
+        // And the forwarded ports, which the WAN program looks up in FORWARDS.
+        let forwarded = entries(&self.forwards)?.into_iter().map(|(k, _)| k);
         let live = entries(&self.mappings_in)?
             .into_iter()
-            .map(|(k, _)| u16::from_be(k.port));
+            .map(|(k, _)| k)
+            .chain(forwarded)
+            .map(|k| u16::from_be(k.port));
         for port in pool
             .privileged
             .iter()

@@ -323,7 +323,10 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
         // The data path trusts a session's external port without looking at the mapping; a
         // session whose port takes no replies for its endpoint any more is removed here, and
         // the endpoint's next packet gets a fresh mapping.
+        // A port forward's sessions have no mapping: they run until they expire, even when
+        // their forward is removed (only its new flows stop).
         let orphan = !is_shared_ike(&k, &s)
+            && s.origin != nat_common::maps::SESSION_FORWARDED
             && !reply_ports.contains(&(k.endpoint(), s.ext_port))
             && now_ns >= s.created_ns + grace_ns;
         if orphan {

@@ -14,9 +14,10 @@ use nat_common::{
     maps::{
         DEFAULT_MAX_ESP_SPIS, DEFAULT_MAX_FRAGS, DEFAULT_MAX_IKE_SAS, DEFAULT_MAX_MAPPINGS,
         DEFAULT_MAX_PPTP_CALLS, DEFAULT_MAX_SESSIONS, EndpointKey, EspKey, EspLearner, ExternalKey,
-        FragEntry, FragKey, FragQuota, IkeKey, MAX_DEVICES, MAX_ESP_PENDING, MAX_LAN_PREFIXES,
-        MAX_PEER_IDS, MAX_QUOTA_HOSTS, MAX_ROUTER_IPSEC_PEERS, Mapping, Owner, PORT_SLOTS, PeerId,
-        PeerIdKey, PptpCall, PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn, SessionKey,
+        Forward, FragEntry, FragKey, FragQuota, IkeKey, MAX_DEVICES, MAX_ESP_PENDING,
+        MAX_FORWARD_PORTS, MAX_LAN_PREFIXES, MAX_PEER_IDS, MAX_QUOTA_HOSTS, MAX_ROUTER_IPSEC_PEERS,
+        Mapping, Owner, PORT_SLOTS, PeerId, PeerIdKey, PptpCall, PptpCallKey, PptpClientKey,
+        ReplyKey, Session, SessionIn, SessionKey,
     },
     passthrough::{NUM_SWITCHES, SWITCH_ON, switch_slot},
     ports::{POOL_BITMAP_WORDS, pool_bit},
@@ -268,3 +269,9 @@ pub static HOST_MAC: HashMap<u32, u64> =
 /// the primary prefix.
 #[map]
 pub static LAN_PREFIXES: LpmTrie<u32, u32> = LpmTrie::with_max_entries(MAX_LAN_PREFIXES, 0);
+
+/// Port forwards: a forwarded external port of the WAN address -> the LAN host and port
+/// (nat-ctl forward, `[[forward]]`). Written by nat-ctl only.
+#[map]
+pub static FORWARDS: HashMap<ExternalKey, Forward> =
+    HashMap::with_max_entries(MAX_FORWARD_PORTS, 0);

@@ -14,20 +14,21 @@ use nat_common::{
     counters::Counter,
     flow_cache::FlowKey,
     maps::{
-        EndpointKey, ExternalKey, MAC_SHARE_HOSTS, MAPPING_ACTIVE, Mapping, NextHop, Session,
-        SessionIn, SessionKey, mac_key,
+        EndpointKey, ExternalKey, MAC_SHARE_HOSTS, MAPPING_ACTIVE, Mapping, NextHop,
+        SESSION_FORWARDED, SESSION_OUTBOUND, Session, SessionIn, SessionKey, mac_key,
     },
-    passthrough::{IKE_PORT, classify},
+    passthrough::{CLASS_NONE, IKE_PORT, classify},
     ports::{MAX_PORT_TRIES, pool_slot, wants_privileged},
-    proto::{IPPROTO_TCP, IPPROTO_UDP, TCP_SYN},
+    proto::{IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     tcp_state::{self, Direction, SYN_IN},
 };
 
 use crate::{
     flow_cache,
     maps::{
-        FILTERS, FLOWS_IN, FLOWS_OUT, HOST_MAPPINGS, HOST_SESSIONS, MAC_MAPPINGS, MAC_SESSIONS,
-        MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL, SESSIONS, SESSIONS_IN, config, count, port_in_pool,
+        FILTERS, FLOWS_IN, FLOWS_OUT, FORWARDS, HOST_MAPPINGS, HOST_SESSIONS, MAC_MAPPINGS,
+        MAC_SESSIONS, MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL, SESSIONS, SESSIONS_IN, config, count,
+        port_in_pool,
     },
     packet::ptr_at,
 };
@@ -419,7 +420,8 @@ pub fn touch_outbound(
         ext_port,
         tcp_state: tcp,
         class,
-        _pad: 0,
+        origin: SESSION_OUTBOUND,
+        _pad: [0; 3],
         hop: *hop,
         // verifier: straight into the session, as in mapping_for.
         lan_mac: mac_owner(ctx, cfg, key.int_addr),
@@ -449,17 +451,21 @@ pub fn touch_outbound(
 /// An inbound packet of session `key` that reached external port `ext_port`: refreshes the
 /// session and records a TCP segment. Gives the session's class and its TCP state after the
 /// packet (0 for UDP and ICMP), or no state for a UDP datagram that address-dependent or
-/// endpoint-independent filtering (RFC 4787 REQ-8) lets in without a session. Anything else
-/// without a session is dropped: nothing from the WAN creates one.
+/// endpoint-independent filtering (RFC 4787 REQ-8) lets in without a session. Without a
+/// session, only a port forward (`forwarded`) makes one; anything else is dropped.
 #[inline(always)]
 pub fn inbound(
     cfg: &NatConfig,
     key: &SessionKey,
     ext_port: u16,
     tcp_flags: u8,
+    forwarded: bool,
     now: u64,
 ) -> Result<(u8, Option<u8>), Counter> {
     let Some(s) = SESSIONS.get_ptr_mut(key) else {
+        if forwarded {
+            return forwarded_session(cfg, key, ext_port, tcp_flags, now);
+        }
         return match key.proto {
             IPPROTO_TCP => Err(Counter::DropUnsolicitedTcp),
             IPPROTO_UDP if filter_allows(cfg, key) => {
@@ -525,4 +531,69 @@ pub fn keep_reply_half(
             let _ = SESSIONS_IN.insert(&reply, &half, 0);
         }
     }
+}
+
+/// A WAN host's first packet through a port forward (a TCP SYN, or any UDP datagram): a
+/// session of the LAN host's, counted in its share of the table, so that a flood of new
+/// flows to a forward takes at most that host's share. Its class is CLASS_NONE: forwarded
+/// traffic is not passthrough, and the switches do not apply to it.
+#[inline(always)]
+fn forwarded_session(
+    cfg: &NatConfig,
+    key: &SessionKey,
+    ext_port: u16,
+    tcp_flags: u8,
+    now: u64,
+) -> Result<(u8, Option<u8>), Counter> {
+    let tcp = if key.proto == IPPROTO_TCP {
+        if tcp_flags & (TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST) != TCP_SYN {
+            return Err(Counter::DropUnsolicitedTcp);
+        }
+        tcp_state::next(0, Direction::Inbound, tcp_flags)
+    } else {
+        0
+    };
+    if at_limit(&HOST_SESSIONS, &key.int_addr, cfg.sessions_per_host) {
+        return Err(Counter::DropHostSessionQuota);
+    }
+    let s = Session {
+        created_ns: now,
+        last_seen_ns: now,
+        ext_port,
+        tcp_state: tcp,
+        class: CLASS_NONE,
+        origin: SESSION_FORWARDED,
+        _pad: [0; 3],
+        // The LAN host's first reply keeps its next hop.
+        hop: NextHop::NONE,
+        // Not counted per MAC: the MAC is the LAN host's, which did not ask for this.
+        lan_mac: 0,
+        _reserved2: 0,
+    };
+    match SESSIONS.insert(key, &s, BPF_NOEXIST as u64) {
+        Ok(()) => {
+            count(Counter::SessionCreated);
+            count(Counter::ForwardSessionCreated);
+            count_for_host(&HOST_SESSIONS, &key.int_addr);
+            let ext = ExternalKey {
+                port: ext_port,
+                proto: key.proto,
+                _pad: 0,
+            };
+            if let Some(f) = FORWARDS.get_ptr_mut(&ext) {
+                // SAFETY: map value pointer from a successful lookup; an aligned u64.
+                unsafe {
+                    core::intrinsics::atomic_xadd::<
+                        u64,
+                        u64,
+                        { core::intrinsics::AtomicOrdering::Relaxed },
+                    >(&raw mut (*f).hits, 1);
+                }
+            }
+        }
+        // Made by another CPU meanwhile: fine.
+        Err(e) if e == -EEXIST => {}
+        Err(_) => return Err(Counter::DropSessionTableFull),
+    }
+    Ok((CLASS_NONE, Some(tcp)))
 }

@@ -22,7 +22,7 @@ use crate::{
     gate::gate,
     icmp_error,
     lan_side::lan_side,
-    maps::{MAPPINGS_IN, config, count, now, port_in_pool, switch_on},
+    maps::{FORWARDS, MAPPINGS_IN, config, count, now, port_in_pool, switch_on},
     mss,
     packet::{Ipv4, icmp_type, parse_ipv4, parse_transport},
     state, vpn,
@@ -70,14 +70,16 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
             return Ok(v);
         }
     }
-    let (int_addr, int_port) = match lan_endpoint(ctx, &pkt, ext_port, shared_ike, now)? {
-        Continue(endpoint) => endpoint,
+    let to = match lan_endpoint(ctx, &pkt, ext_port, shared_ike, now)? {
+        Continue(to) => to,
         Break(routers) => return Ok(routers),
     };
-    // State: the session (or, for UDP, the filter that lets a new remote in), then the gate
-    // of its class.
+    let (int_addr, int_port) = (to.addr, to.port);
+    // State: the session (or, for UDP, the filter that lets a new remote in; or the port
+    // forward that makes one), then the gate of its class.
     let session = SessionKey::new(pkt.proto, int_addr, int_port, pkt.src, rem_port);
-    let (class, session_tcp) = state::inbound(cfg, &session, ext_port, t.tcp_flags, now)?;
+    let (class, session_tcp) =
+        state::inbound(cfg, &session, ext_port, t.tcp_flags, to.forwarded, now)?;
     let class_counters = gate(class)?;
     let r = route_in(ctx, &pkt, int_addr)?;
     if let (Some(tcp_state), false) = (session_tcp, shared_ike) {
@@ -142,9 +144,17 @@ fn to_router(proto: u8) -> Verdict {
     })
 }
 
+/// Where a packet to the WAN address goes on the LAN.
+struct LanEndpoint {
+    addr: u32,
+    port: u16,
+    /// Through a port forward (which may make a session), not a mapping.
+    forwarded: bool,
+}
+
 /// The LAN endpoint behind external port `ext_port`: the owner of the IKE SA for the shared
-/// port 500, else the active mapping's. A port outside the pool, or an echo reply no mapping
-/// explains (the router's own ping), is the router's.
+/// port 500, else the active mapping's, else the port forward's. A port the NAT does not
+/// own, or an echo reply nothing explains (the router's own ping), is the router's.
 #[inline(always)]
 fn lan_endpoint(
     ctx: &XdpContext,
@@ -152,13 +162,17 @@ fn lan_endpoint(
     ext_port: u16,
     shared_ike: bool,
     now: u64,
-) -> Result<ControlFlow<Verdict, (u32, u16)>, Counter> {
+) -> Result<ControlFlow<Verdict, LanEndpoint>, Counter> {
     if !port_in_pool(ext_port) {
         return Ok(Break(to_router(pkt.proto)));
     }
     if shared_ike {
         if let Some(owner) = vpn::ike_owner(ctx, pkt, now) {
-            return Ok(Continue((owner, IKE_PORT.to_be())));
+            return Ok(Continue(LanEndpoint {
+                addr: owner,
+                port: IKE_PORT.to_be(),
+                forwarded: false,
+            }));
         }
     }
     let ext = ExternalKey {
@@ -167,6 +181,27 @@ fn lan_endpoint(
         _pad: 0,
     };
     let Some(m) = MAPPINGS_IN.get_ptr(&ext) else {
+        return forwarded_endpoint(pkt, &ext);
+    };
+    // SAFETY: map value pointer from a successful lookup; copied out at once.
+    let m = unsafe { *m };
+    if m.state != MAPPING_ACTIVE {
+        return Err(Counter::DropNoMapping);
+    }
+    Ok(Continue(LanEndpoint {
+        addr: m.int_addr,
+        port: m.int_port,
+        forwarded: false,
+    }))
+}
+
+/// The LAN endpoint of the port forward of `ext`, for a WAN source it admits.
+#[inline(always)]
+fn forwarded_endpoint(
+    pkt: &Ipv4<'_>,
+    ext: &ExternalKey,
+) -> Result<ControlFlow<Verdict, LanEndpoint>, Counter> {
+    let Some(f) = FORWARDS.get_ptr(ext) else {
         // An echo reply to the router's own ping carries an id from the same space.
         return if pkt.proto == IPPROTO_ICMP {
             Ok(Break(Verdict::pass(Counter::PassIcmpToRouter)))
@@ -174,10 +209,14 @@ fn lan_endpoint(
             Err(Counter::DropNoMapping)
         };
     };
-    // SAFETY: map value pointer from a successful lookup; copied out at once.
-    let m = unsafe { *m };
-    if m.state != MAPPING_ACTIVE {
-        return Err(Counter::DropNoMapping);
+    // SAFETY: map value pointer from a successful lookup; read at once.
+    let f = unsafe { &*f };
+    if !f.admits(pkt.src) {
+        return Err(Counter::DropForwardSource);
     }
-    Ok(Continue((m.int_addr, m.int_port)))
+    Ok(Continue(LanEndpoint {
+        addr: f.int_addr,
+        port: f.int_port,
+        forwarded: true,
+    }))
 }

@@ -309,6 +309,7 @@ impl Fixture {
             peer_ids,
             host_vpn,
             host_frags,
+            forwards,
             mac_mappings,
             mac_sessions,
             mac_vpn,

@@ -2,6 +2,7 @@
 
 pub mod detach;
 pub mod flush;
+pub mod forward;
 pub mod passthrough;
 pub mod reload;
 pub mod run;

@@ -33,10 +33,14 @@ pub fn reload(instance: &Instance) -> Result<()> {
     .with_context(|| format!("signalling daemon pid {pid}"))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if instance
-            .run_state()
-            .is_some_and(|s| s.reloads > state.reloads)
-        {
+        let now = instance.run_state().unwrap_or_default();
+        if now.reload_failures > state.reload_failures {
+            bail!(
+                "daemon pid {pid} could not apply the configuration: {}",
+                now.reload_error.as_deref().unwrap_or("see its log")
+            );
+        }
+        if now.reloads > state.reloads {
             println!(
                 "reloaded {} (daemon pid {pid})",
                 state

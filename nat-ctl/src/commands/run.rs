@@ -80,6 +80,8 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
         maps.set_switches(&plan.settings.passthrough)?;
     }
     let (cfg, pool) = configure(&mut maps, &plan)?;
+    // The file's forwards once the LAN side is written (a forward must lead into it).
+    crate::forwards::sync_file(&mut maps, &plan.settings.forwards)?;
 
     for change in sysctl::prepare_forwarding(&plan.settings.lan, &plan.settings.wan)? {
         log::info!("sysctl {change}");
@@ -137,6 +139,7 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
         wan_addr: args.wan_addr,
         log_level: args.log_level,
         reloads: 0,
+        ..Default::default()
     };
     state.write(instance)?;
     lock.ready()?;

@@ -29,6 +29,8 @@ struct Row {
     external: String,
     remote: String,
     expires_in: u64,
+    /// Opened by a WAN host through a port forward.
+    forwarded: bool,
 }
 
 fn left(last_seen_ns: u64, secs: u32, now: u64) -> u64 {
@@ -69,6 +71,7 @@ fn rows(maps: &NatMaps, proto: Option<u8>) -> Result<Vec<Row>> {
             external: format!("{}:{}", wan, port(s.ext_port)),
             remote: format!("{}:{}", addr(k.rem_addr), port(k.rem_port)),
             expires_in: remaining_secs(&k, &s, &cfg.timeouts, now),
+            forwarded: s.origin == nat_common::maps::SESSION_FORWARDED,
         });
     }
     if wanted(IPPROTO_GRE) {
@@ -81,6 +84,7 @@ fn rows(maps: &NatMaps, proto: Option<u8>) -> Result<Vec<Row>> {
                 external: format!("{} call {}", wan, port(c.ext_call_id)),
                 remote: addr(c.rem_addr).to_string(),
                 expires_in: left(c.last_seen_ns, GRE_TIMEOUT_SECS, now),
+                forwarded: false,
             });
         }
     }
@@ -98,6 +102,7 @@ fn rows(maps: &NatMaps, proto: Option<u8>) -> Result<Vec<Row>> {
                 external: wan.to_string(),
                 remote: format!("{} spi-out {}", addr(k.rem_addr), hex(k.spi)),
                 expires_in: left(o.last_seen_ns, ESP_TIMEOUT_SECS, now),
+                forwarded: false,
             });
         }
     }

@@ -201,7 +201,7 @@ impl Daemon<'_> {
             return;
         }
         self.plan.listening.extend(now);
-        let pool = match build_pool(&self.plan) {
+        let pool = match build_pool(&self.plan, &self.maps) {
             Ok(p) => p,
             Err(e) => {
                 log::warn!("cannot follow the router's listening ports: {e:#}");

@@ -74,10 +74,12 @@ pub(crate) fn plan(args: &RunArgs) -> Result<Plan> {
 /// sweep, and the window in which a new flow could take a new service's port is this long).
 pub(crate) const LISTENER_CHECK: Duration = Duration::from_secs(1);
 
-pub(crate) fn build_pool(plan: &Plan) -> Result<PortPool> {
+/// The pool for `plan`: its range without the router's own ports and the forwarded ones.
+pub(crate) fn build_pool(plan: &Plan, maps: &NatMaps) -> Result<PortPool> {
     let (s, wan_addr) = (&plan.settings, plan.wan_addr);
     let mut reserved: BTreeSet<u16> = plan.listening.clone();
     reserved.extend(pool::local_port_range()?);
+    reserved.extend(crate::forwards::forwarded_ports(maps)?);
     let pool = PortPool::build(s.port_range.clone(), &reserved);
     if pool.ordinary.is_empty() {
         bail!(
@@ -97,7 +99,9 @@ pub(crate) fn build_pool(plan: &Plan) -> Result<PortPool> {
 
 /// Writes the pool, devices and CONFIG for `plan`; returns what it wrote.
 pub(crate) fn configure(maps: &mut NatMaps, plan: &Plan) -> Result<(NatConfig, PortPool)> {
-    let pool = build_pool(plan)?;
+    // Held throughout: a forward added meanwhile must not see its ports put back in the pool.
+    let _lock = maps.lock_config()?;
+    let pool = build_pool(plan, maps)?;
     let cfg = plan.settings.nat_config(
         &Interfaces {
             lan_index: plan.lan_index,

@@ -29,17 +29,21 @@ impl Daemon<'_> {
             file.passthrough.l2tp,
             file.passthrough.ipsec,
         ];
-        let applied = configure(&mut self.maps, &plan).and_then(|(cfg, pool)| {
-            for (switch, on) in nat_common::passthrough::Switch::ALL
-                .into_iter()
-                .zip(explicit)
-            {
-                if let Some(on) = on {
-                    crate::passthrough::set(&mut self.maps, switch, on)?;
+        // The forwards first: all checked before any changes, so that a forward the file
+        // cannot have changes nothing at all.
+        let applied = crate::forwards::sync_file(&mut self.maps, &plan.settings.forwards)
+            .and_then(|()| configure(&mut self.maps, &plan))
+            .and_then(|(cfg, pool)| {
+                for (switch, on) in nat_common::passthrough::Switch::ALL
+                    .into_iter()
+                    .zip(explicit)
+                {
+                    if let Some(on) = on {
+                        crate::passthrough::set(&mut self.maps, switch, on)?;
+                    }
                 }
-            }
-            Ok((cfg, pool))
-        });
+                Ok((cfg, pool))
+            });
         match applied {
             Ok((cfg, pool)) => {
                 self.pool = pool;
@@ -63,7 +67,15 @@ impl Daemon<'_> {
                     self.plan.settings.filtering.name()
                 );
             }
-            Err(e) => log::error!("reload failed while applying: {e:#}"),
+            Err(e) => {
+                log::error!("reload failed while applying: {e:#}");
+                // Told to `nat-ctl reload`, which waits for the outcome.
+                self.state.reload_failures += 1;
+                self.state.reload_error = Some(format!("{e:#}"));
+                if let Err(e) = self.state.write(self.instance) {
+                    log::warn!("recording the failed reload failed: {e:#}");
+                }
+            }
         }
     }
 }

@@ -1,0 +1,117 @@
+//! `nat-ctl forward [add|del ...] [--json]`: port forwards, changed in the pinned maps (the
+//! next packet sees the change; no reload, no other session touched).
+
+use anyhow::{Result, bail};
+use nat_common::maps::FORWARD_FROM_COMMAND;
+use serde_json::json;
+
+use crate::{
+    cli::ForwardAction,
+    forwards::{self, ForwardProto, ForwardRule, Listed, parse_ports, proto_name},
+    pins::Instance,
+    state::NatMaps,
+};
+
+pub fn forward(instance: &Instance, action: Option<&ForwardAction>, json_out: bool) -> Result<()> {
+    let mut maps = NatMaps::open_pinned(instance)?;
+    match action {
+        None => print_list(&forwards::list(&maps)?, json_out),
+        Some(ForwardAction::Add {
+            proto,
+            ports,
+            to,
+            from,
+        }) => {
+            let rules = ForwardRule::parse(proto, ports, to, from.as_deref())?;
+            forwards::add(&mut maps, &rules, FORWARD_FROM_COMMAND)?;
+            for r in &rules {
+                println!("forwarding {}", r.describe());
+            }
+            Ok(())
+        }
+        Some(ForwardAction::Del { proto, ports }) => {
+            let (proto, ports) = (ForwardProto::parse(proto)?, parse_ports(ports)?);
+            let mut removed = Vec::new();
+            let mut missing = None;
+            for &p in proto.numbers() {
+                match forwards::remove(&mut maps, p, &ports) {
+                    Ok(l) => removed.push(l),
+                    Err(e) => missing = Some(e),
+                }
+            }
+            // `del both` removes what there is of the two.
+            if removed.is_empty() {
+                if let Some(e) = missing {
+                    return Err(e);
+                }
+                bail!("no forward of {ports:?}");
+            }
+            for l in removed {
+                println!(
+                    "removed {} ({} new flows; its sessions run until they end)",
+                    l.rule.describe(),
+                    l.hits
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_list(list: &[Listed], json_out: bool) -> Result<()> {
+    if json_out {
+        let rows: Vec<_> = list
+            .iter()
+            .map(|l| {
+                let r = &l.rule;
+                json!({
+                    "proto": proto_name(r.proto),
+                    "port": *r.ports.start(),
+                    "last_port": *r.ports.end(),
+                    "to": r.to.to_string(),
+                    "to_port": r.to_port,
+                    "from": r.from.map(|n| format!("{}/{}", n.network(), n.prefix_len)),
+                    "hits": l.hits,
+                    "origin": l.origin_name(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("no port forwards (add one with `nat-ctl forward add tcp 8080 192.168.1.10:80`)");
+        return Ok(());
+    }
+    println!(
+        "{:<5} {:<12} {:<28} {:<20} {:>8}  origin",
+        "proto", "port", "to", "from", "hits"
+    );
+    for l in list {
+        let r = &l.rule;
+        let last = r.to_port + (r.ports.end() - r.ports.start());
+        let ports = if r.ports.start() == r.ports.end() {
+            r.ports.start().to_string()
+        } else {
+            format!("{}-{}", r.ports.start(), r.ports.end())
+        };
+        let to = if last == r.to_port {
+            format!("{}:{}", r.to, r.to_port)
+        } else {
+            format!("{}:{}-{}", r.to, r.to_port, last)
+        };
+        let from = r.from.map_or("any".to_string(), |n| {
+            format!("{}/{}", n.network(), n.prefix_len)
+        });
+        println!(
+            "{:<5} {:<12} {:<28} {:<20} {:>8}  {}",
+            proto_name(r.proto),
+            ports,
+            to,
+            from,
+            l.hits,
+            l.origin_name()
+        );
+    }
+    Ok(())
+}

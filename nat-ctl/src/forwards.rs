@@ -1,0 +1,665 @@
+//! Port forwards (`nat-ctl forward`, `[[forward]]` in the configuration file): the rules,
+//! their checks, and how they reach the data path. A forward is an entry per external port
+//! in FORWARDS; its ports leave the dynamic pool (PORT_POOL) so that no mapping takes them,
+//! and stay the NAT's (PORT_IN_POOL) so that the WAN program looks them up.
+
+use anyhow::{Context as _, Result, bail};
+use nat_common::{
+    maps::{
+        ExternalKey, FORWARD_FROM_FILE, Forward, LAN_SIDE_PREFIX, LAN_SIDE_ROUTER,
+        MAX_FORWARD_PORTS,
+    },
+    ports::pool_bit,
+    proto::{IPPROTO_TCP, IPPROTO_UDP},
+};
+use std::{collections::BTreeMap, net::Ipv4Addr, ops::RangeInclusive};
+
+use crate::{
+    netdev::Ipv4Net,
+    pool::PortPool,
+    state::{NatMaps, entries},
+    wire::{addr as from_wire, to_wire},
+};
+
+/// The protocols a forward can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardProto {
+    Tcp,
+    Udp,
+    /// TCP and UDP: two forwards of the same ports.
+    Both,
+}
+
+impl ForwardProto {
+    pub fn parse(s: &str) -> Result<ForwardProto> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(ForwardProto::Tcp),
+            "udp" => Ok(ForwardProto::Udp),
+            "both" => Ok(ForwardProto::Both),
+            _ => bail!("unknown forward protocol '{s}': valid are tcp, udp, both"),
+        }
+    }
+
+    /// The IP protocol numbers it stands for.
+    pub fn numbers(self) -> &'static [u8] {
+        match self {
+            ForwardProto::Tcp => &[IPPROTO_TCP],
+            ForwardProto::Udp => &[IPPROTO_UDP],
+            ForwardProto::Both => &[IPPROTO_TCP, IPPROTO_UDP],
+        }
+    }
+}
+
+/// The name of IP protocol `proto` as forwards spell it.
+pub fn proto_name(proto: u8) -> &'static str {
+    match proto {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        _ => "?",
+    }
+}
+
+/// One forward of one protocol: external `ports` of the WAN address to `to`, port `to_port`
+/// on (the same number of ports from there), for WAN sources in `from` (any if None).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardRule {
+    pub proto: u8,
+    pub ports: RangeInclusive<u16>,
+    pub to: Ipv4Addr,
+    pub to_port: u16,
+    pub from: Option<Ipv4Net>,
+}
+
+impl ForwardRule {
+    /// The rules `PROTO PORT[-END] ADDR[:PORT[-END]] [from CIDR]` stand for (two for "both").
+    pub fn parse(
+        proto: &str,
+        ports: &str,
+        to: &str,
+        from: Option<&str>,
+    ) -> Result<Vec<ForwardRule>> {
+        let proto = ForwardProto::parse(proto)?;
+        let ports = parse_ports(ports)?;
+        let (to, to_port) = parse_target(to, &ports)?;
+        let from = from.map(parse_cidr).transpose()?;
+        Ok(proto
+            .numbers()
+            .iter()
+            .map(|&proto| ForwardRule {
+                proto,
+                ports: ports.clone(),
+                to,
+                to_port,
+                from,
+            })
+            .collect())
+    }
+
+    /// How many external ports it forwards.
+    pub fn port_count(&self) -> u32 {
+        u32::from(*self.ports.end()) - u32::from(*self.ports.start()) + 1
+    }
+
+    /// The FORWARDS entries of this rule, one per external port.
+    pub fn entries(&self, origin: u8) -> impl Iterator<Item = (ExternalKey, Forward)> + '_ {
+        let (net, mask) = match self.from {
+            Some(n) => (to_wire(n.network()), to_wire(Ipv4Addr::from(n.mask()))),
+            None => (0, 0),
+        };
+        self.ports.clone().map(move |port| {
+            let key = ExternalKey {
+                port: port.to_be(),
+                proto: self.proto,
+                _pad: 0,
+            };
+            let value = Forward {
+                int_addr: to_wire(self.to),
+                from_net: net,
+                from_mask: mask,
+                int_port: (self.to_port + (port - self.ports.start())).to_be(),
+                first_port: *self.ports.start(),
+                last_port: *self.ports.end(),
+                origin,
+                _pad: [0; 5],
+                hits: 0,
+            };
+            (key, value)
+        })
+    }
+
+    /// How the command line writes it: `tcp 8080-8090 192.168.1.10:80-90 from 198.51.100.0/24`.
+    pub fn describe(&self) -> String {
+        let from = self.from.map_or(String::new(), |n| {
+            format!(" from {}/{}", n.network(), n.prefix_len)
+        });
+        format!(
+            "{} {} {}:{}{}",
+            proto_name(self.proto),
+            range_text(&self.ports),
+            self.to,
+            range_text(&(self.to_port..=self.to_port + (self.ports.end() - self.ports.start()))),
+            from
+        )
+    }
+}
+
+fn range_text(r: &RangeInclusive<u16>) -> String {
+    if r.start() == r.end() {
+        r.start().to_string()
+    } else {
+        format!("{}-{}", r.start(), r.end())
+    }
+}
+
+/// `PORT` or `PORT-END`, 1-65535.
+pub fn parse_ports(s: &str) -> Result<RangeInclusive<u16>> {
+    let port = |p: &str| -> Result<u16> {
+        match p.trim().parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => bail!("bad port '{p}' in '{s}': ports are 1-65535"),
+        }
+    };
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => {
+            let p = port(s)?;
+            (p, p)
+        }
+    };
+    if a > b {
+        bail!("bad port range '{s}': the first port is above the last");
+    }
+    Ok(a..=b)
+}
+
+/// `ADDR`, `ADDR:PORT` or `ADDR:PORT-END` for the external `ports`: the LAN address and its
+/// first port (the external one when none is given). A LAN range must be as long as the
+/// external one.
+fn parse_target(s: &str, ports: &RangeInclusive<u16>) -> Result<(Ipv4Addr, u16)> {
+    let (addr, port) = match s.split_once(':') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let addr: Ipv4Addr = addr
+        .parse()
+        .with_context(|| format!("bad LAN address '{addr}' in '{s}'"))?;
+    let len = ports.end() - ports.start();
+    let first = match port {
+        None => *ports.start(),
+        Some(p) => {
+            let r = parse_ports(p)?;
+            if r.start() != r.end() && r.end() - r.start() != len {
+                bail!(
+                    "the LAN ports {p} are {} ports, the external ports {} are {}: give ranges of the same length, or the first LAN port only",
+                    r.end() - r.start() + 1,
+                    range_text(ports),
+                    len + 1
+                );
+            }
+            *r.start()
+        }
+    };
+    if u32::from(first) + u32::from(len) > u32::from(u16::MAX) {
+        bail!(
+            "the LAN ports from {first} on run past 65535 for the {} external ports {}",
+            len + 1,
+            range_text(ports)
+        );
+    }
+    Ok((addr, first))
+}
+
+/// `ADDR/LEN` with no host bits set.
+pub fn parse_cidr(s: &str) -> Result<Ipv4Net> {
+    let (a, l) = s.split_once('/').unwrap_or((s, "32"));
+    let addr: Ipv4Addr = a.parse().with_context(|| {
+        format!("bad source prefix '{s}': expected ADDR/LEN, e.g. 198.51.100.0/24")
+    })?;
+    let prefix_len: u8 = match l.parse() {
+        Ok(n) if n <= 32 => n,
+        _ => bail!("bad prefix length in '{s}': 0-32"),
+    };
+    let net = Ipv4Net { addr, prefix_len };
+    if net.network() != addr {
+        bail!(
+            "source prefix '{s}' has host bits set: did you mean {}/{prefix_len}?",
+            net.network()
+        );
+    }
+    Ok(net)
+}
+
+/// A forward as FORWARDS holds it: one rule, its hits summed over its ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub rule: ForwardRule,
+    pub origin: u8,
+    pub hits: u64,
+}
+
+impl Listed {
+    pub fn origin_name(&self) -> &'static str {
+        match self.origin {
+            FORWARD_FROM_FILE => "file",
+            _ => "command",
+        }
+    }
+}
+
+/// The forwards in FORWARDS, by protocol and first port.
+pub fn list(maps: &NatMaps) -> Result<Vec<Listed>> {
+    let mut rules: BTreeMap<(u8, u16), Listed> = BTreeMap::new();
+    for (k, f) in entries(&maps.forwards)? {
+        let port = u16::from_be(k.port);
+        let listed = rules.entry((k.proto, f.first_port)).or_insert_with(|| {
+            let from = (f.from_mask != 0).then(|| Ipv4Net {
+                addr: from_wire(f.from_net),
+                prefix_len: from_wire(f.from_mask).to_bits().count_ones() as u8,
+            });
+            Listed {
+                rule: ForwardRule {
+                    proto: k.proto,
+                    ports: f.first_port..=f.last_port,
+                    to: from_wire(f.int_addr),
+                    to_port: 0,
+                    from,
+                },
+                origin: f.origin,
+                hits: 0,
+            }
+        });
+        listed.hits += f.hits;
+        if port == f.first_port {
+            listed.rule.to_port = u16::from_be(f.int_port);
+        }
+    }
+    Ok(rules.into_values().collect())
+}
+
+/// Why `rule` cannot be added as it stands, given the LAN side, the forwards there are,
+/// and the ports the router uses itself. None: it can.
+pub fn conflict(
+    rule: &ForwardRule,
+    lan_side: &[(Ipv4Addr, u8, u32)],
+    existing: &[Listed],
+    router_ports: &RouterPorts,
+) -> Option<String> {
+    let to = u32::from(rule.to);
+    if lan_side
+        .iter()
+        .any(|(a, l, k)| *k == LAN_SIDE_ROUTER && *l == 32 && *a == rule.to)
+    {
+        return Some(format!(
+            "{} is the router's own LAN address: a forward goes to a LAN host",
+            rule.to
+        ));
+    }
+    let subnet = lan_side.iter().find(|(a, l, k)| {
+        *k == LAN_SIDE_PREFIX && {
+            let mask = if *l == 0 { 0 } else { u32::MAX << (32 - l) };
+            to & mask == u32::from(*a)
+        }
+    });
+    match subnet {
+        None => {
+            return Some(format!(
+                "{} is not on the LAN side (its prefixes: {}): a forward goes to a LAN host",
+                rule.to,
+                lan_side
+                    .iter()
+                    .filter(|(_, _, k)| *k == LAN_SIDE_PREFIX)
+                    .map(|(a, l, _)| format!("{a}/{l}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Some((a, l, _)) if *l < 31 => {
+            let host_bits = u32::MAX >> l;
+            if to == u32::from(*a) || to == u32::from(*a) | host_bits {
+                return Some(format!(
+                    "{} is the network or broadcast address of {a}/{l}, not a LAN host",
+                    rule.to
+                ));
+            }
+        }
+        Some(_) => {}
+    }
+    for other in existing.iter().filter(|o| o.rule.proto == rule.proto) {
+        let (a, b) = (&other.rule.ports, &rule.ports);
+        if a.start() <= b.end() && b.start() <= a.end() {
+            return Some(format!(
+                "{} {} is already forwarded ({}); remove it first with `nat-ctl forward del {} {}`",
+                proto_name(rule.proto),
+                range_text(b),
+                other.rule.describe(),
+                proto_name(rule.proto),
+                range_text(a)
+            ));
+        }
+    }
+    if let Some(p) = rule
+        .ports
+        .clone()
+        .find(|p| router_ports.listening.contains(p))
+    {
+        return Some(format!(
+            "the router itself listens on port {p}: a forward would take its traffic; move the service or forward another port"
+        ));
+    }
+    if let Some(p) = rule
+        .ports
+        .clone()
+        .find(|p| router_ports.ephemeral.contains(p))
+    {
+        return Some(format!(
+            "port {p} is in the router's own ephemeral range {}-{} (net.ipv4.ip_local_port_range): its connections' replies would be taken; forward another port or narrow that range",
+            router_ports.ephemeral.start(),
+            router_ports.ephemeral.end()
+        ));
+    }
+    let ports: usize = existing.iter().map(|o| o.rule.port_count() as usize).sum();
+    if ports + rule.port_count() as usize > MAX_FORWARD_PORTS as usize {
+        return Some(format!(
+            "forwards may cover at most {MAX_FORWARD_PORTS} ports in all; {ports} are forwarded already"
+        ));
+    }
+    None
+}
+
+/// The ports the router uses itself, which no forward may take.
+pub struct RouterPorts {
+    pub listening: std::collections::BTreeSet<u16>,
+    pub ephemeral: RangeInclusive<u16>,
+}
+
+impl RouterPorts {
+    pub fn read() -> Result<RouterPorts> {
+        Ok(RouterPorts {
+            listening: crate::pool::listening_ports()?,
+            ephemeral: crate::pool::local_port_range()?,
+        })
+    }
+}
+
+/// The LAN endpoint whose mapping holds `port` of `proto`, if one does.
+fn holder(maps: &NatMaps, proto: u8, port: u16) -> Result<Option<String>> {
+    let key = ExternalKey {
+        port: port.to_be(),
+        proto,
+        _pad: 0,
+    };
+    Ok(match maps.mappings_in.get(&key, 0) {
+        Ok(m) => Some(format!(
+            "{}:{}",
+            from_wire(m.int_addr),
+            u16::from_be(m.int_port)
+        )),
+        Err(_) => None,
+    })
+}
+
+/// Adds `rules` (one forward, one or two protocols) from `origin`, with the CONFIG lock
+/// held: checked, its ports taken out of the pool, then written. A port a live mapping
+/// holds is refused, naming the holder.
+pub fn add(maps: &mut NatMaps, rules: &[ForwardRule], origin: u8) -> Result<()> {
+    let _lock = maps.lock_config()?;
+    let existing = list(maps)?;
+    check(maps, rules, &existing, &RouterPorts::read()?)?;
+    write(maps, rules, origin)
+}
+
+/// Why `rules` cannot be added next to `existing` (which they must not overlap, nor each
+/// other), if they cannot.
+fn check(
+    maps: &NatMaps,
+    rules: &[ForwardRule],
+    existing: &[Listed],
+    router_ports: &RouterPorts,
+) -> Result<()> {
+    let lan_side = maps.lan_side_entries()?;
+    let mut taken = existing.to_vec();
+    for rule in rules {
+        if let Some(why) = conflict(rule, &lan_side, &taken, router_ports) {
+            bail!("cannot forward {}: {why}", rule.describe());
+        }
+        for port in rule.ports.clone() {
+            if let Some(h) = holder(maps, rule.proto, port)? {
+                bail!(
+                    "cannot forward {}: {} port {port} is held by the mapping of {h}; it is free once that host's sessions on it end (or after `nat-ctl flush`): try again then, or forward another port",
+                    rule.describe(),
+                    proto_name(rule.proto)
+                );
+            }
+        }
+        taken.push(Listed {
+            rule: rule.clone(),
+            origin: 0,
+            hits: 0,
+        });
+    }
+    Ok(())
+}
+
+/// Writes checked `rules`: their ports out of the pool, then their FORWARDS entries.
+fn write(maps: &mut NatMaps, rules: &[ForwardRule], origin: u8) -> Result<()> {
+    let ports: Vec<u16> = rules.iter().flat_map(|r| r.ports.clone()).collect();
+    take_from_pool(maps, &ports)?;
+    for rule in rules {
+        for (k, v) in rule.entries(origin) {
+            maps.forwards.insert(k, v, 0).context("writing FORWARDS")?;
+        }
+    }
+    // A mapping made from the pool before its ports left it would keep the port's traffic:
+    // the forward is not made.
+    for rule in rules {
+        for port in rule.ports.clone() {
+            if let Some(h) = holder(maps, rule.proto, port)? {
+                remove_entries(maps, rule)?;
+                bail!(
+                    "cannot forward {}: {} port {port} was taken by a new mapping of {h} at this moment; try again once it is free",
+                    rule.describe(),
+                    proto_name(rule.proto)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_entries(maps: &mut NatMaps, rule: &ForwardRule) -> Result<()> {
+    for (k, _) in rule.entries(0) {
+        crate::state::removed(maps.forwards.remove(&k))?;
+    }
+    Ok(())
+}
+
+/// Removes the forward of `proto` whose external ports start at (or are exactly) `ports`;
+/// its sessions run on until they end. Returns what was removed.
+pub fn remove(maps: &mut NatMaps, proto: u8, ports: &RangeInclusive<u16>) -> Result<Listed> {
+    let _lock = maps.lock_config()?;
+    let found = list(maps)?.into_iter().find(|l| {
+        l.rule.proto == proto
+            && l.rule.ports.start() == ports.start()
+            && (ports.start() == ports.end() || l.rule.ports.end() == ports.end())
+    });
+    let Some(found) = found else {
+        bail!(
+            "no forward of {} {} (see `nat-ctl forward`)",
+            proto_name(proto),
+            range_text(ports)
+        );
+    };
+    remove_entries(maps, &found.rule)?;
+    Ok(found)
+}
+
+/// Makes the file's forwards what FORWARDS holds from the file (at start and on reload):
+/// those no longer in the file go, new ones come, with the usual checks, all made before
+/// anything changes. Forwards made with `nat-ctl forward add` stay.
+pub fn sync_file(maps: &mut NatMaps, wanted: &[ForwardRule]) -> Result<()> {
+    let _lock = maps.lock_config()?;
+    let all = list(maps)?;
+    let (from_file, kept): (Vec<Listed>, Vec<Listed>) =
+        all.into_iter().partition(|l| l.origin == FORWARD_FROM_FILE);
+    let new: Vec<ForwardRule> = wanted
+        .iter()
+        .filter(|r| !from_file.iter().any(|h| h.rule == **r))
+        .cloned()
+        .collect();
+    let staying: Vec<Listed> = from_file
+        .iter()
+        .filter(|l| wanted.contains(&l.rule))
+        .cloned()
+        .chain(kept)
+        .collect();
+    check(maps, &new, &staying, &RouterPorts::read()?)
+        .context("in the configuration file's [[forward]] tables")?;
+    for old in from_file.iter().filter(|l| !wanted.contains(&l.rule)) {
+        remove_entries(maps, &old.rule)?;
+    }
+    write(maps, &new, FORWARD_FROM_FILE)
+}
+
+/// The ports forwarded now (any protocol): the daemon keeps them out of the pool it builds.
+pub fn forwarded_ports(maps: &NatMaps) -> Result<std::collections::BTreeSet<u16>> {
+    Ok(entries(&maps.forwards)?
+        .into_iter()
+        .map(|(k, _)| u16::from_be(k.port))
+        .collect())
+}
+
+/// Takes `ports` out of the pool the data path draws from (PORT_POOL and its lengths in
+/// CONFIG), and marks them the NAT's in PORT_IN_POOL so that the WAN program looks their
+/// forwards up. The caller holds the CONFIG lock.
+fn take_from_pool(maps: &mut NatMaps, ports: &[u16]) -> Result<()> {
+    let mut cfg = maps.read_config()?;
+    let read = |maps: &NatMaps, slots: std::ops::Range<u32>| -> Result<Vec<u16>> {
+        slots
+            .map(|s| Ok(u16::from_be(maps.port_pool.get(&s, 0)?)))
+            .collect()
+    };
+    let privileged = read(maps, 0..cfg.priv_pool_len)?;
+    let ordinary = read(maps, cfg.priv_pool_len..cfg.priv_pool_len + cfg.pool_len)?;
+    let pool = PortPool {
+        privileged: privileged
+            .into_iter()
+            .filter(|p| !ports.contains(p))
+            .collect(),
+        ordinary: ordinary
+            .into_iter()
+            .filter(|p| !ports.contains(p))
+            .collect(),
+    };
+    if pool.privileged.len() as u32 != cfg.priv_pool_len
+        || pool.ordinary.len() as u32 != cfg.pool_len
+    {
+        // Shorter first, so that no draw lands past the ports that are left; then the slots.
+        cfg.priv_pool_len = pool.privileged.len() as u32;
+        cfg.pool_len = pool.ordinary.len() as u32;
+        maps.config.set(0, cfg, 0).context("writing CONFIG")?;
+        for (slot, port) in pool.privileged.iter().chain(&pool.ordinary).enumerate() {
+            maps.port_pool
+                .set(slot as u32, port.to_be(), 0)
+                .context("writing PORT_POOL")?;
+        }
+    }
+    for &port in ports {
+        let (word, bit) = pool_bit(port);
+        let v = maps.port_in_pool.get(&word, 0)?;
+        if v & bit == 0 {
+            maps.port_in_pool
+                .set(word, v | bit, 0)
+                .context("writing PORT_IN_POOL")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nat_common::maps::FORWARD_FROM_COMMAND;
+
+    fn rule(spec: &str) -> Result<Vec<ForwardRule>> {
+        let parts: Vec<&str> = spec.split_whitespace().collect();
+        ForwardRule::parse(parts[0], parts[1], parts[2], parts.get(3).copied())
+    }
+
+    #[test]
+    fn rules_parse_as_the_command_line_writes_them() {
+        let r = rule("tcp 8080 192.168.1.10:80").unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].ports, 8080..=8080);
+        assert_eq!(
+            (r[0].to, r[0].to_port),
+            (Ipv4Addr::new(192, 168, 1, 10), 80)
+        );
+        assert_eq!(r[0].describe(), "tcp 8080 192.168.1.10:80");
+        let r = rule("both 6000-6010 192.168.1.20 198.51.100.0/24").unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[1].proto, IPPROTO_UDP);
+        assert_eq!(r[1].to_port, 6000);
+        assert_eq!(
+            r[1].describe(),
+            "udp 6000-6010 192.168.1.20:6000-6010 from 198.51.100.0/24"
+        );
+        let r = rule("udp 7000-7002 192.168.1.20:9000-9002").unwrap();
+        let ports: Vec<u16> = r[0]
+            .entries(1)
+            .map(|(_, f)| u16::from_be(f.int_port))
+            .collect();
+        assert_eq!(ports, [9000, 9001, 9002]);
+    }
+
+    #[test]
+    fn bad_rules_say_what_is_wrong() {
+        for (spec, says) in [
+            ("sctp 80 192.168.1.10", "unknown forward protocol"),
+            ("tcp 0 192.168.1.10", "ports are 1-65535"),
+            ("tcp 90-80 192.168.1.10", "first port is above the last"),
+            (
+                "tcp 80-90 192.168.1.10:1-5",
+                "give ranges of the same length",
+            ),
+            ("tcp 80-90 192.168.1.10:65530", "run past 65535"),
+            ("tcp 80 192.168.1.300", "bad LAN address"),
+            ("tcp 80 192.168.1.10 198.51.100.1/24", "host bits set"),
+            ("tcp 80 192.168.1.10 198.51.100.0/33", "bad prefix length"),
+        ] {
+            let e = format!("{:#}", rule(spec).unwrap_err());
+            assert!(e.contains(says), "{spec}: {e}");
+        }
+    }
+
+    #[test]
+    fn conflicts_name_the_reason() {
+        let lan = [
+            (Ipv4Addr::new(192, 168, 1, 0), 24, LAN_SIDE_PREFIX),
+            (Ipv4Addr::new(192, 168, 1, 1), 32, LAN_SIDE_ROUTER),
+        ];
+        let router = RouterPorts {
+            listening: [22].into(),
+            ephemeral: 32768..=60999,
+        };
+        let existing = vec![Listed {
+            rule: rule("tcp 8080-8090 192.168.1.10:80").unwrap().remove(0),
+            origin: FORWARD_FROM_COMMAND,
+            hits: 0,
+        }];
+        let check = |spec: &str| conflict(&rule(spec).unwrap()[0], &lan, &existing, &router);
+        assert_eq!(check("tcp 9000 192.168.1.10:80"), None);
+        assert_eq!(check("udp 8085 192.168.1.10"), None, "another protocol");
+        for (spec, says) in [
+            ("tcp 8090-8095 192.168.1.11", "already forwarded"),
+            ("tcp 9000 10.0.0.5", "not on the LAN side"),
+            ("tcp 9000 192.168.1.1", "router's own LAN address"),
+            ("tcp 9000 192.168.1.255", "broadcast"),
+            ("tcp 22 192.168.1.10", "router itself listens on port 22"),
+            ("tcp 40000 192.168.1.10", "ephemeral range"),
+        ] {
+            let why = check(spec).unwrap_or_default();
+            assert!(why.contains(says), "{spec}: {why:?}");
+        }
+    }
+}
