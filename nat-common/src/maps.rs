@@ -55,6 +55,7 @@ pub mod names {
         MAC_VPN,
         HOST_MAC,
         FORWARDS,
+        FORWARDS_BY_LAN,
     }
 
     /// Maps of the NAT's object that are not pinned: per-CPU scratch whose content never

@@ -6,7 +6,7 @@
 use anyhow::{Context as _, Result, bail};
 use nat_common::{
     maps::{
-        ExternalKey, FORWARD_FROM_FILE, Forward, LAN_SIDE_PREFIX, LAN_SIDE_ROUTER,
+        EndpointKey, ExternalKey, FORWARD_FROM_FILE, Forward, LAN_SIDE_PREFIX, LAN_SIDE_ROUTER,
         MAX_FORWARD_PORTS,
     },
     ports::pool_bit,
@@ -448,6 +448,9 @@ fn write(maps: &mut NatMaps, rules: &[ForwardRule], origin: u8) -> Result<()> {
     for rule in rules {
         for (k, v) in rule.entries(origin) {
             maps.forwards.insert(k, v, 0).context("writing FORWARDS")?;
+            maps.forwards_by_lan
+                .insert(lan_endpoint(&k, &v), k.port, 0)
+                .context("writing FORWARDS_BY_LAN")?;
         }
     }
     // A mapping made from the pool before its ports left it would keep the port's traffic:
@@ -468,10 +471,21 @@ fn write(maps: &mut NatMaps, rules: &[ForwardRule], origin: u8) -> Result<()> {
 }
 
 fn remove_entries(maps: &mut NatMaps, rule: &ForwardRule) -> Result<()> {
-    for (k, _) in rule.entries(0) {
+    for (k, v) in rule.entries(0) {
         crate::state::removed(maps.forwards.remove(&k))?;
+        crate::state::removed(maps.forwards_by_lan.remove(&lan_endpoint(&k, &v)))?;
     }
     Ok(())
+}
+
+/// The LAN endpoint of FORWARDS entry `k`, `v`: its FORWARDS_BY_LAN key.
+fn lan_endpoint(k: &ExternalKey, v: &Forward) -> EndpointKey {
+    EndpointKey {
+        addr: v.int_addr,
+        port: v.int_port,
+        proto: k.proto,
+        _pad: 0,
+    }
 }
 
 /// Removes the forward of `proto` whose external ports start at (or are exactly) `ports`;

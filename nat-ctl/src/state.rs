@@ -68,6 +68,7 @@ pub struct NatMaps {
     /// what takes it again (flock would wait for itself).
     config_locked: std::rc::Rc<std::cell::Cell<bool>>,
     pub forwards: HashMap<MapData, ExternalKey, Forward>,
+    pub forwards_by_lan: HashMap<MapData, EndpointKey, u16>,
 }
 
 /// The CONFIG lock, while held (NatMaps::lock_config).
@@ -135,6 +136,7 @@ impl NatMaps {
             config_lock: None,
             config_locked: Default::default(),
             forwards: get(names::FORWARDS)?.try_into()?,
+            forwards_by_lan: get(names::FORWARDS_BY_LAN)?.try_into()?,
         })
     }
 

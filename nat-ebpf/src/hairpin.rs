@@ -17,7 +17,7 @@ use nat_common::{
 use crate::{
     Verdict,
     forward::{Route, deliver_out, route},
-    maps::{MAPPINGS_IN, count, port_in_pool, switch_on},
+    maps::{FORWARDS, FORWARDS_BY_LAN, MAPPINGS_IN, count, port_in_pool, switch_on},
     packet::{Ipv4, icmp_type, parse_transport},
     state::{mapping_for, touch_outbound},
 };
@@ -45,14 +45,29 @@ pub fn try_hairpin(
         proto: pkt.proto,
         _pad: 0,
     };
-    let Some(target) = MAPPINGS_IN.get_ptr(&ext) else {
-        return Err(Counter::DropNoMapping);
+    // The receiver: a mapping's LAN host, or a port forward's (NAT reflection), which the
+    // sender reaches from the WAN address.
+    let (target_addr, target_port) = match MAPPINGS_IN.get_ptr(&ext) {
+        Some(m) => {
+            // SAFETY: map value pointer from a successful lookup, copied at once.
+            let m = unsafe { *m };
+            if m.state != MAPPING_ACTIVE {
+                return Err(Counter::DropNoMapping);
+            }
+            (m.int_addr, m.int_port)
+        }
+        None => {
+            let Some(f) = FORWARDS.get_ptr(&ext) else {
+                return Err(Counter::DropNoMapping);
+            };
+            // SAFETY: map value pointer from a successful lookup, read at once.
+            let f = unsafe { &*f };
+            if !f.admits(cfg.wan_addr) {
+                return Err(Counter::DropForwardSource);
+            }
+            (f.int_addr, f.int_port)
+        }
     };
-    // SAFETY: map value pointer from a successful lookup, copied at once.
-    let target = unsafe { *target };
-    if target.state != MAPPING_ACTIVE {
-        return Err(Counter::DropNoMapping);
-    }
     let class = classify(pkt.proto, u16::from_be(t.dport));
     if let Some(ClassCounters {
         switch_off: off, ..
@@ -72,7 +87,11 @@ pub fn try_hairpin(
         proto: pkt.proto,
         _pad: 0,
     };
-    let ext_src = mapping_for(ctx, cfg, &ep, now)?;
+    // A forwarded LAN endpoint answers from its forwarded port, as it does to the WAN.
+    let ext_src = match forwarded_port(pkt.proto, pkt.src, t.sport) {
+        0 => mapping_for(ctx, cfg, &ep, now)?,
+        port => port,
+    };
     let session = SessionKey::new(pkt.proto, pkt.src, t.sport, cfg.wan_addr, t.dport);
     // Hairpinned packets never take the fast path: no next hop to keep.
     touch_outbound(
@@ -84,7 +103,7 @@ pub fn try_hairpin(
         &NextHop::NONE,
         now,
     )?;
-    let r = route(ctx, cfg.wan_addr, target.int_addr, pkt.tos, pkt.tot_len);
+    let r = route(ctx, cfg.wan_addr, target_addr, pkt.tos, pkt.tot_len);
     if let Route::NotForwarded = r {
         return Ok(Verdict::pass(Counter::PassToRouter));
     }
@@ -97,10 +116,25 @@ pub fn try_hairpin(
         pkt.ip,
         &mut t.l4,
         Side::Destination,
-        target.int_addr,
-        target.int_port,
+        target_addr,
+        target_port,
     );
     count(Counter::HairpinTranslated);
     // Back out of the LAN side, counted with the outbound traffic.
     deliver_out(&mut pkt, r)
+}
+
+/// The forwarded external port (wire order) of LAN endpoint `addr`:`port`, or 0.
+// verifier: a function of its own (a BPF subprogram with its own stack frame): its map key
+// inlined would add to the LAN program's frame, which has little room left.
+#[inline(never)]
+fn forwarded_port(proto: u8, addr: u32, port: u16) -> u16 {
+    let key = EndpointKey {
+        addr,
+        port,
+        proto,
+        _pad: 0,
+    };
+    // SAFETY: map value pointer from a successful lookup, read at once.
+    FORWARDS_BY_LAN.get_ptr(&key).map_or(0, |p| unsafe { *p })
 }

@@ -275,3 +275,9 @@ pub static LAN_PREFIXES: LpmTrie<u32, u32> = LpmTrie::with_max_entries(MAX_LAN_P
 #[map]
 pub static FORWARDS: HashMap<ExternalKey, Forward> =
     HashMap::with_max_entries(MAX_FORWARD_PORTS, 0);
+
+/// The same forwards from the LAN side: a forwarded LAN endpoint -> its external port (wire
+/// order), so that what it sends to the WAN address (hairpinning) leaves from that port.
+#[map]
+pub static FORWARDS_BY_LAN: HashMap<EndpointKey, u16> =
+    HashMap::with_max_entries(MAX_FORWARD_PORTS, 0);

@@ -113,8 +113,12 @@ pub fn mapping_for(
         return Err(Counter::DropHostQuota);
     }
     // Keep the source port when the pool has it and it is free (RFC 4787 REQ-1 "port
-    // preservation" is not required, but applications like it).
-    if port_in_pool(ep.port) && !shared_ike_port(ep.proto, ep.port) {
+    // preservation" is not required, but applications like it). A forwarded port is the
+    // NAT's too (PORT_IN_POOL), but never a mapping's: the mapping would take its traffic.
+    if port_in_pool(ep.port)
+        && !shared_ike_port(ep.proto, ep.port)
+        && !is_forwarded(ep.proto, ep.port)
+    {
         match claim(ep, &mut m, ep.port)? {
             Claim::Created(p) => {
                 count_new_mapping(&m);
@@ -152,6 +156,19 @@ pub fn mapping_for(
         count_new_mapping(&search.m);
     }
     search.outcome
+}
+
+/// Is external `port` (wire order) of `proto` forwarded?
+// verifier: a function of its own (a BPF subprogram with its own stack frame): its map key
+// inlined would add to the LAN program's frame, which has little room left.
+#[inline(never)]
+fn is_forwarded(proto: u8, port: u16) -> bool {
+    let key = ExternalKey {
+        port,
+        proto,
+        _pad: 0,
+    };
+    FORWARDS.get_ptr(&key).is_some()
 }
 
 /// A mapping this CPU made counts against its MAC's share (`claim` counted its host's).

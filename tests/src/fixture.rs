@@ -310,6 +310,7 @@ impl Fixture {
             host_vpn,
             host_frags,
             forwards,
+            forwards_by_lan,
             mac_mappings,
             mac_sessions,
             mac_vpn,

@@ -369,3 +369,62 @@ fn forwards_from_the_file_are_applied_at_start_and_follow_a_reload() {
     let after = nat.json(&["forward"]);
     assert_eq!(after, list, "a failed reload changed the forwards");
 }
+
+#[test]
+fn a_lan_host_reaches_a_forward_at_the_wan_address_and_is_seen_from_it() {
+    let lab = Lab::new("fwhp").unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    let out = nat.ctl(&[
+        "forward",
+        "add",
+        "tcp",
+        "8443",
+        &format!("{LAN_HOST_A}:443"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sink = TcpSink::start(&lab.lan, LAN_HOST_A, 443).unwrap();
+    let payload = data(1 << 20);
+    // Host B uses the public address, as a WAN client would (NAT reflection).
+    let hash = tcp_send(
+        &lab.lan,
+        LAN_HOST_B,
+        SocketAddrV4::new(ROUTER_WAN, 8443),
+        &payload,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}; log: {}", nat.log()));
+    let (peer, n, digest) = sink.finish().unwrap();
+    assert_eq!(
+        (n, digest, hash),
+        (payload.len(), sha256(&payload), sha256(&payload))
+    );
+    // The forwarded host sees B's external endpoint, not B's LAN address.
+    assert_eq!(
+        peer.ip(),
+        std::net::IpAddr::V4(ROUTER_WAN),
+        "seen from {peer}"
+    );
+    let sessions = nat.json(&["sessions", "--proto", "tcp"]);
+    let b_external = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["internal"]
+                .as_str()
+                .is_some_and(|i| i.starts_with(&LAN_HOST_B.to_string()))
+        })
+        .map(|s| s["external"].clone());
+    assert_eq!(
+        b_external,
+        Some(serde_json::Value::String(format!(
+            "{ROUTER_WAN}:{}",
+            peer.port()
+        ))),
+        "{sessions}"
+    );
+    assert!(nat.counter("hairpin_translated") > 0);
+}

@@ -1,0 +1,261 @@
+//! Port forwards in the data path, packet by packet (BPF_PROG_TEST_RUN on the real object):
+//! what a WAN host's packets to a forwarded port become, what the LAN host's replies
+//! become, who is refused, and what a flood through a forward can take. Forwards are added
+//! the way `nat-ctl forward add` adds them (nat_ctl::forwards), with its checks.
+
+use integration_tests::{
+    fixture::*,
+    lab::{LAN_HOST_A, LAN_HOST_B, ROUTER_LAN, ROUTER_WAN, SERVER},
+    packets::{self, ACK, Hdr, SYN, SYN_ACK, parse_checked},
+};
+use nat_common::maps::{FORWARD_FROM_COMMAND, SESSION_FORWARDED, SessionKey};
+use nat_common::proto::{IPPROTO_TCP, IPPROTO_UDP};
+use nat_ctl::{
+    forwards::{self, ForwardRule},
+    lan_side::LanSide,
+    netdev::Ipv4Net,
+    sweeper,
+    wire::to_wire,
+};
+use std::net::Ipv4Addr;
+
+const NS: u64 = 1_000_000_000;
+
+/// Gives the fixture its LAN side (a forward must lead into it), then adds `spec` as
+/// `nat-ctl forward add` would: "tcp 8080 192.168.1.2:80 [CIDR]".
+fn forward(fx: &mut Fixture, spec: &str) -> anyhow::Result<()> {
+    let lan = Ipv4Net {
+        addr: ROUTER_LAN,
+        prefix_len: 24,
+    };
+    fx.maps.write_lan_side(&LanSide::from_parts(&[lan], &[]))?;
+    let p: Vec<&str> = spec.split_whitespace().collect();
+    let rules = ForwardRule::parse(p[0], p[1], p[2], p.get(3).copied())?;
+    forwards::add(&mut fx.maps, &rules, FORWARD_FROM_COMMAND)
+}
+
+fn session(int: Ipv4Addr, int_port: u16, rem: Ipv4Addr, rem_port: u16, proto: u8) -> SessionKey {
+    SessionKey::new(
+        proto,
+        to_wire(int),
+        int_port.to_be(),
+        to_wire(rem),
+        rem_port.to_be(),
+    )
+}
+
+/// Towards the LAN host `dst`, as the NAT sends it.
+fn in_hdr(src: Ipv4Addr, dst: Ipv4Addr, dst_mac: packets::Mac) -> Hdr {
+    Hdr {
+        smac: LAN_MAC,
+        dmac: dst_mac,
+        src,
+        dst,
+        ttl: 63,
+    }
+}
+
+/// Towards the WAN host `dst`, as the NAT sends it.
+fn out_hdr(dst: Ipv4Addr, next_hop: packets::Mac) -> Hdr {
+    Hdr {
+        smac: WAN_MAC,
+        dmac: next_hop,
+        src: ROUTER_WAN,
+        dst,
+        ttl: 63,
+    }
+}
+
+#[test]
+fn a_syn_through_a_forward_reaches_the_lan_host_and_its_replies_leave_from_the_forwarded_port() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        forward(fx, &format!("tcp 8080 {LAN_HOST_A}:80")).unwrap();
+        let (action, out) = fx.from_wan(&packets::tcp(
+            &wan_hdr(SERVER, SERVER_MAC),
+            40000,
+            8080,
+            SYN,
+            b"",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(
+            out,
+            packets::tcp(&in_hdr(SERVER, LAN_HOST_A, HOST_A_MAC), 40000, 80, SYN, b"")
+        );
+        let key = session(LAN_HOST_A, 80, SERVER, 40000, IPPROTO_TCP);
+        let s = fx.maps.sessions.get(&key, 0).expect("a session");
+        assert_eq!(
+            (s.origin, u16::from_be(s.ext_port)),
+            (SESSION_FORWARDED, 8080)
+        );
+
+        // The LAN host's answer leaves from the forwarded port, and the handshake completes.
+        let (action, out) = fx.from_lan(&packets::tcp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            80,
+            40000,
+            SYN_ACK,
+            b"",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(
+            out,
+            packets::tcp(&out_hdr(SERVER, SERVER_MAC), 8080, 40000, SYN_ACK, b"")
+        );
+        let (action, out) = fx.from_wan(&packets::tcp(
+            &wan_hdr(SERVER, SERVER_MAC),
+            40000,
+            8080,
+            ACK,
+            b"data",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(parse_checked(&out).dport, 80);
+        let s = fx.maps.sessions.get(&key, 0).unwrap();
+        assert!(nat_common::tcp_state::is_established(s.tcp_state));
+        assert_eq!(fx.counter("forward_session_created"), 1);
+        let listed = forwards::list(&fx.maps).unwrap();
+        assert_eq!(listed[0].hits, 1, "one new flow");
+    });
+}
+
+#[test]
+fn a_forward_lets_in_new_tcp_connections_only_and_from_its_prefix_only() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        forward(fx, &format!("tcp 9000 {LAN_HOST_A} 198.51.100.0/24")).unwrap();
+        // Not from the prefix: dropped, counted.
+        let (action, _) = fx.from_wan(&packets::tcp(
+            &wan_hdr(SERVER, SERVER_MAC),
+            40000,
+            9000,
+            SYN,
+            b"",
+        ));
+        assert_eq!(action, XDP_DROP);
+        assert_eq!(fx.counter("drop_forward_source"), 1);
+        // From it, a segment that opens nothing (an ACK, a FIN) makes no session.
+        for flags in [
+            ACK,
+            packets::Flags {
+                fin: true,
+                ack: true,
+                ..ACK
+            },
+        ] {
+            let (action, _) = fx.from_wan(&packets::tcp(
+                &wan_hdr(FAR_SERVER, GATEWAY_MAC),
+                40000,
+                9000,
+                flags,
+                b"",
+            ));
+            assert_eq!(action, XDP_DROP);
+        }
+        assert_eq!(fx.counter("drop_unsolicited_tcp"), 2);
+        assert!(fx.maps.sessions.keys().next().is_none(), "no session made");
+        // Its SYN goes through.
+        let (action, out) = fx.from_wan(&packets::tcp(
+            &wan_hdr(FAR_SERVER, GATEWAY_MAC),
+            40000,
+            9000,
+            SYN,
+            b"",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(parse_checked(&out).dst, LAN_HOST_A);
+    });
+}
+
+#[test]
+fn a_flood_through_a_forward_takes_the_forwarded_hosts_share_and_no_more() {
+    let cfg = FixtureConfig {
+        toml: "[limits]\nsessions_per_host = 4\n".into(),
+        ..FixtureConfig::default()
+    };
+    with_fixture(default_tables(), cfg, |fx| {
+        forward(fx, &format!("udp 9100 {LAN_HOST_A}")).unwrap();
+        let mut through = 0;
+        for sport in 30000..30010 {
+            let (action, _) = fx.from_wan(&packets::udp(
+                &wan_hdr(SERVER, SERVER_MAC),
+                sport,
+                9100,
+                b"x",
+            ));
+            through += usize::from(action == XDP_REDIRECT);
+        }
+        assert_eq!(through, 4, "the forwarded host's share of sessions");
+        assert_eq!(fx.counter("drop_host_session_quota"), 6);
+        // The other LAN host is not touched by it.
+        let (action, _) = fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER),
+            5000,
+            53,
+            b"q",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+    });
+}
+
+#[test]
+fn the_sweeper_keeps_a_forwards_sessions_which_have_no_mapping_until_they_expire() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        forward(fx, &format!("udp 9200 {LAN_HOST_A}")).unwrap();
+        fx.from_wan(&packets::udp(
+            &wan_hdr(SERVER, SERVER_MAC),
+            30000,
+            9200,
+            b"x",
+        ));
+        let key = session(LAN_HOST_A, 9200, SERVER, 30000, IPPROTO_UDP);
+        let seen = fx.maps.sessions.get(&key, 0).unwrap().last_seen_ns;
+        let t = fx.maps.read_config().unwrap().timeouts;
+        // Past the grace an orphan gets, before the UDP timeout.
+        let r = sweeper::sweep(&mut fx.maps, &t, seen + 60 * NS).unwrap();
+        assert_eq!(r.orphans_removed, 0, "{r:?}");
+        assert!(
+            fx.maps.sessions.get(&key, 0).is_ok(),
+            "the forward's session went"
+        );
+        let r = sweeper::sweep(&mut fx.maps, &t, seen + 301 * NS).unwrap();
+        assert_eq!(r.sessions_expired, 1, "{r:?}");
+    });
+}
+
+#[test]
+fn a_forwarded_port_leaves_the_pool_and_a_port_a_mapping_holds_is_refused() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        // A LAN host's mapping holds 20000 (a free source port is kept).
+        fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER),
+            20000,
+            53,
+            b"q",
+        ));
+        let e = forward(fx, &format!("udp 20000 {LAN_HOST_A}")).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("held by the mapping of 192.168.1.3:20000"),
+            "{e}"
+        );
+        // TCP 20000 is another port: it can be forwarded, and then no mapping takes 20000.
+        forward(fx, &format!("tcp 20000 {LAN_HOST_A}")).unwrap();
+        let cfg = fx.maps.read_config().unwrap();
+        let pool: Vec<u16> = (0..cfg.priv_pool_len + cfg.pool_len)
+            .map(|s| u16::from_be(fx.maps.port_pool.get(&s, 0).unwrap()))
+            .collect();
+        assert!(!pool.contains(&20000), "the forwarded port is still drawn");
+        let (_, out) = fx.from_lan(&packets::tcp(
+            &lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER),
+            20000,
+            80,
+            SYN,
+            b"",
+        ));
+        assert_ne!(
+            parse_checked(&out).sport,
+            20000,
+            "a mapping took the forwarded port"
+        );
+    });
+}
