@@ -26,7 +26,10 @@ use crate::{
     Verdict,
     forward::{Route, deliver_in, deliver_out, route_in},
     lan_side::lan_side,
-    maps::{ESP_IN, MAPPINGS_IN, MAPPINGS_OUT, PEER_IDS, PPTP_CALLS_OUT, SESSIONS, count},
+    maps::{
+        ESP_IN, FORWARDS, FORWARDS_BY_LAN, MAPPINGS_IN, MAPPINGS_OUT, PEER_IDS, PPTP_CALLS_OUT,
+        SESSIONS, count,
+    },
     packet::{Frame, Ipv4, ptr_at},
     vpn::peer_state_live,
 };
@@ -139,7 +142,7 @@ fn quoted_port(q: &Quoted<'_>, side: Side) -> u16 {
 }
 
 /// The mapping whose external port is the quoted packet's source port: the LAN host the
-/// quoted packet came from.
+/// quoted packet came from. A forwarded port's LAN endpoint stands in for a mapping.
 #[inline(always)]
 fn quoted_source_mapping(q: &Quoted<'_>) -> Result<Mapping, Counter> {
     let ext = ExternalKey {
@@ -147,11 +150,21 @@ fn quoted_source_mapping(q: &Quoted<'_>) -> Result<Mapping, Counter> {
         proto: q.proto,
         _pad: 0,
     };
-    let m = MAPPINGS_IN
+    if let Some(m) = MAPPINGS_IN.get_ptr(&ext) {
+        // SAFETY: map value pointer from a successful lookup, copied at once.
+        return Ok(unsafe { *m });
+    }
+    let f = FORWARDS
         .get_ptr(&ext)
         .ok_or(Counter::DropIcmpErrorNoSession)?;
-    // SAFETY: map value pointer from a successful lookup, copied at once.
-    Ok(unsafe { *m })
+    // SAFETY: map value pointer from a successful lookup, read at once.
+    let (int_addr, int_port) = unsafe { ((*f).int_addr, (*f).int_port) };
+    Ok(Mapping {
+        int_addr,
+        int_port,
+        state: MAPPING_ACTIVE,
+        ..Mapping::default()
+    })
 }
 
 /// The quoted packet's destination (a LAN host and its port) and that endpoint's external
@@ -164,11 +177,16 @@ fn quoted_destination_port(q: &Quoted<'_>) -> Result<(EndpointKey, u16), Counter
         proto: q.proto,
         _pad: 0,
     };
-    let m = MAPPINGS_OUT
+    if let Some(m) = MAPPINGS_OUT.get_ptr(&ep) {
+        // SAFETY: map value pointer from a successful lookup.
+        return Ok((ep, unsafe { (*m).ext_port }));
+    }
+    // A forwarded LAN endpoint's external port.
+    let p = FORWARDS_BY_LAN
         .get_ptr(&ep)
         .ok_or(Counter::DropIcmpErrorNoSession)?;
     // SAFETY: map value pointer from a successful lookup.
-    Ok((ep, unsafe { (*m).ext_port }))
+    Ok((ep, unsafe { *p }))
 }
 
 /// WAN -> LAN: an error about a packet we sent out (quoted source: the WAN address and an

@@ -259,3 +259,64 @@ fn a_forwarded_port_leaves_the_pool_and_a_port_a_mapping_holds_is_refused() {
         );
     });
 }
+
+/// `frame` with its TTL lowered by one, as the NAT forwarded it (a quote keeps that).
+fn hop(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[14 + 8] -= 1;
+    f[14 + 10] = 0;
+    f[14 + 11] = 0;
+    let c = nat_common::checksum::checksum(&f[14..34]);
+    f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+#[test]
+fn icmp_errors_about_a_forwards_flows_are_translated_both_ways() {
+    use packets::{frag_needed, icmp_error, port_unreachable};
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        forward(fx, &format!("udp 9300 {LAN_HOST_A}:53")).unwrap();
+        // A WAN client's datagram through the forward, as it was on the WAN and on the LAN.
+        let on_wan = packets::udp(&wan_hdr(SERVER, SERVER_MAC), 30000, 9300, b"q");
+        let (action, on_lan) = fx.from_wan(&on_wan);
+        assert_eq!(action, XDP_REDIRECT);
+        // Out: A's port unreachable about it reaches the client quoting the client's packet.
+        let err = icmp_error(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            port_unreachable(),
+            &on_lan,
+        );
+        let (action, out) = fx.from_lan(&err);
+        assert_eq!(
+            action,
+            XDP_REDIRECT,
+            "log: {}",
+            fx.counter("drop_icmp_error_no_session")
+        );
+        assert_eq!(
+            out,
+            icmp_error(
+                &out_hdr(SERVER, SERVER_MAC),
+                port_unreachable(),
+                &hop(&on_wan)
+            )
+        );
+        // In: an error about A's reply (from the forwarded port) reaches A, quoting its reply.
+        let reply = packets::udp(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), 53, 30000, b"r");
+        let (action, translated) = fx.from_lan(&reply);
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(parse_checked(&translated).sport, 9300);
+        let from_gateway = icmp_error(&wan_hdr(GATEWAY, GATEWAY_MAC), frag_needed(), &translated);
+        let (action, out) = fx.from_wan(&from_gateway);
+        assert_eq!(action, XDP_REDIRECT);
+        let to_a = Hdr {
+            smac: LAN_MAC,
+            dmac: HOST_A_MAC,
+            src: GATEWAY,
+            dst: LAN_HOST_A,
+            ttl: 63,
+        };
+        assert_eq!(out, icmp_error(&to_a, frag_needed(), &hop(&reply)));
+        assert_eq!(fx.counter("icmp_error_translated"), 2);
+    });
+}
