@@ -428,3 +428,69 @@ fn a_lan_host_reaches_a_forward_at_the_wan_address_and_is_seen_from_it() {
     );
     assert!(nat.counter("hairpin_translated") > 0);
 }
+
+#[test]
+fn forward_errors_against_a_running_nat_name_what_is_wrong() {
+    let lab = Lab::new("fwerr").unwrap();
+    let nat = NatDaemon::start(&lab, &[]).unwrap();
+    let out = nat.ctl(&["forward", "add", "tcp", "8080", &format!("{LAN_HOST_A}:80")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Host A's mapping holds UDP 20000 (a free source port is kept); a service of the router
+    // listens on TCP 2222.
+    let _ = udp_request(
+        &lab.lan,
+        SocketAddrV4::new(LAN_HOST_A, 20000),
+        SocketAddrV4::new(SERVER, 9),
+        b"x",
+    );
+    let _service = lab
+        .router
+        .run(|| TcpListener::bind(("0.0.0.0", 2222)))
+        .unwrap()
+        .unwrap();
+    let b = LAN_HOST_B.to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["add", "tcp", "8079-8081", &b],
+            "tcp 8079-8081 is already forwarded",
+        ),
+        (
+            vec!["add", "tcp", "9000", "10.1.2.3"],
+            "not on the LAN side",
+        ),
+        (
+            vec!["add", "tcp", "9000", "192.168.1.1"],
+            "router's own LAN address",
+        ),
+        (vec!["add", "tcp", "9000", "192.168.1.255"], "broadcast"),
+        (
+            vec!["add", "udp", "20000", &b],
+            "held by the mapping of 192.168.1.2:20000",
+        ),
+        (
+            vec!["add", "both", "2222", &b],
+            "router itself listens on port 2222",
+        ),
+        (vec!["add", "tcp", "40000", &b], "ephemeral range"),
+        (vec!["del", "tcp", "9999"], "no forward of tcp 9999"),
+        (vec!["del", "udp", "8080"], "no forward of udp 8080"),
+    ];
+    for (args, want) in cases {
+        let mut full = vec!["forward"];
+        full.extend(&args);
+        let out = nat.ctl(&full);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "forward {args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error:") && stderr.lines().count() == 1 && stderr.contains(want),
+            "forward {args:?}: {stderr:?} lacks {want:?}"
+        );
+    }
+    // None of them changed anything.
+    let list = nat.json(&["forward"]);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+}

@@ -13,16 +13,17 @@ use crate::{
 };
 
 pub fn forward(instance: &Instance, action: Option<&ForwardAction>, json_out: bool) -> Result<()> {
-    let mut maps = NatMaps::open_pinned(instance)?;
     match action {
-        None => print_list(&forwards::list(&maps)?, json_out),
+        None => print_list(&forwards::list(&NatMaps::open_pinned(instance)?)?, json_out),
         Some(ForwardAction::Add {
             proto,
             ports,
             to,
             from,
         }) => {
+            // What the arguments say is checked before the instance is looked at.
             let rules = ForwardRule::parse(proto, ports, to, from.as_deref())?;
+            let mut maps = NatMaps::open_pinned(instance)?;
             forwards::add(&mut maps, &rules, FORWARD_FROM_COMMAND)?;
             for r in &rules {
                 println!("forwarding {}", r.describe());
@@ -31,6 +32,7 @@ pub fn forward(instance: &Instance, action: Option<&ForwardAction>, json_out: bo
         }
         Some(ForwardAction::Del { proto, ports }) => {
             let (proto, ports) = (ForwardProto::parse(proto)?, parse_ports(ports)?);
+            let mut maps = NatMaps::open_pinned(instance)?;
             let mut removed = Vec::new();
             let mut missing = None;
             for &p in proto.numbers() {
