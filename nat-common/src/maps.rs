@@ -519,13 +519,18 @@ pub struct Forward {
     /// The forward's external range, host order: this port is one of them.
     pub first_port: u16,
     pub last_port: u16,
-    /// FORWARD_FROM_FILE or FORWARD_FROM_COMMAND.
+    /// FORWARD_FROM_*: who made it.
     pub origin: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// For a lease (NAT-PMP, PCP): CLOCK_MONOTONIC second at which it ends; 0: never.
+    pub expires_s: u32,
     /// New flows this port let in (sessions it made), counted with atomic adds.
     pub hits: u64,
+    /// For a PCP lease: the mapping nonce, which a refresh or delete must repeat.
+    pub nonce: [u8; 12],
+    pub _pad2: u32,
 }
-const _: () = assert!(size_of::<Forward>() == 32);
+const _: () = assert!(size_of::<Forward>() == 48);
 
 impl Forward {
     /// Is a packet from WAN source `src` (wire order) allowed through?
@@ -539,6 +544,10 @@ impl Forward {
 pub const FORWARD_FROM_FILE: u8 = 1;
 /// Forward::origin: from `nat-ctl forward add` (kept until `forward del`).
 pub const FORWARD_FROM_COMMAND: u8 = 2;
+/// Forward::origin: a NAT-PMP lease of the LAN host it leads to (RFC 6886).
+pub const FORWARD_FROM_NATPMP: u8 = 3;
+/// Forward::origin: a PCP MAP lease of the LAN host it leads to (RFC 6887).
+pub const FORWARD_FROM_PCP: u8 = 4;
 
 /// Forwarded external ports (FORWARDS), all forwards together: a port range counts a port
 /// each.

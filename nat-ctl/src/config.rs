@@ -43,6 +43,16 @@ pub struct FileConfig {
     /// `[[forward]]` tables: static port forwards (crate::forwards).
     #[serde(default)]
     pub forward: Vec<ForwardSection>,
+    #[serde(default)]
+    pub port_mapping: PortMappingSection,
+}
+
+/// `[port_mapping]`: what LAN hosts may ask for themselves.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortMappingSection {
+    /// NAT-PMP and PCP on UDP 5351 of the LAN address (crate::portmap); unset: off.
+    pub pcp: Option<bool>,
 }
 
 /// One `[[forward]]` table, as `nat-ctl forward add` takes it.
@@ -236,6 +246,8 @@ pub struct Settings {
     pub log_level: LogLevel,
     /// The file's `[[forward]]` tables, one rule per protocol.
     pub forwards: Vec<crate::forwards::ForwardRule>,
+    /// `[port_mapping] pcp`: serve NAT-PMP and PCP to the LAN.
+    pub pcp: bool,
 }
 
 /// What the interfaces contribute to the data path's configuration.
@@ -517,6 +529,7 @@ impl FileConfig {
             .unwrap_or(DEFAULT_VPN_STATE_PER_HOST),
             icmp_prohibited: self.limits.icmp_prohibited.unwrap_or(false),
             forwards: self.forwards()?,
+            pcp: self.port_mapping.pcp.unwrap_or(false),
         })
     }
 }

@@ -6,8 +6,8 @@
 use anyhow::{Context as _, Result, bail};
 use nat_common::{
     maps::{
-        EndpointKey, ExternalKey, FORWARD_FROM_FILE, Forward, LAN_SIDE_PREFIX, LAN_SIDE_ROUTER,
-        MAX_FORWARD_PORTS,
+        EndpointKey, ExternalKey, FORWARD_FROM_FILE, FORWARD_FROM_NATPMP, FORWARD_FROM_PCP,
+        Forward, LAN_SIDE_PREFIX, LAN_SIDE_ROUTER, MAX_FORWARD_PORTS,
     },
     ports::pool_bit,
     proto::{IPPROTO_TCP, IPPROTO_UDP},
@@ -96,6 +96,11 @@ impl ForwardRule {
             .collect())
     }
 
+    /// The LAN ports it leads to.
+    pub fn lan_ports(&self) -> RangeInclusive<u16> {
+        self.to_port..=self.to_port + (self.ports.end() - self.ports.start())
+    }
+
     /// How many external ports it forwards.
     pub fn port_count(&self) -> u32 {
         u32::from(*self.ports.end()) - u32::from(*self.ports.start()) + 1
@@ -121,8 +126,11 @@ impl ForwardRule {
                 first_port: *self.ports.start(),
                 last_port: *self.ports.end(),
                 origin,
-                _pad: [0; 5],
+                _pad: 0,
+                expires_s: 0,
                 hits: 0,
+                nonce: [0; 12],
+                _pad2: 0,
             };
             (key, value)
         })
@@ -236,14 +244,30 @@ pub struct Listed {
     pub rule: ForwardRule,
     pub origin: u8,
     pub hits: u64,
+    /// A lease's end (CLOCK_MONOTONIC seconds), 0 for a forward that does not end.
+    pub expires_s: u32,
+    /// A PCP lease's nonce.
+    pub nonce: [u8; 12],
 }
 
 impl Listed {
     pub fn origin_name(&self) -> &'static str {
-        match self.origin {
-            FORWARD_FROM_FILE => "file",
-            _ => "command",
-        }
+        origin_name(self.origin)
+    }
+
+    /// Made by a LAN host's request (NAT-PMP, PCP), not by the operator.
+    pub fn is_lease(&self) -> bool {
+        matches!(self.origin, FORWARD_FROM_NATPMP | FORWARD_FROM_PCP)
+    }
+}
+
+/// Who made a forward, as `nat-ctl forward` shows it.
+pub fn origin_name(origin: u8) -> &'static str {
+    match origin {
+        FORWARD_FROM_FILE => "file",
+        FORWARD_FROM_NATPMP => "nat-pmp",
+        FORWARD_FROM_PCP => "pcp",
+        _ => "command",
     }
 }
 
@@ -267,6 +291,8 @@ pub fn list(maps: &NatMaps) -> Result<Vec<Listed>> {
                 },
                 origin: f.origin,
                 hits: 0,
+                expires_s: f.expires_s,
+                nonce: f.nonce,
             }
         });
         listed.hits += f.hits;
@@ -285,6 +311,63 @@ pub fn conflict(
     existing: &[Listed],
     router_ports: &RouterPorts,
 ) -> Option<String> {
+    if let Some(why) = lan_host_refusal(rule, lan_side) {
+        return Some(why);
+    }
+    for other in existing.iter().filter(|o| o.rule.proto == rule.proto) {
+        // One external port per LAN endpoint: its answers to the WAN address leave from it.
+        let (a, b) = (other.rule.lan_ports(), rule.lan_ports());
+        if other.rule.to == rule.to && a.start() <= b.end() && b.start() <= a.end() {
+            return Some(format!(
+                "{}:{} is already reached through {}; remove that first",
+                rule.to,
+                range_text(&b),
+                other.rule.describe()
+            ));
+        }
+        let (a, b) = (&other.rule.ports, &rule.ports);
+        if a.start() <= b.end() && b.start() <= a.end() {
+            return Some(format!(
+                "{} {} is already forwarded ({}); remove it first with `nat-ctl forward del {} {}`",
+                proto_name(rule.proto),
+                range_text(b),
+                other.rule.describe(),
+                proto_name(rule.proto),
+                range_text(a)
+            ));
+        }
+    }
+    if let Some(p) = rule
+        .ports
+        .clone()
+        .find(|p| router_ports.listening.contains(p))
+    {
+        return Some(format!(
+            "the router itself listens on port {p}: a forward would take its traffic; move the service or forward another port"
+        ));
+    }
+    if let Some(p) = rule
+        .ports
+        .clone()
+        .find(|p| router_ports.ephemeral.contains(p))
+    {
+        return Some(format!(
+            "port {p} is in the router's own ephemeral range {}-{} (net.ipv4.ip_local_port_range): its connections' replies would be taken; forward another port or narrow that range",
+            router_ports.ephemeral.start(),
+            router_ports.ephemeral.end()
+        ));
+    }
+    let ports: usize = existing.iter().map(|o| o.rule.port_count() as usize).sum();
+    if ports + rule.port_count() as usize > MAX_FORWARD_PORTS as usize {
+        return Some(format!(
+            "forwards may cover at most {MAX_FORWARD_PORTS} ports in all; {ports} are forwarded already"
+        ));
+    }
+    None
+}
+
+/// Why `rule.to` is not a LAN host a forward may lead to, if it is not.
+fn lan_host_refusal(rule: &ForwardRule, lan_side: &[(Ipv4Addr, u8, u32)]) -> Option<String> {
     let to = u32::from(rule.to);
     if lan_side
         .iter()
@@ -324,45 +407,6 @@ pub fn conflict(
             }
         }
         Some(_) => {}
-    }
-    for other in existing.iter().filter(|o| o.rule.proto == rule.proto) {
-        let (a, b) = (&other.rule.ports, &rule.ports);
-        if a.start() <= b.end() && b.start() <= a.end() {
-            return Some(format!(
-                "{} {} is already forwarded ({}); remove it first with `nat-ctl forward del {} {}`",
-                proto_name(rule.proto),
-                range_text(b),
-                other.rule.describe(),
-                proto_name(rule.proto),
-                range_text(a)
-            ));
-        }
-    }
-    if let Some(p) = rule
-        .ports
-        .clone()
-        .find(|p| router_ports.listening.contains(p))
-    {
-        return Some(format!(
-            "the router itself listens on port {p}: a forward would take its traffic; move the service or forward another port"
-        ));
-    }
-    if let Some(p) = rule
-        .ports
-        .clone()
-        .find(|p| router_ports.ephemeral.contains(p))
-    {
-        return Some(format!(
-            "port {p} is in the router's own ephemeral range {}-{} (net.ipv4.ip_local_port_range): its connections' replies would be taken; forward another port or narrow that range",
-            router_ports.ephemeral.start(),
-            router_ports.ephemeral.end()
-        ));
-    }
-    let ports: usize = existing.iter().map(|o| o.rule.port_count() as usize).sum();
-    if ports + rule.port_count() as usize > MAX_FORWARD_PORTS as usize {
-        return Some(format!(
-            "forwards may cover at most {MAX_FORWARD_PORTS} ports in all; {ports} are forwarded already"
-        ));
     }
     None
 }
@@ -406,7 +450,7 @@ pub fn add(maps: &mut NatMaps, rules: &[ForwardRule], origin: u8) -> Result<()> 
     let _lock = maps.lock_config()?;
     let existing = list(maps)?;
     check(maps, rules, &existing, &RouterPorts::read()?)?;
-    write(maps, rules, origin)
+    write(maps, rules, &Made::by(origin))
 }
 
 /// Why `rules` cannot be added next to `existing` (which they must not overlap, nor each
@@ -436,17 +480,38 @@ fn check(
             rule: rule.clone(),
             origin: 0,
             hits: 0,
+            expires_s: 0,
+            nonce: [0; 12],
         });
     }
     Ok(())
 }
 
 /// Writes checked `rules`: their ports out of the pool, then their FORWARDS entries.
-fn write(maps: &mut NatMaps, rules: &[ForwardRule], origin: u8) -> Result<()> {
+/// Who made forwards being written, and for how long.
+struct Made {
+    origin: u8,
+    expires_s: u32,
+    nonce: [u8; 12],
+}
+
+impl Made {
+    fn by(origin: u8) -> Made {
+        Made {
+            origin,
+            expires_s: 0,
+            nonce: [0; 12],
+        }
+    }
+}
+
+fn write(maps: &mut NatMaps, rules: &[ForwardRule], made: &Made) -> Result<()> {
     let ports: Vec<u16> = rules.iter().flat_map(|r| r.ports.clone()).collect();
     take_from_pool(maps, &ports)?;
     for rule in rules {
-        for (k, v) in rule.entries(origin) {
+        for (k, mut v) in rule.entries(made.origin) {
+            v.expires_s = made.expires_s;
+            v.nonce = made.nonce;
             maps.forwards.insert(k, v, 0).context("writing FORWARDS")?;
             maps.forwards_by_lan
                 .insert(lan_endpoint(&k, &v), k.port, 0)
@@ -532,7 +597,173 @@ pub fn sync_file(maps: &mut NatMaps, wanted: &[ForwardRule]) -> Result<()> {
     for old in from_file.iter().filter(|l| !wanted.contains(&l.rule)) {
         remove_entries(maps, &old.rule)?;
     }
-    write(maps, &new, FORWARD_FROM_FILE)
+    write(maps, &new, &Made::by(FORWARD_FROM_FILE))
+}
+
+/// A LAN host's request for a mapping of its own (NAT-PMP, PCP): `internal_port` of
+/// `client`, for `lifetime` seconds from `now_s` (CLOCK_MONOTONIC seconds).
+pub struct LeaseRequest {
+    pub client: Ipv4Addr,
+    pub proto: u8,
+    pub internal_port: u16,
+    /// 0: any.
+    pub suggested_port: u16,
+    pub lifetime: u32,
+    pub now_s: u32,
+    /// PCP's nonce; None for NAT-PMP.
+    pub nonce: Option<[u8; 12]>,
+    pub origin: u8,
+}
+
+/// Why a lease was refused, in the terms both protocols answer with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LeaseRefused {
+    /// Not a LAN host, or another client's mapping (a wrong nonce).
+    NotAuthorized(String),
+    /// The host has as many as it may.
+    Quota(String),
+    /// No port could be had.
+    NoResources(String),
+}
+
+/// Ports a lease tries before giving up: the suggested one, the internal one, then random
+/// ones.
+const LEASE_PORT_TRIES: usize = 64;
+
+/// Most leases one LAN host may hold: a quarter of the forwards there can be.
+pub const MAX_LEASES_PER_HOST: u32 = MAX_FORWARD_PORTS / 4;
+
+/// Grants `req` (under the CONFIG lock): renews the client's lease of that port if it has
+/// one, else leases a free external port (the suggested one when it can). Returns the
+/// external port. A host's leases count in its share of mappings.
+pub fn lease(maps: &mut NatMaps, req: &LeaseRequest) -> Result<Result<u16, LeaseRefused>> {
+    let _lock = maps.lock_config()?;
+    let existing = list(maps)?;
+    let mine = |l: &&Listed| {
+        l.rule.proto == req.proto && l.rule.to == req.client && l.rule.to_port == req.internal_port
+    };
+    if let Some(have) = existing.iter().find(mine) {
+        if !have.is_lease() {
+            // The operator forwards it already: that is the mapping.
+            return Ok(Ok(*have.rule.ports.start()));
+        }
+        if req
+            .nonce
+            .is_some_and(|n| have.origin == FORWARD_FROM_PCP && n != have.nonce)
+        {
+            return Ok(Err(LeaseRefused::NotAuthorized(
+                "the mapping was made with another nonce".into(),
+            )));
+        }
+        let port = *have.rule.ports.start();
+        let key = ExternalKey {
+            port: port.to_be(),
+            proto: req.proto,
+            _pad: 0,
+        };
+        let mut f = maps.forwards.get(&key, 0).context("reading FORWARDS")?;
+        f.expires_s = req.now_s.saturating_add(req.lifetime);
+        maps.forwards
+            .insert(key, f, 0)
+            .context("writing FORWARDS")?;
+        return Ok(Ok(port));
+    }
+    let cfg = maps.read_config()?;
+    let held = existing
+        .iter()
+        .filter(|l| l.is_lease() && l.rule.to == req.client)
+        .count() as u32;
+    let host_mappings = maps.host_mappings.get(&to_wire(req.client), 0).unwrap_or(0);
+    if held >= MAX_LEASES_PER_HOST
+        || (cfg.mappings_per_host != 0 && held + host_mappings >= cfg.mappings_per_host)
+    {
+        return Ok(Err(LeaseRefused::Quota(format!(
+            "{} holds {held} leases and {host_mappings} mappings, its share",
+            req.client
+        ))));
+    }
+    let lan_side = maps.lan_side_entries()?;
+    let router_ports = RouterPorts::read()?;
+    let random = (0..LEASE_PORT_TRIES).map(|_| rand::random::<u16>().max(1024));
+    let candidates = [req.suggested_port, req.internal_port]
+        .into_iter()
+        .filter(|p| *p != 0)
+        .chain(random);
+    let mut why = String::from("no port tried");
+    for port in candidates {
+        let rule = ForwardRule {
+            proto: req.proto,
+            ports: port..=port,
+            to: req.client,
+            to_port: req.internal_port,
+            from: None,
+        };
+        if let Some(w) = lan_host_refusal(&rule, &lan_side) {
+            // Not a LAN host, or the router's own address: no port will do.
+            return Ok(Err(LeaseRefused::NotAuthorized(w)));
+        }
+        if let Some(w) = conflict(&rule, &lan_side, &existing, &router_ports) {
+            why = w;
+            continue;
+        }
+        if let Some(h) = holder(maps, req.proto, port)? {
+            why = format!("port {port} is held by the mapping of {h}");
+            continue;
+        }
+        let made = Made {
+            origin: req.origin,
+            expires_s: req.now_s.saturating_add(req.lifetime),
+            nonce: req.nonce.unwrap_or_default(),
+        };
+        match write(maps, std::slice::from_ref(&rule), &made) {
+            Ok(()) => return Ok(Ok(port)),
+            Err(e) => why = format!("{e:#}"),
+        }
+    }
+    Ok(Err(LeaseRefused::NoResources(why)))
+}
+
+/// Ends `client`'s lease of `internal_port` (or, with 0, all its leases) of `proto`; with a
+/// nonce (PCP), only the lease made with it. Returns the external ports freed.
+pub fn end_lease(
+    maps: &mut NatMaps,
+    client: Ipv4Addr,
+    proto: u8,
+    internal_port: u16,
+    nonce: Option<[u8; 12]>,
+) -> Result<Result<Vec<u16>, LeaseRefused>> {
+    let _lock = maps.lock_config()?;
+    let mut freed = Vec::new();
+    for l in list(maps)? {
+        let r = &l.rule;
+        if !l.is_lease() || r.proto != proto || r.to != client {
+            continue;
+        }
+        if internal_port != 0 && r.to_port != internal_port {
+            continue;
+        }
+        if nonce.is_some_and(|n| l.origin == FORWARD_FROM_PCP && n != l.nonce) {
+            return Ok(Err(LeaseRefused::NotAuthorized(
+                "the mapping was made with another nonce".into(),
+            )));
+        }
+        remove_entries(maps, r)?;
+        freed.push(*r.ports.start());
+    }
+    Ok(Ok(freed))
+}
+
+/// Removes the leases that ended by `now_s`; returns how many.
+pub fn expire_leases(maps: &mut NatMaps, now_s: u32) -> Result<usize> {
+    let _lock = maps.lock_config()?;
+    let mut n = 0;
+    for l in list(maps)? {
+        if l.is_lease() && l.expires_s != 0 && l.expires_s <= now_s {
+            remove_entries(maps, &l.rule)?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// The ports forwarded now (any protocol): the daemon keeps them out of the pool it builds.
@@ -660,12 +891,18 @@ mod tests {
             rule: rule("tcp 8080-8090 192.168.1.10:80").unwrap().remove(0),
             origin: FORWARD_FROM_COMMAND,
             hits: 0,
+            expires_s: 0,
+            nonce: [0; 12],
         }];
         let check = |spec: &str| conflict(&rule(spec).unwrap()[0], &lan, &existing, &router);
-        assert_eq!(check("tcp 9000 192.168.1.10:80"), None);
+        assert_eq!(check("tcp 9000 192.168.1.10:8000"), None);
         assert_eq!(check("udp 8085 192.168.1.10"), None, "another protocol");
         for (spec, says) in [
             ("tcp 8090-8095 192.168.1.11", "already forwarded"),
+            (
+                "tcp 9000 192.168.1.10:85",
+                "192.168.1.10:85 is already reached through tcp 8080-8090",
+            ),
             ("tcp 9000 10.0.0.5", "not on the LAN side"),
             ("tcp 9000 192.168.1.1", "router's own LAN address"),
             ("tcp 9000 192.168.1.255", "broadcast"),

@@ -16,6 +16,7 @@ pub mod netlink;
 pub mod passthrough;
 pub mod pins;
 pub mod pool;
+pub mod portmap;
 pub mod state;
 pub mod sweeper;
 pub mod sysctl;

@@ -61,6 +61,9 @@ pub fn forward(instance: &Instance, action: Option<&ForwardAction>, json_out: bo
 }
 
 fn print_list(list: &[Listed], json_out: bool) -> Result<()> {
+    let now_s = (crate::monotonic_ns() / 1_000_000_000) as u32;
+    // A lease's remaining seconds (who mapped what until when); None for a forward.
+    let expires_in = |l: &Listed| (l.expires_s != 0).then(|| l.expires_s.saturating_sub(now_s));
     if json_out {
         let rows: Vec<_> = list
             .iter()
@@ -75,6 +78,7 @@ fn print_list(list: &[Listed], json_out: bool) -> Result<()> {
                     "from": r.from.map(|n| format!("{}/{}", n.network(), n.prefix_len)),
                     "hits": l.hits,
                     "origin": l.origin_name(),
+                    "expires_in": expires_in(l),
                 })
             })
             .collect();
@@ -105,14 +109,17 @@ fn print_list(list: &[Listed], json_out: bool) -> Result<()> {
         let from = r.from.map_or("any".to_string(), |n| {
             format!("{}/{}", n.network(), n.prefix_len)
         });
+        let origin = match expires_in(l) {
+            Some(s) => format!("{}, {s} s left", l.origin_name()),
+            None => l.origin_name().to_string(),
+        };
         println!(
-            "{:<5} {:<12} {:<28} {:<20} {:>8}  {}",
+            "{:<5} {:<12} {:<28} {:<20} {:>8}  {origin}",
             proto_name(r.proto),
             ports,
             to,
             from,
             l.hits,
-            l.origin_name()
         );
     }
     Ok(())

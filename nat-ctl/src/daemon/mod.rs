@@ -69,6 +69,10 @@ impl Daemon<'_> {
                 None
             }
         };
+        // NAT-PMP and PCP for the LAN, when the configuration asks (a reload turns it on or
+        // off).
+        let mut portmap = None;
+        self.follow_port_mapping(&mut portmap).await;
         if let Some(addr) = self.args.metrics {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -80,7 +84,21 @@ impl Daemon<'_> {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => self.reload(),
+                _ = hup.recv() => {
+                    self.reload();
+                    self.follow_port_mapping(&mut portmap).await;
+                }
+                req = async { portmap.as_ref().expect("guarded").recv().await },
+                    if portmap.is_some() =>
+                {
+                    match req {
+                        Ok((msg, from)) => {
+                            let pm = portmap.as_ref().expect("guarded");
+                            pm.serve(&mut self.maps, &msg, from, self.plan.wan_addr).await;
+                        }
+                        Err(e) => log::warn!("port mapping socket: {e}"),
+                    }
+                }
                 guard = kernel_log.readable_mut() => {
                     let mut guard = guard?;
                     guard.get_inner_mut().flush();
@@ -90,7 +108,13 @@ impl Daemon<'_> {
                     if routes.is_some() =>
                 {
                     match changed {
-                        Ok(c) => self.network_changed(c),
+                        Ok(c) => {
+                            let wan = self.plan.wan_addr;
+                            self.network_changed(c);
+                            if let (Some(pm), true) = (&portmap, self.plan.wan_addr != wan) {
+                                pm.announce(self.plan.wan_addr).await;
+                            }
+                        }
                         Err(e) => {
                             log::warn!("route watch failed ({e:#}); flows follow changes within a second");
                             routes = None;
@@ -102,6 +126,12 @@ impl Daemon<'_> {
                     // Also without netlink (a failed watch, a missed message): the LAN side
                     // is read again every sweep.
                     self.follow_lan_side();
+                    let now_s = (monotonic_ns() / 1_000_000_000) as u32;
+                    match crate::forwards::expire_leases(&mut self.maps, now_s) {
+                        Ok(0) => {}
+                        Ok(n) => log::info!("port mapping: {n} lease(s) ended"),
+                        Err(e) => log::warn!("ending port mapping leases failed: {e:#}"),
+                    }
                     let start = std::time::Instant::now();
                                         match sweeper::sweep(&mut self.maps, &self.cfg.timeouts, monotonic_ns()) {
                         Ok(r) if r != Default::default() => {
@@ -136,5 +166,31 @@ impl Daemon<'_> {
         }
         println!("stopping");
         Ok(())
+    }
+
+    /// Opens or closes the NAT-PMP/PCP service as the settings say, and announces the
+    /// external address when it opens (a new epoch: clients make their mappings again).
+    async fn follow_port_mapping(&self, portmap: &mut Option<crate::portmap::PortMapService>) {
+        let wanted = self.plan.settings.pcp;
+        if wanted == portmap.is_some() {
+            return;
+        }
+        if !wanted {
+            *portmap = None;
+            log::info!("NAT-PMP and PCP off");
+            return;
+        }
+        let (lan, addr) = (&self.plan.settings.lan, self.plan.lan_net.addr);
+        match crate::portmap::PortMapService::open(lan, addr) {
+            Ok(pm) => {
+                log::info!(
+                    "NAT-PMP and PCP on {addr}:{}",
+                    crate::portmap::wire::SERVER_PORT
+                );
+                pm.announce(self.plan.wan_addr).await;
+                *portmap = Some(pm);
+            }
+            Err(e) => log::error!("cannot serve NAT-PMP and PCP: {e:#}"),
+        }
     }
 }

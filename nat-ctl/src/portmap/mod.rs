@@ -1,0 +1,217 @@
+//! Automatic port mapping for LAN hosts: NAT-PMP (RFC 6886) and PCP (RFC 6887, MAP and
+//! ANNOUNCE) on UDP 5351 of the router's LAN address, `[port_mapping] pcp = true`. A mapping
+//! is a port forward to the host that asked (forwards::lease), for the lifetime it asked (at
+//! most MAX_LIFETIME); the daemon removes it when it ends (forwards::expire_leases).
+//!
+//! What the RFCs ask for security: requests are served on the LAN interface only, from LAN
+//! hosts only, each host maps only to itself (the source address of the request: PCP's
+//! client address must match it), a PCP mapping is refreshed or deleted only with the nonce
+//! that made it, and a host's leases count in its share of mappings.
+
+pub mod wire;
+
+use anyhow::{Context as _, Result};
+use nat_common::maps::{FORWARD_FROM_NATPMP, FORWARD_FROM_PCP};
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    time::Instant,
+};
+use tokio::net::UdpSocket;
+use wire::{Request, natpmp_result, pcp_result};
+
+use crate::{
+    forwards::{self, LeaseRefused, LeaseRequest},
+    state::NatMaps,
+};
+
+/// The longest lease granted, whatever is asked (a client renews before it ends).
+pub const MAX_LIFETIME: u32 = 86_400;
+
+/// The NAT-PMP and PCP server.
+pub struct PortMapService {
+    socket: UdpSocket,
+    /// Its start: the epoch both protocols report (a client that sees it go back knows the
+    /// server lost its mappings, and makes them again).
+    started: Instant,
+}
+
+impl PortMapService {
+    /// Listens on `lan_addr`:5351, on interface `lan_if` only (SO_BINDTODEVICE: nothing that
+    /// arrives on another interface reaches it, whatever its destination address).
+    pub fn open(lan_if: &str, lan_addr: Ipv4Addr) -> Result<PortMapService> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_reuse_address(true)?;
+        s.bind_device(Some(lan_if.as_bytes()))
+            .with_context(|| format!("binding the port-mapping socket to {lan_if}"))?;
+        s.bind(&SocketAddr::from((lan_addr, wire::SERVER_PORT)).into())
+            .with_context(|| format!("listening on {lan_addr}:{}", wire::SERVER_PORT))?;
+        s.set_multicast_if_v4(&lan_addr)?;
+        s.set_nonblocking(true)?;
+        Ok(PortMapService {
+            socket: UdpSocket::from_std(s.into())?,
+            started: Instant::now(),
+        })
+    }
+
+    fn epoch(&self) -> u32 {
+        self.started.elapsed().as_secs() as u32
+    }
+
+    /// The next request: its bytes and where it came from.
+    pub async fn recv(&self) -> std::io::Result<(Vec<u8>, SocketAddr)> {
+        let mut buf = vec![0u8; 1100];
+        let (n, from) = self.socket.recv_from(&mut buf).await?;
+        buf.truncate(n);
+        Ok((buf, from))
+    }
+
+    /// Answers one request from `from` (if it needs an answer), acting on `maps`.
+    pub async fn serve(&self, maps: &mut NatMaps, msg: &[u8], from: SocketAddr, wan: Ipv4Addr) {
+        let SocketAddr::V4(from) = from else {
+            return;
+        };
+        let answer = match self.answer(maps, msg, from, wan) {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!("port mapping request from {from}: {e:#}");
+                None
+            }
+        };
+        if let Some(a) = answer {
+            if let Err(e) = self.socket.send_to(&a, from).await {
+                log::debug!("answering {from}: {e}");
+            }
+        }
+    }
+
+    fn answer(
+        &self,
+        maps: &mut NatMaps,
+        msg: &[u8],
+        from: SocketAddrV4,
+        wan: Ipv4Addr,
+    ) -> Result<Option<Vec<u8>>> {
+        let epoch = self.epoch();
+        let req = match wire::parse(msg, epoch) {
+            Ok(r) => r,
+            Err(wire::Refused(answer)) => return Ok(answer),
+        };
+        let client = *from.ip();
+        Ok(Some(match req {
+            Request::ExternalAddress => wire::natpmp_external(natpmp_result::SUCCESS, epoch, wan),
+            Request::Announce => wire::pcp_announce(epoch),
+            Request::Map {
+                proto,
+                internal_port,
+                suggested_port,
+                lifetime,
+                pcp,
+            } => {
+                if let Some(m) = &pcp {
+                    if m.client != client {
+                        // A host maps only to itself (RFC 6887 section 8.1).
+                        log::info!("pcp: {client} asked for a mapping of {}: refused", m.client);
+                        return Ok(Some(wire::pcp_map(
+                            m,
+                            proto,
+                            pcp_result::ADDRESS_MISMATCH,
+                            wire::PCP_ERROR_LIFETIME,
+                            epoch,
+                            (internal_port, 0),
+                            Ipv4Addr::UNSPECIFIED,
+                        )));
+                    }
+                }
+                let nonce = pcp.as_ref().map(|m| m.nonce);
+                let (result, port, lifetime) = if lifetime == 0 {
+                    let ended = forwards::end_lease(maps, client, proto, internal_port, nonce)?;
+                    match ended {
+                        Ok(freed) => {
+                            if !freed.is_empty() {
+                                log::info!(
+                                    "port mapping: {client} ended its lease of {} port(s) {freed:?}",
+                                    forwards::proto_name(proto)
+                                );
+                            }
+                            (Ok(()), 0, 0)
+                        }
+                        Err(refused) => (Err(refused), 0, 0),
+                    }
+                } else {
+                    let lifetime = lifetime.min(MAX_LIFETIME);
+                    let req = LeaseRequest {
+                        client,
+                        proto,
+                        internal_port,
+                        suggested_port,
+                        lifetime,
+                        now_s: (crate::monotonic_ns() / 1_000_000_000) as u32,
+                        nonce,
+                        origin: if pcp.is_some() {
+                            FORWARD_FROM_PCP
+                        } else {
+                            FORWARD_FROM_NATPMP
+                        },
+                    };
+                    match forwards::lease(maps, &req)? {
+                        Ok(port) => {
+                            log::info!(
+                                "port mapping: {client}:{internal_port} {} leased external port {port} for {lifetime} s",
+                                forwards::proto_name(proto)
+                            );
+                            (Ok(()), port, lifetime)
+                        }
+                        Err(refused) => {
+                            log::info!(
+                                "port mapping for {client}:{internal_port} refused: {refused:?}"
+                            );
+                            (Err(refused), 0, 0)
+                        }
+                    }
+                };
+                match &pcp {
+                    Some(m) => {
+                        let (code, lifetime) = match result {
+                            Ok(()) => (pcp_result::SUCCESS, lifetime),
+                            Err(r) => (pcp_code(&r), wire::PCP_ERROR_LIFETIME),
+                        };
+                        wire::pcp_map(m, proto, code, lifetime, epoch, (internal_port, port), wan)
+                    }
+                    None => {
+                        let code = match result {
+                            Ok(()) => natpmp_result::SUCCESS,
+                            Err(LeaseRefused::NotAuthorized(_)) => natpmp_result::NOT_AUTHORIZED,
+                            Err(_) => natpmp_result::OUT_OF_RESOURCES,
+                        };
+                        wire::natpmp_map(proto, code, epoch, internal_port, port, lifetime)
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Tells the LAN the external address (a new one, or a new epoch): NAT-PMP's
+    /// announcement and PCP's unsolicited ANNOUNCE, to 224.0.0.1:5350 (RFC 6886 section
+    /// 3.2.1, RFC 6887 section 14.1.3).
+    pub async fn announce(&self, wan: Ipv4Addr) {
+        let to = SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 1), wire::ANNOUNCE_PORT);
+        let epoch = self.epoch();
+        for msg in [
+            wire::natpmp_external(natpmp_result::SUCCESS, epoch, wan),
+            wire::pcp_announce(epoch),
+        ] {
+            if let Err(e) = self.socket.send_to(&msg, to).await {
+                log::warn!("announcing the external address {wan} to the LAN: {e}");
+            }
+        }
+    }
+}
+
+fn pcp_code(r: &LeaseRefused) -> u8 {
+    match r {
+        LeaseRefused::NotAuthorized(_) => pcp_result::NOT_AUTHORIZED,
+        LeaseRefused::Quota(_) => pcp_result::USER_EX_QUOTA,
+        LeaseRefused::NoResources(_) => pcp_result::NO_RESOURCES,
+    }
+}

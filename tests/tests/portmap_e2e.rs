@@ -1,0 +1,284 @@
+//! NAT-PMP and PCP end to end: the real nat-ctl with `[port_mapping] pcp = true`, the
+//! NAT-PMP client people use (natpmpc, Debian's libnatpmp) and a PCP client of the tests'
+//! own (RFC 6887 MAP, written from the RFC), LAN hosts asking and WAN hosts coming in.
+
+use integration_tests::{
+    daemon::NatDaemon,
+    lab::{LAN_HOST_A, LAN_HOST_B, Lab, ROUTER_LAN, ROUTER_WAN, SERVER},
+    netns::Netns,
+    traffic::{TcpSink, sha256, tcp_send, udp_echo, udp_request},
+    wait_for,
+};
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+const CONFIG: &str = "[port_mapping]\npcp = true\n";
+
+/// `natpmpc -g ROUTER_LAN ARGS` in `ns`: (success, stdout).
+fn natpmpc(ns: &Netns, args: &[&str]) -> (bool, String) {
+    let out = ns
+        .cmd("timeout")
+        .args(["10", "natpmpc", "-g", &ROUTER_LAN.to_string()])
+        .args(args)
+        .output()
+        .expect("natpmpc");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Waits until the daemon answers NAT-PMP on the LAN.
+fn until_served(lab: &Lab, nat: &NatDaemon) {
+    let up = wait_for(Duration::from_secs(10), || {
+        let (ok, out) = natpmpc(&lab.lan, &[]);
+        (ok && out.contains(&format!("Public IP address : {ROUTER_WAN}"))).then_some(())
+    });
+    assert!(up.is_some(), "no NAT-PMP answer; log: {}", nat.log());
+}
+
+#[test]
+fn natpmpc_maps_a_port_that_a_wan_client_reaches_and_deletes_it() {
+    let lab = Lab::new("pmnat").unwrap();
+    let nat = NatDaemon::start_with_config(&lab, CONFIG).unwrap();
+    until_served(&lab, &nat);
+    // natpmpc asks from the LAN namespace's first address, host A.
+    let (ok, out) = natpmpc(&lab.lan, &["-a", "8085", "85", "tcp", "600"]);
+    assert!(ok, "{out}; log: {}", nat.log());
+    assert!(
+        out.contains("Mapped public port 8085 protocol TCP to local port 85"),
+        "{out}"
+    );
+    let list = nat.json(&["forward"]);
+    assert_eq!(list[0]["origin"], "nat-pmp", "{list}");
+    assert_eq!(list[0]["to"], LAN_HOST_A.to_string(), "{list}");
+    let left = list[0]["expires_in"].as_u64().unwrap();
+    assert!((590..=600).contains(&left), "{list}");
+
+    let sink = TcpSink::start(&lab.lan, LAN_HOST_A, 85).unwrap();
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
+    let hash = tcp_send(
+        &lab.wan,
+        SERVER,
+        SocketAddrV4::new(ROUTER_WAN, 8085),
+        &payload,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}; log: {}", nat.log()));
+    let (peer, _, digest) = sink.finish().unwrap();
+    assert_eq!((hash, digest), (sha256(&payload), sha256(&payload)));
+    assert_eq!(peer.ip(), std::net::IpAddr::V4(SERVER));
+
+    // Lifetime 0 deletes it: the next connection does not get through.
+    let (ok, out) = natpmpc(&lab.lan, &["-a", "8085", "85", "tcp", "0"]);
+    assert!(ok, "{out}");
+    assert_eq!(nat.json(&["forward"]), serde_json::json!([]));
+    let _listener = lab
+        .lan
+        .run(|| std::net::TcpListener::bind((LAN_HOST_A, 85)))
+        .unwrap()
+        .unwrap();
+    let refused = lab
+        .wan
+        .run(|| {
+            TcpStream::connect_timeout(
+                &SocketAddr::from((ROUTER_WAN, 8085)),
+                Duration::from_secs(2),
+            )
+        })
+        .unwrap();
+    assert!(refused.is_err(), "reached a deleted mapping");
+}
+
+#[test]
+fn a_lease_ends_with_its_lifetime_and_the_wan_cannot_ask() {
+    let lab = Lab::new("pmexp").unwrap();
+    let nat = NatDaemon::start_with_config(&lab, CONFIG).unwrap();
+    until_served(&lab, &nat);
+    let (ok, out) = natpmpc(&lab.lan, &["-a", "6086", "86", "udp", "3"]);
+    assert!(
+        ok && out.contains("Mapped public port 6086 protocol UDP"),
+        "{out}"
+    );
+    let echo = udp_echo(&lab.lan, SocketAddrV4::new(LAN_HOST_A, 86), 1).unwrap();
+    let reply = udp_request(
+        &lab.wan,
+        SocketAddrV4::new(SERVER, 42000),
+        SocketAddrV4::new(ROUTER_WAN, 6086),
+        b"in",
+    )
+    .unwrap();
+    assert_eq!(reply.as_deref(), Some(&b"echo:in"[..]));
+    echo.join().unwrap();
+    // The daemon removes it once its 3 s are over (it sweeps every 2 s).
+    let gone = wait_for(Duration::from_secs(10), || {
+        (nat.json(&["forward"]) == serde_json::json!([])).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the lease outlived its lifetime: {}",
+        nat.json(&["forward"])
+    );
+    // From the WAN, the service is not there at all.
+    let wan = lab
+        .wan
+        .cmd("timeout")
+        .args([
+            "5",
+            "natpmpc",
+            "-g",
+            &ROUTER_WAN.to_string(),
+            "-a",
+            "7000",
+            "7000",
+            "tcp",
+            "60",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&wan.stdout).contains("Mapped public port"),
+        "the WAN got a mapping: {}",
+        String::from_utf8_lossy(&wan.stdout)
+    );
+    assert_eq!(nat.json(&["forward"]), serde_json::json!([]));
+}
+
+/// A PCP MAP request (RFC 6887 sections 7.1 and 11.1), written from the RFC.
+fn pcp_map(client: Ipv4Addr, nonce: [u8; 12], proto: u8, port: u16, lifetime: u32) -> Vec<u8> {
+    let mut m = vec![2, 1, 0, 0];
+    m.extend_from_slice(&lifetime.to_be_bytes());
+    m.extend_from_slice(&client.to_ipv6_mapped().octets());
+    m.extend_from_slice(&nonce);
+    m.extend_from_slice(&[proto, 0, 0, 0]);
+    m.extend_from_slice(&port.to_be_bytes());
+    m.extend_from_slice(&port.to_be_bytes());
+    m.extend_from_slice(&[0; 16]);
+    m
+}
+
+/// What a PCP MAP answer says: (result code, lifetime, assigned port, assigned address).
+fn pcp_answer(a: &[u8]) -> (u8, u32, u16, Ipv4Addr) {
+    assert_eq!(a.len(), 60, "a MAP answer is 60 bytes: {a:?}");
+    assert_eq!((a[0], a[1]), (2, 0x81), "version 2, a MAP response");
+    let addr: [u8; 16] = a[44..60].try_into().unwrap();
+    (
+        a[3],
+        u32::from_be_bytes(a[4..8].try_into().unwrap()),
+        u16::from_be_bytes([a[42], a[43]]),
+        std::net::Ipv6Addr::from(addr)
+            .to_ipv4_mapped()
+            .expect("IPv4-mapped"),
+    )
+}
+
+/// Sends `msg` from `src` to the router's PCP port and returns the answer.
+fn pcp(ns: &Netns, src: Ipv4Addr, msg: Vec<u8>) -> Vec<u8> {
+    ns.run(move || {
+        let s = UdpSocket::bind((src, 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.send_to(&msg, (ROUTER_LAN, 5351)).unwrap();
+        let mut buf = [0u8; 1100];
+        let n = s.recv(&mut buf).expect("a PCP answer");
+        buf[..n].to_vec()
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_pcp_map_is_granted_to_its_host_only_and_deleted_with_its_nonce_only() {
+    let lab = Lab::new("pmpcp").unwrap();
+    let nat = NatDaemon::start_with_config(&lab, CONFIG).unwrap();
+    until_served(&lab, &nat);
+    let nonce = [0x5a; 12];
+    let udp = nat_common::proto::IPPROTO_UDP;
+    let (code, lifetime, port, addr) = pcp_answer(&pcp(
+        &lab.lan,
+        LAN_HOST_B,
+        pcp_map(LAN_HOST_B, nonce, udp, 7000, 120),
+    ));
+    assert_eq!(
+        (code, lifetime, addr),
+        (0, 120, ROUTER_WAN),
+        "log: {}",
+        nat.log()
+    );
+    let echo = udp_echo(&lab.lan, SocketAddrV4::new(LAN_HOST_B, 7000), 1).unwrap();
+    let reply = udp_request(
+        &lab.wan,
+        SocketAddrV4::new(SERVER, 42001),
+        SocketAddrV4::new(ROUTER_WAN, port),
+        b"pcp",
+    )
+    .unwrap();
+    assert_eq!(
+        reply.as_deref(),
+        Some(&b"echo:pcp"[..]),
+        "log: {}",
+        nat.log()
+    );
+    echo.join().unwrap();
+
+    // Host A asking for host B: ADDRESS_MISMATCH (12), nothing made.
+    let (code, ..) = pcp_answer(&pcp(
+        &lab.lan,
+        LAN_HOST_A,
+        pcp_map(LAN_HOST_B, [1; 12], udp, 7001, 120),
+    ));
+    assert_eq!(code, 12);
+    // Deleting with another nonce: NOT_AUTHORIZED (2); with the right one, it goes.
+    let (code, ..) = pcp_answer(&pcp(
+        &lab.lan,
+        LAN_HOST_B,
+        pcp_map(LAN_HOST_B, [9; 12], udp, 7000, 0),
+    ));
+    assert_eq!(code, 2);
+    assert_eq!(nat.json(&["forward"]).as_array().unwrap().len(), 1);
+    let (code, lifetime, ..) = pcp_answer(&pcp(
+        &lab.lan,
+        LAN_HOST_B,
+        pcp_map(LAN_HOST_B, nonce, udp, 7000, 0),
+    ));
+    assert_eq!((code, lifetime), (0, 0));
+    assert_eq!(nat.json(&["forward"]), serde_json::json!([]));
+}
+
+#[test]
+fn a_new_wan_address_is_announced_to_the_lan() {
+    let lab = Lab::new("pmann").unwrap();
+    let nat = NatDaemon::start_with_config(&lab, CONFIG).unwrap();
+    until_served(&lab, &nat);
+    let listener = lab
+        .lan
+        .run(|| {
+            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 5350)).unwrap();
+            s.join_multicast_v4(&Ipv4Addr::new(224, 0, 0, 1), &LAN_HOST_A)
+                .unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s
+        })
+        .unwrap();
+    let wan = integration_tests::lab::WAN_IF;
+    lab.router
+        .ip(&["addr", "del", "203.0.113.1/24", "dev", wan])
+        .unwrap();
+    lab.router
+        .ip(&["addr", "add", "203.0.113.9/24", "dev", wan])
+        .unwrap();
+    // NAT-PMP's announcement: version 0, opcode 128, success, epoch, the new address.
+    let mut buf = [0u8; 64];
+    let mut natpmp = None;
+    for _ in 0..4 {
+        let Ok((n, from)) = listener.recv_from(&mut buf) else {
+            break;
+        };
+        if n == 12 && buf[..2] == [0, 128] {
+            natpmp = Some((from, buf[8..12].to_vec()));
+            break;
+        }
+    }
+    let (from, addr) = natpmp.unwrap_or_else(|| panic!("no announcement; log: {}", nat.log()));
+    assert_eq!(from.ip(), std::net::IpAddr::V4(ROUTER_LAN));
+    assert_eq!(addr, [203, 0, 113, 9]);
+}
