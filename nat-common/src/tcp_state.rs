@@ -10,6 +10,14 @@ pub const SYN_IN: u8 = 0x02;
 pub const FIN_OUT: u8 = 0x04;
 pub const FIN_IN: u8 = 0x08;
 pub const RST: u8 = 0x10;
+/// The WAN side sent a segment that was not a SYN: for a connection opened from the WAN, the
+/// end of the three-way handshake.
+pub const ACK_IN: u8 = 0x20;
+/// The WAN side opened the connection (through a port forward). Such a session is
+/// established only once the WAN side completed the handshake (ACK_IN): a LAN server
+/// answers spoofed SYNs with SYN-ACKs (SYN cookies do), and those half-open sessions must
+/// not get the long established timeout.
+pub const OPENED_IN: u8 = 0x40;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -43,12 +51,21 @@ pub const fn next(state: u8, dir: Direction, flags: u8) -> u8 {
             Direction::Inbound => FIN_IN,
         };
     }
+    if matches!(dir, Direction::Inbound) && flags & TCP_SYN == 0 {
+        s |= ACK_IN;
+    }
     s
+}
+
+/// The state of a session a WAN host's SYN opened (through a port forward).
+pub const fn opened_in(flags: u8) -> u8 {
+    next(0, Direction::Inbound, flags) | OPENED_IN
 }
 
 /// True when the established (long) timeout applies.
 pub const fn is_established(state: u8) -> bool {
     state & (SYN_OUT | SYN_IN) == (SYN_OUT | SYN_IN)
+        && (state & OPENED_IN == 0 || state & ACK_IN != 0)
         && state & RST == 0
         && state & (FIN_OUT | FIN_IN) != (FIN_OUT | FIN_IN)
 }
@@ -63,6 +80,9 @@ pub const fn name(state: u8) -> &'static str {
         "FIN_WAIT"
     } else if is_established(state) {
         "ESTABLISHED"
+    } else if state & OPENED_IN != 0 {
+        // Opened from the WAN, the handshake not complete.
+        "SYN_RECEIVED"
     } else if state & SYN_OUT != 0 {
         "SYN_SENT"
     } else if state & SYN_IN != 0 {
@@ -125,5 +145,21 @@ mod tests {
         ]);
         let s = next(closed, Outbound, TCP_SYN);
         assert_eq!(s, SYN_OUT);
+    }
+
+    #[test]
+    fn a_connection_opened_from_the_wan_is_established_only_by_the_wan_sides_ack() {
+        let syn = opened_in(TCP_SYN);
+        assert_eq!(name(syn), "SYN_RECEIVED");
+        // The LAN server's SYN-ACK (to a spoofed SYN, say) does not establish it.
+        let answered = next(syn, Outbound, TCP_SYN | TCP_ACK);
+        assert!(!is_established(answered));
+        assert_eq!(name(answered), "SYN_RECEIVED");
+        let acked = next(answered, Inbound, TCP_ACK);
+        assert!(is_established(acked));
+        assert_eq!(name(acked), "ESTABLISHED");
+        // A connection the LAN opened is established by the SYN-ACK, as before.
+        let out = run(&[(Outbound, TCP_SYN), (Inbound, TCP_SYN | TCP_ACK)]);
+        assert!(is_established(out));
     }
 }

@@ -8,7 +8,10 @@ use aya_ebpf::programs::XdpContext;
 use nat_common::{
     config::NatConfig,
     counters::{ClassCounters, Counter},
-    maps::{EndpointKey, ExternalKey, MAPPING_ACTIVE, NextHop, SessionKey},
+    maps::{
+        EndpointKey, ExternalKey, MAPPING_ACTIVE, NextHop, SESSION_FORWARDED, SESSION_OUTBOUND,
+        SessionKey,
+    },
     passthrough::classify,
     proto::{ICMP_ECHO_REQUEST, IPPROTO_ICMP, is_icmp_error},
     rewrite::{Side, rewrite_endpoint},
@@ -17,9 +20,9 @@ use nat_common::{
 use crate::{
     Verdict,
     forward::{Route, deliver_out, route},
-    maps::{FORWARDS, FORWARDS_BY_LAN, MAPPINGS_IN, count, port_in_pool, switch_on},
+    maps::{FORWARDS, MAPPINGS_IN, count, port_in_pool, switch_on},
     packet::{Ipv4, icmp_type, parse_transport},
-    state::{mapping_for, touch_outbound},
+    state::{forwarded_port, mapping_for, touch_outbound},
 };
 
 /// A LAN packet addressed to the WAN address.
@@ -88,9 +91,9 @@ pub fn try_hairpin(
         _pad: 0,
     };
     // A forwarded LAN endpoint answers from its forwarded port, as it does to the WAN.
-    let ext_src = match forwarded_port(pkt.proto, pkt.src, t.sport) {
-        0 => mapping_for(ctx, cfg, &ep, now)?,
-        port => port,
+    let (ext_src, origin) = match forwarded_port(pkt.proto, pkt.src, t.sport) {
+        0 => (mapping_for(ctx, cfg, &ep, now)?, SESSION_OUTBOUND),
+        port => (port, SESSION_FORWARDED),
     };
     let session = SessionKey::new(pkt.proto, pkt.src, t.sport, cfg.wan_addr, t.dport);
     // Hairpinned packets never take the fast path: no next hop to keep.
@@ -102,6 +105,7 @@ pub fn try_hairpin(
         class,
         &NextHop::NONE,
         now,
+        origin,
     )?;
     let r = route(ctx, cfg.wan_addr, target_addr, pkt.tos, pkt.tot_len);
     if let Route::NotForwarded = r {
@@ -122,19 +126,4 @@ pub fn try_hairpin(
     count(Counter::HairpinTranslated);
     // Back out of the LAN side, counted with the outbound traffic.
     deliver_out(&mut pkt, r)
-}
-
-/// The forwarded external port (wire order) of LAN endpoint `addr`:`port`, or 0.
-// verifier: a function of its own (a BPF subprogram with its own stack frame): its map key
-// inlined would add to the LAN program's frame, which has little room left.
-#[inline(never)]
-fn forwarded_port(proto: u8, addr: u32, port: u16) -> u16 {
-    let key = EndpointKey {
-        addr,
-        port,
-        proto,
-        _pad: 0,
-    };
-    // SAFETY: map value pointer from a successful lookup, read at once.
-    FORWARDS_BY_LAN.get_ptr(&key).map_or(0, |p| unsafe { *p })
 }

@@ -167,10 +167,38 @@ fn quoted_source_mapping(q: &Quoted<'_>) -> Result<Mapping, Counter> {
     })
 }
 
-/// The quoted packet's destination (a LAN host and its port) and that endpoint's external
-/// port: the LAN host that received the quoted packet, and is now sending the error.
+/// The quoted packet's destination (a LAN host and its port) and the external port of the
+/// session it belongs to (whose remote end is the quoted source): the LAN host that received
+/// the quoted packet, and is now sending the error. The session's port, not the endpoint's
+/// mapping's: a forwarded endpoint's sessions have the forwarded port, whatever mapping the
+/// endpoint may also have.
 #[inline(always)]
 fn quoted_destination_port(q: &Quoted<'_>) -> Result<(EndpointKey, u16), Counter> {
+    let ep = EndpointKey {
+        addr: get_u32(q.ip, IP_DST),
+        port: quoted_port(q, Side::Destination),
+        proto: q.proto,
+        _pad: 0,
+    };
+    let session = SessionKey::new(
+        q.proto,
+        ep.addr,
+        ep.port,
+        get_u32(q.ip, IP_SRC),
+        quoted_port(q, Side::Source),
+    );
+    let s = SESSIONS
+        .get_ptr(&session)
+        .ok_or(Counter::DropIcmpErrorNoSession)?;
+    // SAFETY: map value pointer from a successful lookup.
+    Ok((ep, unsafe { (*s).ext_port }))
+}
+
+/// The quoted packet's destination (a LAN host and its port) and that endpoint's own
+/// external port (its mapping's, or its forward's), whatever the quoted source: for an error
+/// about a hairpinned packet, where the erring host has no session with the sender.
+#[inline(always)]
+fn quoted_destination_mapping(q: &Quoted<'_>) -> Result<(EndpointKey, u16), Counter> {
     let ep = EndpointKey {
         addr: get_u32(q.ip, IP_DST),
         port: quoted_port(q, Side::Destination),
@@ -181,7 +209,6 @@ fn quoted_destination_port(q: &Quoted<'_>) -> Result<(EndpointKey, u16), Counter
         // SAFETY: map value pointer from a successful lookup.
         return Ok((ep, unsafe { (*m).ext_port }));
     }
-    // A forwarded LAN endpoint's external port.
     let p = FORWARDS_BY_LAN
         .get_ptr(&ep)
         .ok_or(Counter::DropIcmpErrorNoSession)?;
@@ -353,15 +380,7 @@ pub fn error_out(
         return peer_error_out(cfg, pkt, q, r);
     }
     let (ep, ext_port) = quoted_destination_port(&q)?;
-    let (int_addr, int_port) = (ep.addr, ep.port);
-    let session = SessionKey::new(
-        q.proto,
-        int_addr,
-        int_port,
-        get_u32(q.ip, IP_SRC),
-        quoted_port(&q, Side::Source),
-    );
-    if int_addr != pkt.src || SESSIONS.get_ptr(&session).is_none() {
+    if ep.addr != pkt.src {
         return Err(Counter::DropIcmpErrorNoSession);
     }
     rewrite_addr(pkt.ip, Side::Source, cfg.wan_addr);
@@ -397,7 +416,7 @@ pub fn error_hairpin(
     // The original sender, by its external port.
     let sender = quoted_source_mapping(&q)?;
     // The erroring host's own external port.
-    let (me, my_ext) = quoted_destination_port(&q)?;
+    let (me, my_ext) = quoted_destination_mapping(&q)?;
     let session = SessionKey::new(
         q.proto,
         sender.int_addr,

@@ -15,7 +15,7 @@ use nat_common::{
     flow_cache::FlowKey,
     maps::{
         EndpointKey, ExternalKey, MAC_SHARE_HOSTS, MAPPING_ACTIVE, Mapping, NextHop,
-        SESSION_FORWARDED, SESSION_OUTBOUND, Session, SessionIn, SessionKey, mac_key,
+        SESSION_FORWARDED, Session, SessionIn, SessionKey, mac_key,
     },
     passthrough::{CLASS_NONE, IKE_PORT, classify},
     ports::{MAX_PORT_TRIES, pool_slot, wants_privileged},
@@ -26,9 +26,9 @@ use nat_common::{
 use crate::{
     flow_cache,
     maps::{
-        FILTERS, FLOWS_IN, FLOWS_OUT, FORWARDS, HOST_MAPPINGS, HOST_SESSIONS, MAC_MAPPINGS,
-        MAC_SESSIONS, MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL, SESSIONS, SESSIONS_IN, config, count,
-        port_in_pool,
+        FILTERS, FLOWS_IN, FLOWS_OUT, FORWARDS, FORWARDS_BY_LAN, HOST_MAPPINGS, HOST_SESSIONS,
+        MAC_MAPPINGS, MAC_SESSIONS, MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL, SESSIONS, SESSIONS_IN,
+        config, count, port_in_pool,
     },
     packet::ptr_at,
 };
@@ -389,8 +389,10 @@ fn outbound_tcp(key: &SessionKey, s: &mut Session, tcp_flags: u8) {
 }
 
 /// Refreshes (or creates, within the host's share by address and by MAC: `mac_owner` of the
-/// frame in `ctx`) the session for an outbound packet.
+/// frame in `ctx`) the session for an outbound packet. `origin` is SESSION_FORWARDED for a
+/// forwarded LAN endpoint's session, which has the forwarded port and no mapping.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub fn touch_outbound(
     ctx: &XdpContext,
     key: &SessionKey,
@@ -399,6 +401,7 @@ pub fn touch_outbound(
     class: u8,
     hop: &NextHop,
     now: u64,
+    origin: u8,
 ) -> Result<(), Counter> {
     if let Some(s) = SESSIONS.get_ptr_mut(key) {
         // SAFETY: map value pointer; concurrent writers only race on refresh timestamps.
@@ -437,7 +440,7 @@ pub fn touch_outbound(
         ext_port,
         tcp_state: tcp,
         class,
-        origin: SESSION_OUTBOUND,
+        origin,
         _pad: [0; 3],
         hop: *hop,
         // verifier: straight into the session, as in mapping_for.
@@ -566,7 +569,7 @@ fn forwarded_session(
         if tcp_flags & (TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST) != TCP_SYN {
             return Err(Counter::DropUnsolicitedTcp);
         }
-        tcp_state::next(0, Direction::Inbound, tcp_flags)
+        tcp_state::opened_in(tcp_flags)
     } else {
         0
     };
@@ -613,4 +616,20 @@ fn forwarded_session(
         Err(_) => return Err(Counter::DropSessionTableFull),
     }
     Ok((CLASS_NONE, Some(tcp)))
+}
+
+/// The forwarded external port (wire order) of LAN endpoint `addr`:`port` of `proto`, or 0:
+/// what a forwarded LAN server's traffic leaves from.
+// verifier: a function of its own (a BPF subprogram with its own stack frame): its map key
+// inlined would add to the LAN program's frame, which has little room left.
+#[inline(never)]
+pub fn forwarded_port(proto: u8, addr: u32, port: u16) -> u16 {
+    let key = EndpointKey {
+        addr,
+        port,
+        proto,
+        _pad: 0,
+    };
+    // SAFETY: map value pointer from a successful lookup, read at once.
+    FORWARDS_BY_LAN.get_ptr(&key).map_or(0, |p| unsafe { *p })
 }

@@ -102,6 +102,10 @@ fn a_syn_through_a_forward_reaches_the_lan_host_and_its_replies_leave_from_the_f
             out,
             packets::tcp(&out_hdr(SERVER, SERVER_MAC), 8080, 40000, SYN_ACK, b"")
         );
+        // A LAN server answers spoofed SYNs too: its SYN-ACK does not establish the session
+        // (which would hold it for the established timeout); the client's ACK does.
+        let s = fx.maps.sessions.get(&key, 0).unwrap();
+        assert!(!nat_common::tcp_state::is_established(s.tcp_state));
         let (action, out) = fx.from_wan(&packets::tcp(
             &wan_hdr(SERVER, SERVER_MAC),
             40000,
@@ -275,6 +279,15 @@ fn hop(frame: &[u8]) -> Vec<u8> {
 fn icmp_errors_about_a_forwards_flows_are_translated_both_ways() {
     use packets::{frag_needed, icmp_error, port_unreachable};
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        // A's port 53 has a mapping of its own too (it sent from it before the forward came):
+        // errors about the forward's flows must quote the forwarded port all the same.
+        let (_, early) = fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, FAR_SERVER),
+            53,
+            53,
+            b"early",
+        ));
+        assert_ne!(parse_checked(&early).sport, 9300);
         forward(fx, &format!("udp 9300 {LAN_HOST_A}:53")).unwrap();
         // A WAN client's datagram through the forward, as it was on the WAN and on the LAN.
         let on_wan = packets::udp(&wan_hdr(SERVER, SERVER_MAC), 30000, 9300, b"q");
@@ -318,5 +331,52 @@ fn icmp_errors_about_a_forwards_flows_are_translated_both_ways() {
         };
         assert_eq!(out, icmp_error(&to_a, frag_needed(), &hop(&reply)));
         assert_eq!(fx.counter("icmp_error_translated"), 2);
+    });
+}
+
+#[test]
+fn a_forwarded_server_answers_from_its_forwarded_port_and_passthrough_does_not_apply() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        // An IPsec server behind the router, with IPsec passthrough (for LAN clients) off.
+        forward(fx, &format!("udp 500 {LAN_HOST_A}")).unwrap();
+        fx.maps
+            .set_switch(nat_common::passthrough::Switch::Ipsec, false)
+            .unwrap();
+        let ike = packets::ike(0x1111, 0, 0x08);
+        let (action, _) = fx.from_wan(&packets::udp(&wan_hdr(SERVER, SERVER_MAC), 500, 500, &ike));
+        assert_eq!(action, XDP_REDIRECT, "the forward lets the initiator in");
+        let (action, out) = fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            500,
+            500,
+            &packets::ike(0x1111, 0x2222, 0x20),
+        ));
+        assert_eq!(
+            action, XDP_REDIRECT,
+            "the server's answer is not passthrough"
+        );
+        assert_eq!(parse_checked(&out).sport, 500);
+        assert_eq!(fx.counter("drop_ipsec_switch_off"), 0);
+        assert!(
+            fx.maps.ike_sas.keys().next().is_none(),
+            "no IKE SA of a LAN client made"
+        );
+
+        // A new flow of a forwarded endpoint leaves from its forwarded port too.
+        forward(fx, &format!("udp 9400 {LAN_HOST_B}:5000")).unwrap();
+        let (action, out) = fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_B, HOST_B_MAC, SERVER),
+            5000,
+            53,
+            b"q",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(parse_checked(&out).sport, 9400);
+        let key = session(LAN_HOST_B, 5000, SERVER, 53, IPPROTO_UDP);
+        let s = fx.maps.sessions.get(&key, 0).unwrap();
+        assert_eq!(
+            s.origin, SESSION_FORWARDED,
+            "kept by the sweeper without a mapping"
+        );
     });
 }
