@@ -521,7 +521,9 @@ pub struct Forward {
     pub last_port: u16,
     /// FORWARD_FROM_*: who made it.
     pub origin: u8,
-    pub _pad: u8,
+    /// Removed (`nat-ctl forward del`, a lease that ended): it lets no new flow in, but
+    /// stays until its sessions end, so that their packets keep finding the port the NAT's.
+    pub retired: u8,
     /// For a lease (NAT-PMP, PCP): CLOCK_MONOTONIC second at which it ends; 0: never.
     pub expires_s: u32,
     /// New flows this port let in (sessions it made), counted with atomic adds.

@@ -82,7 +82,10 @@ impl ForwardRule {
         let proto = ForwardProto::parse(proto)?;
         let ports = parse_ports(ports)?;
         let (to, to_port) = parse_target(to, &ports)?;
-        let from = from.map(parse_cidr).transpose()?;
+        let from = match from {
+            Some(f) => parse_from(f)?,
+            None => None,
+        };
         Ok(proto
             .numbers()
             .iter()
@@ -126,7 +129,7 @@ impl ForwardRule {
                 first_port: *self.ports.start(),
                 last_port: *self.ports.end(),
                 origin,
-                _pad: 0,
+                retired: 0,
                 expires_s: 0,
                 hits: 0,
                 nonce: [0; 12],
@@ -238,6 +241,11 @@ pub fn parse_cidr(s: &str) -> Result<Ipv4Net> {
     Ok(net)
 }
 
+/// `--from`/`from`: a prefix, where /0 is no restriction (it is stored as none).
+fn parse_from(s: &str) -> Result<Option<Ipv4Net>> {
+    Ok(Some(parse_cidr(s)?).filter(|n| n.prefix_len > 0))
+}
+
 /// A forward as FORWARDS holds it: one rule, its hits summed over its ports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listed {
@@ -248,6 +256,8 @@ pub struct Listed {
     pub expires_s: u32,
     /// A PCP lease's nonce.
     pub nonce: [u8; 12],
+    /// Removed, kept until its sessions end (Forward::retired).
+    pub retired: bool,
 }
 
 impl Listed {
@@ -293,6 +303,7 @@ pub fn list(maps: &NatMaps) -> Result<Vec<Listed>> {
                 hits: 0,
                 expires_s: f.expires_s,
                 nonce: f.nonce,
+                retired: f.retired != 0,
             }
         });
         listed.hits += f.hits;
@@ -315,17 +326,34 @@ pub fn conflict(
         return Some(why);
     }
     for other in existing.iter().filter(|o| o.rule.proto == rule.proto) {
+        if other.retired && other.rule == *rule {
+            // The same forward again: it comes back.
+            continue;
+        }
+        let removed = if other.retired {
+            " (removed, but its sessions still run: free once they end)"
+        } else {
+            ""
+        };
         // One external port per LAN endpoint: its answers to the WAN address leave from it.
         let (a, b) = (other.rule.lan_ports(), rule.lan_ports());
         if other.rule.to == rule.to && a.start() <= b.end() && b.start() <= a.end() {
             return Some(format!(
-                "{}:{} is already reached through {}; remove that first",
+                "{}:{} is already reached through {}{removed}; remove that first",
                 rule.to,
                 range_text(&b),
                 other.rule.describe()
             ));
         }
         let (a, b) = (&other.rule.ports, &rule.ports);
+        if other.retired && a.start() <= b.end() && b.start() <= a.end() {
+            return Some(format!(
+                "{} {} was forwarded ({}){removed}",
+                proto_name(rule.proto),
+                range_text(b),
+                other.rule.describe()
+            ));
+        }
         if a.start() <= b.end() && b.start() <= a.end() {
             return Some(format!(
                 "{} {} is already forwarded ({}); remove it first with `nat-ctl forward del {} {}`",
@@ -482,6 +510,7 @@ fn check(
             hits: 0,
             expires_s: 0,
             nonce: [0; 12],
+            retired: false,
         });
     }
     Ok(())
@@ -505,25 +534,43 @@ impl Made {
     }
 }
 
+/// Writes checked `rules`: their ports out of the pool, then their FORWARDS entries. All or
+/// nothing: a failure removes what this call wrote.
 fn write(maps: &mut NatMaps, rules: &[ForwardRule], made: &Made) -> Result<()> {
     let ports: Vec<u16> = rules.iter().flat_map(|r| r.ports.clone()).collect();
     take_from_pool(maps, &ports)?;
-    for rule in rules {
-        for (k, mut v) in rule.entries(made.origin) {
-            v.expires_s = made.expires_s;
-            v.nonce = made.nonce;
-            maps.forwards.insert(k, v, 0).context("writing FORWARDS")?;
-            maps.forwards_by_lan
-                .insert(lan_endpoint(&k, &v), k.port, 0)
-                .context("writing FORWARDS_BY_LAN")?;
+    let written = (|| -> Result<()> {
+        for rule in rules {
+            for (k, mut v) in rule.entries(made.origin) {
+                v.expires_s = made.expires_s;
+                v.nonce = made.nonce;
+                // A removed forward's entry this one replaces no longer speaks for its LAN
+                // endpoint.
+                if let Ok(old) = maps.forwards.get(&k, 0) {
+                    forget_lan_endpoint(maps, &k, &old)?;
+                }
+                maps.forwards.insert(k, v, 0).context("writing FORWARDS")?;
+                maps.forwards_by_lan
+                    .insert(lan_endpoint(&k, &v), k.port, 0)
+                    .context("writing FORWARDS_BY_LAN")?;
+            }
         }
+        Ok(())
+    })();
+    if let Err(e) = written {
+        for rule in rules {
+            let _ = remove_entries(maps, rule);
+        }
+        return Err(e);
     }
     // A mapping made from the pool before its ports left it would keep the port's traffic:
     // the forward is not made.
     for rule in rules {
         for port in rule.ports.clone() {
             if let Some(h) = holder(maps, rule.proto, port)? {
-                remove_entries(maps, rule)?;
+                for rule in rules {
+                    remove_entries(maps, rule)?;
+                }
                 bail!(
                     "cannot forward {}: {} port {port} was taken by a new mapping of {h} at this moment; try again once it is free",
                     rule.describe(),
@@ -535,12 +582,53 @@ fn write(maps: &mut NatMaps, rules: &[ForwardRule], made: &Made) -> Result<()> {
     Ok(())
 }
 
+/// Deletes `rule`'s entries at once (a failed add; a removed forward waits for its sessions:
+/// `retire`).
 fn remove_entries(maps: &mut NatMaps, rule: &ForwardRule) -> Result<()> {
     for (k, v) in rule.entries(0) {
         crate::state::removed(maps.forwards.remove(&k))?;
-        crate::state::removed(maps.forwards_by_lan.remove(&lan_endpoint(&k, &v)))?;
+        forget_lan_endpoint(maps, &k, &v)?;
     }
     Ok(())
+}
+
+/// Removes FORWARDS_BY_LAN's entry for `v`'s LAN endpoint if it still names port `k`.
+fn forget_lan_endpoint(maps: &mut NatMaps, k: &ExternalKey, v: &Forward) -> Result<()> {
+    let lan = lan_endpoint(k, v);
+    if maps.forwards_by_lan.get(&lan, 0).ok() == Some(k.port) {
+        crate::state::removed(maps.forwards_by_lan.remove(&lan))?;
+    }
+    Ok(())
+}
+
+/// Marks `rule`'s entries removed (or, `retired` false, back in force). A removed forward lets
+/// no new flow in; its entries stay until its sessions end (`purge_retired`).
+fn set_retired(maps: &mut NatMaps, rule: &ForwardRule, retired: bool) -> Result<()> {
+    for (k, _) in rule.entries(0) {
+        if let Ok(mut f) = maps.forwards.get(&k, 0) {
+            f.retired = u8::from(retired);
+            maps.forwards.insert(k, f, 0).context("writing FORWARDS")?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the removed forwards' ports that no session uses any more (`live`: protocol and
+/// external port of every forwarded session); the sweeper calls it. Returns how many.
+pub fn purge_retired<S: std::hash::BuildHasher>(
+    maps: &mut NatMaps,
+    live: &std::collections::HashSet<(u8, u16), S>,
+) -> Result<usize> {
+    let _lock = maps.lock_config()?;
+    let mut n = 0;
+    for (k, f) in entries(&maps.forwards)? {
+        if f.retired != 0 && !live.contains(&(k.proto, u16::from_be(k.port))) {
+            crate::state::removed(maps.forwards.remove(&k))?;
+            forget_lan_endpoint(maps, &k, &f)?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// The LAN endpoint of FORWARDS entry `k`, `v`: its FORWARDS_BY_LAN key.
@@ -558,7 +646,8 @@ fn lan_endpoint(k: &ExternalKey, v: &Forward) -> EndpointKey {
 pub fn remove(maps: &mut NatMaps, proto: u8, ports: &RangeInclusive<u16>) -> Result<Listed> {
     let _lock = maps.lock_config()?;
     let found = list(maps)?.into_iter().find(|l| {
-        l.rule.proto == proto
+        !l.retired
+            && l.rule.proto == proto
             && l.rule.ports.start() == ports.start()
             && (ports.start() == ports.end() || l.rule.ports.end() == ports.end())
     });
@@ -569,18 +658,21 @@ pub fn remove(maps: &mut NatMaps, proto: u8, ports: &RangeInclusive<u16>) -> Res
             range_text(ports)
         );
     };
-    remove_entries(maps, &found.rule)?;
+    set_retired(maps, &found.rule, true)?;
     Ok(found)
 }
 
-/// Makes the file's forwards what FORWARDS holds from the file (at start and on reload):
-/// those no longer in the file go, new ones come, with the usual checks, all made before
-/// anything changes. Forwards made with `nat-ctl forward add` stay.
-pub fn sync_file(maps: &mut NatMaps, wanted: &[ForwardRule]) -> Result<()> {
+/// Makes the file's forwards what FORWARDS holds from the file: those no longer in the file
+/// are removed, new ones come, with the usual checks; forwards made with `nat-ctl forward
+/// add` stay. `strict` (a reload): all checked before anything changes, and nothing changes
+/// if one cannot be had. Not strict (at start): each that can be had is, the others are
+/// reported, so that the NAT starts.
+pub fn sync_file(maps: &mut NatMaps, wanted: &[ForwardRule], strict: bool) -> Result<()> {
     let _lock = maps.lock_config()?;
     let all = list(maps)?;
-    let (from_file, kept): (Vec<Listed>, Vec<Listed>) =
-        all.into_iter().partition(|l| l.origin == FORWARD_FROM_FILE);
+    let (from_file, kept): (Vec<Listed>, Vec<Listed>) = all
+        .into_iter()
+        .partition(|l| l.origin == FORWARD_FROM_FILE && !l.retired);
     let new: Vec<ForwardRule> = wanted
         .iter()
         .filter(|r| !from_file.iter().any(|h| h.rule == **r))
@@ -592,12 +684,38 @@ pub fn sync_file(maps: &mut NatMaps, wanted: &[ForwardRule]) -> Result<()> {
         .cloned()
         .chain(kept)
         .collect();
-    check(maps, &new, &staying, &RouterPorts::read()?)
-        .context("in the configuration file's [[forward]] tables")?;
-    for old in from_file.iter().filter(|l| !wanted.contains(&l.rule)) {
-        remove_entries(maps, &old.rule)?;
+    let going: Vec<&Listed> = from_file
+        .iter()
+        .filter(|l| !wanted.contains(&l.rule))
+        .collect();
+    let router_ports = RouterPorts::read()?;
+    if strict {
+        check(maps, &new, &staying, &router_ports)
+            .context("in the configuration file's [[forward]] tables")?;
     }
-    write(maps, &new, &Made::by(FORWARD_FROM_FILE))
+    for old in &going {
+        set_retired(maps, &old.rule, true)?;
+    }
+    if strict {
+        if let Err(e) = write(maps, &new, &Made::by(FORWARD_FROM_FILE)) {
+            for old in &going {
+                set_retired(maps, &old.rule, false)?;
+            }
+            return Err(e.context("in the configuration file's [[forward]] tables"));
+        }
+        return Ok(());
+    }
+    let mut taken = staying;
+    for rule in &new {
+        let one = std::slice::from_ref(rule);
+        let made = check(maps, one, &taken, &router_ports)
+            .and_then(|()| write(maps, one, &Made::by(FORWARD_FROM_FILE)));
+        match made {
+            Ok(()) => taken.extend(list(maps)?.into_iter().filter(|l| l.rule == *rule)),
+            Err(e) => log::error!("the configuration file's forward is not made: {e:#}"),
+        }
+    }
+    Ok(())
 }
 
 /// A LAN host's request for a mapping of its own (NAT-PMP, PCP): `internal_port` of
@@ -643,7 +761,7 @@ pub fn lease(maps: &mut NatMaps, req: &LeaseRequest) -> Result<Result<u16, Lease
         l.rule.proto == req.proto && l.rule.to == req.client && l.rule.to_port == req.internal_port
     };
     if let Some(have) = existing.iter().find(mine) {
-        if !have.is_lease() {
+        if !have.is_lease() && !have.retired {
             // The operator forwards it already: that is the mapping.
             return Ok(Ok(*have.rule.ports.start()));
         }
@@ -663,6 +781,8 @@ pub fn lease(maps: &mut NatMaps, req: &LeaseRequest) -> Result<Result<u16, Lease
         };
         let mut f = maps.forwards.get(&key, 0).context("reading FORWARDS")?;
         f.expires_s = req.now_s.saturating_add(req.lifetime);
+        // A lease that ended while its sessions ran comes back with its port.
+        f.retired = 0;
         maps.forwards
             .insert(key, f, 0)
             .context("writing FORWARDS")?;
@@ -671,7 +791,7 @@ pub fn lease(maps: &mut NatMaps, req: &LeaseRequest) -> Result<Result<u16, Lease
     let cfg = maps.read_config()?;
     let held = existing
         .iter()
-        .filter(|l| l.is_lease() && l.rule.to == req.client)
+        .filter(|l| l.is_lease() && !l.retired && l.rule.to == req.client)
         .count() as u32;
     let host_mappings = maps.host_mappings.get(&to_wire(req.client), 0).unwrap_or(0);
     if held >= MAX_LEASES_PER_HOST
@@ -736,7 +856,7 @@ pub fn end_lease(
     let mut freed = Vec::new();
     for l in list(maps)? {
         let r = &l.rule;
-        if !l.is_lease() || r.proto != proto || r.to != client {
+        if !l.is_lease() || l.retired || r.proto != proto || r.to != client {
             continue;
         }
         if internal_port != 0 && r.to_port != internal_port {
@@ -747,7 +867,7 @@ pub fn end_lease(
                 "the mapping was made with another nonce".into(),
             )));
         }
-        remove_entries(maps, r)?;
+        set_retired(maps, r, true)?;
         freed.push(*r.ports.start());
     }
     Ok(Ok(freed))
@@ -758,8 +878,8 @@ pub fn expire_leases(maps: &mut NatMaps, now_s: u32) -> Result<usize> {
     let _lock = maps.lock_config()?;
     let mut n = 0;
     for l in list(maps)? {
-        if l.is_lease() && l.expires_s != 0 && l.expires_s <= now_s {
-            remove_entries(maps, &l.rule)?;
+        if l.is_lease() && !l.retired && l.expires_s != 0 && l.expires_s <= now_s {
+            set_retired(maps, &l.rule, true)?;
             n += 1;
         }
     }
@@ -893,6 +1013,7 @@ mod tests {
             hits: 0,
             expires_s: 0,
             nonce: [0; 12],
+            retired: false,
         }];
         let check = |spec: &str| conflict(&rule(spec).unwrap()[0], &lan, &existing, &router);
         assert_eq!(check("tcp 9000 192.168.1.10:8000"), None);

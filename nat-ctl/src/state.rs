@@ -260,6 +260,8 @@ impl NatMaps {
     /// they are freed, so that no session `nat-ctl sessions` lists has its replies go to the
     /// router; the daemon writes the bitmap again after each sweep that freed ports.
     pub fn write_pool_bitmap(&mut self, pool: &PortPool) -> Result<()> {
+        // Under the CONFIG lock: a forward being added sets its ports' bits meanwhile.
+        let _lock = self.lock_config()?;
         let mut in_pool = vec![0u64; POOL_BITMAP_WORDS as usize];
         // And the forwarded ports, which the WAN program looks up in FORWARDS.
         let forwarded = entries(&self.forwards)?.into_iter().map(|(k, _)| k);

@@ -69,6 +69,8 @@ pub struct SweepReport {
     pub filters_removed: usize,
     pub vpn_state_expired: usize,
     pub orphans_removed: usize,
+    /// Ports of removed forwards whose last session ended.
+    pub forwards_purged: usize,
 }
 
 /// Resets the per-host mapping counts (the data path only counts up) to what MAPPINGS_OUT
@@ -319,6 +321,8 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
     let tables = maps.session_tables()?;
     let mut live_ports: HashSet<(EndpointKey, u16)> = HashSet::with_capacity(tables.sessions.len());
     let mut live_filters: HashSet<SessionKey> = HashSet::with_capacity(tables.sessions.len());
+    // The external ports forwarded sessions still use: a removed forward stays until then.
+    let mut live_forwarded: HashSet<(u8, u16)> = HashSet::new();
     for (k, s) in tables.merged() {
         // The data path trusts a session's external port without looking at the mapping; a
         // session whose port takes no replies for its endpoint any more is removed here, and
@@ -336,6 +340,9 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
         } else {
             live_ports.insert((k.endpoint(), s.ext_port));
             live_filters.insert(k.filter_key());
+            if s.origin == nat_common::maps::SESSION_FORWARDED {
+                live_forwarded.insert((k.proto, u16::from_be(s.ext_port)));
+            }
         }
     }
     for (k, s) in &expired {
@@ -345,6 +352,7 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
         }
     }
     report.orphans_removed += maps.remove_orphan_replies(&tables);
+    report.forwards_purged = crate::forwards::purge_retired(maps, &live_forwarded)?;
 
     // A mapping without sessions is released in two sweeps, because a CPU may create a
     // session on it while this one runs (after the sessions above were read). First it is

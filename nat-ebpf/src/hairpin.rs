@@ -65,6 +65,9 @@ pub fn try_hairpin(
             };
             // SAFETY: map value pointer from a successful lookup, read at once.
             let f = unsafe { &*f };
+            if f.retired != 0 {
+                return Err(Counter::DropNoMapping);
+            }
             if !f.admits(cfg.wan_addr) {
                 return Err(Counter::DropForwardSource);
             }

@@ -211,6 +211,10 @@ fn forwarded_endpoint(
     };
     // SAFETY: map value pointer from a successful lookup; read at once.
     let f = unsafe { &*f };
+    if f.retired != 0 {
+        // Removed: its sessions run on (they never come here), new flows do not.
+        return Err(Counter::DropNoMapping);
+    }
     if !f.admits(pkt.src) {
         return Err(Counter::DropForwardSource);
     }

@@ -380,3 +380,53 @@ fn a_forwarded_server_answers_from_its_forwarded_port_and_passthrough_does_not_a
         );
     });
 }
+
+#[test]
+fn a_removed_forward_stops_new_flows_keeps_its_sessions_and_goes_when_they_end() {
+    // The forwarded port is outside the dynamic pool, so that only the forward keeps it the
+    // NAT's when the daemon writes the pool's bitmap again (after a sweep that freed ports).
+    let cfg = FixtureConfig {
+        port_range: (20000, 30000),
+        ..FixtureConfig::default()
+    };
+    with_fixture(default_tables(), cfg, |fx| {
+        forward(fx, &format!("udp 9500 {LAN_HOST_A}:5000")).unwrap();
+        let from_server = |fx: &mut Fixture, sport| {
+            fx.from_wan(&packets::udp(
+                &wan_hdr(SERVER, SERVER_MAC),
+                sport,
+                9500,
+                b"x",
+            ))
+            .0
+        };
+        assert_eq!(from_server(fx, 30000), XDP_REDIRECT);
+        let removed = forwards::remove(&mut fx.maps, IPPROTO_UDP, &(9500..=9500)).unwrap();
+        assert_eq!(removed.rule.to, LAN_HOST_A);
+        let pool = nat_ctl::pool::PortPool::build(20000..=30000, &[22].into());
+        fx.maps.write_pool_bitmap(&pool).unwrap();
+        // Its session still works, both ways; a new flow does not get in.
+        assert_eq!(from_server(fx, 30000), XDP_REDIRECT, "the session was cut");
+        let (action, out) = fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            5000,
+            30000,
+            b"r",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(parse_checked(&out).sport, 9500);
+        assert_eq!(from_server(fx, 30001), XDP_DROP, "a new flow got in");
+        // Once the session expires, the forward is gone for good.
+        let key = session(LAN_HOST_A, 5000, SERVER, 30000, IPPROTO_UDP);
+        let seen = fx.maps.sessions.get(&key, 0).unwrap().last_seen_ns;
+        let t = fx.maps.read_config().unwrap().timeouts;
+        let r = sweeper::sweep(&mut fx.maps, &t, seen + 100 * NS).unwrap();
+        assert_eq!(r.forwards_purged, 0, "{r:?}");
+        let r = sweeper::sweep(&mut fx.maps, &t, seen + 301 * NS).unwrap();
+        assert_eq!((r.sessions_expired, r.forwards_purged), (1, 1), "{r:?}");
+        assert!(fx.maps.forwards.keys().next().is_none());
+        assert!(fx.maps.forwards_by_lan.keys().next().is_none());
+        // And the same forward can be made again.
+        forward(fx, &format!("udp 9500 {LAN_HOST_A}:5000")).unwrap();
+    });
+}

@@ -1,7 +1,7 @@
 //! `nat-ctl forward [add|del ...] [--json]`: port forwards, changed in the pinned maps (the
 //! next packet sees the change; no reload, no other session touched).
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use nat_common::maps::FORWARD_FROM_COMMAND;
 use serde_json::json;
 
@@ -14,7 +14,12 @@ use crate::{
 
 pub fn forward(instance: &Instance, action: Option<&ForwardAction>, json_out: bool) -> Result<()> {
     match action {
-        None => print_list(&forwards::list(&NatMaps::open_pinned(instance)?)?, json_out),
+        None => {
+            let all = forwards::list(&NatMaps::open_pinned(instance)?)?;
+            // Removed forwards wait out their sessions, but are no longer there for anyone.
+            let active: Vec<Listed> = all.into_iter().filter(|l| !l.retired).collect();
+            print_list(&active, json_out)
+        }
         Some(ForwardAction::Add {
             proto,
             ports,
@@ -43,10 +48,7 @@ pub fn forward(instance: &Instance, action: Option<&ForwardAction>, json_out: bo
             }
             // `del both` removes what there is of the two.
             if removed.is_empty() {
-                if let Some(e) = missing {
-                    return Err(e);
-                }
-                bail!("no forward of {ports:?}");
+                return Err(missing.unwrap_or_else(|| anyhow::anyhow!("no forward to remove")));
             }
             for l in removed {
                 println!(

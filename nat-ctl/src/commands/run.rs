@@ -81,7 +81,7 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
     }
     let (cfg, pool) = configure(&mut maps, &plan)?;
     // The file's forwards once the LAN side is written (a forward must lead into it).
-    crate::forwards::sync_file(&mut maps, &plan.settings.forwards)?;
+    crate::forwards::sync_file(&mut maps, &plan.settings.forwards, false)?;
 
     for change in sysctl::prepare_forwarding(&plan.settings.lan, &plan.settings.wan)? {
         log::info!("sysctl {change}");

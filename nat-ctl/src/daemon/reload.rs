@@ -31,7 +31,7 @@ impl Daemon<'_> {
         ];
         // The forwards first: all checked before any changes, so that a forward the file
         // cannot have changes nothing at all.
-        let applied = crate::forwards::sync_file(&mut self.maps, &plan.settings.forwards)
+        let applied = crate::forwards::sync_file(&mut self.maps, &plan.settings.forwards, true)
             .and_then(|()| configure(&mut self.maps, &plan))
             .and_then(|(cfg, pool)| {
                 for (switch, on) in nat_common::passthrough::Switch::ALL
