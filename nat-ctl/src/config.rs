@@ -631,6 +631,45 @@ mod tests {
     }
 
     #[test]
+    fn forward_tables_become_rules_and_say_which_one_is_wrong() {
+        let text = "[[forward]]\nproto = \"both\"\nport = 8080\nto = \"192.168.1.10:80\"\n\
+                    [[forward]]\nproto = \"udp\"\nport = \"6000-6001\"\nto = \"192.168.1.11\"\n\
+                    from = \"198.51.100.0/24\"\n";
+        let s = FileConfig::parse(text)
+            .unwrap()
+            .settings(&ifaces())
+            .unwrap();
+        let described: Vec<String> = s.forwards.iter().map(|r| r.describe()).collect();
+        assert_eq!(
+            described,
+            [
+                "tcp 8080 192.168.1.10:80",
+                "udp 8080 192.168.1.10:80",
+                "udp 6000-6001 192.168.1.11:6000-6001 from 198.51.100.0/24"
+            ]
+        );
+        let bad = "[[forward]]\nproto = \"tcp\"\nport = 80\nto = \"x\"\n\
+                   [[forward]]\nproto = \"tcp\"\nport = \"90-80\"\nto = \"192.168.1.2\"\n";
+        let e = FileConfig::parse(bad)
+            .unwrap()
+            .settings(&ifaces())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("[[forward]] number 1 (tcp 80)"),
+            "{e}"
+        );
+        let e = FileConfig::parse("[port_mapping]\nupnp = true\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `upnp`"), "{e}");
+        assert!(
+            FileConfig::parse("[port_mapping]\npcp = true\n")
+                .unwrap()
+                .settings(&ifaces())
+                .unwrap()
+                .pcp
+        );
+    }
+
+    #[test]
     fn errors_say_what_and_where() {
         let e = FileConfig::parse("lan = \"a\"\nbogus = 1\n")
             .unwrap_err()
