@@ -792,6 +792,18 @@ impl Model {
             return (true, input, Expect::Drop("drop_icmp_error_no_session"));
         };
         let (proto, int, iport) = ep;
+        // An IKE flow on the shared port 500 takes the remote's packets there, whatever
+        // mapping the endpoint also has (an earlier 500-to-500 flow that was not IKE): the
+        // error quotes the packet as the remote sent it, to port 500.
+        let ext = if proto == UDP
+            && iport == IKE_PORT
+            && rport == IKE_PORT
+            && self.ike_flows.contains(&(int, rem))
+        {
+            IKE_PORT
+        } else {
+            ext
+        };
         let l4 = L4::of_session(proto);
         // The packet as the LAN host received it, and as the remote sent it.
         let (qs, qd) = l4.inbound_ports(rport, iport);
