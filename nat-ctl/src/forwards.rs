@@ -538,7 +538,13 @@ impl Made {
 /// nothing: a failure removes what this call wrote.
 fn write(maps: &mut NatMaps, rules: &[ForwardRule], made: &Made) -> Result<()> {
     let ports: Vec<u16> = rules.iter().flat_map(|r| r.ports.clone()).collect();
-    take_from_pool(maps, &ports)?;
+    if matches!(made.origin, FORWARD_FROM_NATPMP | FORWARD_FROM_PCP) {
+        // A lease stays in the pool (the data path skips forwarded ports when it draws one):
+        // leases come and go at a LAN host's will, and taking each out would drain the pool.
+        own_ports(maps, &ports)?;
+    } else {
+        take_from_pool(maps, &ports)?;
+    }
     let written = (|| -> Result<()> {
         for rule in rules {
             for (k, mut v) in rule.entries(made.origin) {
@@ -748,8 +754,17 @@ pub enum LeaseRefused {
 /// ones.
 const LEASE_PORT_TRIES: usize = 64;
 
-/// Most leases one LAN host may hold: a quarter of the forwards there can be.
-pub const MAX_LEASES_PER_HOST: u32 = MAX_FORWARD_PORTS / 4;
+/// Most leases one LAN host may hold (removed ones included, until their sessions end).
+pub const MAX_LEASES_PER_HOST: u32 = 128;
+/// Most leases there may be, all hosts together: half the forwards, so that hosts with
+/// many addresses cannot keep the operator from forwarding.
+pub const MAX_LEASES: u32 = MAX_FORWARD_PORTS / 2;
+
+/// May a request with `nonce` (None: NAT-PMP) change lease `l`? One made by PCP only with
+/// its own nonce (RFC 6887 section 11.3); a NAT-PMP one by either protocol.
+fn nonce_matches(l: &Listed, nonce: Option<[u8; 12]>) -> bool {
+    l.origin != FORWARD_FROM_PCP || nonce == Some(l.nonce)
+}
 
 /// Grants `req` (under the CONFIG lock): renews the client's lease of that port if it has
 /// one, else leases a free external port (the suggested one when it can). Returns the
@@ -758,19 +773,27 @@ pub fn lease(maps: &mut NatMaps, req: &LeaseRequest) -> Result<Result<u16, Lease
     let _lock = maps.lock_config()?;
     let existing = list(maps)?;
     let mine = |l: &&Listed| {
-        l.rule.proto == req.proto && l.rule.to == req.client && l.rule.to_port == req.internal_port
+        l.rule.proto == req.proto
+            && l.rule.to == req.client
+            && l.rule.lan_ports().contains(&req.internal_port)
     };
     if let Some(have) = existing.iter().find(mine) {
-        if !have.is_lease() && !have.retired {
+        if !have.is_lease() {
+            if have.retired {
+                // The operator removed it: a host cannot bring it back.
+                return Ok(Err(LeaseRefused::NotAuthorized(format!(
+                    "{} was removed by the operator; its sessions still run",
+                    have.rule.describe()
+                ))));
+            }
             // The operator forwards it already: that is the mapping.
-            return Ok(Ok(*have.rule.ports.start()));
+            return Ok(Ok(
+                have.rule.ports.start() + (req.internal_port - have.rule.to_port)
+            ));
         }
-        if req
-            .nonce
-            .is_some_and(|n| have.origin == FORWARD_FROM_PCP && n != have.nonce)
-        {
+        if !nonce_matches(have, req.nonce) {
             return Ok(Err(LeaseRefused::NotAuthorized(
-                "the mapping was made with another nonce".into(),
+                "the mapping was made by PCP with another nonce".into(),
             )));
         }
         let port = *have.rule.ports.start();
@@ -789,10 +812,13 @@ pub fn lease(maps: &mut NatMaps, req: &LeaseRequest) -> Result<Result<u16, Lease
         return Ok(Ok(port));
     }
     let cfg = maps.read_config()?;
-    let held = existing
-        .iter()
-        .filter(|l| l.is_lease() && !l.retired && l.rule.to == req.client)
-        .count() as u32;
+    let leases = existing.iter().filter(|l| l.is_lease());
+    if leases.clone().count() as u32 >= MAX_LEASES {
+        return Ok(Err(LeaseRefused::NoResources(format!(
+            "the LAN holds {MAX_LEASES} leases, all there may be"
+        ))));
+    }
+    let held = leases.filter(|l| l.rule.to == req.client).count() as u32;
     let host_mappings = maps.host_mappings.get(&to_wire(req.client), 0).unwrap_or(0);
     if held >= MAX_LEASES_PER_HOST
         || (cfg.mappings_per_host != 0 && held + host_mappings >= cfg.mappings_per_host)
@@ -856,16 +882,22 @@ pub fn end_lease(
     let mut freed = Vec::new();
     for l in list(maps)? {
         let r = &l.rule;
-        if !l.is_lease() || l.retired || r.proto != proto || r.to != client {
+        if l.retired || r.proto != proto || r.to != client {
             continue;
         }
-        if internal_port != 0 && r.to_port != internal_port {
+        if internal_port != 0 && !r.lan_ports().contains(&internal_port) {
             continue;
         }
-        if nonce.is_some_and(|n| l.origin == FORWARD_FROM_PCP && n != l.nonce) {
-            return Ok(Err(LeaseRefused::NotAuthorized(
-                "the mapping was made with another nonce".into(),
-            )));
+        if !l.is_lease() || !nonce_matches(&l, nonce) {
+            if internal_port == 0 {
+                // "All of mine": those this request may end.
+                continue;
+            }
+            return Ok(Err(LeaseRefused::NotAuthorized(format!(
+                "{} was made by {}",
+                r.describe(),
+                l.origin_name()
+            ))));
         }
         set_retired(maps, r, true)?;
         freed.push(*r.ports.start());
@@ -929,6 +961,11 @@ fn take_from_pool(maps: &mut NatMaps, ports: &[u16]) -> Result<()> {
                 .context("writing PORT_POOL")?;
         }
     }
+    own_ports(maps, ports)
+}
+
+/// Marks `ports` the NAT's in PORT_IN_POOL, so that the WAN program looks their forwards up.
+fn own_ports(maps: &mut NatMaps, ports: &[u16]) -> Result<()> {
     for &port in ports {
         let (word, bit) = pool_bit(port);
         let v = maps.port_in_pool.get(&word, 0)?;

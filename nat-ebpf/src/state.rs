@@ -213,7 +213,9 @@ extern "C" fn try_random_port(_index: u64, ctx: *mut c_void) -> i64 {
     let Some(port) = PORT_POOL.get(slot) else {
         return 0;
     };
-    if shared_ike_port(s.ep.proto, *port) {
+    // A lease (NAT-PMP, PCP) stays in the pool, which it would otherwise drain: it is skipped
+    // here instead.
+    if shared_ike_port(s.ep.proto, *port) || is_forwarded(s.ep.proto, *port) {
         return 0;
     }
     match claim(&s.ep, &mut s.m, *port) {

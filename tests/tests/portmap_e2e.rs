@@ -120,27 +120,35 @@ fn a_lease_ends_with_its_lifetime_and_the_wan_cannot_ask() {
         "the lease outlived its lifetime: {}",
         nat.json(&["forward"])
     );
-    // From the WAN, the service is not there at all.
-    let wan = lab
-        .wan
-        .cmd("timeout")
-        .args([
-            "5",
-            "natpmpc",
-            "-g",
+    // From the WAN, the service is not there at all: not at the WAN address, and not at the
+    // LAN address either, even for a WAN host that routes the LAN through the router.
+    lab.wan
+        .ip(&[
+            "route",
+            "add",
+            "192.168.1.0/24",
+            "via",
             &ROUTER_WAN.to_string(),
-            "-a",
-            "7000",
-            "7000",
-            "tcp",
-            "60",
         ])
-        .output()
         .unwrap();
+    let dropped = nat.counter("drop_to_lan_address");
+    for gateway in [ROUTER_WAN, ROUTER_LAN] {
+        let gw = gateway.to_string();
+        let wan = lab
+            .wan
+            .cmd("timeout")
+            .args(["5", "natpmpc", "-g", &gw, "-a", "7000", "7000", "tcp", "60"])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&wan.stdout).contains("Mapped public port"),
+            "the WAN got a mapping from {gateway}: {}",
+            String::from_utf8_lossy(&wan.stdout)
+        );
+    }
     assert!(
-        !String::from_utf8_lossy(&wan.stdout).contains("Mapped public port"),
-        "the WAN got a mapping: {}",
-        String::from_utf8_lossy(&wan.stdout)
+        nat.counter("drop_to_lan_address") > dropped,
+        "not dropped by the WAN program"
     );
     assert_eq!(nat.json(&["forward"]), serde_json::json!([]));
 }
@@ -281,4 +289,149 @@ fn a_new_wan_address_is_announced_to_the_lan() {
     let (from, addr) = natpmp.unwrap_or_else(|| panic!("no announcement; log: {}", nat.log()));
     assert_eq!(from.ip(), std::net::IpAddr::V4(ROUTER_LAN));
     assert_eq!(addr, [203, 0, 113, 9]);
+}
+
+/// A NAT-PMP map request (RFC 6886 section 3.3) from `src` (UDP if `udp`): (result code,
+/// external port, lifetime) of the answer.
+fn natpmp_map(
+    ns: &Netns,
+    src: Ipv4Addr,
+    udp: bool,
+    internal: u16,
+    suggested: u16,
+    lifetime: u32,
+) -> (u16, u16, u32) {
+    let mut m = vec![0, if udp { 1 } else { 2 }, 0, 0];
+    m.extend_from_slice(&internal.to_be_bytes());
+    m.extend_from_slice(&suggested.to_be_bytes());
+    m.extend_from_slice(&lifetime.to_be_bytes());
+    let a = ns
+        .run(move || {
+            let s = UdpSocket::bind((src, 0)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            s.send_to(&m, (ROUTER_LAN, 5351)).unwrap();
+            let mut buf = [0u8; 64];
+            let n = s.recv(&mut buf).expect("a NAT-PMP answer");
+            buf[..n].to_vec()
+        })
+        .unwrap();
+    assert_eq!(a.len(), 16, "{a:?}");
+    (
+        u16::from_be_bytes([a[2], a[3]]),
+        u16::from_be_bytes([a[10], a[11]]),
+        u32::from_be_bytes(a[12..16].try_into().unwrap()),
+    )
+}
+
+fn ordinary_pool(nat: &NatDaemon) -> u64 {
+    nat.json(&["status"])["port_pool"]["ordinary"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn a_host_has_a_share_of_leases_which_leaves_the_pool_whole() {
+    let lab = Lab::new("pmquo").unwrap();
+    let nat = NatDaemon::start_with_config(&lab, CONFIG).unwrap();
+    until_served(&lab, &nat);
+    let pool = ordinary_pool(&nat);
+    let mut granted = 0;
+    let mut refused = 0;
+    for i in 0..130u16 {
+        // Paced under the per-host request rate.
+        std::thread::sleep(Duration::from_millis(60));
+        match natpmp_map(&lab.lan, LAN_HOST_A, true, 20_000 + i, 20_000 + i, 600) {
+            (0, ext, 600) => {
+                assert_ne!(ext, 0);
+                granted += 1;
+            }
+            (4, 0, 0) => refused += 1,
+            other => panic!("lease {i}: {other:?}"),
+        }
+    }
+    assert_eq!((granted, refused), (128, 2), "a host's share of leases");
+    // Another host is not affected, and the dynamic pool lost no port to the leases.
+    assert_eq!(natpmp_map(&lab.lan, LAN_HOST_B, true, 5000, 0, 600).0, 0);
+    assert_eq!(ordinary_pool(&nat), pool);
+    // NAT-PMP's "all of mine": internal port 0, lifetime 0.
+    assert_eq!(natpmp_map(&lab.lan, LAN_HOST_A, true, 0, 0, 0), (0, 0, 0));
+    let left = nat.json(&["forward"]);
+    assert_eq!(
+        left.as_array().unwrap().len(),
+        1,
+        "only B's lease is left: {left}"
+    );
+    assert_eq!(left[0]["to"], LAN_HOST_B.to_string());
+}
+
+#[test]
+fn leases_are_clamped_avoid_the_routers_ports_and_respect_the_operator_and_nonces() {
+    let lab = Lab::new("pmrul").unwrap();
+    let nat = NatDaemon::start_with_config(&lab, CONFIG).unwrap();
+    until_served(&lab, &nat);
+    // A day at most.
+    let (code, _, lifetime) = natpmp_map(&lab.lan, LAN_HOST_A, false, 81, 8081, 1_000_000);
+    assert_eq!((code, lifetime), (0, 86_400));
+    // A port the router listens on is not leased: another one is.
+    let _service = lab
+        .router
+        .run(|| std::net::TcpListener::bind(("0.0.0.0", 2323)))
+        .unwrap()
+        .unwrap();
+    let (code, ext, _) = natpmp_map(&lab.lan, LAN_HOST_A, false, 82, 2323, 600);
+    assert_eq!(code, 0);
+    assert_ne!(ext, 2323, "leased the router's own port");
+
+    // The operator removes a forward whose connection still runs: the host it led to cannot
+    // bring it back.
+    let out = nat.ctl(&["forward", "add", "tcp", "8090", &format!("{LAN_HOST_A}:90")]);
+    assert!(out.status.success());
+    let listener = lab
+        .lan
+        .run(|| std::net::TcpListener::bind((LAN_HOST_A, 90)))
+        .unwrap()
+        .unwrap();
+    let _client = lab
+        .wan
+        .run(|| TcpStream::connect((ROUTER_WAN, 8090)))
+        .unwrap()
+        .unwrap();
+    let _server = listener.accept().unwrap();
+    assert!(nat.ctl(&["forward", "del", "tcp", "8090"]).status.success());
+    let (code, ..) = natpmp_map(&lab.lan, LAN_HOST_A, false, 90, 8090, 600);
+    assert_eq!(
+        code, 2,
+        "a host brought back the operator's removed forward"
+    );
+    let active = nat.json(&["forward"]);
+    assert!(
+        active
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["origin"] != "command"),
+        "{active}"
+    );
+
+    // A PCP lease is not NAT-PMP's to renew or delete: its nonce is needed.
+    let udp = nat_common::proto::IPPROTO_UDP;
+    let (code, ..) = pcp_answer(&pcp(
+        &lab.lan,
+        LAN_HOST_B,
+        pcp_map(LAN_HOST_B, [3; 12], udp, 7100, 600),
+    ));
+    assert_eq!(code, 0);
+    assert_eq!(natpmp_map(&lab.lan, LAN_HOST_B, true, 7100, 0, 600).0, 2);
+    assert_eq!(natpmp_map(&lab.lan, LAN_HOST_B, true, 7100, 0, 0).0, 2);
+    // A bad PCP request's answer names its nonce, so the client can match it.
+    let a = pcp(
+        &lab.lan,
+        LAN_HOST_B,
+        pcp_map(LAN_HOST_B, [4; 12], 132, 7101, 600),
+    );
+    assert_eq!(
+        (a[3], &a[24..36]),
+        (9, &[4u8; 12][..]),
+        "UNSUPP_PROTOCOL, nonce echoed"
+    );
 }

@@ -93,7 +93,7 @@ impl Daemon<'_> {
                 {
                     match req {
                         Ok((msg, from)) => {
-                            let pm = portmap.as_ref().expect("guarded");
+                            let pm = portmap.as_mut().expect("guarded");
                             pm.serve(&mut self.maps, &msg, from, self.plan.wan_addr).await;
                         }
                         Err(e) => log::warn!("port mapping socket: {e}"),
@@ -111,8 +111,8 @@ impl Daemon<'_> {
                         Ok(c) => {
                             let wan = self.plan.wan_addr;
                             self.network_changed(c);
-                            if let (Some(pm), true) = (&portmap, self.plan.wan_addr != wan) {
-                                pm.announce(self.plan.wan_addr).await;
+                            if let (Some(pm), true) = (&mut portmap, self.plan.wan_addr != wan) {
+                                pm.announce(self.plan.wan_addr);
                             }
                         }
                         Err(e) => {
@@ -182,12 +182,12 @@ impl Daemon<'_> {
         }
         let (lan, addr) = (&self.plan.settings.lan, self.plan.lan_net.addr);
         match crate::portmap::PortMapService::open(lan, addr) {
-            Ok(pm) => {
+            Ok(mut pm) => {
                 log::info!(
                     "NAT-PMP and PCP on {addr}:{}",
                     crate::portmap::wire::SERVER_PORT
                 );
-                pm.announce(self.plan.wan_addr).await;
+                pm.announce(self.plan.wan_addr);
                 *portmap = Some(pm);
             }
             Err(e) => log::error!("cannot serve NAT-PMP and PCP: {e:#}"),

@@ -27,12 +27,22 @@ use crate::{
 /// The longest lease granted, whatever is asked (a client renews before it ends).
 pub const MAX_LIFETIME: u32 = 86_400;
 
+/// Requests one LAN host may make per second, on average, and at once: more are dropped
+/// unanswered (RFC 6887 section 8.3 lets a server do so when it is overloaded), so that no
+/// host keeps the daemon, which serves them between its other work, busy.
+const REQUESTS_PER_SECOND: f64 = 20.0;
+const REQUEST_BURST: f64 = 40.0;
+/// Hosts whose request rate is followed; beyond, the least recent is forgotten.
+const RATE_HOSTS: usize = 1024;
+
 /// The NAT-PMP and PCP server.
 pub struct PortMapService {
-    socket: UdpSocket,
-    /// Its start: the epoch both protocols report (a client that sees it go back knows the
-    /// server lost its mappings, and makes them again).
+    socket: std::sync::Arc<UdpSocket>,
+    /// The epoch both protocols report counts from here (a client that sees it go back
+    /// knows the server lost its mappings or changed its address, and makes them again).
     started: Instant,
+    /// Per LAN host: tokens left and when they were counted.
+    rates: std::collections::HashMap<Ipv4Addr, (f64, Instant)>,
 }
 
 impl PortMapService {
@@ -49,9 +59,34 @@ impl PortMapService {
         s.set_multicast_if_v4(&lan_addr)?;
         s.set_nonblocking(true)?;
         Ok(PortMapService {
-            socket: UdpSocket::from_std(s.into())?,
+            socket: std::sync::Arc::new(UdpSocket::from_std(s.into())?),
             started: Instant::now(),
+            rates: std::collections::HashMap::new(),
         })
+    }
+
+    /// May `client` make one more request now?
+    fn admit(&mut self, client: Ipv4Addr) -> bool {
+        let now = Instant::now();
+        if self.rates.len() >= RATE_HOSTS && !self.rates.contains_key(&client) {
+            let oldest = self
+                .rates
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(a, _)| *a);
+            if let Some(a) = oldest {
+                self.rates.remove(&a);
+            }
+        }
+        let (tokens, at) = self.rates.entry(client).or_insert((REQUEST_BURST, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * REQUESTS_PER_SECOND)
+            .min(REQUEST_BURST);
+        *at = now;
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
     }
 
     fn epoch(&self) -> u32 {
@@ -60,17 +95,22 @@ impl PortMapService {
 
     /// The next request: its bytes and where it came from.
     pub async fn recv(&self) -> std::io::Result<(Vec<u8>, SocketAddr)> {
-        let mut buf = vec![0u8; 1100];
+        // One more than PCP's largest message, so that a longer one is seen as such.
+        let mut buf = vec![0u8; 1101];
         let (n, from) = self.socket.recv_from(&mut buf).await?;
         buf.truncate(n);
         Ok((buf, from))
     }
 
     /// Answers one request from `from` (if it needs an answer), acting on `maps`.
-    pub async fn serve(&self, maps: &mut NatMaps, msg: &[u8], from: SocketAddr, wan: Ipv4Addr) {
+    pub async fn serve(&mut self, maps: &mut NatMaps, msg: &[u8], from: SocketAddr, wan: Ipv4Addr) {
         let SocketAddr::V4(from) = from else {
             return;
         };
+        if !self.admit(*from.ip()) {
+            log::debug!("port mapping: {from} asks too often; dropped");
+            return;
+        }
         let answer = match self.answer(maps, msg, from, wan) {
             Ok(a) => a,
             Err(e) => {
@@ -124,7 +164,11 @@ impl PortMapService {
                     }
                 }
                 let nonce = pcp.as_ref().map(|m| m.nonce);
-                let (result, port, lifetime) = if lifetime == 0 {
+                let (result, port, lifetime) = if internal_port == 0 && lifetime != 0 {
+                    // NAT-PMP: port 0 only ever means "all", for deleting.
+                    let refused = LeaseRefused::NotAuthorized("internal port 0".into());
+                    (Err(refused), 0, 0)
+                } else if lifetime == 0 {
                     let ended = forwards::end_lease(maps, client, proto, internal_port, nonce)?;
                     match ended {
                         Ok(freed) => {
@@ -191,20 +235,33 @@ impl PortMapService {
         }))
     }
 
-    /// Tells the LAN the external address (a new one, or a new epoch): NAT-PMP's
-    /// announcement and PCP's unsolicited ANNOUNCE, to 224.0.0.1:5350 (RFC 6886 section
-    /// 3.2.1, RFC 6887 section 14.1.3).
-    pub async fn announce(&self, wan: Ipv4Addr) {
-        let to = SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 1), wire::ANNOUNCE_PORT);
-        let epoch = self.epoch();
-        for msg in [
-            wire::natpmp_external(natpmp_result::SUCCESS, epoch, wan),
-            wire::pcp_announce(epoch),
-        ] {
-            if let Err(e) = self.socket.send_to(&msg, to).await {
-                log::warn!("announcing the external address {wan} to the LAN: {e}");
+    /// Tells the LAN the external address, at start or when it changed: the epoch starts
+    /// again (RFC 6887 section 8.5: so PCP clients make their mappings again), and NAT-PMP's
+    /// announcement and PCP's unsolicited ANNOUNCE go to 224.0.0.1:5350, ten times, 250 ms
+    /// apart at first and twice as long each time (RFC 6886 section 3.2.1, RFC 6887
+    /// section 14.1.3), in the background.
+    pub fn announce(&mut self, wan: Ipv4Addr) {
+        self.started = Instant::now();
+        let socket = self.socket.clone();
+        let started = self.started;
+        tokio::spawn(async move {
+            let to = SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 1), wire::ANNOUNCE_PORT);
+            let mut pause = std::time::Duration::from_millis(250);
+            for _ in 0..10 {
+                let epoch = started.elapsed().as_secs() as u32;
+                for msg in [
+                    wire::natpmp_external(natpmp_result::SUCCESS, epoch, wan),
+                    wire::pcp_announce(epoch),
+                ] {
+                    if let Err(e) = socket.send_to(&msg, to).await {
+                        log::warn!("announcing the external address {wan} to the LAN: {e}");
+                        return;
+                    }
+                }
+                tokio::time::sleep(pause).await;
+                pause *= 2;
             }
-        }
+        });
     }
 }
 

@@ -30,6 +30,7 @@ pub mod pcp_result {
     pub const MALFORMED_REQUEST: u8 = 3;
     pub const UNSUPP_OPCODE: u8 = 4;
     pub const UNSUPP_OPTION: u8 = 5;
+    pub const MALFORMED_OPTION: u8 = 6;
     pub const NETWORK_FAILURE: u8 = 7;
     pub const NO_RESOURCES: u8 = 8;
     pub const UNSUPP_PROTOCOL: u8 = 9;
@@ -86,7 +87,7 @@ pub fn parse(msg: &[u8], epoch: u32) -> Result<Request, Refused> {
         Some(&PCP_VERSION) => parse_pcp(msg, epoch),
         // RFC 6887 section 9: a version neither speaks gets a PCP UNSUPP_VERSION answer
         // naming the highest version this server speaks (it is in the header).
-        Some(_) if msg.len() >= 2 => Err(Refused(Some(pcp_header(
+        Some(_) if msg.len() >= 2 && msg[1] & 0x80 == 0 => Err(Refused(Some(pcp_header(
             msg[1] & 0x7f,
             pcp_result::UNSUPP_VERSION,
             PCP_ERROR_LIFETIME,
@@ -119,11 +120,16 @@ fn parse_natpmp(msg: &[u8], epoch: u32) -> Result<Request, Refused> {
         }),
         // Too short for its opcode: nothing to answer with.
         (0..=2, _) => Err(Refused(None)),
-        _ => Err(Refused(Some(natpmp_header(
-            op,
-            natpmp_result::UNSUPPORTED_OPCODE,
-            epoch,
-        )))),
+        // RFC 6886 section 3.5: the whole request comes back, as a response, with result
+        // code 5 where a request has its reserved field.
+        _ => {
+            let mut back = msg.to_vec();
+            back[1] |= 0x80;
+            back.resize(back.len().max(4), 0);
+            back[2..4].copy_from_slice(&natpmp_result::UNSUPPORTED_OPCODE.to_be_bytes());
+            let _ = epoch;
+            Err(Refused(Some(back)))
+        }
     }
 }
 
@@ -133,13 +139,18 @@ fn parse_pcp(msg: &[u8], epoch: u32) -> Result<Request, Refused> {
         return Err(Refused(None));
     }
     let op = msg[1] & 0x7f;
+    // An error answer repeats the request's opcode data when it has it (RFC 6887 section
+    // 7.2): a client matches MAP answers by their nonce.
+    let data = match op {
+        PCP_OP_MAP if msg.len() >= PCP_HEADER + PCP_MAP_DATA => {
+            &msg[PCP_HEADER..PCP_HEADER + PCP_MAP_DATA]
+        }
+        _ => &[][..],
+    };
     let error = |code| {
-        Err(Refused(Some(pcp_header(
-            op,
-            code,
-            PCP_ERROR_LIFETIME,
-            epoch,
-        ))))
+        let mut a = pcp_header(op, code, PCP_ERROR_LIFETIME, epoch);
+        a.extend_from_slice(data);
+        Err(Refused(Some(a)))
     };
     // RFC 6887 section 8.3: shorter than a header, longer than 1100, not a multiple of 4.
     if msg.len() < PCP_HEADER || msg.len() > PCP_MAX || !msg.len().is_multiple_of(4) {
@@ -164,7 +175,7 @@ fn parse_pcp(msg: &[u8], epoch: u32) -> Result<Request, Refused> {
         let (code, len) = (rest[0], u16::from_be_bytes([rest[2], rest[3]]) as usize);
         let padded = len.div_ceil(4) * 4;
         if rest.len() < 4 + padded {
-            return error(pcp_result::MALFORMED_REQUEST);
+            return error(pcp_result::MALFORMED_OPTION);
         }
         if code < 128 {
             return error(pcp_result::UNSUPP_OPTION);
@@ -183,8 +194,9 @@ fn parse_pcp(msg: &[u8], epoch: u32) -> Result<Request, Refused> {
         return error(pcp_result::UNSUPP_PROTOCOL);
     }
     let internal_port = u16::from_be_bytes([d[16], d[17]]);
-    if internal_port == 0 {
-        // "All ports" is for protocols without ports.
+    if internal_port == 0 && lifetime != 0 {
+        // Port 0 is "all ports": for deleting all of the client's mappings (RFC 6887
+        // section 11.1), not for making one.
         return error(pcp_result::MALFORMED_REQUEST);
     }
     Ok(Request::Map {
@@ -317,8 +329,9 @@ mod tests {
         // A response is never answered; an unknown opcode gets its own header back.
         assert_eq!(parse(&[0, 128, 0, 0], 5), Err(Refused(None)));
         assert_eq!(
-            parse(&[0, 9], 5),
-            Err(Refused(Some(vec![0, 137, 0, 5, 0, 0, 0, 5])))
+            parse(&[0, 9, 0, 0, 1, 2], 5),
+            Err(Refused(Some(vec![0, 137, 0, 5, 1, 2]))),
+            "the whole request back, result 5"
         );
         assert_eq!(parse(&[0, 1, 0, 0], 5), Err(Refused(None)), "too short");
         assert_eq!(
@@ -377,6 +390,30 @@ mod tests {
         let mut short = pcp_map_request(client, IPPROTO_TCP, 80, 60);
         short.truncate(40);
         assert_eq!(code(&short), Some(pcp_result::MALFORMED_REQUEST));
+        // An error answer to a MAP repeats its opcode data, nonce first.
+        let sctp = match parse(&pcp_map_request(client, 132, 80, 60), 1) {
+            Err(Refused(Some(a))) => a,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((sctp.len(), &sctp[24..36]), (60, &[7u8; 12][..]));
+        let mut truncated = pcp_map_request(client, IPPROTO_TCP, 80, 60);
+        truncated.extend_from_slice(&[200, 0, 0, 8, 0, 0, 0, 0]);
+        assert_eq!(code(&truncated), Some(pcp_result::MALFORMED_OPTION));
+        assert!(
+            matches!(
+                parse(&pcp_map_request(client, IPPROTO_TCP, 0, 0), 1),
+                Ok(Request::Map {
+                    internal_port: 0,
+                    lifetime: 0,
+                    ..
+                })
+            ),
+            "port 0, lifetime 0: delete all"
+        );
+        assert_eq!(
+            code(&pcp_map_request(client, IPPROTO_TCP, 0, 60)),
+            Some(pcp_result::MALFORMED_REQUEST)
+        );
         let mut odd = pcp_map_request(client, IPPROTO_TCP, 80, 60);
         odd.push(0);
         assert_eq!(code(&odd), Some(pcp_result::MALFORMED_REQUEST));
