@@ -550,6 +550,8 @@ pub const FORWARD_FROM_COMMAND: u8 = 2;
 pub const FORWARD_FROM_NATPMP: u8 = 3;
 /// Forward::origin: a PCP MAP lease of the LAN host it leads to (RFC 6887).
 pub const FORWARD_FROM_PCP: u8 = 4;
+/// Forward::origin: a UPnP IGD AddPortMapping of the LAN host it leads to.
+pub const FORWARD_FROM_UPNP: u8 = 5;
 
 /// Forwarded external ports (FORWARDS), all forwards together: a port range counts a port
 /// each.

@@ -53,6 +53,8 @@ pub struct FileConfig {
 pub struct PortMappingSection {
     /// NAT-PMP and PCP on UDP 5351 of the LAN address (crate::portmap); unset: off.
     pub pcp: Option<bool>,
+    /// UPnP IGD on the LAN address (crate::portmap::upnp); unset: off.
+    pub upnp: Option<bool>,
 }
 
 /// One `[[forward]]` table, as `nat-ctl forward add` takes it.
@@ -248,6 +250,8 @@ pub struct Settings {
     pub forwards: Vec<crate::forwards::ForwardRule>,
     /// `[port_mapping] pcp`: serve NAT-PMP and PCP to the LAN.
     pub pcp: bool,
+    /// `[port_mapping] upnp`: serve UPnP IGD to the LAN.
+    pub upnp: bool,
 }
 
 /// What the interfaces contribute to the data path's configuration.
@@ -530,6 +534,7 @@ impl FileConfig {
             icmp_prohibited: self.limits.icmp_prohibited.unwrap_or(false),
             forwards: self.forwards()?,
             pcp: self.port_mapping.pcp.unwrap_or(false),
+            upnp: self.port_mapping.upnp.unwrap_or(false),
         })
     }
 }
@@ -658,8 +663,8 @@ mod tests {
             e.to_string().contains("[[forward]] number 1 (tcp 80)"),
             "{e}"
         );
-        let e = FileConfig::parse("[port_mapping]\nupnp = true\n").unwrap_err();
-        assert!(e.to_string().contains("unknown field `upnp`"), "{e}");
+        let e = FileConfig::parse("[port_mapping]\nupnpp = true\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `upnpp`"), "{e}");
         assert!(
             FileConfig::parse("[port_mapping]\npcp = true\n")
                 .unwrap()

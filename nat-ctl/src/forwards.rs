@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, bail};
 use nat_common::{
     maps::{
         EndpointKey, ExternalKey, FORWARD_FROM_FILE, FORWARD_FROM_NATPMP, FORWARD_FROM_PCP,
-        Forward, LAN_SIDE_PREFIX, LAN_SIDE_ROUTER, MAX_FORWARD_PORTS,
+        FORWARD_FROM_UPNP, Forward, LAN_SIDE_PREFIX, LAN_SIDE_ROUTER, MAX_FORWARD_PORTS,
     },
     ports::pool_bit,
     proto::{IPPROTO_TCP, IPPROTO_UDP},
@@ -267,8 +267,16 @@ impl Listed {
 
     /// Made by a LAN host's request (NAT-PMP, PCP), not by the operator.
     pub fn is_lease(&self) -> bool {
-        matches!(self.origin, FORWARD_FROM_NATPMP | FORWARD_FROM_PCP)
+        is_lease(self.origin)
     }
+}
+
+/// Is a forward of `origin` a LAN host's lease (NAT-PMP, PCP, UPnP)?
+pub fn is_lease(origin: u8) -> bool {
+    matches!(
+        origin,
+        FORWARD_FROM_NATPMP | FORWARD_FROM_PCP | FORWARD_FROM_UPNP
+    )
 }
 
 /// Who made a forward, as `nat-ctl forward` shows it.
@@ -277,6 +285,7 @@ pub fn origin_name(origin: u8) -> &'static str {
         FORWARD_FROM_FILE => "file",
         FORWARD_FROM_NATPMP => "nat-pmp",
         FORWARD_FROM_PCP => "pcp",
+        FORWARD_FROM_UPNP => "upnp",
         _ => "command",
     }
 }
@@ -538,7 +547,7 @@ impl Made {
 /// nothing: a failure removes what this call wrote.
 fn write(maps: &mut NatMaps, rules: &[ForwardRule], made: &Made) -> Result<()> {
     let ports: Vec<u16> = rules.iter().flat_map(|r| r.ports.clone()).collect();
-    if matches!(made.origin, FORWARD_FROM_NATPMP | FORWARD_FROM_PCP) {
+    if is_lease(made.origin) {
         // A lease stays in the pool (the data path skips forwarded ports when it draws one):
         // leases come and go at a LAN host's will, and taking each out would drain the pool.
         own_ports(maps, &ports)?;
@@ -734,9 +743,11 @@ pub struct LeaseRequest {
     pub suggested_port: u16,
     pub lifetime: u32,
     pub now_s: u32,
-    /// PCP's nonce; None for NAT-PMP.
+    /// PCP's nonce; None for NAT-PMP and UPnP.
     pub nonce: Option<[u8; 12]>,
     pub origin: u8,
+    /// The suggested port or none (UPnP's AddPortMapping names the external port).
+    pub exact: bool,
 }
 
 /// Why a lease was refused, in the terms both protocols answer with.
@@ -831,10 +842,14 @@ pub fn lease(maps: &mut NatMaps, req: &LeaseRequest) -> Result<Result<u16, Lease
     let lan_side = maps.lan_side_entries()?;
     let router_ports = RouterPorts::read()?;
     let random = (0..LEASE_PORT_TRIES).map(|_| rand::random::<u16>().max(1024));
-    let candidates = [req.suggested_port, req.internal_port]
+    let others = (!req.exact)
+        .then_some(req.internal_port)
         .into_iter()
-        .filter(|p| *p != 0)
-        .chain(random);
+        .chain(random.take(if req.exact { 0 } else { LEASE_PORT_TRIES }));
+    let candidates = [req.suggested_port]
+        .into_iter()
+        .chain(others)
+        .filter(|p| *p != 0);
     let mut why = String::from("no port tried");
     for port in candidates {
         let rule = ForwardRule {

@@ -435,3 +435,69 @@ fn leases_are_clamped_avoid_the_routers_ports_and_respect_the_operator_and_nonce
         "UNSUPP_PROTOCOL, nonce echoed"
     );
 }
+
+/// `upnpc -m eth0 -i ARGS` in `ns` (miniupnpc, discovering the router by SSDP on the LAN):
+/// (success, stdout). `-i`: miniupnpc takes an IGD whose external address is reserved (the
+/// labs' is a documentation address, 203.0.113.1) for "not connected" and does nothing
+/// with it unless told to go on.
+fn upnpc(ns: &Netns, args: &[&str]) -> (bool, String) {
+    let out = ns
+        .cmd("timeout")
+        .args(["20", "upnpc", "-m", "eth0", "-i"])
+        .args(args)
+        .output()
+        .expect("upnpc");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn upnpc_maps_lists_and_deletes_a_port_that_a_wan_client_reaches() {
+    let lab = Lab::new("pmupnp").unwrap();
+    let nat = NatDaemon::start_with_config(&lab, "[port_mapping]\nupnp = true\n").unwrap();
+    let a = LAN_HOST_A.to_string();
+    let (_, out) = upnpc(&lab.lan, &["-a", &a, "86", "8086", "TCP", "600"]);
+    assert!(
+        out.contains("is redirected to internal 192.168.1.2:86"),
+        "{out}\nlog: {}",
+        nat.log()
+    );
+    let list = nat.json(&["forward"]);
+    assert_eq!(
+        (list[0]["origin"].as_str(), list[0]["port"].as_u64()),
+        (Some("upnp"), Some(8086)),
+        "{list}"
+    );
+    let sink = TcpSink::start(&lab.lan, LAN_HOST_A, 86).unwrap();
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i * 13) as u8).collect();
+    let hash = tcp_send(
+        &lab.wan,
+        SERVER,
+        SocketAddrV4::new(ROUTER_WAN, 8086),
+        &payload,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}; log: {}", nat.log()));
+    assert_eq!(hash, sha256(&payload));
+    sink.finish().unwrap();
+    // upnpc -l lists it, with the external address.
+    let (_, out) = upnpc(&lab.lan, &["-l"]);
+    assert!(
+        out.contains(&format!("ExternalIPAddress = {ROUTER_WAN}")),
+        "{out}"
+    );
+    assert!(out.contains("8086->192.168.1.2:86"), "{out}");
+    // Another host's address is refused; so is a port another forward has.
+    let b = LAN_HOST_B.to_string();
+    let (_, out) = upnpc(&lab.lan, &["-a", &b, "87", "8087", "TCP", "600"]);
+    assert!(!out.contains("is redirected"), "{out}");
+    assert_eq!(nat.json(&["forward"]).as_array().unwrap().len(), 1);
+    // Deleted, it lets nothing in.
+    let (_, out) = upnpc(&lab.lan, &["-d", "8086", "TCP"]);
+    assert!(
+        out.contains("UPNP_DeletePortMapping() returned : 0"),
+        "{out}"
+    );
+    assert_eq!(nat.json(&["forward"]), serde_json::json!([]));
+}

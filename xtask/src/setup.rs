@@ -20,8 +20,9 @@ const PACKAGES: &[(&str, &str)] = &[
     // The port-forward tests: a real web server on a LAN host, a real client on the WAN.
     ("curl", "curl"),
     ("python3", "python3"),
-    // The port-mapping tests' real NAT-PMP client (libnatpmp).
+    // The port-mapping tests' real clients: NAT-PMP (libnatpmp) and UPnP IGD (miniupnpc).
     ("natpmpc", "natpmpc"),
+    ("upnpc", "miniupnpc"),
     // strongSwan, the real IKEv2 client and responder of the passthrough tests; its
     // userspace ESP (kernel-libipsec, over TUN), as this kernel has no ESP of its own.
     ("/usr/lib/ipsec/charon", "strongswan-charon"),

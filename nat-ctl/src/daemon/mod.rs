@@ -73,6 +73,8 @@ impl Daemon<'_> {
         // off).
         let mut portmap = None;
         self.follow_port_mapping(&mut portmap).await;
+        let mut upnp = None;
+        self.follow_upnp(&mut upnp);
         if let Some(addr) = self.args.metrics {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -87,6 +89,7 @@ impl Daemon<'_> {
                 _ = hup.recv() => {
                     self.reload();
                     self.follow_port_mapping(&mut portmap).await;
+                    self.follow_upnp(&mut upnp);
                 }
                 req = async { portmap.as_ref().expect("guarded").recv().await },
                     if portmap.is_some() =>
@@ -166,6 +169,30 @@ impl Daemon<'_> {
         }
         println!("stopping");
         Ok(())
+    }
+
+    /// Starts or stops the UPnP IGD service as the settings say.
+    fn follow_upnp(&self, upnp: &mut Option<crate::portmap::upnp::UpnpService>) {
+        let wanted = self.plan.settings.upnp;
+        if wanted == upnp.is_some() {
+            return;
+        }
+        if !wanted {
+            *upnp = None;
+            log::info!("UPnP IGD off");
+            return;
+        }
+        let (lan, addr) = (&self.plan.settings.lan, self.plan.lan_net.addr);
+        match crate::portmap::upnp::UpnpService::open(self.instance, lan, addr) {
+            Ok(u) => {
+                log::info!(
+                    "UPnP IGD on {addr} (SSDP on 1900, http://{addr}:{}/rootDesc.xml)",
+                    crate::portmap::upnp::HTTP_PORT
+                );
+                *upnp = Some(u);
+            }
+            Err(e) => log::error!("cannot serve UPnP IGD: {e:#}"),
+        }
     }
 
     /// Opens or closes the NAT-PMP/PCP service as the settings say, and announces the

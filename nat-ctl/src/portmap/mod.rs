@@ -8,6 +8,7 @@
 //! client address must match it), a PCP mapping is refreshed or deleted only with the nonce
 //! that made it, and a host's leases count in its share of mappings.
 
+pub mod upnp;
 pub mod wire;
 
 use anyhow::{Context as _, Result};
@@ -197,6 +198,7 @@ impl PortMapService {
                         } else {
                             FORWARD_FROM_NATPMP
                         },
+                        exact: false,
                     };
                     match forwards::lease(maps, &req)? {
                         Ok(port) => {
