@@ -113,8 +113,12 @@ pub struct NatConfig {
     /// unreachable, administratively prohibited (RFC 5508 REQ-8); 0: the packet is only
     /// dropped and counted.
     pub icmp_prohibited: u32,
+    /// The DMZ host (0: none): new TCP and UDP flows to a port of the NAT's that no mapping
+    /// and no forward explains go to it.
+    pub dmz_addr: u32,
+    pub _reserved: u32,
 }
-const _: () = assert!(size_of::<NatConfig>() == 96);
+const _: () = assert!(size_of::<NatConfig>() == 104);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -44,7 +44,17 @@ pub struct FileConfig {
     #[serde(default)]
     pub forward: Vec<ForwardSection>,
     #[serde(default)]
+    pub dmz: DmzSection,
+    #[serde(default)]
     pub port_mapping: PortMappingSection,
+}
+
+/// `[dmz]`: one LAN host that gets the unsolicited flows nothing else explains.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DmzSection {
+    /// The DMZ host; unset: none (unsolicited flows are dropped).
+    pub host: Option<Ipv4Addr>,
 }
 
 /// `[port_mapping]`: what LAN hosts may ask for themselves.
@@ -252,6 +262,8 @@ pub struct Settings {
     pub pcp: bool,
     /// `[port_mapping] upnp`: serve UPnP IGD to the LAN.
     pub upnp: bool,
+    /// `[dmz] host`.
+    pub dmz: Option<Ipv4Addr>,
 }
 
 /// What the interfaces contribute to the data path's configuration.
@@ -304,6 +316,8 @@ impl Settings {
             sessions_per_host: self.sessions_per_host,
             vpn_state_per_host: self.vpn_state_per_host,
             icmp_prohibited: u32::from(self.icmp_prohibited),
+            dmz_addr: self.dmz.map_or(0, crate::wire::to_wire),
+            _reserved: 0,
             // A fresh seed per configuration, so flows cannot be picked to collide in the
             // flow cache; set with the set count by NatMaps::write_config.
             flow_seed: 0,
@@ -535,6 +549,7 @@ impl FileConfig {
             forwards: self.forwards()?,
             pcp: self.port_mapping.pcp.unwrap_or(false),
             upnp: self.port_mapping.upnp.unwrap_or(false),
+            dmz: self.dmz.host,
         })
     }
 }

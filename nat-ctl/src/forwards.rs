@@ -405,15 +405,17 @@ pub fn conflict(
 
 /// Why `rule.to` is not a LAN host a forward may lead to, if it is not.
 fn lan_host_refusal(rule: &ForwardRule, lan_side: &[(Ipv4Addr, u8, u32)]) -> Option<String> {
-    let to = u32::from(rule.to);
+    not_a_lan_host(rule.to, lan_side)
+}
+
+/// Why `addr` is not a LAN host (of `lan_side`: address, prefix length, kind), if it is not.
+pub(crate) fn not_a_lan_host(addr: Ipv4Addr, lan_side: &[(Ipv4Addr, u8, u32)]) -> Option<String> {
+    let to = u32::from(addr);
     if lan_side
         .iter()
-        .any(|(a, l, k)| *k == LAN_SIDE_ROUTER && *l == 32 && *a == rule.to)
+        .any(|(a, l, k)| *k == LAN_SIDE_ROUTER && *l == 32 && *a == addr)
     {
-        return Some(format!(
-            "{} is the router's own LAN address: a forward goes to a LAN host",
-            rule.to
-        ));
+        return Some(format!("{} is the router's own LAN address", addr));
     }
     let subnet = lan_side.iter().find(|(a, l, k)| {
         *k == LAN_SIDE_PREFIX && {
@@ -424,8 +426,8 @@ fn lan_host_refusal(rule: &ForwardRule, lan_side: &[(Ipv4Addr, u8, u32)]) -> Opt
     match subnet {
         None => {
             return Some(format!(
-                "{} is not on the LAN side (its prefixes: {}): a forward goes to a LAN host",
-                rule.to,
+                "{} is not on the LAN side (its prefixes: {})",
+                addr,
                 lan_side
                     .iter()
                     .filter(|(_, _, k)| *k == LAN_SIDE_PREFIX)
@@ -439,7 +441,7 @@ fn lan_host_refusal(rule: &ForwardRule, lan_side: &[(Ipv4Addr, u8, u32)]) -> Opt
             if to == u32::from(*a) || to == u32::from(*a) | host_bits {
                 return Some(format!(
                     "{} is the network or broadcast address of {a}/{l}, not a LAN host",
-                    rule.to
+                    addr
                 ));
             }
         }

@@ -70,7 +70,7 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
             return Ok(v);
         }
     }
-    let to = match lan_endpoint(ctx, &pkt, ext_port, shared_ike, now)? {
+    let to = match lan_endpoint(ctx, cfg, &pkt, ext_port, shared_ike, now)? {
         Continue(to) => to,
         Break(routers) => return Ok(routers),
     };
@@ -158,6 +158,7 @@ struct LanEndpoint {
 #[inline(always)]
 fn lan_endpoint(
     ctx: &XdpContext,
+    cfg: &NatConfig,
     pkt: &Ipv4<'_>,
     ext_port: u16,
     shared_ike: bool,
@@ -181,7 +182,7 @@ fn lan_endpoint(
         _pad: 0,
     };
     let Some(m) = MAPPINGS_IN.get_ptr(&ext) else {
-        return forwarded_endpoint(pkt, &ext);
+        return forwarded_endpoint(cfg, pkt, &ext);
     };
     // SAFETY: map value pointer from a successful lookup; copied out at once.
     let m = unsafe { *m };
@@ -195,13 +196,24 @@ fn lan_endpoint(
     }))
 }
 
-/// The LAN endpoint of the port forward of `ext`, for a WAN source it admits.
+/// The LAN endpoint of the port forward of `ext`, for a WAN source it admits; else the DMZ
+/// host's same port, when there is one.
 #[inline(always)]
 fn forwarded_endpoint(
+    cfg: &NatConfig,
     pkt: &Ipv4<'_>,
     ext: &ExternalKey,
 ) -> Result<ControlFlow<Verdict, LanEndpoint>, Counter> {
     let Some(f) = FORWARDS.get_ptr(ext) else {
+        if cfg.dmz_addr != 0 && pkt.proto != IPPROTO_ICMP {
+            // Nothing explains it: the DMZ host gets it (a TCP SYN or a UDP datagram makes a
+            // session of its own, as through a forward).
+            return Ok(Continue(LanEndpoint {
+                addr: cfg.dmz_addr,
+                port: ext.port,
+                forwarded: true,
+            }));
+        }
         // An echo reply to the router's own ping carries an id from the same space.
         return if pkt.proto == IPPROTO_ICMP {
             Ok(Break(Verdict::pass(Counter::PassIcmpToRouter)))

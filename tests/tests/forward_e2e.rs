@@ -494,3 +494,74 @@ fn forward_errors_against_a_running_nat_name_what_is_wrong() {
     let list = nat.json(&["forward"]);
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
 }
+
+#[test]
+fn a_dmz_host_gets_the_new_flows_nothing_else_explains() {
+    let lab = Lab::new("fwdmz").unwrap();
+    let nat = NatDaemon::start_with_config(&lab, "[dmz]\nhost = \"192.168.1.3\"\n").unwrap();
+    let out = nat.ctl(&[
+        "forward",
+        "add",
+        "tcp",
+        "7400",
+        &format!("{LAN_HOST_A}:7400"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A service of the router's own, which stays the router's.
+    let service = lab
+        .router
+        .run(|| TcpListener::bind(("0.0.0.0", 2222)))
+        .unwrap()
+        .unwrap();
+    let followed = wait_for(Duration::from_secs(5), || {
+        let log = nat.log();
+        (log.contains("taken out: [") && log.contains("2222")).then_some(())
+    });
+    assert!(followed.is_some(), "log: {}", nat.log());
+
+    // Unsolicited TCP and UDP to ports nothing explains reach the DMZ host, B.
+    let sink = TcpSink::start(&lab.lan, LAN_HOST_B, 5555).unwrap();
+    let payload = data(1 << 18);
+    let hash = tcp_send(
+        &lab.wan,
+        SERVER,
+        SocketAddrV4::new(ROUTER_WAN, 5555),
+        &payload,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}; log: {}", nat.log()));
+    let (peer, _, _) = sink.finish().unwrap();
+    assert_eq!(hash, sha256(&payload));
+    assert_eq!(peer.ip(), std::net::IpAddr::V4(SERVER));
+    let echo = udp_echo(&lab.lan, SocketAddrV4::new(LAN_HOST_B, 5556), 1).unwrap();
+    let reply = udp_request(
+        &lab.wan,
+        SocketAddrV4::new(SERVER, 43000),
+        SocketAddrV4::new(ROUTER_WAN, 5556),
+        b"dmz",
+    )
+    .unwrap();
+    assert_eq!(reply.as_deref(), Some(&b"echo:dmz"[..]));
+    echo.join().unwrap();
+    // A forward still goes where it says, and the router keeps its own port.
+    let sink = TcpSink::start(&lab.lan, LAN_HOST_A, 7400).unwrap();
+    let hash = tcp_send(
+        &lab.wan,
+        SERVER,
+        SocketAddrV4::new(ROUTER_WAN, 7400),
+        &payload,
+    )
+    .unwrap();
+    assert_eq!(hash, sha256(&payload));
+    sink.finish().unwrap();
+    let c = lab
+        .wan
+        .run(|| TcpStream::connect((ROUTER_WAN, 2222)))
+        .unwrap();
+    assert!(c.is_ok(), "the router's own service was not reached");
+    service.set_nonblocking(false).unwrap();
+    assert!(service.accept().is_ok());
+}

@@ -99,6 +99,17 @@ pub(crate) fn build_pool(plan: &Plan, maps: &NatMaps) -> Result<PortPool> {
 
 /// Writes the pool, devices and CONFIG for `plan`; returns what it wrote.
 pub(crate) fn configure(maps: &mut NatMaps, plan: &Plan) -> Result<(NatConfig, PortPool)> {
+    if let Some(dmz) = plan.settings.dmz {
+        let side: Vec<(std::net::Ipv4Addr, u8, u32)> = plan
+            .lan_side
+            .checked_entries()?
+            .iter()
+            .map(|((a, l), k)| (*a, *l, *k))
+            .collect();
+        if let Some(why) = crate::forwards::not_a_lan_host(dmz, &side) {
+            bail!("[dmz] host: {why}");
+        }
+    }
     // Held throughout: a forward added meanwhile must not see its ports put back in the pool.
     let _lock = maps.lock_config()?;
     let pool = build_pool(plan, maps)?;
