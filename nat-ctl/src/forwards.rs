@@ -791,6 +791,15 @@ pub fn lease(maps: &mut NatMaps, req: &LeaseRequest) -> Result<Result<u16, Lease
             && l.rule.lan_ports().contains(&req.internal_port)
     };
     if let Some(have) = existing.iter().find(mine) {
+        let port = have.rule.ports.start() + (req.internal_port - have.rule.to_port);
+        if req.exact && port != req.suggested_port {
+            // Mapped on another port already: this request's port cannot be had, and the
+            // mapping that is there stays as it is.
+            return Ok(Err(LeaseRefused::NoResources(format!(
+                "{}:{} is reached through port {port}",
+                req.client, req.internal_port
+            ))));
+        }
         if !have.is_lease() {
             if have.retired {
                 // The operator removed it: a host cannot bring it back.
@@ -809,7 +818,6 @@ pub fn lease(maps: &mut NatMaps, req: &LeaseRequest) -> Result<Result<u16, Lease
                 "the mapping was made by PCP with another nonce".into(),
             )));
         }
-        let port = *have.rule.ports.start();
         let key = ExternalKey {
             port: port.to_be(),
             proto: req.proto,

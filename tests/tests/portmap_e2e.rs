@@ -501,3 +501,92 @@ fn upnpc_maps_lists_and_deletes_a_port_that_a_wan_client_reaches() {
     );
     assert_eq!(nat.json(&["forward"]), serde_json::json!([]));
 }
+
+/// An HTTP request `raw` to the router's UPnP port from `src`: what came back (empty if the
+/// connection was refused or closed first).
+fn http_raw(ns: &Netns, src: Ipv4Addr, raw: &'static str) -> String {
+    use std::io::{Read as _, Write as _};
+    ns.run(move || {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::from((src, 0)).into()).unwrap();
+        if sock
+            .connect_timeout(
+                &SocketAddr::from((ROUTER_LAN, 49000)).into(),
+                Duration::from_secs(2),
+            )
+            .is_err()
+        {
+            return String::new();
+        }
+        let mut s: TcpStream = sock.into();
+        s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        let _ = s.write_all(raw.as_bytes());
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+    .unwrap()
+}
+
+#[test]
+fn the_upnp_service_withstands_hostile_clients_and_turns_off() {
+    let lab = Lab::new("pmhos").unwrap();
+    let nat = NatDaemon::start_with_config(&lab, "[port_mapping]\nupnp = true\n").unwrap();
+    let desc = "GET /rootDesc.xml HTTP/1.1\r\nHost: 192.168.1.1:49000\r\nConnection: close\r\n\r\n";
+    let ok = wait_for(Duration::from_secs(5), || {
+        http_raw(&lab.lan, LAN_HOST_B, desc)
+            .contains("InternetGatewayDevice:1")
+            .then_some(())
+    });
+    assert!(ok.is_some(), "no description; log: {}", nat.log());
+    // A body that claims to be a terabyte, and one that never comes: the service answers
+    // others meanwhile, and the daemon lives on.
+    let huge = "POST /ctl/IPConn HTTP/1.1\r\nHost: 192.168.1.1:49000\r\nSOAPAction: \"urn:schemas-upnp-org:service:WANIPConnection:1#GetExternalIPAddress\"\r\nContent-Length: 1000000000000\r\n\r\n<x/>";
+    let answer = http_raw(&lab.lan, LAN_HOST_A, huge);
+    assert!(!answer.contains("200 OK"), "{answer}");
+    std::thread::scope(|scope| {
+        let slow: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    http_raw(
+                        &lab.lan,
+                        LAN_HOST_A,
+                        "GET /rootDesc.xml HTTP/1.1\r\nHost: 192.168.1.1",
+                    )
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        assert!(
+            http_raw(&lab.lan, LAN_HOST_B, desc).contains("InternetGatewayDevice:1"),
+            "another host is not served while A's slow connections are open"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+        for t in slow {
+            // Cut off at the deadline, never answered.
+            assert!(!t.join().unwrap().contains("200 OK"));
+        }
+    });
+    assert!(nat.ctl(&["status"]).status.success(), "log: {}", nat.log());
+    // DNS rebinding: a request naming another host is refused.
+    let rebound = http_raw(
+        &lab.lan,
+        LAN_HOST_B,
+        "GET /rootDesc.xml HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n",
+    );
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
+    // Off by reload: the port closes.
+    std::fs::write(nat.config_path(), "[port_mapping]\nupnp = false\n").unwrap();
+    assert!(nat.ctl(&["reload"]).status.success());
+    let closed = wait_for(Duration::from_secs(5), || {
+        http_raw(&lab.lan, LAN_HOST_B, desc)
+            .is_empty()
+            .then_some(())
+    });
+    assert!(
+        closed.is_some(),
+        "UPnP still answers after it was turned off"
+    );
+}

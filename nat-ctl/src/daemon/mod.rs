@@ -129,6 +129,7 @@ impl Daemon<'_> {
                     // Also without netlink (a failed watch, a missed message): the LAN side
                     // is read again every sweep.
                     self.follow_lan_side();
+                    self.follow_upnp(&mut upnp);
                     let now_s = (monotonic_ns() / 1_000_000_000) as u32;
                     match crate::forwards::expire_leases(&mut self.maps, now_s) {
                         Ok(0) => {}
@@ -171,18 +172,24 @@ impl Daemon<'_> {
         Ok(())
     }
 
-    /// Starts or stops the UPnP IGD service as the settings say.
+    /// Starts or stops the UPnP IGD service as the settings say, and starts it again on a
+    /// new LAN address.
     fn follow_upnp(&self, upnp: &mut Option<crate::portmap::upnp::UpnpService>) {
-        let wanted = self.plan.settings.upnp;
-        if wanted == upnp.is_some() {
+        let want = self
+            .plan
+            .settings
+            .upnp
+            .then(|| (self.plan.settings.lan.clone(), self.plan.lan_net.addr));
+        if want == upnp.as_ref().map(|u| u.lan.clone()) {
             return;
         }
-        if !wanted {
-            *upnp = None;
+        if upnp.take().is_some() {
             log::info!("UPnP IGD off");
-            return;
         }
-        let (lan, addr) = (&self.plan.settings.lan, self.plan.lan_net.addr);
+        let Some((lan, addr)) = want else {
+            return;
+        };
+        let lan = &lan;
         match crate::portmap::upnp::UpnpService::open(self.instance, lan, addr) {
             Ok(u) => {
                 log::info!(

@@ -4,9 +4,12 @@
 //! GetSpecificPortMappingEntry, GetStatusInfo, GetConnectionTypeInfo) with
 //! WANCommonInterfaceConfig:1's GetCommonLinkProperties, over HTTP on the LAN address.
 //!
-//! It runs in two threads of its own (SSDP, HTTP with tiny_http), each with its own handles
-//! on the pinned maps: a mapping is a lease (forwards::lease), as for NAT-PMP and PCP, and
-//! the same rules hold (a host maps only to itself, its share, the router's ports).
+//! It runs in two threads of its own (SSDP; HTTP with hyper on a runtime of its own), with
+//! their own handles on the pinned maps: a mapping is a lease (forwards::lease), as for
+//! NAT-PMP and PCP, and the same rules hold (a host maps only to itself, its share, the
+//! router's ports). Every HTTP connection is bounded: few at once (per host and in all), small
+//! headers and bodies, a deadline, and a request rate per host; a request whose Host is not
+//! the router's LAN address (DNS rebinding) is refused.
 
 use anyhow::{Context as _, Result};
 use nat_common::{
@@ -40,18 +43,24 @@ const WAN_DEVICE: &str = "urn:schemas-upnp-org:device:WANDevice:1";
 const WAN_CONNECTION_DEVICE: &str = "urn:schemas-upnp-org:device:WANConnectionDevice:1";
 const WAN_IP_CONNECTION: &str = "urn:schemas-upnp-org:service:WANIPConnection:1";
 const WAN_COMMON: &str = "urn:schemas-upnp-org:service:WANCommonInterfaceConfig:1";
+const L3_FORWARDING: &str = "urn:schemas-upnp-org:service:Layer3Forwarding:1";
 
-/// The running service; dropping it stops both threads.
+/// The running service; dropping it stops both threads (promptly: nothing in them waits
+/// without a deadline).
 pub struct UpnpService {
     stop: Arc<AtomicBool>,
-    http: Arc<tiny_http::Server>,
+    http_stop: Option<tokio::sync::oneshot::Sender<()>>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// Where it listens: a new LAN address means a new service.
+    pub lan: (String, Ipv4Addr),
 }
 
 impl Drop for UpnpService {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        self.http.unblock();
+        if let Some(tx) = self.http_stop.take() {
+            let _ = tx.send(());
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -66,6 +75,20 @@ struct Device {
     started: Instant,
     instance: Instance,
 }
+
+/// HTTP connections at once, in all and from one host.
+const MAX_CONNECTIONS: usize = 32;
+const MAX_CONNECTIONS_PER_HOST: usize = 4;
+/// A connection's whole life: a client that is slower is cut off.
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(5);
+/// The largest request body (a SOAP action is a few hundred bytes) and header block.
+const MAX_BODY: usize = 16 * 1024;
+const MAX_HEADERS: usize = 8 * 1024;
+/// SOAP requests one host may make per second on average, and at once.
+const ACTIONS_PER_SECOND: f64 = 20.0;
+const ACTION_BURST: f64 = 40.0;
+/// M-SEARCH answers per second to one source, at most.
+const SEARCHES_PER_SECOND: u32 = 10;
 
 impl UpnpService {
     /// Listens on `lan_addr` of interface `lan_if` (SSDP on 1900, HTTP on HTTP_PORT), with the
@@ -89,10 +112,9 @@ impl UpnpService {
             .with_context(|| format!("binding the UPnP HTTP socket to {lan_if}"))?;
         tcp.bind(&SocketAddr::from((lan_addr, HTTP_PORT)).into())
             .with_context(|| format!("listening on {lan_addr}:{HTTP_PORT} (UPnP)"))?;
-        tcp.listen(16)?;
-        let http = tiny_http::Server::from_listener(std::net::TcpListener::from(tcp), None)
-            .map_err(|e| anyhow::anyhow!("UPnP HTTP server: {e}"))?;
-        let http = Arc::new(http);
+        tcp.listen(64)?;
+        tcp.set_nonblocking(true)?;
+        let listener = std::net::TcpListener::from(tcp);
 
         let device = Device {
             uuid: uuid(),
@@ -101,20 +123,19 @@ impl UpnpService {
             instance: instance.clone(),
         };
         let stop = Arc::new(AtomicBool::new(false));
+        let (http_stop, stopped) = tokio::sync::oneshot::channel();
         let threads = vec![
             {
                 let (stop, device) = (stop.clone(), device.clone());
                 std::thread::spawn(move || ssdp_loop(&ssdp, &device, &stop))
             },
-            {
-                let (stop, http) = (stop.clone(), http.clone());
-                std::thread::spawn(move || http_loop(&http, &device, &stop))
-            },
+            std::thread::spawn(move || http_thread(listener, device, stopped)),
         ];
         Ok(UpnpService {
             stop,
-            http,
+            http_stop: Some(http_stop),
             threads,
+            lan: (lan_if.to_string(), lan_addr),
         })
     }
 }
@@ -148,23 +169,54 @@ fn targets(d: &Device) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Answers M-SEARCH requests for our types (or ssdp:all) from the LAN.
+/// Answers M-SEARCH requests for our types (or ssdp:all) from the LAN, a few a second per
+/// source at most (an answer is bigger than the question).
 fn ssdp_loop(socket: &UdpSocket, d: &Device, stop: &AtomicBool) {
     let mut buf = [0u8; 2048];
+    let mut second = Instant::now();
+    let mut answered: std::collections::HashMap<Ipv4Addr, u32> = Default::default();
     while !stop.load(Ordering::Relaxed) {
-        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                log::warn!("ssdp: {e}");
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+        };
+        let SocketAddr::V4(from_v4) = from else {
             continue;
         };
+        if second.elapsed() >= Duration::from_secs(1) {
+            answered.clear();
+            second = Instant::now();
+        }
+        if answered.len() > 4096 {
+            continue;
+        }
+        let count = answered.entry(*from_v4.ip()).or_insert(0);
+        if *count >= SEARCHES_PER_SECOND {
+            continue;
+        }
         let text = String::from_utf8_lossy(&buf[..n]);
         let Some(st) = m_search_target(&text) else {
             continue;
         };
+        *count += 1;
         for (target, usn) in targets(d) {
             if st != "ssdp:all" && st != target {
                 continue;
             }
             let answer = format!(
-                "HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\nST: {target}\r\nUSN: {usn}\r\nEXT:\r\nSERVER: Linux UPnP/1.1 xdp-nat/{}\r\nLOCATION: http://{}:{HTTP_PORT}/rootDesc.xml\r\nContent-Length: 0\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=1800\r\nST: {target}\r\nUSN: {usn}\r\nEXT:\r\nSERVER: Linux UPnP/1.1 xdp-nat/{}\r\nLOCATION: http://{}:{HTTP_PORT}/rootDesc.xml\r\nContent-Length: 0\r\n\r\n",
                 env!("CARGO_PKG_VERSION"),
                 d.lan_addr
             );
@@ -194,56 +246,190 @@ fn m_search_target(text: &str) -> Option<String> {
     st.filter(|_| discover)
 }
 
-fn http_loop(server: &tiny_http::Server, d: &Device, stop: &AtomicBool) {
-    // The maps are opened here, in this thread, once the daemon pinned them.
-    let mut maps = None;
-    while !stop.load(Ordering::Relaxed) {
-        let Ok(mut req) = server.recv() else {
+/// The HTTP side, on a runtime of its own in this thread, until `stopped`.
+fn http_thread(
+    listener: std::net::TcpListener,
+    d: Device,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("upnp: {e}");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
             return;
         };
-        let Some(SocketAddr::V4(from)) = req.remote_addr().copied() else {
-            continue;
-        };
-        let answer = match (req.method(), req.url()) {
-            (tiny_http::Method::Get, "/rootDesc.xml") => xml(200, root_description(d)),
-            (tiny_http::Method::Get, "/WANIPCn.xml") => xml(200, scpd(WAN_IP_CONNECTION_ACTIONS)),
-            (tiny_http::Method::Get, "/WANCfg.xml") => xml(200, scpd(WAN_COMMON_ACTIONS)),
-            (tiny_http::Method::Post, "/ctl/IPConn" | "/ctl/CmnIfCfg") => {
+        let state = std::rc::Rc::new(Http {
+            device: d,
+            maps: std::cell::RefCell::new(None),
+            connections: std::cell::RefCell::new(std::collections::HashMap::new()),
+            rates: std::cell::RefCell::new(std::collections::HashMap::new()),
+        });
+        tokio::pin!(stopped);
+        loop {
+            let (conn, from) = tokio::select! {
+                _ = &mut stopped => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of descriptors, say: wait, do not spin.
+                        log::warn!("upnp: accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                },
+            };
+            let SocketAddr::V4(from) = from else { continue };
+            let host = *from.ip();
+            if !state.open_connection(host) {
+                continue;
+            }
+            let state = state.clone();
+            tokio::task::spawn_local(async move {
+                let service = hyper::service::service_fn({
+                    let state = state.clone();
+                    move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, std::convert::Infallible>(state.handle(host, req).await) }
+                    }
+                });
+                let serve = hyper::server::conn::http1::Builder::new()
+                    .max_buf_size(MAX_HEADERS)
+                    .serve_connection(hyper_util::rt::TokioIo::new(conn), service);
+                let _ = tokio::time::timeout(CONNECTION_DEADLINE, serve).await;
+                state.close_connection(host);
+            });
+        }
+    });
+}
+
+/// What the HTTP connections share (in one thread).
+struct Http {
+    device: Device,
+    /// The pinned maps, opened at the first action.
+    maps: std::cell::RefCell<Option<NatMaps>>,
+    /// Open connections per host.
+    connections: std::cell::RefCell<std::collections::HashMap<Ipv4Addr, usize>>,
+    /// Per host: action tokens left and when they were counted.
+    rates: std::cell::RefCell<std::collections::HashMap<Ipv4Addr, (f64, Instant)>>,
+}
+
+type Body = http_body_util::Full<hyper::body::Bytes>;
+
+impl Http {
+    fn open_connection(&self, host: Ipv4Addr) -> bool {
+        let mut c = self.connections.borrow_mut();
+        let total: usize = c.values().sum();
+        let mine = c.entry(host).or_insert(0);
+        if total >= MAX_CONNECTIONS || *mine >= MAX_CONNECTIONS_PER_HOST {
+            return false;
+        }
+        *mine += 1;
+        true
+    }
+
+    fn close_connection(&self, host: Ipv4Addr) {
+        let mut c = self.connections.borrow_mut();
+        if let Some(n) = c.get_mut(&host) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&host);
+            }
+        }
+    }
+
+    /// May `host` make one more action now?
+    fn admit(&self, host: Ipv4Addr) -> bool {
+        let now = Instant::now();
+        let mut rates = self.rates.borrow_mut();
+        if rates.len() > 4096 {
+            rates.clear();
+        }
+        let (tokens, at) = rates.entry(host).or_insert((ACTION_BURST, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * ACTIONS_PER_SECOND)
+            .min(ACTION_BURST);
+        *at = now;
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
+    }
+
+    async fn handle(
+        &self,
+        client: Ipv4Addr,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> hyper::Response<Body> {
+        use http_body_util::BodyExt as _;
+        let d = &self.device;
+        // DNS rebinding: a page of another site, rebound to this address, names its own host.
+        let host_ok = req
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|h| {
+                let h = h.trim();
+                h == d.lan_addr.to_string() || h == format!("{}:{HTTP_PORT}", d.lan_addr)
+            });
+        if !host_ok {
+            return response(403, String::new());
+        }
+        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        let (code, body) = match (method, path.as_str()) {
+            (hyper::Method::GET, "/rootDesc.xml") => xml(200, root_description(d)),
+            (hyper::Method::GET, "/WANIPCn.xml") => xml(200, scpd_wan_ip_connection()),
+            (hyper::Method::GET, "/WANCfg.xml") => xml(200, scpd_wan_common()),
+            (hyper::Method::GET, "/L3F.xml") => xml(200, scpd(&[], "")),
+            (hyper::Method::POST, "/ctl/IPConn" | "/ctl/CmnIfCfg" | "/ctl/L3F") => {
                 let action = req
                     .headers()
-                    .iter()
-                    .find(|h| h.field.equiv("SOAPAction"))
-                    .map(|h| h.value.as_str().trim_matches('"').to_string())
+                    .get("soapaction")
+                    .and_then(|h| h.to_str().ok())
+                    .map(|h| h.trim().trim_matches('"').to_string())
                     .unwrap_or_default();
-                let mut body = String::new();
-                let read =
-                    std::io::Read::take(req.as_reader(), 16 * 1024).read_to_string(&mut body);
-                if read.is_err() {
-                    continue;
-                }
-                if maps.is_none() {
-                    maps = NatMaps::open_pinned(&d.instance).ok();
-                }
-                match maps.as_mut() {
-                    Some(m) => control(m, d, *from.ip(), &action, &body),
-                    None => fault(501, "ActionFailed"),
+                let body = http_body_util::Limited::new(req.into_body(), MAX_BODY);
+                let Ok(body) = body.collect().await else {
+                    return response(413, String::new());
+                };
+                let body = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+                if !self.admit(client) {
+                    fault(501, "ActionFailed")
+                } else {
+                    let mut maps = self.maps.borrow_mut();
+                    if maps.is_none() {
+                        *maps = NatMaps::open_pinned(&d.instance).ok();
+                    }
+                    match maps.as_mut() {
+                        Some(m) => control(m, d, client, &action, &body),
+                        None => fault(501, "ActionFailed"),
+                    }
                 }
             }
             _ => (404, String::new()),
         };
-        let (code, text) = answer;
-        let response = tiny_http::Response::from_string(text)
-            .with_status_code(code)
-            .with_header(
-                "Content-Type: text/xml; charset=\"utf-8\""
-                    .parse::<tiny_http::Header>()
-                    .expect("a header"),
-            );
-        let _ = req.respond(response);
+        response(code, body)
     }
 }
 
-use std::io::Read as _;
+fn response(code: u16, body: String) -> hyper::Response<Body> {
+    let mut r = hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::from(body)));
+    *r.status_mut() =
+        hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/xml; charset=\"utf-8\""),
+    );
+    r
+}
 
 fn xml(code: u16, body: String) -> (u16, String) {
     (code, body)
@@ -258,7 +444,7 @@ fn root_description(d: &Device) -> String {
     };
     format!(
         r#"<?xml version="1.0"?>
-<root xmlns="urn:schemas-upnp-org:device-1-0"><specVersion><major>1</major><minor>0</minor></specVersion><URLBase>http://{lan}:{HTTP_PORT}</URLBase><device><deviceType>{IGD}</deviceType><friendlyName>xdp-nat</friendlyName><manufacturer>xdp-nat</manufacturer><modelName>xdp-nat</modelName><modelNumber>{ver}</modelNumber><UDN>uuid:{u}</UDN><deviceList><device><deviceType>{WAN_DEVICE}</deviceType><friendlyName>WAN device</friendlyName><manufacturer>xdp-nat</manufacturer><modelName>xdp-nat</modelName><UDN>uuid:{u}-1</UDN><serviceList>{common}</serviceList><deviceList><device><deviceType>{WAN_CONNECTION_DEVICE}</deviceType><friendlyName>WAN connection</friendlyName><manufacturer>xdp-nat</manufacturer><modelName>xdp-nat</modelName><UDN>uuid:{u}-2</UDN><serviceList>{ip}</serviceList></device></deviceList></device></deviceList><presentationURL>http://{lan}/</presentationURL></device></root>"#,
+<root xmlns="urn:schemas-upnp-org:device-1-0"><specVersion><major>1</major><minor>0</minor></specVersion><URLBase>http://{lan}:{HTTP_PORT}</URLBase><device><deviceType>{IGD}</deviceType><friendlyName>xdp-nat</friendlyName><manufacturer>xdp-nat</manufacturer><modelName>xdp-nat</modelName><modelNumber>{ver}</modelNumber><UDN>uuid:{u}</UDN><serviceList>{l3f}</serviceList><deviceList><device><deviceType>{WAN_DEVICE}</deviceType><friendlyName>WAN device</friendlyName><manufacturer>xdp-nat</manufacturer><modelName>xdp-nat</modelName><UDN>uuid:{u}-1</UDN><serviceList>{common}</serviceList><deviceList><device><deviceType>{WAN_CONNECTION_DEVICE}</deviceType><friendlyName>WAN connection</friendlyName><manufacturer>xdp-nat</manufacturer><modelName>xdp-nat</modelName><UDN>uuid:{u}-2</UDN><serviceList>{ip}</serviceList></device></deviceList></device></deviceList><presentationURL>http://{lan}/</presentationURL></device></root>"#,
         lan = d.lan_addr,
         ver = env!("CARGO_PKG_VERSION"),
         common = service(WAN_COMMON, "WANCommonIFC1", "/WANCfg.xml", "/ctl/CmnIfCfg"),
@@ -268,30 +454,188 @@ fn root_description(d: &Device) -> String {
             "/WANIPCn.xml",
             "/ctl/IPConn"
         ),
+        l3f = service(L3_FORWARDING, "L3Forwarding1", "/L3F.xml", "/ctl/L3F"),
     )
 }
 
-const WAN_IP_CONNECTION_ACTIONS: &[&str] = &[
-    "AddPortMapping",
-    "DeletePortMapping",
-    "GetExternalIPAddress",
-    "GetGenericPortMappingEntry",
-    "GetSpecificPortMappingEntry",
-    "GetStatusInfo",
-    "GetConnectionTypeInfo",
-];
-const WAN_COMMON_ACTIONS: &[&str] = &["GetCommonLinkProperties"];
+/// An action of a service description: its name and arguments (name, "in" or "out", the
+/// state variable it relates to).
+type Action = (
+    &'static str,
+    &'static [(&'static str, &'static str, &'static str)],
+);
 
-/// A service description naming its actions (their arguments are as the IGD:1 standard
-/// defines them; clients do not read them here).
-fn scpd(actions: &[&str]) -> String {
+const MAPPING_ARGS: &[(&str, &str, &str)] = &[
+    ("NewInternalPort", "out", "InternalPort"),
+    ("NewInternalClient", "out", "InternalClient"),
+    ("NewEnabled", "out", "PortMappingEnabled"),
+    ("NewPortMappingDescription", "out", "PortMappingDescription"),
+    ("NewLeaseDuration", "out", "PortMappingLeaseDuration"),
+];
+
+/// WANIPConnection:1's actions (every one the standard requires).
+const WAN_IP_CONNECTION_ACTIONS: &[Action] = &[
+    (
+        "SetConnectionType",
+        &[("NewConnectionType", "in", "ConnectionType")],
+    ),
+    (
+        "GetConnectionTypeInfo",
+        &[
+            ("NewConnectionType", "out", "ConnectionType"),
+            (
+                "NewPossibleConnectionTypes",
+                "out",
+                "PossibleConnectionTypes",
+            ),
+        ],
+    ),
+    ("RequestConnection", &[]),
+    ("ForceTermination", &[]),
+    (
+        "GetStatusInfo",
+        &[
+            ("NewConnectionStatus", "out", "ConnectionStatus"),
+            ("NewLastConnectionError", "out", "LastConnectionError"),
+            ("NewUptime", "out", "Uptime"),
+        ],
+    ),
+    (
+        "GetNATRSIPStatus",
+        &[
+            ("NewRSIPAvailable", "out", "RSIPAvailable"),
+            ("NewNATEnabled", "out", "NATEnabled"),
+        ],
+    ),
+    (
+        "GetGenericPortMappingEntry",
+        &[
+            ("NewPortMappingIndex", "in", "PortMappingNumberOfEntries"),
+            ("NewRemoteHost", "out", "RemoteHost"),
+            ("NewExternalPort", "out", "ExternalPort"),
+            ("NewProtocol", "out", "PortMappingProtocol"),
+            ("NewInternalPort", "out", "InternalPort"),
+            ("NewInternalClient", "out", "InternalClient"),
+            ("NewEnabled", "out", "PortMappingEnabled"),
+            ("NewPortMappingDescription", "out", "PortMappingDescription"),
+            ("NewLeaseDuration", "out", "PortMappingLeaseDuration"),
+        ],
+    ),
+    ("GetSpecificPortMappingEntry", SPECIFIC_ARGS),
+    (
+        "AddPortMapping",
+        &[
+            ("NewRemoteHost", "in", "RemoteHost"),
+            ("NewExternalPort", "in", "ExternalPort"),
+            ("NewProtocol", "in", "PortMappingProtocol"),
+            ("NewInternalPort", "in", "InternalPort"),
+            ("NewInternalClient", "in", "InternalClient"),
+            ("NewEnabled", "in", "PortMappingEnabled"),
+            ("NewPortMappingDescription", "in", "PortMappingDescription"),
+            ("NewLeaseDuration", "in", "PortMappingLeaseDuration"),
+        ],
+    ),
+    (
+        "DeletePortMapping",
+        &[
+            ("NewRemoteHost", "in", "RemoteHost"),
+            ("NewExternalPort", "in", "ExternalPort"),
+            ("NewProtocol", "in", "PortMappingProtocol"),
+        ],
+    ),
+    (
+        "GetExternalIPAddress",
+        &[("NewExternalIPAddress", "out", "ExternalIPAddress")],
+    ),
+];
+
+const SPECIFIC_ARGS: &[(&str, &str, &str)] = &[
+    ("NewRemoteHost", "in", "RemoteHost"),
+    ("NewExternalPort", "in", "ExternalPort"),
+    ("NewProtocol", "in", "PortMappingProtocol"),
+    MAPPING_ARGS[0],
+    MAPPING_ARGS[1],
+    MAPPING_ARGS[2],
+    MAPPING_ARGS[3],
+    MAPPING_ARGS[4],
+];
+
+const WAN_IP_CONNECTION_VARS: &str = concat!(
+    r#"<stateVariable sendEvents="no"><name>ConnectionType</name><dataType>string</dataType></stateVariable>"#,
+    r#"<stateVariable sendEvents="yes"><name>PossibleConnectionTypes</name><dataType>string</dataType></stateVariable>"#,
+    r#"<stateVariable sendEvents="yes"><name>ConnectionStatus</name><dataType>string</dataType></stateVariable>"#,
+    r#"<stateVariable sendEvents="no"><name>Uptime</name><dataType>ui4</dataType></stateVariable>"#,
+    r#"<stateVariable sendEvents="no"><name>LastConnectionError</name><dataType>string</dataType></stateVariable>"#,
+    r#"<stateVariable sendEvents="no"><name>RSIPAvailable</name><dataType>boolean</dataType></stateVariable>"#,
+    r#"<stateVariable sendEvents="no"><name>NATEnabled</name><dataType>boolean</dataType></stateVariable>"#,
+    r#"<stateVariable sendEvents="yes"><name>ExternalIPAddress</name><dataType>string</dataType></stateVariable>"#,
+    r#"<stateVariable sendEvents="yes"><name>PortMappingNumberOfEntries</name><dataType>ui2</dataType></stateVariable>"#,
+    r#"<stateVariable sendEvents="no"><name>PortMappingEnabled</name><dataType>boolean</dataType></stateVariable>"#,
+    r#"<stateVariable sendEvents="no"><name>PortMappingLeaseDuration</name><dataType>ui4</dataType></stateVariable>"#,
+    r#"<stateVariable sendEvents="no"><name>RemoteHost</name><dataType>string</dataType></stateVariable>"#,
+    r#"<stateVariable sendEvents="no"><name>ExternalPort</name><dataType>ui2</dataType></stateVariable>"#,
+    r#"<stateVariable sendEvents="no"><name>InternalPort</name><dataType>ui2</dataType></stateVariable>"#,
+    r#"<stateVariable sendEvents="no"><name>PortMappingProtocol</name><dataType>string</dataType><allowedValueList><allowedValue>TCP</allowedValue><allowedValue>UDP</allowedValue></allowedValueList></stateVariable>"#,
+    r#"<stateVariable sendEvents="no"><name>InternalClient</name><dataType>string</dataType></stateVariable>"#,
+    r#"<stateVariable sendEvents="no"><name>PortMappingDescription</name><dataType>string</dataType></stateVariable>"#,
+);
+
+fn scpd_wan_ip_connection() -> String {
+    scpd(WAN_IP_CONNECTION_ACTIONS, WAN_IP_CONNECTION_VARS)
+}
+
+fn scpd_wan_common() -> String {
+    scpd(
+        &[(
+            "GetCommonLinkProperties",
+            &[
+                ("NewWANAccessType", "out", "WANAccessType"),
+                (
+                    "NewLayer1UpstreamMaxBitRate",
+                    "out",
+                    "Layer1UpstreamMaxBitRate",
+                ),
+                (
+                    "NewLayer1DownstreamMaxBitRate",
+                    "out",
+                    "Layer1DownstreamMaxBitRate",
+                ),
+                ("NewPhysicalLinkStatus", "out", "PhysicalLinkStatus"),
+            ],
+        )],
+        concat!(
+            r#"<stateVariable sendEvents="no"><name>WANAccessType</name><dataType>string</dataType></stateVariable>"#,
+            r#"<stateVariable sendEvents="no"><name>Layer1UpstreamMaxBitRate</name><dataType>ui4</dataType></stateVariable>"#,
+            r#"<stateVariable sendEvents="no"><name>Layer1DownstreamMaxBitRate</name><dataType>ui4</dataType></stateVariable>"#,
+            r#"<stateVariable sendEvents="yes"><name>PhysicalLinkStatus</name><dataType>string</dataType></stateVariable>"#,
+        ),
+    )
+}
+
+/// A service description: its actions with their arguments, and its state variables.
+fn scpd(actions: &[Action], vars: &str) -> String {
     let list: String = actions
         .iter()
-        .map(|a| format!("<action><name>{a}</name></action>"))
+        .map(|(name, args)| {
+            let args: String = args
+                .iter()
+                .map(|(a, dir, var)| {
+                    format!(
+                        "<argument><name>{a}</name><direction>{dir}</direction><relatedStateVariable>{var}</relatedStateVariable></argument>"
+                    )
+                })
+                .collect();
+            let args = if args.is_empty() {
+                String::new()
+            } else {
+                format!("<argumentList>{args}</argumentList>")
+            };
+            format!("<action><name>{name}</name>{args}</action>")
+        })
         .collect();
     format!(
         r#"<?xml version="1.0"?>
-<scpd xmlns="urn:schemas-upnp-org:service-1-0"><specVersion><major>1</major><minor>0</minor></specVersion><actionList>{list}</actionList><serviceStateTable/></scpd>"#
+<scpd xmlns="urn:schemas-upnp-org:service-1-0"><specVersion><major>1</major><minor>0</minor></specVersion><actionList>{list}</actionList><serviceStateTable>{vars}</serviceStateTable></scpd>"#
     )
 }
 
@@ -303,7 +647,13 @@ fn control(
     action: &str,
     body: &str,
 ) -> (u16, String) {
-    let (service, name) = action.rsplit_once('#').unwrap_or(("", action));
+    let Some((service, name)) = action.rsplit_once('#') else {
+        return fault(401, "Invalid Action");
+    };
+    // Answers name the caller's service: one of ours only, never text it made up.
+    if ![WAN_IP_CONNECTION, WAN_COMMON, L3_FORWARDING].contains(&service) {
+        return fault(401, "Invalid Action");
+    }
     let args = soap_args(body);
     let arg = |k: &str| args.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let wan = maps
@@ -322,6 +672,13 @@ fn control(
             ("NewConnectionType", "IP_Routed".into()),
             ("NewPossibleConnectionTypes", "IP_Routed".into()),
         ]),
+        "GetNATRSIPStatus" => ok(vec![
+            ("NewRSIPAvailable", "0".into()),
+            ("NewNATEnabled", "1".into()),
+        ]),
+        // Always connected while the NAT runs: nothing to set or bring up.
+        "SetConnectionType" | "RequestConnection" => ok(vec![]),
+        "ForceTermination" => fault(606, "Action not authorized"),
         "GetCommonLinkProperties" => ok(vec![
             ("NewWANAccessType", "Ethernet".into()),
             ("NewLayer1UpstreamMaxBitRate", "1000000000".into()),
@@ -416,10 +773,31 @@ fn add_port_mapping<'a>(
     if to != client {
         return fault(606, "Action not authorized");
     }
-    let lifetime = match arg("NewLeaseDuration").and_then(|v| v.trim().parse::<u32>().ok()) {
-        Some(0) | None => PERMANENT_LEASE,
-        Some(s) => s.min(PERMANENT_LEASE),
+    // A disabled mapping is not kept (nothing would let it in).
+    if arg("NewEnabled").is_some_and(|e| e.trim() == "0") {
+        return fault(402, "Invalid Args");
+    }
+    let lifetime = match arg("NewLeaseDuration").map(|v| v.trim().parse::<u32>()) {
+        Some(Ok(0)) => PERMANENT_LEASE,
+        Some(Ok(s)) => s.min(PERMANENT_LEASE),
+        _ => return fault(402, "Invalid Args"),
     };
+    // The same external port of the same host again, to another internal port: an update
+    // (IGD:1). Another host's: a conflict.
+    if let Some(e) = leases(maps)
+        .into_iter()
+        .find(|e| e.proto == proto && e.external == external)
+    {
+        if e.client != client {
+            return fault(718, "ConflictInMappingEntry");
+        }
+        if e.internal != internal {
+            if let Err(err) = forwards::end_lease(maps, client, proto, e.internal, None) {
+                log::warn!("upnp: AddPortMapping from {client}: {err:#}");
+                return fault(501, "ActionFailed");
+            }
+        }
+    }
     let req = LeaseRequest {
         client,
         proto,
@@ -442,7 +820,8 @@ fn add_port_mapping<'a>(
         // The host has that internal port forwarded on another external port already.
         Ok(Ok(_)) => fault(718, "ConflictInMappingEntry"),
         Ok(Err(LeaseRefused::NotAuthorized(_))) => fault(606, "Action not authorized"),
-        Ok(Err(LeaseRefused::Quota(_))) => fault(728, "NoPortMapsAvailable"),
+        // IGD:1 has no code for it (IGD:2's 728 NoPortMapsAvailable).
+        Ok(Err(LeaseRefused::Quota(_))) => fault(501, "ActionFailed"),
         Ok(Err(LeaseRefused::NoResources(_))) => fault(718, "ConflictInMappingEntry"),
         Err(e) => {
             log::warn!("upnp: AddPortMapping from {client}: {e:#}");
@@ -504,7 +883,8 @@ fn leases(maps: &NatMaps) -> Vec<Entry> {
             external: *l.rule.ports.start(),
             internal: l.rule.to_port,
             client: l.rule.to,
-            left: l.expires_s.saturating_sub(now),
+            // Never 0, which would say "permanent": one that ended is gone at the next sweep.
+            left: l.expires_s.saturating_sub(now).max(1),
         })
         .collect()
 }
