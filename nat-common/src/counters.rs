@@ -115,6 +115,8 @@ counters! {
         "L2TP packets (UDP 1701) translated";
     IpsecTranslated: Forwarded, "ipsec_translated",
         "IPsec packets (IKE, NAT-T, ESP) translated";
+    TunnelForwarded: Forwarded, "tunnel_forwarded",
+        "GRE and ESP packets of a VPN server behind a forward of its protocol, both ways";
     PptpCallIdRewritten: State, "pptp_call_id_rewritten",
         "PPTP control messages whose call id was rewritten";
     PptpCallCreated: State, "pptp_call_created",

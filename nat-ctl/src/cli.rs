@@ -125,15 +125,16 @@ pub enum ForwardAction {
     /// `forward add tcp 8080 192.168.1.10:80 --from 198.51.100.0/24`. The ports leave the
     /// dynamic pool; a port a mapping holds is refused, naming the holder.
     Add {
-        /// tcp, udp or both.
-        #[arg(value_name = "tcp|udp|both")]
+        /// tcp, udp or both; gre or esp (a VPN server behind the router: `forward add gre
+        /// ADDR`, no ports).
+        #[arg(value_name = "tcp|udp|both|gre|esp")]
         proto: String,
-        /// External port or range of the WAN address.
+        /// External port or range of the WAN address (for gre and esp: the LAN host).
         #[arg(value_name = "PORT[-END]")]
         ports: String,
         /// The LAN host, and its first port (default: the external one) or a range as long.
         #[arg(value_name = "ADDR[:PORT[-END]]")]
-        to: String,
+        to: Option<String>,
         /// Only WAN sources in this prefix.
         #[arg(long, value_name = "CIDR")]
         from: Option<String>,
@@ -141,12 +142,12 @@ pub enum ForwardAction {
     /// Remove the forward of PORT[-END]: its new flows stop at once, its sessions run on
     /// until they end.
     Del {
-        /// tcp, udp or both.
-        #[arg(value_name = "tcp|udp|both")]
+        /// tcp, udp or both; gre or esp.
+        #[arg(value_name = "tcp|udp|both|gre|esp")]
         proto: String,
-        /// The forward's first external port, or its range.
+        /// The forward's first external port, or its range (none for gre and esp).
         #[arg(value_name = "PORT[-END]")]
-        ports: String,
+        ports: Option<String>,
     },
 }
 

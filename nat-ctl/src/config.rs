@@ -73,8 +73,8 @@ pub struct PortMappingSection {
 pub struct ForwardSection {
     /// "tcp", "udp" or "both".
     pub proto: String,
-    /// 8080, or "8080-8090".
-    pub port: PortSpec,
+    /// 8080, or "8080-8090" (none for gre and esp).
+    pub port: Option<PortSpec>,
     /// "ADDR", "ADDR:PORT" or "ADDR:PORT-END".
     pub to: String,
     /// Only WAN sources in this prefix ("198.51.100.0/24").
@@ -399,15 +399,19 @@ impl FileConfig {
     fn forwards(&self) -> Result<Vec<crate::forwards::ForwardRule>, SettingsError> {
         let mut rules = Vec::new();
         for (i, f) in self.forward.iter().enumerate() {
-            let port = f.port.text();
-            let parsed =
-                crate::forwards::ForwardRule::parse(&f.proto, &port, &f.to, f.from.as_deref())
-                    .map_err(|e| SettingsError::Forward {
-                        number: i + 1,
-                        proto: f.proto.clone(),
-                        port: port.clone(),
-                        reason: format!("{e:#}"),
-                    })?;
+            let port = f.port.as_ref().map_or(String::new(), PortSpec::text);
+            let parsed = crate::forwards::ForwardRule::parse(
+                &f.proto,
+                &port,
+                Some(&f.to),
+                f.from.as_deref(),
+            )
+            .map_err(|e| SettingsError::Forward {
+                number: i + 1,
+                proto: f.proto.clone(),
+                port: port.clone(),
+                reason: format!("{e:#}"),
+            })?;
             rules.extend(parsed);
         }
         Ok(rules)

@@ -10,7 +10,7 @@ use nat_common::{
         FORWARD_FROM_UPNP, Forward, LAN_SIDE_PREFIX, LAN_SIDE_ROUTER, MAX_FORWARD_PORTS,
     },
     ports::pool_bit,
-    proto::{IPPROTO_TCP, IPPROTO_UDP},
+    proto::{IPPROTO_ESP, IPPROTO_GRE, IPPROTO_TCP, IPPROTO_UDP},
 };
 use std::{collections::BTreeMap, net::Ipv4Addr, ops::RangeInclusive};
 
@@ -29,6 +29,10 @@ pub enum ForwardProto {
     Udp,
     /// TCP and UDP: two forwards of the same ports.
     Both,
+    /// GRE (a PPTP server's calls), ESP (an IPsec server's SAs without NAT-T): the GRE or
+    /// ESP that no LAN client's call or SA explains, to one LAN host. No ports.
+    Gre,
+    Esp,
 }
 
 impl ForwardProto {
@@ -37,7 +41,9 @@ impl ForwardProto {
             "tcp" => Ok(ForwardProto::Tcp),
             "udp" => Ok(ForwardProto::Udp),
             "both" => Ok(ForwardProto::Both),
-            _ => bail!("unknown forward protocol '{s}': valid are tcp, udp, both"),
+            "gre" => Ok(ForwardProto::Gre),
+            "esp" => Ok(ForwardProto::Esp),
+            _ => bail!("unknown forward protocol '{s}': valid are tcp, udp, both, gre, esp"),
         }
     }
 
@@ -47,7 +53,14 @@ impl ForwardProto {
             ForwardProto::Tcp => &[IPPROTO_TCP],
             ForwardProto::Udp => &[IPPROTO_UDP],
             ForwardProto::Both => &[IPPROTO_TCP, IPPROTO_UDP],
+            ForwardProto::Gre => &[IPPROTO_GRE],
+            ForwardProto::Esp => &[IPPROTO_ESP],
         }
+    }
+
+    /// GRE and ESP have no ports.
+    pub fn has_ports(self) -> bool {
+        !matches!(self, ForwardProto::Gre | ForwardProto::Esp)
     }
 }
 
@@ -56,6 +69,8 @@ pub fn proto_name(proto: u8) -> &'static str {
     match proto {
         IPPROTO_TCP => "tcp",
         IPPROTO_UDP => "udp",
+        IPPROTO_GRE => "gre",
+        IPPROTO_ESP => "esp",
         _ => "?",
     }
 }
@@ -73,19 +88,42 @@ pub struct ForwardRule {
 
 impl ForwardRule {
     /// The rules `PROTO PORT[-END] ADDR[:PORT[-END]] [from CIDR]` stand for (two for "both").
+    /// GRE and ESP take the LAN address alone: `gre ADDR` (`ports` is then the address, or
+    /// empty with the address in `to`).
     pub fn parse(
         proto: &str,
         ports: &str,
-        to: &str,
+        to: Option<&str>,
         from: Option<&str>,
     ) -> Result<Vec<ForwardRule>> {
+        let name = proto;
         let proto = ForwardProto::parse(proto)?;
-        let ports = parse_ports(ports)?;
-        let (to, to_port) = parse_target(to, &ports)?;
         let from = match from {
             Some(f) => parse_from(f)?,
             None => None,
         };
+        if !proto.has_ports() {
+            let addr = match (ports, to) {
+                (a, None) => a,
+                ("", Some(a)) => a,
+                _ => bail!("{name} has no ports: `forward add {name} ADDR`"),
+            };
+            let to: Ipv4Addr = addr
+                .parse()
+                .with_context(|| format!("bad LAN address '{addr}'"))?;
+            return Ok(vec![ForwardRule {
+                proto: proto.numbers()[0],
+                ports: 0..=0,
+                to,
+                to_port: 0,
+                from,
+            }]);
+        }
+        let Some(to) = to else {
+            bail!("no LAN address: `forward add {name} PORT[-END] ADDR[:PORT[-END]]`");
+        };
+        let ports = parse_ports(ports)?;
+        let (to, to_port) = parse_target(to, &ports)?;
         Ok(proto
             .numbers()
             .iter()
@@ -144,6 +182,10 @@ impl ForwardRule {
         let from = self.from.map_or(String::new(), |n| {
             format!(" from {}/{}", n.network(), n.prefix_len)
         });
+        if self.ports == (0..=0) {
+            // GRE, ESP: no ports.
+            return format!("{} {}{from}", proto_name(self.proto), self.to);
+        }
         format!(
             "{} {} {}:{}{}",
             proto_name(self.proto),
@@ -355,6 +397,13 @@ pub fn conflict(
             ));
         }
         let (a, b) = (&other.rule.ports, &rule.ports);
+        if *b == (0..=0) && *a == (0..=0) {
+            let name = proto_name(rule.proto);
+            return Some(format!(
+                "{name} is forwarded already ({}){removed}; one {name} forward there can be",
+                other.rule.describe()
+            ));
+        }
         if other.retired && a.start() <= b.end() && b.start() <= a.end() {
             return Some(format!(
                 "{} {} was forwarded ({}){removed}",
@@ -991,7 +1040,8 @@ fn take_from_pool(maps: &mut NatMaps, ports: &[u16]) -> Result<()> {
 
 /// Marks `ports` the NAT's in PORT_IN_POOL, so that the WAN program looks their forwards up.
 fn own_ports(maps: &mut NatMaps, ports: &[u16]) -> Result<()> {
-    for &port in ports {
+    // Port 0: a forward of GRE or ESP, which has none.
+    for &port in ports.iter().filter(|p| **p != 0) {
         let (word, bit) = pool_bit(port);
         let v = maps.port_in_pool.get(&word, 0)?;
         if v & bit == 0 {
@@ -1010,7 +1060,12 @@ mod tests {
 
     fn rule(spec: &str) -> Result<Vec<ForwardRule>> {
         let parts: Vec<&str> = spec.split_whitespace().collect();
-        ForwardRule::parse(parts[0], parts[1], parts[2], parts.get(3).copied())
+        ForwardRule::parse(
+            parts[0],
+            parts[1],
+            parts.get(2).copied(),
+            parts.get(3).copied(),
+        )
     }
 
     #[test]

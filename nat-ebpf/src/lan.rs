@@ -24,7 +24,9 @@ use crate::{
     maps::{config, count, now, port_in_pool},
     mss,
     packet::{Ipv4, Transport, icmp_type, parse_ipv4, parse_transport, ptr_at},
-    state::{forwarded_port, mac_owner, mapping_for, refresh_outbound, touch_outbound},
+    state::{
+        forwarded_port, is_tunnel_server, mac_owner, mapping_for, refresh_outbound, touch_outbound,
+    },
     vpn,
 };
 
@@ -176,6 +178,11 @@ fn tunnel_out(
 ) -> Result<Verdict, Counter> {
     if pkt.proto == IPPROTO_AH {
         return Err(Counter::DropAh);
+    }
+    if is_tunnel_server(pkt.proto, pkt.src) {
+        // A VPN server behind a forward of its protocol: not passthrough.
+        remember_first_fragment(ctx, &pkt, cfg, now)?;
+        return vpn::tunnel_out(cfg.wan_addr, pkt, r);
     }
     gate(classify(pkt.proto, 0))?;
     remember_first_fragment(ctx, &pkt, cfg, now)?;

@@ -635,3 +635,16 @@ pub fn forwarded_port(proto: u8, addr: u32, port: u16) -> u16 {
     // SAFETY: map value pointer from a successful lookup, read at once.
     FORWARDS_BY_LAN.get_ptr(&key).map_or(0, |p| unsafe { *p })
 }
+
+/// Is LAN host `addr` the VPN server a forward of GRE or ESP (`proto`) names?
+// verifier: a function of its own, like `forwarded_port`.
+#[inline(never)]
+pub fn is_tunnel_server(proto: u8, addr: u32) -> bool {
+    let key = EndpointKey {
+        addr,
+        port: 0,
+        proto,
+        _pad: 0,
+    };
+    FORWARDS_BY_LAN.get_ptr(&key).is_some()
+}

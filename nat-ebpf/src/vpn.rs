@@ -27,8 +27,8 @@ use crate::{
     forward::{Route, deliver_in, deliver_out, route_in},
     frag,
     maps::{
-        ESP_IN, ESP_OUT, ESP_PENDING, HOST_MAC, HOST_VPN, IKE_SAS, MAC_VPN, MAPPINGS_IN, PEER_IDS,
-        PPTP_CALLS_IN, PPTP_CALLS_OUT, ROUTER_IPSEC_PEERS, config, count, now, switch_on,
+        ESP_IN, ESP_OUT, ESP_PENDING, FORWARDS, HOST_MAC, HOST_VPN, IKE_SAS, MAC_VPN, MAPPINGS_IN,
+        PEER_IDS, PPTP_CALLS_IN, PPTP_CALLS_OUT, ROUTER_IPSEC_PEERS, config, count, now, switch_on,
     },
     packet::{Ipv4, parse_ipv4, ptr_at},
     state::{at_limit, count_for_host, mac_owner, mac_share},
@@ -404,8 +404,8 @@ pub fn gre_in(ctx: &XdpContext, mut pkt: Ipv4<'_>, now: u64) -> Result<Verdict, 
     let h: *mut [u8; GRE_HDR_LEN] = ptr_at(ctx, pkt.l4_offset)?;
     let h = unsafe { &mut *h };
     if pkt.l4_len < GRE_HDR_LEN || !gre_v1_ok(h) {
-        // Not PPTP's GRE: the router's own tunnel, perhaps.
-        return Ok(Verdict::pass(Counter::PassGreUnknownCall));
+        // Not PPTP's GRE: a forward's, or the router's own tunnel, perhaps.
+        return tunnel_in(ctx, pkt, now, Counter::PassGreUnknownCall);
     }
     let key = PptpCallKey {
         rem_addr: pkt.src,
@@ -413,7 +413,8 @@ pub fn gre_in(ctx: &XdpContext, mut pkt: Ipv4<'_>, now: u64) -> Result<Verdict, 
         _pad: 0,
     };
     let Some(c) = PPTP_CALLS_IN.get_ptr_mut(&key) else {
-        return Ok(Verdict::pass(Counter::PassGreUnknownCall));
+        // No LAN client's call: a PPTP server's behind a forward of GRE, if there is one.
+        return tunnel_in(ctx, pkt, now, Counter::PassGreUnknownCall);
     };
     if !switch_on(CLASS_PPTP) {
         return Err(Counter::DropPptpSwitchOff);
@@ -429,6 +430,51 @@ pub fn gre_in(ctx: &XdpContext, mut pkt: Ipv4<'_>, now: u64) -> Result<Verdict, 
     rewrite_addr(pkt.ip, Side::Destination, int_addr);
     count(Counter::PptpTranslated);
     deliver_in(&mut pkt, r)
+}
+
+/// WAN -> LAN GRE or ESP that no LAN client's call or SA explains: to the VPN server a
+/// forward of its protocol names (not passthrough: no switch applies), else the router's,
+/// counted as `otherwise`.
+#[inline(always)]
+fn tunnel_in(
+    ctx: &XdpContext,
+    mut pkt: Ipv4<'_>,
+    now: u64,
+    otherwise: Counter,
+) -> Result<Verdict, Counter> {
+    let ext = ExternalKey {
+        port: 0,
+        proto: pkt.proto,
+        _pad: 0,
+    };
+    let Some(f) = FORWARDS.get_ptr(&ext) else {
+        return Ok(Verdict::pass(otherwise));
+    };
+    // SAFETY: map value pointer from a successful lookup; read at once.
+    let f = unsafe { &*f };
+    if f.retired != 0 {
+        return Ok(Verdict::pass(otherwise));
+    }
+    if !f.admits(pkt.src) {
+        return Err(Counter::DropForwardSource);
+    }
+    let host = f.int_addr;
+    let r = route_in(ctx, &pkt, host)?;
+    if pkt.fragment {
+        frag::remember_in(&pkt, host, now)?;
+    }
+    rewrite_addr(pkt.ip, Side::Destination, host);
+    count(Counter::TunnelForwarded);
+    deliver_in(&mut pkt, r)
+}
+
+/// LAN -> WAN GRE or ESP of the VPN server a forward of its protocol names: only the source
+/// address changes (it is the only such server, so its call ids and SPIs need no mapping).
+#[inline(always)]
+pub fn tunnel_out(wan_addr: u32, mut pkt: Ipv4<'_>, r: Route) -> Result<Verdict, Counter> {
+    rewrite_addr(pkt.ip, Side::Source, wan_addr);
+    count(Counter::TunnelForwarded);
+    deliver_out(&mut pkt, r)
 }
 
 /// The SPI of an ESP packet (wire order), after checking the header is there.
@@ -564,6 +610,10 @@ pub fn esp_in(
         }
         None => match learn_inbound(&key, ipsec_on, now)? {
             Inbound::Learner(host) => host,
+            // No LAN client's SA: a server's behind a forward of ESP, if there is one.
+            Inbound::Router(Counter::PassEspUnknownSpi) => {
+                return tunnel_in(ctx, pkt, now, Counter::PassEspUnknownSpi);
+            }
             Inbound::Router(counter) => return Ok(Verdict::pass(counter)),
         },
     };

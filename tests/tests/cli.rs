@@ -238,7 +238,30 @@ fn error_table() {
             1,
             "host bits set",
         ),
-        (vec!["forward", "add", "tcp", "80"], 2, "required"),
+        (
+            vec!["--instance", &inst, "forward", "add", "tcp", "80"],
+            1,
+            "no LAN address",
+        ),
+        (
+            vec![
+                "--instance",
+                &inst,
+                "forward",
+                "add",
+                "gre",
+                "1723",
+                "192.168.1.2",
+            ],
+            1,
+            "gre has no ports",
+        ),
+        (
+            vec!["--instance", &inst, "forward", "del", "esp", "50"],
+            1,
+            "gre and esp forwards have no ports",
+        ),
+        (vec!["forward", "add"], 2, "required"),
         (
             vec![
                 "--instance",

@@ -493,6 +493,28 @@ fn forward_errors_against_a_running_nat_name_what_is_wrong() {
     // None of them changed anything.
     let list = nat.json(&["forward"]);
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    // A forward of GRE: no ports, one of them.
+    let out = nat.ctl(&["forward", "add", "gre", &b]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = nat.ctl(&["forward", "add", "gre", &LAN_HOST_A.to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gre is forwarded already (gre 192.168.1.3)"),
+        "{err}"
+    );
+    let list = nat.json(&["forward"]);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["proto"] == "gre" && f["to"] == b.as_str()),
+        "{list}"
+    );
+    assert!(nat.ctl(&["forward", "del", "gre"]).status.success());
 }
 
 #[test]

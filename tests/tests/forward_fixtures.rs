@@ -30,7 +30,7 @@ fn forward(fx: &mut Fixture, spec: &str) -> anyhow::Result<()> {
     };
     fx.maps.write_lan_side(&LanSide::from_parts(&[lan], &[]))?;
     let p: Vec<&str> = spec.split_whitespace().collect();
-    let rules = ForwardRule::parse(p[0], p[1], p[2], p.get(3).copied())?;
+    let rules = ForwardRule::parse(p[0], p[1], p.get(2).copied(), p.get(3).copied())?;
     forwards::add(&mut fx.maps, &rules, FORWARD_FROM_COMMAND)
 }
 
@@ -429,4 +429,109 @@ fn a_removed_forward_stops_new_flows_keeps_its_sessions_and_goes_when_they_end()
         // And the same forward can be made again.
         forward(fx, &format!("udp 9500 {LAN_HOST_A}:5000")).unwrap();
     });
+}
+
+#[test]
+fn a_vpn_server_behind_forwards_of_gre_and_esp_is_reached_and_clients_keep_their_calls() {
+    use nat_common::proto::{IPPROTO_ESP, IPPROTO_GRE};
+    use packets::{addrs, payload};
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        // A PPTP server (TCP 1723 and GRE) and an IPsec server (ESP) on host A.
+        forward(fx, &format!("tcp 1723 {LAN_HOST_A}")).unwrap();
+        forward(fx, &format!("gre {LAN_HOST_A}")).unwrap();
+        let esp_rule = ForwardRule::parse(
+            "esp",
+            &LAN_HOST_A.to_string(),
+            None,
+            Some("198.51.100.0/24"),
+        )
+        .unwrap();
+        forwards::add(&mut fx.maps, &esp_rule, FORWARD_FROM_COMMAND).unwrap();
+        // Host B is a PPTP client of the server, with a call of its own.
+        let b_ext = pptp_call_request(fx, LAN_HOST_B, HOST_B_MAC, 40001, 7);
+        // GRE from a remote client no LAN client's call explains: to the server, as it came.
+        let gre = packets::gre_v1(4242, 1, b"ppp");
+        let (action, out) = fx.from_wan(&packets::ip_proto(
+            &wan_hdr(SERVER, SERVER_MAC),
+            IPPROTO_GRE,
+            &gre,
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(
+            (addrs(&out), payload(&out)),
+            ((SERVER, LAN_HOST_A), gre.clone())
+        );
+        parse_checked_ip(&out);
+        // B's call is still B's.
+        let (action, out) = fx.from_wan(&packets::ip_proto(
+            &wan_hdr(SERVER, SERVER_MAC),
+            IPPROTO_GRE,
+            &packets::gre_v1(b_ext, 1, b"ppp"),
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(addrs(&out).1, LAN_HOST_B);
+        // The server's GRE leaves from the WAN address, its call ids as they are, and with
+        // PPTP passthrough off: it is not passthrough.
+        fx.maps
+            .set_switch(nat_common::passthrough::Switch::Pptp, false)
+            .unwrap();
+        let (action, out) = fx.from_lan(&packets::ip_proto(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            IPPROTO_GRE,
+            &packets::gre_v1(77, 2, b"ppp"),
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(
+            (addrs(&out), payload(&out)),
+            ((ROUTER_WAN, SERVER), packets::gre_v1(77, 2, b"ppp"))
+        );
+        // ESP: from the forward's prefix only, both ways.
+        let esp = packets::esp(0xabcd, 1);
+        let (action, _) = fx.from_wan(&packets::ip_proto(
+            &wan_hdr(SERVER, SERVER_MAC),
+            IPPROTO_ESP,
+            &esp,
+        ));
+        assert_eq!(action, XDP_DROP, "outside the ESP forward's prefix");
+        let (action, out) = fx.from_wan(&packets::ip_proto(
+            &wan_hdr(FAR_SERVER, GATEWAY_MAC),
+            IPPROTO_ESP,
+            &esp,
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(
+            (addrs(&out), payload(&out)),
+            ((FAR_SERVER, LAN_HOST_A), esp.clone())
+        );
+        let (action, out) = fx.from_lan(&packets::ip_proto(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, FAR_SERVER),
+            IPPROTO_ESP,
+            &packets::esp(0x1234, 1),
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(addrs(&out), (ROUTER_WAN, FAR_SERVER));
+        assert!(fx.counter("tunnel_forwarded") >= 4);
+        assert!(
+            fx.maps.esp_out.keys().next().is_none(),
+            "the server's SPIs are not learned as a client's"
+        );
+        // Removed, GRE goes back to being the router's.
+        forwards::remove(&mut fx.maps, IPPROTO_GRE, &(0..=0)).unwrap();
+        let (action, _) = fx.from_wan(&packets::ip_proto(
+            &wan_hdr(SERVER, SERVER_MAC),
+            IPPROTO_GRE,
+            &gre,
+        ));
+        assert_eq!(action, XDP_PASS);
+    });
+}
+
+/// The IPv4 header checksum of `frame` is right.
+fn parse_checked_ip(frame: &[u8]) {
+    let ip = &frame[14..34];
+    assert_eq!(
+        nat_common::checksum::checksum(ip),
+        0,
+        "IPv4 header checksum"
+    );
 }

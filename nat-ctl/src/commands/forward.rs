@@ -27,7 +27,7 @@ pub fn forward(instance: &Instance, action: Option<&ForwardAction>, json_out: bo
             from,
         }) => {
             // What the arguments say is checked before the instance is looked at.
-            let rules = ForwardRule::parse(proto, ports, to, from.as_deref())?;
+            let rules = ForwardRule::parse(proto, ports, to.as_deref(), from.as_deref())?;
             let mut maps = NatMaps::open_pinned(instance)?;
             forwards::add(&mut maps, &rules, FORWARD_FROM_COMMAND)?;
             for r in &rules {
@@ -36,7 +36,13 @@ pub fn forward(instance: &Instance, action: Option<&ForwardAction>, json_out: bo
             Ok(())
         }
         Some(ForwardAction::Del { proto, ports }) => {
-            let (proto, ports) = (ForwardProto::parse(proto)?, parse_ports(ports)?);
+            let proto = ForwardProto::parse(proto)?;
+            let ports = match (proto.has_ports(), ports) {
+                (true, Some(p)) => parse_ports(p)?,
+                (true, None) => anyhow::bail!("which port? `forward del tcp|udp PORT[-END]`"),
+                (false, None) => 0..=0,
+                (false, Some(_)) => anyhow::bail!("gre and esp forwards have no ports"),
+            };
             let mut maps = NatMaps::open_pinned(instance)?;
             let mut removed = Vec::new();
             let mut missing = None;
@@ -98,15 +104,19 @@ fn print_list(list: &[Listed], json_out: bool) -> Result<()> {
     for l in list {
         let r = &l.rule;
         let last = r.to_port + (r.ports.end() - r.ports.start());
-        let ports = if r.ports.start() == r.ports.end() {
-            r.ports.start().to_string()
+        let (ports, to) = if r.ports == (0..=0) {
+            // GRE, ESP: no ports.
+            ("-".to_string(), r.to.to_string())
+        } else if r.ports.start() == r.ports.end() {
+            (
+                r.ports.start().to_string(),
+                format!("{}:{}", r.to, r.to_port),
+            )
         } else {
-            format!("{}-{}", r.ports.start(), r.ports.end())
-        };
-        let to = if last == r.to_port {
-            format!("{}:{}", r.to, r.to_port)
-        } else {
-            format!("{}:{}-{}", r.to, r.to_port, last)
+            (
+                format!("{}-{}", r.ports.start(), r.ports.end()),
+                format!("{}:{}-{}", r.to, r.to_port, last),
+            )
         };
         let from = r.from.map_or("any".to_string(), |n| {
             format!("{}/{}", n.network(), n.prefix_len)
