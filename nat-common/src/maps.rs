@@ -60,7 +60,9 @@ pub mod names {
 
     /// Maps of the NAT's object that are not pinned: per-CPU scratch whose content never
     /// outlives a packet.
-    pub const UNPINNED: &[&str] = &["LOGGED_AT", "REFUSALS_SENT"];
+    /// A forwarded VPN server's ESP peers (TUNNEL_PEERS) are learnt again from its next
+    /// packet after a restart.
+    pub const UNPINNED: &[&str] = &["LOGGED_AT", "REFUSALS_SENT", "TUNNEL_PEERS"];
 }
 
 /// Names of the XDP programs in the object.

@@ -182,7 +182,7 @@ fn tunnel_out(
     if is_tunnel_server(pkt.proto, pkt.src) {
         // A VPN server behind a forward of its protocol: not passthrough.
         remember_first_fragment(ctx, &pkt, cfg, now)?;
-        return vpn::tunnel_out(cfg.wan_addr, pkt, r);
+        return vpn::tunnel_out(cfg.wan_addr, pkt, r, now);
     }
     gate(classify(pkt.proto, 0))?;
     remember_first_fragment(ctx, &pkt, cfg, now)?;

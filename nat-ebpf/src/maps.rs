@@ -193,6 +193,13 @@ pub static ESP_PENDING: HashMap<u32, EspLearner> = HashMap::with_max_entries(MAX
 pub static ROUTER_IPSEC_PEERS: HashMap<u32, u64> =
     HashMap::with_max_entries(MAX_ROUTER_IPSEC_PEERS, 0);
 
+/// The peers the VPN server behind a forward of ESP sends ESP to -> when last seen: ESP from
+/// them with an unknown SPI is the server's, never a LAN learner's. An LRU: only the
+/// server's own traffic fills it, and one that falls out only waits for its next packet.
+#[map]
+pub static TUNNEL_PEERS: LruHashMap<u32, u64> =
+    LruHashMap::with_max_entries(MAX_ROUTER_IPSEC_PEERS, 0);
+
 /// Is traffic of `class` allowed? Ordinary traffic always is.
 #[inline(always)]
 pub fn switch_on(class: u8) -> bool {

@@ -14,7 +14,7 @@ use nat_common::{
     counters::Counter,
     flow_cache::FlowKey,
     maps::{
-        EndpointKey, ExternalKey, MAC_SHARE_HOSTS, MAPPING_ACTIVE, Mapping, NextHop,
+        EndpointKey, ExternalKey, MAC_SHARE_HOSTS, MAPPING_ACTIVE, Mapping, NextHop, ReplyKey,
         SESSION_FORWARDED, Session, SessionIn, SessionKey, mac_key,
     },
     passthrough::{CLASS_NONE, IKE_PORT, classify},
@@ -459,6 +459,12 @@ pub fn touch_outbound(
             if s.lan_mac != 0 {
                 count_for_mac(MacShare::Sessions, s.lan_mac);
             }
+            claim_replies(
+                u64::from(key.proto) << 32 | u64::from(ext_port) << 16 | u64::from(key.rem_port),
+                key.rem_addr,
+                key.int_addr,
+                key.int_port,
+            );
         }
         // Created by another CPU meanwhile: fine.
         Err(e) if e == -EEXIST => {}
@@ -647,4 +653,32 @@ pub fn is_tunnel_server(proto: u8, addr: u32) -> bool {
         _pad: 0,
     };
     FORWARDS_BY_LAN.get_ptr(&key).is_some()
+}
+
+/// A new session's replies are its own: another LAN endpoint's inbound half left under the
+/// same reply key (a DMZ or forward session on a port the pool has handed to this session's
+/// mapping since, made by a WAN host that guessed the remote it would talk to) is removed,
+/// with its cached flow, so that the replies cannot reach the other host. `packed`: the
+/// protocol (bits 32..40), the external port (16..32) and the remote port (0..16).
+// verifier: a function of its own (its key on its own stack frame, not the LAN program's);
+// the arguments packed to stay within five.
+#[inline(never)]
+fn claim_replies(packed: u64, rem_addr: u32, int_addr: u32, int_port: u16) {
+    let rk = ReplyKey {
+        rem_addr,
+        ext_port: (packed >> 16) as u16,
+        rem_port: packed as u16,
+        proto: (packed >> 32) as u8,
+        _pad1: 0,
+        _pad2: 0,
+    };
+    let Some(r) = SESSIONS_IN.get_ptr(&rk) else {
+        return;
+    };
+    // SAFETY: map value pointer from a successful lookup, read at once.
+    let (a, p) = unsafe { ((*r).int_addr, (*r).int_port) };
+    if a != int_addr || p != int_port {
+        let _ = SESSIONS_IN.remove(&rk);
+        flow_cache::forget(&FLOWS_IN, &FlowKey::reply(&rk));
+    }
 }

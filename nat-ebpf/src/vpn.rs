@@ -28,7 +28,8 @@ use crate::{
     frag,
     maps::{
         ESP_IN, ESP_OUT, ESP_PENDING, FORWARDS, HOST_MAC, HOST_VPN, IKE_SAS, MAC_VPN, MAPPINGS_IN,
-        PEER_IDS, PPTP_CALLS_IN, PPTP_CALLS_OUT, ROUTER_IPSEC_PEERS, config, count, now, switch_on,
+        PEER_IDS, PPTP_CALLS_IN, PPTP_CALLS_OUT, ROUTER_IPSEC_PEERS, TUNNEL_PEERS, config, count,
+        now, switch_on,
     },
     packet::{Ipv4, parse_ipv4, ptr_at},
     state::{at_limit, count_for_host, mac_owner, mac_share},
@@ -471,7 +472,15 @@ fn tunnel_in(
 /// LAN -> WAN GRE or ESP of the VPN server a forward of its protocol names: only the source
 /// address changes (it is the only such server, so its call ids and SPIs need no mapping).
 #[inline(always)]
-pub fn tunnel_out(wan_addr: u32, mut pkt: Ipv4<'_>, r: Route) -> Result<Verdict, Counter> {
+pub fn tunnel_out(
+    wan_addr: u32,
+    mut pkt: Ipv4<'_>,
+    r: Route,
+    now: u64,
+) -> Result<Verdict, Counter> {
+    if pkt.proto == IPPROTO_ESP {
+        note_tunnel_peer(pkt.dst, now);
+    }
     rewrite_addr(pkt.ip, Side::Source, wan_addr);
     count(Counter::TunnelForwarded);
     deliver_out(&mut pkt, r)
@@ -644,6 +653,14 @@ fn learn_inbound(key: &EspKey, ipsec_on: bool, now: u64) -> Result<Inbound, Coun
             return Ok(Inbound::Router(Counter::PassEspRouterPeer));
         }
     }
+    if let Some(seen) = TUNNEL_PEERS.get_ptr(&server) {
+        // SAFETY: map value pointer from a successful lookup.
+        let seen = unsafe { *seen };
+        if now.wrapping_sub(seen) < ESP_TIMEOUT_SECS as u64 * 1_000_000_000 {
+            // The forwarded server's peer: its ESP goes there (esp_in's tunnel_in).
+            return Ok(Inbound::Router(Counter::PassEspUnknownSpi));
+        }
+    }
     let Some(p) = ESP_PENDING.get_ptr_mut(&server) else {
         return Ok(Inbound::Router(Counter::PassEspUnknownSpi));
     };
@@ -757,4 +774,13 @@ pub fn ike_owner(ctx: &XdpContext, pkt: &Ipv4<'_>, now: u64) -> Option<u32> {
     let o = unsafe { &mut *o };
     o.last_seen_ns = now;
     Some(o.int_addr)
+}
+
+/// The forwarded ESP server talks to `peer`: its ESP with SPIs no one learnt is the server's
+/// (learn_inbound), not a LAN client's that opened a learning window with the same peer.
+// verifier: a function of its own (its key and value on its own stack frame, not the LAN
+// program's).
+#[inline(never)]
+fn note_tunnel_peer(peer: u32, now: u64) {
+    let _ = TUNNEL_PEERS.insert(&peer, &now, 0);
 }

@@ -515,6 +515,25 @@ fn a_vpn_server_behind_forwards_of_gre_and_esp_is_reached_and_clients_keep_their
             fx.maps.esp_out.keys().next().is_none(),
             "the server's SPIs are not learned as a client's"
         );
+        // Host B, a client, opens an ESP learning window with the server's peer: the peer's
+        // ESP under a new SPI is still the server's, never B's.
+        let (action, _) = fx.from_lan(&packets::ip_proto(
+            &lan_hdr(LAN_HOST_B, HOST_B_MAC, FAR_SERVER),
+            IPPROTO_ESP,
+            &packets::esp(0x5555, 1),
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        let (action, out) = fx.from_wan(&packets::ip_proto(
+            &wan_hdr(FAR_SERVER, GATEWAY_MAC),
+            IPPROTO_ESP,
+            &packets::esp(0x7777, 1),
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(
+            addrs(&out).1,
+            LAN_HOST_A,
+            "a client's learning window took the server's ESP"
+        );
         // Removed, GRE goes back to being the router's.
         forwards::remove(&mut fx.maps, IPPROTO_GRE, &(0..=0)).unwrap();
         let (action, _) = fx.from_wan(&packets::ip_proto(
@@ -534,4 +553,42 @@ fn parse_checked_ip(frame: &[u8]) {
         0,
         "IPv4 header checksum"
     );
+}
+
+#[test]
+fn a_dmz_session_made_by_a_spoofer_never_takes_a_lan_hosts_replies() {
+    let cfg = FixtureConfig {
+        toml: format!("[dmz]\nhost = \"{LAN_HOST_B}\"\n"),
+        ..FixtureConfig::default()
+    };
+    with_fixture(default_tables(), cfg, |fx| {
+        // A WAN host spoofs the resolver host A will use, to a port nobody holds: the DMZ
+        // host gets it, and a session.
+        let spoof = packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, 25000, b"spoof");
+        let (action, out) = fx.from_wan(&spoof);
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(parse_checked(&out).dst, LAN_HOST_B);
+        // Host A then asks that resolver from that very port (the pool hands it out).
+        let (action, out) = fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            25000,
+            53,
+            b"query",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(parse_checked(&out).sport, 25000);
+        // The answer is A's, not the DMZ host's.
+        let (action, out) = fx.from_wan(&packets::udp(
+            &wan_hdr(SERVER, SERVER_MAC),
+            53,
+            25000,
+            b"answer",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(
+            parse_checked(&out).dst,
+            LAN_HOST_A,
+            "the DMZ host got A's answer"
+        );
+    });
 }

@@ -58,6 +58,18 @@ pub(crate) fn plan(args: &RunArgs) -> Result<Plan> {
                 .addr
         }
     };
+    // At start and on reload only: a LAN renumbered under a running daemon does not stop it
+    // from following the network (the data path sends nothing out of the LAN side anyway).
+    if let Some(dmz) = settings.dmz {
+        let side: Vec<(std::net::Ipv4Addr, u8, u32)> = lan_side
+            .checked_entries()?
+            .iter()
+            .map(|((a, l), k)| (*a, *l, *k))
+            .collect();
+        if let Some(why) = crate::forwards::not_a_lan_host(dmz, &side) {
+            bail!("[dmz] host: {why}");
+        }
+    }
     Ok(Plan {
         settings,
         lan_index,
@@ -99,17 +111,6 @@ pub(crate) fn build_pool(plan: &Plan, maps: &NatMaps) -> Result<PortPool> {
 
 /// Writes the pool, devices and CONFIG for `plan`; returns what it wrote.
 pub(crate) fn configure(maps: &mut NatMaps, plan: &Plan) -> Result<(NatConfig, PortPool)> {
-    if let Some(dmz) = plan.settings.dmz {
-        let side: Vec<(std::net::Ipv4Addr, u8, u32)> = plan
-            .lan_side
-            .checked_entries()?
-            .iter()
-            .map(|((a, l), k)| (*a, *l, *k))
-            .collect();
-        if let Some(why) = crate::forwards::not_a_lan_host(dmz, &side) {
-            bail!("[dmz] host: {why}");
-        }
-    }
     // Held throughout: a forward added meanwhile must not see its ports put back in the pool.
     let _lock = maps.lock_config()?;
     let pool = build_pool(plan, maps)?;

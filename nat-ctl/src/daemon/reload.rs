@@ -10,6 +10,7 @@ impl Daemon<'_> {
             Ok(p) => p,
             Err(e) => {
                 log::error!("reload rejected, the running settings stay: {e:#}");
+                self.reload_failed(&e);
                 return;
             }
         };
@@ -69,13 +70,17 @@ impl Daemon<'_> {
             }
             Err(e) => {
                 log::error!("reload failed while applying: {e:#}");
-                // Told to `nat-ctl reload`, which waits for the outcome.
-                self.state.reload_failures += 1;
-                self.state.reload_error = Some(format!("{e:#}"));
-                if let Err(e) = self.state.write(self.instance) {
-                    log::warn!("recording the failed reload failed: {e:#}");
-                }
+                self.reload_failed(&e);
             }
+        }
+    }
+
+    /// Tells `nat-ctl reload`, which waits for the outcome, that this one failed.
+    fn reload_failed(&mut self, e: &anyhow::Error) {
+        self.state.reload_failures += 1;
+        self.state.reload_error = Some(format!("{e:#}"));
+        if let Err(e) = self.state.write(self.instance) {
+            log::warn!("recording the failed reload failed: {e:#}");
         }
     }
 }
