@@ -64,16 +64,7 @@ impl ForwardProto {
     }
 }
 
-/// The name of IP protocol `proto` as forwards spell it.
-pub fn proto_name(proto: u8) -> &'static str {
-    match proto {
-        IPPROTO_TCP => "tcp",
-        IPPROTO_UDP => "udp",
-        IPPROTO_GRE => "gre",
-        IPPROTO_ESP => "esp",
-        _ => "?",
-    }
-}
+pub use crate::cli::proto_name;
 
 /// One forward of one protocol: external `ports` of the WAN address to `to`, port `to_port`
 /// on (the same number of ports from there), for WAN sources in `from` (any if None).
@@ -191,13 +182,13 @@ impl ForwardRule {
             proto_name(self.proto),
             range_text(&self.ports),
             self.to,
-            range_text(&(self.to_port..=self.to_port + (self.ports.end() - self.ports.start()))),
+            range_text(&self.lan_ports()),
             from
         )
     }
 }
 
-fn range_text(r: &RangeInclusive<u16>) -> String {
+pub fn range_text(r: &RangeInclusive<u16>) -> String {
     if r.start() == r.end() {
         r.start().to_string()
     } else {
@@ -514,21 +505,21 @@ impl RouterPorts {
     }
 }
 
-/// The LAN endpoint whose mapping holds `port` of `proto`, if one does.
-fn holder(maps: &NatMaps, proto: u8, port: u16) -> Result<Option<String>> {
-    let key = ExternalKey {
-        port: port.to_be(),
-        proto,
-        _pad: 0,
-    };
-    Ok(match maps.mappings_in.get(&key, 0) {
-        Ok(m) => Some(format!(
-            "{}:{}",
-            from_wire(m.int_addr),
-            u16::from_be(m.int_port)
-        )),
-        Err(_) => None,
-    })
+/// The first of `rule`'s external ports that a mapping holds, and the LAN endpoint whose
+/// mapping it is.
+fn held_port(maps: &NatMaps, rule: &ForwardRule) -> Result<Option<(u16, String)>> {
+    for port in rule.ports.clone() {
+        let key = ExternalKey {
+            port: port.to_be(),
+            proto: rule.proto,
+            _pad: 0,
+        };
+        if let Ok(m) = maps.mappings_in.get(&key, 0) {
+            let h = format!("{}:{}", from_wire(m.int_addr), u16::from_be(m.int_port));
+            return Ok(Some((port, h)));
+        }
+    }
+    Ok(None)
 }
 
 /// Adds `rules` (one forward, one or two protocols) from `origin`, with the CONFIG lock
@@ -555,14 +546,12 @@ fn check(
         if let Some(why) = conflict(rule, &lan_side, &taken, router_ports) {
             bail!("cannot forward {}: {why}", rule.describe());
         }
-        for port in rule.ports.clone() {
-            if let Some(h) = holder(maps, rule.proto, port)? {
-                bail!(
-                    "cannot forward {}: {} port {port} is held by the mapping of {h}; it is free once that host's sessions on it end (or after `nat-ctl flush`): try again then, or forward another port",
-                    rule.describe(),
-                    proto_name(rule.proto)
-                );
-            }
+        if let Some((port, h)) = held_port(maps, rule)? {
+            bail!(
+                "cannot forward {}: {} port {port} is held by the mapping of {h}; it is free once that host's sessions on it end (or after `nat-ctl flush`): try again then, or forward another port",
+                rule.describe(),
+                proto_name(rule.proto)
+            );
         }
         taken.push(Listed {
             rule: rule.clone(),
@@ -632,17 +621,15 @@ fn write(maps: &mut NatMaps, rules: &[ForwardRule], made: &Made) -> Result<()> {
     // A mapping made from the pool before its ports left it would keep the port's traffic:
     // the forward is not made.
     for rule in rules {
-        for port in rule.ports.clone() {
-            if let Some(h) = holder(maps, rule.proto, port)? {
-                for rule in rules {
-                    remove_entries(maps, rule)?;
-                }
-                bail!(
-                    "cannot forward {}: {} port {port} was taken by a new mapping of {h} at this moment; try again once it is free",
-                    rule.describe(),
-                    proto_name(rule.proto)
-                );
+        if let Some((port, h)) = held_port(maps, rule)? {
+            for rule in rules {
+                remove_entries(maps, rule)?;
             }
+            bail!(
+                "cannot forward {}: {} port {port} was taken by a new mapping of {h} at this moment; try again once it is free",
+                rule.describe(),
+                proto_name(rule.proto)
+            );
         }
     }
     Ok(())
@@ -926,7 +913,7 @@ pub fn lease(maps: &mut NatMaps, req: &LeaseRequest) -> Result<Result<u16, Lease
             why = w;
             continue;
         }
-        if let Some(h) = holder(maps, req.proto, port)? {
+        if let Some((port, h)) = held_port(maps, &rule)? {
             why = format!("port {port} is held by the mapping of {h}");
             continue;
         }

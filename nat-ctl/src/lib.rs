@@ -31,6 +31,11 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub static BENCH_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nat-ebpf-bench"));
 
+/// Whole seconds of CLOCK_MONOTONIC, as leases count them (Forward::expires_s).
+pub fn monotonic_secs() -> u32 {
+    (monotonic_ns() / 1_000_000_000) as u32
+}
+
 /// Nanoseconds of CLOCK_MONOTONIC: the clock bpf_ktime_get_ns reads.
 pub fn monotonic_ns() -> u64 {
     use nix::time::{ClockId, clock_gettime};

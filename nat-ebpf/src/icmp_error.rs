@@ -167,6 +167,17 @@ fn quoted_source_mapping(q: &Quoted<'_>) -> Result<Mapping, Counter> {
     })
 }
 
+/// The quoted packet's destination: a LAN host and its port.
+#[inline(always)]
+fn quoted_destination(q: &Quoted<'_>) -> EndpointKey {
+    EndpointKey {
+        addr: get_u32(q.ip, IP_DST),
+        port: quoted_port(q, Side::Destination),
+        proto: q.proto,
+        _pad: 0,
+    }
+}
+
 /// The quoted packet's destination (a LAN host and its port) and the external port of the
 /// session it belongs to (whose remote end is the quoted source): the LAN host that received
 /// the quoted packet, and is now sending the error. The session's port, not the endpoint's
@@ -174,12 +185,7 @@ fn quoted_source_mapping(q: &Quoted<'_>) -> Result<Mapping, Counter> {
 /// endpoint may also have.
 #[inline(always)]
 fn quoted_destination_port(q: &Quoted<'_>) -> Result<(EndpointKey, u16), Counter> {
-    let ep = EndpointKey {
-        addr: get_u32(q.ip, IP_DST),
-        port: quoted_port(q, Side::Destination),
-        proto: q.proto,
-        _pad: 0,
-    };
+    let ep = quoted_destination(q);
     let session = SessionKey::new(
         q.proto,
         ep.addr,
@@ -199,12 +205,7 @@ fn quoted_destination_port(q: &Quoted<'_>) -> Result<(EndpointKey, u16), Counter
 /// about a hairpinned packet, where the erring host has no session with the sender.
 #[inline(always)]
 fn quoted_destination_mapping(q: &Quoted<'_>) -> Result<(EndpointKey, u16), Counter> {
-    let ep = EndpointKey {
-        addr: get_u32(q.ip, IP_DST),
-        port: quoted_port(q, Side::Destination),
-        proto: q.proto,
-        _pad: 0,
-    };
+    let ep = quoted_destination(q);
     if let Some(m) = MAPPINGS_OUT.get_ptr(&ep) {
         // SAFETY: map value pointer from a successful lookup.
         return Ok((ep, unsafe { (*m).ext_port }));

@@ -401,7 +401,7 @@ pub fn gre_out(
 
 /// WAN -> LAN enhanced GRE: the call id is the external one we gave the client's call.
 #[inline(always)]
-pub fn gre_in(ctx: &XdpContext, mut pkt: Ipv4<'_>, now: u64) -> Result<Verdict, Counter> {
+pub fn gre_in(ctx: &XdpContext, pkt: Ipv4<'_>, now: u64) -> Result<Verdict, Counter> {
     let h: *mut [u8; GRE_HDR_LEN] = ptr_at(ctx, pkt.l4_offset)?;
     let h = unsafe { &mut *h };
     if pkt.l4_len < GRE_HDR_LEN || !gre_v1_ok(h) {
@@ -423,13 +423,26 @@ pub fn gre_in(ctx: &XdpContext, mut pkt: Ipv4<'_>, now: u64) -> Result<Verdict, 
     let c = unsafe { &mut *c };
     c.last_seen_ns = now;
     let (int_addr, int_call_id) = (c.int_addr, c.int_call_id);
-    let r = route_in(ctx, &pkt, int_addr)?;
-    if pkt.fragment {
-        frag::remember_in(&pkt, int_addr, now)?;
-    }
     set_u16(h, GRE_CALL_ID, int_call_id);
-    rewrite_addr(pkt.ip, Side::Destination, int_addr);
-    count(Counter::PptpTranslated);
+    to_lan_host(ctx, pkt, int_addr, now, Counter::PptpTranslated)
+}
+
+/// Delivers `pkt` to LAN host `host`, its destination rewritten, counted as `counter`; the
+/// fragments that follow go there too.
+#[inline(always)]
+fn to_lan_host(
+    ctx: &XdpContext,
+    mut pkt: Ipv4<'_>,
+    host: u32,
+    now: u64,
+    counter: Counter,
+) -> Result<Verdict, Counter> {
+    let r = route_in(ctx, &pkt, host)?;
+    if pkt.fragment {
+        frag::remember_in(&pkt, host, now)?;
+    }
+    rewrite_addr(pkt.ip, Side::Destination, host);
+    count(counter);
     deliver_in(&mut pkt, r)
 }
 
@@ -439,7 +452,7 @@ pub fn gre_in(ctx: &XdpContext, mut pkt: Ipv4<'_>, now: u64) -> Result<Verdict, 
 #[inline(always)]
 fn tunnel_in(
     ctx: &XdpContext,
-    mut pkt: Ipv4<'_>,
+    pkt: Ipv4<'_>,
     now: u64,
     otherwise: Counter,
 ) -> Result<Verdict, Counter> {
@@ -459,14 +472,7 @@ fn tunnel_in(
     if !f.admits(pkt.src) {
         return Err(Counter::DropForwardSource);
     }
-    let host = f.int_addr;
-    let r = route_in(ctx, &pkt, host)?;
-    if pkt.fragment {
-        frag::remember_in(&pkt, host, now)?;
-    }
-    rewrite_addr(pkt.ip, Side::Destination, host);
-    count(Counter::TunnelForwarded);
-    deliver_in(&mut pkt, r)
+    to_lan_host(ctx, pkt, f.int_addr, now, Counter::TunnelForwarded)
 }
 
 /// LAN -> WAN GRE or ESP of the VPN server a forward of its protocol names: only the source
@@ -597,7 +603,7 @@ fn learn_window(server: u32, int_addr: u32, mac: u64, spi: u32, now: u64) -> Res
 #[inline(always)]
 pub fn esp_in(
     ctx: &XdpContext,
-    mut pkt: Ipv4<'_>,
+    pkt: Ipv4<'_>,
     ipsec_on: bool,
     now: u64,
 ) -> Result<Verdict, Counter> {
@@ -626,13 +632,7 @@ pub fn esp_in(
             Inbound::Router(counter) => return Ok(Verdict::pass(counter)),
         },
     };
-    let r = route_in(ctx, &pkt, owner)?;
-    if pkt.fragment {
-        frag::remember_in(&pkt, owner, now)?;
-    }
-    rewrite_addr(pkt.ip, Side::Destination, owner);
-    count(Counter::IpsecTranslated);
-    deliver_in(&mut pkt, r)
+    to_lan_host(ctx, pkt, owner, now, Counter::IpsecTranslated)
 }
 
 /// Where an inbound SPI no one owns goes.
@@ -646,20 +646,12 @@ enum Inbound {
 #[inline(always)]
 fn learn_inbound(key: &EspKey, ipsec_on: bool, now: u64) -> Result<Inbound, Counter> {
     let server = key.rem_addr;
-    if let Some(seen) = ROUTER_IPSEC_PEERS.get_ptr(&server) {
-        // SAFETY: map value pointer from a successful lookup.
-        let seen = unsafe { *seen };
-        if now.wrapping_sub(seen) < ESP_TIMEOUT_SECS as u64 * 1_000_000_000 {
-            return Ok(Inbound::Router(Counter::PassEspRouterPeer));
-        }
+    if seen_lately(ROUTER_IPSEC_PEERS.get_ptr(&server), now) {
+        return Ok(Inbound::Router(Counter::PassEspRouterPeer));
     }
-    if let Some(seen) = TUNNEL_PEERS.get_ptr(&server) {
-        // SAFETY: map value pointer from a successful lookup.
-        let seen = unsafe { *seen };
-        if now.wrapping_sub(seen) < ESP_TIMEOUT_SECS as u64 * 1_000_000_000 {
-            // The forwarded server's peer: its ESP goes there (esp_in's tunnel_in).
-            return Ok(Inbound::Router(Counter::PassEspUnknownSpi));
-        }
+    if seen_lately(TUNNEL_PEERS.get_ptr(&server), now) {
+        // The forwarded server's peer: its ESP goes there (esp_in's tunnel_in).
+        return Ok(Inbound::Router(Counter::PassEspUnknownSpi));
     }
     let Some(p) = ESP_PENDING.get_ptr_mut(&server) else {
         return Ok(Inbound::Router(Counter::PassEspUnknownSpi));
@@ -783,4 +775,11 @@ pub fn ike_owner(ctx: &XdpContext, pkt: &Ipv4<'_>, now: u64) -> Option<u32> {
 #[inline(never)]
 fn note_tunnel_peer(peer: u32, now: u64) {
     let _ = TUNNEL_PEERS.insert(&peer, &now, 0);
+}
+
+/// Was a peer, whose last-seen time a peer map lookup gave, seen within the ESP timeout?
+#[inline(always)]
+fn seen_lately(seen: Option<*const u64>, now: u64) -> bool {
+    // SAFETY: a map value pointer from a successful lookup, read at once.
+    seen.is_some_and(|t| now.wrapping_sub(unsafe { *t }) < ESP_TIMEOUT_SECS as u64 * 1_000_000_000)
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::{
     cli::ForwardAction,
-    forwards::{self, ForwardProto, ForwardRule, Listed, parse_ports, proto_name},
+    forwards::{self, ForwardProto, ForwardRule, Listed, parse_ports, proto_name, range_text},
     pins::Instance,
     state::NatMaps,
 };
@@ -69,7 +69,7 @@ pub fn forward(instance: &Instance, action: Option<&ForwardAction>, json_out: bo
 }
 
 fn print_list(list: &[Listed], json_out: bool) -> Result<()> {
-    let now_s = (crate::monotonic_ns() / 1_000_000_000) as u32;
+    let now_s = crate::monotonic_secs();
     // A lease's remaining seconds (who mapped what until when); None for a forward.
     let expires_in = |l: &Listed| (l.expires_s != 0).then(|| l.expires_s.saturating_sub(now_s));
     if json_out {
@@ -103,19 +103,13 @@ fn print_list(list: &[Listed], json_out: bool) -> Result<()> {
     );
     for l in list {
         let r = &l.rule;
-        let last = r.to_port + (r.ports.end() - r.ports.start());
         let (ports, to) = if r.ports == (0..=0) {
             // GRE, ESP: no ports.
             ("-".to_string(), r.to.to_string())
-        } else if r.ports.start() == r.ports.end() {
-            (
-                r.ports.start().to_string(),
-                format!("{}:{}", r.to, r.to_port),
-            )
         } else {
             (
-                format!("{}-{}", r.ports.start(), r.ports.end()),
-                format!("{}:{}-{}", r.to, r.to_port, last),
+                range_text(&r.ports),
+                format!("{}:{}", r.to, range_text(&r.lan_ports())),
             )
         };
         let from = r.from.map_or("any".to_string(), |n| {

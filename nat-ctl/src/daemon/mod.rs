@@ -130,7 +130,7 @@ impl Daemon<'_> {
                     // is read again every sweep.
                     self.follow_lan_side();
                     self.follow_upnp(&mut upnp);
-                    let now_s = (monotonic_ns() / 1_000_000_000) as u32;
+                    let now_s = crate::monotonic_secs();
                     match crate::forwards::expire_leases(&mut self.maps, now_s) {
                         Ok(0) => {}
                         Ok(n) => log::info!("port mapping: {n} lease(s) ended"),

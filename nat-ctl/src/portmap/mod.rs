@@ -42,8 +42,50 @@ pub struct PortMapService {
     /// The epoch both protocols report counts from here (a client that sees it go back
     /// knows the server lost its mappings or changed its address, and makes them again).
     started: Instant,
-    /// Per LAN host: tokens left and when they were counted.
-    rates: std::collections::HashMap<Ipv4Addr, (f64, Instant)>,
+    rates: Rates,
+}
+
+/// A request rate per LAN host: a token bucket each, `per_second` on average and `burst` at
+/// once. At most RATE_HOSTS hosts are followed; beyond, the least recent is forgotten.
+pub(crate) struct Rates {
+    per_second: f64,
+    burst: f64,
+    /// Per host: tokens left and when they were counted.
+    hosts: std::collections::HashMap<Ipv4Addr, (f64, Instant)>,
+}
+
+impl Rates {
+    pub(crate) fn new(per_second: f64, burst: f64) -> Rates {
+        Rates {
+            per_second,
+            burst,
+            hosts: std::collections::HashMap::new(),
+        }
+    }
+
+    /// May `host` make one more request now?
+    pub(crate) fn admit(&mut self, host: Ipv4Addr) -> bool {
+        let now = Instant::now();
+        if self.hosts.len() >= RATE_HOSTS && !self.hosts.contains_key(&host) {
+            let oldest = self
+                .hosts
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(a, _)| *a);
+            if let Some(a) = oldest {
+                self.hosts.remove(&a);
+            }
+        }
+        let (tokens, at) = self.hosts.entry(host).or_insert((self.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *at = now;
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
+    }
 }
 
 impl PortMapService {
@@ -62,32 +104,8 @@ impl PortMapService {
         Ok(PortMapService {
             socket: std::sync::Arc::new(UdpSocket::from_std(s.into())?),
             started: Instant::now(),
-            rates: std::collections::HashMap::new(),
+            rates: Rates::new(REQUESTS_PER_SECOND, REQUEST_BURST),
         })
-    }
-
-    /// May `client` make one more request now?
-    fn admit(&mut self, client: Ipv4Addr) -> bool {
-        let now = Instant::now();
-        if self.rates.len() >= RATE_HOSTS && !self.rates.contains_key(&client) {
-            let oldest = self
-                .rates
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(a, _)| *a);
-            if let Some(a) = oldest {
-                self.rates.remove(&a);
-            }
-        }
-        let (tokens, at) = self.rates.entry(client).or_insert((REQUEST_BURST, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * REQUESTS_PER_SECOND)
-            .min(REQUEST_BURST);
-        *at = now;
-        if *tokens < 1.0 {
-            return false;
-        }
-        *tokens -= 1.0;
-        true
     }
 
     fn epoch(&self) -> u32 {
@@ -108,7 +126,7 @@ impl PortMapService {
         let SocketAddr::V4(from) = from else {
             return;
         };
-        if !self.admit(*from.ip()) {
+        if !self.rates.admit(*from.ip()) {
             log::debug!("port mapping: {from} asks too often; dropped");
             return;
         }
@@ -191,7 +209,7 @@ impl PortMapService {
                         internal_port,
                         suggested_port,
                         lifetime,
-                        now_s: (crate::monotonic_ns() / 1_000_000_000) as u32,
+                        now_s: crate::monotonic_secs(),
                         nonce,
                         origin: if pcp.is_some() {
                             FORWARD_FROM_PCP

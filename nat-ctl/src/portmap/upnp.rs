@@ -271,7 +271,7 @@ fn http_thread(
             device: d,
             maps: std::cell::RefCell::new(None),
             connections: std::cell::RefCell::new(std::collections::HashMap::new()),
-            rates: std::cell::RefCell::new(std::collections::HashMap::new()),
+            rates: std::cell::RefCell::new(super::Rates::new(ACTIONS_PER_SECOND, ACTION_BURST)),
         });
         tokio::pin!(stopped);
         loop {
@@ -318,8 +318,8 @@ struct Http {
     maps: std::cell::RefCell<Option<NatMaps>>,
     /// Open connections per host.
     connections: std::cell::RefCell<std::collections::HashMap<Ipv4Addr, usize>>,
-    /// Per host: action tokens left and when they were counted.
-    rates: std::cell::RefCell<std::collections::HashMap<Ipv4Addr, (f64, Instant)>>,
+    /// Actions per host.
+    rates: std::cell::RefCell<super::Rates>,
 }
 
 type Body = http_body_util::Full<hyper::body::Bytes>;
@@ -344,24 +344,6 @@ impl Http {
                 c.remove(&host);
             }
         }
-    }
-
-    /// May `host` make one more action now?
-    fn admit(&self, host: Ipv4Addr) -> bool {
-        let now = Instant::now();
-        let mut rates = self.rates.borrow_mut();
-        if rates.len() > 4096 {
-            rates.clear();
-        }
-        let (tokens, at) = rates.entry(host).or_insert((ACTION_BURST, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * ACTIONS_PER_SECOND)
-            .min(ACTION_BURST);
-        *at = now;
-        if *tokens < 1.0 {
-            return false;
-        }
-        *tokens -= 1.0;
-        true
     }
 
     async fn handle(
@@ -401,7 +383,7 @@ impl Http {
                     return response(413, String::new());
                 };
                 let body = String::from_utf8_lossy(&body.to_bytes()).into_owned();
-                if !self.admit(client) {
+                if !self.rates.borrow_mut().admit(client) {
                     fault(501, "ActionFailed")
                 } else {
                     let mut maps = self.maps.borrow_mut();
@@ -804,7 +786,7 @@ fn add_port_mapping<'a>(
         internal_port: internal,
         suggested_port: external,
         lifetime,
-        now_s: (crate::monotonic_ns() / 1_000_000_000) as u32,
+        now_s: crate::monotonic_secs(),
         nonce: None,
         origin: FORWARD_FROM_UPNP,
         exact: true,
@@ -873,7 +855,7 @@ struct Entry {
 
 /// The UPnP leases in force, in a stable order (GetGenericPortMappingEntry's index).
 fn leases(maps: &NatMaps) -> Vec<Entry> {
-    let now = (crate::monotonic_ns() / 1_000_000_000) as u32;
+    let now = crate::monotonic_secs();
     forwards::list(maps)
         .unwrap_or_default()
         .into_iter()
