@@ -359,3 +359,54 @@ pub fn wan_hdr(src: Ipv4Addr, src_mac: Mac) -> Hdr {
         ttl: 64,
     }
 }
+
+/// The session of internal `int`:`int_port` with remote `rem`:`rem_port` (host-order ports).
+pub fn session(
+    int: Ipv4Addr,
+    int_port: u16,
+    rem: Ipv4Addr,
+    rem_port: u16,
+    proto: u8,
+) -> nat_common::maps::SessionKey {
+    nat_common::maps::SessionKey::new(
+        proto,
+        nat_ctl::wire::to_wire(int),
+        int_port.to_be(),
+        nat_ctl::wire::to_wire(rem),
+        rem_port.to_be(),
+    )
+}
+
+/// A frame translated towards the WAN: from the router's WAN address and MAC to `next_hop`.
+pub fn out_hdr(dst: Ipv4Addr, next_hop: Mac) -> Hdr {
+    Hdr {
+        smac: WAN_MAC,
+        dmac: next_hop,
+        src: ROUTER_WAN,
+        dst,
+        ttl: 63,
+    }
+}
+
+/// A frame translated towards LAN host `dst`, from the router's LAN MAC.
+pub fn in_hdr(src: Ipv4Addr, dst: Ipv4Addr, dst_mac: Mac) -> Hdr {
+    Hdr {
+        smac: LAN_MAC,
+        dmac: dst_mac,
+        src,
+        dst,
+        ttl: 63,
+    }
+}
+
+/// `frame` with its TTL lowered by one, as the NAT forwarded it (an ICMP error's quote keeps
+/// that).
+pub fn forwarded(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[14 + 8] -= 1;
+    f[14 + 10] = 0;
+    f[14 + 11] = 0;
+    let c = nat_common::checksum::checksum(&f[14..34]);
+    f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    f
+}

@@ -7,7 +7,7 @@ use integration_tests::{
     packets::{self, ACK, Flags, Hdr, SYN, SYN_ACK, parse_checked},
 };
 use nat_common::{
-    maps::{EndpointKey, ExternalKey, MAPPING_COOLING, SessionKey},
+    maps::{EndpointKey, ExternalKey, MAPPING_COOLING},
     proto::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
     tcp_state,
 };
@@ -27,41 +27,9 @@ fn endpoint(addr: Ipv4Addr, port: u16, proto: u8) -> EndpointKey {
     }
 }
 
-fn session(int: Ipv4Addr, int_port: u16, rem: Ipv4Addr, rem_port: u16, proto: u8) -> SessionKey {
-    SessionKey::new(
-        proto,
-        to_wire(int),
-        int_port.to_be(),
-        to_wire(rem),
-        rem_port.to_be(),
-    )
-}
-
 /// A DNS-like query from LAN host A's `port` to the server.
 fn query_from_a(port: u16) -> Vec<u8> {
     packets::udp(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), port, 53, b"q")
-}
-
-/// Translated towards the WAN: addressed from the router's WAN MAC to `next_hop`.
-fn out_hdr(dst: Ipv4Addr, next_hop: packets::Mac) -> Hdr {
-    Hdr {
-        smac: WAN_MAC,
-        dmac: next_hop,
-        src: ROUTER_WAN,
-        dst,
-        ttl: 63,
-    }
-}
-
-/// Translated towards the LAN host `dst`.
-fn in_hdr(src: Ipv4Addr, dst: Ipv4Addr, dst_mac: packets::Mac) -> Hdr {
-    Hdr {
-        smac: LAN_MAC,
-        dmac: dst_mac,
-        src,
-        dst,
-        ttl: 63,
-    }
 }
 
 #[test]

@@ -8,16 +8,14 @@ use integration_tests::{
     lab::{LAN_HOST_A, LAN_HOST_B, ROUTER_LAN, ROUTER_WAN, SERVER},
     packets::{self, ACK, Hdr, SYN, SYN_ACK, parse_checked},
 };
-use nat_common::maps::{FORWARD_FROM_COMMAND, SESSION_FORWARDED, SessionKey};
+use nat_common::maps::{FORWARD_FROM_COMMAND, SESSION_FORWARDED};
 use nat_common::proto::{IPPROTO_TCP, IPPROTO_UDP};
 use nat_ctl::{
     forwards::{self, ForwardRule},
     lan_side::LanSide,
     netdev::Ipv4Net,
     sweeper,
-    wire::to_wire,
 };
-use std::net::Ipv4Addr;
 
 const NS: u64 = 1_000_000_000;
 
@@ -32,38 +30,6 @@ fn forward(fx: &mut Fixture, spec: &str) -> anyhow::Result<()> {
     let p: Vec<&str> = spec.split_whitespace().collect();
     let rules = ForwardRule::parse(p[0], p[1], p.get(2).copied(), p.get(3).copied())?;
     forwards::add(&mut fx.maps, &rules, FORWARD_FROM_COMMAND)
-}
-
-fn session(int: Ipv4Addr, int_port: u16, rem: Ipv4Addr, rem_port: u16, proto: u8) -> SessionKey {
-    SessionKey::new(
-        proto,
-        to_wire(int),
-        int_port.to_be(),
-        to_wire(rem),
-        rem_port.to_be(),
-    )
-}
-
-/// Towards the LAN host `dst`, as the NAT sends it.
-fn in_hdr(src: Ipv4Addr, dst: Ipv4Addr, dst_mac: packets::Mac) -> Hdr {
-    Hdr {
-        smac: LAN_MAC,
-        dmac: dst_mac,
-        src,
-        dst,
-        ttl: 63,
-    }
-}
-
-/// Towards the WAN host `dst`, as the NAT sends it.
-fn out_hdr(dst: Ipv4Addr, next_hop: packets::Mac) -> Hdr {
-    Hdr {
-        smac: WAN_MAC,
-        dmac: next_hop,
-        src: ROUTER_WAN,
-        dst,
-        ttl: 63,
-    }
 }
 
 #[test]
@@ -264,17 +230,6 @@ fn a_forwarded_port_leaves_the_pool_and_a_port_a_mapping_holds_is_refused() {
     });
 }
 
-/// `frame` with its TTL lowered by one, as the NAT forwarded it (a quote keeps that).
-fn hop(frame: &[u8]) -> Vec<u8> {
-    let mut f = frame.to_vec();
-    f[14 + 8] -= 1;
-    f[14 + 10] = 0;
-    f[14 + 11] = 0;
-    let c = nat_common::checksum::checksum(&f[14..34]);
-    f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
-    f
-}
-
 #[test]
 fn icmp_errors_about_a_forwards_flows_are_translated_both_ways() {
     use packets::{frag_needed, icmp_error, port_unreachable};
@@ -311,7 +266,7 @@ fn icmp_errors_about_a_forwards_flows_are_translated_both_ways() {
             icmp_error(
                 &out_hdr(SERVER, SERVER_MAC),
                 port_unreachable(),
-                &hop(&on_wan)
+                &forwarded(&on_wan)
             )
         );
         // In: an error about A's reply (from the forwarded port) reaches A, quoting its reply.
@@ -329,7 +284,7 @@ fn icmp_errors_about_a_forwards_flows_are_translated_both_ways() {
             dst: LAN_HOST_A,
             ttl: 63,
         };
-        assert_eq!(out, icmp_error(&to_a, frag_needed(), &hop(&reply)));
+        assert_eq!(out, icmp_error(&to_a, frag_needed(), &forwarded(&reply)));
         assert_eq!(fx.counter("icmp_error_translated"), 2);
     });
 }

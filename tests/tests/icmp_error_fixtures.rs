@@ -8,30 +8,9 @@ use integration_tests::{
 };
 use nat_common::proto::IPPROTO_UDP;
 
-fn out_hdr(dst: std::net::Ipv4Addr, next_hop: packets::Mac) -> Hdr {
-    Hdr {
-        smac: WAN_MAC,
-        dmac: next_hop,
-        src: ROUTER_WAN,
-        dst,
-        ttl: 63,
-    }
-}
-
 /// An error from the gateway on the path, about `translated` (a frame we sent out).
 fn from_gateway(kind: etherparse::Icmpv4Type, translated: &[u8]) -> Vec<u8> {
     icmp_error(&wan_hdr(GATEWAY, GATEWAY_MAC), kind, translated)
-}
-
-/// `frame` with its TTL lowered by one, as the NAT forwarded it (the quote keeps that).
-fn forwarded(frame: &[u8]) -> Vec<u8> {
-    let mut f = frame.to_vec();
-    f[14 + 8] -= 1;
-    f[14 + 10] = 0;
-    f[14 + 11] = 0;
-    let c = nat_common::checksum::checksum(&f[14..34]);
-    f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
-    f
 }
 
 /// What host A must receive: the same error quoting the packet as A sent it (less one hop).
