@@ -143,6 +143,17 @@ impl NatDaemon {
         nat_ctl(&self.ns_path, &all)
     }
 
+    /// `ctl`, which must succeed: the output, or a panic showing its stderr.
+    pub fn ctl_ok(&self, args: &[&str]) -> Output {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "nat-ctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     pub fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.push("--json");

@@ -218,3 +218,9 @@ pub fn udp_send(ns: &Netns, src: Ipv4Addr, dst: SocketAddrV4, payload: &[u8]) ->
     ns.run(move || UdpSocket::bind((src, 0))?.send_to(&payload, dst))??;
     Ok(())
 }
+
+/// A TCP connection from `ns` to `dst`, or the error after SHORT_TIMEOUT (a forward that is
+/// not there, a source it refuses).
+pub fn tcp_connect(ns: &Netns, dst: SocketAddrV4) -> Result<std::io::Result<TcpStream>> {
+    ns.run(move || TcpStream::connect_timeout(&SocketAddr::V4(dst), SHORT_TIMEOUT))
+}

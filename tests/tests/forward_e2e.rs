@@ -5,7 +5,7 @@
 use integration_tests::{
     daemon::NatDaemon,
     lab::{FAR_HOST, LAN_HOST_A, LAN_HOST_B, Lab, ROUTER_WAN, SERVER},
-    traffic::{TcpSink, sha256, tcp_send, udp_echo, udp_request},
+    traffic::{TcpSink, sha256, tcp_connect, tcp_send, udp_echo, udp_request},
     wait_for,
 };
 use std::{
@@ -94,12 +94,7 @@ fn a_wan_client_fetches_from_a_lan_web_server_through_a_forward() {
     let url = format!("http://{ROUTER_WAN}:8080/file.bin");
     assert!(curl(&lab, &url).is_none(), "reachable before any forward");
 
-    let out = nat.ctl(&["forward", "add", "tcp", "8080", &format!("{LAN_HOST_A}:80")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    nat.ctl_ok(&["forward", "add", "tcp", "8080", &format!("{LAN_HOST_A}:80")]);
     let body = curl(&lab, &url).unwrap_or_else(|| panic!("no answer; log: {}", nat.log()));
     assert_eq!(
         sha256(&body),
@@ -127,18 +122,13 @@ fn a_wan_client_fetches_from_a_lan_web_server_through_a_forward() {
 fn replies_leave_from_the_forwarded_port_and_a_udp_forward_answers() {
     let lab = Lab::new("fwudp").unwrap();
     let nat = NatDaemon::start(&lab, &[]).unwrap();
-    let out = nat.ctl(&[
+    nat.ctl_ok(&[
         "forward",
         "add",
         "udp",
         "5353-5354",
         &format!("{LAN_HOST_B}:7000"),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // 5354 leads to 7001 (the LAN range starts at 7000).
     let echo = udp_echo(&lab.lan, SocketAddrV4::new(LAN_HOST_B, 7001), 1).unwrap();
     // The WAN client's socket is connected to the forwarded endpoint: the kernel hands it a
@@ -175,7 +165,7 @@ fn a_source_restricted_forward_admits_its_prefix_only() {
     let far = lab.far().unwrap();
     let nat = NatDaemon::start(&lab, &[]).unwrap();
     let to = format!("{LAN_HOST_A}:9000");
-    let out = nat.ctl(&[
+    nat.ctl_ok(&[
         "forward",
         "add",
         "tcp",
@@ -184,11 +174,6 @@ fn a_source_restricted_forward_admits_its_prefix_only() {
         "--from",
         "198.51.100.0/24",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 
     // From the server, outside the prefix: nothing arrives.
     let listener = lab
@@ -196,15 +181,7 @@ fn a_source_restricted_forward_admits_its_prefix_only() {
         .run(|| TcpListener::bind((LAN_HOST_A, 9000)))
         .unwrap()
         .unwrap();
-    let refused = lab
-        .wan
-        .run(|| {
-            TcpStream::connect_timeout(
-                &SocketAddr::from((ROUTER_WAN, 9000)),
-                Duration::from_secs(2),
-            )
-        })
-        .unwrap();
+    let refused = tcp_connect(&lab.wan, SocketAddrV4::new(ROUTER_WAN, 9000)).unwrap();
     assert!(refused.is_err(), "a source outside the prefix got through");
     assert!(
         nat.counter("drop_forward_source") >= 1,
@@ -236,12 +213,7 @@ fn removing_a_forward_stops_its_new_flows_and_nothing_else() {
     let lab = Lab::new("fwdel").unwrap();
     let nat = NatDaemon::start(&lab, &[]).unwrap();
     for (port, to) in [("7100", LAN_HOST_A), ("7200", LAN_HOST_B)] {
-        let out = nat.ctl(&["forward", "add", "tcp", port, &format!("{to}:{port}")]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        nat.ctl_ok(&["forward", "add", "tcp", port, &format!("{to}:{port}")]);
     }
     let l1 = lab
         .lan
@@ -281,15 +253,7 @@ fn removing_a_forward_stops_its_new_flows_and_nothing_else() {
     c1.read_exact(&mut yes)
         .expect("the reply over the removed forward's session");
     // A new connection to the removed forward does not get through.
-    let new = lab
-        .wan
-        .run(|| {
-            TcpStream::connect_timeout(
-                &SocketAddr::from((ROUTER_WAN, 7100)),
-                Duration::from_secs(2),
-            )
-        })
-        .unwrap();
+    let new = tcp_connect(&lab.wan, SocketAddrV4::new(ROUTER_WAN, 7100)).unwrap();
     assert!(new.is_err(), "a new flow went through a removed forward");
     // The other forward, and the LAN's outbound traffic, are untouched.
     let c2 = lab
@@ -331,21 +295,11 @@ fn forwards_from_the_file_are_applied_at_start_and_follow_a_reload() {
     assert_eq!(list[0]["origin"], "file", "{list}");
 
     // A forward added by command survives the reload; the file's moves to another port.
-    let out = nat.ctl(&["forward", "add", "tcp", "6500", &LAN_HOST_B.to_string()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    nat.ctl_ok(&["forward", "add", "tcp", "6500", &LAN_HOST_B.to_string()]);
     let moved =
         format!("[[forward]]\nproto = \"udp\"\nport = \"6001\"\nto = \"{LAN_HOST_A}:6100\"\n");
     std::fs::write(nat.config_path(), moved).unwrap();
-    let out = nat.ctl(&["reload"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    nat.ctl_ok(&["reload"]);
     let list = nat.json(&["forward"]);
     let mut ports: Vec<u64> = list
         .as_array()
@@ -374,18 +328,13 @@ fn forwards_from_the_file_are_applied_at_start_and_follow_a_reload() {
 fn a_lan_host_reaches_a_forward_at_the_wan_address_and_is_seen_from_it() {
     let lab = Lab::new("fwhp").unwrap();
     let nat = NatDaemon::start(&lab, &[]).unwrap();
-    let out = nat.ctl(&[
+    nat.ctl_ok(&[
         "forward",
         "add",
         "tcp",
         "8443",
         &format!("{LAN_HOST_A}:443"),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let sink = TcpSink::start(&lab.lan, LAN_HOST_A, 443).unwrap();
     let payload = data(1 << 20);
     // Host B uses the public address, as a WAN client would (NAT reflection).
@@ -433,12 +382,7 @@ fn a_lan_host_reaches_a_forward_at_the_wan_address_and_is_seen_from_it() {
 fn forward_errors_against_a_running_nat_name_what_is_wrong() {
     let lab = Lab::new("fwerr").unwrap();
     let nat = NatDaemon::start(&lab, &[]).unwrap();
-    let out = nat.ctl(&["forward", "add", "tcp", "8080", &format!("{LAN_HOST_A}:80")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    nat.ctl_ok(&["forward", "add", "tcp", "8080", &format!("{LAN_HOST_A}:80")]);
     // Host A's mapping holds UDP 20000 (a free source port is kept); a service of the router
     // listens on TCP 2222.
     let _ = udp_request(
@@ -494,12 +438,7 @@ fn forward_errors_against_a_running_nat_name_what_is_wrong() {
     let list = nat.json(&["forward"]);
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     // A forward of GRE: no ports, one of them.
-    let out = nat.ctl(&["forward", "add", "gre", &b]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    nat.ctl_ok(&["forward", "add", "gre", &b]);
     let out = nat.ctl(&["forward", "add", "gre", &LAN_HOST_A.to_string()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

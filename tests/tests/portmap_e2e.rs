@@ -6,7 +6,7 @@ use integration_tests::{
     daemon::NatDaemon,
     lab::{LAN_HOST_A, LAN_HOST_B, Lab, ROUTER_LAN, ROUTER_WAN, SERVER},
     netns::Netns,
-    traffic::{TcpSink, sha256, tcp_send, udp_echo, udp_request},
+    traffic::{TcpSink, sha256, tcp_connect, tcp_send, udp_echo, udp_request},
     wait_for,
 };
 use std::{
@@ -79,15 +79,7 @@ fn natpmpc_maps_a_port_that_a_wan_client_reaches_and_deletes_it() {
         .run(|| std::net::TcpListener::bind((LAN_HOST_A, 85)))
         .unwrap()
         .unwrap();
-    let refused = lab
-        .wan
-        .run(|| {
-            TcpStream::connect_timeout(
-                &SocketAddr::from((ROUTER_WAN, 8085)),
-                Duration::from_secs(2),
-            )
-        })
-        .unwrap();
+    let refused = tcp_connect(&lab.wan, SocketAddrV4::new(ROUTER_WAN, 8085)).unwrap();
     assert!(refused.is_err(), "reached a deleted mapping");
 }
 
