@@ -56,6 +56,8 @@ pub mod names {
         HOST_MAC,
         FORWARDS,
         FORWARDS_BY_LAN,
+        FORWARD_HINTS,
+        PORTS_TAKEN,
     }
 
     /// Maps of the NAT's object that are not pinned: per-CPU scratch whose content never
@@ -558,6 +560,24 @@ pub const FORWARD_FROM_UPNP: u8 = 5;
 /// Forwarded external ports (FORWARDS), all forwards together: a port range counts a port
 /// each.
 pub const MAX_FORWARD_PORTS: u32 = 16_384;
+
+/// FORWARD_HINTS: one bitmap of external ports (the FORWARDS keys), then one of LAN ports (the
+/// FORWARDS_BY_LAN keys), each bit set when some forward of any protocol has that port. A
+/// clear bit answers "not forwarded" from one word of a small array, so that a new flow pays
+/// no lookup in the forward tables when its ports are not forwarded (most flows); a set bit
+/// only means "look it up".
+pub const FORWARD_HINT_WORDS: u32 = 2 * crate::ports::POOL_BITMAP_WORDS;
+
+/// The FORWARD_HINTS word and bit of external `port` (host order).
+pub const fn external_hint(port: u16) -> (u32, u64) {
+    crate::ports::pool_bit(port)
+}
+
+/// The FORWARD_HINTS word and bit of LAN `port` (host order; 0 for a forward of GRE or ESP).
+pub const fn lan_hint(port: u16) -> (u32, u64) {
+    let (word, bit) = crate::ports::pool_bit(port);
+    (crate::ports::POOL_BITMAP_WORDS + word, bit)
+}
 
 /// Peer ids remembered (PEER_IDS, an LRU: an id that falls out only leaves ICMP errors about
 /// its packets to the router).

@@ -19,6 +19,25 @@ pub const fn pool_bit(port: u16) -> (u32, u64) {
     ((port / 64) as u32, 1 << (port % 64))
 }
 
+/// PORTS_TAKEN: a bitmap of the external ports mappings hold (MAPPINGS_IN), one per protocol
+/// that has mappings (TCP, UDP, ICMP ids), so that a port draw skips a taken port by one bit
+/// in a 24 KiB array the caches keep, instead of a failed insert into MAPPINGS_IN, which
+/// stays the arbiter (a clear bit only means "try it").
+pub const PORTS_TAKEN_WORDS: u32 = 3 * POOL_BITMAP_WORDS;
+
+/// The PORTS_TAKEN word and bit of external `port` (host order) of `proto`; None for a
+/// protocol without mappings.
+pub const fn taken_bit(proto: u8, port: u16) -> Option<(u32, u64)> {
+    let table = match proto {
+        crate::proto::IPPROTO_TCP => 0,
+        crate::proto::IPPROTO_UDP => 1,
+        IPPROTO_ICMP => 2,
+        _ => return None,
+    };
+    let (word, bit) = pool_bit(port);
+    Some((table * POOL_BITMAP_WORDS + word, bit))
+}
+
 /// Does a flow from `port` (host order) want a privileged external port?
 /// ICMP ids have no privileged range.
 pub const fn wants_privileged(proto: u8, port: u16) -> bool {
@@ -58,6 +77,19 @@ mod tests {
         assert_eq!(pool_slot(7, true, 0, 0), None);
         // An empty privileged part falls back to the ordinary pool.
         assert_eq!(pool_slot(7, true, 0, 5), Some(2));
+    }
+
+    #[test]
+    fn every_taken_port_has_its_own_bit() {
+        let mut seen = std::collections::HashSet::new();
+        for proto in [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP] {
+            for port in 0..=u16::MAX {
+                let (word, bit) = taken_bit(proto, port).unwrap();
+                assert!(word < PORTS_TAKEN_WORDS && bit.count_ones() == 1);
+                assert!(seen.insert((word, bit)), "{proto} {port}");
+            }
+        }
+        assert_eq!(taken_bit(47, 1), None);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use anyhow::{Context as _, Result, bail};
 use nat_common::{
     maps::{
         EndpointKey, ExternalKey, FORWARD_FROM_FILE, FORWARD_FROM_NATPMP, FORWARD_FROM_PCP,
-        FORWARD_FROM_UPNP, Forward, LAN_SIDE_PREFIX, LAN_SIDE_ROUTER, MAX_FORWARD_PORTS,
+        FORWARD_FROM_UPNP, FORWARD_HINT_WORDS, Forward, LAN_SIDE_PREFIX, LAN_SIDE_ROUTER,
+        MAX_FORWARD_PORTS, external_hint, lan_hint,
     },
     ports::pool_bit,
     proto::{IPPROTO_ESP, IPPROTO_GRE, IPPROTO_TCP, IPPROTO_UDP},
@@ -594,6 +595,9 @@ fn write(maps: &mut NatMaps, rules: &[ForwardRule], made: &Made) -> Result<()> {
     } else {
         take_from_pool(maps, &ports)?;
     }
+    // The hints first: the data path may skip a forward's entries only where its bit is clear.
+    let adding: Vec<_> = rules.iter().flat_map(|r| r.entries(made.origin)).collect();
+    write_hints(maps, &adding)?;
     let written = (|| -> Result<()> {
         for rule in rules {
             for (k, mut v) in rule.entries(made.origin) {
@@ -642,6 +646,30 @@ fn remove_entries(maps: &mut NatMaps, rule: &ForwardRule) -> Result<()> {
         crate::state::removed(maps.forwards.remove(&k))?;
         forget_lan_endpoint(maps, &k, &v)?;
     }
+    write_hints(maps, &[])
+}
+
+/// Writes FORWARD_HINTS for the forwards in FORWARDS and those in `adding` (about to be
+/// written): a bit per external port and per LAN port that any of them has. Called with the
+/// CONFIG lock held (every public function here takes it), so that no other writer's bits
+/// are cleared between the read of FORWARDS and the write of the hints.
+fn write_hints(maps: &mut NatMaps, adding: &[(ExternalKey, Forward)]) -> Result<()> {
+    let mut hints = vec![0u64; FORWARD_HINT_WORDS as usize];
+    for (k, v) in entries(&maps.forwards)?.iter().chain(adding) {
+        for (word, bit) in [
+            external_hint(u16::from_be(k.port)),
+            lan_hint(u16::from_be(lan_endpoint(k, v).port)),
+        ] {
+            hints[word as usize] |= bit;
+        }
+    }
+    for (word, v) in hints.iter().enumerate() {
+        if maps.forward_hints.get(&(word as u32), 0)? != *v {
+            maps.forward_hints
+                .set(word as u32, v, 0)
+                .context("writing FORWARD_HINTS")?;
+        }
+    }
     Ok(())
 }
 
@@ -680,6 +708,9 @@ pub fn purge_retired<S: std::hash::BuildHasher>(
             forget_lan_endpoint(maps, &k, &f)?;
             n += 1;
         }
+    }
+    if n > 0 {
+        write_hints(maps, &[])?;
     }
     Ok(n)
 }

@@ -18,7 +18,7 @@ use nat_common::{
         Session, SessionIn, SessionKey, names,
     },
     passthrough::{SWITCH_OFF, SWITCH_ON, Switch},
-    ports::{POOL_BITMAP_WORDS, pool_bit},
+    ports::{POOL_BITMAP_WORDS, PORTS_TAKEN_WORDS, pool_bit, taken_bit},
     proto::{IPPROTO_ESP, IPPROTO_GRE, IPPROTO_UDP},
 };
 
@@ -69,6 +69,8 @@ pub struct NatMaps {
     config_locked: std::rc::Rc<std::cell::Cell<bool>>,
     pub forwards: HashMap<MapData, ExternalKey, Forward>,
     pub forwards_by_lan: HashMap<MapData, EndpointKey, u16>,
+    pub forward_hints: Array<MapData, u64>,
+    pub ports_taken: Array<MapData, u64>,
 }
 
 /// The CONFIG lock, while held (NatMaps::lock_config).
@@ -137,6 +139,8 @@ impl NatMaps {
             config_locked: Default::default(),
             forwards: get(names::FORWARDS)?.try_into()?,
             forwards_by_lan: get(names::FORWARDS_BY_LAN)?.try_into()?,
+            forward_hints: get(names::FORWARD_HINTS)?.try_into()?,
+            ports_taken: get(names::PORTS_TAKEN)?.try_into()?,
         })
     }
 
@@ -265,9 +269,13 @@ impl NatMaps {
         let mut in_pool = vec![0u64; POOL_BITMAP_WORDS as usize];
         // And the forwarded ports, which the WAN program looks up in FORWARDS.
         let forwarded = entries(&self.forwards)?.into_iter().map(|(k, _)| k);
-        let live = entries(&self.mappings_in)?
+        let mappings: Vec<ExternalKey> = entries(&self.mappings_in)?
             .into_iter()
             .map(|(k, _)| k)
+            .collect();
+        self.write_ports_taken(&mappings)?;
+        let live = mappings
+            .into_iter()
             .chain(forwarded)
             .map(|k| u16::from_be(k.port));
         for port in pool
@@ -286,6 +294,26 @@ impl NatMaps {
                 self.port_in_pool
                     .set(word as u32, v, 0)
                     .context("writing PORT_IN_POOL")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// PORTS_TAKEN from `mappings` (MAPPINGS_IN's keys): ports freed since are clear again.
+    /// A bit a CPU sets between the read of MAPPINGS_IN and this write may be lost; its
+    /// port's next draw then finds MAPPINGS_IN's entry and sets it again.
+    pub fn write_ports_taken(&mut self, mappings: &[ExternalKey]) -> Result<()> {
+        let mut taken = vec![0u64; PORTS_TAKEN_WORDS as usize];
+        for k in mappings {
+            if let Some((word, bit)) = taken_bit(k.proto, u16::from_be(k.port)) {
+                taken[word as usize] |= bit;
+            }
+        }
+        for (word, v) in taken.iter().enumerate() {
+            if self.ports_taken.get(&(word as u32), 0)? != *v {
+                self.ports_taken
+                    .set(word as u32, v, 0)
+                    .context("writing PORTS_TAKEN")?;
             }
         }
         Ok(())

@@ -25,7 +25,8 @@ use crate::{
     mss,
     packet::{Ipv4, Transport, icmp_type, parse_ipv4, parse_transport, ptr_at},
     state::{
-        forwarded_port, is_tunnel_server, mac_owner, mapping_for, refresh_outbound, touch_outbound,
+        forwarded_port, is_tunnel_server, mac_owner, mapping_for, new_session, refresh_outbound,
+        touch_outbound,
     },
     vpn,
 };
@@ -241,7 +242,7 @@ fn outbound_state(
     } else if let Some(ext_port) = refresh_outbound(&session, t.tcp_flags, hop, now) {
         Ok(ext_port)
     } else if forwarded != 0 {
-        touch_outbound(
+        new_session(
             ctx,
             &session,
             forwarded,
@@ -260,7 +261,7 @@ fn outbound_state(
             _pad: 0,
         };
         mapping_for(ctx, cfg, &ep, now).and_then(|ext_port| {
-            touch_outbound(
+            new_session(
                 ctx,
                 &session,
                 ext_port,

@@ -14,13 +14,13 @@ use nat_common::{
     maps::{
         DEFAULT_MAX_ESP_SPIS, DEFAULT_MAX_FRAGS, DEFAULT_MAX_IKE_SAS, DEFAULT_MAX_MAPPINGS,
         DEFAULT_MAX_PPTP_CALLS, DEFAULT_MAX_SESSIONS, EndpointKey, EspKey, EspLearner, ExternalKey,
-        Forward, FragEntry, FragKey, FragQuota, IkeKey, MAX_DEVICES, MAX_ESP_PENDING,
-        MAX_FORWARD_PORTS, MAX_LAN_PREFIXES, MAX_PEER_IDS, MAX_QUOTA_HOSTS, MAX_ROUTER_IPSEC_PEERS,
-        Mapping, Owner, PORT_SLOTS, PeerId, PeerIdKey, PptpCall, PptpCallKey, PptpClientKey,
-        ReplyKey, Session, SessionIn, SessionKey,
+        FORWARD_HINT_WORDS, Forward, FragEntry, FragKey, FragQuota, IkeKey, MAX_DEVICES,
+        MAX_ESP_PENDING, MAX_FORWARD_PORTS, MAX_LAN_PREFIXES, MAX_PEER_IDS, MAX_QUOTA_HOSTS,
+        MAX_ROUTER_IPSEC_PEERS, Mapping, Owner, PORT_SLOTS, PeerId, PeerIdKey, PptpCall,
+        PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn, SessionKey,
     },
     passthrough::{NUM_SWITCHES, SWITCH_ON, switch_slot},
-    ports::{POOL_BITMAP_WORDS, pool_bit},
+    ports::{POOL_BITMAP_WORDS, PORTS_TAKEN_WORDS, pool_bit},
 };
 
 /// The per-host and per-MAC count maps take memory only for the hosts they hold (a
@@ -81,6 +81,11 @@ pub static FILTERS: HashMap<SessionKey, u64> = HashMap::with_max_entries(DEFAULT
 /// Pool slot -> external port (wire order); see NatConfig::priv_pool_len / pool_len.
 #[map]
 pub static PORT_POOL: Array<u16> = Array::with_max_entries(PORT_SLOTS, 0);
+
+/// The external ports mappings hold, a bit each (nat_common::ports::taken_bit): set by the
+/// CPU that claims one, recomputed by nat-ctl from MAPPINGS_IN after ports were freed.
+#[map]
+pub static PORTS_TAKEN: Array<u64> = Array::with_max_entries(PORTS_TAKEN_WORDS, 0);
 
 /// One bit per port (ports::pool_bit): 1 when the NAT owns it, 0 when it belongs to the
 /// router itself.
@@ -288,3 +293,14 @@ pub static FORWARDS: HashMap<ExternalKey, Forward> =
 #[map]
 pub static FORWARDS_BY_LAN: HashMap<EndpointKey, u16> =
     HashMap::with_max_entries(MAX_FORWARD_PORTS, 0);
+
+/// Which ports any forward has, external and LAN side (nat_common::maps::FORWARD_HINT_WORDS):
+/// set by nat-ctl before it writes a forward's entries, recomputed after it removes some.
+#[map]
+pub static FORWARD_HINTS: Array<u64> = Array::with_max_entries(FORWARD_HINT_WORDS, 0);
+
+/// Might a forward have bit `bit` of FORWARD_HINTS word `word`? (No: it has none.)
+#[inline(always)]
+pub fn forward_hint((word, bit): (u32, u64)) -> bool {
+    FORWARD_HINTS.get(word).is_some_and(|w| w & bit != 0)
+}

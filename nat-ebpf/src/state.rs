@@ -15,10 +15,10 @@ use nat_common::{
     flow_cache::FlowKey,
     maps::{
         EndpointKey, ExternalKey, MAC_SHARE_HOSTS, MAPPING_ACTIVE, Mapping, NextHop, ReplyKey,
-        SESSION_FORWARDED, Session, SessionIn, SessionKey, mac_key,
+        SESSION_FORWARDED, Session, SessionIn, SessionKey, external_hint, lan_hint, mac_key,
     },
     passthrough::{CLASS_NONE, IKE_PORT, classify},
-    ports::{MAX_PORT_TRIES, pool_slot, wants_privileged},
+    ports::{MAX_PORT_TRIES, pool_slot, taken_bit, wants_privileged},
     proto::{IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     tcp_state::{self, Direction, SYN_IN},
 };
@@ -27,8 +27,8 @@ use crate::{
     flow_cache,
     maps::{
         FILTERS, FLOWS_IN, FLOWS_OUT, FORWARDS, FORWARDS_BY_LAN, HOST_MAPPINGS, HOST_SESSIONS,
-        MAC_MAPPINGS, MAC_SESSIONS, MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL, SESSIONS, SESSIONS_IN,
-        config, count, port_in_pool,
+        MAC_MAPPINGS, MAC_SESSIONS, MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL, PORTS_TAKEN, SESSIONS,
+        SESSIONS_IN, config, count, forward_hint, port_in_pool,
     },
     packet::ptr_at,
 };
@@ -117,7 +117,7 @@ pub fn mapping_for(
     // NAT's too (PORT_IN_POOL), but never a mapping's: the mapping would take its traffic.
     if port_in_pool(ep.port)
         && !shared_ike_port(ep.proto, ep.port)
-        && !is_forwarded(ep.proto, ep.port)
+        && !port_unavailable(ep.proto, ep.port)
     {
         match claim(ep, &mut m, ep.port)? {
             Claim::Created(p) => {
@@ -158,11 +158,22 @@ pub fn mapping_for(
     search.outcome
 }
 
-/// Is external `port` (wire order) of `proto` forwarded?
-// verifier: a function of its own (a BPF subprogram with its own stack frame): its map key
-// inlined would add to the LAN program's frame, which has little room left.
+/// Is external `port` (wire order) of `proto` forwarded, or held by a mapping (by
+/// PORTS_TAKEN)? A port that is neither is worth a claim.
+// verifier: one function of its own (a BPF subprogram with its own stack frame) for both
+// checks: its map key inlined would add to the LAN program's frame, which has little room
+// left, and each call in the random draws' callback costs some 24 K instructions to verify.
 #[inline(never)]
+fn port_unavailable(proto: u8, port: u16) -> bool {
+    is_forwarded(proto, port) || port_taken(proto, port)
+}
+
+/// Is external `port` (wire order) of `proto` forwarded?
+#[inline(always)]
 fn is_forwarded(proto: u8, port: u16) -> bool {
+    if !forward_hint(external_hint(u16::from_be(port))) {
+        return false;
+    }
     let key = ExternalKey {
         port,
         proto,
@@ -171,9 +182,12 @@ fn is_forwarded(proto: u8, port: u16) -> bool {
     FORWARDS.get_ptr(&key).is_some()
 }
 
-/// A mapping this CPU made counts against its MAC's share (`claim` counted its host's).
+/// A mapping this CPU made counts against its MAC's share (`claim` counted its host's), and
+/// its port is taken. (A port found taken by a failed claim whose bit was clear, because
+/// nat-ctl's rewrite of the bitmap lost it, waits for the next rewrite.)
 #[inline(always)]
 fn count_new_mapping(m: &Mapping) {
+    mark_taken(m.proto, m.ext_port);
     if m.mac() != 0 {
         count_for_mac(MacShare::Mappings, m.mac());
     }
@@ -215,7 +229,7 @@ extern "C" fn try_random_port(_index: u64, ctx: *mut c_void) -> i64 {
     };
     // A lease (NAT-PMP, PCP) stays in the pool, which it would otherwise drain: it is skipped
     // here instead.
-    if shared_ike_port(s.ep.proto, *port) || is_forwarded(s.ep.proto, *port) {
+    if shared_ike_port(s.ep.proto, *port) || port_unavailable(s.ep.proto, *port) {
         return 0;
     }
     match claim(&s.ep, &mut s.m, *port) {
@@ -296,7 +310,7 @@ pub fn at_limit<K>(held: &HashMap<K, u32>, owner: &K, limit: u32) -> bool {
     limit > 0 && held.get_ptr(owner).map_or(0, |n| unsafe { *n }) >= limit
 }
 
-/// Claims external `port` for `ep`: first the external side (atomic across CPUs through
+/// Claims external `port` for `ep` (which `port_unavailable` let through): first the external side (atomic across CPUs through
 /// BPF_NOEXIST), then the internal side.
 #[inline(always)]
 fn claim(ep: &EndpointKey, m: &mut Mapping, port: u16) -> Result<Claim, Counter> {
@@ -328,6 +342,35 @@ fn claim(ep: &EndpointKey, m: &mut Mapping, port: u16) -> Result<Claim, Counter>
             } else {
                 Err(Counter::DropMappingTableFull)
             }
+        }
+    }
+}
+
+/// Does a mapping hold external `port` (wire order) of `proto`, by PORTS_TAKEN? (A clear bit
+/// only means "try it": MAPPINGS_IN decides.)
+#[inline(always)]
+fn port_taken(proto: u8, port: u16) -> bool {
+    match taken_bit(proto, u16::from_be(port)) {
+        Some((word, bit)) => PORTS_TAKEN.get(word).is_some_and(|w| w & bit != 0),
+        None => false,
+    }
+}
+
+/// Sets external `port`'s bit in PORTS_TAKEN.
+// verifier: out of line, and called once per new mapping (count_new_mapping), never from the
+// random draws' callback, where it cost 23 K instructions to verify.
+#[inline(never)]
+fn mark_taken(proto: u8, port: u16) {
+    let Some((word, bit)) = taken_bit(proto, u16::from_be(port)) else {
+        return;
+    };
+    if let Some(w) = PORTS_TAKEN.get_ptr_mut(word) {
+        // SAFETY: map value pointer, naturally aligned: an atomic OR, as other CPUs set bits
+        // of the same word.
+        unsafe {
+            core::intrinsics::atomic_or::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                w, bit,
+            );
         }
     }
 }
@@ -390,9 +433,10 @@ fn outbound_tcp(key: &SessionKey, s: &mut Session, tcp_flags: u8) {
     }
 }
 
-/// Refreshes (or creates, within the host's share by address and by MAC: `mac_owner` of the
-/// frame in `ctx`) the session for an outbound packet. `origin` is SESSION_FORWARDED for a
-/// forwarded LAN endpoint's session, which has the forwarded port and no mapping.
+/// Refreshes (or creates: `new_session`) the session for an outbound packet whose session was
+/// not looked up yet (IKE on the shared port 500), at external port `ext_port`. `origin` is
+/// SESSION_FORWARDED for a forwarded LAN endpoint's session, which has the forwarded port and
+/// no mapping.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn touch_outbound(
@@ -423,7 +467,24 @@ pub fn touch_outbound(
         }
         return Ok(());
     }
-    // A new session, within its host's share of the table.
+    new_session(ctx, key, ext_port, tcp_flags, class, hop, now, origin)
+}
+
+/// Creates the session for an outbound packet that has none (`refresh_outbound` found none),
+/// within the host's share by address and by MAC (`mac_owner` of the frame in `ctx`); one
+/// another CPU made meanwhile is left as it is. `origin` as for `touch_outbound`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn new_session(
+    ctx: &XdpContext,
+    key: &SessionKey,
+    ext_port: u16,
+    tcp_flags: u8,
+    class: u8,
+    hop: &NextHop,
+    now: u64,
+    origin: u8,
+) -> Result<(), Counter> {
     let Some(cfg) = config() else {
         return Err(Counter::DropNoConfig);
     };
@@ -632,6 +693,9 @@ fn forwarded_session(
 // inlined would add to the LAN program's frame, which has little room left.
 #[inline(never)]
 pub fn forwarded_port(proto: u8, addr: u32, port: u16) -> u16 {
+    if !forward_hint(lan_hint(u16::from_be(port))) {
+        return 0;
+    }
     let key = EndpointKey {
         addr,
         port,
@@ -646,6 +710,9 @@ pub fn forwarded_port(proto: u8, addr: u32, port: u16) -> u16 {
 // verifier: a function of its own, like `forwarded_port`.
 #[inline(never)]
 pub fn is_tunnel_server(proto: u8, addr: u32) -> bool {
+    if !forward_hint(lan_hint(0)) {
+        return false;
+    }
     let key = EndpointKey {
         addr,
         port: 0,

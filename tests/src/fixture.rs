@@ -316,6 +316,7 @@ impl Fixture {
             mac_vpn,
             host_mac
         );
+        m.write_ports_taken(&[]).expect("no port taken");
         m.bump_route_gen().expect("retire the flow cache");
     }
 

@@ -8,6 +8,7 @@ use integration_tests::{
 };
 use nat_common::{
     maps::{EndpointKey, ExternalKey, MAPPING_COOLING},
+    ports::taken_bit,
     proto::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
     tcp_state,
 };
@@ -518,6 +519,70 @@ fn full_mapping_table_and_exhausted_pool_drop_new_flows() {
         assert_eq!(got, vec![50000, 50001]);
         assert_eq!(fx.from_lan(&query_from_a(60003)).0, XDP_DROP);
         assert_eq!(fx.counter("drop_ports_exhausted"), 1);
+    });
+}
+
+/// PORTS_TAKEN: a port draw skips a port whose bit is set, even one no mapping holds (until
+/// nat-ctl rewrites the bitmap from MAPPINGS_IN), and a clear bit never hands out a port a
+/// mapping holds: MAPPINGS_IN stays the arbiter.
+#[test]
+fn port_draws_skip_taken_ports_and_the_mapping_table_decides() {
+    let three_ports = FixtureConfig {
+        port_range: (50000, 50002),
+        ..Default::default()
+    };
+    let taken = |fx: &Fixture, port: u16| {
+        let (word, bit) = taken_bit(IPPROTO_UDP, port).unwrap();
+        fx.maps.ports_taken.get(&word, 0).unwrap() & bit != 0
+    };
+    let mark = |fx: &mut Fixture, port: u16| {
+        let (word, bit) = taken_bit(IPPROTO_UDP, port).unwrap();
+        let w = fx.maps.ports_taken.get(&word, 0).unwrap();
+        fx.maps.ports_taken.set(word, w | bit, 0).unwrap();
+    };
+    let external_port = |fx: &mut Fixture, src: u16| {
+        let (action, out) = fx.from_lan(&query_from_a(src));
+        (action == XDP_REDIRECT).then(|| parse_checked(&out).sport)
+    };
+    with_fixture(default_tables(), three_ports, |fx| {
+        // Two ports marked taken without a mapping: the source port 50001 is not kept, and
+        // the draws find the one port left.
+        mark(fx, 50000);
+        mark(fx, 50001);
+        assert_eq!(external_port(fx, 50001), Some(50002));
+        assert!(taken(fx, 50002), "a new mapping marks its port");
+        assert_eq!(
+            external_port(fx, 60001),
+            None,
+            "every bit set: no draw succeeds"
+        );
+        assert_eq!(fx.counter("drop_ports_exhausted"), 1);
+        // The rewrite from MAPPINGS_IN clears the bits no mapping explains.
+        let held: Vec<ExternalKey> = fx
+            .maps
+            .mappings()
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        fx.maps.write_ports_taken(&held).unwrap();
+        assert!(!taken(fx, 50000) && !taken(fx, 50001) && taken(fx, 50002));
+        let second = external_port(fx, 60002).unwrap();
+        assert!(second == 50000 || second == 50001, "{second}");
+        // Every bit clear while two ports are held: only the third is handed out, and once it
+        // is gone too, nothing is.
+        fx.maps.write_ports_taken(&[]).unwrap();
+        let third = external_port(fx, 60003).unwrap();
+        let mut all = vec![50002, second, third];
+        all.sort();
+        assert_eq!(
+            all,
+            vec![50000, 50001, 50002],
+            "a held port was handed out twice"
+        );
+        fx.maps.write_ports_taken(&[]).unwrap();
+        assert_eq!(external_port(fx, 60004), None);
+        assert_eq!(fx.counter("drop_ports_exhausted"), 2);
     });
 }
 

@@ -8,7 +8,7 @@ use integration_tests::{
     lab::{LAN_HOST_A, LAN_HOST_B, ROUTER_LAN, ROUTER_WAN, SERVER},
     packets::{self, ACK, Hdr, SYN, SYN_ACK, parse_checked},
 };
-use nat_common::maps::{FORWARD_FROM_COMMAND, SESSION_FORWARDED};
+use nat_common::maps::{FORWARD_FROM_COMMAND, SESSION_FORWARDED, external_hint, lan_hint};
 use nat_common::proto::{IPPROTO_TCP, IPPROTO_UDP};
 use nat_ctl::{
     forwards::{self, ForwardRule},
@@ -345,7 +345,13 @@ fn a_removed_forward_stops_new_flows_keeps_its_sessions_and_goes_when_they_end()
         ..FixtureConfig::default()
     };
     with_fixture(default_tables(), cfg, |fx| {
+        // FORWARD_HINTS: the bits that let a new flow skip the forward tables.
+        let hinted = |fx: &Fixture, (word, bit): (u32, u64)| {
+            fx.maps.forward_hints.get(&word, 0).unwrap() & bit != 0
+        };
+        assert!(!hinted(fx, external_hint(9500)) && !hinted(fx, lan_hint(5000)));
         forward(fx, &format!("udp 9500 {LAN_HOST_A}:5000")).unwrap();
+        assert!(hinted(fx, external_hint(9500)) && hinted(fx, lan_hint(5000)));
         let from_server = |fx: &mut Fixture, sport| {
             fx.from_wan(&packets::udp(
                 &wan_hdr(SERVER, SERVER_MAC),
@@ -381,6 +387,7 @@ fn a_removed_forward_stops_new_flows_keeps_its_sessions_and_goes_when_they_end()
         assert_eq!((r.sessions_expired, r.forwards_purged), (1, 1), "{r:?}");
         assert!(fx.maps.forwards.keys().next().is_none());
         assert!(fx.maps.forwards_by_lan.keys().next().is_none());
+        assert!(!hinted(fx, external_hint(9500)) && !hinted(fx, lan_hint(5000)));
         // And the same forward can be made again.
         forward(fx, &format!("udp 9500 {LAN_HOST_A}:5000")).unwrap();
     });

@@ -130,6 +130,8 @@ fn prefill(fx: &mut Fixture, sessions: u32) -> Result<Vec<Flow>> {
             });
         }
     }
+    let held: Vec<ExternalKey> = fx.maps.mappings()?.into_iter().map(|(k, _)| k).collect();
+    fx.maps.write_ports_taken(&held)?;
     Ok(flows)
 }
 
@@ -291,7 +293,7 @@ fn action_name(a: u32) -> &'static str {
     }
 }
 
-fn measure_size(sessions: u32, runs: usize, rounds: u32) -> Vec<Row> {
+fn measure_size(sessions: u32, runs: usize, rounds: u32, only: Option<&str>) -> Vec<Row> {
     // The default table sizes, as deployed, unless the sessions need more room (1 M).
     let tables = Tables {
         max_sessions: (sessions + 65_536).max(nat_common::maps::DEFAULT_MAX_SESSIONS),
@@ -311,6 +313,9 @@ fn measure_size(sessions: u32, runs: usize, rounds: u32) -> Vec<Row> {
                         ifindex: u32,
                         prep: Prep,
                         make: &mut dyn FnMut(&mut Fixture) -> Vec<Vec<u8>>| {
+            if only.is_some_and(|o| !scenario.contains(o)) {
+                return;
+            }
             let prog = if ifindex == lan {
                 programs::LAN_INGRESS
             } else {
@@ -451,6 +456,15 @@ fn measure_size(sessions: u32, runs: usize, rounds: u32) -> Vec<Row> {
                         });
                     }
                 }
+                // The ports those mappings held are free again, as after the sweeper's.
+                let held: Vec<ExternalKey> = fx
+                    .maps
+                    .mappings()
+                    .unwrap()
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect();
+                fx.maps.write_ports_taken(&held).unwrap();
                 (0..new_flows as u32)
                     .map(|i| {
                         packets::udp(
@@ -844,6 +858,9 @@ struct Args {
     /// Measurements per program-cost figure (the best is reported).
     #[arg(long)]
     rounds: Option<u32>,
+    /// Only the program-cost scenarios whose name contains this (e.g. "new flow").
+    #[arg(long)]
+    scenario: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -888,7 +905,7 @@ fn main() -> Result<()> {
     }
     for &n in &sizes {
         eprintln!("bench: {n} sessions ...");
-        for r in measure_size(n, runs, rounds) {
+        for r in measure_size(n, runs, rounds, args.scenario.as_deref()) {
             writeln!(
                 report,
                 "| {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1}% |",
@@ -970,7 +987,8 @@ fn main() -> Result<()> {
         || !args.sizes.is_empty()
         || !args.flows.is_empty()
         || args.runs.is_some()
-        || args.rounds.is_some();
+        || args.rounds.is_some()
+        || args.scenario.is_some();
     let targets = targets(&cost_rows, &rates)?;
     println!("{targets}");
     if !short && !narrowed {
