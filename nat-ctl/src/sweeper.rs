@@ -46,8 +46,8 @@ pub fn is_expired(key: &SessionKey, s: &Session, t: &Timeouts, now_ns: u64) -> b
 }
 
 /// The sweeper takes at most 1/SWEEP_DUTY of a CPU: a sweep reads every session, which at a
-/// million sessions takes seconds, and the daemon's other work (signals, route changes) waits
-/// while it runs.
+/// million sessions takes seconds. (It runs in a thread of its own, daemon/sweeps.rs: the
+/// daemon's other work, signals, reloads, route changes, never waits for it.)
 pub const SWEEP_DUTY: u32 = 10;
 
 /// How long to wait before the next sweep, configured to run every `interval`, after one

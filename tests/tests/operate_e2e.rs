@@ -3,7 +3,7 @@
 use integration_tests::{
     daemon::NatDaemon,
     lab::{LAN_HOST_A, Lab, SERVER},
-    traffic::{TcpSink, tcp_send_paced, udp_echo, udp_request, udp_send, udp_socket},
+    traffic::{TcpSink, tcp_connect, tcp_send_paced, udp_echo, udp_request, udp_send, udp_socket},
 };
 use std::{
     io::{Read, Write},
@@ -137,6 +137,39 @@ fn pinned_state_from_an_incompatible_version_is_refused() {
     let err = format!("{:#}", again.err().expect("run must refuse"));
     assert!(err.contains("layout version 999"), "{err}");
     drop(first);
+}
+
+/// The daemon's sweeper (a thread beside its event loop) expires sessions: a refused TCP
+/// connection's session, on a transitory timeout of 2 s, is gone within a few sweeps (the
+/// tests sweep every second), and the daemon answers meanwhile.
+#[test]
+fn the_daemon_sweeps_expired_sessions_away() {
+    let lab = Lab::new("swp").unwrap();
+    let nat = NatDaemon::start_with_config(
+        &lab,
+        "[timeouts]\ntcp_transitory = 2\ntcp_established = 2\n",
+    )
+    .unwrap();
+    // Nothing listens there: the server's RST closes the connection.
+    let refused = tcp_connect(&lab.lan, SocketAddrV4::new(SERVER, 5999)).unwrap();
+    assert!(
+        refused.is_err(),
+        "something listens on the server's port 5999"
+    );
+    let tcp = |nat: &NatDaemon| {
+        nat.json(&["sessions", "--proto", "tcp"])
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(tcp(&nat), 1, "the refused connection made no session");
+    let gone = (0..60).any(|_| {
+        std::thread::sleep(Duration::from_millis(500));
+        tcp(&nat) == 0
+    });
+    assert!(gone, "the session was never swept away: {}", nat.log());
+    assert!(nat.log().contains("sweep:"), "{}", nat.log());
+    assert!(nat.ctl(&["status"]).status.success());
 }
 
 #[test]

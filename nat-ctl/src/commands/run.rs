@@ -157,7 +157,6 @@ pub fn run(instance: &Instance, args: &RunArgs) -> Result<()> {
         plan,
         state,
         missing: BTreeSet::new(),
-        sweeps_stretched: false,
     };
     let result = rt.block_on(daemon.serve());
     let _ = std::fs::remove_file(instance.run_state_path());

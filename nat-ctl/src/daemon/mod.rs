@@ -2,11 +2,13 @@
 //! (signals, the data path's log, route and address changes, the sweeper's schedule, the
 //! listening ports) in this file; what it resolves from the command line and the
 //! configuration file (plan.rs); how it follows the kernel's interfaces, addresses, routes
-//! and listening sockets (follow.rs); and reload (reload.rs).
+//! and listening sockets (follow.rs); reload (reload.rs); and the sweeper's thread
+//! (sweeps.rs).
 
 mod follow;
 pub(crate) mod plan;
 mod reload;
+mod sweeps;
 
 use anyhow::{Context as _, Result};
 use nat_common::config::NatConfig;
@@ -14,11 +16,9 @@ use std::{collections::BTreeSet, time::Duration};
 
 use crate::{
     cli::RunArgs,
-    monotonic_ns,
     pins::{Instance, RunState},
     pool::PortPool,
     state::NatMaps,
-    sweeper,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -39,9 +39,6 @@ pub(crate) struct Daemon<'a> {
     pub(crate) state: RunState,
     /// Sides whose interface is gone, reported once.
     pub(crate) missing: BTreeSet<crate::pins::Link>,
-    /// The last sweep took too long for the configured interval (said once, until it no
-    /// longer does).
-    pub(crate) sweeps_stretched: bool,
 }
 
 impl Daemon<'_> {
@@ -49,9 +46,11 @@ impl Daemon<'_> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
-        let mut tick = tokio::time::interval(Duration::from_secs(self.args.sweep_interval));
-        // A late tick (a long sweep, a stretched interval) waits a whole period, never bursts.
+        let every = Duration::from_secs(self.args.sweep_interval);
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (swept, mut sweeps) = tokio::sync::mpsc::unbounded_channel();
+        let _sweeper = sweeps::Sweeps::start(self.instance, every, swept)?;
         let mut listeners = tokio::time::interval(LISTENER_CHECK);
         listeners.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // SAFETY: the AsyncFd owns the logger and with it the ring buffer's fd, so the fd
@@ -127,7 +126,7 @@ impl Daemon<'_> {
                 _ = listeners.tick() => self.follow_listeners(),
                 _ = tick.tick() => {
                     // Also without netlink (a failed watch, a missed message): the LAN side
-                    // is read again every sweep.
+                    // is read again every sweep period.
                     self.follow_lan_side();
                     self.follow_upnp(&mut upnp);
                     let now_s = crate::monotonic_secs();
@@ -136,35 +135,16 @@ impl Daemon<'_> {
                         Ok(n) => log::info!("port mapping: {n} lease(s) ended"),
                         Err(e) => log::warn!("ending port mapping leases failed: {e:#}"),
                     }
-                    let start = std::time::Instant::now();
-                                        match sweeper::sweep(&mut self.maps, &self.cfg.timeouts, monotonic_ns()) {
-                        Ok(r) if r != Default::default() => {
-                            log::info!("sweep: {r:?}");
-                            // Freed ports outside the pool (a reload moved it) go back to
-                            // the router.
-                            if r.ports_freed > 0 {
-                                if let Err(e) = self.maps.write_pool_bitmap(&self.pool) {
-                                    log::warn!("cannot update the port pool's bitmap: {e:#}");
-                                }
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => log::warn!("sweep failed: {e:#}"),
-                    }
-                    let took = start.elapsed();
-                    let every = tick.period();
-                    let next = sweeper::next_sweep_in(every, took);
-                    let stretched = next > every;
-                    if stretched {
-                        tick.reset_after(next);
-                        if !self.sweeps_stretched {
-                            log::info!(
-                                "a sweep took {took:.1?}: sweeping every {next:.0?} or so, not every {every:?}, to stay under 1/{} of a CPU",
-                                sweeper::SWEEP_DUTY
-                            );
+                }
+                Some(r) = sweeps.recv() => {
+                    log::info!("sweep: {r:?}");
+                    // Freed ports outside the pool (a reload moved it) go back to the
+                    // router, and freed ports are no longer taken.
+                    if r.ports_freed > 0 {
+                        if let Err(e) = self.maps.write_pool_bitmap(&self.pool) {
+                            log::warn!("cannot update the port pool's bitmaps: {e:#}");
                         }
                     }
-                    self.sweeps_stretched = stretched;
                 }
             }
         }

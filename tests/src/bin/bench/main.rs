@@ -293,7 +293,74 @@ fn action_name(a: u32) -> &'static str {
     }
 }
 
-fn measure_size(sessions: u32, runs: usize, rounds: u32, only: Option<&str>) -> Vec<Row> {
+/// What the sweeper costs at one table size (measured at the largest, `measure_size`).
+#[derive(Clone, Copy)]
+struct SweepCost {
+    sessions: u32,
+    /// A sweep that finds every session live: what each sweep period costs.
+    live: Duration,
+    /// A sweep that finds every session expired and removes them all.
+    expiring: Duration,
+    expired: usize,
+}
+
+/// Times the sweeper on `fx`'s tables: once with every session live, once a day later, when
+/// every one has expired.
+fn sweep_cost(fx: &mut Fixture, sessions: u32) -> Result<SweepCost> {
+    let t = fx.maps.read_config()?.timeouts;
+    let now = monotonic_ns();
+    let start = std::time::Instant::now();
+    nat_ctl::sweeper::sweep(&mut fx.maps, &t, now)?;
+    let live = start.elapsed();
+    let start = std::time::Instant::now();
+    let r = nat_ctl::sweeper::sweep(&mut fx.maps, &t, now + 86_400 * 1_000_000_000)?;
+    Ok(SweepCost {
+        sessions,
+        live,
+        expiring: start.elapsed(),
+        expired: r.sessions_expired,
+    })
+}
+
+/// The sweeper's section of the report.
+fn sweep_section(report: &mut String, costs: &[SweepCost]) -> Result<()> {
+    if costs.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        report,
+        "\n## The sweeper (nat-ctl's expiry of sessions, in its own thread beside the daemon's event loop)\n\n\
+         | sessions | a sweep, all live | share of one CPU at the default {} s interval | a sweep that removes every session | removed |\n|---:|---:|---:|---:|---:|",
+        nat_ctl::cli::DEFAULT_SWEEP_INTERVAL_SECS
+    )?;
+    for c in costs {
+        writeln!(
+            report,
+            "| {} | {:.2} s | {:.0}% | {:.2} s | {} |",
+            c.sessions,
+            c.live.as_secs_f64(),
+            100.0 * c.live.as_secs_f64() / nat_ctl::cli::DEFAULT_SWEEP_INTERVAL_SECS as f64,
+            c.expiring.as_secs_f64(),
+            c.expired
+        )?;
+    }
+    writeln!(
+        report,
+        "\nA sweep that would take more than 1/{} of a CPU stretches the interval (nat-ctl says so once in its log).",
+        nat_ctl::sweeper::SWEEP_DUTY
+    )?;
+    Ok(())
+}
+
+/// The table size at which the sweeper is timed (a carrier or campus gateway).
+const SWEEP_SESSIONS: u32 = 1_048_576;
+
+fn measure_size(
+    sessions: u32,
+    runs: usize,
+    rounds: u32,
+    only: Option<&str>,
+) -> (Vec<Row>, Option<SweepCost>) {
     // The default table sizes, as deployed, unless the sessions need more room (1 M).
     let tables = Tables {
         max_sessions: (sessions + 65_536).max(nat_common::maps::DEFAULT_MAX_SESSIONS),
@@ -435,7 +502,7 @@ fn measure_size(sessions: u32, runs: usize, rounds: u32, only: Option<&str>) -> 
         let mut round = 0u32;
         both(
             fx,
-            "UDP out, first packet of a new flow",
+            SCENARIO_NEW_FLOW,
             lan,
             Prep::None,
             &mut |fx: &mut Fixture| {
@@ -518,7 +585,9 @@ fn measure_size(sessions: u32, runs: usize, rounds: u32, only: Option<&str>) -> 
         both(fx, "ESP in (learned SPI)", wan, Prep::None, &mut |_| {
             vec![esp.clone(); runs]
         });
-        rows
+        // Last: the expiring sweep empties the tables.
+        let sweep = (sessions >= SWEEP_SESSIONS).then(|| sweep_cost(fx, sessions).expect("sweep"));
+        (rows, sweep)
     })
 }
 
@@ -571,6 +640,7 @@ fn memory() -> Result<Vec<(String, u32, u64)>> {
 /// End-to-end rates, each configuration with 1, 1 K and 64 K flows, all in one lab.
 const SCENARIO_OUT: &str = "TCP out, established";
 const SCENARIO_IN: &str = "TCP in, reply";
+const SCENARIO_NEW_FLOW: &str = "UDP out, first packet of a new flow";
 
 /// End-to-end packets/s with one flow count: xdp-nat, bare forwarder, kernel masquerade.
 struct Rates {
@@ -587,54 +657,111 @@ struct Rates {
 }
 
 /// The benchmark targets (BENCHMARKS.md), each against the numbers of this run.
-fn targets(cost: &[Row], rates: &[Rates]) -> Result<String> {
+/// Everything a target is judged on, from one run.
+struct Measured<'a> {
+    cost: &'a [Row],
+    rates: &'a [Rates],
+    /// The NAT's end-to-end new sessions per second.
+    new_sessions: Option<f64>,
+    sweep: Option<SweepCost>,
+    /// Bytes per session, every table a session takes its share of (the memory table).
+    session_bytes: Option<f64>,
+}
+
+/// The issue's targets, each as measured in this run: met or not.
+fn targets(m: &Measured<'_>) -> Result<String> {
     const TARGET_SESSIONS: u32 = 65_536;
     const TARGET_FLOWS: u32 = 64_000;
     let mut table = String::new();
-    let mut line = |what: String, measured: String, met: bool| {
+    let mut line = |what: String, measured: String, met: Option<bool>| {
         writeln!(
             table,
             "| {what} | {measured} | {} |",
-            if met { "yes" } else { "no" }
+            match met {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "not measured",
+            }
         )
     };
-    for r in rates.iter().filter(|r| r.flows == TARGET_FLOWS) {
-        let (vs_fwd, vs_kern) = (r.nat / r.fwd, r.nat / r.kern);
+    for r in m.rates.iter().filter(|r| r.flows == TARGET_FLOWS) {
+        let (vs_fwd, vs_state, vs_kern) = (r.nat / r.fwd, r.nat / r.state, r.nat / r.kern);
         line(
-            format!("end to end, {TARGET_FLOWS} flows: >= 85% of the bare XDP forwarder"),
-            format!("{:.0}%", 100.0 * vs_fwd),
-            vs_fwd >= 0.85,
-        )?;
-        line(
-            format!("end to end, {TARGET_FLOWS} flows: >= 4x kernel + nftables masquerade"),
+            format!("end to end, {TARGET_FLOWS} flows: >= 5x kernel + nftables masquerade"),
             format!("{vs_kern:.1}x"),
-            vs_kern >= 4.0,
+            Some(vs_kern >= 5.0),
+        )?;
+        // Whichever bar is lower in this run.
+        let bar = (0.9 * r.fwd).min(r.state);
+        line(
+            format!(
+                "end to end, {TARGET_FLOWS} flows: >= 90% of the bare forwarder or 100% of forwarder + state read, whichever is lower ({:.2} Mpps here)",
+                bar / 1e6
+            ),
+            format!("{:.0}% / {:.0}%", 100.0 * vs_fwd, 100.0 * vs_state),
+            Some(r.nat >= bar),
         )?;
     }
+    line(
+        format!(
+            "end to end with {SWEEP_SESSIONS} resident sessions: within 10% of the {TARGET_FLOWS}-flow rate"
+        ),
+        "-".into(),
+        None,
+    )?;
     // The established-flow rows, both directions.
     let established = |r: &&Row| r.scenario == SCENARIO_OUT || r.scenario == SCENARIO_IN;
-    for r in cost
+    for r in m
+        .cost
         .iter()
         .filter(|r| r.sessions == TARGET_SESSIONS)
         .filter(established)
     {
-        let (vs_fwd, vs_base) = (r.nat_ns / r.fwd_ns, r.nat_ns / r.base_ns);
+        let over = r.nat_ns - r.state_ns;
         line(
             format!(
-                "{}, {TARGET_SESSIONS} sessions: <= 1.5x the bare forwarder",
+                "{}, {TARGET_SESSIONS} sessions: within 15 ns of forwarder + state read",
                 r.scenario
             ),
-            format!("{vs_fwd:.2}x"),
-            vs_fwd <= 1.5,
+            format!("{over:+.1} ns"),
+            Some(over <= 15.0),
         )?;
+    }
+    for r in m
+        .cost
+        .iter()
+        .filter(|r| r.sessions == TARGET_SESSIONS && r.scenario == SCENARIO_NEW_FLOW)
+    {
+        line(
+            format!("{}, {TARGET_SESSIONS} sessions: <= 600 ns", r.scenario),
+            format!("{:.0} ns", r.nat_ns),
+            Some(r.nat_ns <= 600.0),
+        )?;
+    }
+    if let Some(n) = m.new_sessions {
+        line(
+            "new sessions end to end: >= 1.2 M/s".into(),
+            format!("{:.0} K/s", n / 1e3),
+            Some(n >= 1.2e6),
+        )?;
+    }
+    if let Some(s) = m.sweep {
+        let share = s.live.as_secs_f64() / nat_ctl::cli::DEFAULT_SWEEP_INTERVAL_SECS as f64;
         line(
             format!(
-                "{}, {TARGET_SESSIONS} sessions: <= 2x parse-only (the forwarder alone is {:.1}x)",
-                r.scenario,
-                r.fwd_ns / r.base_ns
+                "sweeper, {} sessions: < 5% of one CPU at the default interval ({} s)",
+                s.sessions,
+                nat_ctl::cli::DEFAULT_SWEEP_INTERVAL_SECS
             ),
-            format!("{vs_base:.2}x"),
-            vs_base <= 2.0,
+            format!("{:.0}%", 100.0 * share),
+            Some(share < 0.05),
+        )?;
+    }
+    if let Some(b) = m.session_bytes {
+        line(
+            "memory: <= 200 bytes per session, all tables included".into(),
+            format!("{b:.0} bytes"),
+            Some(b <= 200.0),
         )?;
     }
     let mut out = String::from("\n## Targets\n\n");
@@ -649,7 +776,7 @@ fn targets(cost: &[Row], rates: &[Rates]) -> Result<String> {
     // What no NAT can avoid: reading each packet's flow state, once the flows outgrow the
     // CPU caches. Measured, not assumed: the forwarder with one such read per packet.
     let mut floor = String::new();
-    for r in rates.iter().filter(|r| r.flows == TARGET_FLOWS) {
+    for r in m.rates.iter().filter(|r| r.flows == TARGET_FLOWS) {
         writeln!(
             floor,
             "- end to end, {TARGET_FLOWS} flows: the forwarder with one state read per packet reaches {:.0}% of the bare forwarder; the NAT reaches {:.0}% of it. In place, the programs ran {:.0} ns (bare forwarder), {:.0} ns (with the state read) and {:.0} ns (NAT) per packet.",
@@ -660,7 +787,8 @@ fn targets(cost: &[Row], rates: &[Rates]) -> Result<String> {
             r.nat_ns
         )?;
     }
-    for r in cost
+    for r in m
+        .cost
         .iter()
         .filter(|r| r.sessions == TARGET_SESSIONS)
         .filter(established)
@@ -684,7 +812,12 @@ fn targets(cost: &[Row], rates: &[Rates]) -> Result<String> {
     Ok(out)
 }
 
-fn forwarding_section(report: &mut String, short: bool, only_flows: &[u32]) -> Result<Vec<Rates>> {
+/// The end-to-end rates, and the NAT's new sessions per second.
+fn forwarding_section(
+    report: &mut String,
+    short: bool,
+    only_flows: &[u32],
+) -> Result<(Vec<Rates>, f64)> {
     use forwarding::{Bench, Router};
     // New sessions first, while the router has no state from the rate runs.
     let new_flows: u32 = if short { 5_000 } else { 60_000 };
@@ -785,7 +918,7 @@ fn forwarding_section(report: &mut String, short: bool, only_flows: &[u32]) -> R
         report,
         "\nThe wall time includes the generator's idle tail (20-30 ms per live-frame run), so both rates are understated; the program-level cost of a new flow is in the first table (\"first packet of a new flow\")."
     )?;
-    Ok(rates)
+    Ok((rates, nat_new))
 }
 
 /// Where the end-to-end time goes: each XDP router's program time per packet, in place,
@@ -878,6 +1011,7 @@ fn main() -> Result<()> {
     }
     let mut report = String::new();
     let mut cost_rows = Vec::new();
+    let mut sweep_costs = Vec::new();
     writeln!(
         report,
         "## Program cost (BPF_PROG_TEST_RUN, ns per packet, kernel-measured)\n"
@@ -905,7 +1039,9 @@ fn main() -> Result<()> {
     }
     for &n in &sizes {
         eprintln!("bench: {n} sessions ...");
-        for r in measure_size(n, runs, rounds, args.scenario.as_deref()) {
+        let (rows, sweep) = measure_size(n, runs, rounds, args.scenario.as_deref());
+        sweep_costs.extend(sweep);
+        for r in rows {
             writeln!(
                 report,
                 "| {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1}% |",
@@ -924,11 +1060,12 @@ fn main() -> Result<()> {
             cost_rows.push(r);
         }
     }
+    sweep_section(&mut report, &sweep_costs)?;
     if args.cost_only {
         println!("{report}");
         return Ok(());
     }
-    let rates = forwarding_section(&mut report, short, &args.flows)?;
+    let (rates, new_sessions) = forwarding_section(&mut report, short, &args.flows)?;
     writeln!(
         report,
         "\n## Memory at the default table sizes (kernel memlock per map)\n"
@@ -965,11 +1102,13 @@ fn main() -> Result<()> {
     // The flow caches have an entry per session slot (rounded up to a power of two).
     let cache_per_session =
         (map(names::FLOWS_OUT).1 + map(names::FLOWS_IN).1) as f64 / map(names::SESSIONS).0 as f64;
+    let per_session =
+        per_entry(names::SESSIONS) + per_entry(names::SESSIONS_IN) + cache_per_session;
     writeln!(
         report,
-        "\nPer session: {:.0} bytes ({} + {} + {:.0} of {} and {}), plus {:.0} in {} for the first session of a mapping with each remote host. \
+        "\nPer session: {:.0} bytes ({} + {} + {:.0} of {} and {}), plus {:.0} in {} for the first session of a mapping with each remote host ({:.0} with it: the figure the memory target is judged on). \
          Per mapping: {:.0} bytes ({} + {}).",
-        per_entry(names::SESSIONS) + per_entry(names::SESSIONS_IN) + cache_per_session,
+        per_session,
         names::SESSIONS,
         names::SESSIONS_IN,
         cache_per_session,
@@ -977,6 +1116,7 @@ fn main() -> Result<()> {
         names::FLOWS_IN,
         per_entry(names::FILTERS),
         names::FILTERS,
+        per_session + per_entry(names::FILTERS),
         per_entry(names::MAPPINGS_OUT) + per_entry(names::MAPPINGS_IN),
         names::MAPPINGS_OUT,
         names::MAPPINGS_IN,
@@ -989,7 +1129,13 @@ fn main() -> Result<()> {
         || args.runs.is_some()
         || args.rounds.is_some()
         || args.scenario.is_some();
-    let targets = targets(&cost_rows, &rates)?;
+    let targets = targets(&Measured {
+        cost: &cost_rows,
+        rates: &rates,
+        new_sessions: Some(new_sessions),
+        sweep: sweep_costs.first().copied(),
+        session_bytes: Some(per_session + per_entry(names::FILTERS)),
+    })?;
     println!("{targets}");
     if !short && !narrowed {
         let doc = format!(
