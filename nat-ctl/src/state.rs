@@ -301,7 +301,8 @@ impl NatMaps {
 
     /// PORTS_TAKEN from `mappings` (MAPPINGS_IN's keys): ports freed since are clear again.
     /// A bit a CPU sets between the read of MAPPINGS_IN and this write may be lost; its
-    /// port's next draw then finds MAPPINGS_IN's entry and sets it again.
+    /// port's draws then find MAPPINGS_IN's entry (a failed insert, no double claim) until
+    /// the next rewrite sets it again.
     pub fn write_ports_taken(&mut self, mappings: &[ExternalKey]) -> Result<()> {
         let mut taken = vec![0u64; PORTS_TAKEN_WORDS as usize];
         for k in mappings {

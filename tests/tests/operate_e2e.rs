@@ -140,14 +140,14 @@ fn pinned_state_from_an_incompatible_version_is_refused() {
 }
 
 /// The daemon's sweeper (a thread beside its event loop) expires sessions: a refused TCP
-/// connection's session, on a transitory timeout of 2 s, is gone within a few sweeps (the
+/// connection's session, on a transitory timeout of 4 s, is gone within a few sweeps (the
 /// tests sweep every second), and the daemon answers meanwhile.
 #[test]
 fn the_daemon_sweeps_expired_sessions_away() {
     let lab = Lab::new("swp").unwrap();
     let nat = NatDaemon::start_with_config(
         &lab,
-        "[timeouts]\ntcp_transitory = 2\ntcp_established = 2\n",
+        "[timeouts]\ntcp_transitory = 4\ntcp_established = 4\n",
     )
     .unwrap();
     // Nothing listens there: the server's RST closes the connection.

@@ -136,10 +136,13 @@ impl Daemon<'_> {
                         Err(e) => log::warn!("ending port mapping leases failed: {e:#}"),
                     }
                 }
-                Some(r) = sweeps.recv() => {
+                report = sweeps.recv() => {
+                    let Some(r) = report else {
+                        anyhow::bail!("the sweeper thread stopped (see the log above): nothing would expire");
+                    };
                     log::info!("sweep: {r:?}");
                     // Freed ports outside the pool (a reload moved it) go back to the
-                    // router, and freed ports are no longer taken.
+                    // router (the sweeper thread wrote the taken ports' bitmap itself).
                     if r.ports_freed > 0 {
                         if let Err(e) = self.maps.write_pool_bitmap(&self.pool) {
                             log::warn!("cannot update the port pool's bitmaps: {e:#}");

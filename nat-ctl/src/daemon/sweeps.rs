@@ -13,7 +13,9 @@ use std::{
 
 use crate::{monotonic_ns, pins::Instance, state::NatMaps, sweeper};
 
-/// The running sweeper thread; dropping it stops the thread, after the sweep under way.
+/// The running sweeper thread; dropping it stops the thread, after the sweep under way. If
+/// the thread ends by itself (it cannot open the maps, it panicked), its report channel
+/// closes and the daemon stops with an error rather than run on with nothing expiring.
 pub(crate) struct Sweeps {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -68,7 +70,8 @@ fn run(
     stopped: &mpsc::Receiver<()>,
     done: &tokio::sync::mpsc::UnboundedSender<sweeper::SweepReport>,
 ) {
-    let mut wait = interval;
+    // The first sweep at once: adopted tables may have gone unswept while no daemon ran.
+    let mut wait = Duration::ZERO;
     let mut stretched = false;
     loop {
         match stopped.recv_timeout(wait) {
@@ -76,10 +79,21 @@ fn run(
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
         let start = Instant::now();
-        match maps
+        let swept = maps
             .read_config()
-            .and_then(|cfg| sweeper::sweep(maps, &cfg.timeouts, monotonic_ns()))
-        {
+            .and_then(|cfg| sweeper::sweep(maps, &cfg.timeouts, monotonic_ns()));
+        // Ports freed (or perhaps freed, by a sweep that failed after) are no longer taken:
+        // written here, every such sweep, so that a failed write is retried by the next one
+        // and no freed port stays skipped by the draws.
+        if swept.as_ref().map_or(true, |r| r.ports_freed > 0) {
+            if let Err(e) = maps.mappings().and_then(|m| {
+                let held: Vec<_> = m.into_iter().map(|(k, _)| k).collect();
+                maps.write_ports_taken(&held)
+            }) {
+                log::warn!("cannot update the taken ports' bitmap: {e:#}");
+            }
+        }
+        match swept {
             Ok(r) if r != Default::default() => {
                 if done.send(r).is_err() {
                     return;
