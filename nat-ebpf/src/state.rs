@@ -310,8 +310,8 @@ pub fn at_limit<K>(held: &HashMap<K, u32>, owner: &K, limit: u32) -> bool {
     limit > 0 && held.get_ptr(owner).map_or(0, |n| unsafe { *n }) >= limit
 }
 
-/// Claims external `port` for `ep` (which `port_unavailable` let through): first the external side (atomic across CPUs through
-/// BPF_NOEXIST), then the internal side.
+/// Claims external `port` for `ep` (which `port_unavailable` let through): first the external
+/// side (atomic across CPUs through BPF_NOEXIST), then the internal side.
 #[inline(always)]
 fn claim(ep: &EndpointKey, m: &mut Mapping, port: u16) -> Result<Claim, Counter> {
     m.ext_port = port;
@@ -434,7 +434,7 @@ fn outbound_tcp(key: &SessionKey, s: &mut Session, tcp_flags: u8) {
 }
 
 /// Refreshes (or creates: `new_session`) the session for an outbound packet whose session was
-/// not looked up yet (IKE on the shared port 500), at external port `ext_port`. `origin` is
+/// not looked up yet (IKE on the shared port 500, hairpinning), at external port `ext_port`. `origin` is
 /// SESSION_FORWARDED for a forwarded LAN endpoint's session, which has the forwarded port and
 /// no mapping.
 #[inline(always)]
