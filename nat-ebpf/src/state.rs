@@ -434,9 +434,9 @@ fn outbound_tcp(key: &SessionKey, s: &mut Session, tcp_flags: u8) {
 }
 
 /// Refreshes (or creates: `new_session`) the session for an outbound packet whose session was
-/// not looked up yet (IKE on the shared port 500, hairpinning), at external port `ext_port`. `origin` is
-/// SESSION_FORWARDED for a forwarded LAN endpoint's session, which has the forwarded port and
-/// no mapping.
+/// not looked up yet (IKE on the shared port 500, hairpinning), at external port `ext_port`.
+/// `origin` is SESSION_FORWARDED for a forwarded LAN endpoint's session, which has the
+/// forwarded port and no mapping.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn touch_outbound(
