@@ -663,14 +663,11 @@ fn write_hints(maps: &mut NatMaps, adding: &[(ExternalKey, Forward)]) -> Result<
             hints[word as usize] |= bit;
         }
     }
-    for (word, v) in hints.iter().enumerate() {
-        if maps.forward_hints.get(&(word as u32), 0)? != *v {
-            maps.forward_hints
-                .set(word as u32, v, 0)
-                .context("writing FORWARD_HINTS")?;
-        }
-    }
-    Ok(())
+    crate::state::write_bitmap(
+        &mut maps.forward_hints,
+        &hints,
+        nat_common::maps::names::FORWARD_HINTS,
+    )
 }
 
 /// Removes FORWARDS_BY_LAN's entry for `v`'s LAN endpoint if it still names port `k`.

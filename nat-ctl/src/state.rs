@@ -256,7 +256,10 @@ impl NatMaps {
                 .set(slot as u32, port.to_be(), 0)
                 .context("writing PORT_POOL")?;
         }
-        self.write_pool_bitmap(pool)
+        self.write_pool_bitmap(pool)?;
+        // At start (adopted mappings) and on reload; after a sweep, the sweeper writes it.
+        let held = self.mapping_keys()?;
+        self.write_ports_taken(&held)
     }
 
     /// PORT_IN_POOL: the pool's ports, and the ports of the mappings that still exist (active
@@ -269,12 +272,8 @@ impl NatMaps {
         let mut in_pool = vec![0u64; POOL_BITMAP_WORDS as usize];
         // And the forwarded ports, which the WAN program looks up in FORWARDS.
         let forwarded = entries(&self.forwards)?.into_iter().map(|(k, _)| k);
-        let mappings: Vec<ExternalKey> = entries(&self.mappings_in)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        self.write_ports_taken(&mappings)?;
-        let live = mappings
+        let live = self
+            .mapping_keys()?
             .into_iter()
             .chain(forwarded)
             .map(|k| u16::from_be(k.port));
@@ -288,15 +287,12 @@ impl NatMaps {
             let (word, bit) = pool_bit(port);
             in_pool[word as usize] |= bit;
         }
-        for (word, v) in in_pool.iter().enumerate() {
-            // Only write what differs from the map's current value: fast on restarts.
-            if self.port_in_pool.get(&(word as u32), 0)? != *v {
-                self.port_in_pool
-                    .set(word as u32, v, 0)
-                    .context("writing PORT_IN_POOL")?;
-            }
-        }
-        Ok(())
+        write_bitmap(&mut self.port_in_pool, &in_pool, names::PORT_IN_POOL)
+    }
+
+    /// MAPPINGS_IN's keys: the external ports mappings hold.
+    pub fn mapping_keys(&self) -> Result<Vec<ExternalKey>> {
+        Ok(self.mappings()?.into_iter().map(|(k, _)| k).collect())
     }
 
     /// PORTS_TAKEN from `mappings` (MAPPINGS_IN's keys): ports freed since are clear again.
@@ -310,14 +306,7 @@ impl NatMaps {
                 taken[word as usize] |= bit;
             }
         }
-        for (word, v) in taken.iter().enumerate() {
-            if self.ports_taken.get(&(word as u32), 0)? != *v {
-                self.ports_taken
-                    .set(word as u32, v, 0)
-                    .context("writing PORTS_TAKEN")?;
-            }
-        }
-        Ok(())
+        write_bitmap(&mut self.ports_taken, &taken, names::PORTS_TAKEN)
     }
 
     /// Makes LAN_PREFIXES hold exactly `side`'s entries. The caller writes the config's
@@ -595,6 +584,18 @@ pub fn removed(r: std::result::Result<(), aya::maps::MapError>) -> Result<bool> 
 
 /// Every entry of a hash map (a snapshot; entries may change meanwhile): batched when the
 /// kernel can, else entry by entry.
+/// Makes bitmap array `map` (named `name`) hold `words`, writing only the words that differ
+/// from its current ones: fast when little changed (a restart, a sweep).
+pub fn write_bitmap(map: &mut Array<MapData, u64>, words: &[u64], name: &str) -> Result<()> {
+    for (word, v) in words.iter().enumerate() {
+        if map.get(&(word as u32), 0)? != *v {
+            map.set(word as u32, v, 0)
+                .with_context(|| format!("writing {name}"))?;
+        }
+    }
+    Ok(())
+}
+
 pub fn entries<K: aya::Pod, V: aya::Pod>(map: &HashMap<MapData, K, V>) -> Result<Vec<(K, V)>> {
     match crate::batch::lookup_all(map) {
         Ok(Some(all)) => Ok(all),

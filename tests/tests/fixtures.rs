@@ -558,13 +558,7 @@ fn port_draws_skip_taken_ports_and_the_mapping_table_decides() {
         );
         assert_eq!(fx.counter("drop_ports_exhausted"), 1);
         // The rewrite from MAPPINGS_IN clears the bits no mapping explains.
-        let held: Vec<ExternalKey> = fx
-            .maps
-            .mappings()
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let held = fx.maps.mapping_keys().unwrap();
         fx.maps.write_ports_taken(&held).unwrap();
         assert!(!taken(fx, 50000) && !taken(fx, 50001) && taken(fx, 50002));
         let second = external_port(fx, 60002).unwrap();

@@ -142,7 +142,7 @@ impl Daemon<'_> {
                     };
                     log::info!("sweep: {r:?}");
                     // Freed ports outside the pool (a reload moved it) go back to the
-                    // router (the sweeper thread wrote the taken ports' bitmap itself).
+                    // router. (The sweeper thread rewrote PORTS_TAKEN itself.)
                     if r.ports_freed > 0 {
                         if let Err(e) = self.maps.write_pool_bitmap(&self.pool) {
                             log::warn!("cannot update the port pool's bitmaps: {e:#}");

@@ -86,10 +86,10 @@ fn run(
         // written here, every such sweep, so that a failed write is retried by the next one
         // and no freed port stays skipped by the draws.
         if swept.as_ref().map_or(true, |r| r.ports_freed > 0) {
-            if let Err(e) = maps.mappings().and_then(|m| {
-                let held: Vec<_> = m.into_iter().map(|(k, _)| k).collect();
-                maps.write_ports_taken(&held)
-            }) {
+            if let Err(e) = maps
+                .mapping_keys()
+                .and_then(|held| maps.write_ports_taken(&held))
+            {
                 log::warn!("cannot update the taken ports' bitmap: {e:#}");
             }
         }

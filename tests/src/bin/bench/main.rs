@@ -130,7 +130,7 @@ fn prefill(fx: &mut Fixture, sessions: u32) -> Result<Vec<Flow>> {
             });
         }
     }
-    let held: Vec<ExternalKey> = fx.maps.mappings()?.into_iter().map(|(k, _)| k).collect();
+    let held = fx.maps.mapping_keys()?;
     fx.maps.write_ports_taken(&held)?;
     Ok(flows)
 }
@@ -524,13 +524,7 @@ fn measure_size(
                     }
                 }
                 // The ports those mappings held are free again, as after the sweeper's.
-                let held: Vec<ExternalKey> = fx
-                    .maps
-                    .mappings()
-                    .unwrap()
-                    .into_iter()
-                    .map(|(k, _)| k)
-                    .collect();
+                let held = fx.maps.mapping_keys().unwrap();
                 fx.maps.write_ports_taken(&held).unwrap();
                 (0..new_flows as u32)
                     .map(|i| {
