@@ -4,8 +4,8 @@
 //! lookup costs a bucket line and an element (two dependent misses once the tables outgrow
 //! the CPU caches). Next hops, which many flows share, are kept once each in FLOW_HOPS.
 //!
-//! It is a cache, never the truth: SESSIONS / SESSIONS_IN stay authoritative, and the fast
-//! path fills an entry from them (fast.rs). An entry answers only while its next hop does
+//! It is a cache, never the truth: SESSIONS (and, for replies, MAPPINGS_IN) stay
+//! authoritative, and the data path fills an entry from them (fast.rs, wan.rs). An entry answers only while its next hop does
 //! (same route generation, younger than NEXT_HOP_TTL_NS), so every active flow goes back to
 //! its session at least once a second, which keeps the session's `last_seen_ns` (and so the
 //! sweeper's timeouts) within a second. Whatever changes a session's translation (a new
@@ -86,7 +86,7 @@ impl FlowKey {
         }
     }
 
-    /// A reply flow (SESSIONS_IN's key).
+    /// A reply flow.
     pub const fn reply(k: &ReplyKey) -> Self {
         FlowKey {
             words: [

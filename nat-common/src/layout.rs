@@ -47,7 +47,6 @@ const fn layout_version() -> u32 {
         maps::NextHop,
         maps::Session,
         maps::ReplyKey,
-        maps::SessionIn,
         maps::PptpCallKey,
         maps::PptpClientKey,
         maps::PptpCall,

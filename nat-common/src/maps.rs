@@ -25,7 +25,6 @@ pub mod names {
         MAPPINGS_OUT,
         MAPPINGS_IN,
         SESSIONS,
-        SESSIONS_IN,
         FLOWS_OUT,
         FLOWS_IN,
         FLOW_HOPS,
@@ -292,18 +291,20 @@ impl NextHop {
     };
 }
 
-/// The outbound half of a session, the value of SESSIONS. Its inbound half is SESSIONS_IN.
+/// A session, the value of SESSIONS. Replies find it through their mapping (MAPPINGS_IN
+/// gives the LAN endpoint, which with the remote endpoint is the key); the flow cache
+/// (FLOWS_OUT, FLOWS_IN) spares established flows even that.
 ///
-/// Both halves are 64 bytes: the kernel's hash element header (48 bytes) and a 16-byte key
-/// fill one cache line, the value the next, so a lookup touches exactly two lines of the
-/// element. At 64 K sessions that measured about 20 ns per packet less than 48-byte values
-/// straddling a third line (BENCHMARKS.md); the spare bytes are reserved.
+/// 64 bytes: the kernel's hash element header (48 bytes) and a 16-byte key fill one cache
+/// line, the value the next, so a lookup touches exactly two lines of the element. At 64 K
+/// sessions that measured about 20 ns per packet less than 48-byte values straddling a third
+/// line (BENCHMARKS.md); the spare bytes are reserved.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Session {
     pub created_ns: u64,
-    /// bpf_ktime (CLOCK_MONOTONIC) of the last outbound packet (the inbound half keeps the
-    /// last inbound one; the session is idle since the later of the two).
+    /// bpf_ktime (CLOCK_MONOTONIC) of the last packet either way that went past the flow
+    /// cache (a cached flow comes back at least once per NEXT_HOP_TTL_NS).
     pub last_seen_ns: u64,
     pub ext_port: u16,
     /// `tcp_state` bits for TCP, 0 otherwise.
@@ -337,8 +338,8 @@ const _: () = assert!(
             == core::mem::offset_of!(Session, ext_port) + 2
 );
 
-/// A session seen from the WAN: remote endpoint and external port. Key of SESSIONS_IN, so a
-/// reply needs one lookup.
+/// A reply flow: remote endpoint and external port, what a packet from the WAN names (the
+/// key of FLOWS_IN; `SessionKey::reply_key`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReplyKey {
@@ -350,40 +351,6 @@ pub struct ReplyKey {
     pub _pad2: u16,
 }
 const _: () = assert!(size_of::<ReplyKey>() == 12);
-
-/// The inbound half of a session, the value of SESSIONS_IN: where replies go. 64 bytes, like
-/// `Session` and for the same reason (its 12-byte key is rounded up to 16 by the kernel).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SessionIn {
-    /// Last inbound packet.
-    pub last_seen_ns: u64,
-    pub int_addr: u32,
-    pub int_port: u16,
-    pub class: u8,
-    /// 1 once the session's TCP state has recorded an inbound segment, so that plain
-    /// segments need not touch it; 0 otherwise (and for UDP/ICMP, where it is unused).
-    pub tcp_synced: u8,
-    /// Towards the LAN host.
-    pub hop: NextHop,
-    pub _reserved1: u64,
-    pub _reserved2: u64,
-    pub _reserved3: u64,
-}
-const _: () = assert!(size_of::<SessionIn>() == 64);
-
-impl ReplyKey {
-    /// The outbound key of the session `r` is the inbound half of.
-    pub const fn session_key(&self, r: &SessionIn) -> SessionKey {
-        SessionKey::new(
-            self.proto,
-            r.int_addr,
-            r.int_port,
-            self.rem_addr,
-            self.rem_port,
-        )
-    }
-}
 
 /// A PPTP call seen from the WAN: server address + external call id (the id the server
 /// writes into its GRE packets). Key of PPTP_CALLS_IN.
@@ -659,7 +626,6 @@ mod pod {
     unsafe impl aya::Pod for super::Session {}
     unsafe impl aya::Pod for super::NextHop {}
     unsafe impl aya::Pod for super::ReplyKey {}
-    unsafe impl aya::Pod for super::SessionIn {}
     unsafe impl aya::Pod for super::PptpCallKey {}
     unsafe impl aya::Pod for super::PptpClientKey {}
     unsafe impl aya::Pod for super::PptpCall {}

@@ -47,7 +47,6 @@ pub fn load_with_log(
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(names::SESSIONS, tables.max_sessions)
-        .map_max_entries(names::SESSIONS_IN, tables.max_sessions)
         .map_max_entries(names::FLOWS_OUT, flows)
         .map_max_entries(names::FLOWS_IN, flows)
         .map_max_entries(names::FILTERS, tables.max_sessions)

@@ -110,11 +110,6 @@ pub fn render(instance: &Instance) -> Result<String> {
     let mappings = maps.mappings()?;
     let fill = [
         (names::SESSIONS, sessions.len()),
-        // Full, it only sends replies the long way.
-        (
-            names::SESSIONS_IN,
-            crate::state::entries(&maps.sessions_in)?.len(),
-        ),
         (names::MAPPINGS_IN, mappings.len()),
         (names::PPTP_CALLS_IN, maps.pptp_calls()?.len()),
         (names::ESP_IN, maps.esp_bindings()?.len()),

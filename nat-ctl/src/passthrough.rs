@@ -26,8 +26,8 @@ pub fn set(maps: &mut NatMaps, switch: Switch, on: bool) -> Result<usize> {
         .into_iter()
         .filter(|(_, s)| s.class == switch.class())
         .collect();
-    for (k, s) in sessions {
-        removed += usize::from(maps.try_remove_session(&k, &s)?);
+    for (k, _) in sessions {
+        removed += usize::from(maps.try_remove_session(&k)?);
     }
     if switch == Switch::Pptp {
         removed += clear(&mut maps.pptp_calls_in)?;

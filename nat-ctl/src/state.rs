@@ -15,7 +15,7 @@ use nat_common::{
     maps::{
         EndpointKey, EspKey, EspLearner, ExternalKey, Forward, FragEntry, FragKey, FragQuota,
         IkeKey, Mapping, Owner, PeerId, PeerIdKey, PptpCall, PptpCallKey, PptpClientKey, ReplyKey,
-        Session, SessionIn, SessionKey, names,
+        Session, SessionKey, names,
     },
     passthrough::{SWITCH_OFF, SWITCH_ON, Switch},
     ports::{POOL_BITMAP_WORDS, PORTS_TAKEN_WORDS, pool_bit, taken_bit},
@@ -32,7 +32,6 @@ pub struct NatMaps {
     pub mappings_out: HashMap<MapData, EndpointKey, Mapping>,
     pub mappings_in: HashMap<MapData, ExternalKey, Mapping>,
     pub sessions: HashMap<MapData, SessionKey, Session>,
-    pub sessions_in: HashMap<MapData, ReplyKey, SessionIn>,
     pub flows_out: Array<MapData, CachedFlow>,
     pub flows_in: Array<MapData, CachedFlow>,
     pub flow_hops: Array<MapData, CachedHop>,
@@ -106,7 +105,6 @@ impl NatMaps {
             mappings_out: get(names::MAPPINGS_OUT)?.try_into()?,
             mappings_in: get(names::MAPPINGS_IN)?.try_into()?,
             sessions: get(names::SESSIONS)?.try_into()?,
-            sessions_in: get(names::SESSIONS_IN)?.try_into()?,
             flows_out: get(names::FLOWS_OUT)?.try_into()?,
             flows_in: get(names::FLOWS_IN)?.try_into()?,
             flow_hops: get(names::FLOW_HOPS)?.try_into()?,
@@ -392,41 +390,18 @@ impl NatMaps {
         Ok(())
     }
 
-    /// Both halves of every session, read once.
-    pub fn session_tables(&self) -> Result<SessionTables> {
-        // The sessions are read after the inbound halves: a half is only ever added after
-        // its session, so no half read here can miss a session that exists.
-        let halves = entries(&self.sessions_in)?;
-        Ok(SessionTables {
-            sessions: entries(&self.sessions)?,
-            halves,
-        })
-    }
-
-    /// Every session, `last_seen_ns` being the later of its two halves.
+    /// Every session.
     pub fn sessions(&self) -> Result<Vec<(SessionKey, Session)>> {
-        Ok(self.session_tables()?.merged())
+        entries(&self.sessions)
     }
 
-    /// Removes a session and its inbound half; false if it was already gone.
-    /// `remove_session`, reporting map errors other than the session being gone already.
-    pub fn try_remove_session(&mut self, k: &SessionKey, s: &Session) -> Result<bool> {
-        let rk = k.reply_key(s.ext_port);
-        if let Ok(r) = self.sessions_in.get(&rk, 0) {
-            if rk.session_key(&r) == *k {
-                removed(self.sessions_in.remove(&rk))?;
-            }
-        }
+    /// Removes a session; Ok(false) if it was already gone, Err for any other map error.
+    pub fn try_remove_session(&mut self, k: &SessionKey) -> Result<bool> {
         removed(self.sessions.remove(k))
     }
 
-    pub fn remove_session(&mut self, k: &SessionKey, s: &Session) -> bool {
-        let rk = k.reply_key(s.ext_port);
-        if let Ok(r) = self.sessions_in.get(&rk, 0) {
-            if rk.session_key(&r) == *k {
-                let _ = self.sessions_in.remove(&rk);
-            }
-        }
+    /// `try_remove_session` for callers to whom a failed delete is one less removed.
+    pub fn remove_session(&mut self, k: &SessionKey) -> bool {
         self.sessions.remove(k).is_ok()
     }
 
@@ -436,8 +411,8 @@ impl NatMaps {
     pub fn flush(&mut self, proto: Option<u8>) -> Result<usize> {
         let matches = |p: u8| proto.is_none_or(|w| w == p);
         let mut removed = 0;
-        for (k, s) in self.sessions()? {
-            if matches(k.proto) && self.try_remove_session(&k, &s)? {
+        for (k, _) in self.sessions()? {
+            if matches(k.proto) && self.try_remove_session(&k)? {
                 removed += 1;
             }
         }
@@ -461,22 +436,6 @@ impl NatMaps {
         // The flow cache may still hold the removed sessions' translations.
         self.bump_route_gen()?;
         Ok(removed)
-    }
-
-    /// Inbound halves in `t` whose session is gone (or moved to another external port);
-    /// returns how many were removed. The data path puts back any it still needs.
-    pub fn remove_orphan_replies(&mut self, t: &SessionTables) -> usize {
-        let live: foldhash::HashSet<(SessionKey, u16)> =
-            t.sessions.iter().map(|(k, s)| (*k, s.ext_port)).collect();
-        let mut removed = 0;
-        for (rk, r) in &t.halves {
-            if !live.contains(&(rk.session_key(r), rk.ext_port))
-                && self.sessions_in.remove(rk).is_ok()
-            {
-                removed += 1;
-            }
-        }
-        removed
     }
 
     /// What the flow cache holds for an outbound flow, if it holds a whole entry (which
@@ -531,30 +490,6 @@ fn cached(
         }
     }
     Ok(None)
-}
-
-/// A snapshot of SESSIONS and SESSIONS_IN (`NatMaps::session_tables`).
-pub struct SessionTables {
-    pub sessions: Vec<(SessionKey, Session)>,
-    pub halves: Vec<(ReplyKey, SessionIn)>,
-}
-
-impl SessionTables {
-    /// Every session, `last_seen_ns` being the later of its two halves.
-    pub fn merged(&self) -> Vec<(SessionKey, Session)> {
-        let inbound: foldhash::HashMap<(SessionKey, u16), u64> = self
-            .halves
-            .iter()
-            .map(|(rk, r)| ((rk.session_key(r), rk.ext_port), r.last_seen_ns))
-            .collect();
-        let mut out = self.sessions.clone();
-        for (k, s) in &mut out {
-            if let Some(&t) = inbound.get(&(*k, s.ext_port)) {
-                s.last_seen_ns = s.last_seen_ns.max(t);
-            }
-        }
-        out
-    }
 }
 
 /// Removes every entry of a hash map; returns how many went.

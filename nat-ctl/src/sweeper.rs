@@ -93,18 +93,21 @@ fn recount_host_mappings(maps: &mut NatMaps) -> Result<()> {
     write_counts(&mut maps.mac_mappings, &before.1, macs)
 }
 
-/// The same for the per-host session counts (HOST_SESSIONS, MAC_SESSIONS), from SESSIONS.
-fn recount_host_sessions(maps: &mut NatMaps) -> Result<()> {
-    let before = (
-        snapshot(&maps.host_sessions)?,
-        snapshot(&maps.mac_sessions)?,
-    );
+/// The same for the per-host session counts (HOST_SESSIONS, MAC_SESSIONS): `live` holds the
+/// owner (address, MAC) of every session the sweep read and kept, `before` the two maps'
+/// values taken before it read them (the sweep's one read of SESSIONS, which at a million
+/// sessions is most of its time).
+fn recount_host_sessions(
+    maps: &mut NatMaps,
+    before: (HashMap<u32, u32>, HashMap<u64, u32>),
+    live: &[(u32, u64)],
+) -> Result<()> {
     let mut counts: HashMap<u32, u32> = HashMap::new();
     let mut macs: HashMap<u64, u32> = HashMap::new();
-    for (k, s) in crate::state::entries(&maps.sessions)? {
-        *counts.entry(k.int_addr).or_default() += 1;
-        if s.lan_mac != 0 {
-            *macs.entry(s.lan_mac).or_default() += 1;
+    for &(addr, mac) in live {
+        *counts.entry(addr).or_default() += 1;
+        if mac != 0 {
+            *macs.entry(mac).or_default() += 1;
         }
     }
     write_counts(&mut maps.host_sessions, &before.0, counts)?;
@@ -318,26 +321,34 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
         .map(|(_, m)| (mapping_endpoint(m), m.ext_port))
         .collect();
     let grace_ns = MAPPING_GRACE_SECS as u64 * NS;
-    let tables = maps.session_tables()?;
-    let mut live_ports: HashSet<(EndpointKey, u16)> = HashSet::with_capacity(tables.sessions.len());
-    let mut live_filters: HashSet<SessionKey> = HashSet::with_capacity(tables.sessions.len());
+    // Taken before SESSIONS is read, for the recount of the per-host session counts.
+    let session_counts = (
+        snapshot(&maps.host_sessions)?,
+        snapshot(&maps.mac_sessions)?,
+    );
+    let sessions = maps.sessions()?;
+    // The owner (address, MAC) of every session that stays.
+    let mut live: Vec<(u32, u64)> = Vec::with_capacity(sessions.len());
+    let mut live_ports: HashSet<(EndpointKey, u16)> = HashSet::with_capacity(sessions.len());
+    let mut live_filters: HashSet<SessionKey> = HashSet::with_capacity(sessions.len());
     // The external ports forwarded sessions still use: a removed forward stays until then.
     let mut live_forwarded: HashSet<(u8, u16)> = HashSet::new();
-    for (k, s) in tables.merged() {
+    for (k, s) in &sessions {
         // The data path trusts a session's external port without looking at the mapping; a
         // session whose port takes no replies for its endpoint any more is removed here, and
         // the endpoint's next packet gets a fresh mapping.
         // A port forward's sessions have no mapping: they run until they expire, even when
         // their forward is removed (only its new flows stop).
-        let orphan = !is_shared_ike(&k, &s)
+        let orphan = !is_shared_ike(k, s)
             && s.origin != nat_common::maps::SESSION_FORWARDED
             && !reply_ports.contains(&(k.endpoint(), s.ext_port))
             && now_ns >= s.created_ns + grace_ns;
         if orphan {
-            report.orphans_removed += usize::from(maps.remove_session(&k, &s));
-        } else if is_expired(&k, &s, t, now_ns) {
-            expired.push((k, s));
+            report.orphans_removed += usize::from(maps.remove_session(k));
+        } else if is_expired(k, s, t, now_ns) {
+            expired.push(*k);
         } else {
+            live.push((k.int_addr, s.lan_mac));
             live_ports.insert((k.endpoint(), s.ext_port));
             live_filters.insert(k.filter_key());
             if s.origin == nat_common::maps::SESSION_FORWARDED {
@@ -345,13 +356,12 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
             }
         }
     }
-    for (k, s) in &expired {
+    for k in &expired {
         // A concurrent delete by `flush` is fine.
-        if maps.remove_session(k, s) {
+        if maps.remove_session(k) {
             report.sessions_expired += 1;
         }
     }
-    report.orphans_removed += maps.remove_orphan_replies(&tables);
     report.forwards_purged = crate::forwards::purge_retired(maps, &live_forwarded)?;
 
     // A mapping without sessions is released in two sweeps, because a CPU may create a
@@ -399,7 +409,7 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
         }
     }
     recount_host_mappings(maps)?;
-    recount_host_sessions(maps)?;
+    recount_host_sessions(maps, session_counts, &live)?;
     report.vpn_state_expired = sweep_vpn(maps, t, now_ns)?;
     recount_host_vpn(maps)?;
     Ok(report)

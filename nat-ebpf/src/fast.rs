@@ -1,6 +1,8 @@
 //! The fast path: a packet of an established flow found in the flow cache costs one array
-//! access; one whose session knows its next hop costs one hash lookup (and fills the cache);
-//! when the kept next hop no longer answers, one FIB lookup renews it. Anything unusual (a
+//! access. On a miss, an outbound packet whose session knows its next hop costs one hash
+//! lookup (and fills the cache; when the kept next hop no longer answers, one FIB lookup
+//! renews it); a reply takes the full path, which finds its session through the mapping and
+//! fills the cache (wan.rs, `state::keep_reply_flow`). Anything unusual (a
 //! first packet, TCP SYN/FIN/RST, a fragment, an expiring TTL, PPTP control, shared IKE, a
 //! switch turned off, a route the FIB does not resolve) returns `None` and takes the full
 //! path in lan.rs / wan.rs, which also sets up what this path relies on.
@@ -9,7 +11,7 @@ use aya_ebpf::programs::XdpContext;
 use nat_common::{
     config::NatConfig,
     counters::{ClassCounters, Counter},
-    flow_cache::{Flow, FlowKey, value_in, value_out},
+    flow_cache::{Flow, FlowKey, value_out},
     maps::{NextHop, ReplyKey, SessionKey},
     passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT},
     proto::{ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN},
@@ -20,7 +22,7 @@ use nat_common::{
 use crate::{
     Verdict, flow_cache as cache,
     forward::{Route, cached_route, deliver_in, deliver_out, next_hop, route},
-    maps::{FLOWS_IN, FLOWS_OUT, SESSIONS, SESSIONS_IN, count, port_in_pool, switch_on},
+    maps::{FLOWS_IN, FLOWS_OUT, SESSIONS, count, switch_on},
     packet::{Ipv4, Transport, parse_transport},
     state,
 };
@@ -161,7 +163,6 @@ pub fn outbound(
 /// `ext_port` (ICMP: the echo id) from remote port `rem_port` (ICMP: 0), not shared IKE.
 #[inline(always)]
 pub fn inbound(
-    ctx: &XdpContext,
     cfg: &NatConfig,
     pkt: &mut Ipv4<'_>,
     t: &mut Transport<'_>,
@@ -188,38 +189,6 @@ pub fn inbound(
             return deliver_in(pkt, route).map(Some);
         }
     }
-    // A port that is not the NAT's (the router's own) is the router's business even if a
-    // session still names it (the pool changed). A cached flow needs no such check: every
-    // entry was filled past it, and a new configuration retires all entries.
-    if !port_in_pool(ext_port) {
-        return Ok(None);
-    }
-    let Some(r) = SESSIONS_IN.get_ptr_mut(&key) else {
-        return Ok(None);
-    };
-    // SAFETY: map value pointer; concurrent writers only race on refresh timestamps.
-    let r = unsafe { &mut *r };
-    if pkt.proto == IPPROTO_TCP && r.tcp_synced == 0 {
-        return Ok(None);
-    }
-    if !class_ok(r.class) {
-        return Ok(None);
-    }
-    let Some(route) = kept_or_renewed(
-        ctx,
-        cfg,
-        &mut r.hop,
-        pkt,
-        r.int_addr,
-        Some(cfg.lan_ifindex),
-        now,
-    ) else {
-        return Ok(None);
-    };
-    r.last_seen_ns = now;
-    let value = value_in(r.int_addr, r.int_port, r.class);
-    cache::fill(&FLOWS_IN, cfg, &cache_key, value, &r.hop);
-    rewrite_endpoint(pkt.ip, &mut t.l4, Side::Destination, r.int_addr, r.int_port);
-    count_class(r.class);
-    deliver_in(pkt, route).map(Some)
+    // The full path finds the session through the mapping and caches the flow again.
+    Ok(None)
 }

@@ -17,7 +17,7 @@ use nat_common::{
         FORWARD_HINT_WORDS, Forward, FragEntry, FragKey, FragQuota, IkeKey, MAX_DEVICES,
         MAX_ESP_PENDING, MAX_FORWARD_PORTS, MAX_LAN_PREFIXES, MAX_PEER_IDS, MAX_QUOTA_HOSTS,
         MAX_ROUTER_IPSEC_PEERS, Mapping, Owner, PORT_SLOTS, PeerId, PeerIdKey, PptpCall,
-        PptpCallKey, PptpClientKey, ReplyKey, Session, SessionIn, SessionKey,
+        PptpCallKey, PptpClientKey, Session, SessionKey,
     },
     passthrough::{NUM_SWITCHES, SWITCH_ON, switch_slot},
     ports::{POOL_BITMAP_WORDS, PORTS_TAKEN_WORDS, pool_bit},
@@ -47,19 +47,13 @@ pub static MAPPINGS_IN: HashMap<ExternalKey, Mapping> =
 pub static SESSIONS: HashMap<SessionKey, Session> =
     HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
 
-/// Remote endpoint + external port -> the inbound half of a session: one lookup per reply.
-/// Created by the first reply; removed with its session by the control plane.
-#[map]
-pub static SESSIONS_IN: HashMap<ReplyKey, SessionIn> =
-    HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
-
 /// The flow cache (nat_common::flow_cache) of LAN->WAN flows: what the fast path needs of a
 /// session, 32 bytes per flow. Sized by nat-ctl to the session table.
 #[map]
 pub static FLOWS_OUT: Array<CachedFlow> =
     Array::with_max_entries(flow_cache::entries_for(DEFAULT_MAX_SESSIONS), FLOWS_FLAGS);
 
-/// The flow cache of replies (WAN->LAN), keyed like SESSIONS_IN.
+/// The flow cache of replies (WAN->LAN): remote endpoint and external port (`ReplyKey`).
 #[map]
 pub static FLOWS_IN: Array<CachedFlow> =
     Array::with_max_entries(flow_cache::entries_for(DEFAULT_MAX_SESSIONS), FLOWS_FLAGS);

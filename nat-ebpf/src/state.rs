@@ -12,10 +12,10 @@ use aya_ebpf::{
 use nat_common::{
     config::{FILTER_ADDRESS_DEPENDENT, FILTER_ENDPOINT_INDEPENDENT, NatConfig},
     counters::Counter,
-    flow_cache::FlowKey,
+    flow_cache::{FlowKey, value_in},
     maps::{
-        EndpointKey, ExternalKey, MAC_SHARE_HOSTS, MAPPING_ACTIVE, Mapping, NextHop, ReplyKey,
-        SESSION_FORWARDED, Session, SessionIn, SessionKey, external_hint, lan_hint, mac_key,
+        EndpointKey, ExternalKey, MAC_SHARE_HOSTS, MAPPING_ACTIVE, Mapping, NextHop,
+        SESSION_FORWARDED, Session, SessionKey, external_hint, lan_hint, mac_key,
     },
     passthrough::{CLASS_NONE, IKE_PORT, classify},
     ports::{MAX_PORT_TRIES, pool_slot, taken_bit, wants_privileged},
@@ -28,7 +28,7 @@ use crate::{
     maps::{
         FILTERS, FLOWS_IN, FLOWS_OUT, FORWARDS, FORWARDS_BY_LAN, HOST_MAPPINGS, HOST_SESSIONS,
         MAC_MAPPINGS, MAC_SESSIONS, MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL, PORTS_TAKEN, SESSIONS,
-        SESSIONS_IN, config, count, forward_hint, port_in_pool,
+        config, count, forward_hint, port_in_pool,
     },
     packet::ptr_at,
 };
@@ -418,18 +418,13 @@ pub fn record_tcp(s: &mut Session, dir: Direction, tcp_flags: u8) -> u8 {
     new
 }
 
-/// TCP state after an outbound segment. A SYN may start the 5-tuple afresh: the inbound
-/// half then waits for the peer's answer again before taking the fast path.
+/// TCP state after an outbound segment. A SYN may start the 5-tuple afresh: its replies then
+/// wait for the peer's answer to be recorded again before they take the fast path.
 #[inline(always)]
 fn outbound_tcp(key: &SessionKey, s: &mut Session, tcp_flags: u8) {
     record_tcp(s, Direction::Outbound, tcp_flags);
     if tcp_flags & TCP_SYN != 0 {
-        let rk = key.reply_key(s.ext_port);
-        if let Some(r) = SESSIONS_IN.get_ptr_mut(&rk) {
-            // SAFETY: map value pointer from a successful lookup.
-            unsafe { (*r).tcp_synced = 0 };
-            flow_cache::forget(&FLOWS_IN, &FlowKey::reply(&rk));
-        }
+        flow_cache::forget(&FLOWS_IN, &FlowKey::reply(&key.reply_key(s.ext_port)));
     }
 }
 
@@ -454,9 +449,7 @@ pub fn touch_outbound(
         let s = unsafe { &mut *s };
         if s.ext_port != ext_port {
             // The endpoint has a new mapping: replies to the old port stop here.
-            let old = key.reply_key(s.ext_port);
-            let _ = SESSIONS_IN.remove(&old);
-            flow_cache::forget(&FLOWS_IN, &FlowKey::reply(&old));
+            flow_cache::forget(&FLOWS_IN, &FlowKey::reply(&key.reply_key(s.ext_port)));
             flow_cache::forget(&FLOWS_OUT, &FlowKey::out(key));
             s.ext_port = ext_port;
         }
@@ -520,12 +513,11 @@ pub fn new_session(
             if s.lan_mac != 0 {
                 count_for_mac(MacShare::Sessions, s.lan_mac);
             }
-            claim_replies(
-                u64::from(key.proto) << 32 | u64::from(ext_port) << 16 | u64::from(key.rem_port),
-                key.rem_addr,
-                key.int_addr,
-                key.int_port,
-            );
+            if cfg.dmz_addr != 0 {
+                // The DMZ host's sessions take any port no mapping holds, so its cached
+                // replies may name this port and remote: they are this session's now.
+                flow_cache::forget(&FLOWS_IN, &FlowKey::reply(&key.reply_key(ext_port)));
+            }
         }
         // Created by another CPU meanwhile: fine.
         Err(e) if e == -EEXIST => {}
@@ -537,27 +529,38 @@ pub fn new_session(
     Ok(())
 }
 
+/// What an inbound packet that belongs to no session gets, by what its external port leads
+/// to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum NewFlow {
+    /// A mapping's port: RFC 4787 filtering decides (a UDP datagram may pass, statelessly).
+    Filtered,
+    /// A port forward's, or the DMZ host's: a session is made.
+    Forwarded,
+    /// A removed forward's: only its sessions still run.
+    Refused,
+}
+
 /// An inbound packet of session `key` that reached external port `ext_port`: refreshes the
 /// session and records a TCP segment. Gives the session's class and its TCP state after the
 /// packet (0 for UDP and ICMP), or no state for a UDP datagram that address-dependent or
 /// endpoint-independent filtering (RFC 4787 REQ-8) lets in without a session. Without a
-/// session, only a port forward (`forwarded`) makes one; anything else is dropped.
+/// session, `new` decides.
 #[inline(always)]
 pub fn inbound(
     cfg: &NatConfig,
     key: &SessionKey,
     ext_port: u16,
     tcp_flags: u8,
-    forwarded: bool,
+    new: NewFlow,
     now: u64,
 ) -> Result<(u8, Option<u8>), Counter> {
     let Some(s) = SESSIONS.get_ptr_mut(key) else {
-        if forwarded {
-            return forwarded_session(cfg, key, ext_port, tcp_flags, now);
-        }
-        return match key.proto {
-            IPPROTO_TCP => Err(Counter::DropUnsolicitedTcp),
-            IPPROTO_UDP if filter_allows(cfg, key) => {
+        return match (new, key.proto) {
+            (NewFlow::Forwarded, _) => forwarded_session(cfg, key, ext_port, tcp_flags, now),
+            (NewFlow::Refused, _) => Err(Counter::DropNoMapping),
+            (NewFlow::Filtered, IPPROTO_TCP) => Err(Counter::DropUnsolicitedTcp),
+            (NewFlow::Filtered, IPPROTO_UDP) if filter_allows(cfg, key) => {
                 Ok((classify(key.proto, u16::from_be(key.rem_port)), None))
             }
             _ => Err(Counter::DropFiltered),
@@ -588,38 +591,30 @@ fn filter_allows(cfg: &NatConfig, session: &SessionKey) -> bool {
     }
 }
 
-/// Keeps the inbound half of session `key` (SESSIONS_IN, under its reply key at `ext_port`)
-/// for the fast path of the replies that follow, with their next hop `hop`.
+/// Caches the reply flow of session `key` at external port `ext_port` (FLOWS_IN) for the
+/// fast path of the replies that follow, with their next hop `hop`: a TCP session's only once
+/// the peer's opening is recorded (`tcp_state`), so that the fast path never lets a segment
+/// past the state it would change.
 #[inline(always)]
-pub fn keep_reply_half(
+pub fn keep_reply_flow(
+    cfg: &NatConfig,
     key: &SessionKey,
     ext_port: u16,
     class: u8,
     tcp_state: u8,
     hop: &NextHop,
-    now: u64,
 ) {
-    let half = SessionIn {
-        last_seen_ns: now,
-        int_addr: key.int_addr,
-        int_port: key.int_port,
-        class,
-        tcp_synced: u8::from(tcp_state & SYN_IN != 0),
-        hop: *hop,
-        _reserved1: 0,
-        _reserved2: 0,
-        _reserved3: 0,
-    };
-    let reply = key.reply_key(ext_port);
-    match SESSIONS_IN.get_ptr_mut(&reply) {
-        // SAFETY: map value pointer from a successful lookup. Written in place: an insert
-        // over an existing entry would take a fresh element and free the old one.
-        Some(old) => unsafe { *old = half },
-        // A full table only means replies keep taking this path.
-        None => {
-            let _ = SESSIONS_IN.insert(&reply, &half, 0);
-        }
+    if key.proto == IPPROTO_TCP && tcp_state & SYN_IN == 0 {
+        return;
     }
+    let value = value_in(key.int_addr, key.int_port, class);
+    flow_cache::fill(
+        &FLOWS_IN,
+        cfg,
+        &FlowKey::reply(&key.reply_key(ext_port)),
+        value,
+        hop,
+    );
 }
 
 /// A WAN host's first packet through a port forward (a TCP SYN, or any UDP datagram): a
@@ -720,32 +715,4 @@ pub fn is_tunnel_server(proto: u8, addr: u32) -> bool {
         _pad: 0,
     };
     FORWARDS_BY_LAN.get_ptr(&key).is_some()
-}
-
-/// A new session's replies are its own: another LAN endpoint's inbound half left under the
-/// same reply key (a DMZ or forward session on a port the pool has handed to this session's
-/// mapping since, made by a WAN host that guessed the remote it would talk to) is removed,
-/// with its cached flow, so that the replies cannot reach the other host. `packed`: the
-/// protocol (bits 32..40), the external port (16..32) and the remote port (0..16).
-// verifier: a function of its own (its key on its own stack frame, not the LAN program's);
-// the arguments packed to stay within five.
-#[inline(never)]
-fn claim_replies(packed: u64, rem_addr: u32, int_addr: u32, int_port: u16) {
-    let rk = ReplyKey {
-        rem_addr,
-        ext_port: (packed >> 16) as u16,
-        rem_port: packed as u16,
-        proto: (packed >> 32) as u8,
-        _pad1: 0,
-        _pad2: 0,
-    };
-    let Some(r) = SESSIONS_IN.get_ptr(&rk) else {
-        return;
-    };
-    // SAFETY: map value pointer from a successful lookup, read at once.
-    let (a, p) = unsafe { ((*r).int_addr, (*r).int_port) };
-    if a != int_addr || p != int_port {
-        let _ = SESSIONS_IN.remove(&rk);
-        flow_cache::forget(&FLOWS_IN, &FlowKey::reply(&rk));
-    }
 }

@@ -25,7 +25,8 @@ use crate::{
     maps::{FORWARDS, MAPPINGS_IN, config, count, now, port_in_pool, switch_on},
     mss,
     packet::{Ipv4, icmp_type, parse_ipv4, parse_transport},
-    state, vpn,
+    state::{self, NewFlow},
+    vpn,
 };
 
 /// The WAN program: guard, what is not ours, the LAN endpoint, state, gate by class, rewrite,
@@ -65,8 +66,9 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     let ike = IKE_PORT.to_be();
     let shared_ike = pkt.proto == IPPROTO_UDP && ext_port == ike && rem_port == ike;
     if !shared_ike {
-        // Checks whether the port is the NAT's itself before it looks at any session.
-        if let Some(v) = fast::inbound(ctx, cfg, &mut pkt, &mut t, ext_port, rem_port, now)? {
+        // A cached flow was filled past every check below (a new configuration retires all
+        // entries).
+        if let Some(v) = fast::inbound(cfg, &mut pkt, &mut t, ext_port, rem_port, now)? {
             return Ok(v);
         }
     }
@@ -78,14 +80,13 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     // State: the session (or, for UDP, the filter that lets a new remote in; or the port
     // forward that makes one), then the gate of its class.
     let session = SessionKey::new(pkt.proto, int_addr, int_port, pkt.src, rem_port);
-    let (class, session_tcp) =
-        state::inbound(cfg, &session, ext_port, t.tcp_flags, to.forwarded, now)?;
+    let (class, session_tcp) = state::inbound(cfg, &session, ext_port, t.tcp_flags, to.new, now)?;
     let class_counters = gate(class)?;
     let r = route_in(ctx, &pkt, int_addr)?;
     if let (Some(tcp_state), false) = (session_tcp, shared_ike) {
-        // The inbound half of the session, for the fast path of the replies that follow.
+        // For the fast path of the replies that follow.
         let hop = next_hop(&r, cfg, pkt.tot_len, now);
-        state::keep_reply_half(&session, ext_port, class, tcp_state, &hop, now);
+        state::keep_reply_flow(cfg, &session, ext_port, class, tcp_state, &hop);
     }
     // The fragments that follow, of a session only: a datagram the filter let in without one
     // creates no state (nothing from the WAN does).
@@ -148,8 +149,8 @@ fn to_router(proto: u8) -> Verdict {
 struct LanEndpoint {
     addr: u32,
     port: u16,
-    /// Through a port forward (which may make a session), not a mapping.
-    forwarded: bool,
+    /// What a packet of no session gets there.
+    new: NewFlow,
 }
 
 /// The LAN endpoint behind external port `ext_port`: the owner of the IKE SA for the shared
@@ -172,7 +173,7 @@ fn lan_endpoint(
             return Ok(Continue(LanEndpoint {
                 addr: owner,
                 port: IKE_PORT.to_be(),
-                forwarded: false,
+                new: NewFlow::Filtered,
             }));
         }
     }
@@ -192,7 +193,7 @@ fn lan_endpoint(
     Ok(Continue(LanEndpoint {
         addr: m.int_addr,
         port: m.int_port,
-        forwarded: false,
+        new: NewFlow::Filtered,
     }))
 }
 
@@ -211,7 +212,7 @@ fn forwarded_endpoint(
             return Ok(Continue(LanEndpoint {
                 addr: cfg.dmz_addr,
                 port: ext.port,
-                forwarded: true,
+                new: NewFlow::Forwarded,
             }));
         }
         // An echo reply to the router's own ping carries an id from the same space.
@@ -223,16 +224,17 @@ fn forwarded_endpoint(
     };
     // SAFETY: map value pointer from a successful lookup; read at once.
     let f = unsafe { &*f };
-    if f.retired != 0 {
-        // Removed: its sessions run on (they never come here), new flows do not.
-        return Err(Counter::DropNoMapping);
-    }
     if !f.admits(pkt.src) {
         return Err(Counter::DropForwardSource);
     }
     Ok(Continue(LanEndpoint {
         addr: f.int_addr,
         port: f.int_port,
-        forwarded: true,
+        // Removed: its sessions run on, new flows do not.
+        new: if f.retired != 0 {
+            NewFlow::Refused
+        } else {
+            NewFlow::Forwarded
+        },
     }))
 }

@@ -293,7 +293,6 @@ impl Fixture {
             mappings_out,
             mappings_in,
             sessions,
-            sessions_in,
             filters,
             pptp_calls_in,
             pptp_calls_out,

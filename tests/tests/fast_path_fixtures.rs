@@ -1,6 +1,6 @@
 //! BPF_PROG_TEST_RUN fixtures for the fast path: the flow cache and what makes it let go of
-//! a flow, the next hop a session keeps and when it is looked up again, the inbound half of a
-//! session (SESSIONS_IN), and TCP state changes that must not slip past it.
+//! a flow, the next hop a session or a cached flow keeps and when it is looked up again,
+//! replies refreshing their session, and TCP state changes that must not slip past it.
 
 use integration_tests::{
     fixture::*,
@@ -10,12 +10,12 @@ use integration_tests::{
 use nat_common::{
     config::NEXT_HOP_TTL_NS,
     flow_cache::{self, CachedFlow, FlowKey},
-    maps::{ReplyKey, SessionIn, SessionKey, programs},
+    maps::{ReplyKey, SessionKey, programs},
     proto::{IPPROTO_TCP, IPPROTO_UDP},
     tcp_state,
 };
-use nat_ctl::{state::entries, sweeper, wire::to_wire};
-use std::{net::Ipv4Addr, process::Command, time::Duration};
+use nat_ctl::{sweeper, wire::to_wire};
+use std::{process::Command, time::Duration};
 
 const NEW_MAC: packets::Mac = [0x02, 0, 0, 0, 1, 0x99];
 const OTHER_MAC: packets::Mac = [0x02, 0, 0, 0, 1, 0x98];
@@ -75,18 +75,6 @@ fn delivered(mac: packets::Mac) -> Vec<u8> {
     )
 }
 
-/// The inbound half of the UDP session, with its key.
-fn udp_half(fx: &Fixture) -> Option<(ReplyKey, SessionIn)> {
-    entries(&fx.maps.sessions_in)
-        .unwrap()
-        .into_iter()
-        .find(|(k, _)| k.proto == IPPROTO_UDP)
-}
-
-fn reply_half(fx: &Fixture) -> Option<SessionIn> {
-    udp_half(fx).map(|(_, v)| v)
-}
-
 /// The key of the query's session.
 fn query_key() -> SessionKey {
     SessionKey::new(
@@ -96,6 +84,12 @@ fn query_key() -> SessionKey {
         to_wire(SERVER),
         53u16.to_be(),
     )
+}
+
+/// The reply key of the query's session (its flow in FLOWS_IN).
+fn reply_key(fx: &Fixture) -> ReplyKey {
+    let key = query_key();
+    key.reply_key(fx.maps.sessions.get(&key, 0).unwrap().ext_port)
 }
 
 #[test]
@@ -128,9 +122,11 @@ fn established_packets_are_translated_from_the_flow_cache() {
             "no lookup missed the cache"
         );
 
-        // Replies: the first makes the inbound half, the second caches it.
+        // Replies: the first takes the full path (mapping, session), which caches the flow;
+        // the rest come from the cache.
         let delivered_reply = fx.from_wan(&reply());
         assert_eq!(delivered_reply, (XDP_REDIRECT, delivered(HOST_A_MAC)));
+        assert_eq!(fx.counter("flow_cache_filled"), 2);
         for _ in 0..4 {
             assert_eq!(fx.from_wan(&reply()), delivered_reply);
         }
@@ -142,7 +138,6 @@ fn established_packets_are_translated_from_the_flow_cache() {
         // The cache, not the session, answers: with the session deleted behind the control
         // plane's back, packets are still translated as before, and no session is made.
         fx.maps.sessions.remove(&key).unwrap();
-        fx.maps.sessions_in.remove(&rk).unwrap();
         assert_eq!(fx.from_lan(&query()), first);
         assert_eq!(fx.from_wan(&reply()), delivered_reply);
         assert_eq!(fx.counter("session_created"), 1);
@@ -164,27 +159,31 @@ fn a_flow_served_from_the_cache_still_refreshes_its_session_each_ttl() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
         let key = query_key();
         let seen = |fx: &Fixture| fx.maps.sessions.get(&key, 0).unwrap().last_seen_ns;
-        let seen_in = |fx: &Fixture| reply_half(fx).unwrap().last_seen_ns;
         for _ in 0..2 {
             fx.from_lan(&query());
             fx.from_wan(&reply());
         }
-        let (filled, filled_in) = (seen(fx), seen_in(fx));
-        // Served from the cache: neither half of the session is touched...
+        assert_eq!(fx.counter("flow_cache_filled"), 2);
+        let filled = seen(fx);
+        // Served from the cache: the session is not touched...
         fx.from_lan(&query());
         fx.from_wan(&reply());
-        assert_eq!((seen(fx), seen_in(fx)), (filled, filled_in));
-        // ...until the entries' next hops expire: the next packets go to the session, so
-        // the sweeper never sees an active flow idle for longer than NEXT_HOP_TTL.
+        assert_eq!(seen(fx), filled);
+        // ...until the entries' next hops expire: the next packet either way goes to the
+        // session, so the sweeper never sees an active flow idle for longer than
+        // NEXT_HOP_TTL. A reply alone refreshes it (a download whose requests stopped).
         std::thread::sleep(Duration::from_nanos(NEXT_HOP_TTL_NS) + Duration::from_millis(100));
-        assert_eq!(fx.from_lan(&query()).0, XDP_REDIRECT);
         assert_eq!(fx.from_wan(&reply()).0, XDP_REDIRECT);
-        let (renewed, renewed_in) = (seen(fx), seen_in(fx));
-        assert!(renewed >= filled + NEXT_HOP_TTL_NS, "{filled} -> {renewed}");
+        let by_reply = seen(fx);
         assert!(
-            renewed_in >= filled_in + NEXT_HOP_TTL_NS,
-            "{filled_in} -> {renewed_in}"
+            by_reply >= filled + NEXT_HOP_TTL_NS,
+            "{filled} -> {by_reply}"
         );
+        // (The data path's clock is coarse: a few ms apart.)
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(fx.from_lan(&query()).0, XDP_REDIRECT);
+        let by_query = seen(fx);
+        assert!(by_query > by_reply, "{by_reply} -> {by_query}");
         assert_eq!(
             fx.counter("flow_cache_filled"),
             4,
@@ -192,7 +191,7 @@ fn a_flow_served_from_the_cache_still_refreshes_its_session_each_ttl() {
         );
         fx.from_lan(&query());
         fx.from_wan(&reply());
-        assert_eq!((seen(fx), seen_in(fx)), (renewed, renewed_in));
+        assert_eq!(seen(fx), by_query);
     });
 }
 
@@ -261,11 +260,11 @@ fn a_next_hop_slot_another_hop_took_is_a_miss() {
         for _ in 0..2 {
             assert_eq!(fx.from_wan(&reply()), (XDP_REDIRECT, delivered(HOST_A_MAC)));
         }
-        let rk = udp_half(fx).expect("an inbound half").0;
+        let rk = reply_key(fx);
         let hop = fx.maps.cached_in(&rk).unwrap().expect("cached").hop;
         let slot = flow_cache::hop_slot(hop);
-        // Another next hop took the slot: the reply must not go to that MAC; it takes its
-        // session's hop and shares it again.
+        // Another next hop took the slot: the reply must not go to that MAC; it takes the
+        // full path (the FIB's answer) and shares its hop again.
         let mut other = fx.maps.cached_hop(hop).unwrap().expect("hop");
         other.dmac = OTHER_MAC;
         fx.maps.flow_hops.set(slot, other, 0).unwrap();
@@ -286,21 +285,27 @@ fn a_next_hop_slot_another_hop_took_is_a_miss() {
 fn replies_keep_their_next_hop_until_a_route_change_or_its_ttl() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
         assert_eq!(fx.from_lan(&query()).0, XDP_REDIRECT);
+        let rk = reply_key(fx);
         assert!(
-            reply_half(fx).is_none(),
-            "made by the first reply, not the query"
+            fx.maps.cached_in(&rk).unwrap().is_none(),
+            "cached by the first reply, not the query"
         );
         assert_eq!(fx.from_wan(&reply()), (XDP_REDIRECT, delivered(HOST_A_MAC)));
-        let half = reply_half(fx).expect("the first reply made the inbound half");
-        assert_eq!(half.int_addr, to_wire(LAN_HOST_A));
-        assert_eq!(half.hop.dmac, HOST_A_MAC);
+        let cached = fx
+            .maps
+            .cached_in(&rk)
+            .unwrap()
+            .expect("the first reply cached");
+        assert_eq!(cached.addr, to_wire(LAN_HOST_A));
+        let hop = fx.maps.cached_hop(cached.hop).unwrap().expect("its hop");
+        assert_eq!(hop.dmac, HOST_A_MAC);
 
         // The host moved to another MAC address: the kept next hop still says the old one...
         move_host_a(NEW_MAC);
         assert_eq!(
             fx.from_wan(&reply()),
             (XDP_REDIRECT, delivered(HOST_A_MAC)),
-            "replies use the next hop the session keeps, not a FIB lookup each"
+            "replies use the next hop their cached flow keeps, not a FIB lookup each"
         );
         // ...until the route generation moves on (the daemon does that on the netlink
         // event), and the very next reply goes to the new address.
@@ -375,7 +380,8 @@ fn tcp_fin_and_rst_from_the_wan_reach_the_session_state_past_the_fast_path() {
             assert_eq!(fx.from_wan(&inb(ACK)).0, XDP_REDIRECT);
         }
         assert!(tcp_state::is_established(state(fx)));
-        let rk = entries(&fx.maps.sessions_in).unwrap()[0].0;
+        let session = fx.maps.sessions().unwrap()[0];
+        let rk = session.0.reply_key(session.1.ext_port);
         assert!(fx.maps.cached_in(&rk).unwrap().is_some());
         assert_eq!(fx.from_wan(&inb(FIN_ACK)).0, XDP_REDIRECT);
         assert_ne!(
@@ -394,14 +400,16 @@ fn tcp_fin_and_rst_from_the_wan_reach_the_session_state_past_the_fast_path() {
         // SYN-ACK to be recorded again before they skip the state machine.
         assert_eq!(fx.from_lan(&out(SYN)).0, XDP_REDIRECT);
         assert_eq!(state(fx), tcp_state::SYN_OUT);
-        let half = entries(&fx.maps.sessions_in).unwrap()[0].1;
-        assert_eq!(half.tcp_synced, 0);
         assert!(
             fx.maps.cached_in(&rk).unwrap().is_none(),
             "the SYN made the flow cache forget the server's side"
         );
         assert_eq!(fx.from_wan(&inb(SYN_ACK)).0, XDP_REDIRECT);
         assert!(tcp_state::is_established(state(fx)));
+        assert!(
+            fx.maps.cached_in(&rk).unwrap().is_some(),
+            "the recorded SYN-ACK cached the flow again"
+        );
     });
 }
 
@@ -534,39 +542,27 @@ fn a_server_fin_recorded_while_the_lan_side_records_the_same_session_is_kept() {
 }
 
 #[test]
-fn the_inbound_half_goes_with_its_session_and_strays_are_swept() {
+fn a_reply_keeps_its_session_alive_and_an_expired_session_takes_no_more() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
         fx.from_lan(&query());
-        fx.from_wan(&reply());
-        assert_eq!(entries(&fx.maps.sessions_in).unwrap().len(), 1);
-        // A stray inbound half (its session gone, as after a crash between two deletes).
-        let stray = ReplyKey {
-            rem_addr: to_wire(Ipv4Addr::new(198, 51, 100, 7)),
-            ext_port: 7777u16.to_be(),
-            rem_port: 53u16.to_be(),
-            proto: IPPROTO_UDP,
-            ..Default::default()
-        };
-        let half = reply_half(fx).unwrap();
-        fx.maps.sessions_in.insert(stray, half, 0).unwrap();
+        let sent = fx.maps.sessions().unwrap()[0].1.last_seen_ns;
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(fx.from_wan(&reply()).0, XDP_REDIRECT);
+        let replied = fx.maps.sessions().unwrap()[0].1.last_seen_ns;
+        assert!(replied > sent, "the reply refreshed the session");
 
+        // Idle from the reply on: the sweeper keeps it just short of the timeout...
         let t = fx.maps.read_config().unwrap().timeouts;
-        let now = nat_ctl::monotonic_ns();
-        let r = sweeper::sweep(&mut fx.maps, &t, now).unwrap();
-        assert_eq!(r.orphans_removed, 1, "{r:?}");
-        assert_eq!(entries(&fx.maps.sessions_in).unwrap().len(), 1);
-
-        // The reply refreshed the session: its idle time counts from the later half.
-        let listed = fx.maps.sessions().unwrap();
-        assert_eq!(
-            listed[0].1.last_seen_ns,
-            half.last_seen_ns.max(listed[0].1.last_seen_ns)
-        );
-
-        let r = sweeper::sweep(&mut fx.maps, &t, now + (t.udp as u64 + 1) * 1_000_000_000).unwrap();
+        let udp_ns = t.udp as u64 * 1_000_000_000;
+        let r = sweeper::sweep(&mut fx.maps, &t, replied + udp_ns - 1).unwrap();
+        assert_eq!(r.sessions_expired, 0, "{r:?}");
+        // ...and removes it at the timeout.
+        let r = sweeper::sweep(&mut fx.maps, &t, replied + udp_ns).unwrap();
         assert_eq!(r.sessions_expired, 1, "{r:?}");
-        assert!(entries(&fx.maps.sessions_in).unwrap().is_empty());
-        // And the next reply finds nothing to go to.
+        assert!(fx.maps.sessions().unwrap().is_empty());
+        // A session expires only after its flow's cached entries have (it would have been
+        // refreshed otherwise); then the next reply finds nothing to go to.
+        std::thread::sleep(Duration::from_nanos(NEXT_HOP_TTL_NS) + Duration::from_millis(100));
         assert_eq!(fx.from_wan(&reply()).0, XDP_DROP);
     });
 }

@@ -525,8 +525,8 @@ fn a_dmz_session_made_by_a_spoofer_never_takes_a_lan_hosts_replies() {
     };
     with_fixture(default_tables(), cfg, |fx| {
         // A WAN host spoofs the resolver host A will use, to a port nobody holds: the DMZ
-        // host gets it, and a session.
-        let spoof = packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, 25000, b"spoof");
+        // host gets it, and a session (its flow cached for packets up to this long one).
+        let spoof = packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, 25000, &[0u8; 512]);
         let (action, out) = fx.from_wan(&spoof);
         assert_eq!(action, XDP_REDIRECT);
         assert_eq!(parse_checked(&out).dst, LAN_HOST_B);

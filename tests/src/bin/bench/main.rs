@@ -17,8 +17,7 @@ use integration_tests::{
 use nat_common::{
     counters::Counter,
     maps::{
-        EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, Session, SessionIn, SessionKey, names,
-        programs,
+        EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, Session, SessionKey, names, programs,
     },
     proto::{IPPROTO_ESP, IPPROTO_GRE, IPPROTO_TCP},
     tcp_state::{SYN_IN, SYN_OUT},
@@ -110,18 +109,6 @@ fn prefill(fx: &mut Fixture, sessions: u32) -> Result<Vec<Flow>> {
                 .sessions
                 .insert(key, s, 0)
                 .context("prefilling SESSIONS")?;
-            // An established flow has had replies: its inbound half exists and is synced.
-            let half = SessionIn {
-                last_seen_ns: now,
-                int_addr: key.int_addr,
-                int_port: key.int_port,
-                tcp_synced: 1,
-                ..Default::default()
-            };
-            fx.maps
-                .sessions_in
-                .insert(key.reply_key(s.ext_port), half, 0)
-                .context("prefilling SESSIONS_IN")?;
             flows.push(Flow {
                 int_addr,
                 int_port,
@@ -507,9 +494,9 @@ fn measure_size(
             Prep::None,
             &mut |fx: &mut Fixture| {
                 round += 1;
-                for (k, s) in fx.maps.sessions().unwrap() {
+                for (k, _) in fx.maps.sessions().unwrap() {
                     if k.proto == nat_common::proto::IPPROTO_UDP {
-                        fx.maps.remove_session(&k, &s);
+                        fx.maps.remove_session(&k);
                     }
                 }
                 for (ext, m) in fx.maps.mappings().unwrap() {
@@ -1096,15 +1083,13 @@ fn main() -> Result<()> {
     // The flow caches have an entry per session slot (rounded up to a power of two).
     let cache_per_session =
         (map(names::FLOWS_OUT).1 + map(names::FLOWS_IN).1) as f64 / map(names::SESSIONS).0 as f64;
-    let per_session =
-        per_entry(names::SESSIONS) + per_entry(names::SESSIONS_IN) + cache_per_session;
+    let per_session = per_entry(names::SESSIONS) + cache_per_session;
     writeln!(
         report,
-        "\nPer session: {:.0} bytes ({} + {} + {:.0} of {} and {}), plus {:.0} in {} for the first session of a mapping with each remote host ({:.0} with it: the figure the memory target is judged on). \
+        "\nPer session: {:.0} bytes ({} + {:.0} of {} and {}), plus {:.0} in {} for the first session of a mapping with each remote host ({:.0} with it: the figure the memory target is judged on). \
          Per mapping: {:.0} bytes ({} + {}).",
         per_session,
         names::SESSIONS,
-        names::SESSIONS_IN,
         cache_per_session,
         names::FLOWS_OUT,
         names::FLOWS_IN,
