@@ -293,12 +293,11 @@ impl NextHop {
 
 /// A session, the value of SESSIONS. Replies find it through their mapping (MAPPINGS_IN
 /// gives the LAN endpoint, which with the remote endpoint is the key); the flow cache
-/// (FLOWS_OUT, FLOWS_IN) spares established flows even that.
+/// (FLOWS_OUT, FLOWS_IN) spares established flows even that, and keeps their next hops.
 ///
-/// 64 bytes: the kernel's hash element header (48 bytes) and a 16-byte key fill one cache
-/// line, the value the next, so a lookup touches exactly two lines of the element. At 64 K
-/// sessions that measured about 20 ns per packet less than 48-byte values straddling a third
-/// line (BENCHMARKS.md); the spare bytes are reserved.
+/// 32 bytes, 112 of kernel memory with its key and the hash table's share. (It was 64, with
+/// a next hop and room to spare, when every established packet read it; now only a packet
+/// the flow cache misses does, about one per flow and second.)
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Session {
@@ -315,14 +314,11 @@ pub struct Session {
     /// port forward; it has no mapping of its own).
     pub origin: u8,
     pub _pad: [u8; 3],
-    /// Towards the remote host.
-    pub hop: NextHop,
     /// The LAN host's MAC (`mac_key`) when the session was made, for the per-MAC share; 0
     /// for a host routed behind a LAN router.
     pub lan_mac: u64,
-    pub _reserved2: u64,
 }
-const _: () = assert!(size_of::<Session>() == 64);
+const _: () = assert!(size_of::<Session>() == 32);
 
 impl Session {
     /// `tcp_state` is set from both directions at once (the LAN and WAN programs run on

@@ -1,7 +1,6 @@
 //! The fast path: a packet of an established flow found in the flow cache costs one array
-//! access. On a miss, an outbound packet whose session knows its next hop costs one hash
-//! lookup (and fills the cache; when the kept next hop no longer answers, one FIB lookup
-//! renews it); a reply takes the full path, which finds its session through the mapping and
+//! access. On a miss, an outbound packet costs a session lookup and a FIB lookup, and fills
+//! the cache; a reply takes the full path, which finds its session through the mapping and
 //! fills the cache (wan.rs, `state::keep_reply_flow`). Anything unusual (a
 //! first packet, TCP SYN/FIN/RST, a fragment, an expiring TTL, PPTP control, shared IKE, a
 //! switch turned off, a route the FIB does not resolve) returns `None` and takes the full
@@ -21,7 +20,7 @@ use nat_common::{
 
 use crate::{
     Verdict, flow_cache as cache,
-    forward::{Route, cached_route, deliver_in, deliver_out, next_hop, route},
+    forward::{Route, deliver_in, deliver_out, next_hop, route},
     maps::{FLOWS_IN, FLOWS_OUT, SESSIONS, count, switch_on},
     packet::{Ipv4, Transport, parse_transport},
     state,
@@ -53,28 +52,21 @@ fn class_ok(class: u8) -> bool {
     class == CLASS_NONE || (class != CLASS_PPTP && switch_on(class))
 }
 
-/// The next hop kept in `hop` if it still answers for `pkt`, else the FIB's answer for
-/// `dst`, kept in its place. None when the FIB does not resolve the route (or it does not
-/// leave through `via`, when given): unresolved neighbour, too big for the link, somewhere
-/// else; the full path decides then.
+/// The FIB's answer for outbound `pkt`, and the next hop to cache, when it resolves the
+/// route out of the WAN interface. None otherwise (an unresolved neighbour, too big for the
+/// link, somewhere else): the full path decides then.
 #[inline(always)]
-fn kept_or_renewed(
+fn resolved_out(
     ctx: &XdpContext,
     cfg: &NatConfig,
-    hop: &mut NextHop,
     pkt: &Ipv4<'_>,
-    dst: u32,
-    via: Option<u32>,
     now: u64,
-) -> Option<Route> {
-    if let Some(r) = cached_route(hop, cfg, pkt.tot_len, now) {
-        return Some(r);
-    }
-    let r = route(ctx, pkt.src, dst, pkt.tos, pkt.tot_len);
+) -> Option<(Route, NextHop)> {
+    let r = route(ctx, pkt.src, pkt.dst, pkt.tos, pkt.tot_len);
     match r {
-        Route::Resolved { ifindex, .. } if via.is_none_or(|v| v == ifindex) => {
-            *hop = next_hop(&r, cfg, pkt.tot_len, now);
-            Some(r)
+        Route::Resolved { ifindex, .. } if ifindex == cfg.wan_ifindex => {
+            let hop = next_hop(&r, cfg, pkt.tot_len, now);
+            Some((r, hop))
         }
         _ => None,
     }
@@ -136,15 +128,7 @@ pub fn outbound(
     if !class_ok(s.class) {
         return Ok(None);
     }
-    let Some(route) = kept_or_renewed(
-        ctx,
-        cfg,
-        &mut s.hop,
-        pkt,
-        pkt.dst,
-        Some(cfg.wan_ifindex),
-        now,
-    ) else {
+    let Some((route, hop)) = resolved_out(ctx, cfg, pkt, now) else {
         return Ok(None);
     };
     s.last_seen_ns = now;
@@ -153,7 +137,7 @@ pub fn outbound(
         state::record_tcp(s, Direction::Outbound, 0);
     }
     let value = value_out(s.ext_port, s.class);
-    cache::fill(&FLOWS_OUT, cfg, &cache_key, value, &s.hop);
+    cache::fill(&FLOWS_OUT, cfg, &cache_key, value, &hop);
     rewrite_endpoint(pkt.ip, &mut t.l4, Side::Source, cfg.wan_addr, s.ext_port);
     count_class(s.class);
     deliver_out(pkt, route).map(Some)

@@ -119,21 +119,6 @@ pub fn route(ctx: &XdpContext, src: u32, dst: u32, tos: u8, tot_len: u16) -> Rou
     }
 }
 
-/// The route a cached next hop gives for a packet of `tot_len` bytes, if it still answers
-/// (see `NextHop`): same route generation, young enough, and the MTU already checked for a
-/// packet at least this long.
-#[inline(always)]
-pub fn cached_route(hop: &NextHop, cfg: &NatConfig, tot_len: u16, now: u64) -> Option<Route> {
-    if hop.ifindex == 0 || !answers(hop.resolved, hop.route_gen, hop.max_len, cfg, tot_len, now) {
-        return None;
-    }
-    Some(Route::Resolved {
-        ifindex: hop.ifindex,
-        smac: hop.smac,
-        dmac: hop.dmac,
-    })
-}
-
 /// Does a next hop looked up at `resolved` (`NextHop::resolved`) under `route_gen`, for a
 /// packet of `max_len` bytes, still answer for one of `tot_len` bytes now?
 #[inline(always)]

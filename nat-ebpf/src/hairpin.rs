@@ -9,8 +9,7 @@ use nat_common::{
     config::NatConfig,
     counters::{ClassCounters, Counter},
     maps::{
-        EndpointKey, ExternalKey, MAPPING_ACTIVE, NextHop, SESSION_FORWARDED, SESSION_OUTBOUND,
-        SessionKey,
+        EndpointKey, ExternalKey, MAPPING_ACTIVE, SESSION_FORWARDED, SESSION_OUTBOUND, SessionKey,
     },
     passthrough::classify,
     proto::{ICMP_ECHO_REQUEST, IPPROTO_ICMP, is_icmp_error},
@@ -99,17 +98,7 @@ pub fn try_hairpin(
         port => (port, SESSION_FORWARDED),
     };
     let session = SessionKey::new(pkt.proto, pkt.src, t.sport, cfg.wan_addr, t.dport);
-    // Hairpinned packets never take the fast path: no next hop to keep.
-    touch_outbound(
-        ctx,
-        &session,
-        ext_src,
-        t.tcp_flags,
-        class,
-        &NextHop::NONE,
-        now,
-        origin,
-    )?;
+    touch_outbound(ctx, &session, ext_src, t.tcp_flags, class, now, origin)?;
     let r = route(ctx, cfg.wan_addr, target_addr, pkt.tos, pkt.tot_len);
     if let Route::NotForwarded = r {
         return Ok(Verdict::pass(Counter::PassToRouter));

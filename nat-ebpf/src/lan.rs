@@ -5,7 +5,7 @@ use core::ops::ControlFlow::{self, Break, Continue};
 use nat_common::{
     config::NatConfig,
     counters::{ClassCounters, Counter},
-    maps::{EndpointKey, NextHop, SESSION_FORWARDED, SESSION_OUTBOUND, SessionKey},
+    maps::{EndpointKey, SESSION_FORWARDED, SESSION_OUTBOUND, SessionKey},
     passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT, classify},
     proto::{
         ICMP_ECHO_REQUEST, IPPROTO_AH, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_UDP,
@@ -16,7 +16,7 @@ use nat_common::{
 
 use crate::{
     Verdict, fast,
-    forward::{Route, deliver_out, next_hop, route},
+    forward::{Route, deliver_out, route},
     frag,
     gate::gate,
     hairpin, icmp_error,
@@ -80,24 +80,14 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     };
     let class_counters = gate(class)?;
     remember_first_fragment(ctx, &pkt, cfg, now)?;
-    // State: the mapping and the session, kept with the next hop for the packets that follow.
+    // State: the mapping and the session.
     let shared_ike = forwarded == 0 && shares_ike_port(ctx, &pkt, &t);
-    let hop = next_hop(&r, cfg, pkt.tot_len, now);
-    let ext_port = outbound_state(
-        ctx,
-        cfg,
-        &pkt,
-        &t,
-        (shared_ike, forwarded),
-        class,
-        &hop,
-        now,
-    )
-    .inspect_err(|_| {
-        if let Some(ClassCounters { alloc_fail, .. }) = class_counters {
-            count(alloc_fail);
-        }
-    })?;
+    let ext_port = outbound_state(ctx, cfg, &pkt, &t, (shared_ike, forwarded), class, now)
+        .inspect_err(|_| {
+            if let Some(ClassCounters { alloc_fail, .. }) = class_counters {
+                count(alloc_fail);
+            }
+        })?;
     // Rewrite and deliver.
     if let L4::Tcp(ref mut tcp) = t.l4 {
         mss::clamp(ctx, &pkt, tcp, cfg.mss_clamp);
@@ -220,7 +210,6 @@ fn outbound_state(
     t: &Transport<'_>,
     (shared_ike, forwarded): (bool, u16),
     class: u8,
-    hop: &NextHop,
     now: u64,
 ) -> Result<u16, Counter> {
     let ike = IKE_PORT.to_be();
@@ -233,13 +222,12 @@ fn outbound_state(
                 ike,
                 t.tcp_flags,
                 class,
-                hop,
                 now,
                 SESSION_OUTBOUND,
             )
             .map(|()| ike)
         })
-    } else if let Some(ext_port) = refresh_outbound(&session, t.tcp_flags, hop, now) {
+    } else if let Some(ext_port) = refresh_outbound(&session, t.tcp_flags, now) {
         Ok(ext_port)
     } else if forwarded != 0 {
         new_session(
@@ -248,7 +236,6 @@ fn outbound_state(
             forwarded,
             t.tcp_flags,
             class,
-            hop,
             now,
             SESSION_FORWARDED,
         )
@@ -267,7 +254,6 @@ fn outbound_state(
                 ext_port,
                 t.tcp_flags,
                 class,
-                hop,
                 now,
                 SESSION_OUTBOUND,
             )

@@ -377,14 +377,13 @@ fn mark_taken(proto: u8, port: u16) {
 
 /// An outbound packet of an existing session: it already knows its external port, so the
 /// mapping is not looked up (the sweeper removes any session whose mapping went away, so the
-/// next packet takes the slow path and gets a fresh one). Refreshes it and keeps `hop`.
+/// next packet takes the slow path and gets a fresh one). Refreshes it.
 #[inline(always)]
-pub fn refresh_outbound(key: &SessionKey, tcp_flags: u8, hop: &NextHop, now: u64) -> Option<u16> {
+pub fn refresh_outbound(key: &SessionKey, tcp_flags: u8, now: u64) -> Option<u16> {
     let s = SESSIONS.get_ptr_mut(key)?;
     // SAFETY: map value pointer; concurrent writers only race on refresh timestamps.
     let s = unsafe { &mut *s };
     s.last_seen_ns = now;
-    s.hop = *hop;
     if key.proto == IPPROTO_TCP {
         outbound_tcp(key, s, tcp_flags);
     }
@@ -433,14 +432,12 @@ fn outbound_tcp(key: &SessionKey, s: &mut Session, tcp_flags: u8) {
 /// `origin` is SESSION_FORWARDED for a forwarded LAN endpoint's session, which has the
 /// forwarded port and no mapping.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub fn touch_outbound(
     ctx: &XdpContext,
     key: &SessionKey,
     ext_port: u16,
     tcp_flags: u8,
     class: u8,
-    hop: &NextHop,
     now: u64,
     origin: u8,
 ) -> Result<(), Counter> {
@@ -454,27 +451,24 @@ pub fn touch_outbound(
             s.ext_port = ext_port;
         }
         s.last_seen_ns = now;
-        s.hop = *hop;
         if key.proto == IPPROTO_TCP {
             outbound_tcp(key, s, tcp_flags);
         }
         return Ok(());
     }
-    new_session(ctx, key, ext_port, tcp_flags, class, hop, now, origin)
+    new_session(ctx, key, ext_port, tcp_flags, class, now, origin)
 }
 
 /// Creates the session for an outbound packet that has none (`refresh_outbound` found none),
 /// within the host's share by address and by MAC (`mac_owner` of the frame in `ctx`); one
 /// another CPU made meanwhile is left as it is. `origin` as for `touch_outbound`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub fn new_session(
     ctx: &XdpContext,
     key: &SessionKey,
     ext_port: u16,
     tcp_flags: u8,
     class: u8,
-    hop: &NextHop,
     now: u64,
     origin: u8,
 ) -> Result<(), Counter> {
@@ -498,10 +492,8 @@ pub fn new_session(
         class,
         origin,
         _pad: [0; 3],
-        hop: *hop,
         // verifier: straight into the session, as in mapping_for.
         lan_mac: mac_owner(ctx, cfg, key.int_addr),
-        _reserved2: 0,
     };
     if s.lan_mac != 0 && mac_full(MacShare::Sessions, s.lan_mac, mac_share(limit)) {
         return Err(Counter::DropHostSessionQuota);
@@ -648,11 +640,8 @@ fn forwarded_session(
         class: CLASS_NONE,
         origin: SESSION_FORWARDED,
         _pad: [0; 3],
-        // The LAN host's first reply keeps its next hop.
-        hop: NextHop::NONE,
         // Not counted per MAC: the MAC is the LAN host's, which did not ask for this.
         lan_mac: 0,
-        _reserved2: 0,
     };
     match SESSIONS.insert(key, &s, BPF_NOEXIST as u64) {
         Ok(()) => {
