@@ -6,7 +6,7 @@
 
 use core::mem::{align_of, size_of};
 
-use crate::{config, counters, flow_cache, maps};
+use crate::{config, counters, expiry, flow_cache, maps};
 
 /// Bumped by hand only when a stored field changes meaning without changing any shape.
 pub const LAYOUT_EPOCH: u32 = 1;
@@ -62,6 +62,7 @@ const fn layout_version() -> u32 {
         maps::Forward,
         flow_cache::CachedFlow,
         flow_cache::CachedHop,
+        expiry::SweepWalk,
     );
     h = mix(h, counters::NUM_COUNTERS);
     let mut i = 0;

@@ -6,6 +6,7 @@
 pub mod checksum;
 pub mod config;
 pub mod counters;
+pub mod expiry;
 pub mod flow_cache;
 pub mod layout;
 pub mod maps;

@@ -57,6 +57,12 @@ pub mod names {
         FORWARDS_BY_LAN,
         FORWARD_HINTS,
         PORTS_TAKEN,
+        SWEEP_WALK,
+        PORT_OWNERS,
+        PORTS_LIVE,
+        FILTERS_LIVE,
+        HOST_LIVE,
+        MAC_LIVE,
     }
 
     /// Maps of the NAT's object that are not pinned: per-CPU scratch whose content never
@@ -77,6 +83,9 @@ pub mod programs {
     pub const PASS: &str = "xdp_pass";
     /// TC egress on the WAN interface: the last line, which lets no LAN address out.
     pub const WAN_EGRESS: &str = "tc_wan_egress";
+    /// Never attached: the sweeper's walk of the session table, which nat-ctl runs with
+    /// BPF_PROG_TEST_RUN (nat_common::expiry).
+    pub const SWEEP: &str = "xdp_nat_sweep";
     /// Benchmarks only: fib lookup + redirect without NAT (the bare forwarder baseline).
     pub const BENCH_FORWARD: &str = "bench_forward";
     /// Benchmarks only: the bare forwarder plus one read of per-flow state per packet.
@@ -88,7 +97,7 @@ pub mod programs {
 
     /// The XDP programs of the NAT's object, which the daemon loads (and the TC program,
     /// WAN_EGRESS).
-    pub const NAT_XDP: &[&str] = &[LAN_INGRESS, WAN_INGRESS, PASS];
+    pub const NAT_XDP: &[&str] = &[LAN_INGRESS, WAN_INGRESS, PASS, SWEEP];
     /// The programs of the benchmarks' object, which only the bench loads.
     pub const BENCH_XDP: &[&str] = &[BENCH_FORWARD, BENCH_FORWARD_STATE, BENCH_GEN, BENCH_SINK];
 }
@@ -635,6 +644,7 @@ mod pod {
     unsafe impl aya::Pod for super::PeerId {}
     unsafe impl aya::Pod for super::FragQuota {}
     unsafe impl aya::Pod for super::Forward {}
+    unsafe impl aya::Pod for crate::expiry::SweepWalk {}
 }
 
 /// Benchmark traffic generator settings (BENCH_GEN map, one entry): the generator program

@@ -177,7 +177,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
     /// Seconds between sweeps of expired sessions (longer when a sweep would otherwise take
-    /// more than a tenth of a CPU).
+    /// more than 5% of a CPU).
     #[arg(long, default_value_t = DEFAULT_SWEEP_INTERVAL_SECS, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub sweep_interval: u64,
 }

@@ -691,16 +691,14 @@ fn set_retired(maps: &mut NatMaps, rule: &ForwardRule, retired: bool) -> Result<
     Ok(())
 }
 
-/// Deletes the removed forwards' ports that no session uses any more (`live`: protocol and
-/// external port of every forwarded session); the sweeper calls it. Returns how many.
-pub fn purge_retired<S: std::hash::BuildHasher>(
-    maps: &mut NatMaps,
-    live: &std::collections::HashSet<(u8, u16), S>,
-) -> Result<usize> {
+/// Deletes the removed forwards' ports that no session uses any more (`live(protocol,
+/// external port in host order)`: does a live session use it); the sweeper calls it.
+/// Returns how many.
+pub fn purge_retired(maps: &mut NatMaps, live: impl Fn(u8, u16) -> bool) -> Result<usize> {
     let _lock = maps.lock_config()?;
     let mut n = 0;
     for (k, f) in entries(&maps.forwards)? {
-        if f.retired != 0 && !live.contains(&(k.proto, u16::from_be(k.port))) {
+        if f.retired != 0 && !live(k.proto, u16::from_be(k.port)) {
             crate::state::removed(maps.forwards.remove(&k))?;
             forget_lan_endpoint(maps, &k, &f)?;
             n += 1;

@@ -20,6 +20,7 @@ pub mod portmap;
 pub mod state;
 pub mod sweeper;
 pub mod sysctl;
+mod test_run;
 pub mod wire;
 
 /// The NAT's eBPF object, built by build.rs from the nat-ebpf crate: what the daemon loads.

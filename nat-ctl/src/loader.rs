@@ -10,7 +10,7 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use nat_common::maps::names;
+use nat_common::{expiry, maps::names};
 use std::{fs, path::Path};
 
 use crate::{EBPF_OBJECT, config::LogLevel, pins::Instance};
@@ -50,6 +50,10 @@ pub fn load_with_log(
         .map_max_entries(names::FLOWS_OUT, flows)
         .map_max_entries(names::FLOWS_IN, flows)
         .map_max_entries(names::FILTERS, tables.max_sessions)
+        .map_max_entries(
+            names::FILTERS_LIVE,
+            expiry::filter_words(expiry::filter_bits_for(tables.max_sessions)),
+        )
         .map_max_entries(names::MAPPINGS_OUT, tables.max_mappings)
         .map_max_entries(names::MAPPINGS_IN, tables.max_mappings);
     // Read by the programs before they format anything (aya-log's AYA_LOG_LEVEL).

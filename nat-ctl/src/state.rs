@@ -1,6 +1,6 @@
 //! Typed access to the NAT's maps, whether freshly loaded or opened from their pins.
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
     maps::{
@@ -11,6 +11,7 @@ use aya::{
 use nat_common::{
     config::{LAYOUT_VERSION, NatConfig},
     counters::{Counter, NUM_COUNTERS},
+    expiry::SweepWalk,
     flow_cache::{self, CachedFlow, CachedHop, Flow, FlowKey},
     maps::{
         EndpointKey, EspKey, EspLearner, ExternalKey, Forward, FragEntry, FragKey, FragQuota,
@@ -70,6 +71,14 @@ pub struct NatMaps {
     pub forwards_by_lan: HashMap<MapData, EndpointKey, u16>,
     pub forward_hints: Array<MapData, u64>,
     pub ports_taken: Array<MapData, u64>,
+    pub sweep_walk: Array<MapData, SweepWalk>,
+    pub ports_live: Array<MapData, u64>,
+    pub filters_live: Array<MapData, u64>,
+    pub host_live: HashMap<MapData, u32, u32>,
+    pub mac_live: HashMap<MapData, u64, u32>,
+    /// The sweeper's walk (programs::SWEEP): set from a loaded object (`from_ebpf`), or by
+    /// the daemon for its sweeper's maps (`set_walk`); None in the other commands.
+    walk: Option<std::os::fd::OwnedFd>,
 }
 
 /// The CONFIG lock, while held (NatMaps::lock_config).
@@ -84,6 +93,17 @@ impl Drop for ConfigLock {
             h.set(false);
         }
     }
+}
+
+/// A file descriptor of the sweeper's walk (programs::SWEEP) in loaded object `ebpf`.
+pub fn walk_fd(ebpf: &Ebpf) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd as _;
+    let name = nat_common::maps::programs::SWEEP;
+    let prog: &aya::programs::Xdp = ebpf
+        .program(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+        .try_into()?;
+    Ok(prog.fd()?.as_fd().try_clone_to_owned()?)
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
@@ -139,12 +159,49 @@ impl NatMaps {
             forwards_by_lan: get(names::FORWARDS_BY_LAN)?.try_into()?,
             forward_hints: get(names::FORWARD_HINTS)?.try_into()?,
             ports_taken: get(names::PORTS_TAKEN)?.try_into()?,
+            sweep_walk: get(names::SWEEP_WALK)?.try_into()?,
+            ports_live: get(names::PORTS_LIVE)?.try_into()?,
+            filters_live: get(names::FILTERS_LIVE)?.try_into()?,
+            host_live: get(names::HOST_LIVE)?.try_into()?,
+            mac_live: get(names::MAC_LIVE)?.try_into()?,
+            walk: None,
         })
     }
 
-    /// Takes the maps out of a loaded object (the programs keep their own references).
+    /// Takes the maps out of a loaded object (the programs keep their own references), with
+    /// the sweeper's walk.
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<NatMaps> {
-        Self::build(|n| take(ebpf, n))
+        let walk = walk_fd(ebpf)?;
+        let mut maps = Self::build(|n| take(ebpf, n))?;
+        maps.walk = Some(walk);
+        Ok(maps)
+    }
+
+    /// Gives maps opened from the pins the sweeper's walk of the object that `walk` came
+    /// from (`walk_fd`).
+    pub fn set_walk(&mut self, walk: std::os::fd::OwnedFd) {
+        self.walk = Some(walk);
+    }
+
+    /// Runs the sweeper's walk of the session table with `orders` (nat_common::expiry) and
+    /// gives its results.
+    pub fn walk_sessions(&mut self, orders: &SweepWalk) -> Result<SweepWalk> {
+        use std::os::fd::AsFd as _;
+        let walk = self
+            .walk
+            .as_ref()
+            .ok_or_else(|| anyhow!("no sweeper walk: these maps were opened without it"))?;
+        self.sweep_walk
+            .set(0, orders, 0)
+            .context("writing SWEEP_WALK")?;
+        let ret = crate::test_run::run_xdp_once(walk.as_fd())
+            .context("running the sweeper's walk (BPF_PROG_TEST_RUN)")?;
+        // XDP_PASS: walked (XDP_ABORTED: SWEEP_WALK had no entry).
+        const WALKED: u32 = 2;
+        if ret != WALKED {
+            bail!("the sweeper's walk found no orders (returned {ret})");
+        }
+        self.sweep_walk.get(&0, 0).context("reading SWEEP_WALK")
     }
 
     /// Opens an instance's pinned maps, for the commands that run beside the daemon.

@@ -27,6 +27,7 @@ pub mod mss;
 pub mod packet;
 pub mod refuse;
 pub mod state;
+pub mod sweep;
 mod verdict;
 pub mod vpn;
 pub mod wan;

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::{debug, info};
 use nat_common::counters::Counter;
-use nat_ebpf::{PPTP_FOLLOWUP, Verdict, egress, lan, maps, packet, refuse, vpn, wan};
+use nat_ebpf::{PPTP_FOLLOWUP, Verdict, egress, lan, maps, packet, refuse, sweep, vpn, wan};
 
 #[inline(always)]
 fn finish(ctx: &XdpContext, result: Result<Verdict, Counter>) -> u32 {
@@ -128,6 +128,17 @@ pub fn tc_wan_egress(ctx: TcContext) -> i32 {
 
 /// Parse-only baseline for benchmarks, and the program labs attach to veth peers so frames
 /// redirected towards them are received.
+/// The sweeper's walk of the session table (nat_ebpf::sweep): nat-ctl runs it with
+/// BPF_PROG_TEST_RUN; never attached. XDP_PASS once walked, XDP_ABORTED without orders.
+#[xdp]
+pub fn xdp_nat_sweep(_ctx: XdpContext) -> u32 {
+    if sweep::run() {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_ABORTED
+    }
+}
+
 #[xdp]
 pub fn xdp_pass(ctx: XdpContext) -> u32 {
     match packet::parse_ipv4(&ctx) {

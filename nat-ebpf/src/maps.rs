@@ -10,6 +10,7 @@ use aya_ebpf::{
 use nat_common::{
     config::NatConfig,
     counters::{Counter, NUM_COUNTERS},
+    expiry::{self, PORT_OWNER_SLOTS, PORTS_LIVE_WORDS, SweepWalk},
     flow_cache::{self, CachedFlow, CachedHop},
     maps::{
         DEFAULT_MAX_ESP_SPIS, DEFAULT_MAX_FRAGS, DEFAULT_MAX_IKE_SAS, DEFAULT_MAX_MAPPINGS,
@@ -298,3 +299,35 @@ pub static FORWARD_HINTS: Array<u64> = Array::with_max_entries(FORWARD_HINT_WORD
 pub fn forward_hint((word, bit): (u32, u64)) -> bool {
     FORWARD_HINTS.get(word).is_some_and(|w| w & bit != 0)
 }
+
+/// The sweeper's walk (nat_common::expiry): its orders and results, one entry.
+#[map]
+pub static SWEEP_WALK: Array<SweepWalk> = Array::with_max_entries(1, 0);
+
+/// The walk's scratch: the owner tag (`expiry::owner_tag`) of every external port an active
+/// mapping holds, per protocol.
+#[map]
+pub static PORT_OWNERS: Array<u32> = Array::with_max_entries(PORT_OWNER_SLOTS, 0);
+
+/// What the walk leaves for nat-ctl: a bit per external port a live session uses, per
+/// protocol (`ports::taken_bit`).
+#[map]
+pub static PORTS_LIVE: Array<u64> = Array::with_max_entries(PORTS_LIVE_WORDS, 0);
+
+/// The walk's scratch: a bit per live session's filter entry (`expiry::filter_bit`). Sized
+/// by nat-ctl to the session table (`expiry::filter_bits_for`).
+#[map]
+pub static FILTERS_LIVE: Array<u64> = Array::with_max_entries(
+    expiry::filter_words(expiry::filter_bits_for(DEFAULT_MAX_SESSIONS)),
+    0,
+);
+
+/// What the walk leaves for nat-ctl: live sessions per LAN host, and per MAC, from which it
+/// sets HOST_SESSIONS and MAC_SESSIONS. nat-ctl empties them after each walk.
+#[map]
+pub static HOST_LIVE: HashMap<u32, u32> =
+    HashMap::with_max_entries(MAX_QUOTA_HOSTS, QUOTA_MAP_FLAGS);
+
+#[map]
+pub static MAC_LIVE: HashMap<u64, u32> =
+    HashMap::with_max_entries(MAX_QUOTA_HOSTS, QUOTA_MAP_FLAGS);

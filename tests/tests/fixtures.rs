@@ -1354,3 +1354,85 @@ fn hosts_routed_behind_a_lan_router_are_not_counted_by_mac() {
         assert!(fx.maps.mac_mappings.get(&mac, 0).is_err());
     });
 }
+
+/// The sweeper's walk of the session table runs in the kernel (nat_common::expiry): it
+/// removes the filter entries no live session needs and counts each host's live sessions,
+/// whatever the counts said before; expired sessions take their filter entries and counts
+/// with them.
+#[test]
+fn the_sweepers_walk_keeps_filters_and_host_counts_to_the_live_sessions() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let remote = |i: u8| Ipv4Addr::new(198, 51, 100, 10 + i);
+        for i in 0..3 {
+            let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, remote(i));
+            assert_eq!(
+                fx.from_lan(&packets::udp(&h, 20000, 53, b"q")).0,
+                XDP_REDIRECT
+            );
+        }
+        let h = lan_hdr(LAN_HOST_B, HOST_B_MAC, remote(0));
+        assert_eq!(
+            fx.from_lan(&packets::udp(&h, 30000, 53, b"q")).0,
+            XDP_REDIRECT
+        );
+        let filters = |fx: &Fixture| nat_ctl::state::entries(&fx.maps.filters).unwrap().len();
+        assert_eq!(filters(fx), 4, "one per LAN endpoint and remote host");
+        // A filter entry with no session behind it, and counts gone wrong.
+        let stray = nat_common::maps::SessionKey::new(
+            IPPROTO_UDP,
+            to_wire(LAN_HOST_A),
+            20000u16.to_be(),
+            to_wire(remote(9)),
+            0,
+        );
+        fx.maps.filters.insert(stray, 1, 0).unwrap();
+        // What address-dependent filtering (the default) lets in: a datagram from another
+        // port of a remote host that A's mapping has sent to, and no session.
+        let from = |fx: &mut Fixture, i: u8| {
+            let h = wan_hdr(remote(i), SERVER_MAC);
+            fx.from_wan(&packets::udp(&h, 5353, 20000, b"x")).0
+        };
+        assert_eq!(
+            from(fx, 9),
+            XDP_REDIRECT,
+            "the stray entry lets its host in"
+        );
+        let (a, b) = (to_wire(LAN_HOST_A), to_wire(LAN_HOST_B));
+        fx.maps.host_sessions.insert(a, 77, 0).unwrap();
+        fx.maps.host_sessions.remove(&b).unwrap();
+
+        let t = fx.maps.read_config().unwrap().timeouts;
+        let now = nat_ctl::monotonic_ns();
+        let r = sweeper::sweep(&mut fx.maps, &t, now).unwrap();
+        assert_eq!((r.sessions_expired, r.filters_removed), (0, 1), "{r:?}");
+        assert_eq!(filters(fx), 4);
+        assert!(
+            fx.maps.filters.get(&stray, 0).is_err(),
+            "the stray entry went"
+        );
+        assert_eq!(from(fx, 9), XDP_DROP);
+        assert_eq!(from(fx, 1), XDP_REDIRECT, "a live session's entry stays");
+        assert_eq!(fx.maps.host_sessions.get(&a, 0).unwrap(), 3);
+        assert_eq!(fx.maps.host_sessions.get(&b, 0).unwrap(), 1);
+        let mac = nat_common::maps::mac_key(&HOST_A_MAC);
+        assert_eq!(fx.maps.mac_sessions.get(&mac, 0).unwrap(), 3);
+        assert!(
+            nat_ctl::state::entries(&fx.maps.host_live)
+                .unwrap()
+                .is_empty(),
+            "the walk's counts are emptied after use"
+        );
+
+        // Past the UDP timeout every session goes, and with them their filters and counts.
+        let r = sweeper::sweep(&mut fx.maps, &t, now + (t.udp as u64 + 1) * NS).unwrap();
+        assert_eq!((r.sessions_expired, r.filters_removed), (4, 4), "{r:?}");
+        assert!(fx.maps.sessions().unwrap().is_empty());
+        assert_eq!(filters(fx), 0);
+        assert!(fx.maps.host_sessions.get(&a, 0).is_err());
+        assert_eq!(
+            from(fx, 1),
+            XDP_DROP,
+            "its session gone, the entry went too"
+        );
+    });
+}

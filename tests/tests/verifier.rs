@@ -27,6 +27,7 @@ fn every_program_leaves_the_verifier_half_its_limit_at_every_log_level() {
             programs::LAN_INGRESS,
             programs::WAN_INGRESS,
             programs::WAN_EGRESS,
+            programs::SWEEP,
         ] {
             let p = ebpf.program(name).expect("program");
             let n = p

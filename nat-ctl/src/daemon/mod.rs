@@ -50,7 +50,8 @@ impl Daemon<'_> {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (swept, mut sweeps) = tokio::sync::mpsc::unbounded_channel();
-        let _sweeper = sweeps::Sweeps::start(self.instance, every, swept)?;
+        let walk = crate::state::walk_fd(self.ebpf)?;
+        let _sweeper = sweeps::Sweeps::start(self.instance, every, swept, walk)?;
         let mut listeners = tokio::time::interval(LISTENER_CHECK);
         listeners.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // SAFETY: the AsyncFd owns the logger and with it the ring buffer's fd, so the fd

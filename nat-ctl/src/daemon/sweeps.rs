@@ -1,6 +1,6 @@
 //! The sweeper's thread: sweeps run beside the event loop, never in it, so that a long one (a
-//! million sessions take seconds to read) never holds up signals, reloads, netlink events or
-//! port mapping requests. The thread has its own handle on the pinned maps, reads the
+//! million sessions take a quarter of a second to walk) never holds up signals, reloads,
+//! netlink events or port mapping requests. The thread has its own handle on the pinned maps, reads the
 //! timeouts from CONFIG at each sweep (a reload changes them), and reports each sweep that
 //! changed something to the loop, which owns the port pool and writes its bitmap.
 
@@ -23,12 +23,13 @@ pub(crate) struct Sweeps {
 
 impl Sweeps {
     /// Starts sweeping `instance`'s maps every `interval` (longer when sweeps would take more
-    /// than their share of a CPU: sweeper::next_sweep_in); sweeps that changed something are
-    /// sent to `done`.
+    /// than their share of a CPU: sweeper::next_sweep_in), with the daemon's walk of the
+    /// session table (`state::walk_fd`); sweeps that changed something are sent to `done`.
     pub(crate) fn start(
         instance: &Instance,
         interval: Duration,
         done: tokio::sync::mpsc::UnboundedSender<sweeper::SweepReport>,
+        walk: std::os::fd::OwnedFd,
     ) -> Result<Sweeps> {
         let (stop, stopped) = mpsc::channel();
         let instance = instance.clone();
@@ -45,6 +46,7 @@ impl Sweeps {
                         return;
                     }
                 };
+                maps.set_walk(walk);
                 run(&mut maps, interval, &stopped, &done);
             })?;
         Ok(Sweeps {

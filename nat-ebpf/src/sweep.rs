@@ -1,0 +1,220 @@
+//! The sweeper's walk of the session table, inside the kernel: nat-ctl runs it each sweep
+//! with BPF_PROG_TEST_RUN (it is never attached). What it does, and why here: see
+//! nat_common::expiry. Read from userspace, a million sessions took the sweeper most of a
+//! second of copies and hashing each sweep; here each session costs a visit.
+
+use aya_ebpf::{
+    cty::{c_long, c_void},
+    helpers::generated::{bpf_for_each_map_elem, bpf_loop},
+};
+use nat_common::{
+    expiry::{
+        Fate, PORT_OWNER_SLOTS, PORTS_LIVE_WORDS, SweepWalk, fate, filter_bit, filter_words,
+        owner_slot, owner_tag,
+    },
+    maps::{ExternalKey, MAPPING_ACTIVE, Mapping, Session, SessionKey},
+    ports::taken_bit,
+};
+
+use crate::maps::{
+    FILTERS, FILTERS_LIVE, HOST_LIVE, MAC_LIVE, MAPPINGS_IN, PORT_OWNERS, PORTS_LIVE, SESSIONS,
+    SWEEP_WALK,
+};
+
+/// What the callbacks share: a copy of the orders, and the results so far (the callbacks'
+/// context must live on the stack).
+struct Walk {
+    w: SweepWalk,
+    /// Words of FILTERS_LIVE.
+    filter_words: u32,
+}
+
+/// Runs one walk as SWEEP_WALK orders; false if there is no SWEEP_WALK entry.
+#[inline(always)]
+pub fn run() -> bool {
+    let Some(orders) = SWEEP_WALK.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: map value pointer from a successful lookup; one walk runs at a time.
+    let mut walk = Walk {
+        w: unsafe { *orders },
+        filter_words: 0,
+    };
+    walk.w.sessions = 0;
+    walk.w.expired = 0;
+    walk.w.orphans = 0;
+    walk.w.filters_removed = 0;
+    walk.w.failed = 0;
+    walk.w.counts_lost = 0;
+    walk.filter_words = filter_words(walk.w.filter_bits);
+    let ctx = (&mut walk as *mut Walk).cast::<c_void>();
+    // SAFETY: each callback has its helper's signature and reads `ctx` as the Walk on this
+    // stack, which outlives the calls; the maps are this object's.
+    unsafe {
+        bpf_loop(PORT_OWNER_SLOTS, clear_owner as *mut c_void, ctx, 0);
+        bpf_loop(PORTS_LIVE_WORDS, clear_port_live as *mut c_void, ctx, 0);
+        bpf_loop(walk.filter_words, clear_filter_live as *mut c_void, ctx, 0);
+        bpf_for_each_map_elem(
+            core::ptr::addr_of!(MAPPINGS_IN) as *mut c_void,
+            note_owner as *mut c_void,
+            ctx,
+            0,
+        );
+        bpf_for_each_map_elem(
+            core::ptr::addr_of!(SESSIONS) as *mut c_void,
+            visit_session as *mut c_void,
+            ctx,
+            0,
+        );
+        bpf_for_each_map_elem(
+            core::ptr::addr_of!(FILTERS) as *mut c_void,
+            visit_filter as *mut c_void,
+            ctx,
+            0,
+        );
+        *orders = walk.w;
+    }
+    true
+}
+
+/// bpf_loop callbacks that zero word `i` of the walk's scratch maps.
+#[inline(never)]
+extern "C" fn clear_owner(i: u64, _ctx: *mut c_void) -> c_long {
+    if let Some(p) = PORT_OWNERS.get_ptr_mut(i as u32) {
+        // SAFETY: map value pointer from a successful lookup.
+        unsafe { *p = 0 };
+    }
+    0
+}
+
+#[inline(never)]
+extern "C" fn clear_port_live(i: u64, _ctx: *mut c_void) -> c_long {
+    if let Some(p) = PORTS_LIVE.get_ptr_mut(i as u32) {
+        // SAFETY: as above.
+        unsafe { *p = 0 };
+    }
+    0
+}
+
+#[inline(never)]
+extern "C" fn clear_filter_live(i: u64, _ctx: *mut c_void) -> c_long {
+    if let Some(p) = FILTERS_LIVE.get_ptr_mut(i as u32) {
+        // SAFETY: as above.
+        unsafe { *p = 0 };
+    }
+    0
+}
+
+/// Pass 1, for each mapping: an active one names its endpoint the owner of its port.
+#[inline(never)]
+extern "C" fn note_owner(
+    _map: *mut c_void,
+    key: *const ExternalKey,
+    m: *const Mapping,
+    _ctx: *mut c_void,
+) -> c_long {
+    // SAFETY: the element the helper passes, valid for the call.
+    let (k, m) = unsafe { (&*key, &*m) };
+    if m.state != MAPPING_ACTIVE {
+        return 0;
+    }
+    if let Some(slot) = owner_slot(k.proto, k.port) {
+        if let Some(p) = PORT_OWNERS.get_ptr_mut(slot) {
+            // SAFETY: map value pointer from a successful lookup.
+            unsafe { *p = owner_tag(m.int_addr, m.int_port) };
+        }
+    }
+    0
+}
+
+/// Pass 2, for each session: removes an orphan or an expired one; notes a live one's port,
+/// filter entry and owners.
+#[inline(never)]
+extern "C" fn visit_session(
+    _map: *mut c_void,
+    key: *const SessionKey,
+    s: *const Session,
+    ctx: *mut c_void,
+) -> c_long {
+    // SAFETY: the element the helper passes, valid for the call; `ctx` is run's Walk.
+    let (k, s, walk) = unsafe { (&*key, &*s, &mut *ctx.cast::<Walk>()) };
+    walk.w.sessions += 1;
+    let owned = || {
+        owner_slot(k.proto, s.ext_port)
+            .and_then(|slot| PORT_OWNERS.get(slot))
+            .is_some_and(|tag| *tag == owner_tag(k.int_addr, k.int_port))
+    };
+    let f = fate(k, s, &walk.w, owned);
+    if f == Fate::Live {
+        live(k, s, walk);
+        return 0;
+    }
+    // Deleting the element the walk is at is allowed for a hash map (the kernel's iteration
+    // holds no bucket lock); neither `k` nor `s` is read after it.
+    if SESSIONS.remove(k).is_err() {
+        walk.w.failed += 1;
+    } else if f == Fate::Expired {
+        walk.w.expired += 1;
+    } else {
+        walk.w.orphans += 1;
+    }
+    0
+}
+
+/// A live session: its port, its filter entry, its host and MAC.
+#[inline(always)]
+fn live(k: &SessionKey, s: &Session, walk: &mut Walk) {
+    if let Some((word, bit)) = taken_bit(k.proto, u16::from_be(s.ext_port)) {
+        if let Some(p) = PORTS_LIVE.get_ptr_mut(word) {
+            // SAFETY: map value pointer from a successful lookup; one walk at a time.
+            unsafe { *p |= bit };
+        }
+    }
+    let (word, bit) = filter_bit(walk.w.filter_seed, walk.w.filter_bits, &k.filter_key());
+    if word < walk.filter_words {
+        if let Some(p) = FILTERS_LIVE.get_ptr_mut(word) {
+            // SAFETY: as above.
+            unsafe { *p |= bit };
+        }
+    }
+    if !count_live(&HOST_LIVE, &k.int_addr)
+        || (s.lan_mac != 0 && !count_live(&MAC_LIVE, &s.lan_mac))
+    {
+        walk.w.counts_lost += 1;
+    }
+}
+
+/// Counts one more live session for `owner`; false if the table had no room for it.
+#[inline(always)]
+fn count_live<K>(counts: &aya_ebpf::maps::HashMap<K, u32>, owner: &K) -> bool {
+    match counts.get_ptr_mut(owner) {
+        // SAFETY: map value pointer from a successful lookup; one walk at a time.
+        Some(n) => unsafe {
+            *n += 1;
+            true
+        },
+        None => counts.insert(owner, &1, 0).is_ok(),
+    }
+}
+
+/// Pass 3, for each filter entry: one that no live session set the bit of goes.
+#[inline(never)]
+extern "C" fn visit_filter(
+    _map: *mut c_void,
+    key: *const SessionKey,
+    _seen: *const u64,
+    ctx: *mut c_void,
+) -> c_long {
+    // SAFETY: as for visit_session.
+    let (f, walk) = unsafe { (&*key, &mut *ctx.cast::<Walk>()) };
+    let (word, bit) = filter_bit(walk.w.filter_seed, walk.w.filter_bits, f);
+    let live = word < walk.filter_words && FILTERS_LIVE.get(word).is_some_and(|w| w & bit != 0);
+    if !live {
+        if FILTERS.remove(f).is_ok() {
+            walk.w.filters_removed += 1;
+        } else {
+            walk.w.failed += 1;
+        }
+    }
+    0
+}
