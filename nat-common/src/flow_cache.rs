@@ -33,9 +33,12 @@ use crate::maps::{NextHop, ReplyKey, SessionKey};
 pub const FLOW_WAYS: u32 = 4;
 /// Words of an entry.
 pub const FLOW_WORDS: usize = 4;
-/// Fewest and most entries per cache.
+/// Fewest and most entries per cache. The cache holds the flows busy now, not every session
+/// the table keeps until it times out, so it stops growing at 256 K entries (8 MiB) a
+/// direction: a table of a million sessions keeps the cache a table of 256 K has, and its
+/// busy flows' entries spread over no more pages.
 pub const MIN_FLOW_ENTRIES: u32 = 1024;
-pub const MAX_FLOW_ENTRIES: u32 = 1 << 21;
+pub const MAX_FLOW_ENTRIES: u32 = 1 << 18;
 /// Slots of FLOW_HOPS (16 bytes each), in sets of HOP_WAYS: a gateway has a next hop per LAN
 /// host and a few on the WAN side; 4 K hops fill a quarter of the slots, where a set
 /// overflows for well under 1% of them (a hop that finds no free way takes one over, and the
@@ -295,8 +298,8 @@ impl CachedFlow {
     }
 }
 
-/// Entries per direction for a session table of `max_sessions`: one per session, a power of
-/// two (the set index is bits of the hash).
+/// Entries per direction for a session table of `max_sessions`: one per session (up to
+/// MAX_FLOW_ENTRIES), a power of two (the set index is bits of the hash).
 pub const fn entries_for(max_sessions: u32) -> u32 {
     let n = if max_sessions < MIN_FLOW_ENTRIES {
         MIN_FLOW_ENTRIES
@@ -483,7 +486,8 @@ mod tests {
     fn sizes_are_powers_of_two_within_bounds() {
         assert_eq!(entries_for(0), MIN_FLOW_ENTRIES);
         assert_eq!(entries_for(262_144), 262_144);
-        assert_eq!(entries_for(300_000), 524_288);
+        assert_eq!(entries_for(200_000), 262_144);
+        assert_eq!(entries_for(1 << 20), MAX_FLOW_ENTRIES);
         assert_eq!(entries_for(u32::MAX), MAX_FLOW_ENTRIES);
         assert_eq!(1 << set_bits(1024), 1024 / FLOW_WAYS);
         let unconfigured = FlowKey::out(&SessionKey::default());

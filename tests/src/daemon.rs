@@ -61,9 +61,17 @@ impl NatDaemon {
 
     /// Starts `nat-ctl run --detach-on-exit --config FILE`, FILE holding `toml`.
     pub fn start_with_config(lab: &Lab, toml: &str) -> Result<NatDaemon> {
+        Self::start_with_config_and(lab, toml, &[])
+    }
+
+    /// `start_with_config`, with `extra` arguments too.
+    pub fn start_with_config_and(lab: &Lab, toml: &str, extra: &[&str]) -> Result<NatDaemon> {
         let path = std::env::temp_dir().join(format!("{}.toml", crate::unique("cfg")));
         std::fs::write(&path, toml)?;
-        let mut d = Self::start(lab, &["--config", &path.display().to_string()]);
+        let config = path.display().to_string();
+        let mut args = vec!["--config", config.as_str()];
+        args.extend_from_slice(extra);
+        let mut d = Self::start(lab, &args);
         match &mut d {
             Ok(d) => d.config = Some(path),
             Err(_) => {

@@ -33,6 +33,9 @@ pub const RATE_DST_PORTS: u32 = 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Router {
     XdpNat,
+    /// xdp-nat with RESIDENT_SESSIONS more sessions (idle, established TCP of other hosts)
+    /// in its tables while the flows run: a carrier's or campus's gateway.
+    XdpNatResident,
     XdpForward,
     XdpForwardState,
     KernelMasquerade,
@@ -42,11 +45,28 @@ impl Router {
     pub fn name(self) -> &'static str {
         match self {
             Router::XdpNat => "xdp-nat",
+            Router::XdpNatResident => "xdp-nat, 1 M resident sessions",
             Router::XdpForward => "bare XDP forwarder",
             Router::XdpForwardState => "XDP forwarder + state read",
             Router::KernelMasquerade => "kernel + nftables masquerade",
         }
     }
+}
+
+/// The NAT's configuration for the new-session rate: the generator's flows come from two
+/// addresses and one MAC, standing for the many LAN hosts whose first packets a gateway sees
+/// at once, so the per-host and per-MAC shares (a quarter of the pool or table each, twice
+/// that per MAC) are raised to the pool and the table; they are checked and counted as ever.
+const NEW_SESSION_LIMITS: &str =
+    "[limits]\nmappings_per_host = 64512\nsessions_per_host = 262144\n";
+
+/// Sessions in the tables beside the flows' for Router::XdpNatResident.
+pub const RESIDENT_SESSIONS: u32 = 1 << 20;
+
+/// The LAN hosts of the resident sessions: addresses of their own (the flows come from
+/// LAN_HOST_A), as a campus has them.
+fn resident_host(i: u32) -> Ipv4Addr {
+    Ipv4Addr::new(10, 200, (i % 240) as u8, 10)
 }
 
 fn small_tables() -> Tables {
@@ -289,7 +309,7 @@ impl Bench {
     /// kernel's conntrack count. The wall time includes the generator's idle tail at the end
     /// of a live-frame run (20-30 ms), so this understates the rate a little.
     pub fn new_session_rate(&mut self, router: Router, flows: u32, src: Ipv4Addr) -> Result<f64> {
-        let setup = self.set_up(router)?;
+        let setup = self.set_up_with(router, NEW_SESSION_LIMITS)?;
         // Every flow its own LAN endpoint: each first packet creates a mapping too.
         self.set_flows(flows, src, 1)?;
         let before = self.created(&setup)?;
@@ -322,6 +342,11 @@ impl Bench {
     }
 
     fn set_up(&self, router: Router) -> Result<Setup> {
+        self.set_up_with(router, "")
+    }
+
+    /// `set_up`, the NAT configured with `toml` (the others take no configuration).
+    fn set_up_with(&self, router: Router, toml: &str) -> Result<Setup> {
         let r = &self.lab.router;
         let mut setup = Setup {
             _programs: None,
@@ -331,10 +356,42 @@ impl Bench {
             Router::XdpNat => {
                 // As deployed: the sweeper's work competes with the packets.
                 let interval = nat_ctl::cli::DEFAULT_SWEEP_INTERVAL_SECS.to_string();
-                setup.nat = Some(NatDaemon::start(
+                setup.nat = Some(NatDaemon::start_with_config_and(
                     &self.lab,
+                    toml,
                     &["--sweep-interval", &interval],
                 )?)
+            }
+            Router::XdpNatResident => {
+                let interval = nat_ctl::cli::DEFAULT_SWEEP_INTERVAL_SECS.to_string();
+                // Room for the resident sessions beside the flows'.
+                let toml = format!("[tables]\nsessions = {}\n", RESIDENT_SESSIONS + 131_072);
+                let nat = NatDaemon::start_with_config_and(
+                    &self.lab,
+                    &toml,
+                    &["--sweep-interval", &interval],
+                )?;
+                let instance = nat_ctl::pins::Instance::new(&nat.instance)?;
+                let mut maps = nat_ctl::state::NatMaps::open_pinned(&instance)?;
+                let start = Instant::now();
+                super::prefill(&mut maps, RESIDENT_SESSIONS, resident_host)?;
+                eprintln!(
+                    "bench: {RESIDENT_SESSIONS} resident sessions in {:.1} s",
+                    start.elapsed().as_secs_f64()
+                );
+                // The measurement runs between two sweeps: the first sweep of the full table
+                // says (once) how far its cap stretched the interval, and the next one is that
+                // far off. (The sweeper's own cost is measured apart: "The sweeper" above.)
+                let swept = integration_tests::wait_for(std::time::Duration::from_secs(60), || {
+                    nat.log().contains("sweeping every").then_some(())
+                });
+                if swept.is_none() {
+                    bail!(
+                        "the sweeper never walked the resident sessions: {}",
+                        nat.log()
+                    );
+                }
+                setup.nat = Some(nat);
             }
             Router::XdpForward => setup._programs = Some(forwarder_in(r, programs::BENCH_FORWARD)?),
             Router::XdpForwardState => {
