@@ -83,9 +83,9 @@ pub mod programs {
     pub const PASS: &str = "xdp_pass";
     /// TC egress on the WAN interface: the last line, which lets no LAN address out.
     pub const WAN_EGRESS: &str = "tc_wan_egress";
-    /// Never attached: the sweeper's walk of the session table, which nat-ctl runs with
-    /// BPF_PROG_TEST_RUN (nat_common::expiry).
-    pub const SWEEP: &str = "xdp_nat_sweep";
+    /// Never attached: the sweeper's walk of the session table, a raw tracepoint program
+    /// that nat-ctl runs with BPF_PROG_TEST_RUN (nat_common::expiry).
+    pub const SWEEP: &str = "nat_sweep";
     /// Benchmarks only: fib lookup + redirect without NAT (the bare forwarder baseline).
     pub const BENCH_FORWARD: &str = "bench_forward";
     /// Benchmarks only: the bare forwarder plus one read of per-flow state per packet.
@@ -97,7 +97,7 @@ pub mod programs {
 
     /// The XDP programs of the NAT's object, which the daemon loads (and the TC program,
     /// WAN_EGRESS).
-    pub const NAT_XDP: &[&str] = &[LAN_INGRESS, WAN_INGRESS, PASS, SWEEP];
+    pub const NAT_XDP: &[&str] = &[LAN_INGRESS, WAN_INGRESS, PASS];
     /// The programs of the benchmarks' object, which only the bench loads.
     pub const BENCH_XDP: &[&str] = &[BENCH_FORWARD, BENCH_FORWARD_STATE, BENCH_GEN, BENCH_SINK];
 }
@@ -237,7 +237,7 @@ impl SessionKey {
         }
     }
 
-    /// The key of this session's inbound half, reached through external port `ext_port`.
+    /// The key of this session's reply flow (FLOWS_IN), through external port `ext_port`.
     pub const fn reply_key(&self, ext_port: u16) -> ReplyKey {
         ReplyKey {
             rem_addr: self.rem_addr,
@@ -322,7 +322,10 @@ pub struct Session {
     /// How the session began: SESSION_OUTBOUND, or SESSION_FORWARDED (a WAN host through a
     /// port forward; it has no mapping of its own).
     pub origin: u8,
-    pub _pad: [u8; 3],
+    /// Written by the sweeper's walk only: 1 once a walk found the session an orphan
+    /// (nat_common::expiry), which the next walk confirms or clears.
+    pub orphan_mark: u8,
+    pub _pad: [u8; 2],
     /// The LAN host's MAC (`mac_key`) when the session was made, for the per-MAC share; 0
     /// for a host routed behind a LAN router.
     pub lan_mac: u64,

@@ -1,7 +1,7 @@
 //! BPF_MAP_LOOKUP_BATCH for hash maps, which aya 0.14 does not wrap: a whole table in a few
-//! syscalls instead of two per entry. The sweeper reads every session, mapping and filter
-//! each interval; entry by entry that is millions of syscalls at a million sessions, and CPU
-//! taken from the packets.
+//! syscalls instead of two per entry. The sweeper reads every mapping each interval (the
+//! sessions and filter entries it walks inside the kernel), and the commands read the
+//! sessions; entry by entry that is millions of syscalls at a million sessions.
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
 

@@ -4,7 +4,7 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        RawTracePoint, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         tc::SchedClassifierLink,
         xdp::XdpLink,
@@ -68,6 +68,13 @@ pub fn load_with_log(
     for name in nat_common::maps::programs::NAT_XDP {
         load_xdp(&mut ebpf, name)?;
     }
+    let name = nat_common::maps::programs::SWEEP;
+    let walk: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+        .try_into()?;
+    walk.load()
+        .map_err(|e| Rejected::new("raw tracepoint", name, &e))?;
     let name = nat_common::maps::programs::WAN_EGRESS;
     tc(&mut ebpf, name)?
         .load()

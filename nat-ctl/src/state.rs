@@ -99,7 +99,7 @@ impl Drop for ConfigLock {
 pub fn walk_fd(ebpf: &Ebpf) -> Result<std::os::fd::OwnedFd> {
     use std::os::fd::AsFd as _;
     let name = nat_common::maps::programs::SWEEP;
-    let prog: &aya::programs::Xdp = ebpf
+    let prog: &aya::programs::RawTracePoint = ebpf
         .program(name)
         .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
         .try_into()?;
@@ -194,11 +194,10 @@ impl NatMaps {
         self.sweep_walk
             .set(0, orders, 0)
             .context("writing SWEEP_WALK")?;
-        let ret = crate::test_run::run_xdp_once(walk.as_fd())
+        let ret = crate::test_run::run_once(walk.as_fd())
             .context("running the sweeper's walk (BPF_PROG_TEST_RUN)")?;
-        // XDP_PASS: walked (XDP_ABORTED: SWEEP_WALK had no entry).
-        const WALKED: u32 = 2;
-        if ret != WALKED {
+        // 0: walked (1: SWEEP_WALK had no entry).
+        if ret != 0 {
             bail!("the sweeper's walk found no orders (returned {ret})");
         }
         self.sweep_walk.get(&0, 0).context("reading SWEEP_WALK")
@@ -355,7 +354,16 @@ impl NatMaps {
     /// port's draws then find MAPPINGS_IN's entry (a failed insert, no double claim) until
     /// the next rewrite sets it again.
     pub fn write_ports_taken(&mut self, mappings: &[ExternalKey]) -> Result<()> {
+        self.write_ports_taken_with(mappings, &[])
+    }
+
+    /// `write_ports_taken`, with the ports whose bits are set in `live` (PORTS_LIVE, as
+    /// the sweeper's walk left it: a DMZ session's port stays taken while it lives).
+    pub fn write_ports_taken_with(&mut self, mappings: &[ExternalKey], live: &[u64]) -> Result<()> {
         let mut taken = vec![0u64; PORTS_TAKEN_WORDS as usize];
+        for (t, l) in taken.iter_mut().zip(live) {
+            *t |= l;
+        }
         for k in mappings {
             if let Some((word, bit)) = taken_bit(k.proto, u16::from_be(k.port)) {
                 taken[word as usize] |= bit;

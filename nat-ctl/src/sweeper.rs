@@ -102,7 +102,7 @@ fn recount_host_sessions(
 }
 
 /// PORTS_LIVE as the walk left it: a bit per external port a live session uses.
-fn ports_live(maps: &NatMaps) -> Result<Vec<u64>> {
+pub fn ports_live(maps: &NatMaps) -> Result<Vec<u64>> {
     (0..nat_common::expiry::PORTS_LIVE_WORDS)
         .map(|w| maps.ports_live.get(&w, 0).context("reading PORTS_LIVE"))
         .collect()
@@ -307,6 +307,9 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
     // The walk (nat_common::expiry) removes orphans, expired sessions and the filter
     // entries no live session needs, and leaves the ports and owners of the live ones.
     let filter_bits = (maps.filters_live.len() * 64).trailing_zeros();
+    // Emptied after every walk; a sweep that failed after its walk may have left counts.
+    crate::state::clear(&mut maps.host_live)?;
+    crate::state::clear(&mut maps.mac_live)?;
     let walk = maps.walk_sessions(&SweepWalk {
         now_ns,
         orphan_before_ns: now_ns.saturating_sub(grace_ns),

@@ -1,6 +1,7 @@
-//! BPF_PROG_TEST_RUN of an XDP program held by its fd: how the sweeper runs its walk of the
-//! session table (nat_common::expiry), a program that is never attached. aya runs a program
-//! only through the object that loaded it, which the sweeper's thread does not have.
+//! BPF_PROG_TEST_RUN of a raw tracepoint program held by its fd: how the sweeper runs its
+//! walk of the session table (nat_common::expiry), a program that is never attached. aya runs
+//! a program only through the object that loaded it, which the sweeper's thread does not
+//! have.
 
 use std::os::fd::{AsRawFd as _, BorrowedFd};
 
@@ -28,20 +29,14 @@ struct TestRunAttr {
     _pad: u32,
 }
 
-/// Runs XDP program `prog` once on a frame of zeros (the walk reads its orders from a map,
-/// not the frame); returns the program's return value.
-pub fn run_xdp_once(prog: BorrowedFd<'_>) -> std::io::Result<u32> {
-    // An XDP test run wants at least an Ethernet header's worth of data.
-    let frame = [0u8; 64];
+/// Runs raw tracepoint program `prog` once, with no arguments (the walk reads its orders
+/// from a map), on this CPU; returns the program's return value.
+pub fn run_once(prog: BorrowedFd<'_>) -> std::io::Result<u32> {
     let mut attr = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
-        data_size_in: frame.len() as u32,
-        data_in: frame.as_ptr() as u64,
-        repeat: 1,
         ..Default::default()
     };
-    // SAFETY: attr is a valid bpf_attr prefix for BPF_PROG_TEST_RUN pointing at `frame`,
-    // which outlives the call; no output buffers are given.
+    // SAFETY: attr is a valid bpf_attr prefix for BPF_PROG_TEST_RUN with no buffers.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_bpf,

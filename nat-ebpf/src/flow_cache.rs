@@ -66,6 +66,11 @@ pub fn route(f: &Flow, cfg: &NatConfig, tot_len: u16, now: u64) -> Option<Route>
 /// up longest ago (an empty or forgotten way usually is that one).
 #[inline(always)]
 pub fn fill(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey, value: u64, hop: &NextHop) {
+    // Nothing resolved (no interface, no MACs): nothing to cache; it would match any empty
+    // FLOW_HOPS slot, and redirect to interface 0.
+    if hop.ifindex == 0 {
+        return;
+    }
     let Some(hop_ref) = share(cfg.flow_seed, hop) else {
         return;
     };

@@ -20,7 +20,7 @@ use nat_common::{
     passthrough::{CLASS_NONE, IKE_PORT, classify},
     ports::{MAX_PORT_TRIES, pool_slot, taken_bit, wants_privileged},
     proto::{IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    tcp_state::{self, Direction, SYN_IN},
+    tcp_state::{self, ACK_IN, Direction, OPENED_IN, SYN_IN},
 };
 
 use crate::{
@@ -491,7 +491,8 @@ pub fn new_session(
         tcp_state: tcp,
         class,
         origin,
-        _pad: [0; 3],
+        orphan_mark: 0,
+        _pad: [0; 2],
         // verifier: straight into the session, as in mapping_for.
         lan_mac: mac_owner(ctx, cfg, key.int_addr),
     };
@@ -585,8 +586,9 @@ fn filter_allows(cfg: &NatConfig, session: &SessionKey) -> bool {
 
 /// Caches the reply flow of session `key` at external port `ext_port` (FLOWS_IN) for the
 /// fast path of the replies that follow, with their next hop `hop`: a TCP session's only once
-/// the peer's opening is recorded (`tcp_state`), so that the fast path never lets a segment
-/// past the state it would change.
+/// the peer's opening is recorded (`tcp_state`), and one the WAN side opened (a forward's)
+/// only once its handshake ACK is, so that the fast path never lets a segment past the
+/// state it would change.
 #[inline(always)]
 pub fn keep_reply_flow(
     cfg: &NatConfig,
@@ -596,7 +598,9 @@ pub fn keep_reply_flow(
     tcp_state: u8,
     hop: &NextHop,
 ) {
-    if key.proto == IPPROTO_TCP && tcp_state & SYN_IN == 0 {
+    if key.proto == IPPROTO_TCP
+        && (tcp_state & SYN_IN == 0 || (tcp_state & OPENED_IN != 0 && tcp_state & ACK_IN == 0))
+    {
         return;
     }
     let value = value_in(key.int_addr, key.int_port, class);
@@ -639,7 +643,8 @@ fn forwarded_session(
         tcp_state: tcp,
         class: CLASS_NONE,
         origin: SESSION_FORWARDED,
-        _pad: [0; 3],
+        orphan_mark: 0,
+        _pad: [0; 2],
         // Not counted per MAC: the MAC is the LAN host's, which did not ask for this.
         lan_mac: 0,
     };
@@ -648,6 +653,10 @@ fn forwarded_session(
             count(Counter::SessionCreated);
             count(Counter::ForwardSessionCreated);
             count_for_host(&HOST_SESSIONS, &key.int_addr);
+            // A DMZ session's port stays out of the draws while the session lives (the
+            // sweeper's walk keeps the bit set), so that no mapping takes its replies; a
+            // forward's ports are out of them anyway.
+            mark_taken(key.proto, ext_port);
             let ext = ExternalKey {
                 port: ext_port,
                 proto: key.proto,

@@ -9,16 +9,16 @@ use aya_ebpf::{
 };
 use nat_common::{
     expiry::{
-        Fate, PORT_OWNER_SLOTS, PORTS_LIVE_WORDS, SweepWalk, fate, filter_bit, filter_words,
-        owner_slot, owner_tag,
+        Fate, NS_PER_SEC, PORT_OWNER_SLOTS, PORTS_LIVE_WORDS, SweepWalk, fate, filter_bit,
+        filter_words, owner_slot, owner_tag,
     },
     maps::{ExternalKey, MAPPING_ACTIVE, Mapping, Session, SessionKey},
     ports::taken_bit,
 };
 
 use crate::maps::{
-    FILTERS, FILTERS_LIVE, HOST_LIVE, MAC_LIVE, MAPPINGS_IN, PORT_OWNERS, PORTS_LIVE, SESSIONS,
-    SWEEP_WALK,
+    FILTERS, FILTERS_LIVE, HOST_LIVE, MAC_LIVE, MAPPINGS_IN, PORT_OWNERS, PORTS_LIVE, PORTS_TAKEN,
+    SESSIONS, SWEEP_WALK,
 };
 
 /// What the callbacks share: a copy of the orders, and the results so far (the callbacks'
@@ -133,11 +133,11 @@ extern "C" fn note_owner(
 extern "C" fn visit_session(
     _map: *mut c_void,
     key: *const SessionKey,
-    s: *const Session,
+    s: *mut Session,
     ctx: *mut c_void,
 ) -> c_long {
     // SAFETY: the element the helper passes, valid for the call; `ctx` is run's Walk.
-    let (k, s, walk) = unsafe { (&*key, &*s, &mut *ctx.cast::<Walk>()) };
+    let (k, s, walk) = unsafe { (&*key, &mut *s, &mut *ctx.cast::<Walk>()) };
     walk.w.sessions += 1;
     let owned = || {
         owner_slot(k.proto, s.ext_port)
@@ -145,14 +145,25 @@ extern "C" fn visit_session(
             .is_some_and(|tag| *tag == owner_tag(k.int_addr, k.int_port))
     };
     let f = fate(k, s, &walk.w, owned);
-    if f == Fate::Live {
+    // An orphan goes in the second walk in a row that finds it one: a walk may miss a
+    // mapping that a CPU's insert or delete moved under it (an element of a preallocated
+    // hash table is reused at once), and would take its sessions for orphans.
+    let confirmed = f == Fate::Orphan && s.orphan_mark != 0;
+    if f == Fate::Live || (f == Fate::Orphan && !confirmed) {
+        let mark = u8::from(f == Fate::Orphan);
+        if s.orphan_mark != mark {
+            // A byte of its own: the data path's atomic OR on the word around it keeps it.
+            s.orphan_mark = mark;
+        }
         live(k, s, walk);
         return 0;
     }
     // Deleting the element the walk is at is allowed for a hash map (the kernel's iteration
     // holds no bucket lock); neither `k` nor `s` is read after it.
     if SESSIONS.remove(k).is_err() {
+        // Still there: counted as live, so that nothing it holds goes with it.
         walk.w.failed += 1;
+        live(k, s, walk);
     } else if f == Fate::Expired {
         walk.w.expired += 1;
     } else {
@@ -161,13 +172,26 @@ extern "C" fn visit_session(
     0
 }
 
-/// A live session: its port, its filter entry, its host and MAC.
+/// A live session: its port (live, and taken: a DMZ session's port stays out of the draws
+/// while it lives), its filter entry, its host and MAC.
 #[inline(always)]
 fn live(k: &SessionKey, s: &Session, walk: &mut Walk) {
     if let Some((word, bit)) = taken_bit(k.proto, u16::from_be(s.ext_port)) {
         if let Some(p) = PORTS_LIVE.get_ptr_mut(word) {
             // SAFETY: map value pointer from a successful lookup; one walk at a time.
             unsafe { *p |= bit };
+        }
+        if let Some(p) = PORTS_TAKEN.get_ptr_mut(word) {
+            // SAFETY: as above; an atomic OR, as the data path's CPUs set bits of it too.
+            if unsafe { *p } & bit == 0 {
+                unsafe {
+                    core::intrinsics::atomic_or::<
+                        u64,
+                        u64,
+                        { core::intrinsics::AtomicOrdering::Relaxed },
+                    >(p, bit);
+                }
+            }
         }
     }
     let (word, bit) = filter_bit(walk.w.filter_seed, walk.w.filter_bits, &k.filter_key());
@@ -202,11 +226,16 @@ fn count_live<K>(counts: &aya_ebpf::maps::HashMap<K, u32>, owner: &K) -> bool {
 extern "C" fn visit_filter(
     _map: *mut c_void,
     key: *const SessionKey,
-    _seen: *const u64,
+    made: *const u64,
     ctx: *mut c_void,
 ) -> c_long {
     // SAFETY: as for visit_session.
-    let (f, walk) = unsafe { (&*key, &mut *ctx.cast::<Walk>()) };
+    let (f, made, walk) = unsafe { (&*key, *made, &mut *ctx.cast::<Walk>()) };
+    // An entry made while the walk ran may belong to a session the walk had gone past: kept
+    // (entries are stamped with the data path's coarse clock, hence the second's margin).
+    if made + NS_PER_SEC >= walk.w.now_ns {
+        return 0;
+    }
     let (word, bit) = filter_bit(walk.w.filter_seed, walk.w.filter_bits, f);
     let live = word < walk.filter_words && FILTERS_LIVE.get(word).is_some_and(|w| w & bit != 0);
     if !live {

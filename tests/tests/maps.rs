@@ -44,6 +44,7 @@ fn the_nat_object_holds_no_benchmark_program_and_the_bench_object_loads() {
     let in_nat: BTreeSet<&str> = nat.programs().map(|(name, _)| name).collect();
     let mut expected: BTreeSet<&str> = programs::NAT_XDP.iter().copied().collect();
     expected.insert(programs::WAN_EGRESS);
+    expected.insert(programs::SWEEP);
     assert_eq!(in_nat, expected, "the programs of the NAT's object");
     // Every benchmark program passes the verifier (load_bench loads each one).
     let bench = nat_ctl::loader::load_bench(tables).expect("load the benchmarks' object");

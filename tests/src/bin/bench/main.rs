@@ -1215,16 +1215,20 @@ fn main() -> Result<()> {
     // The flow caches have an entry per session slot (rounded up to a power of two).
     let cache_per_session =
         (map(names::FLOWS_OUT).1 + map(names::FLOWS_IN).1) as f64 / map(names::SESSIONS).0 as f64;
-    let per_session = per_entry(names::SESSIONS) + cache_per_session;
+    // The sweeper's filter bitmap has bits for each session slot too.
+    let walk_per_session = map(names::FILTERS_LIVE).1 as f64 / map(names::SESSIONS).0 as f64;
+    let per_session = per_entry(names::SESSIONS) + cache_per_session + walk_per_session;
     writeln!(
         report,
-        "\nPer session: {:.0} bytes ({} + {:.0} of {} and {}), plus {:.0} in {} for the first session of a mapping with each remote host ({:.0} with it). \
+        "\nPer session: {:.0} bytes ({} + {:.0} of {} and {} + {:.0} of {}), plus {:.0} in {} for the first session of a mapping with each remote host ({:.0} with it). \
          Per mapping: {:.0} bytes ({} + {}).",
         per_session,
         names::SESSIONS,
         cache_per_session,
         names::FLOWS_OUT,
         names::FLOWS_IN,
+        walk_per_session,
+        names::FILTERS_LIVE,
         per_entry(names::FILTERS),
         names::FILTERS,
         per_session + per_entry(names::FILTERS),
