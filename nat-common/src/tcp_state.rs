@@ -62,6 +62,14 @@ pub const fn opened_in(flags: u8) -> u8 {
     next(0, Direction::Inbound, flags) | OPENED_IN
 }
 
+/// May the replies of a TCP session in `state` take the fast path, which records nothing?
+/// Only once the peer's opening is recorded, and for a connection the WAN side opened (a
+/// forward's), once its handshake ACK is: the fast path never lets a segment past the state
+/// it would change.
+pub const fn replies_cacheable(state: u8) -> bool {
+    state & SYN_IN != 0 && (state & OPENED_IN == 0 || state & ACK_IN != 0)
+}
+
 /// True when the established (long) timeout applies.
 pub const fn is_established(state: u8) -> bool {
     state & (SYN_OUT | SYN_IN) == (SYN_OUT | SYN_IN)
@@ -101,6 +109,22 @@ mod tests {
 
     fn run(steps: &[(Direction, u8)]) -> u8 {
         steps.iter().fold(0, |s, (d, f)| next(s, *d, *f))
+    }
+
+    #[test]
+    fn replies_are_cached_once_the_peer_is_recorded() {
+        // Outbound connection: from the peer's SYN-ACK on.
+        assert!(!replies_cacheable(run(&[(Outbound, TCP_SYN)])));
+        assert!(replies_cacheable(run(&[
+            (Outbound, TCP_SYN),
+            (Inbound, TCP_SYN | TCP_ACK)
+        ])));
+        // A forward's: not on the WAN side's SYN, only once its handshake ACK is recorded.
+        let syn = opened_in(TCP_SYN);
+        assert!(!replies_cacheable(syn));
+        let s = next(syn, Outbound, TCP_SYN | TCP_ACK);
+        assert!(!replies_cacheable(s));
+        assert!(replies_cacheable(next(s, Inbound, TCP_ACK)));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The fast path: a packet of an established flow found in the flow cache costs one array
 //! access. On a miss, an outbound packet costs a session lookup and a FIB lookup, and fills
-//! the cache; a reply takes the full path, which finds its session through the mapping and
+//! the cache; so does a reply whose entry is there but whose next hop expired; a reply with
+//! no entry takes the full path, which finds its session through the mapping and
 //! fills the cache (wan.rs, `state::keep_reply_flow`). Anything unusual (a
 //! first packet, TCP SYN/FIN/RST, a fragment, an expiring TTL, PPTP control, shared IKE, a
 //! switch turned off, a route the FIB does not resolve) returns `None` and takes the full
@@ -10,18 +11,18 @@ use aya_ebpf::programs::XdpContext;
 use nat_common::{
     config::NatConfig,
     counters::{ClassCounters, Counter},
-    flow_cache::{Flow, FlowKey, value_out},
+    flow_cache::{Flow, FlowKey, value_in, value_out},
     maps::{NextHop, ReplyKey, SessionKey},
     passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT},
     proto::{ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN},
     rewrite::{Side, rewrite_endpoint},
-    tcp_state::Direction,
+    tcp_state::{self, Direction},
 };
 
 use crate::{
     Verdict, flow_cache as cache,
     forward::{Route, deliver_in, deliver_out, next_hop, route},
-    maps::{FLOWS_IN, FLOWS_OUT, SESSIONS, count, switch_on},
+    maps::{FLOWS_IN, FLOWS_OUT, SESSIONS, count, port_in_pool, switch_on},
     packet::{Ipv4, Transport, parse_transport},
     state,
 };
@@ -147,6 +148,7 @@ pub fn outbound(
 /// `ext_port` (ICMP: the echo id) from remote port `rem_port` (ICMP: 0), not shared IKE.
 #[inline(always)]
 pub fn inbound(
+    ctx: &XdpContext,
     cfg: &NatConfig,
     pkt: &mut Ipv4<'_>,
     t: &mut Transport<'_>,
@@ -166,13 +168,48 @@ pub fn inbound(
         _pad2: 0,
     };
     let cache_key = FlowKey::reply(&key);
-    if let Some(c) = cache::lookup(&FLOWS_IN, cfg, &cache_key) {
-        if let Some(route) = cached(&c, cfg, pkt, now) {
-            rewrite_endpoint(pkt.ip, &mut t.l4, Side::Destination, c.addr, c.port);
-            count_class(c.class);
-            return deliver_in(pkt, route).map(Some);
-        }
+    let Some(c) = cache::lookup(&FLOWS_IN, cfg, &cache_key) else {
+        // The full path finds the session through the mapping and caches the flow.
+        return Ok(None);
+    };
+    if let Some(route) = cached(&c, cfg, pkt, now) {
+        rewrite_endpoint(pkt.ip, &mut t.l4, Side::Destination, c.addr, c.port);
+        count_class(c.class);
+        return deliver_in(pkt, route).map(Some);
     }
-    // The full path finds the session through the mapping and caches the flow again.
-    Ok(None)
+    // Cached, but its next hop no longer answers (NEXT_HOP_TTL_NS went by, a route changed,
+    // a longer packet): the session the entry names, if it is still the flow's, renews it.
+    // An established flow comes here once a second.
+    if !port_in_pool(ext_port) || !class_ok(c.class) {
+        return Ok(None);
+    }
+    let session = SessionKey::new(pkt.proto, c.addr, c.port, pkt.src, rem_port);
+    let Some(s) = SESSIONS.get_ptr_mut(&session) else {
+        return Ok(None);
+    };
+    // SAFETY: map value pointer; concurrent writers only race on refresh timestamps.
+    let s = unsafe { &mut *s };
+    if s.ext_port != ext_port
+        || s.class != c.class
+        || (pkt.proto == IPPROTO_TCP && !tcp_state::replies_cacheable(s.tcp_state))
+    {
+        return Ok(None);
+    }
+    let r = route(ctx, pkt.src, c.addr, pkt.tos, pkt.tot_len);
+    match r {
+        Route::Resolved { ifindex, .. } if ifindex == cfg.lan_ifindex => {}
+        _ => return Ok(None),
+    }
+    s.last_seen_ns = now;
+    let hop = next_hop(&r, cfg, pkt.tot_len, now);
+    cache::fill(
+        &FLOWS_IN,
+        cfg,
+        &cache_key,
+        value_in(c.addr, c.port, c.class),
+        &hop,
+    );
+    rewrite_endpoint(pkt.ip, &mut t.l4, Side::Destination, c.addr, c.port);
+    count_class(c.class);
+    deliver_in(pkt, r).map(Some)
 }

@@ -20,7 +20,7 @@ use nat_common::{
     passthrough::{CLASS_NONE, IKE_PORT, classify},
     ports::{MAX_PORT_TRIES, pool_slot, taken_bit, wants_privileged},
     proto::{IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    tcp_state::{self, ACK_IN, Direction, OPENED_IN, SYN_IN},
+    tcp_state::{self, Direction},
 };
 
 use crate::{
@@ -598,9 +598,7 @@ pub fn keep_reply_flow(
     tcp_state: u8,
     hop: &NextHop,
 ) {
-    if key.proto == IPPROTO_TCP
-        && (tcp_state & SYN_IN == 0 || (tcp_state & OPENED_IN != 0 && tcp_state & ACK_IN == 0))
-    {
+    if key.proto == IPPROTO_TCP && !tcp_state::replies_cacheable(tcp_state) {
         return;
     }
     let value = value_in(key.int_addr, key.int_port, class);

@@ -68,7 +68,7 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     if !shared_ike {
         // A cached flow was filled past every check below (a new configuration retires all
         // entries).
-        if let Some(v) = fast::inbound(cfg, &mut pkt, &mut t, ext_port, rem_port, now)? {
+        if let Some(v) = fast::inbound(ctx, cfg, &mut pkt, &mut t, ext_port, rem_port, now)? {
             return Ok(v);
         }
     }
