@@ -69,13 +69,14 @@ pub enum Fate {
 }
 
 /// The fate of session `k` in walk `w`; `owned` tells whether its port still belongs to its
-/// endpoint, and is asked only of a session that has a mapping and is past the grace.
+/// endpoint, and is asked only of a session that has a mapping, is past the grace and has not
+/// expired (an expired one goes at once, orphan or not).
 #[inline(always)]
 pub fn fate(k: &SessionKey, s: &Session, w: &SweepWalk, owned: impl FnOnce() -> bool) -> Fate {
-    if has_mapping(k, s) && s.created_ns <= w.orphan_before_ns && !owned() {
-        Fate::Orphan
-    } else if is_expired(k, s, &w.timeouts, w.now_ns) {
+    if is_expired(k, s, &w.timeouts, w.now_ns) {
         Fate::Expired
+    } else if has_mapping(k, s) && s.created_ns <= w.orphan_before_ns && !owned() {
+        Fate::Orphan
     } else {
         Fate::Live
     }
@@ -242,6 +243,25 @@ mod tests {
             ..old
         };
         assert_eq!(fate(&k, &stale, &w, || true), Fate::Expired);
+        // Expired and unowned: it goes now, not a walk later as an orphan would.
+        assert_eq!(fate(&k, &stale, &w, || false), Fate::Expired);
+        // Shared IKE (port 500 to 500 on the shared external port) has no mapping.
+        let ike = IKE_PORT.to_be();
+        let ike_key = SessionKey::new(IPPROTO_UDP, 1, ike, 2, ike);
+        let ike_session = Session {
+            ext_port: ike,
+            ..old
+        };
+        assert_eq!(
+            fate(&ike_key, &ike_session, &w, || panic!("not asked")),
+            Fate::Live
+        );
+        // Made exactly at the grace's end: past it.
+        let at_grace = Session {
+            created_ns: w.orphan_before_ns,
+            ..old
+        };
+        assert_eq!(fate(&k, &at_grace, &w, || false), Fate::Orphan);
     }
 
     #[test]

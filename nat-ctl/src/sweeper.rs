@@ -101,8 +101,17 @@ fn recount_host_sessions(
     write_counts(&mut maps.mac_sessions, &before.1, macs)
 }
 
+/// Rewrites PORTS_TAKEN after a sweep: the ports mappings hold (MAPPINGS_IN), and those live
+/// sessions use (PORTS_LIVE, as the sweep's walk left it: a DMZ session's port stays out of
+/// the draws while it lives). The daemon's sweeper calls it after each sweep that freed ports.
+pub fn rewrite_ports_taken(maps: &mut NatMaps) -> Result<()> {
+    let held = maps.mapping_keys()?;
+    let live = ports_live(maps)?;
+    maps.write_ports_taken_with(&held, &live)
+}
+
 /// PORTS_LIVE as the walk left it: a bit per external port a live session uses.
-pub fn ports_live(maps: &NatMaps) -> Result<Vec<u64>> {
+fn ports_live(maps: &NatMaps) -> Result<Vec<u64>> {
     (0..nat_common::expiry::PORTS_LIVE_WORDS)
         .map(|w| maps.ports_live.get(&w, 0).context("reading PORTS_LIVE"))
         .collect()

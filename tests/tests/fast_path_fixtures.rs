@@ -10,7 +10,7 @@ use integration_tests::{
 use nat_common::{
     config::NEXT_HOP_TTL_NS,
     flow_cache::{self, CachedFlow, FlowKey},
-    maps::{NextHop, ReplyKey, SessionKey, programs},
+    maps::{ExternalKey, MAPPING_COOLING, NextHop, ReplyKey, Session, SessionKey, programs},
     proto::{IPPROTO_TCP, IPPROTO_UDP},
     tcp_state,
 };
@@ -576,6 +576,41 @@ fn a_reply_keeps_its_session_alive_and_an_expired_session_takes_no_more() {
         // A session expires only after its flow's cached entries have (it would have been
         // refreshed otherwise); then the next reply finds nothing to go to.
         std::thread::sleep(Duration::from_nanos(NEXT_HOP_TTL_NS) + Duration::from_millis(100));
+        assert_eq!(fx.from_wan(&reply()).0, XDP_DROP);
+    });
+}
+
+/// A reply whose cached entry is there but whose next hop expired renews from the session the
+/// entry names, without the full path (which here would drop it: its mapping cools), and only
+/// if that session is still the entry's flow.
+#[test]
+fn a_reply_past_its_entrys_next_hop_renews_from_the_session_the_entry_names() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        fx.from_lan(&query());
+        assert_eq!(fx.from_wan(&reply()), (XDP_REDIRECT, delivered(HOST_A_MAC)));
+        let key = query_key();
+        let session = fx.maps.sessions.get(&key, 0).unwrap();
+        let ext = ExternalKey {
+            port: session.ext_port,
+            proto: IPPROTO_UDP,
+            _pad: 0,
+        };
+        let mut m = fx.maps.mappings_in.get(&ext, 0).unwrap();
+        m.state = MAPPING_COOLING;
+        fx.maps.mappings_in.insert(ext, m, 0).unwrap();
+        // A route change: the entry's next hop no longer answers.
+        fx.maps.bump_route_gen().unwrap();
+        let fills = fx.counter("flow_cache_filled");
+        assert_eq!(fx.from_wan(&reply()), (XDP_REDIRECT, delivered(HOST_A_MAC)));
+        assert_eq!(fx.counter("flow_cache_filled"), fills + 1, "renewed");
+        // The session on another external port now: not the entry's flow; the full path
+        // decides (and drops: the mapping cools).
+        let moved = Session {
+            ext_port: 999u16.to_be(),
+            ..session
+        };
+        fx.maps.sessions.insert(key, moved, 0).unwrap();
+        fx.maps.bump_route_gen().unwrap();
         assert_eq!(fx.from_wan(&reply()).0, XDP_DROP);
     });
 }

@@ -999,10 +999,20 @@ fn a_session_that_lost_its_mapping_is_swept_and_the_next_packet_gets_a_new_one()
         fx.maps.mappings_in.insert(ext, m, 0).unwrap();
         fx.maps.mappings_out.remove(&ep).unwrap();
         let t = fx.maps.read_config().unwrap().timeouts;
-        // Found an orphan by two walks in a row (one could have missed its mapping).
-        let r = sweeper::sweep(&mut fx.maps, &t, nat_ctl::monotonic_ns() + 6 * NS).unwrap();
+        // Found an orphan by two walks in a row (one could have missed its mapping)...
+        let later = |s: u64| nat_ctl::monotonic_ns() + s * NS;
+        let r = sweeper::sweep(&mut fx.maps, &t, later(6)).unwrap();
         assert_eq!(r.orphans_removed, 0, "{r:?}");
-        let r = sweeper::sweep(&mut fx.maps, &t, nat_ctl::monotonic_ns() + 7 * NS).unwrap();
+        // ...and a walk that finds its port owned again forgets the first finding.
+        let mut active = m;
+        active.state = nat_common::maps::MAPPING_ACTIVE;
+        fx.maps.mappings_in.insert(ext, active, 0).unwrap();
+        let r = sweeper::sweep(&mut fx.maps, &t, later(7)).unwrap();
+        assert_eq!(r.orphans_removed, 0, "{r:?}");
+        fx.maps.mappings_in.insert(ext, m, 0).unwrap();
+        let r = sweeper::sweep(&mut fx.maps, &t, later(8)).unwrap();
+        assert_eq!(r.orphans_removed, 0, "a first finding again: {r:?}");
+        let r = sweeper::sweep(&mut fx.maps, &t, later(9)).unwrap();
         assert_eq!(r.orphans_removed, 1, "{r:?}");
         let (action, out) = fx.from_lan(&packets::udp(&h, 20000, 53, b"q"));
         assert_eq!(action, XDP_REDIRECT);
@@ -1410,9 +1420,13 @@ fn the_sweepers_walk_keeps_filters_and_host_counts_to_the_live_sessions() {
         let (a, b) = (to_wire(LAN_HOST_A), to_wire(LAN_HOST_B));
         fx.maps.host_sessions.insert(a, 77, 0).unwrap();
         fx.maps.host_sessions.remove(&b).unwrap();
+        let mac = nat_common::maps::mac_key(&HOST_A_MAC);
+        fx.maps.mac_sessions.insert(mac, 50, 0).unwrap();
 
         let t = fx.maps.read_config().unwrap().timeouts;
-        let now = nat_ctl::monotonic_ns();
+        // Two seconds on: the live sessions' entries stay by their bits, not because they
+        // were made during the walk (an entry made less than a second before a walk stays).
+        let now = nat_ctl::monotonic_ns() + 2 * NS;
         let r = sweeper::sweep(&mut fx.maps, &t, now).unwrap();
         assert_eq!((r.sessions_expired, r.filters_removed), (0, 1), "{r:?}");
         assert_eq!(filters(fx), 4);
@@ -1424,7 +1438,6 @@ fn the_sweepers_walk_keeps_filters_and_host_counts_to_the_live_sessions() {
         assert_eq!(from(fx, 1), XDP_REDIRECT, "a live session's entry stays");
         assert_eq!(fx.maps.host_sessions.get(&a, 0).unwrap(), 3);
         assert_eq!(fx.maps.host_sessions.get(&b, 0).unwrap(), 1);
-        let mac = nat_common::maps::mac_key(&HOST_A_MAC);
         assert_eq!(fx.maps.mac_sessions.get(&mac, 0).unwrap(), 3);
         assert!(
             nat_ctl::state::entries(&fx.maps.host_live)
@@ -1432,6 +1445,19 @@ fn the_sweepers_walk_keeps_filters_and_host_counts_to_the_live_sessions() {
                 .is_empty(),
             "the walk's counts are emptied after use"
         );
+        // An entry made as the walk runs (its session may be behind the walk) stays for now.
+        let fresh = nat_common::maps::SessionKey::new(
+            IPPROTO_UDP,
+            to_wire(LAN_HOST_A),
+            20000u16.to_be(),
+            to_wire(remote(8)),
+            0,
+        );
+        fx.maps.filters.insert(fresh, now, 0).unwrap();
+        let r = sweeper::sweep(&mut fx.maps, &t, now).unwrap();
+        assert_eq!(r.filters_removed, 0, "{r:?}");
+        let r = sweeper::sweep(&mut fx.maps, &t, now + 2 * NS).unwrap();
+        assert_eq!(r.filters_removed, 1, "a walk later it goes: {r:?}");
 
         // Past the UDP timeout every session goes, and with them their filters and counts.
         let r = sweeper::sweep(&mut fx.maps, &t, now + (t.udp as u64 + 1) * NS).unwrap();

@@ -548,13 +548,12 @@ fn a_dmz_session_made_by_a_spoofer_never_takes_a_lan_hosts_replies() {
         };
         assert_eq!(answer(fx, port), LAN_HOST_A, "the DMZ host got A's answer");
         assert_eq!(answer(fx, 25000), LAN_HOST_B);
-        // After the sweeper rewrote the taken ports (as after a sweep that freed some), the
-        // port is still held: its walk marks the ports of live sessions.
+        // After a sweep and the rewrite of the taken ports that follows one that freed ports
+        // (the daemon's order), the port is still held: the rewrite keeps the ports of live
+        // sessions.
         let t = fx.maps.read_config().unwrap().timeouts;
         nat_ctl::sweeper::sweep(&mut fx.maps, &t, nat_ctl::monotonic_ns()).unwrap();
-        let held = fx.maps.mapping_keys().unwrap();
-        fx.maps.write_ports_taken(&held).unwrap();
-        nat_ctl::sweeper::sweep(&mut fx.maps, &t, nat_ctl::monotonic_ns()).unwrap();
+        nat_ctl::sweeper::rewrite_ports_taken(&mut fx.maps).unwrap();
         // (A new LAN endpoint that asks from port 25000, which would keep it if it were free.)
         let c = std::net::Ipv4Addr::new(192, 168, 1, 77);
         let (action, out) = fx.from_lan(&packets::udp(
@@ -565,5 +564,40 @@ fn a_dmz_session_made_by_a_spoofer_never_takes_a_lan_hosts_replies() {
         ));
         assert_eq!(action, XDP_REDIRECT);
         assert_ne!(parse_checked(&out).sport, 25000);
+    });
+}
+
+/// Should a mapping still get a DMZ session's port (a reload rewrites the taken ports from the
+/// mappings alone, until the next sweep marks the DMZ's again), the replies it caches are not
+/// the DMZ host's: the new session forgets them.
+#[test]
+fn a_mapping_that_gets_a_dmz_sessions_port_takes_its_cached_replies() {
+    let cfg = FixtureConfig {
+        toml: format!("[dmz]\nhost = \"{LAN_HOST_B}\"\n"),
+        ..FixtureConfig::default()
+    };
+    with_fixture(default_tables(), cfg, |fx| {
+        // Cached for packets up to this long one.
+        let spoof = packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, 25000, &[0u8; 512]);
+        assert_eq!(fx.from_wan(&spoof).0, XDP_REDIRECT);
+        assert_eq!(fx.counter("flow_cache_filled"), 1);
+        let held = fx.maps.mapping_keys().unwrap();
+        fx.maps.write_ports_taken(&held).unwrap();
+        let (action, out) = fx.from_lan(&packets::udp(
+            &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+            25000,
+            53,
+            b"query",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(parse_checked(&out).sport, 25000, "A keeps its port");
+        let h = wan_hdr(SERVER, SERVER_MAC);
+        let (action, out) = fx.from_wan(&packets::udp(&h, 53, 25000, b"answer"));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(
+            parse_checked(&out).dst,
+            LAN_HOST_A,
+            "the DMZ host got A's answer"
+        );
     });
 }

@@ -88,10 +88,7 @@ fn run(
         // written here, every such sweep, so that a failed write is retried by the next one
         // and no freed port stays skipped by the draws.
         if swept.as_ref().map_or(true, |r| r.ports_freed > 0) {
-            if let Err(e) = maps.mapping_keys().and_then(|held| {
-                let live = sweeper::ports_live(maps)?;
-                maps.write_ports_taken_with(&held, &live)
-            }) {
+            if let Err(e) = sweeper::rewrite_ports_taken(maps) {
                 log::warn!("cannot update the taken ports' bitmap: {e:#}");
             }
         }
