@@ -101,9 +101,10 @@ fn recount_host_sessions(
     write_counts(&mut maps.mac_sessions, &before.1, macs)
 }
 
-/// Rewrites PORTS_TAKEN after a sweep: the ports mappings hold (MAPPINGS_IN), and those live
-/// sessions use (PORTS_LIVE, as the sweep's walk left it: a DMZ session's port stays out of
-/// the draws while it lives). The daemon's sweeper calls it after each sweep that freed ports.
+/// Rewrites PORTS_TAKEN from the tables: the ports mappings hold (MAPPINGS_IN), and those live
+/// sessions use (PORTS_LIVE, as the last walk left it: a DMZ session's port stays out of the
+/// draws while it lives). Each sweep does the same from what it read; the daemon's sweeper
+/// calls this after a sweep that failed, which may have freed ports first.
 pub fn rewrite_ports_taken(maps: &mut NatMaps) -> Result<()> {
     let held = maps.mapping_keys()?;
     let live = ports_live(maps)?;
@@ -350,6 +351,8 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
     // taking replies. A sweep later every session that took it is in the table; only if none
     // is live does the port cool. Until then it serves the sessions that have it.
     let cooling = PORT_REUSE_DELAY_SECS as u64 * NS;
+    // The external ports mappings hold after this sweep.
+    let mut held = Vec::with_capacity(mappings.len());
     for (ext, mut m) in mappings {
         let ep = mapping_endpoint(&m);
         match m.state {
@@ -374,10 +377,16 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
             MAPPING_COOLING if now_ns >= m.released_ns + cooling => {
                 let _ = maps.mappings_in.remove(&ext);
                 report.ports_freed += 1;
+                continue;
             }
             _ => {}
         }
+        held.push(ext);
     }
+    // The taken ports as they are now: freed ones clear, a DMZ session's that ended clear,
+    // a live one's set. (A mapping made since the mappings were read may lose its bit: a
+    // clear bit only means "try", MAPPINGS_IN still decides.)
+    maps.write_ports_taken_with(&held, &live)?;
 
     recount_host_mappings(maps)?;
     recount_host_sessions(maps, session_counts, walk.counts_lost == 0)?;

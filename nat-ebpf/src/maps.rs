@@ -77,8 +77,9 @@ pub static FILTERS: HashMap<SessionKey, u64> = HashMap::with_max_entries(DEFAULT
 #[map]
 pub static PORT_POOL: Array<u16> = Array::with_max_entries(PORT_SLOTS, 0);
 
-/// The external ports mappings hold, a bit each (nat_common::ports::taken_bit): set by the
-/// CPU that claims one, recomputed by nat-ctl from MAPPINGS_IN after ports were freed.
+/// The external ports mappings (and live DMZ sessions) hold, a bit each
+/// (nat_common::ports::taken_bit): set by the CPU that claims one (or makes the DMZ session),
+/// rewritten by every sweep from MAPPINGS_IN and the ports its walk found live sessions on.
 #[map]
 pub static PORTS_TAKEN: Array<u64> = Array::with_max_entries(PORTS_TAKEN_WORDS, 0);
 

@@ -564,6 +564,23 @@ fn a_dmz_session_made_by_a_spoofer_never_takes_a_lan_hosts_replies() {
         ));
         assert_eq!(action, XDP_REDIRECT);
         assert_ne!(parse_checked(&out).sport, 25000);
+        // Once the DMZ session has expired, the sweep that removes it frees its port.
+        let r = nat_ctl::sweeper::sweep(
+            &mut fx.maps,
+            &t,
+            nat_ctl::monotonic_ns() + (t.udp as u64 + 1) * 1_000_000_000,
+        )
+        .unwrap();
+        assert!(r.sessions_expired >= 1, "{r:?}");
+        let d = std::net::Ipv4Addr::new(192, 168, 1, 78);
+        let (action, out) = fx.from_lan(&packets::udp(
+            &lan_hdr(d, [2, 0, 0, 0, 1, 78], SERVER),
+            25000,
+            53,
+            b"query",
+        ));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(parse_checked(&out).sport, 25000, "the port is free again");
     });
 }
 

@@ -84,10 +84,9 @@ fn run(
         let swept = maps
             .read_config()
             .and_then(|cfg| sweeper::sweep(maps, &cfg.timeouts, monotonic_ns()));
-        // Ports freed (or perhaps freed, by a sweep that failed after) are no longer taken:
-        // written here, every such sweep, so that a failed write is retried by the next one
-        // and no freed port stays skipped by the draws.
-        if swept.as_ref().map_or(true, |r| r.ports_freed > 0) {
+        // A sweep rewrites the taken ports itself; one that failed may have freed ports first,
+        // which must not stay skipped by the draws.
+        if swept.is_err() {
             if let Err(e) = sweeper::rewrite_ports_taken(maps) {
                 log::warn!("cannot update the taken ports' bitmap: {e:#}");
             }
