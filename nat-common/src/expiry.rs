@@ -37,14 +37,18 @@ pub const fn timeout_secs(key: &SessionKey, s: &Session, t: &Timeouts) -> u32 {
     }
 }
 
+/// When the session expires, idle since `last_seen_ns`.
+const fn deadline_ns(key: &SessionKey, s: &Session, t: &Timeouts) -> u64 {
+    s.last_seen_ns + timeout_secs(key, s, t) as u64 * NS_PER_SEC
+}
+
 pub const fn is_expired(key: &SessionKey, s: &Session, t: &Timeouts, now_ns: u64) -> bool {
-    now_ns >= s.last_seen_ns + timeout_secs(key, s, t) as u64 * NS_PER_SEC
+    now_ns >= deadline_ns(key, s, t)
 }
 
 /// Seconds until the session expires (0 when it already has).
 pub const fn remaining_secs(key: &SessionKey, s: &Session, t: &Timeouts, now_ns: u64) -> u64 {
-    let deadline = s.last_seen_ns + timeout_secs(key, s, t) as u64 * NS_PER_SEC;
-    deadline.saturating_sub(now_ns) / NS_PER_SEC
+    deadline_ns(key, s, t).saturating_sub(now_ns) / NS_PER_SEC
 }
 
 /// Does the session rest on a mapping of its LAN endpoint? IKE on the shared external port
@@ -88,11 +92,8 @@ pub const PORT_OWNER_SLOTS: u32 = 3 * crate::maps::PORT_SLOTS;
 
 /// The PORT_OWNERS slot of external `port` (wire order) of `proto`.
 pub const fn owner_slot(proto: u8, port: u16) -> Option<u32> {
-    let table = match proto {
-        IPPROTO_TCP => 0,
-        IPPROTO_UDP => 1,
-        IPPROTO_ICMP => 2,
-        _ => return None,
+    let Some(table) = crate::ports::port_table(proto) else {
+        return None;
     };
     Some(table * crate::maps::PORT_SLOTS + u16::from_be(port) as u32)
 }

@@ -25,14 +25,22 @@ pub const fn pool_bit(port: u16) -> (u32, u64) {
 /// stays the arbiter (a clear bit only means "try it").
 pub const PORTS_TAKEN_WORDS: u32 = 3 * POOL_BITMAP_WORDS;
 
+/// Which of the per-protocol port tables (PORTS_TAKEN's, the sweeper's PORTS_LIVE and
+/// PORT_OWNERS) a protocol's mappings use; None for a protocol without mappings.
+pub const fn port_table(proto: u8) -> Option<u32> {
+    match proto {
+        crate::proto::IPPROTO_TCP => Some(0),
+        crate::proto::IPPROTO_UDP => Some(1),
+        IPPROTO_ICMP => Some(2),
+        _ => None,
+    }
+}
+
 /// The PORTS_TAKEN word and bit of external `port` (host order) of `proto`; None for a
 /// protocol without mappings.
 pub const fn taken_bit(proto: u8, port: u16) -> Option<(u32, u64)> {
-    let table = match proto {
-        crate::proto::IPPROTO_TCP => 0,
-        crate::proto::IPPROTO_UDP => 1,
-        IPPROTO_ICMP => 2,
-        _ => return None,
+    let Some(table) = port_table(proto) else {
+        return None;
     };
     let (word, bit) = pool_bit(port);
     Some((table * POOL_BITMAP_WORDS + word, bit))

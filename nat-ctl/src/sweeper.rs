@@ -87,18 +87,25 @@ fn recount_host_sessions(
     before: (HashMap<u32, u32>, HashMap<u64, u32>),
     complete: bool,
 ) -> Result<()> {
-    let counts: HashMap<u32, u32> = crate::state::entries(&maps.host_live)?
-        .into_iter()
-        .collect();
-    let macs: HashMap<u64, u32> = crate::state::entries(&maps.mac_live)?.into_iter().collect();
-    crate::state::clear(&mut maps.host_live)?;
-    crate::state::clear(&mut maps.mac_live)?;
+    let counts = drain(&mut maps.host_live)?;
+    let macs = drain(&mut maps.mac_live)?;
     if !complete {
         log::warn!("the sweeper's walk could not count every host's sessions; counts kept");
         return Ok(());
     }
     write_counts(&mut maps.host_sessions, &before.0, counts)?;
     write_counts(&mut maps.mac_sessions, &before.1, macs)
+}
+
+/// Every entry of a count map, which is left empty.
+fn drain<K: aya::Pod + Eq + std::hash::Hash>(
+    map: &mut aya::maps::HashMap<aya::maps::MapData, K, u32>,
+) -> Result<HashMap<K, u32>> {
+    let all = crate::state::entries(map)?;
+    for (k, _) in &all {
+        crate::state::removed(map.remove(k))?;
+    }
+    Ok(all.into_iter().collect())
 }
 
 /// Rewrites PORTS_TAKEN from the tables: the ports mappings hold (MAPPINGS_IN), and those live
@@ -338,12 +345,12 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
         );
     }
     let live = ports_live(maps)?;
+    // Does a live session use external `port` (host order) of `proto`?
     let is_live = |proto: u8, port: u16| {
-        taken_bit(proto, u16::from_be(port)).is_some_and(|(w, b)| live[w as usize] & b != 0)
+        taken_bit(proto, port).is_some_and(|(w, b)| live[w as usize] & b != 0)
     };
     // The external ports forwarded sessions still use: a removed forward stays until then.
-    report.forwards_purged =
-        crate::forwards::purge_retired(maps, |proto, port| is_live(proto, port.to_be()))?;
+    report.forwards_purged = crate::forwards::purge_retired(maps, is_live)?;
 
     // A mapping without sessions is released in two sweeps, because a CPU may create a
     // session on it while this one runs (after the walk went past). First it is
@@ -357,7 +364,8 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
         let ep = mapping_endpoint(&m);
         match m.state {
             MAPPING_ACTIVE
-                if !is_live(m.proto, m.ext_port) && now_ns >= m.created_ns + grace_ns =>
+                if !is_live(m.proto, u16::from_be(m.ext_port))
+                    && now_ns >= m.created_ns + grace_ns =>
             {
                 if ports.get(&ep) == Some(&m.ext_port) {
                     if let Ok(cur) = maps.mappings_out.get(&ep, 0) {

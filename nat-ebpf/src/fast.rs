@@ -53,19 +53,20 @@ fn class_ok(class: u8) -> bool {
     class == CLASS_NONE || (class != CLASS_PPTP && switch_on(class))
 }
 
-/// The FIB's answer for outbound `pkt`, and the next hop to cache, when it resolves the
-/// route out of the WAN interface. None otherwise (an unresolved neighbour, too big for the
+/// The FIB's answer for `pkt` towards `dst`, and the next hop to cache, when it resolves the
+/// route out of interface `via`. None otherwise (an unresolved neighbour, too big for the
 /// link, somewhere else): the full path decides then.
 #[inline(always)]
-fn resolved_out(
+fn resolved(
     ctx: &XdpContext,
     cfg: &NatConfig,
     pkt: &Ipv4<'_>,
+    (dst, via): (u32, u32),
     now: u64,
 ) -> Option<(Route, NextHop)> {
-    let r = route(ctx, pkt.src, pkt.dst, pkt.tos, pkt.tot_len);
+    let r = route(ctx, pkt.src, dst, pkt.tos, pkt.tot_len);
     match r {
-        Route::Resolved { ifindex, .. } if ifindex == cfg.wan_ifindex => {
+        Route::Resolved { ifindex, .. } if ifindex == via => {
             let hop = next_hop(&r, cfg, pkt.tot_len, now);
             Some((r, hop))
         }
@@ -129,7 +130,7 @@ pub fn outbound(
     if !class_ok(s.class) {
         return Ok(None);
     }
-    let Some((route, hop)) = resolved_out(ctx, cfg, pkt, now) else {
+    let Some((route, hop)) = resolved(ctx, cfg, pkt, (pkt.dst, cfg.wan_ifindex), now) else {
         return Ok(None);
     };
     s.last_seen_ns = now;
@@ -195,13 +196,10 @@ pub fn inbound(
     {
         return Ok(None);
     }
-    let r = route(ctx, pkt.src, c.addr, pkt.tos, pkt.tot_len);
-    match r {
-        Route::Resolved { ifindex, .. } if ifindex == cfg.lan_ifindex => {}
-        _ => return Ok(None),
-    }
+    let Some((r, hop)) = resolved(ctx, cfg, pkt, (c.addr, cfg.lan_ifindex), now) else {
+        return Ok(None);
+    };
     s.last_seen_ns = now;
-    let hop = next_hop(&r, cfg, pkt.tot_len, now);
     cache::fill(
         &FLOWS_IN,
         cfg,

@@ -356,17 +356,21 @@ fn port_taken(proto: u8, port: u16) -> bool {
     }
 }
 
-/// Sets external `port`'s bit in PORTS_TAKEN.
+/// Sets external `port`'s bit in PORTS_TAKEN (a set bit is not written again: the
+/// sweeper's walk marks every live session's port).
 // verifier: out of line, and called once per new mapping (count_new_mapping), never from the
 // random draws' callback, where it cost 23 K instructions to verify.
 #[inline(never)]
-fn mark_taken(proto: u8, port: u16) {
+pub fn mark_taken(proto: u8, port: u16) {
     let Some((word, bit)) = taken_bit(proto, u16::from_be(port)) else {
         return;
     };
     if let Some(w) = PORTS_TAKEN.get_ptr_mut(word) {
         // SAFETY: map value pointer, naturally aligned: an atomic OR, as other CPUs set bits
         // of the same word.
+        if unsafe { *w } & bit != 0 {
+            return;
+        }
         unsafe {
             core::intrinsics::atomic_or::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
                 w, bit,

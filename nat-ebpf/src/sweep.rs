@@ -16,9 +16,12 @@ use nat_common::{
     ports::taken_bit,
 };
 
-use crate::maps::{
-    FILTERS, FILTERS_LIVE, HOST_LIVE, MAC_LIVE, MAPPINGS_IN, PORT_OWNERS, PORTS_LIVE, PORTS_TAKEN,
-    SESSIONS, SWEEP_WALK,
+use crate::{
+    maps::{
+        FILTERS, FILTERS_LIVE, HOST_LIVE, MAC_LIVE, MAPPINGS_IN, PORT_OWNERS, PORTS_LIVE, SESSIONS,
+        SWEEP_WALK,
+    },
+    state,
 };
 
 /// What the callbacks share: a copy of the orders, and the results so far (the callbacks'
@@ -181,19 +184,8 @@ fn live(k: &SessionKey, s: &Session, walk: &mut Walk) {
             // SAFETY: map value pointer from a successful lookup; one walk at a time.
             unsafe { *p |= bit };
         }
-        if let Some(p) = PORTS_TAKEN.get_ptr_mut(word) {
-            // SAFETY: as above; an atomic OR, as the data path's CPUs set bits of it too.
-            if unsafe { *p } & bit == 0 {
-                unsafe {
-                    core::intrinsics::atomic_or::<
-                        u64,
-                        u64,
-                        { core::intrinsics::AtomicOrdering::Relaxed },
-                    >(p, bit);
-                }
-            }
-        }
     }
+    state::mark_taken(k.proto, s.ext_port);
     let (word, bit) = filter_bit(walk.w.filter_seed, walk.w.filter_bits, &k.filter_key());
     if word < walk.filter_words {
         if let Some(p) = FILTERS_LIVE.get_ptr_mut(word) {

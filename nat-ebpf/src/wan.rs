@@ -17,7 +17,7 @@ use nat_common::{
 
 use crate::{
     Verdict, fast,
-    forward::{Route, deliver_in, next_hop, route, route_in},
+    forward::{deliver_in, next_hop, route, route_in},
     frag,
     gate::gate,
     icmp_error,
@@ -83,10 +83,9 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     let (class, session_tcp) = state::inbound(cfg, &session, ext_port, t.tcp_flags, to.new, now)?;
     let class_counters = gate(class)?;
     let r = route_in(ctx, &pkt, int_addr)?;
-    if let (Some(tcp_state), false, Route::Resolved { .. }) = (session_tcp, shared_ike, &r) {
-        // For the fast path of the replies that follow: only with a resolved next hop (an
-        // unresolved neighbour, or a packet too big for the LAN link, goes to the kernel,
-        // and so do the replies after it).
+    if let (Some(tcp_state), false) = (session_tcp, shared_ike) {
+        // For the fast path of the replies that follow (a route the FIB did not resolve
+        // gives no next hop, and caches nothing: flow_cache::fill).
         let hop = next_hop(&r, cfg, pkt.tot_len, now);
         state::keep_reply_flow(cfg, &session, ext_port, class, tcp_state, &hop);
     }

@@ -517,16 +517,27 @@ fn parse_checked_ip(frame: &[u8]) {
     );
 }
 
-#[test]
-fn a_dmz_session_made_by_a_spoofer_never_takes_a_lan_hosts_replies() {
-    let cfg = FixtureConfig {
+/// The configuration of the DMZ fixtures: LAN host B is the DMZ host.
+fn dmz_is_host_b() -> FixtureConfig {
+    FixtureConfig {
         toml: format!("[dmz]\nhost = \"{LAN_HOST_B}\"\n"),
         ..FixtureConfig::default()
-    };
-    with_fixture(default_tables(), cfg, |fx| {
+    }
+}
+
+/// A WAN host's datagram "from" the resolver (SERVER:53) to port 25000, which no mapping
+/// holds: the DMZ host's, with a session; 512 bytes, so its cached flow answers for the
+/// shorter answers that follow.
+fn spoof_from_the_resolver_to_25000() -> Vec<u8> {
+    packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, 25000, &[0u8; 512])
+}
+
+#[test]
+fn a_dmz_session_made_by_a_spoofer_never_takes_a_lan_hosts_replies() {
+    with_fixture(default_tables(), dmz_is_host_b(), |fx| {
         // A WAN host spoofs the resolver host A will use, to a port nobody holds: the DMZ
         // host gets it, and a session (its flow cached for packets up to this long one).
-        let spoof = packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, 25000, &[0u8; 512]);
+        let spoof = spoof_from_the_resolver_to_25000();
         let (action, out) = fx.from_wan(&spoof);
         assert_eq!(action, XDP_REDIRECT);
         assert_eq!(parse_checked(&out).dst, LAN_HOST_B);
@@ -589,13 +600,9 @@ fn a_dmz_session_made_by_a_spoofer_never_takes_a_lan_hosts_replies() {
 /// the DMZ host's: the new session forgets them.
 #[test]
 fn a_mapping_that_gets_a_dmz_sessions_port_takes_its_cached_replies() {
-    let cfg = FixtureConfig {
-        toml: format!("[dmz]\nhost = \"{LAN_HOST_B}\"\n"),
-        ..FixtureConfig::default()
-    };
-    with_fixture(default_tables(), cfg, |fx| {
+    with_fixture(default_tables(), dmz_is_host_b(), |fx| {
         // Cached for packets up to this long one.
-        let spoof = packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, 25000, &[0u8; 512]);
+        let spoof = spoof_from_the_resolver_to_25000();
         assert_eq!(fx.from_wan(&spoof).0, XDP_REDIRECT);
         assert_eq!(fx.counter("flow_cache_filled"), 1);
         let held = fx.maps.mapping_keys().unwrap();
