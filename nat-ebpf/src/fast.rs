@@ -23,7 +23,7 @@ use crate::{
     Verdict, flow_cache as cache,
     forward::{Route, deliver_in, deliver_out, next_hop, route},
     maps::{FLOWS_IN, FLOWS_OUT, SESSIONS, count, port_in_pool, switch_on},
-    packet::{Ipv4, Transport, parse_transport},
+    packet::{Ipv4, Transport, parse_transport, ptr_at},
     state,
 };
 
@@ -92,6 +92,23 @@ fn count_class(class: u8) {
     }
 }
 
+/// Starts reading the FLOWS_OUT set of a TCP or UDP packet's flow (flow_cache::touch), right
+/// after the IPv4 header is parsed, so that the LAN program's checks before `outbound` run
+/// while it comes from memory.
+#[inline(always)]
+pub fn touch_outbound(ctx: &XdpContext, cfg: &NatConfig, pkt: &Ipv4<'_>) {
+    if pkt.fragment || !matches!(pkt.proto, IPPROTO_TCP | IPPROTO_UDP) {
+        return;
+    }
+    let Ok(ports) = ptr_at::<[u16; 2]>(ctx, pkt.l4_offset) else {
+        return;
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let [sport, dport] = unsafe { *ports };
+    let key = SessionKey::new(pkt.proto, pkt.src, sport, pkt.dst, dport);
+    cache::touch(&FLOWS_OUT, cfg, &FlowKey::out(&key));
+}
+
 /// LAN -> WAN.
 #[inline(always)]
 pub fn outbound(
@@ -143,6 +160,29 @@ pub fn outbound(
     rewrite_endpoint(pkt.ip, &mut t.l4, Side::Source, cfg.wan_addr, s.ext_port);
     count_class(s.class);
     deliver_out(pkt, route).map(Some)
+}
+
+/// `touch_outbound` for a reply's FLOWS_IN set, right after the WAN program parses the
+/// IPv4 header.
+#[inline(always)]
+pub fn touch_inbound(ctx: &XdpContext, cfg: &NatConfig, pkt: &Ipv4<'_>) {
+    if pkt.fragment || !matches!(pkt.proto, IPPROTO_TCP | IPPROTO_UDP) {
+        return;
+    }
+    let Ok(ports) = ptr_at::<[u16; 2]>(ctx, pkt.l4_offset) else {
+        return;
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let [rem_port, ext_port] = unsafe { *ports };
+    let key = ReplyKey {
+        rem_addr: pkt.src,
+        ext_port,
+        rem_port,
+        proto: pkt.proto,
+        _pad1: 0,
+        _pad2: 0,
+    };
+    cache::touch(&FLOWS_IN, cfg, &FlowKey::reply(&key));
 }
 
 /// WAN -> LAN, for a packet to the WAN address (transport header `t`) on external port

@@ -61,11 +61,14 @@ pub static FLOWS_IN: Array<CachedFlow> =
 
 /// Next hops of the cached flows, each once, in the slot its tag picks (flow_cache::hop_slot).
 #[map]
-pub static FLOW_HOPS: Array<CachedHop> = Array::with_max_entries(flow_cache::HOP_SLOTS, 0);
+pub static FLOW_HOPS: Array<CachedHop> =
+    Array::with_max_entries(flow_cache::HOP_SLOTS, FLOWS_FLAGS);
 
 /// A plain array's values start 312 bytes into its allocation (after struct bpf_array, on
-/// 6.x kernels), so a set of four 32-byte entries would straddle a pair of cache lines; an
-/// mmapable array's values start on a page. Nothing maps it: the flag is for the alignment.
+/// 6.x kernels), so a set of four 32-byte flow entries would straddle a pair of cache lines,
+/// and the first of each set of four 16-byte hops (the way most hops sit in) would straddle
+/// two; an mmapable array's values start on a page. Nothing maps these: the flag is for the
+/// alignment.
 const FLOWS_FLAGS: u32 = BPF_F_MMAPABLE;
 
 /// Mapping + remote address (port 0) -> creation time: the remote hosts a mapping has sent

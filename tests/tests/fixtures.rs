@@ -475,6 +475,15 @@ fn full_session_table_drops_new_flows_and_keeps_old_ones() {
         }
         assert_eq!(fx.from_lan(&flow(4)).0, XDP_DROP);
         assert_eq!(fx.counter("drop_session_table_full"), 1);
+        // A refused flow takes nothing of its host's or MAC's share of sessions: what the
+        // data path took for it before the table refused goes back.
+        for i in 5..10 {
+            assert_eq!(fx.from_lan(&flow(i)).0, XDP_DROP);
+        }
+        let a = u32::from_ne_bytes(LAN_HOST_A.octets());
+        let mac = nat_common::maps::mac_key(&HOST_A_MAC);
+        assert_eq!(fx.maps.host_sessions.get(&a, 0).unwrap(), 4);
+        assert_eq!(fx.maps.mac_sessions.get(&mac, 0).unwrap(), 4);
         for i in 0..4 {
             assert_eq!(
                 fx.from_lan(&flow(i)).0,
@@ -503,6 +512,9 @@ fn full_mapping_table_and_exhausted_pool_drop_new_flows() {
         }
         assert_eq!(fx.from_lan(&query_from_a(20002)).0, XDP_DROP);
         assert_eq!(fx.counter("drop_mapping_table_full"), 1);
+        // Refused mappings take nothing of the host's or the MAC's share.
+        assert_eq!(fx.from_lan(&query_from_a(20003)).0, XDP_DROP);
+        assert_eq!(mapping_shares(fx), (2, 2));
     });
     let two_ports = FixtureConfig {
         port_range: (50000, 50001),
@@ -519,7 +531,18 @@ fn full_mapping_table_and_exhausted_pool_drop_new_flows() {
         assert_eq!(got, vec![50000, 50001]);
         assert_eq!(fx.from_lan(&query_from_a(60003)).0, XDP_DROP);
         assert_eq!(fx.counter("drop_ports_exhausted"), 1);
+        assert_eq!(mapping_shares(fx), (2, 2));
     });
+}
+
+/// LAN host A's count of mappings, and its MAC's.
+fn mapping_shares(fx: &Fixture) -> (u32, u32) {
+    let a = u32::from_ne_bytes(LAN_HOST_A.octets());
+    let mac = nat_common::maps::mac_key(&HOST_A_MAC);
+    (
+        fx.maps.host_mappings.get(&a, 0).unwrap(),
+        fx.maps.mac_mappings.get(&mac, 0).unwrap(),
+    )
 }
 
 /// PORTS_TAKEN: a port draw skips a port whose bit is set, even one no mapping holds (until
