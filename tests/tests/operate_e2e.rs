@@ -409,18 +409,25 @@ fn a_port_the_router_starts_using_after_the_daemon_stays_the_routers() {
     let mut ports = Vec::new();
     for sport in 41000..41008 {
         // A new flow draws random pool ports a bounded number of times (32): with one free
-        // port in seven, a draw misses it now and then (0.7%); the application's retries
-        // draw again (three tries: once in a full run, two did not find it).
+        // port in seven, a draw misses it now and then (0.7%); the application's retry draws
+        // again.
         let src = SocketAddrV4::new(LAN_HOST_A, sport);
-        let r = (0..3).find_map(|_| udp_request(&lab.lan, src, server, b"x").unwrap());
+        let r = (0..2).find_map(|_| udp_request(&lab.lan, src, server, b"x").unwrap());
         ports.push(r.is_some());
     }
     let seen: Vec<u16> = echo.join().unwrap().iter().map(|a| a.port()).collect();
-    assert_eq!(
-        seen.len(),
-        7,
-        "seven flows for seven ports: {seen:?} {ports:?}"
-    );
+    // Under a full run's load this has failed now and then with one port of the seven never
+    // handed out (not chance: 64 draws missing one port in seven is 5e-5): what the NAT says
+    // then, for the next failure to tell why.
+    if seen.len() != 7 {
+        let text = |args: &[&str]| String::from_utf8_lossy(&nat.ctl(args).stdout).into_owned();
+        panic!(
+            "seven flows for seven ports: {seen:?} {ports:?}\nstatus: {}\nsessions: {}\nstats: {}",
+            text(&["status"]),
+            text(&["sessions"]),
+            text(&["stats"])
+        );
+    }
     assert!(
         !seen.contains(&30003),
         "a LAN flow took the router's port: {seen:?}"
