@@ -35,6 +35,21 @@ pub use nat_common::expiry::{is_expired, remaining_secs, timeout_secs};
 /// for it.)
 pub const SWEEP_DUTY: u32 = 20;
 
+/// The daemon's sweeps walk the filter entries in one sweep of FILTER_WALK_EVERY (the first
+/// included): a walk of the filter table costs about what the walk of the sessions does. A
+/// filter entry goes within FILTER_WALK_EVERY sweeps of its LAN endpoint's last session with
+/// its remote host, not in the same sweep; until then it lets that host's other ports reach
+/// the endpoint (its mapping, or its next one, for up to three sweeps after the last session
+/// ends), and it fills a slot of FILTERS, whose size is the session table's: with that table
+/// nearly full and turning over fast, a new session may find no room for its entry, and then
+/// only replies from its own remote port get in.
+pub const FILTER_WALK_EVERY: u32 = 4;
+
+/// Whether the daemon's sweep number `n` (from 0) walks the filter entries.
+pub fn walks_filters(n: u64) -> bool {
+    n.is_multiple_of(u64::from(FILTER_WALK_EVERY))
+}
+
 /// How long to wait before the next sweep, configured to run every `interval`, after one
 /// that took `took`: the interval, or longer if the sweeps would otherwise take more than
 /// their share of a CPU.
@@ -306,7 +321,18 @@ fn expire_frags(
     Ok(())
 }
 
+/// A sweep that walks the filter entries too.
 pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepReport> {
+    sweep_with(maps, t, now_ns, true)
+}
+
+/// A sweep; `filters`: walk the filter entries too (`FILTER_WALK_EVERY`).
+pub fn sweep_with(
+    maps: &mut NatMaps,
+    t: &Timeouts,
+    now_ns: u64,
+    filters: bool,
+) -> Result<SweepReport> {
     let mut report = SweepReport::default();
     // Where each endpoint's new sessions go (MAPPINGS_OUT), and the mappings as they are
     // before the walk reads the sessions.
@@ -323,7 +349,11 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
     );
     // The walk (nat_common::expiry) removes orphans, expired sessions and the filter
     // entries no live session needs, and leaves the ports and owners of the live ones.
-    let filter_bits = (maps.filters_live.len() * 64).trailing_zeros();
+    let filter_bits = if filters {
+        (maps.filters_live.len() * 64).trailing_zeros()
+    } else {
+        0
+    };
     // Emptied after every walk; a sweep that failed after its walk may have left counts.
     crate::state::clear(&mut maps.host_live)?;
     crate::state::clear(&mut maps.mac_live)?;
@@ -406,6 +436,12 @@ pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepRepor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_sweep_in_four_walks_the_filters_the_first_included() {
+        let walked: Vec<u64> = (0..9).filter(|n| walks_filters(*n)).collect();
+        assert_eq!(walked, [0, 4, 8]);
+    }
 
     #[test]
     fn a_slow_sweep_pushes_the_next_one_back() {

@@ -92,11 +92,11 @@ fn count_class(class: u8) {
     }
 }
 
-/// Starts reading the FLOWS_OUT set of a TCP or UDP packet's flow (flow_cache::touch), right
+/// Starts reading the FLOWS_OUT set of a TCP or UDP packet's flow (flow_cache::prefetch), right
 /// after the IPv4 header is parsed, so that the LAN program's checks before `outbound` run
 /// while it comes from memory.
 #[inline(always)]
-pub fn touch_outbound(ctx: &XdpContext, cfg: &NatConfig, pkt: &Ipv4<'_>) {
+pub fn prefetch_outbound(ctx: &XdpContext, cfg: &NatConfig, pkt: &Ipv4<'_>) {
     if pkt.fragment || !matches!(pkt.proto, IPPROTO_TCP | IPPROTO_UDP) {
         return;
     }
@@ -106,7 +106,7 @@ pub fn touch_outbound(ctx: &XdpContext, cfg: &NatConfig, pkt: &Ipv4<'_>) {
     // SAFETY: bounds-checked by ptr_at.
     let [sport, dport] = unsafe { *ports };
     let key = SessionKey::new(pkt.proto, pkt.src, sport, pkt.dst, dport);
-    cache::touch(&FLOWS_OUT, cfg, &FlowKey::out(&key));
+    cache::prefetch(&FLOWS_OUT, cfg, &FlowKey::out(&key));
 }
 
 /// LAN -> WAN.
@@ -162,10 +162,10 @@ pub fn outbound(
     deliver_out(pkt, route).map(Some)
 }
 
-/// `touch_outbound` for a reply's FLOWS_IN set, right after the WAN program parses the
+/// `prefetch_outbound` for a reply's FLOWS_IN set, right after the WAN program parses the
 /// IPv4 header.
 #[inline(always)]
-pub fn touch_inbound(ctx: &XdpContext, cfg: &NatConfig, pkt: &Ipv4<'_>) {
+pub fn prefetch_inbound(ctx: &XdpContext, cfg: &NatConfig, pkt: &Ipv4<'_>) {
     if pkt.fragment || !matches!(pkt.proto, IPPROTO_TCP | IPPROTO_UDP) {
         return;
     }
@@ -182,7 +182,7 @@ pub fn touch_inbound(ctx: &XdpContext, cfg: &NatConfig, pkt: &Ipv4<'_>) {
         _pad1: 0,
         _pad2: 0,
     };
-    cache::touch(&FLOWS_IN, cfg, &FlowKey::reply(&key));
+    cache::prefetch(&FLOWS_IN, cfg, &FlowKey::reply(&key));
 }
 
 /// WAN -> LAN, for a packet to the WAN address (transport header `t`) on external port

@@ -45,7 +45,7 @@ pub fn lookup(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey) -> Option
 /// a table that has left the caches this hides part of a memory access per packet. Only the
 /// set's first line: a load of the second too made the established rows slower, not faster.
 #[inline(always)]
-pub fn touch(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey) {
+pub fn prefetch(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey) {
     if let Some(p) = map.get_ptr(first_entry(cfg.flow_seed, cfg.flow_set_bits, key)) {
         // The value is not needed: the load is.
         let _ = word(p, 0);

@@ -37,7 +37,7 @@ pub fn try_nat_lan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     let Some(mut pkt) = parse_ipv4(ctx)? else {
         return Ok(Verdict::pass(Counter::PassNotIpv4));
     };
-    fast::touch_outbound(ctx, cfg, &pkt);
+    fast::prefetch_outbound(ctx, cfg, &pkt);
     if let Break(v) = guard_source(ctx, cfg, &pkt)? {
         return Ok(v);
     }

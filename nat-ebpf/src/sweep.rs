@@ -49,7 +49,12 @@ pub fn run() -> bool {
     walk.w.filters_removed = 0;
     walk.w.failed = 0;
     walk.w.counts_lost = 0;
-    walk.filter_words = filter_words(walk.w.filter_bits);
+    // 0: no filter pass (and a size filter_words cannot take is none either).
+    walk.filter_words = if (6..=31).contains(&walk.w.filter_bits) {
+        filter_words(walk.w.filter_bits)
+    } else {
+        0
+    };
     let ctx = (&mut walk as *mut Walk).cast::<c_void>();
     // SAFETY: each callback has its helper's signature and reads `ctx` as the Walk on this
     // stack, which outlives the calls; the maps are this object's.
@@ -69,12 +74,14 @@ pub fn run() -> bool {
             ctx,
             0,
         );
-        bpf_for_each_map_elem(
-            core::ptr::addr_of!(FILTERS) as *mut c_void,
-            visit_filter as *mut c_void,
-            ctx,
-            0,
-        );
+        if walk.filter_words != 0 {
+            bpf_for_each_map_elem(
+                core::ptr::addr_of!(FILTERS) as *mut c_void,
+                visit_filter as *mut c_void,
+                ctx,
+                0,
+            );
+        }
         *orders = walk.w;
     }
     true
@@ -186,11 +193,13 @@ fn live(k: &SessionKey, s: &Session, walk: &mut Walk) {
         }
     }
     state::mark_taken(k.proto, s.ext_port);
-    let (word, bit) = filter_bit(walk.w.filter_seed, walk.w.filter_bits, &k.filter_key());
-    if word < walk.filter_words {
-        if let Some(p) = FILTERS_LIVE.get_ptr_mut(word) {
-            // SAFETY: as above.
-            unsafe { *p |= bit };
+    if walk.filter_words != 0 {
+        let (word, bit) = filter_bit(walk.w.filter_seed, walk.w.filter_bits, &k.filter_key());
+        if word < walk.filter_words {
+            if let Some(p) = FILTERS_LIVE.get_ptr_mut(word) {
+                // SAFETY: as above.
+                unsafe { *p |= bit };
+            }
         }
     }
     if !count_live(&HOST_LIVE, &k.int_addr)

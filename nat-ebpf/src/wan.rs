@@ -36,7 +36,7 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     let Some(mut pkt) = parse_ipv4(ctx)? else {
         return Ok(Verdict::pass(Counter::PassNotIpv4));
     };
-    fast::touch_inbound(ctx, cfg, &pkt);
+    fast::prefetch_inbound(ctx, cfg, &pkt);
     if let Break(v) = guard(ctx, cfg, &pkt)? {
         return Ok(v);
     }

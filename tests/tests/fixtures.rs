@@ -475,11 +475,11 @@ fn full_session_table_drops_new_flows_and_keeps_old_ones() {
         }
         assert_eq!(fx.from_lan(&flow(4)).0, XDP_DROP);
         assert_eq!(fx.counter("drop_session_table_full"), 1);
-        // A refused flow takes nothing of its host's or MAC's share of sessions: what the
-        // data path took for it before the table refused goes back.
+        // Refused flows count nothing against their host's or MAC's share of sessions.
         for i in 5..10 {
             assert_eq!(fx.from_lan(&flow(i)).0, XDP_DROP);
         }
+        assert_eq!(fx.counter("drop_session_table_full"), 6);
         let a = u32::from_ne_bytes(LAN_HOST_A.octets());
         let mac = nat_common::maps::mac_key(&HOST_A_MAC);
         assert_eq!(fx.maps.host_sessions.get(&a, 0).unwrap(), 4);
@@ -512,8 +512,9 @@ fn full_mapping_table_and_exhausted_pool_drop_new_flows() {
         }
         assert_eq!(fx.from_lan(&query_from_a(20002)).0, XDP_DROP);
         assert_eq!(fx.counter("drop_mapping_table_full"), 1);
-        // Refused mappings take nothing of the host's or the MAC's share.
+        // Refused mappings count nothing against the host's or the MAC's share.
         assert_eq!(fx.from_lan(&query_from_a(20003)).0, XDP_DROP);
+        assert_eq!(fx.counter("drop_mapping_table_full"), 2);
         assert_eq!(mapping_shares(fx), (2, 2));
     });
     let two_ports = FixtureConfig {
@@ -1450,6 +1451,19 @@ fn the_sweepers_walk_keeps_filters_and_host_counts_to_the_live_sessions() {
         // Two seconds on: the live sessions' entries stay by their bits, not because they
         // were made during the walk (an entry made less than a second before a walk stays).
         let now = nat_ctl::monotonic_ns() + 2 * NS;
+        // A sweep that leaves the filter entries alone (three in four of the daemon's
+        // sweeps): the stray entry stays and still lets its host in; the counts are mended.
+        let r = sweeper::sweep_with(&mut fx.maps, &t, now, false).unwrap();
+        assert_eq!((r.sessions_expired, r.filters_removed), (0, 0), "{r:?}");
+        assert_eq!(filters(fx), 5);
+        assert_eq!(
+            from(fx, 9),
+            XDP_REDIRECT,
+            "the stray entry waits for a filter walk"
+        );
+        assert_eq!(fx.maps.host_sessions.get(&a, 0).unwrap(), 3);
+        assert_eq!(fx.maps.host_sessions.get(&b, 0).unwrap(), 1);
+        // The next filter walk removes it.
         let r = sweeper::sweep(&mut fx.maps, &t, now).unwrap();
         assert_eq!((r.sessions_expired, r.filters_removed), (0, 1), "{r:?}");
         assert_eq!(filters(fx), 4);
@@ -1482,9 +1496,15 @@ fn the_sweepers_walk_keeps_filters_and_host_counts_to_the_live_sessions() {
         let r = sweeper::sweep(&mut fx.maps, &t, now + 2 * NS).unwrap();
         assert_eq!(r.filters_removed, 1, "a walk later it goes: {r:?}");
 
-        // Past the UDP timeout every session goes, and with them their filters and counts.
-        let r = sweeper::sweep(&mut fx.maps, &t, now + (t.udp as u64 + 1) * NS).unwrap();
-        assert_eq!((r.sessions_expired, r.filters_removed), (4, 4), "{r:?}");
+        // Past the UDP timeout every session goes; in a sweep that leaves the filter entries
+        // alone, theirs stay, to go with the next filter walk, and so do their counts.
+        let past = now + (t.udp as u64 + 1) * NS;
+        let r = sweeper::sweep_with(&mut fx.maps, &t, past, false).unwrap();
+        assert_eq!((r.sessions_expired, r.filters_removed), (4, 0), "{r:?}");
+        assert_eq!(filters(fx), 4);
+        assert!(fx.maps.host_sessions.get(&a, 0).is_err());
+        let r = sweeper::sweep(&mut fx.maps, &t, past).unwrap();
+        assert_eq!((r.sessions_expired, r.filters_removed), (0, 4), "{r:?}");
         assert!(fx.maps.sessions().unwrap().is_empty());
         assert_eq!(filters(fx), 0);
         assert!(fx.maps.host_sessions.get(&a, 0).is_err());

@@ -74,16 +74,23 @@ fn run(
 ) {
     // The first sweep at once: adopted tables may have gone unswept while no daemon ran.
     let mut wait = Duration::ZERO;
-    let mut stretched = false;
+    let mut told = false;
+    // Sweeps done: one in FILTER_WALK_EVERY walks the filter entries too (a failed sweep is
+    // tried again as it was).
+    let mut n = 0u64;
     loop {
         match stopped.recv_timeout(wait) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
         let start = Instant::now();
-        let swept = maps
-            .read_config()
-            .and_then(|cfg| sweeper::sweep(maps, &cfg.timeouts, monotonic_ns()));
+        let swept = maps.read_config().and_then(|cfg| {
+            let filters = sweeper::walks_filters(n);
+            sweeper::sweep_with(maps, &cfg.timeouts, monotonic_ns(), filters)
+        });
+        if swept.is_ok() {
+            n += 1;
+        }
         // A sweep rewrites the taken ports itself; one that failed may have freed ports first,
         // which must not stay skipped by the draws.
         if swept.is_err() {
@@ -102,13 +109,15 @@ fn run(
         }
         let took = start.elapsed();
         let period = sweeper::next_sweep_in(interval, took);
-        if period > interval && !stretched {
+        // Once: the sweeps that walk the filter entries take longer than the others, so the
+        // interval may stretch for one and not the next.
+        if period > interval && !told {
             log::info!(
                 "a sweep took {took:.1?}: sweeping every {period:.0?} or so, not every {interval:?}, to stay under 1/{} of a CPU",
                 sweeper::SWEEP_DUTY
             );
+            told = true;
         }
-        stretched = period > interval;
         wait = period.saturating_sub(took);
     }
 }
