@@ -128,8 +128,20 @@ pub fn udp_echo(
     bind: SocketAddrV4,
     count: usize,
 ) -> Result<std::thread::JoinHandle<Vec<SocketAddr>>> {
+    udp_echo_idle(ns, bind, count, SHORT_TIMEOUT)
+}
+
+/// `udp_echo` that gives up after `idle` without a datagram: longer than SHORT_TIMEOUT when
+/// a client may retry after a request that went unanswered (the client waits SHORT_TIMEOUT
+/// for the answer, and the server must still be there for its retry).
+pub fn udp_echo_idle(
+    ns: &Netns,
+    bind: SocketAddrV4,
+    count: usize,
+    idle: Duration,
+) -> Result<std::thread::JoinHandle<Vec<SocketAddr>>> {
     let sock = ns.run(move || UdpSocket::bind(bind))??;
-    sock.set_read_timeout(Some(SHORT_TIMEOUT))?;
+    sock.set_read_timeout(Some(idle))?;
     Ok(std::thread::spawn(move || {
         let mut seen = Vec::new();
         let mut buf = vec![0u8; 65536];
