@@ -28,9 +28,9 @@ const NS: u64 = 1_000_000_000;
 
 pub use nat_common::expiry::{is_expired, remaining_secs, timeout_secs};
 
-/// The sweeper takes at most 1/SWEEP_DUTY of a CPU (5%): a sweep walks every session and
-/// filter entry, about 0.25 us each here (a cache and TLB miss), so at a million sessions
-/// the interval stretches to a few seconds. (It runs in a thread of its own,
+/// The sweeper takes at most 1/SWEEP_DUTY of a CPU (5%): a sweep walks every session (and,
+/// one in FILTER_WALK_EVERY, every filter entry), about 0.25 us each here (a cache and TLB
+/// miss), so at a million sessions the interval stretches to several seconds. (It runs in a thread of its own,
 /// daemon/sweeps.rs: the daemon's other work, signals, reloads, route changes, never waits
 /// for it.)
 pub const SWEEP_DUTY: u32 = 20;
@@ -347,8 +347,9 @@ pub fn sweep_with(
         snapshot(&maps.host_sessions)?,
         snapshot(&maps.mac_sessions)?,
     );
-    // The walk (nat_common::expiry) removes orphans, expired sessions and the filter
-    // entries no live session needs, and leaves the ports and owners of the live ones.
+    // The walk (nat_common::expiry) removes orphans, expired sessions and (with `filters`)
+    // the filter entries no live session needs, and leaves the ports and owners of the live
+    // ones.
     let filter_bits = if filters {
         (maps.filters_live.len() * 64).trailing_zeros()
     } else {
