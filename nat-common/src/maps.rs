@@ -239,14 +239,7 @@ impl SessionKey {
 
     /// The key of this session's reply flow (FLOWS_IN), through external port `ext_port`.
     pub const fn reply_key(&self, ext_port: u16) -> ReplyKey {
-        ReplyKey {
-            rem_addr: self.rem_addr,
-            ext_port,
-            rem_port: self.rem_port,
-            proto: self.proto,
-            _pad1: 0,
-            _pad2: 0,
-        }
+        ReplyKey::new(self.proto, self.rem_addr, ext_port, self.rem_port)
     }
 
     /// The mapping this session belongs to.
@@ -359,6 +352,20 @@ pub struct ReplyKey {
     pub _pad2: u16,
 }
 const _: () = assert!(size_of::<ReplyKey>() == 12);
+
+impl ReplyKey {
+    /// Ports in wire order.
+    pub const fn new(proto: u8, rem_addr: u32, ext_port: u16, rem_port: u16) -> Self {
+        ReplyKey {
+            rem_addr,
+            ext_port,
+            rem_port,
+            proto,
+            _pad1: 0,
+            _pad2: 0,
+        }
+    }
+}
 
 /// A PPTP call seen from the WAN: server address + external call id (the id the server
 /// writes into its GRE packets). Key of PPTP_CALLS_IN.

@@ -92,21 +92,27 @@ fn count_class(class: u8) {
     }
 }
 
+/// The source and destination ports (wire order) of a TCP or UDP packet that is not a
+/// fragment, read ahead of the transport parse for the prefetches below.
+#[inline(always)]
+fn ports_ahead(ctx: &XdpContext, pkt: &Ipv4<'_>) -> Option<[u16; 2]> {
+    if pkt.fragment || !matches!(pkt.proto, IPPROTO_TCP | IPPROTO_UDP) {
+        return None;
+    }
+    let ports = ptr_at::<[u16; 2]>(ctx, pkt.l4_offset).ok()?;
+    // SAFETY: bounds-checked by ptr_at.
+    Some(unsafe { *ports })
+}
+
 /// Starts reading the FLOWS_OUT set of a TCP or UDP packet's flow (flow_cache::prefetch), right
 /// after the IPv4 header is parsed, so that the LAN program's checks before `outbound` run
 /// while it comes from memory.
 #[inline(always)]
 pub fn prefetch_outbound(ctx: &XdpContext, cfg: &NatConfig, pkt: &Ipv4<'_>) {
-    if pkt.fragment || !matches!(pkt.proto, IPPROTO_TCP | IPPROTO_UDP) {
-        return;
+    if let Some([sport, dport]) = ports_ahead(ctx, pkt) {
+        let key = SessionKey::new(pkt.proto, pkt.src, sport, pkt.dst, dport);
+        cache::prefetch(&FLOWS_OUT, cfg, &FlowKey::out(&key));
     }
-    let Ok(ports) = ptr_at::<[u16; 2]>(ctx, pkt.l4_offset) else {
-        return;
-    };
-    // SAFETY: bounds-checked by ptr_at.
-    let [sport, dport] = unsafe { *ports };
-    let key = SessionKey::new(pkt.proto, pkt.src, sport, pkt.dst, dport);
-    cache::prefetch(&FLOWS_OUT, cfg, &FlowKey::out(&key));
 }
 
 /// LAN -> WAN.
@@ -166,23 +172,10 @@ pub fn outbound(
 /// IPv4 header.
 #[inline(always)]
 pub fn prefetch_inbound(ctx: &XdpContext, cfg: &NatConfig, pkt: &Ipv4<'_>) {
-    if pkt.fragment || !matches!(pkt.proto, IPPROTO_TCP | IPPROTO_UDP) {
-        return;
+    if let Some([rem_port, ext_port]) = ports_ahead(ctx, pkt) {
+        let key = ReplyKey::new(pkt.proto, pkt.src, ext_port, rem_port);
+        cache::prefetch(&FLOWS_IN, cfg, &FlowKey::reply(&key));
     }
-    let Ok(ports) = ptr_at::<[u16; 2]>(ctx, pkt.l4_offset) else {
-        return;
-    };
-    // SAFETY: bounds-checked by ptr_at.
-    let [rem_port, ext_port] = unsafe { *ports };
-    let key = ReplyKey {
-        rem_addr: pkt.src,
-        ext_port,
-        rem_port,
-        proto: pkt.proto,
-        _pad1: 0,
-        _pad2: 0,
-    };
-    cache::prefetch(&FLOWS_IN, cfg, &FlowKey::reply(&key));
 }
 
 /// WAN -> LAN, for a packet to the WAN address (transport header `t`) on external port
@@ -200,14 +193,7 @@ pub fn inbound(
     if !eligible(pkt) || t.tcp_flags & TCP_STATE_FLAGS != 0 {
         return Ok(None);
     }
-    let key = ReplyKey {
-        rem_addr: pkt.src,
-        ext_port,
-        rem_port,
-        proto: pkt.proto,
-        _pad1: 0,
-        _pad2: 0,
-    };
+    let key = ReplyKey::new(pkt.proto, pkt.src, ext_port, rem_port);
     let cache_key = FlowKey::reply(&key);
     let Some(c) = cache::lookup(&FLOWS_IN, cfg, &cache_key) else {
         // The full path finds the session through the mapping and caches the flow.
