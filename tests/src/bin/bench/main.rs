@@ -287,6 +287,17 @@ struct Row {
     paired: Vec<f64>,
 }
 
+/// The median of `v` (the mean of the middle two for an even count); NaN for none.
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 fn action_name(a: u32) -> &'static str {
     match a {
         XDP_DROP => "DROP",
@@ -861,14 +872,21 @@ fn targets(m: &Measured<'_>) -> Result<String> {
         .filter(|r| r.sessions == TARGET_SESSIONS)
         .filter(established)
     {
-        let over = r.nat_ns - r.state_ns;
+        // The median of the rounds' paired differences: a margin this small is within
+        // this VM's spread between rounds, and the best of each side may come from
+        // different rounds.
+        let over = median(&r.paired);
         let rounds: Vec<String> = r.paired.iter().map(|d| format!("{d:+.1}")).collect();
         line(
             format!(
-                "{}, {TARGET_SESSIONS} sessions: within 15 ns of forwarder + state read (best of each; each round's difference in brackets)",
+                "{}, {TARGET_SESSIONS} sessions: within 15 ns of forwarder + state read (median of the rounds' paired differences, each in brackets; best of each side after them)",
                 r.scenario
             ),
-            format!("{over:+.1} ns ({})", rounds.join(", ")),
+            format!(
+                "{over:+.1} ns ({}; {:+.1})",
+                rounds.join(", "),
+                r.nat_ns - r.state_ns
+            ),
             Some(over <= 15.0),
         )?;
     }
