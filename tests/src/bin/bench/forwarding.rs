@@ -256,10 +256,12 @@ impl Bench {
             let before = self.sink_count()?;
             let secs = self.send(packets)?;
             let got = self.sink_count()? - before;
-            // The resident case's packets are timed between two walks, whose own cost is
-            // measured apart ("The sweeper"): a walk that began meanwhile voids the try.
-            match (swept, setup.last_sweep()?) {
-                (Some(t), Some((now, _))) if now != t => {
+            let sent = nat_ctl::monotonic_ns();
+            // The resident case's packets are timed between two sweeps, whose own cost is
+            // measured apart ("The sweeper"): a sweep that began before they were all sent
+            // voids the try.
+            match swept {
+                Some(t) if setup.next_sweep(t)? < sent => {
                     tries += 1;
                     eprintln!("bench: a sweep ran while {} was timed", router.name());
                     if tries == QUIET_TRIES {
@@ -396,18 +398,7 @@ impl Bench {
                     "bench: {RESIDENT_SESSIONS} resident sessions in {:.1} s",
                     start.elapsed().as_secs_f64()
                 );
-                // The packets are timed between two sweeps (Setup::after_a_sweep), once the
-                // first sweep of the full table has said (once) how far its cap stretched the
-                // interval. (The sweeper's own cost is measured apart: "The sweeper" above.)
-                let swept = integration_tests::wait_for(std::time::Duration::from_secs(60), || {
-                    nat.log().contains("sweeping every").then_some(())
-                });
-                if swept.is_none() {
-                    bail!(
-                        "the sweeper never walked the resident sessions: {}",
-                        nat.log()
-                    );
-                }
+                // The packets are timed between two sweeps (Setup::after_a_sweep).
                 setup.nat = Some(nat);
                 setup.sweeps = Some(maps);
             }
@@ -457,34 +448,71 @@ struct Setup {
 const QUIET_TRIES: u32 = 3;
 
 impl Setup {
-    /// The clock of the sweeper's latest walk and the sessions it saw (0 while it runs: the
-    /// daemon writes its orders with no results, the walk writes them back when done).
+    /// The sweeper's latest walk as SWEEP_WALK holds it: when its sweep began
+    /// (CLOCK_MONOTONIC) and the sessions the walk saw (0 until it is done: the daemon writes
+    /// its orders with no results, the walk writes them back). None for the other routers.
     fn last_sweep(&self) -> Result<Option<(u64, u64)>> {
         let Some(maps) = &self.sweeps else {
             return Ok(None);
         };
-        let w = maps.sweep_walk.get(&0, 0).context("reading SWEEP_WALK")?;
-        Ok(Some((w.now_ns, w.sessions)))
+        let read = || -> Result<(u64, u64)> {
+            let w = maps.sweep_walk.get(&0, 0).context("reading SWEEP_WALK")?;
+            Ok((w.now_ns, w.sessions))
+        };
+        // A read from userspace is not atomic against the walk's write: two alike in a row.
+        let mut last = read()?;
+        loop {
+            let again = read()?;
+            if again == last {
+                return Ok(Some(last));
+            }
+            last = again;
+        }
     }
 
-    /// For the resident case: waits until a walk of the full table has just ended, so that
-    /// the next starts 1/SWEEP_DUTY of its time later (5 s or more at 1 M sessions), after
-    /// the packets are timed. Returns that walk's clock; None for the other routers.
+    /// Waits until the sweeper's walk clock moves past `since`; gives the new clock: when
+    /// the next sweep began.
+    fn next_sweep(&self, since: u64) -> Result<u64> {
+        let next = integration_tests::wait_for(std::time::Duration::from_secs(60), || {
+            match self.last_sweep() {
+                Ok(Some((t, _))) if t != since => Some(Ok(t)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            }
+        });
+        next.context("the sweeper began no sweep within 60 s")?
+    }
+
+    /// For the resident case: waits until a walk of the full table has ended, then a second
+    /// more for the rest of its sweep (recounts of tables the size of the hosts). The next
+    /// sweep begins SWEEP_DUTY times the walk's length after this one began, 5 s or more at
+    /// 1 M sessions. Gives when this sweep began; None for the other routers.
     fn after_a_sweep(&self) -> Result<Option<u64>> {
-        let Some((start, _)) = self.last_sweep()? else {
+        let Some((running, _)) = self.last_sweep()? else {
             return Ok(None);
         };
-        let ended = integration_tests::wait_for(std::time::Duration::from_secs(60), || match self
-            .last_sweep()
-        {
-            Ok(Some((t, seen))) if t != start && seen >= u64::from(RESIDENT_SESSIONS) => {
-                Some(Ok(t))
+        // Not the walk under way, if one is: it may have begun long ago.
+        let mut t = self.next_sweep(running)?;
+        let began = loop {
+            let done =
+                integration_tests::wait_for(std::time::Duration::from_secs(60), || {
+                    match self.last_sweep() {
+                        Ok(Some((now, seen))) if now != t || seen != 0 => Some(Ok((now, seen))),
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e)),
+                    }
+                });
+            let (now, seen) = done.context("a walk of the resident sessions took over 60 s")??;
+            if now != t {
+                // A newer sweep began meanwhile: that one.
+                t = now;
+            } else if seen >= u64::from(RESIDENT_SESSIONS) {
+                break t;
+            } else {
+                t = self.next_sweep(t)?;
             }
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
-        });
-        ended
-            .context("no sweep of the resident sessions ended within 60 s")?
-            .map(Some)
+        };
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        Ok(Some(began))
     }
 }

@@ -856,7 +856,7 @@ fn targets(m: &Measured<'_>) -> Result<String> {
     let resident = m.rates.iter().find(|r| r.flows == TARGET_FLOWS);
     line(
         format!(
-            "end to end with {} resident sessions: within 10% of the {TARGET_FLOWS}-flow rate",
+            "end to end with {} resident sessions (timed between sweeps): within 10% of the {TARGET_FLOWS}-flow rate",
             forwarding::RESIDENT_SESSIONS
         ),
         resident
