@@ -7,7 +7,7 @@
 //!    external port and protocol (`owner_slot`, `owner_tag`);
 //! 2. SESSIONS: a session whose external port no longer belongs to its LAN endpoint (after
 //!    MAPPING_GRACE_SECS) is an orphan and goes, an expired one goes, and a live one sets its
-//!    port's bit in PORTS_LIVE and its filter's bit in FILTERS_LIVE, and counts for its host
+//!    port's bit in PORTS_LIVE and (UDP) its filter's bit in FILTERS_LIVE, and counts for its host
 //!    and MAC in HOST_LIVE / MAC_LIVE;
 //! 3. FILTERS: an entry whose bit is clear (no live session has that LAN endpoint and remote
 //!    host) goes. Only in a walk told to (`SweepWalk::filter_bits` not 0): nat-ctl walks the

@@ -520,9 +520,14 @@ pub fn new_session(
         Err(e) if e == -EEXIST => {}
         Err(_) => return Err(Counter::DropSessionTableFull),
     }
-    // Remember the remote host for address-dependent filtering. A full filter table only
-    // makes filtering stricter, never looser.
-    let _ = FILTERS.insert(&key.filter_key(), &now, BPF_NOEXIST as u64);
+    // Remember the remote host for address-dependent filtering, which only a UDP datagram
+    // without a session asks about (`filter_allows`): a TCP or ICMP session needs no entry.
+    // UDP sessions make theirs under every mode, so that a reload into this one applies to
+    // the flows already running. A full filter table only makes filtering stricter, never
+    // looser.
+    if key.proto == IPPROTO_UDP {
+        let _ = FILTERS.insert(&key.filter_key(), &now, BPF_NOEXIST as u64);
+    }
     Ok(())
 }
 

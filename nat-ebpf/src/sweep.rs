@@ -14,6 +14,7 @@ use nat_common::{
     },
     maps::{ExternalKey, MAPPING_ACTIVE, Mapping, Session, SessionKey},
     ports::taken_bit,
+    proto::IPPROTO_UDP,
 };
 
 use crate::{
@@ -193,7 +194,8 @@ fn live(k: &SessionKey, s: &Session, walk: &mut Walk) {
         }
     }
     state::mark_taken(k.proto, s.ext_port);
-    if walk.filter_words != 0 {
+    // Only UDP sessions have filter entries (state::new_session).
+    if walk.filter_words != 0 && k.proto == IPPROTO_UDP {
         let (word, bit) = filter_bit(walk.w.filter_seed, walk.w.filter_bits, &k.filter_key());
         if word < walk.filter_words {
             if let Some(p) = FILTERS_LIVE.get_ptr_mut(word) {

@@ -216,6 +216,43 @@ fn inbound_unsolicited_is_dropped_and_counted() {
     });
 }
 
+/// Filter entries answer address-dependent filtering, which asks about a UDP datagram
+/// without a session and nothing else: TCP and ICMP sessions make none (each would cost an
+/// insert, a slot of FILTERS and a step of the sweeper's walk for nothing). UDP sessions make
+/// theirs under every mode, so that a reload into address-dependent filtering applies to
+/// the flows already running.
+#[test]
+fn only_udp_sessions_make_filter_entries() {
+    let filters = |fx: &Fixture| nat_ctl::state::entries(&fx.maps.filters).unwrap().len();
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
+        assert_eq!(
+            fx.from_lan(&packets::tcp(&h, 20000, 80, SYN, b"")).0,
+            XDP_REDIRECT
+        );
+        let echo = packets::icmp_echo(&h, true, 77, 1, b"ping");
+        assert_eq!(fx.from_lan(&echo).0, XDP_REDIRECT);
+        assert_eq!(fx.counter("session_created"), 2);
+        assert_eq!(filters(fx), 0, "TCP and ICMP sessions make no filter entry");
+        // Unsolicited TCP from another port of that host stays out, as ever.
+        let syn = packets::tcp(&wan_hdr(SERVER, SERVER_MAC), 4444, 20000, SYN, b"");
+        assert_eq!(fx.from_wan(&syn).0, XDP_DROP);
+        assert_eq!(fx.counter("drop_unsolicited_tcp"), 1);
+        assert_eq!(fx.from_lan(&query_from_a(21000)).0, XDP_REDIRECT);
+        assert_eq!(filters(fx), 1, "a UDP session makes one");
+    });
+    for mode in ["endpoint-independent", "address-and-port-dependent"] {
+        let cfg = FixtureConfig {
+            toml: format!("filtering = \"{mode}\""),
+            ..Default::default()
+        };
+        with_fixture(default_tables(), cfg, |fx| {
+            assert_eq!(fx.from_lan(&query_from_a(21000)).0, XDP_REDIRECT);
+            assert_eq!(filters(fx), 1, "{mode}: a UDP session makes one");
+        });
+    }
+}
+
 #[test]
 fn endpoint_independent_and_port_dependent_filtering() {
     let eif = FixtureConfig {

@@ -393,7 +393,12 @@ impl Bench {
                 let instance = nat_ctl::pins::Instance::new(&nat.instance)?;
                 let mut maps = nat_ctl::state::NatMaps::open_pinned(&instance)?;
                 let start = Instant::now();
-                super::prefill(&mut maps, RESIDENT_SESSIONS, resident_host)?;
+                super::prefill(
+                    &mut maps,
+                    RESIDENT_SESSIONS,
+                    resident_host,
+                    nat_common::proto::IPPROTO_TCP,
+                )?;
                 eprintln!(
                     "bench: {RESIDENT_SESSIONS} resident sessions in {:.1} s",
                     start.elapsed().as_secs_f64()

@@ -19,7 +19,7 @@ use nat_common::{
     maps::{
         EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, Session, SessionKey, names, programs,
     },
-    proto::{IPPROTO_ESP, IPPROTO_GRE, IPPROTO_TCP},
+    proto::{IPPROTO_ESP, IPPROTO_GRE, IPPROTO_TCP, IPPROTO_UDP},
     tcp_state::{SYN_IN, SYN_OUT},
     vpn::PPTP_OUT_CALL_REQUEST,
 };
@@ -49,13 +49,14 @@ fn host_mac(i: u32) -> packets::Mac {
     [2, 0, 0, 1, 0, 10 + (i % HOSTS) as u8]
 }
 
-/// Fills the tables with `sessions` established TCP sessions over at most
-/// MAX_PREFILLED_MAPPINGS mappings of LAN hosts `host(0..)`, each to its own remote (beyond
-/// the gateway).
+/// Fills the tables with `sessions` sessions of `proto` (established TCP, or UDP) over at
+/// most MAX_PREFILLED_MAPPINGS mappings of LAN hosts `host(0..)`, each to its own remote
+/// (beyond the gateway): UDP ones with a filter entry each, as the data path makes them.
 pub(crate) fn prefill(
     maps: &mut nat_ctl::state::NatMaps,
     sessions: u32,
     host: fn(u32) -> Ipv4Addr,
+    proto: u8,
 ) -> Result<Vec<Flow>> {
     let now = monotonic_ns();
     let mappings = sessions.min(MAX_PREFILLED_MAPPINGS);
@@ -69,21 +70,21 @@ pub(crate) fn prefill(
             int_addr: to_wire(int_addr),
             int_port: int_port.to_be(),
             ext_port: ext_port.to_be(),
-            proto: IPPROTO_TCP,
+            proto,
             state: MAPPING_ACTIVE,
             ..Default::default()
         };
         let ep = EndpointKey {
             addr: mapping.int_addr,
             port: mapping.int_port,
-            proto: IPPROTO_TCP,
+            proto,
             _pad: 0,
         };
         maps.mappings_out.insert(ep, mapping, 0)?;
         maps.mappings_in.insert(
             ExternalKey {
                 port: mapping.ext_port,
-                proto: IPPROTO_TCP,
+                proto,
                 _pad: 0,
             },
             mapping,
@@ -96,7 +97,7 @@ pub(crate) fn prefill(
             let rem_addr =
                 Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 1)) + r * 1000 + m % 1000);
             let key = SessionKey::new(
-                IPPROTO_TCP,
+                proto,
                 mapping.int_addr,
                 mapping.int_port,
                 to_wire(rem_addr),
@@ -106,17 +107,24 @@ pub(crate) fn prefill(
                 created_ns: now,
                 last_seen_ns: now,
                 ext_port: mapping.ext_port,
-                tcp_state: SYN_OUT | SYN_IN,
+                tcp_state: if proto == IPPROTO_TCP {
+                    SYN_OUT | SYN_IN
+                } else {
+                    0
+                },
                 class: 0,
                 ..Default::default()
             };
             maps.sessions
                 .insert(key, s, 0)
                 .context("prefilling SESSIONS")?;
-            // Each with its own remote host: a filter entry each, as the data path makes.
-            maps.filters
-                .insert(key.filter_key(), now, 0)
-                .context("prefilling FILTERS")?;
+            // Each with its own remote host: a filter entry each for UDP, as the data path
+            // makes (TCP sessions have none).
+            if proto == IPPROTO_UDP {
+                maps.filters
+                    .insert(key.filter_key(), now, 0)
+                    .context("prefilling FILTERS")?;
+            }
             flows.push(Flow {
                 int_addr,
                 int_port,
@@ -385,7 +393,7 @@ fn sweep_section(report: &mut String, costs: &[SweepCost]) -> Result<()> {
         report,
         "\n## The sweeper (nat-ctl's expiry of sessions, in its own thread beside the daemon's event loop)\n\n\
          The daemon's sweeps walk the filter entries in one sweep of {every}; the share and the interval are those of its sweeps in turn. Each live sweep is the best of {rounds}, the two kinds timed in turn.\n\n\
-         | sessions (and as many filter entries) | a sweep, all live | with the walk of the filter entries | share of one CPU at the default {} s interval | mean interval under the sweeper's cap of 1/{} of a CPU | a sweep that removes every session | removed |\n|---:|---:|---:|---:|---:|---:|---:|",
+         | UDP sessions (and as many filter entries) | a sweep, all live | with the walk of the filter entries | share of one CPU at the default {} s interval | mean interval under the sweeper's cap of 1/{} of a CPU | a sweep that removes every session | removed |\n|---:|---:|---:|---:|---:|---:|---:|",
         nat_ctl::cli::DEFAULT_SWEEP_INTERVAL_SECS,
         nat_ctl::sweeper::SWEEP_DUTY,
         every = nat_ctl::sweeper::FILTER_WALK_EVERY,
@@ -485,7 +493,7 @@ fn measure_size(
     };
     with_fixture(tables, FixtureConfig::default(), |fx| {
         add_neighbours().expect("neighbours");
-        let flows = prefill(&mut fx.maps, sessions, host).expect("prefill");
+        let flows = prefill(&mut fx.maps, sessions, host, IPPROTO_TCP).expect("prefill");
         // The bare forwarders, in their own object, redirect through the fixture's interfaces.
         let bench = bench_object(fx, tables).expect("the benchmarks' object");
         let mut rng = StdRng::seed_from_u64(sessions as u64);
@@ -657,6 +665,52 @@ fn measure_size(
                     .collect()
             },
         );
+        // The same for TCP: each SYN a new endpoint's, from source ports above the usual
+        // ip_local_port_range (kept: in the pool, and free). A TCP session makes no filter
+        // entry. Removed again after each round.
+        let mut round = 0u32;
+        let syn_port = |i: u32, round: u32| 61_000 + (i / HOSTS) as u16 + round as u16 * 100;
+        both(
+            fx,
+            SCENARIO_NEW_TCP_FLOW,
+            lan,
+            Prep::None,
+            &mut |fx: &mut Fixture| {
+                round += 1;
+                let ours = |proto: u8, port: u16| {
+                    proto == IPPROTO_TCP && u16::from_be(port) >= syn_port(0, 1)
+                };
+                for (k, _) in fx.maps.sessions().unwrap() {
+                    if ours(k.proto, k.int_port) {
+                        fx.maps.remove_session(&k);
+                    }
+                }
+                for (ext, m) in fx.maps.mappings().unwrap() {
+                    if ours(m.proto, m.int_port) {
+                        let _ = fx.maps.mappings_in.remove(&ext);
+                        let _ = fx.maps.mappings_out.remove(&EndpointKey {
+                            addr: m.int_addr,
+                            port: m.int_port,
+                            proto: m.proto,
+                            _pad: 0,
+                        });
+                    }
+                }
+                let held = fx.maps.mapping_keys().unwrap();
+                fx.maps.write_ports_taken(&held).unwrap();
+                (0..new_flows as u32)
+                    .map(|i| {
+                        packets::tcp(
+                            &lan_hdr(host(i), host_mac(i), SERVER),
+                            syn_port(i, round),
+                            443,
+                            SYN,
+                            b"",
+                        )
+                    })
+                    .collect()
+            },
+        );
         // New sessions of endpoints that have a mapping (made in the first round, to another
         // remote): what a new flow costs without the port claim. Removed after each round.
         let anchor = Ipv4Addr::new(198, 51, 100, 1);
@@ -730,8 +784,14 @@ fn measure_size(
         both(fx, "ESP in (learned SPI)", wan, Prep::None, &mut |_| {
             vec![esp.clone(); runs]
         });
-        // Last: the expiring sweep empties the tables.
-        let sweep = (sessions >= SWEEP_SESSIONS).then(|| sweep_cost(fx, sessions).expect("sweep"));
+        // Last: the sweeper, on as many UDP sessions, each with a filter entry of its own (TCP
+        // sessions have none): the most a full table asks of it. Its expiring sweep empties
+        // the tables.
+        let sweep = (sessions >= SWEEP_SESSIONS).then(|| {
+            fx.clear_state();
+            prefill(&mut fx.maps, sessions, host, IPPROTO_UDP).expect("prefill UDP");
+            sweep_cost(fx, sessions).expect("sweep")
+        });
         (rows, sweep)
     })
 }
@@ -787,6 +847,7 @@ const SCENARIO_OUT: &str = "TCP out, established";
 const SCENARIO_IN: &str = "TCP in, reply";
 const SCENARIO_NEW_FLOW: &str = "UDP out, first packet of a new flow";
 const SCENARIO_OUT_EXPIRED: &str = "TCP out, next hop expired";
+const SCENARIO_NEW_TCP_FLOW: &str = "TCP out, SYN of a new flow";
 const SCENARIO_NEW_SESSION: &str = "UDP out, first packet of a new session of an existing mapping";
 
 /// End-to-end packets/s with one flow count: xdp-nat, bare forwarder, kernel masquerade.
@@ -1081,7 +1142,7 @@ fn forwarding_section(
         r.resident = Some(best);
         writeln!(
             report,
-            "\nWith {} idle sessions resident in the tables beside the {} flows (established TCP of 240 other LAN hosts over 30000 mappings, each to its own remote, with a filter entry each; measured between two of the sweeper's walks of them, whose own cost is under \"The sweeper\"): xdp-nat {:.2} Mpps, {:.0}% of its rate without them.",
+            "\nWith {} idle sessions resident in the tables beside the {} flows (established TCP of 240 other LAN hosts over 30000 mappings, each to its own remote; measured between two of the sweeper's walks of them, whose own cost is under \"The sweeper\"): xdp-nat {:.2} Mpps, {:.0}% of its rate without them.",
             forwarding::RESIDENT_SESSIONS,
             r.flows,
             best / 1e6,
@@ -1299,7 +1360,7 @@ fn main() -> Result<()> {
     let per_session = per_entry(names::SESSIONS) + cache_per_session + walk_per_session;
     writeln!(
         report,
-        "\nPer session: {:.0} bytes ({} + {:.0} of {} and {} + {:.0} of {}), plus {:.0} in {} for the first session of a mapping with each remote host ({:.0} with it). \
+        "\nPer session: {:.0} bytes ({} + {:.0} of {} and {} + {:.0} of {}), plus {:.0} in {} for the first UDP session of a mapping with each remote host ({:.0} with it). \
          Per mapping: {:.0} bytes ({} + {}).",
         per_session,
         names::SESSIONS,
