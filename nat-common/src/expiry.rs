@@ -2,7 +2,7 @@
 //! kernel (nat-ebpf/src/sweep.rs): when a session expires, what the walk is told and tells
 //! (`SweepWalk`), and the bitmaps it leaves for nat-ctl. One definition for both sides.
 //!
-//! A walk makes three passes, each a `bpf_for_each_map_elem`:
+//! A walk makes three or four passes, each a `bpf_for_each_map_elem`:
 //! 1. MAPPINGS_IN: every active mapping writes its owner's tag into PORT_OWNERS, one word per
 //!    external port and protocol (`owner_slot`, `owner_tag`);
 //! 2. SESSIONS: a session whose external port no longer belongs to its LAN endpoint (after
@@ -11,7 +11,9 @@
 //!    and MAC in HOST_LIVE / MAC_LIVE;
 //! 3. FILTERS: an entry whose bit is clear (no live session has that LAN endpoint and remote
 //!    host) goes. Only in a walk told to (`SweepWalk::filter_bits` not 0): nat-ctl walks the
-//!    filter entries every few sweeps, which halves what the other sweeps cost.
+//!    filter entries every few sweeps, which halves what the other sweeps cost;
+//! 4. MAPPINGS_IN again, with pass 3: a mapping's first remote host (`Mapping::first_remote`,
+//!    the filter entry a UDP mapping keeps itself) is forgotten by the same rule.
 //!
 //! nat-ctl then releases the mappings whose port bit is clear, purges the removed forwards
 //! whose ports are clear, and sets the per-host session counts from HOST_LIVE / MAC_LIVE.

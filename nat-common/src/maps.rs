@@ -69,7 +69,7 @@ pub mod names {
     /// outlives a packet.
     /// A forwarded VPN server's ESP peers (TUNNEL_PEERS) are learnt again from its next
     /// packet after a restart.
-    pub const UNPINNED: &[&str] = &["LOGGED_AT", "REFUSALS_SENT", "TUNNEL_PEERS"];
+    pub const UNPINNED: &[&str] = &["LOGGED_AT", "REFUSALS_SENT", "MAPPING_MADE", "TUNNEL_PEERS"];
 }
 
 /// Names of the XDP programs in the object.
@@ -182,8 +182,13 @@ pub struct Mapping {
     /// byte array, which compiles to a call of a byte-loop memset.
     pub mac_hi: u16,
     pub mac_lo: u32,
+    /// A UDP mapping's first remote host (wire order), for address-dependent filtering in
+    /// place of a FILTERS entry; 0 for none, or once the sweeper found no live session with
+    /// it. Set in MAPPINGS_IN only.
+    pub first_remote: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<Mapping>() == 32);
+const _: () = assert!(size_of::<Mapping>() == 40);
 
 impl Mapping {
     /// `mac_hi`/`mac_lo` as one `mac_key`.

@@ -409,6 +409,9 @@ pub fn sweep_with(
                     // Cool the external side: no CPU can claim the port while it cools.
                     m.state = MAPPING_COOLING;
                     m.released_ns = now_ns;
+                    // A cooling port takes nothing in: no remote host to remember (the
+                    // copy read before the walk may still have one the walk forgot).
+                    m.first_remote = 0;
                     maps.mappings_in.insert(ext, m, 0)?;
                     report.mappings_released += 1;
                 }

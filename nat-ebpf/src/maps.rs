@@ -107,6 +107,12 @@ pub static LOGGED_AT: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNT
 #[map]
 pub static REFUSALS_SENT: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
 
+/// The mapping the last packet on this CPU made (`state::made_tag`), until a session of
+/// that packet takes it: tells that session it is its mapping's first, whose remote host the
+/// mapping keeps (`state::remember_remote`); not pinned.
+#[map]
+pub static MAPPING_MADE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Whether a drop for `reason` may be logged now: at most once a second per CPU.
 #[inline(always)]
 pub fn log_due(reason: Counter) -> bool {

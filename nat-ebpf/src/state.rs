@@ -27,8 +27,8 @@ use crate::{
     flow_cache,
     maps::{
         FILTERS, FLOWS_IN, FLOWS_OUT, FORWARDS, FORWARDS_BY_LAN, HOST_MAPPINGS, HOST_SESSIONS,
-        MAC_MAPPINGS, MAC_SESSIONS, MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL, PORTS_TAKEN, SESSIONS,
-        config, count, forward_hint, port_in_pool,
+        MAC_MAPPINGS, MAC_SESSIONS, MAPPING_MADE, MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL,
+        PORTS_TAKEN, SESSIONS, config, count, forward_hint, port_in_pool,
     },
     packet::ptr_at,
 };
@@ -98,6 +98,9 @@ pub fn mapping_for(
         state: MAPPING_ACTIVE,
         mac_hi: 0,
         mac_lo: 0,
+        // Set once the session is made (remember_remote).
+        first_remote: 0,
+        _pad: 0,
     };
     // verifier: the MAC goes straight into the mapping and is read back from there, never
     // kept in a variable of its own: one more value live across the LAN program pushed its
@@ -187,10 +190,20 @@ fn is_forwarded(proto: u8, port: u16) -> bool {
 /// nat-ctl's rewrite of the bitmap lost it, waits for the next rewrite.)
 #[inline(always)]
 fn count_new_mapping(m: &Mapping) {
+    if let Some(made) = MAPPING_MADE.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; a packet runs to its end on one CPU.
+        unsafe { *made = made_tag(m.proto, m.ext_port) };
+    }
     mark_taken(m.proto, m.ext_port);
     if m.mac() != 0 {
         count_for_mac(MacShare::Mappings, m.mac());
     }
+}
+
+/// MAPPING_MADE's value for the mapping of `proto` at external port `port` (never 0).
+#[inline(always)]
+fn made_tag(proto: u8, port: u16) -> u64 {
+    1 << 32 | u64::from(proto) << 16 | u64::from(port)
 }
 
 /// UDP port 500 (wire order), which IKE from port 500 to port 500 shares among the LAN hosts
@@ -520,15 +533,48 @@ pub fn new_session(
         Err(e) if e == -EEXIST => {}
         Err(_) => return Err(Counter::DropSessionTableFull),
     }
-    // Remember the remote host for address-dependent filtering, which only a UDP datagram
-    // without a session asks about (`filter_allows`): a TCP or ICMP session needs no entry.
-    // UDP sessions make theirs under every mode, so that a reload into this one applies to
-    // the flows already running. A full filter table only makes filtering stricter, never
-    // looser.
-    if key.proto == IPPROTO_UDP {
-        let _ = FILTERS.insert(&key.filter_key(), &now, BPF_NOEXIST as u64);
-    }
+    remember_remote(key, ext_port, now);
     Ok(())
+}
+
+/// Remembers the remote host of session `key` (made at external port `ext_port` by a packet
+/// of time `now`) for address-dependent filtering, which asks about a UDP datagram without a
+/// session and nothing else (`filter_allows`): a TCP or ICMP session needs nothing. The
+/// session of the packet that made its mapping has its remote host kept in the mapping
+/// (`Mapping::first_remote`; MAPPING_MADE tells), which spares a new flow a FILTERS insert,
+/// the dearest step it had; any other makes an entry. UDP sessions do this under every
+/// filtering mode, so that a reload into address-dependent filtering applies to the flows
+/// already running. A full filter table only makes filtering stricter, never looser.
+#[inline(always)]
+fn remember_remote(key: &SessionKey, ext_port: u16, now: u64) {
+    if key.proto != IPPROTO_UDP {
+        return;
+    }
+    // This packet made the session's mapping (the tag says which; a packet that made one
+    // and failed to make its session leaves it to the mapping's next session): the mapping
+    // keeps the remote host, unless it has one. Until this write it lets no more in than
+    // before, and nothing can answer a packet that has not left yet.
+    if let Some(made) = MAPPING_MADE.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; a packet runs to its end on one CPU.
+        let made = unsafe { &mut *made };
+        if *made == made_tag(IPPROTO_UDP, ext_port) {
+            *made = 0;
+            let ext = ExternalKey {
+                port: ext_port,
+                proto: IPPROTO_UDP,
+                _pad: 0,
+            };
+            if let Some(m) = MAPPINGS_IN.get_ptr_mut(&ext) {
+                // SAFETY: map value pointer from a successful lookup.
+                let m = unsafe { &mut *m };
+                if m.int_addr == key.int_addr && m.int_port == key.int_port && m.first_remote == 0 {
+                    m.first_remote = key.rem_addr;
+                    return;
+                }
+            }
+        }
+    }
+    let _ = FILTERS.insert(&key.filter_key(), &now, BPF_NOEXIST as u64);
 }
 
 /// What an inbound packet that belongs to no session gets, by what its external port leads
@@ -552,7 +598,7 @@ pub enum NewFlow {
 pub fn inbound(
     cfg: &NatConfig,
     key: &SessionKey,
-    ext_port: u16,
+    (ext_port, first_remote): (u16, u32),
     tcp_flags: u8,
     new: NewFlow,
     now: u64,
@@ -562,7 +608,7 @@ pub fn inbound(
             (NewFlow::Forwarded, _) => forwarded_session(cfg, key, ext_port, tcp_flags, now),
             (NewFlow::Refused, _) => Err(Counter::DropNoMapping),
             (NewFlow::Filtered, IPPROTO_TCP) => Err(Counter::DropUnsolicitedTcp),
-            (NewFlow::Filtered, IPPROTO_UDP) if filter_allows(cfg, key) => {
+            (NewFlow::Filtered, IPPROTO_UDP) if filter_allows(cfg, key, first_remote) => {
                 Ok((classify(key.proto, u16::from_be(key.rem_port)), None))
             }
             _ => Err(Counter::DropFiltered),
@@ -583,12 +629,17 @@ pub fn inbound(
     Ok((s.class, Some(tcp)))
 }
 
-/// RFC 4787 REQ-8 for a UDP packet from a remote endpoint the mapping has not sent to.
+/// RFC 4787 REQ-8 for a UDP packet from a remote endpoint the mapping has not sent to; the
+/// mapping's `first_remote` is a host it has sent to (`remember_remote`), the others have
+/// FILTERS entries.
 #[inline(always)]
-fn filter_allows(cfg: &NatConfig, session: &SessionKey) -> bool {
+fn filter_allows(cfg: &NatConfig, session: &SessionKey, first_remote: u32) -> bool {
     match cfg.filtering {
         FILTER_ENDPOINT_INDEPENDENT => true,
-        FILTER_ADDRESS_DEPENDENT => FILTERS.get_ptr(&session.filter_key()).is_some(),
+        FILTER_ADDRESS_DEPENDENT => {
+            (first_remote != 0 && session.rem_addr == first_remote)
+                || FILTERS.get_ptr(&session.filter_key()).is_some()
+        }
         _ => false,
     }
 }

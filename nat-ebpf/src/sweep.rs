@@ -82,6 +82,12 @@ pub fn run() -> bool {
                 ctx,
                 0,
             );
+            bpf_for_each_map_elem(
+                core::ptr::addr_of!(MAPPINGS_IN) as *mut c_void,
+                visit_first_remote as *mut c_void,
+                ctx,
+                0,
+            );
         }
         *orders = walk.w;
     }
@@ -247,6 +253,34 @@ extern "C" fn visit_filter(
         } else {
             walk.w.failed += 1;
         }
+    }
+    0
+}
+
+/// Pass 4, for each mapping, with pass 3: a first remote host (`Mapping::first_remote`, the
+/// filter entry a UDP mapping keeps itself) that no live session set the bit of is
+/// forgotten, as its FILTERS entry would go.
+#[inline(never)]
+extern "C" fn visit_first_remote(
+    _map: *mut c_void,
+    _key: *const ExternalKey,
+    m: *mut Mapping,
+    ctx: *mut c_void,
+) -> c_long {
+    // SAFETY: as for visit_session.
+    let (m, walk) = unsafe { (&mut *m, &mut *ctx.cast::<Walk>()) };
+    // A mapping made while the walk ran may have a session the walk had gone past: kept, as
+    // a filter entry made then is.
+    if m.first_remote == 0 || m.created_ns + NS_PER_SEC >= walk.w.now_ns {
+        return 0;
+    }
+    let f = SessionKey::new(m.proto, m.int_addr, m.int_port, m.first_remote, 0);
+    let (word, bit) = filter_bit(walk.w.filter_seed, walk.w.filter_bits, &f);
+    let live = word < walk.filter_words && FILTERS_LIVE.get(word).is_some_and(|w| w & bit != 0);
+    if !live {
+        // The data path writes it once, as it makes the mapping (state::remember_remote).
+        m.first_remote = 0;
+        walk.w.filters_removed += 1;
     }
     0
 }

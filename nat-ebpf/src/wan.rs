@@ -81,7 +81,14 @@ pub fn try_nat_wan(ctx: &XdpContext) -> Result<Verdict, Counter> {
     // State: the session (or, for UDP, the filter that lets a new remote in; or the port
     // forward that makes one), then the gate of its class.
     let session = SessionKey::new(pkt.proto, int_addr, int_port, pkt.src, rem_port);
-    let (class, session_tcp) = state::inbound(cfg, &session, ext_port, t.tcp_flags, to.new, now)?;
+    let (class, session_tcp) = state::inbound(
+        cfg,
+        &session,
+        (ext_port, to.first_remote),
+        t.tcp_flags,
+        to.new,
+        now,
+    )?;
     let class_counters = gate(class)?;
     let r = route_in(ctx, &pkt, int_addr)?;
     if let (Some(tcp_state), false) = (session_tcp, shared_ike) {
@@ -153,6 +160,8 @@ struct LanEndpoint {
     port: u16,
     /// What a packet of no session gets there.
     new: NewFlow,
+    /// The mapping's first remote host (`Mapping::first_remote`), or 0.
+    first_remote: u32,
 }
 
 /// The LAN endpoint behind external port `ext_port`: the owner of the IKE SA for the shared
@@ -176,6 +185,7 @@ fn lan_endpoint(
                 addr: owner,
                 port: IKE_PORT.to_be(),
                 new: NewFlow::Filtered,
+                first_remote: 0,
             }));
         }
     }
@@ -196,6 +206,7 @@ fn lan_endpoint(
         addr: m.int_addr,
         port: m.int_port,
         new: NewFlow::Filtered,
+        first_remote: m.first_remote,
     }))
 }
 
@@ -215,6 +226,7 @@ fn forwarded_endpoint(
                 addr: cfg.dmz_addr,
                 port: ext.port,
                 new: NewFlow::Forwarded,
+                first_remote: 0,
             }));
         }
         // An echo reply to the router's own ping carries an id from the same space.
@@ -238,5 +250,6 @@ fn forwarded_endpoint(
         } else {
             NewFlow::Forwarded
         },
+        first_remote: 0,
     }))
 }

@@ -216,14 +216,22 @@ fn inbound_unsolicited_is_dropped_and_counted() {
     });
 }
 
+/// The remote hosts the NAT remembers for address-dependent filtering: FILTERS entries,
+/// and the first remote host a UDP mapping keeps itself (`Mapping::first_remote`).
+fn remembered_remotes(fx: &Fixture) -> (usize, usize) {
+    let entries = nat_ctl::state::entries(&fx.maps.filters).unwrap().len();
+    let kept = fx.maps.mappings().unwrap();
+    let kept = kept.iter().filter(|(_, m)| m.first_remote != 0).count();
+    (entries, kept)
+}
+
 /// Filter entries answer address-dependent filtering, which asks about a UDP datagram
 /// without a session and nothing else: TCP and ICMP sessions make none (each would cost an
-/// insert, a slot of FILTERS and a step of the sweeper's walk for nothing). UDP sessions make
-/// theirs under every mode, so that a reload into address-dependent filtering applies to
-/// the flows already running.
+/// insert, a slot of FILTERS and a step of the sweeper's walk for nothing). UDP sessions
+/// make theirs under every mode, so that a reload into address-dependent filtering applies to
+/// the flows already running; the first one of a mapping keeps it in the mapping.
 #[test]
 fn only_udp_sessions_make_filter_entries() {
-    let filters = |fx: &Fixture| nat_ctl::state::entries(&fx.maps.filters).unwrap().len();
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
         let h = lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER);
         assert_eq!(
@@ -233,13 +241,21 @@ fn only_udp_sessions_make_filter_entries() {
         let echo = packets::icmp_echo(&h, true, 77, 1, b"ping");
         assert_eq!(fx.from_lan(&echo).0, XDP_REDIRECT);
         assert_eq!(fx.counter("session_created"), 2);
-        assert_eq!(filters(fx), 0, "TCP and ICMP sessions make no filter entry");
+        assert_eq!(
+            remembered_remotes(fx),
+            (0, 0),
+            "TCP and ICMP sessions remember no remote host"
+        );
         // Unsolicited TCP from another port of that host stays out, as ever.
         let syn = packets::tcp(&wan_hdr(SERVER, SERVER_MAC), 4444, 20000, SYN, b"");
         assert_eq!(fx.from_wan(&syn).0, XDP_DROP);
         assert_eq!(fx.counter("drop_unsolicited_tcp"), 1);
         assert_eq!(fx.from_lan(&query_from_a(21000)).0, XDP_REDIRECT);
-        assert_eq!(filters(fx), 1, "a UDP session makes one");
+        assert_eq!(
+            remembered_remotes(fx),
+            (0, 1),
+            "a UDP mapping's first remote host"
+        );
     });
     for mode in ["endpoint-independent", "address-and-port-dependent"] {
         let cfg = FixtureConfig {
@@ -248,9 +264,70 @@ fn only_udp_sessions_make_filter_entries() {
         };
         with_fixture(default_tables(), cfg, |fx| {
             assert_eq!(fx.from_lan(&query_from_a(21000)).0, XDP_REDIRECT);
-            assert_eq!(filters(fx), 1, "{mode}: a UDP session makes one");
+            let far = lan_hdr(LAN_HOST_A, HOST_A_MAC, FAR_SERVER);
+            assert_eq!(
+                fx.from_lan(&packets::udp(&far, 21000, 53, b"q")).0,
+                XDP_REDIRECT
+            );
+            assert_eq!(remembered_remotes(fx), (1, 1), "{mode}");
         });
     }
+}
+
+/// A new UDP flow's remote host is kept in its mapping, not in FILTERS (a new flow's dearest
+/// step was that insert): address-dependent filtering lets that host's other ports in as it
+/// does a FILTERS entry's, and the sweeper's filter walk forgets it once no live session has
+/// that host, as it removes an entry.
+#[test]
+fn a_new_udp_mappings_first_remote_host_filters_like_an_entry() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        assert_eq!(fx.from_lan(&query_from_a(21000)).0, XDP_REDIRECT);
+        let (ext, m) = fx.maps.mappings().unwrap()[0];
+        assert_eq!(m.first_remote, to_wire(SERVER));
+        assert_eq!(remembered_remotes(fx), (0, 1), "no FILTERS entry for it");
+        let from = |fx: &mut Fixture, host: Ipv4Addr, mac| {
+            let h = wan_hdr(host, mac);
+            fx.from_wan(&packets::udp(&h, 5353, u16::from_be(ext.port), b"x"))
+                .0
+        };
+        assert_eq!(
+            from(fx, SERVER, SERVER_MAC),
+            XDP_REDIRECT,
+            "another port of it"
+        );
+        assert_eq!(from(fx, FAR_SERVER, GATEWAY_MAC), XDP_DROP, "another host");
+        // The same mapping to a second host: an entry of FILTERS, as before.
+        let far = lan_hdr(LAN_HOST_A, HOST_A_MAC, FAR_SERVER);
+        assert_eq!(
+            fx.from_lan(&packets::udp(&far, 21000, 53, b"q")).0,
+            XDP_REDIRECT
+        );
+        assert_eq!(remembered_remotes(fx), (1, 1));
+        assert_eq!(from(fx, FAR_SERVER, GATEWAY_MAC), XDP_REDIRECT);
+        // The first host's session expires; the mapping lives on with the second's.
+        let first = nat_common::maps::SessionKey::new(
+            IPPROTO_UDP,
+            to_wire(LAN_HOST_A),
+            21000u16.to_be(),
+            to_wire(SERVER),
+            53u16.to_be(),
+        );
+        let mut s = fx.maps.sessions.get(&first, 0).unwrap();
+        s.last_seen_ns = 1;
+        fx.maps.sessions.insert(first, s, 0).unwrap();
+        let t = fx.maps.read_config().unwrap().timeouts;
+        let now = nat_ctl::monotonic_ns() + 2 * NS;
+        // A sweep without the filter walk keeps it, as it keeps entries.
+        let r = sweeper::sweep_with(&mut fx.maps, &t, now, false).unwrap();
+        assert_eq!((r.sessions_expired, r.filters_removed), (1, 0), "{r:?}");
+        assert_eq!(from(fx, SERVER, SERVER_MAC), XDP_REDIRECT);
+        // The filter walk forgets it; the second host's entry stays.
+        let r = sweeper::sweep(&mut fx.maps, &t, now).unwrap();
+        assert_eq!((r.sessions_expired, r.filters_removed), (0, 1), "{r:?}");
+        assert_eq!(remembered_remotes(fx), (1, 0));
+        assert_eq!(from(fx, SERVER, SERVER_MAC), XDP_DROP, "forgotten");
+        assert_eq!(from(fx, FAR_SERVER, GATEWAY_MAC), XDP_REDIRECT);
+    });
 }
 
 #[test]
@@ -1456,8 +1533,17 @@ fn the_sweepers_walk_keeps_filters_and_host_counts_to_the_live_sessions() {
             fx.from_lan(&packets::udp(&h, 30000, 53, b"q")).0,
             XDP_REDIRECT
         );
-        let filters = |fx: &Fixture| nat_ctl::state::entries(&fx.maps.filters).unwrap().len();
+        // FILTERS entries, and the first remote host each UDP mapping keeps itself.
+        let filters = |fx: &Fixture| {
+            let (entries, kept) = remembered_remotes(fx);
+            entries + kept
+        };
         assert_eq!(filters(fx), 4, "one per LAN endpoint and remote host");
+        assert_eq!(
+            remembered_remotes(fx),
+            (2, 2),
+            "A's and B's first kept in the mapping"
+        );
         // A filter entry with no session behind it, and counts gone wrong.
         let stray = nat_common::maps::SessionKey::new(
             IPPROTO_UDP,

@@ -51,7 +51,8 @@ fn host_mac(i: u32) -> packets::Mac {
 
 /// Fills the tables with `sessions` sessions of `proto` (established TCP, or UDP) over at
 /// most MAX_PREFILLED_MAPPINGS mappings of LAN hosts `host(0..)`, each to its own remote
-/// (beyond the gateway): UDP ones with a filter entry each, as the data path makes them.
+/// (beyond the gateway): UDP ones with their remote host remembered for filtering, as the
+/// data path does (the first in the mapping, the others in FILTERS).
 pub(crate) fn prefill(
     maps: &mut nat_ctl::state::NatMaps,
     sessions: u32,
@@ -64,6 +65,8 @@ pub(crate) fn prefill(
     let mut flows = Vec::with_capacity(sessions as usize);
     for m in 0..mappings {
         let (int_addr, int_port, ext_port) = (host(m), 1024 + (m / HOSTS) as u16, 1024 + m as u16);
+        let rem_addr =
+            |r: u32| Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 1)) + r * 1000 + m % 1000);
         let mapping = Mapping {
             created_ns: now,
             released_ns: 0,
@@ -72,6 +75,11 @@ pub(crate) fn prefill(
             ext_port: ext_port.to_be(),
             proto,
             state: MAPPING_ACTIVE,
+            first_remote: if proto == IPPROTO_UDP {
+                to_wire(rem_addr(0))
+            } else {
+                0
+            },
             ..Default::default()
         };
         let ep = EndpointKey {
@@ -94,8 +102,7 @@ pub(crate) fn prefill(
             if flows.len() as u32 == sessions {
                 break;
             }
-            let rem_addr =
-                Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 1)) + r * 1000 + m % 1000);
+            let rem_addr = rem_addr(r);
             let key = SessionKey::new(
                 proto,
                 mapping.int_addr,
@@ -118,9 +125,9 @@ pub(crate) fn prefill(
             maps.sessions
                 .insert(key, s, 0)
                 .context("prefilling SESSIONS")?;
-            // Each with its own remote host: a filter entry each for UDP, as the data path
-            // makes (TCP sessions have none).
-            if proto == IPPROTO_UDP {
+            // Each with its own remote host: a filter entry each for UDP but the first, kept
+            // in the mapping, as the data path makes them (TCP sessions have none).
+            if proto == IPPROTO_UDP && r > 0 {
                 maps.filters
                     .insert(key.filter_key(), now, 0)
                     .context("prefilling FILTERS")?;
@@ -393,7 +400,7 @@ fn sweep_section(report: &mut String, costs: &[SweepCost]) -> Result<()> {
         report,
         "\n## The sweeper (nat-ctl's expiry of sessions, in its own thread beside the daemon's event loop)\n\n\
          The daemon's sweeps walk the filter entries in one sweep of {every}; the share and the interval are those of its sweeps in turn. Each live sweep is the best of {rounds}, the two kinds timed in turn.\n\n\
-         | UDP sessions (and as many filter entries) | a sweep, all live | with the walk of the filter entries | share of one CPU at the default {} s interval | mean interval under the sweeper's cap of 1/{} of a CPU | a sweep that removes every session | removed |\n|---:|---:|---:|---:|---:|---:|---:|",
+         | UDP sessions, each to a host of its own (remembered for filtering: a filter entry each, but a mapping's first) | a sweep, all live | with the walk of the filter entries | share of one CPU at the default {} s interval | mean interval under the sweeper's cap of 1/{} of a CPU | a sweep that removes every session | removed |\n|---:|---:|---:|---:|---:|---:|---:|",
         nat_ctl::cli::DEFAULT_SWEEP_INTERVAL_SECS,
         nat_ctl::sweeper::SWEEP_DUTY,
         every = nat_ctl::sweeper::FILTER_WALK_EVERY,
@@ -784,9 +791,9 @@ fn measure_size(
         both(fx, "ESP in (learned SPI)", wan, Prep::None, &mut |_| {
             vec![esp.clone(); runs]
         });
-        // Last: the sweeper, on as many UDP sessions, each with a filter entry of its own (TCP
-        // sessions have none): the most a full table asks of it. Its expiring sweep empties
-        // the tables.
+        // Last: the sweeper, on as many UDP sessions, each to a remote host of its own, so each
+        // but a mapping's first with a filter entry (TCP sessions have none): the most a full
+        // table asks of it. Its expiring sweep empties the tables.
         let sweep = (sessions >= SWEEP_SESSIONS).then(|| {
             fx.clear_state();
             prefill(&mut fx.maps, sessions, host, IPPROTO_UDP).expect("prefill UDP");
@@ -1360,7 +1367,7 @@ fn main() -> Result<()> {
     let per_session = per_entry(names::SESSIONS) + cache_per_session + walk_per_session;
     writeln!(
         report,
-        "\nPer session: {:.0} bytes ({} + {:.0} of {} and {} + {:.0} of {}), plus {:.0} in {} for the first UDP session of a mapping with each remote host ({:.0} with it). \
+        "\nPer session: {:.0} bytes ({} + {:.0} of {} and {} + {:.0} of {}), plus {:.0} in {} for each remote host a UDP mapping sends to after its first (which the mapping keeps) ({:.0} with it). \
          Per mapping: {:.0} bytes ({} + {}).",
         per_session,
         names::SESSIONS,
