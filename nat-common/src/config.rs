@@ -117,8 +117,12 @@ pub struct NatConfig {
     /// and no forward explains go to it.
     pub dmz_addr: u32,
     pub _reserved: u32,
+    /// When UDP sessions were last flushed (CLOCK_MONOTONIC_COARSE, the data path's clock):
+    /// the first remote host of a mapping made no later (`Mapping::first_remote`) lets
+    /// nothing in, as the filter entries the flush removed let nothing in.
+    pub flushed_ns: u64,
 }
-const _: () = assert!(size_of::<NatConfig>() == 104);
+const _: () = assert!(size_of::<NatConfig>() == 112);
 
 #[cfg(feature = "user")]
 mod pod {

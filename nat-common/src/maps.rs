@@ -186,8 +186,13 @@ pub struct Mapping {
     /// place of a FILTERS entry; 0 for none, or once the sweeper found no live session with
     /// it. Set in MAPPINGS_IN only.
     pub first_remote: u32,
-    pub _pad: u32,
+    /// When `first_remote` was set, in units of 2^FIRST_REMOTE_TIME_SHIFT ns of the data
+    /// path's clock: the sweeper keeps one set as it walks.
+    pub first_remote_at: u32,
 }
+
+/// `Mapping::first_remote_at`'s unit: 2^30 ns, about a second.
+pub const FIRST_REMOTE_TIME_SHIFT: u32 = 30;
 const _: () = assert!(size_of::<Mapping>() == 40);
 
 impl Mapping {

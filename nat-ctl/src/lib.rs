@@ -37,6 +37,15 @@ pub fn monotonic_secs() -> u32 {
     (monotonic_ns() / 1_000_000_000) as u32
 }
 
+/// Nanoseconds of CLOCK_MONOTONIC_COARSE: the clock bpf_ktime_get_coarse_ns reads (the
+/// data path's, to the last timer tick).
+pub fn monotonic_coarse_ns() -> u64 {
+    use nix::time::{ClockId, clock_gettime};
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE)
+        .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
 /// Nanoseconds of CLOCK_MONOTONIC: the clock bpf_ktime_get_ns reads.
 pub fn monotonic_ns() -> u64 {
     use nix::time::{ClockId, clock_gettime};

@@ -253,6 +253,7 @@ impl NatMaps {
         let cfg = NatConfig {
             flow_seed: rand::random(),
             flow_set_bits: flow_cache::set_bits(entries),
+            flushed_ns: self.read_config().map_or(0, |c| c.flushed_ns),
             ..*cfg
         };
         self.store_config(&cfg, generation)
@@ -498,8 +499,16 @@ impl NatMaps {
             clear(&mut self.esp_in)?;
             clear(&mut self.esp_pending)?;
         }
-        // The flow cache may still hold the removed sessions' translations.
-        self.bump_route_gen()?;
+        // The flow cache may still hold the removed sessions' translations (a new route
+        // generation retires it); the mappings their remote hosts (flushed_ns).
+        let _lock = self.lock_config()?;
+        let cfg = self.read_config()?;
+        let flushed_ns = if matches(IPPROTO_UDP) {
+            crate::monotonic_coarse_ns()
+        } else {
+            cfg.flushed_ns
+        };
+        self.store_config(&NatConfig { flushed_ns, ..cfg }, cfg.route_gen)?;
         Ok(removed)
     }
 

@@ -14,8 +14,8 @@ use nat_common::{
     counters::Counter,
     flow_cache::{FlowKey, value_in},
     maps::{
-        EndpointKey, ExternalKey, MAC_SHARE_HOSTS, MAPPING_ACTIVE, Mapping, NextHop,
-        SESSION_FORWARDED, Session, SessionKey, external_hint, lan_hint, mac_key,
+        EndpointKey, ExternalKey, FIRST_REMOTE_TIME_SHIFT, MAC_SHARE_HOSTS, MAPPING_ACTIVE,
+        Mapping, NextHop, SESSION_FORWARDED, Session, SessionKey, external_hint, lan_hint, mac_key,
     },
     passthrough::{CLASS_NONE, IKE_PORT, classify},
     ports::{MAX_PORT_TRIES, pool_slot, taken_bit, wants_privileged},
@@ -100,7 +100,7 @@ pub fn mapping_for(
         mac_lo: 0,
         // Set once the session is made (remember_remote).
         first_remote: 0,
-        _pad: 0,
+        first_remote_at: 0,
     };
     // verifier: the MAC goes straight into the mapping and is read back from there, never
     // kept in a variable of its own: one more value live across the LAN program pushed its
@@ -567,7 +567,9 @@ fn remember_remote(key: &SessionKey, ext_port: u16, now: u64) {
             if let Some(m) = MAPPINGS_IN.get_ptr_mut(&ext) {
                 // SAFETY: map value pointer from a successful lookup.
                 let m = unsafe { &mut *m };
-                if m.int_addr == key.int_addr && m.int_port == key.int_port && m.first_remote == 0 {
+                let ours = m.int_addr == key.int_addr && m.int_port == key.int_port;
+                if ours && m.state == MAPPING_ACTIVE && m.first_remote == 0 {
+                    m.first_remote_at = (now >> FIRST_REMOTE_TIME_SHIFT) as u32;
                     m.first_remote = key.rem_addr;
                     return;
                 }

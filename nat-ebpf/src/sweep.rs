@@ -12,7 +12,7 @@ use nat_common::{
         Fate, NS_PER_SEC, PORT_OWNER_SLOTS, PORTS_LIVE_WORDS, SweepWalk, fate, filter_bit,
         filter_words, owner_slot, owner_tag,
     },
-    maps::{ExternalKey, MAPPING_ACTIVE, Mapping, Session, SessionKey},
+    maps::{ExternalKey, FIRST_REMOTE_TIME_SHIFT, MAPPING_ACTIVE, Mapping, Session, SessionKey},
     ports::taken_bit,
     proto::IPPROTO_UDP,
 };
@@ -269,9 +269,11 @@ extern "C" fn visit_first_remote(
 ) -> c_long {
     // SAFETY: as for visit_session.
     let (m, walk) = unsafe { (&mut *m, &mut *ctx.cast::<Walk>()) };
-    // A mapping made while the walk ran may have a session the walk had gone past: kept, as
-    // a filter entry made then is.
-    if m.first_remote == 0 || m.created_ns + NS_PER_SEC >= walk.w.now_ns {
+    // One set while the walk ran may have a session the walk had gone past: kept, as a
+    // filter entry made then is (a unit: at least a second, as for those).
+    if m.first_remote == 0
+        || u64::from(m.first_remote_at) + 1 >= walk.w.now_ns >> FIRST_REMOTE_TIME_SHIFT
+    {
         return 0;
     }
     let f = SessionKey::new(m.proto, m.int_addr, m.int_port, m.first_remote, 0);

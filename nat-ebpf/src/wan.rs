@@ -206,7 +206,12 @@ fn lan_endpoint(
         addr: m.int_addr,
         port: m.int_port,
         new: NewFlow::Filtered,
-        first_remote: m.first_remote,
+        // One a flush forgot is none (its tick included: stricter, never looser).
+        first_remote: if m.created_ns > cfg.flushed_ns {
+            m.first_remote
+        } else {
+            0
+        },
     }))
 }
 

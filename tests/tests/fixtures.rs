@@ -316,7 +316,8 @@ fn a_new_udp_mappings_first_remote_host_filters_like_an_entry() {
         s.last_seen_ns = 1;
         fx.maps.sessions.insert(first, s, 0).unwrap();
         let t = fx.maps.read_config().unwrap().timeouts;
-        let now = nat_ctl::monotonic_ns() + 2 * NS;
+        // Three seconds on: past the second a first remote host set as a walk runs is kept.
+        let now = nat_ctl::monotonic_ns() + 3 * NS;
         // A sweep without the filter walk keeps it, as it keeps entries.
         let r = sweeper::sweep_with(&mut fx.maps, &t, now, false).unwrap();
         assert_eq!((r.sessions_expired, r.filters_removed), (1, 0), "{r:?}");
@@ -327,6 +328,35 @@ fn a_new_udp_mappings_first_remote_host_filters_like_an_entry() {
         assert_eq!(remembered_remotes(fx), (1, 0));
         assert_eq!(from(fx, SERVER, SERVER_MAC), XDP_DROP, "forgotten");
         assert_eq!(from(fx, FAR_SERVER, GATEWAY_MAC), XDP_REDIRECT);
+    });
+}
+
+/// A flush of the UDP sessions forgets their mappings' first remote hosts with their filter
+/// entries, though the mappings wait for the sweeper: the host gets in no more.
+#[test]
+fn a_flush_forgets_the_first_remote_hosts_too() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let from = |fx: &mut Fixture, port: u16| {
+            let h = wan_hdr(SERVER, SERVER_MAC);
+            fx.from_wan(&packets::udp(&h, 5353, port, b"x")).0
+        };
+        assert_eq!(fx.from_lan(&query_from_a(21000)).0, XDP_REDIRECT);
+        assert_eq!(
+            from(fx, 21000),
+            XDP_REDIRECT,
+            "another port of the first host"
+        );
+        assert_eq!(fx.maps.flush(Some(IPPROTO_UDP)).unwrap(), 1);
+        assert_eq!(remembered_remotes(fx), (0, 1), "the mapping still holds it");
+        assert_eq!(from(fx, 21000), XDP_DROP, "but it lets nothing in");
+        assert_eq!(fx.counter("drop_filtered"), 1);
+        // A mapping made after the flush (the data path's clock moved on) keeps its own.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(fx.from_lan(&query_from_a(21001)).0, XDP_REDIRECT);
+        assert_eq!(from(fx, 21001), XDP_REDIRECT);
+        // A flush of TCP alone leaves it.
+        assert_eq!(fx.maps.flush(Some(IPPROTO_TCP)).unwrap(), 0);
+        assert_eq!(from(fx, 21001), XDP_REDIRECT);
     });
 }
 
