@@ -630,8 +630,9 @@ fn measure_size(
             &mut |_| error_frames.clone(),
         );
 
-        // New flows: source ports the prefilled mappings already use externally, so each
-        // first packet draws a random free port. Removed again after each round.
+        // New flows: each its own LAN endpoint, from a source port no UDP mapping holds, which
+        // it keeps (the prefilled mappings are TCP's): a port claim without random draws.
+        // Removed again after each round.
         let new_flows = runs.min(20_000);
         let mut round = 0u32;
         both(
