@@ -465,7 +465,7 @@ fn new_flow_section(report: &mut String, rows: &[Row]) -> Result<()> {
                 session.nat_ns - known.nat_ns,
             ),
             (
-                "making the mapping: the shares (2 lookups, 2 counts), port draw (PORT_POOL, PORTS_TAKEN), MAPPINGS_IN and MAPPINGS_OUT inserts (\"new flow\" less \"new session\")",
+                "making the mapping: the shares (2 lookups, 2 counts), the source port checked free (PORT_IN_POOL, PORTS_TAKEN, FORWARD_HINTS), MAPPINGS_IN and MAPPINGS_OUT inserts, less the FILTERS insert the mapping spares its first session (it keeps that remote host) (\"new flow\" less \"new session\")",
                 flow.nat_ns - session.nat_ns,
             ),
             ("the whole first packet", flow.nat_ns),
