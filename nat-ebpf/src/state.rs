@@ -533,7 +533,7 @@ pub fn new_session(
         Err(e) if e == -EEXIST => {}
         Err(_) => return Err(Counter::DropSessionTableFull),
     }
-    remember_remote(key, ext_port, now);
+    remember_remote(cfg, key, ext_port, now);
     Ok(())
 }
 
@@ -546,7 +546,7 @@ pub fn new_session(
 /// filtering mode, so that a reload into address-dependent filtering applies to the flows
 /// already running. A full filter table only makes filtering stricter, never looser.
 #[inline(always)]
-fn remember_remote(key: &SessionKey, ext_port: u16, now: u64) {
+fn remember_remote(cfg: &NatConfig, key: &SessionKey, ext_port: u16, now: u64) {
     if key.proto != IPPROTO_UDP {
         return;
     }
@@ -568,7 +568,10 @@ fn remember_remote(key: &SessionKey, ext_port: u16, now: u64) {
                 // SAFETY: map value pointer from a successful lookup.
                 let m = unsafe { &mut *m };
                 let ours = m.int_addr == key.int_addr && m.int_port == key.int_port;
-                if ours && m.state == MAPPING_ACTIVE && m.first_remote == 0 {
+                // One a flush voided stays void (wan.rs heeds none of a mapping made before
+                // the last flush): its hosts go to FILTERS.
+                let heeded = m.created_ns > cfg.flushed_ns;
+                if ours && heeded && m.state == MAPPING_ACTIVE && m.first_remote == 0 {
                     m.first_remote_at = (now >> FIRST_REMOTE_TIME_SHIFT) as u32;
                     m.first_remote = key.rem_addr;
                     return;

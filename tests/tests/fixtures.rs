@@ -331,6 +331,51 @@ fn a_new_udp_mappings_first_remote_host_filters_like_an_entry() {
     });
 }
 
+/// A packet that makes a mapping but is refused its session (the host's share is used up)
+/// leaves the mapping without a remote host: the host it was for gets in no more than
+/// before. The mapping's first session made later keeps its own host in it.
+#[test]
+fn a_mapping_whose_first_session_was_refused_keeps_no_remote_host() {
+    let one = FixtureConfig {
+        toml: "[limits]\nsessions_per_host = 1\n".into(),
+        ..Default::default()
+    };
+    with_fixture(default_tables(), one, |fx| {
+        let from = |fx: &mut Fixture, host: Ipv4Addr, mac| {
+            let h = wan_hdr(host, mac);
+            fx.from_wan(&packets::udp(&h, 5353, 21001, b"x")).0
+        };
+        assert_eq!(fx.from_lan(&query_from_a(21000)).0, XDP_REDIRECT);
+        assert_eq!(fx.from_lan(&query_from_a(21001)).0, XDP_DROP);
+        assert_eq!(fx.counter("drop_host_session_quota"), 1);
+        let made = fx.maps.mappings().unwrap();
+        let refused = made.iter().find(|(ext, _)| ext.port == 21001u16.to_be());
+        assert_eq!(refused.map(|(_, m)| m.first_remote), Some(0), "{made:?}");
+        assert_eq!(
+            from(fx, SERVER, SERVER_MAC),
+            XDP_DROP,
+            "the refused one's host"
+        );
+        // Room again (the first session gone), and the mapping's first session, to another
+        // host: that host is the mapping's, the refused one's still is not.
+        assert_eq!(
+            fx.maps.sessions().unwrap().len(),
+            1,
+            "the refused packet made none"
+        );
+        fx.maps.flush(None).unwrap();
+        fx.maps.host_sessions.remove(&to_wire(LAN_HOST_A)).unwrap();
+        let far = lan_hdr(LAN_HOST_A, HOST_A_MAC, FAR_SERVER);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(
+            fx.from_lan(&packets::udp(&far, 21001, 53, b"q")).0,
+            XDP_REDIRECT
+        );
+        assert_eq!(from(fx, FAR_SERVER, GATEWAY_MAC), XDP_REDIRECT);
+        assert_eq!(from(fx, SERVER, SERVER_MAC), XDP_DROP);
+    });
+}
+
 /// A flush of the UDP sessions forgets their mappings' first remote hosts with their filter
 /// entries, though the mappings wait for the sweeper: the host gets in no more.
 #[test]
