@@ -465,7 +465,7 @@ fn new_flow_section(report: &mut String, rows: &[Row]) -> Result<()> {
                 session.nat_ns - known.nat_ns,
             ),
             (
-                "making the mapping: the shares (2 lookups, 2 counts), the source port checked free (PORT_IN_POOL, PORTS_TAKEN, FORWARD_HINTS), MAPPINGS_IN and MAPPINGS_OUT inserts, less the FILTERS insert the mapping spares its first session (it keeps that remote host) (\"new flow\" less \"new session\")",
+                "making the mapping: the shares (2 lookups, 2 counts), the port claim (the source port is taken: random draws over PORT_POOL, PORTS_TAKEN, FORWARD_HINTS), MAPPINGS_IN and MAPPINGS_OUT inserts, less the FILTERS insert the mapping spares its first session (it keeps that remote host) (\"new flow\" less \"new session\")",
                 flow.nat_ns - session.nat_ns,
             ),
             ("the whole first packet", flow.nat_ns),
@@ -630,9 +630,9 @@ fn measure_size(
             &mut |_| error_frames.clone(),
         );
 
-        // New flows: each its own LAN endpoint, from a source port no UDP mapping holds, which
-        // it keeps (the prefilled mappings are TCP's): a port claim without random draws.
-        // Removed again after each round.
+        // New flows: each its own LAN endpoint. The 240 hosts send from the same source
+        // ports, so all but the first from each port draw a random free one, as hosts behind
+        // a NAT with the same ephemeral ranges do. Removed again after each round.
         let new_flows = runs.min(20_000);
         let mut round = 0u32;
         both(
