@@ -200,7 +200,7 @@ fn live(k: &SessionKey, s: &Session, walk: &mut Walk) {
         }
     }
     state::mark_taken(k.proto, s.ext_port);
-    // Only UDP sessions have filter entries (state::new_session).
+    // Only UDP sessions have filter entries (state::remember_remote).
     if walk.filter_words != 0 && k.proto == IPPROTO_UDP {
         let (word, bit) = filter_bit(walk.w.filter_seed, walk.w.filter_bits, &k.filter_key());
         if word < walk.filter_words {
@@ -280,7 +280,8 @@ extern "C" fn visit_first_remote(
     let (word, bit) = filter_bit(walk.w.filter_seed, walk.w.filter_bits, &f);
     let live = word < walk.filter_words && FILTERS_LIVE.get(word).is_some_and(|w| w & bit != 0);
     if !live {
-        // The data path writes it once, as it makes the mapping (state::remember_remote).
+        // The data path writes it once, with the mapping's first session
+        // (state::remember_remote).
         m.first_remote = 0;
         walk.w.filters_removed += 1;
     }
