@@ -196,6 +196,12 @@ pub const FIRST_REMOTE_TIME_SHIFT: u32 = 30;
 const _: () = assert!(size_of::<Mapping>() == 40);
 
 impl Mapping {
+    /// Was it made after the last flush of UDP sessions (`NatConfig::flushed_ns`)? Only such
+    /// a mapping's first remote host counts (and only such a mapping takes one).
+    pub const fn made_after(&self, flushed_ns: u64) -> bool {
+        self.created_ns > flushed_ns
+    }
+
     /// `mac_hi`/`mac_lo` as one `mac_key`.
     pub const fn mac(&self) -> u64 {
         ((self.mac_hi as u64) << 32) | self.mac_lo as u64

@@ -570,7 +570,7 @@ fn remember_remote(cfg: &NatConfig, key: &SessionKey, ext_port: u16, now: u64) {
                 let ours = m.int_addr == key.int_addr && m.int_port == key.int_port;
                 // One a flush voided stays void (wan.rs heeds none of a mapping made before
                 // the last flush): its hosts go to FILTERS.
-                let heeded = m.created_ns > cfg.flushed_ns;
+                let heeded = m.made_after(cfg.flushed_ns);
                 if ours && heeded && m.state == MAPPING_ACTIVE && m.first_remote == 0 {
                     m.first_remote_at = (now >> FIRST_REMOTE_TIME_SHIFT) as u32;
                     m.first_remote = key.rem_addr;

@@ -63,35 +63,43 @@ pub fn run() -> bool {
         bpf_loop(PORT_OWNER_SLOTS, clear_owner as *mut c_void, ctx, 0);
         bpf_loop(PORTS_LIVE_WORDS, clear_port_live as *mut c_void, ctx, 0);
         bpf_loop(walk.filter_words, clear_filter_live as *mut c_void, ctx, 0);
-        bpf_for_each_map_elem(
-            core::ptr::addr_of!(MAPPINGS_IN) as *mut c_void,
+        each(
+            core::ptr::addr_of!(MAPPINGS_IN),
             note_owner as *mut c_void,
             ctx,
-            0,
         );
-        bpf_for_each_map_elem(
-            core::ptr::addr_of!(SESSIONS) as *mut c_void,
+        each(
+            core::ptr::addr_of!(SESSIONS),
             visit_session as *mut c_void,
             ctx,
-            0,
         );
         if walk.filter_words != 0 {
-            bpf_for_each_map_elem(
-                core::ptr::addr_of!(FILTERS) as *mut c_void,
+            each(
+                core::ptr::addr_of!(FILTERS),
                 visit_filter as *mut c_void,
                 ctx,
-                0,
             );
-            bpf_for_each_map_elem(
-                core::ptr::addr_of!(MAPPINGS_IN) as *mut c_void,
+            each(
+                core::ptr::addr_of!(MAPPINGS_IN),
                 visit_first_remote as *mut c_void,
                 ctx,
-                0,
             );
         }
         *orders = walk.w;
     }
     true
+}
+
+/// One pass of the walk: `callback` (a bpf_for_each_map_elem callback) on each element of
+/// `map`, with the walk's `ctx`.
+///
+/// # Safety
+/// `callback` has the helper's callback signature for `map`'s key and value, and `ctx` is
+/// what it expects.
+#[inline(always)]
+unsafe fn each<M>(map: *const M, callback: *mut c_void, ctx: *mut c_void) {
+    // SAFETY: as the caller promises; `map` is one of this object's maps.
+    unsafe { bpf_for_each_map_elem(map as *mut c_void, callback, ctx, 0) };
 }
 
 /// bpf_loop callbacks that zero word `i` of the walk's scratch maps.

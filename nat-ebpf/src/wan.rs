@@ -207,7 +207,7 @@ fn lan_endpoint(
         port: m.int_port,
         new: NewFlow::Filtered,
         // One a flush forgot is none (its tick included: stricter, never looser).
-        first_remote: if m.created_ns > cfg.flushed_ns {
+        first_remote: if m.made_after(cfg.flushed_ns) {
             m.first_remote
         } else {
             0

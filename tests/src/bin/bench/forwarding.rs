@@ -475,17 +475,24 @@ impl Setup {
         }
     }
 
-    /// Waits until the sweeper's walk clock moves past `since`; gives the new clock: when
-    /// the next sweep began.
-    fn next_sweep(&self, since: u64) -> Result<u64> {
-        let next = integration_tests::wait_for(std::time::Duration::from_secs(60), || {
+    /// Waits (up to 60 s) until SWEEP_WALK holds what `done` accepts (`last_sweep`); gives
+    /// it. `what` names the wait in an error.
+    fn wait_walk(&self, what: &str, done: impl Fn(u64, u64) -> bool) -> Result<(u64, u64)> {
+        let walk = integration_tests::wait_for(std::time::Duration::from_secs(60), || {
             match self.last_sweep() {
-                Ok(Some((t, _))) if t != since => Some(Ok(t)),
+                Ok(Some((t, seen))) if done(t, seen) => Some(Ok((t, seen))),
                 Ok(_) => None,
                 Err(e) => Some(Err(e)),
             }
         });
-        next.context("the sweeper began no sweep within 60 s")?
+        walk.with_context(|| format!("{what} within 60 s"))?
+    }
+
+    /// Waits until the sweeper's walk clock moves past `since`; gives the new clock: when
+    /// the next sweep began.
+    fn next_sweep(&self, since: u64) -> Result<u64> {
+        let (t, _) = self.wait_walk("the sweeper began no sweep", |t, _| t != since)?;
+        Ok(t)
     }
 
     /// For the resident case: waits until a walk of the full table has ended, then a second
@@ -499,15 +506,10 @@ impl Setup {
         // Not the walk under way, if one is: it may have begun long ago.
         let mut t = self.next_sweep(running)?;
         let began = loop {
-            let done =
-                integration_tests::wait_for(std::time::Duration::from_secs(60), || {
-                    match self.last_sweep() {
-                        Ok(Some((now, seen))) if now != t || seen != 0 => Some(Ok((now, seen))),
-                        Ok(_) => None,
-                        Err(e) => Some(Err(e)),
-                    }
-                });
-            let (now, seen) = done.context("a walk of the resident sessions took over 60 s")??;
+            let (now, seen) = self
+                .wait_walk("no walk of the resident sessions ended", |now, seen| {
+                    now != t || seen != 0
+                })?;
             if now != t {
                 // A newer sweep began meanwhile: that one.
                 t = now;

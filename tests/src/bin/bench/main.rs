@@ -642,25 +642,7 @@ fn measure_size(
             Prep::None,
             &mut |fx: &mut Fixture| {
                 round += 1;
-                for (k, _) in fx.maps.sessions().unwrap() {
-                    if k.proto == nat_common::proto::IPPROTO_UDP {
-                        fx.maps.remove_session(&k);
-                    }
-                }
-                for (ext, m) in fx.maps.mappings().unwrap() {
-                    if m.proto == nat_common::proto::IPPROTO_UDP {
-                        let _ = fx.maps.mappings_in.remove(&ext);
-                        let _ = fx.maps.mappings_out.remove(&EndpointKey {
-                            addr: m.int_addr,
-                            port: m.int_port,
-                            proto: m.proto,
-                            _pad: 0,
-                        });
-                    }
-                }
-                // The ports those mappings held are free again, as after the sweeper's.
-                let held = fx.maps.mapping_keys().unwrap();
-                fx.maps.write_ports_taken(&held).unwrap();
+                forget_flows(fx, |proto, _| proto == IPPROTO_UDP);
                 (0..new_flows as u32)
                     .map(|i| {
                         packets::udp(
@@ -674,8 +656,8 @@ fn measure_size(
             },
         );
         // The same for TCP: each SYN a new endpoint's, from source ports above the usual
-        // ip_local_port_range (kept: in the pool, and free). A TCP session makes no filter
-        // entry. Removed again after each round.
+        // ip_local_port_range (in the pool) that the hosts share, as above. A TCP session
+        // makes no filter entry. Removed again after each round.
         let mut round = 0u32;
         let syn_port = |i: u32, round: u32| 61_000 + (i / HOSTS) as u16 + round as u16 * 100;
         both(
@@ -685,27 +667,9 @@ fn measure_size(
             Prep::None,
             &mut |fx: &mut Fixture| {
                 round += 1;
-                let ours = |proto: u8, port: u16| {
+                forget_flows(fx, |proto, port| {
                     proto == IPPROTO_TCP && u16::from_be(port) >= syn_port(0, 1)
-                };
-                for (k, _) in fx.maps.sessions().unwrap() {
-                    if ours(k.proto, k.int_port) {
-                        fx.maps.remove_session(&k);
-                    }
-                }
-                for (ext, m) in fx.maps.mappings().unwrap() {
-                    if ours(m.proto, m.int_port) {
-                        let _ = fx.maps.mappings_in.remove(&ext);
-                        let _ = fx.maps.mappings_out.remove(&EndpointKey {
-                            addr: m.int_addr,
-                            port: m.int_port,
-                            proto: m.proto,
-                            _pad: 0,
-                        });
-                    }
-                }
-                let held = fx.maps.mapping_keys().unwrap();
-                fx.maps.write_ports_taken(&held).unwrap();
+                });
                 (0..new_flows as u32)
                     .map(|i| {
                         packets::tcp(
@@ -802,6 +766,30 @@ fn measure_size(
         });
         (rows, sweep)
     })
+}
+
+/// Removes the sessions and mappings of the LAN endpoints `ours` picks (by protocol and
+/// port, wire order), so that a new-flow scenario's next round makes them afresh; the
+/// ports those mappings held are free again, as after the sweeper's.
+fn forget_flows(fx: &mut Fixture, ours: impl Fn(u8, u16) -> bool) {
+    for (k, _) in fx.maps.sessions().unwrap() {
+        if ours(k.proto, k.int_port) {
+            fx.maps.remove_session(&k);
+        }
+    }
+    for (ext, m) in fx.maps.mappings().unwrap() {
+        if ours(m.proto, m.int_port) {
+            let _ = fx.maps.mappings_in.remove(&ext);
+            let _ = fx.maps.mappings_out.remove(&EndpointKey {
+                addr: m.int_addr,
+                port: m.int_port,
+                proto: m.proto,
+                _pad: 0,
+            });
+        }
+    }
+    let held = fx.maps.mapping_keys().unwrap();
+    fx.maps.write_ports_taken(&held).unwrap();
 }
 
 /// The benchmarks' object, loaded in the fixture's namespace with its DEVMAP holding the
