@@ -17,6 +17,16 @@
 //!
 //! nat-ctl then releases the mappings whose port bit is clear, purges the removed forwards
 //! whose ports are clear, and sets the per-host session counts from HOST_LIVE / MAC_LIVE.
+//!
+//! A walk costs a cache miss per session, whatever it finds: at a million sessions, more
+//! than 5% of a CPU if it ran every sweep. So the walk also lists in EXPIRING the live
+//! sessions whose deadline falls before the next walk (`SweepWalk::list_before_ns`), and the
+//! sweeps in between are due checks (`SWEEP_DUE`): they look up only the listed sessions whose
+//! deadline has come, remove those still idle and move the others' deadlines on. A session
+//! the walk did not list cannot fall due before the next walk: its deadline was past the
+//! list's end, and one made (or whose TCP state shortened its timeout) after the walk is
+//! due a full timeout after that packet, later than the next walk (nat-ctl's
+//! `sweeper::Schedule` keeps walks closer together than the shortest timeout).
 
 use core::mem::size_of;
 
@@ -41,7 +51,7 @@ pub const fn timeout_secs(key: &SessionKey, s: &Session, t: &Timeouts) -> u32 {
 }
 
 /// When the session expires, idle since `last_seen_ns`.
-const fn deadline_ns(key: &SessionKey, s: &Session, t: &Timeouts) -> u64 {
+pub const fn deadline_ns(key: &SessionKey, s: &Session, t: &Timeouts) -> u64 {
     s.last_seen_ns + timeout_secs(key, s, t) as u64 * NS_PER_SEC
 }
 
@@ -162,8 +172,45 @@ pub struct SweepWalk {
     /// Live sessions HOST_LIVE or MAC_LIVE had no room to count: nat-ctl then keeps the
     /// per-host session counts as they are.
     pub counts_lost: u64,
+    /// SWEEP_WALK (a walk of the whole table) or SWEEP_DUE (a check of EXPIRING's due
+    /// entries).
+    pub kind: u32,
+    /// Entries of EXPIRING in use: written by a walk, which lists afresh; read by a due check.
+    pub listed: u32,
+    /// A walk lists the live sessions whose deadline is before this (0: none, EXPIRING is
+    /// emptied).
+    pub list_before_ns: u64,
+    /// Live sessions due before `list_before_ns` that EXPIRING had no room for: nat-ctl then
+    /// walks again at the next sweep.
+    pub list_lost: u64,
+    /// When the latest walk began, and `sessions` as it counted them: a due check carries
+    /// both (what the benchmark reads to know when walks run).
+    pub walk_ns: u64,
 }
-const _: () = assert!(size_of::<SweepWalk>() == 88);
+const _: () = assert!(size_of::<SweepWalk>() == 120);
+
+/// `SweepWalk::kind`.
+pub const SWEEP_WALK: u32 = 0;
+pub const SWEEP_DUE: u32 = 1;
+
+/// An entry of EXPIRING: a session and when the last look at it found it due (0: no longer
+/// listed: it went, or its deadline moved past the next walk).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Expiring {
+    pub key: SessionKey,
+    pub due_ns: u64,
+}
+const _: () = assert!(size_of::<Expiring>() == 24);
+
+/// EXPIRING's size for a session table of `max_sessions`: an eighth of it (at least 4096).
+/// Where sessions' deadlines are spread over their timeouts, the few seconds between walks
+/// list a few percent of them; when more fall due at once (a table filled in one burst
+/// ages together), the list overflows and every sweep walks, as it would without one.
+pub const fn expiring_slots_for(max_sessions: u32) -> u32 {
+    let n = max_sessions / 8;
+    if n < 4096 { 4096 } else { n }
+}
 
 /// Words of PORTS_LIVE: a bit per external port of TCP, UDP and ICMP (`ports::taken_bit`).
 pub const PORTS_LIVE_WORDS: u32 = crate::ports::PORTS_TAKEN_WORDS;

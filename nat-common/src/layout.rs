@@ -63,6 +63,7 @@ const fn layout_version() -> u32 {
         flow_cache::CachedFlow,
         flow_cache::CachedHop,
         expiry::SweepWalk,
+        expiry::Expiring,
     );
     h = mix(h, counters::NUM_COUNTERS);
     let mut i = 0;

@@ -58,6 +58,7 @@ pub mod names {
         FORWARD_HINTS,
         PORTS_TAKEN,
         SWEEP_WALK,
+        EXPIRING,
         PORT_OWNERS,
         PORTS_LIVE,
         FILTERS_LIVE,
@@ -671,6 +672,7 @@ mod pod {
     unsafe impl aya::Pod for super::FragQuota {}
     unsafe impl aya::Pod for super::Forward {}
     unsafe impl aya::Pod for crate::expiry::SweepWalk {}
+    unsafe impl aya::Pod for crate::expiry::Expiring {}
 }
 
 /// Benchmark traffic generator settings (BENCH_GEN map, one entry): the generator program

@@ -54,6 +54,10 @@ pub fn load_with_log(
             names::FILTERS_LIVE,
             expiry::filter_words(expiry::filter_bits_for(tables.max_sessions)),
         )
+        .map_max_entries(
+            names::EXPIRING,
+            expiry::expiring_slots_for(tables.max_sessions),
+        )
         .map_max_entries(names::MAPPINGS_OUT, tables.max_mappings)
         .map_max_entries(names::MAPPINGS_IN, tables.max_mappings);
     // Read by the programs before they format anything (aya-log's AYA_LOG_LEVEL).

@@ -1,8 +1,9 @@
 //! Expiry, run by the daemon every few seconds: sessions past their timeout go, a mapping
-//! with no session left is detached and, a sweep later, released into the 120 s cooling
+//! with no session left is detached and, a walk later, released into the 120 s cooling
 //! period (RFC 6888 REQ-8), a cooled external port is freed, and filter entries without a
 //! session go. The sessions and filters are walked inside the kernel (nat_common::expiry);
-//! what is left here reads tables the size of the mappings and the hosts.
+//! what is left here reads tables the size of the mappings and the hosts. On a large table
+//! most sweeps only check the sessions the last walk listed as due (`Schedule`).
 
 use anyhow::{Context as _, Result};
 use nat_common::{
@@ -10,7 +11,7 @@ use nat_common::{
         ESP_LEARN_COOLDOWN_NS, ESP_TIMEOUT_SECS, FRAG_TIMEOUT_NS, GRE_TIMEOUT_SECS,
         MAPPING_GRACE_SECS, PORT_REUSE_DELAY_SECS, Timeouts,
     },
-    expiry::SweepWalk,
+    expiry::{SWEEP_DUE, SWEEP_WALK, SweepWalk},
     maps::{
         EndpointKey, EspKey, FragEntry, FragKey, MAPPING_ACTIVE, MAPPING_COOLING, Mapping,
         PptpClientKey,
@@ -20,7 +21,7 @@ use nat_common::{
 };
 // foldhash is several times faster than std's SipHash, and seeded per process like it.
 use foldhash::{HashMap, HashMapExt as _, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::state::NatMaps;
 
@@ -28,16 +29,21 @@ const NS: u64 = 1_000_000_000;
 
 pub use nat_common::expiry::{is_expired, remaining_secs, timeout_secs};
 
-/// The sweeper takes at most 1/SWEEP_DUTY of a CPU (5%): a sweep walks every session (and,
-/// one in FILTER_WALK_EVERY, every filter entry), about 0.25 us each here (a cache and TLB
-/// miss), so at a million sessions the interval stretches to several seconds. (It runs in a thread of its own,
-/// daemon/sweeps.rs: the daemon's other work, signals, reloads, route changes, never waits
-/// for it.)
+/// The sweeper takes at most 1/SWEEP_DUTY of a CPU (5%): when every sweep has to walk the
+/// whole table (`Schedule`: the list of due sessions overflowed, or the shortest timeout
+/// leaves no room between walks), about 0.25 us per session here (a cache and TLB miss),
+/// the interval stretches. (It runs in a thread of its own, daemon/sweeps.rs: the daemon's
+/// other work, signals, reloads, route changes, never waits for it.)
 pub const SWEEP_DUTY: u32 = 20;
 
-/// The daemon's sweeps walk the filter entries in one sweep of FILTER_WALK_EVERY (the first
+/// Walks of the whole table take at most 1/FULL_WALK_DUTY of a CPU (2.5%) where the
+/// timeouts allow: the next walk runs FULL_WALK_DUTY times the last one's length later, and
+/// the sweeps in between are due checks (`Schedule`).
+pub const FULL_WALK_DUTY: u32 = 40;
+
+/// The daemon's walks take in the filter entries in one walk of FILTER_WALK_EVERY (the first
 /// included): a walk of the filter table costs about what the walk of the sessions does. A
-/// filter entry goes within FILTER_WALK_EVERY sweeps of its LAN endpoint's last session with
+/// filter entry goes within FILTER_WALK_EVERY walks of its LAN endpoint's last session with
 /// its remote host, not in the same sweep; until then it lets that host's other ports reach
 /// the endpoint (its mapping, or its next one, for up to three sweeps after the last session
 /// ends), and it fills a slot of FILTERS, whose size is the session table's: with that table
@@ -45,7 +51,7 @@ pub const SWEEP_DUTY: u32 = 20;
 /// only replies from its own remote port get in.
 pub const FILTER_WALK_EVERY: u32 = 4;
 
-/// Whether the daemon's sweep number `n` (from 0) walks the filter entries.
+/// Whether the daemon's walk number `n` (from 0) walks the filter entries.
 pub fn walks_filters(n: u64) -> bool {
     n.is_multiple_of(u64::from(FILTER_WALK_EVERY))
 }
@@ -55,6 +61,130 @@ pub fn walks_filters(n: u64) -> bool {
 /// their share of a CPU.
 pub fn next_sweep_in(interval: Duration, took: Duration) -> Duration {
     interval.max(took * SWEEP_DUTY)
+}
+
+/// How long after a walk that took `took` the next walk runs, sweeping every `interval` with
+/// timeouts `t`: FULL_WALK_DUTY times its length, at least an interval, and at most the
+/// shortest timeout less an interval. That last bound is what lets the sweeps in between
+/// look at the listed sessions only: a session made (or whose TCP state shortened its
+/// timeout) after a walk is due no sooner than that timeout after its packet, by when the
+/// next walk has run and listed it.
+pub fn walk_period(interval: Duration, took: Duration, t: &Timeouts) -> Duration {
+    let shortest = t
+        .udp
+        .min(t.tcp_established)
+        .min(t.tcp_transitory)
+        .min(t.icmp);
+    (took * FULL_WALK_DUTY)
+        .min(Duration::from_secs(shortest.into()).saturating_sub(interval))
+        .max(interval)
+}
+
+/// The daemon's sweeps, every interval: each is either a walk of the whole table
+/// (`sweep_with`), which lists the live sessions due before the walk after it, or a due check
+/// of that list (`sweep_due`). A walk runs when `walk_period` says, and at once when there is
+/// no list to trust: the first sweep, the timeouts changed (a reload), the last walk failed
+/// or had no room to list every due session.
+#[derive(Debug)]
+pub struct Schedule {
+    interval: Duration,
+    last: Option<LastWalk>,
+    /// Walks done: one in FILTER_WALK_EVERY walks the filter entries too (a walk that failed
+    /// is tried again as it was).
+    walks: u64,
+    /// How long the last walk's sweep took, from which the next one's period is planned.
+    took: Duration,
+    /// Whether the log said the list overflowed.
+    told_overflow: bool,
+    /// The least a walk is taken to cost (`assume_walks_take`).
+    at_least: Duration,
+}
+
+/// What the sweeps after a walk go by.
+#[derive(Debug, Clone, Copy)]
+struct LastWalk {
+    began_ns: u64,
+    /// When the next walk runs: the first sweep at or past it walks.
+    next_ns: u64,
+    /// The timeouts the list was made with.
+    timeouts: Timeouts,
+    listed: u32,
+    sessions: u64,
+}
+
+impl Schedule {
+    pub fn new(interval: Duration) -> Schedule {
+        Schedule {
+            interval,
+            last: None,
+            walks: 0,
+            took: Duration::ZERO,
+            told_overflow: false,
+            at_least: Duration::ZERO,
+        }
+    }
+
+    /// Plans the walks as if each took at least `d`, as they do on a table of millions: how
+    /// the tests reach the due checks on a small one.
+    pub fn assume_walks_take(mut self, d: Duration) -> Schedule {
+        self.at_least = d;
+        self
+    }
+
+    /// Whether the sweep at `now_ns`, with timeouts `t`, walks the whole table.
+    pub fn walks(&self, now_ns: u64, t: &Timeouts) -> bool {
+        !self
+            .last
+            .is_some_and(|l| l.timeouts == *t && now_ns < l.next_ns)
+    }
+
+    /// Runs the sweep at `now_ns`.
+    pub fn sweep(&mut self, maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepReport> {
+        if !self.walks(now_ns, t) {
+            let last = self.last.expect("a due check follows a walk");
+            return sweep_due(maps, t, now_ns, &last);
+        }
+        let start = Instant::now();
+        let next_ns = now_ns + walk_period(self.interval, self.took, t).as_nanos() as u64;
+        // Listed: due before the next walk, and an interval past it, for a walk that runs late.
+        let list_before_ns = next_ns + self.interval.as_nanos() as u64;
+        self.last = None;
+        let (report, w) = walk(maps, t, now_ns, walks_filters(self.walks), list_before_ns)?;
+        self.walks += 1;
+        self.took = start.elapsed().max(self.at_least);
+        if w.list_lost > 0 {
+            if !self.told_overflow {
+                log::info!(
+                    "{} sessions fall due before the next walk, more than the list of due sessions holds ({}): walking the whole table every sweep until fewer do",
+                    u64::from(w.listed) + w.list_lost,
+                    w.listed
+                );
+                self.told_overflow = true;
+            }
+        } else {
+            self.last = Some(LastWalk {
+                began_ns: now_ns,
+                next_ns,
+                timeouts: *t,
+                listed: w.listed,
+                sessions: w.sessions,
+            });
+        }
+        Ok(report)
+    }
+
+    /// How long after the start of the sweep at `now_ns`, which took `took`, the next one
+    /// begins: an interval, stretched (`next_sweep_in`) when it will walk again.
+    pub fn next_in(&self, now_ns: u64, took: Duration) -> Duration {
+        let walks_next = self
+            .last
+            .is_none_or(|l| l.next_ns <= now_ns + self.interval.as_nanos() as u64);
+        if walks_next {
+            next_sweep_in(self.interval, took)
+        } else {
+            self.interval
+        }
+    }
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -321,18 +451,63 @@ fn expire_frags(
     Ok(())
 }
 
-/// A sweep that walks the filter entries too.
+/// A sweep that walks the whole table and the filter entries too.
 pub fn sweep(maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepReport> {
     sweep_with(maps, t, now_ns, true)
 }
 
-/// A sweep; `filters`: walk the filter entries too (`FILTER_WALK_EVERY`).
+/// A sweep that walks the whole table (and lists nothing); `filters`: walk the filter entries
+/// too (`FILTER_WALK_EVERY`).
 pub fn sweep_with(
     maps: &mut NatMaps,
     t: &Timeouts,
     now_ns: u64,
     filters: bool,
 ) -> Result<SweepReport> {
+    Ok(walk(maps, t, now_ns, filters, 0)?.0)
+}
+
+/// A due check: the sessions of the last walk's list whose deadline has come go if they are
+/// still idle (the walk's other work waits for the next walk), and VPN state expires.
+fn sweep_due(
+    maps: &mut NatMaps,
+    t: &Timeouts,
+    now_ns: u64,
+    last: &LastWalk,
+) -> Result<SweepReport> {
+    let w = maps.walk_sessions(&SweepWalk {
+        kind: SWEEP_DUE,
+        now_ns,
+        timeouts: *t,
+        listed: last.listed,
+        walk_ns: last.began_ns,
+        sessions: last.sessions,
+        ..Default::default()
+    })?;
+    if w.failed > 0 {
+        log::warn!(
+            "{} deletes failed in the sweeper's due check; the next walk tries again",
+            w.failed
+        );
+    }
+    let vpn_state_expired = sweep_vpn(maps, t, now_ns)?;
+    recount_host_vpn(maps)?;
+    Ok(SweepReport {
+        sessions_expired: w.expired as usize,
+        vpn_state_expired,
+        ..Default::default()
+    })
+}
+
+/// A walk of the whole table, listing the live sessions due before `list_before_ns` (0: none);
+/// gives the walk's results with the report.
+fn walk(
+    maps: &mut NatMaps,
+    t: &Timeouts,
+    now_ns: u64,
+    filters: bool,
+    list_before_ns: u64,
+) -> Result<(SweepReport, SweepWalk)> {
     let mut report = SweepReport::default();
     // Where each endpoint's new sessions go (MAPPINGS_OUT), and the mappings as they are
     // before the walk reads the sessions.
@@ -359,11 +534,14 @@ pub fn sweep_with(
     crate::state::clear(&mut maps.host_live)?;
     crate::state::clear(&mut maps.mac_live)?;
     let walk = maps.walk_sessions(&SweepWalk {
+        kind: SWEEP_WALK,
         now_ns,
+        walk_ns: now_ns,
         orphan_before_ns: now_ns.saturating_sub(grace_ns),
         timeouts: *t,
         filter_seed: rand::random(),
         filter_bits,
+        list_before_ns,
         ..Default::default()
     })?;
     report.sessions_expired = walk.expired as usize;
@@ -434,7 +612,7 @@ pub fn sweep_with(
     recount_host_sessions(maps, session_counts, walk.counts_lost == 0)?;
     report.vpn_state_expired = sweep_vpn(maps, t, now_ns)?;
     recount_host_vpn(maps)?;
-    Ok(report)
+    Ok((report, walk))
 }
 
 #[cfg(test)]
@@ -445,6 +623,24 @@ mod tests {
     fn one_sweep_in_four_walks_the_filters_the_first_included() {
         let walked: Vec<u64> = (0..9).filter(|n| walks_filters(*n)).collect();
         assert_eq!(walked, [0, 4, 8]);
+    }
+
+    #[test]
+    fn walks_are_planned_from_their_cost_within_the_shortest_timeout() {
+        let every = Duration::from_secs(2);
+        let t = Timeouts::DEFAULT;
+        let ms = Duration::from_millis;
+        // Quick walks: every sweep walks.
+        assert_eq!(walk_period(every, ms(10), &t), every);
+        // A million sessions: 40 times the walk.
+        assert_eq!(walk_period(every, ms(300), &t), Duration::from_secs(12));
+        // Never later than the shortest timeout (ICMP's 60 s) less an interval.
+        assert_eq!(walk_period(every, ms(5000), &t), Duration::from_secs(58));
+        let short = Timeouts {
+            tcp_transitory: 3,
+            ..t
+        };
+        assert_eq!(walk_period(every, ms(5000), &short), every);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use nat_common::{
     config::NatConfig,
     counters::{Counter, NUM_COUNTERS},
-    expiry::{self, PORT_OWNER_SLOTS, PORTS_LIVE_WORDS, SweepWalk},
+    expiry::{self, Expiring, PORT_OWNER_SLOTS, PORTS_LIVE_WORDS, SweepWalk},
     flow_cache::{self, CachedFlow, CachedHop},
     maps::{
         DEFAULT_MAX_ESP_SPIS, DEFAULT_MAX_FRAGS, DEFAULT_MAX_IKE_SAS, DEFAULT_MAX_MAPPINGS,
@@ -313,6 +313,13 @@ pub fn forward_hint((word, bit): (u32, u64)) -> bool {
 /// The sweeper's walk (nat_common::expiry): its orders and results, one entry.
 #[map]
 pub static SWEEP_WALK: Array<SweepWalk> = Array::with_max_entries(1, 0);
+
+/// The live sessions the last walk found due before the next one, which the due checks in
+/// between look at (nat_common::expiry). Sized by nat-ctl to the session table
+/// (`expiry::expiring_slots_for`).
+#[map]
+pub static EXPIRING: Array<Expiring> =
+    Array::with_max_entries(expiry::expiring_slots_for(DEFAULT_MAX_SESSIONS), 0);
 
 /// The walk's scratch: the owner tag (`expiry::owner_tag`) of every external port an active
 /// mapping holds, per protocol.

@@ -9,8 +9,8 @@ use aya_ebpf::{
 };
 use nat_common::{
     expiry::{
-        Fate, NS_PER_SEC, PORT_OWNER_SLOTS, PORTS_LIVE_WORDS, SweepWalk, fate, filter_bit,
-        filter_words, owner_slot, owner_tag,
+        Expiring, Fate, NS_PER_SEC, PORT_OWNER_SLOTS, PORTS_LIVE_WORDS, SWEEP_DUE, SweepWalk,
+        deadline_ns, fate, filter_bit, filter_words, is_expired, owner_slot, owner_tag,
     },
     maps::{ExternalKey, FIRST_REMOTE_TIME_SHIFT, MAPPING_ACTIVE, Mapping, Session, SessionKey},
     ports::taken_bit,
@@ -19,8 +19,8 @@ use nat_common::{
 
 use crate::{
     maps::{
-        FILTERS, FILTERS_LIVE, HOST_LIVE, MAC_LIVE, MAPPINGS_IN, PORT_OWNERS, PORTS_LIVE, SESSIONS,
-        SWEEP_WALK,
+        EXPIRING, FILTERS, FILTERS_LIVE, HOST_LIVE, HOST_SESSIONS, MAC_LIVE, MAC_SESSIONS,
+        MAPPINGS_IN, PORT_OWNERS, PORTS_LIVE, SESSIONS, SWEEP_WALK,
     },
     state,
 };
@@ -33,7 +33,7 @@ struct Walk {
     filter_words: u32,
 }
 
-/// Runs one walk as SWEEP_WALK orders; false if there is no SWEEP_WALK entry.
+/// Runs one walk, or due check, as SWEEP_WALK orders; false if there is no SWEEP_WALK entry.
 #[inline(always)]
 pub fn run() -> bool {
     let Some(orders) = SWEEP_WALK.get_ptr_mut(0) else {
@@ -44,12 +44,23 @@ pub fn run() -> bool {
         w: unsafe { *orders },
         filter_words: 0,
     };
-    walk.w.sessions = 0;
     walk.w.expired = 0;
+    walk.w.failed = 0;
+    if walk.w.kind == SWEEP_DUE {
+        let ctx = (&mut walk as *mut Walk).cast::<c_void>();
+        // SAFETY: as below.
+        unsafe {
+            bpf_loop(walk.w.listed, check_due as *mut c_void, ctx, 0);
+            *orders = walk.w;
+        }
+        return true;
+    }
+    walk.w.sessions = 0;
     walk.w.orphans = 0;
     walk.w.filters_removed = 0;
-    walk.w.failed = 0;
     walk.w.counts_lost = 0;
+    walk.w.listed = 0;
+    walk.w.list_lost = 0;
     // 0: no filter pass (and a size filter_words cannot take is none either).
     walk.filter_words = if (6..=31).contains(&walk.w.filter_bits) {
         filter_words(walk.w.filter_bits)
@@ -181,6 +192,7 @@ extern "C" fn visit_session(
             s.orphan_mark = mark;
         }
         live(k, s, walk);
+        list_if_due(k, s, walk);
         return 0;
     }
     // Deleting the element the walk is at is allowed for a hash map (the kernel's iteration
@@ -222,6 +234,82 @@ fn live(k: &SessionKey, s: &Session, walk: &mut Walk) {
         || (s.lan_mac != 0 && !count_live(&MAC_LIVE, &s.lan_mac))
     {
         walk.w.counts_lost += 1;
+    }
+}
+
+/// A live session due before the next walk goes on EXPIRING, for the due checks.
+#[inline(always)]
+fn list_if_due(k: &SessionKey, s: &Session, walk: &mut Walk) {
+    let due_ns = deadline_ns(k, s, &walk.w.timeouts);
+    if due_ns >= walk.w.list_before_ns {
+        return;
+    }
+    match EXPIRING.get_ptr_mut(walk.w.listed) {
+        Some(e) => {
+            // SAFETY: map value pointer from a successful lookup; one walk at a time.
+            unsafe { *e = Expiring { key: *k, due_ns } };
+            walk.w.listed += 1;
+        }
+        None => walk.w.list_lost += 1,
+    }
+}
+
+/// A due check's look at EXPIRING entry `i`: a session whose deadline has come goes if it
+/// is still idle, and counts no more for its host and MAC (the walk, which recounts them,
+/// may be many sweeps away); one that saw traffic since is due later.
+#[inline(never)]
+extern "C" fn check_due(i: u64, ctx: *mut c_void) -> c_long {
+    // SAFETY: `ctx` is run's Walk, as for the walk's callbacks.
+    let walk = unsafe { &mut *ctx.cast::<Walk>() };
+    let Some(e) = EXPIRING.get_ptr_mut(i as u32) else {
+        return 1;
+    };
+    // SAFETY: map value pointer from a successful lookup; one walk or check at a time.
+    let e = unsafe { &mut *e };
+    if e.due_ns == 0 || e.due_ns > walk.w.now_ns {
+        return 0;
+    }
+    let Some(s) = SESSIONS.get_ptr(&e.key) else {
+        // Gone already (a flush, or ended and made again: the next walk lists that one).
+        e.due_ns = 0;
+        return 0;
+    };
+    // SAFETY: as above; the data path may refresh it meanwhile, as during a walk.
+    let s = unsafe { &*s };
+    if !is_expired(&e.key, s, &walk.w.timeouts, walk.w.now_ns) {
+        e.due_ns = deadline_ns(&e.key, s, &walk.w.timeouts);
+        return 0;
+    }
+    let (host, mac) = (e.key.int_addr, s.lan_mac);
+    if SESSIONS.remove(&e.key).is_err() {
+        walk.w.failed += 1;
+        return 0;
+    }
+    e.due_ns = 0;
+    walk.w.expired += 1;
+    uncount(&HOST_SESSIONS, &host);
+    if mac != 0 {
+        uncount(&MAC_SESSIONS, &mac);
+    }
+    0
+}
+
+/// One session less for `owner`. The data path only counts up and only the sweeper counts
+/// down, so a count read above 0 is still so when the atomic add of -1 lands.
+#[inline(always)]
+fn uncount<K>(counts: &aya_ebpf::maps::HashMap<K, u32>, owner: &K) {
+    if let Some(n) = counts.get_ptr_mut(owner) {
+        // SAFETY: map value pointer from a successful lookup, naturally aligned; other CPUs
+        // add to it atomically.
+        unsafe {
+            if core::ptr::read_volatile(n) > 0 {
+                core::intrinsics::atomic_xadd::<
+                    u32,
+                    u32,
+                    { core::intrinsics::AtomicOrdering::Relaxed },
+                >(n, u32::MAX);
+            }
+        }
     }
 }
 

@@ -22,8 +22,8 @@ pub(crate) struct Sweeps {
 }
 
 impl Sweeps {
-    /// Starts sweeping `instance`'s maps every `interval` (longer when sweeps would take more
-    /// than their share of a CPU: sweeper::next_sweep_in), with the daemon's walk of the
+    /// Starts sweeping `instance`'s maps every `interval` (sweeper::Schedule; longer when
+    /// sweeps would take more than their share of a CPU: sweeper::next_sweep_in), with the daemon's walk of the
     /// session table (`state::walk_fd`); sweeps that changed something are sent to `done`.
     pub(crate) fn start(
         instance: &Instance,
@@ -72,25 +72,21 @@ fn run(
     stopped: &mpsc::Receiver<()>,
     done: &tokio::sync::mpsc::UnboundedSender<sweeper::SweepReport>,
 ) {
-    // The first sweep at once: adopted tables may have gone unswept while no daemon ran.
+    // The first sweep at once (a walk): adopted tables may have gone unswept while no daemon
+    // ran.
     let mut wait = Duration::ZERO;
     let mut told = false;
-    // Sweeps done: one in FILTER_WALK_EVERY walks the filter entries too (a failed sweep is
-    // tried again as it was).
-    let mut n = 0u64;
+    let mut schedule = sweeper::Schedule::new(interval);
     loop {
         match stopped.recv_timeout(wait) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
         let start = Instant::now();
-        let swept = maps.read_config().and_then(|cfg| {
-            let filters = sweeper::walks_filters(n);
-            sweeper::sweep_with(maps, &cfg.timeouts, monotonic_ns(), filters)
-        });
-        if swept.is_ok() {
-            n += 1;
-        }
+        let now = monotonic_ns();
+        let swept = maps
+            .read_config()
+            .and_then(|cfg| schedule.sweep(maps, &cfg.timeouts, now));
         // A sweep rewrites the taken ports itself; one that failed may have freed ports first,
         // which must not stay skipped by the draws.
         if swept.is_err() {
@@ -108,8 +104,8 @@ fn run(
             Err(e) => log::warn!("sweep failed: {e:#}"),
         }
         let took = start.elapsed();
-        let period = sweeper::next_sweep_in(interval, took);
-        // Once: the sweeps that walk the filter entries take longer than the others, so the
+        let period = schedule.next_in(now, took);
+        // Once: the walks that take in the filter entries take longer than the others, so the
         // interval may stretch for one and not the next.
         if period > interval && !told {
             log::info!(

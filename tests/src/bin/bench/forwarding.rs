@@ -257,15 +257,15 @@ impl Bench {
             let secs = self.send(packets)?;
             let got = self.sink_count()? - before;
             let sent = nat_ctl::monotonic_ns();
-            // The resident case's packets are timed between two sweeps, whose own cost is
-            // measured apart ("The sweeper"): a sweep that began before they were all sent
-            // voids the try.
+            // The resident case's packets are timed between two walks of the whole table,
+            // whose own cost is measured apart ("The sweeper"): a walk that began before they
+            // were all sent voids the try.
             match swept {
-                Some(t) if setup.next_sweep(t)? < sent => {
+                Some(t) if setup.next_walk(t)? < sent => {
                     tries += 1;
-                    eprintln!("bench: a sweep ran while {} was timed", router.name());
+                    eprintln!("bench: a walk ran while {} was timed", router.name());
                     if tries == QUIET_TRIES {
-                        bail!("{}: a sweep ran in each of {tries} tries", router.name());
+                        bail!("{}: a walk ran in each of {tries} tries", router.name());
                     }
                 }
                 _ => break (secs, got),
@@ -398,6 +398,7 @@ impl Bench {
                     RESIDENT_SESSIONS,
                     resident_host,
                     nat_common::proto::IPPROTO_TCP,
+                    0,
                 )?;
                 eprintln!(
                     "bench: {RESIDENT_SESSIONS} resident sessions in {:.1} s",
@@ -449,20 +450,21 @@ struct Setup {
     sweeps: Option<nat_ctl::state::NatMaps>,
 }
 
-/// Tries at timing the resident case between two sweeps before the bench gives up.
+/// Tries at timing the resident case between two walks before the bench gives up.
 const QUIET_TRIES: u32 = 3;
 
 impl Setup {
-    /// The sweeper's latest walk as SWEEP_WALK holds it: when its sweep began
-    /// (CLOCK_MONOTONIC) and the sessions the walk saw (0 until it is done: the daemon writes
-    /// its orders with no results, the walk writes them back). None for the other routers.
+    /// The sweeper's latest walk of the whole table as SWEEP_WALK holds it: when its sweep
+    /// began (CLOCK_MONOTONIC) and the sessions the walk saw (0 until it is done: the daemon
+    /// writes its orders with no results, the walk writes them back; the due checks between
+    /// walks carry both). None for the other routers.
     fn last_sweep(&self) -> Result<Option<(u64, u64)>> {
         let Some(maps) = &self.sweeps else {
             return Ok(None);
         };
         let read = || -> Result<(u64, u64)> {
             let w = maps.sweep_walk.get(&0, 0).context("reading SWEEP_WALK")?;
-            Ok((w.now_ns, w.sessions))
+            Ok((w.walk_ns, w.sessions))
         };
         // A read from userspace is not atomic against the walk's write: two alike in a row.
         let mut last = read()?;
@@ -489,22 +491,24 @@ impl Setup {
     }
 
     /// Waits until the sweeper's walk clock moves past `since`; gives the new clock: when
-    /// the next sweep began.
-    fn next_sweep(&self, since: u64) -> Result<u64> {
-        let (t, _) = self.wait_walk("the sweeper began no sweep", |t, _| t != since)?;
+    /// the next walk of the whole table began.
+    fn next_walk(&self, since: u64) -> Result<u64> {
+        let (t, _) = self.wait_walk("the sweeper began no walk", |t, _| t != since)?;
         Ok(t)
     }
 
     /// For the resident case: waits until a walk of the full table has ended, then a second
     /// more for the rest of its sweep (recounts of tables the size of the hosts). The next
-    /// sweep begins SWEEP_DUTY times the walk's length after this one began, 5 s or more at
-    /// 1 M sessions. Gives when this sweep began; None for the other routers.
+    /// walk begins FULL_WALK_DUTY times this one's length after it began, 10 s or more at 1 M
+    /// sessions; the due checks in between run with the timed packets (they list nothing
+    /// here: the resident sessions are established TCP, due in hours). Gives when this sweep
+    /// began; None for the other routers.
     fn after_a_sweep(&self) -> Result<Option<u64>> {
         let Some((running, _)) = self.last_sweep()? else {
             return Ok(None);
         };
         // Not the walk under way, if one is: it may have begun long ago.
-        let mut t = self.next_sweep(running)?;
+        let mut t = self.next_walk(running)?;
         let began = loop {
             let (now, seen) = self
                 .wait_walk("no walk of the resident sessions ended", |now, seen| {
@@ -516,7 +520,7 @@ impl Setup {
             } else if seen >= u64::from(RESIDENT_SESSIONS) {
                 break t;
             } else {
-                t = self.next_sweep(t)?;
+                t = self.next_walk(t)?;
             }
         };
         std::thread::sleep(std::time::Duration::from_secs(1));

@@ -15,6 +15,7 @@ use integration_tests::{
     packets::{self, ACK, SYN},
 };
 use nat_common::{
+    config::Timeouts,
     counters::Counter,
     maps::{
         EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, Session, SessionKey, names, programs,
@@ -52,14 +53,17 @@ fn host_mac(i: u32) -> packets::Mac {
 /// Fills the tables with `sessions` sessions of `proto` (established TCP, or UDP) over at
 /// most MAX_PREFILLED_MAPPINGS mappings of LAN hosts `host(0..)`, each to its own remote
 /// (beyond the gateway): UDP ones with their remote host remembered for filtering, as the
-/// data path does (the first in the mapping, the others in FILTERS).
+/// data path does (the first in the mapping, the others in FILTERS). Their last packets are
+/// spread evenly over the `idle_up_to_ns` before now (0: all now).
 pub(crate) fn prefill(
     maps: &mut nat_ctl::state::NatMaps,
     sessions: u32,
     host: fn(u32) -> Ipv4Addr,
     proto: u8,
+    idle_up_to_ns: u64,
 ) -> Result<Vec<Flow>> {
     let now = monotonic_ns();
+    let idle = |i: usize| (i as u64 * idle_up_to_ns / u64::from(sessions)).min(now);
     let mappings = sessions.min(MAX_PREFILLED_MAPPINGS);
     let per_mapping = sessions.div_ceil(mappings);
     let mut flows = Vec::with_capacity(sessions as usize);
@@ -110,9 +114,10 @@ pub(crate) fn prefill(
                 to_wire(rem_addr),
                 443u16.to_be(),
             );
+            let seen = now - idle(flows.len());
             let s = Session {
-                created_ns: now,
-                last_seen_ns: now,
+                created_ns: seen,
+                last_seen_ns: seen,
                 ext_port: mapping.ext_port,
                 tcp_state: if proto == IPPROTO_TCP {
                     SYN_OUT | SYN_IN
@@ -323,53 +328,52 @@ fn action_name(a: u32) -> &'static str {
     }
 }
 
-/// What the sweeper costs at one table size (measured at the largest, `measure_size`).
+/// What the sweeper costs on a table of `sessions` UDP sessions turning over (measured at the
+/// largest, `measure_size`).
 #[derive(Clone, Copy)]
 struct SweepCost {
     sessions: u32,
-    /// A sweep that finds every session live and leaves the filter entries alone.
+    /// A walk of the whole table that finds every session live and leaves the filter entries
+    /// alone.
     live: Duration,
-    /// The same sweep, walking the filter entries too (one sweep in FILTER_WALK_EVERY).
+    /// The same walk, taking in the filter entries too (one walk in FILTER_WALK_EVERY).
     live_filters: Duration,
+    /// The daemon's schedule run over SWEEP_SIMULATED on a simulated clock: its sweeps, the
+    /// walks among them, what they all took, the longest due check, the sessions removed,
+    /// and those left in the table past their deadline.
+    sweeps: u32,
+    walks: u32,
+    took: Duration,
+    longest_due: Duration,
+    removed: usize,
+    overdue: usize,
     /// A sweep that finds every session expired and removes them all.
     expiring: Duration,
     expired: usize,
 }
 
 impl SweepCost {
-    /// The daemon's sweeps, in order: the first of every FILTER_WALK_EVERY walks the filters.
-    fn turns(&self) -> impl Iterator<Item = Duration> + '_ {
-        (0..nat_ctl::sweeper::FILTER_WALK_EVERY).map(|n| {
-            if nat_ctl::sweeper::walks_filters(n.into()) {
-                self.live_filters
-            } else {
-                self.live
-            }
-        })
-    }
-
-    /// The share of one CPU the daemon's sweeps take at the default interval.
+    /// The share of one CPU the daemon's sweeps took at the default interval.
     fn share(&self) -> f64 {
-        let took: f64 = self.turns().map(|d| d.as_secs_f64()).sum();
-        took / (f64::from(nat_ctl::sweeper::FILTER_WALK_EVERY)
-            * nat_ctl::cli::DEFAULT_SWEEP_INTERVAL_SECS as f64)
-    }
-
-    /// The mean interval between the daemon's sweeps under its cap.
-    fn capped_interval(&self) -> Duration {
-        self.turns().map(capped_interval).sum::<Duration>() / nat_ctl::sweeper::FILTER_WALK_EVERY
+        self.took.as_secs_f64() / SWEEP_SIMULATED.as_secs_f64()
     }
 }
 
-/// Live sweeps timed of each kind (the best is reported).
+/// Live walks timed of each kind (the best is reported).
 const SWEEP_ROUNDS: u32 = 3;
 
-/// Times the sweeper on `fx`'s tables: with every session live, without and with the walk of
-/// the filter entries, then a day later, when every one has expired.
+/// How long the daemon's schedule runs on the simulated clock.
+const SWEEP_SIMULATED: Duration = Duration::from_secs(120);
+
+/// Times the sweeper on `fx`'s tables, whose sessions were last seen over the UDP timeout
+/// (less half a minute) before now: walks with every session live, without and with the
+/// filter entries; the daemon's schedule (walks and due checks, `sweeper::Schedule`) every
+/// default interval for SWEEP_SIMULATED, as sessions fall due; then a day later, when every
+/// one has expired.
 fn sweep_cost(fx: &mut Fixture, sessions: u32) -> Result<SweepCost> {
     let t = fx.maps.read_config()?.timeouts;
     let now = monotonic_ns();
-    // Each kind of sweep the best of SWEEP_ROUNDS, in turn, so that neither is always the
+    // Each kind of walk the best of SWEEP_ROUNDS, in turn, so that neither is always the
     // first on freshly filled tables.
     let (mut live, mut live_filters) = (Duration::MAX, Duration::MAX);
     for _ in 0..SWEEP_ROUNDS {
@@ -380,12 +384,45 @@ fn sweep_cost(fx: &mut Fixture, sessions: u32) -> Result<SweepCost> {
         nat_ctl::sweeper::sweep(&mut fx.maps, &t, now)?;
         live_filters = live_filters.min(start.elapsed());
     }
+    let interval = Duration::from_secs(nat_ctl::cli::DEFAULT_SWEEP_INTERVAL_SECS);
+    let mut schedule = nat_ctl::sweeper::Schedule::new(interval);
+    let (mut sweeps, mut walks, mut removed) = (0, 0, 0);
+    let (mut took, mut longest_due) = (Duration::ZERO, Duration::ZERO);
+    let mut at = now;
+    while at < now + SWEEP_SIMULATED.as_nanos() as u64 {
+        let walk = schedule.walks(at, &t);
+        let start = std::time::Instant::now();
+        removed += schedule.sweep(&mut fx.maps, &t, at)?.sessions_expired;
+        let this = start.elapsed();
+        took += this;
+        sweeps += 1;
+        if walk {
+            walks += 1;
+        } else {
+            longest_due = longest_due.max(this);
+        }
+        at += interval.as_nanos() as u64;
+    }
+    // Every session whose UDP timeout ran out by the last sweep must have gone.
+    let last = at - interval.as_nanos() as u64;
+    let overdue = fx
+        .maps
+        .sessions()?
+        .iter()
+        .filter(|(_, s)| s.last_seen_ns + u64::from(t.udp) * 1_000_000_000 <= last)
+        .count();
     let start = std::time::Instant::now();
     let r = nat_ctl::sweeper::sweep(&mut fx.maps, &t, now + 86_400 * 1_000_000_000)?;
     Ok(SweepCost {
         sessions,
         live,
         live_filters,
+        sweeps,
+        walks,
+        took,
+        longest_due,
+        removed,
+        overdue,
         expiring: start.elapsed(),
         expired: r.sessions_expired,
     })
@@ -399,31 +436,37 @@ fn sweep_section(report: &mut String, costs: &[SweepCost]) -> Result<()> {
     writeln!(
         report,
         "\n## The sweeper (nat-ctl's expiry of sessions, in its own thread beside the daemon's event loop)\n\n\
-         The daemon's sweeps walk the filter entries in one sweep of {every}; the share and the interval are those of its sweeps in turn. Each live sweep is the best of {rounds}, the two kinds timed in turn.\n\n\
-         | UDP sessions, each to a host of its own (remembered for filtering: a filter entry each, but a mapping's first) | a sweep, all live | with the walk of the filter entries | share of one CPU at the default {} s interval | mean interval under the sweeper's cap of 1/{} of a CPU | a sweep that removes every session | removed |\n|---:|---:|---:|---:|---:|---:|---:|",
-        nat_ctl::cli::DEFAULT_SWEEP_INTERVAL_SECS,
-        nat_ctl::sweeper::SWEEP_DUTY,
+         UDP sessions, each to a host of its own (remembered for filtering: a filter entry each, but a mapping's first), last seen at even steps over the UDP timeout ({udp} s) less half a minute, so that they fall due evenly: a full table turning over. The daemon sweeps every {interval} s: a walk of the whole table when its schedule says (every {duty} times the last walk's length, within the shortest timeout; one walk in {every} takes in the filter entries), and in between a due check of the sessions the walk listed as due before the next. The schedule ran for {sim} s on a simulated clock (the sweeps' own time is real). Each live walk is the best of {rounds}, the two kinds timed in turn.\n\n\
+         | sessions | a walk, all live | with the filter entries | sweeps in {sim} s (walks) | removed | left past their deadline | longest due check | share of one CPU | a sweep that removes every session | removed |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        udp = Timeouts::DEFAULT.udp,
+        interval = nat_ctl::cli::DEFAULT_SWEEP_INTERVAL_SECS,
+        duty = nat_ctl::sweeper::FULL_WALK_DUTY,
         every = nat_ctl::sweeper::FILTER_WALK_EVERY,
+        sim = SWEEP_SIMULATED.as_secs(),
         rounds = SWEEP_ROUNDS,
     )?;
     for c in costs {
         writeln!(
             report,
-            "| {} | {:.2} s | {:.2} s | {:.0}% | {:.1} s | {:.2} s | {} |",
+            "| {} | {:.2} s | {:.2} s | {} ({}) | {} | {} | {:.1} ms | {:.1}% | {:.2} s | {} |",
             c.sessions,
             c.live.as_secs_f64(),
             c.live_filters.as_secs_f64(),
+            c.sweeps,
+            c.walks,
+            c.removed,
+            c.overdue,
+            c.longest_due.as_secs_f64() * 1e3,
             100.0 * c.share(),
-            c.capped_interval().as_secs_f64(),
             c.expiring.as_secs_f64(),
             c.expired
         )?;
     }
     writeln!(
         report,
-        "\nA sweep that would take more than 1/{} of a CPU stretches the interval (nat-ctl says so once in its log); expired sessions go within two of its intervals, filter entries without sessions within {} sweeps.",
+        "\nA session goes in the first sweep past its deadline; a mapping is released, and a filter entry without sessions goes, at walks only (within two walks, and {} walks). When more sessions fall due before the next walk than the list holds (an eighth of the session table), every sweep walks, and a sweep that would take more than 1/{} of a CPU stretches the interval (nat-ctl says so once in its log).",
+        nat_ctl::sweeper::FILTER_WALK_EVERY,
         nat_ctl::sweeper::SWEEP_DUTY,
-        nat_ctl::sweeper::FILTER_WALK_EVERY
     )?;
     Ok(())
 }
@@ -476,14 +519,6 @@ fn new_flow_section(report: &mut String, rows: &[Row]) -> Result<()> {
     Ok(())
 }
 
-/// How often the daemon sweeps when each sweep takes `took` (nat-ctl's own rule).
-fn capped_interval(took: Duration) -> Duration {
-    nat_ctl::sweeper::next_sweep_in(
-        Duration::from_secs(nat_ctl::cli::DEFAULT_SWEEP_INTERVAL_SECS),
-        took,
-    )
-}
-
 /// The table size at which the sweeper is timed (a carrier or campus gateway).
 const SWEEP_SESSIONS: u32 = 1_048_576;
 
@@ -500,7 +535,7 @@ fn measure_size(
     };
     with_fixture(tables, FixtureConfig::default(), |fx| {
         add_neighbours().expect("neighbours");
-        let flows = prefill(&mut fx.maps, sessions, host, IPPROTO_TCP).expect("prefill");
+        let flows = prefill(&mut fx.maps, sessions, host, IPPROTO_TCP, 0).expect("prefill");
         // The bare forwarders, in their own object, redirect through the fixture's interfaces.
         let bench = bench_object(fx, tables).expect("the benchmarks' object");
         let mut rng = StdRng::seed_from_u64(sessions as u64);
@@ -761,7 +796,9 @@ fn measure_size(
         // table asks of it. Its expiring sweep empties the tables.
         let sweep = (sessions >= SWEEP_SESSIONS).then(|| {
             fx.clear_state();
-            prefill(&mut fx.maps, sessions, host, IPPROTO_UDP).expect("prefill UDP");
+            let udp = fx.maps.read_config().expect("CONFIG").timeouts.udp;
+            let idle = u64::from(udp - 30) * 1_000_000_000;
+            prefill(&mut fx.maps, sessions, host, IPPROTO_UDP, idle).expect("prefill UDP");
             sweep_cost(fx, sessions).expect("sweep")
         });
         (rows, sweep)
@@ -969,13 +1006,12 @@ fn targets(m: &Measured<'_>) -> Result<String> {
         let share = s.share();
         line(
             format!(
-                "sweeper, {} sessions: < 5% of one CPU at the default interval ({} s; one sweep in {} walks the filter entries too)",
+                "sweeper, {} sessions turning over: < 5% of one CPU at the default interval ({} s), none left past its deadline",
                 s.sessions,
                 nat_ctl::cli::DEFAULT_SWEEP_INTERVAL_SECS,
-                nat_ctl::sweeper::FILTER_WALK_EVERY
             ),
-            format!("{:.0}%", 100.0 * share),
-            Some(share < 0.05),
+            format!("{:.1}%, {} left", 100.0 * share, s.overdue),
+            Some(share < 0.05 && s.overdue == 0),
         )?;
     }
     if let Some((b, filter)) = m.session_bytes {
@@ -1351,12 +1387,14 @@ fn main() -> Result<()> {
     // The flow caches have an entry per session slot (rounded up to a power of two).
     let cache_per_session =
         (map(names::FLOWS_OUT).1 + map(names::FLOWS_IN).1) as f64 / map(names::SESSIONS).0 as f64;
-    // The sweeper's filter bitmap has bits for each session slot too.
-    let walk_per_session = map(names::FILTERS_LIVE).1 as f64 / map(names::SESSIONS).0 as f64;
+    // The sweeper's filter bitmap has bits for each session slot too, and its list of due
+    // sessions a slot for each eighth.
+    let walk_per_session = (map(names::FILTERS_LIVE).1 + map(names::EXPIRING).1) as f64
+        / map(names::SESSIONS).0 as f64;
     let per_session = per_entry(names::SESSIONS) + cache_per_session + walk_per_session;
     writeln!(
         report,
-        "\nPer session: {:.0} bytes ({} + {:.0} of {} and {} + {:.0} of {}), plus {:.0} in {} for each remote host a UDP mapping sends to after its first (which the mapping keeps) ({:.0} with it). \
+        "\nPer session: {:.0} bytes ({} + {:.0} of {} and {} + {:.0} of {} and {}), plus {:.0} in {} for each remote host a UDP mapping sends to after its first (which the mapping keeps) ({:.0} with it). \
          Per mapping: {:.0} bytes ({} + {}).",
         per_session,
         names::SESSIONS,
@@ -1365,6 +1403,7 @@ fn main() -> Result<()> {
         names::FLOWS_IN,
         walk_per_session,
         names::FILTERS_LIVE,
+        names::EXPIRING,
         per_entry(names::FILTERS),
         names::FILTERS,
         per_session + per_entry(names::FILTERS),
