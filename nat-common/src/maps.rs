@@ -71,6 +71,11 @@ pub mod names {
     /// A forwarded VPN server's ESP peers (TUNNEL_PEERS) are learnt again from its next
     /// packet after a restart.
     pub const UNPINNED: &[&str] = &["LOGGED_AT", "REFUSALS_SENT", "MAPPING_MADE", "TUNNEL_PEERS"];
+
+    /// The benchmarks' object's own tables for the new-flow floor (programs::
+    /// BENCH_NEW_FLOW_FLOOR), sized as the session table.
+    pub const BENCH_FLOOR_OUT: &str = "BENCH_FLOOR_OUT";
+    pub const BENCH_FLOOR_IN: &str = "BENCH_FLOOR_IN";
 }
 
 /// Names of the XDP programs in the object.
@@ -95,12 +100,21 @@ pub mod programs {
     pub const BENCH_GEN: &str = "bench_gen";
     /// Benchmarks only: counts and drops.
     pub const BENCH_SINK: &str = "bench_sink";
+    /// Benchmarks only: the least a new flow's first packet needs (a lookup that misses and
+    /// two inserts) on top of the forwarder with its state read.
+    pub const BENCH_NEW_FLOW_FLOOR: &str = "bench_new_flow_floor";
 
     /// The XDP programs of the NAT's object, which the daemon loads (and the TC program,
     /// WAN_EGRESS).
     pub const NAT_XDP: &[&str] = &[LAN_INGRESS, WAN_INGRESS, PASS];
     /// The programs of the benchmarks' object, which only the bench loads.
-    pub const BENCH_XDP: &[&str] = &[BENCH_FORWARD, BENCH_FORWARD_STATE, BENCH_GEN, BENCH_SINK];
+    pub const BENCH_XDP: &[&str] = &[
+        BENCH_FORWARD,
+        BENCH_FORWARD_STATE,
+        BENCH_GEN,
+        BENCH_SINK,
+        BENCH_NEW_FLOW_FLOOR,
+    ];
 }
 
 /// Compile-time default capacities (docs/architecture.md, "Defaults"); nat-ctl overrides them

@@ -1,19 +1,20 @@
 //! The benchmarks' eBPF object (`cargo xtask bench`), which the daemon never loads: a bare
 //! forwarder (the same parse, fib lookup and redirect as the NAT, no translation), the
-//! same with one read of per-flow state, a live-frame traffic generator, and a counting sink.
+//! same with one read of per-flow state, the least a new flow needs beyond that, a
+//! live-frame traffic generator, and a counting sink.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
 use nat_common::{
     checksum::fold,
     flow_cache::{self, FlowKey},
-    maps::{BENCH_PORTS_PER_HOST, BenchGen, DEFAULT_MAX_SESSIONS, SessionKey},
+    maps::{BENCH_PORTS_PER_HOST, BenchGen, DEFAULT_MAX_SESSIONS, ReplyKey, Session, SessionKey},
     proto::{ETH_HDR_LEN, ETH_P_IP, ICMP_ECHO_REQUEST, IPPROTO_UDP},
     rewrite::{IP_CHECK, decrement_ttl, get_u16, set_u16, set_u32},
 };
@@ -35,9 +36,54 @@ static BENCH_GEN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static BENCH_SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// The new-flow floor's tables: a session per flow, and the key its replies find it by.
+/// Sized by the loader as the NAT's session table, and filled by the bench to as many
+/// sessions as the NAT holds.
+#[map]
+static BENCH_FLOOR_OUT: HashMap<SessionKey, Session> =
+    HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
+
+#[map]
+static BENCH_FLOOR_IN: HashMap<ReplyKey, SessionKey> =
+    HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
+
 #[xdp]
 pub fn bench_forward(ctx: XdpContext) -> u32 {
     forward(&ctx, false)
+}
+
+/// The least a stateful NAT does for a new flow's first packet, as one program on this
+/// machine: the forwarder with its read of per-flow state, a lookup of the flow in a session
+/// table as full as the NAT's (it misses), and two inserts, the flow's session and the key
+/// its replies will find it by. No port is chosen, no share counted, no mapping kept: a
+/// floor, not a NAT.
+#[xdp]
+pub fn bench_new_flow_floor(ctx: XdpContext) -> u32 {
+    let Ok(Some(pkt)) = parse_ipv4(&ctx) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Ok(Some(t)) = parse_transport(&ctx, &pkt, ICMP_ECHO_REQUEST) else {
+        return xdp_action::XDP_DROP;
+    };
+    let key = SessionKey::new(pkt.proto, pkt.src, t.sport, pkt.dst, t.dport);
+    if BENCH_FLOOR_OUT.get_ptr(&key).is_some() {
+        // A flow the table knows is not a new one: the bench removes its flows each round.
+        return xdp_action::XDP_ABORTED;
+    }
+    // Any port will do for the reply key's cost: the source port, spread by the address.
+    let ext_port = t.sport ^ (pkt.src as u16);
+    let s = Session {
+        ext_port,
+        ..Session::default()
+    };
+    if BENCH_FLOOR_OUT.insert(&key, &s, 0).is_err()
+        || BENCH_FLOOR_IN
+            .insert(&key.reply_key(ext_port), &key, 0)
+            .is_err()
+    {
+        return xdp_action::XDP_ABORTED;
+    }
+    forward(&ctx, true)
 }
 
 /// The bare forwarder that also reads one 32-byte entry of state per packet, from the slot
