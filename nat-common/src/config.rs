@@ -116,7 +116,10 @@ pub struct NatConfig {
     /// The DMZ host (0: none): new TCP and UDP flows to a port of the NAT's that no mapping
     /// and no forward explains go to it.
     pub dmz_addr: u32,
-    pub _reserved: u32,
+    /// Counts the times nat-ctl removed sessions beside the sweeper (a flush, a passthrough
+    /// switched off): the sweeper then walks at once, to recount the per-host session
+    /// counts, which only it counts down (nat-ctl's sweeper::Schedule).
+    pub sessions_removed_gen: u32,
     /// When UDP sessions were last flushed (CLOCK_MONOTONIC_COARSE, the data path's clock):
     /// the first remote host of a mapping made no later (`Mapping::first_remote`) lets
     /// nothing in, as the filter entries the flush removed let nothing in.

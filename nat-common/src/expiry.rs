@@ -189,12 +189,15 @@ pub struct SweepWalk {
 }
 const _: () = assert!(size_of::<SweepWalk>() == 120);
 
+/// `Expiring::due_ns` of an orphan the walk removes after its pass (no deadline is 1 ns).
+pub const ORPHAN_DUE_NS: u64 = 1;
+
 /// `SweepWalk::kind`.
 pub const SWEEP_WALK: u32 = 0;
 pub const SWEEP_DUE: u32 = 1;
 
 /// An entry of EXPIRING: a session and when the last look at it found it due (0: no longer
-/// listed: it went, or its deadline moved past the next walk).
+/// listed: it went; ORPHAN_DUE_NS: an orphan the walk's pass found, which goes after it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Expiring {
@@ -203,14 +206,24 @@ pub struct Expiring {
 }
 const _: () = assert!(size_of::<Expiring>() == 24);
 
-/// EXPIRING's size for a session table of `max_sessions`: an eighth of it (at least 4096).
-/// Where sessions' deadlines are spread over their timeouts, the few seconds between walks
-/// list a few percent of them; when more fall due at once (a table filled in one burst
-/// ages together), the list overflows and every sweep walks, as it would without one.
+/// EXPIRING's size for a session table of `max_sessions`: an eighth of it (at least 4096,
+/// at most what one bpf_loop visits). Where sessions' deadlines are spread over their
+/// timeouts, the seconds between walks list a few percent of them; when more fall due at
+/// once (a table filled in one burst ages together), the list overflows and every sweep
+/// walks, as it would without one.
 pub const fn expiring_slots_for(max_sessions: u32) -> u32 {
     let n = max_sessions / 8;
-    if n < 4096 { 4096 } else { n }
+    if n < 4096 {
+        4096
+    } else if n > BPF_MAX_LOOPS {
+        BPF_MAX_LOOPS
+    } else {
+        n
+    }
 }
+
+/// The most iterations bpf_loop makes (the kernel's BPF_MAX_LOOPS).
+pub const BPF_MAX_LOOPS: u32 = 1 << 23;
 
 /// Words of PORTS_LIVE: a bit per external port of TCP, UDP and ICMP (`ports::taken_bit`).
 pub const PORTS_LIVE_WORDS: u32 = crate::ports::PORTS_TAKEN_WORDS;

@@ -317,7 +317,7 @@ impl Settings {
             vpn_state_per_host: self.vpn_state_per_host,
             icmp_prohibited: u32::from(self.icmp_prohibited),
             dmz_addr: self.dmz.map_or(0, crate::wire::to_wire),
-            _reserved: 0,
+            sessions_removed_gen: 0,
             // Kept from the pinned value by NatMaps::write_config; moved by a flush.
             flushed_ns: 0,
             // A fresh seed per configuration, so flows cannot be picked to collide in the

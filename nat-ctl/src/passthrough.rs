@@ -29,6 +29,7 @@ pub fn set(maps: &mut NatMaps, switch: Switch, on: bool) -> Result<usize> {
     for (k, _) in sessions {
         removed += usize::from(maps.try_remove_session(&k)?);
     }
+    maps.note_sessions_removed()?;
     if switch == Switch::Pptp {
         removed += clear(&mut maps.pptp_calls_in)?;
         clear(&mut maps.pptp_calls_out)?;

@@ -248,12 +248,14 @@ impl NatMaps {
     /// cache gets a fresh seed and the set count of its maps as they were created.
     pub fn write_config(&mut self, cfg: &NatConfig) -> Result<()> {
         let _lock = self.lock_config()?;
-        let generation = self.read_config().map_or(0, |c| c.route_gen);
+        let old = self.read_config().ok();
+        let generation = old.map_or(0, |c| c.route_gen);
         let entries = self.flows_out.len().min(self.flows_in.len());
         let cfg = NatConfig {
             flow_seed: rand::random(),
             flow_set_bits: flow_cache::set_bits(entries),
-            flushed_ns: self.read_config().map_or(0, |c| c.flushed_ns),
+            flushed_ns: old.map_or(0, |c| c.flushed_ns),
+            sessions_removed_gen: old.map_or(0, |c| c.sessions_removed_gen),
             ..*cfg
         };
         self.store_config(&cfg, generation)
@@ -508,8 +510,30 @@ impl NatMaps {
         } else {
             cfg.flushed_ns
         };
-        self.store_config(&NatConfig { flushed_ns, ..cfg }, cfg.route_gen)?;
+        let sessions_removed_gen = cfg.sessions_removed_gen.wrapping_add(1);
+        self.store_config(
+            &NatConfig {
+                flushed_ns,
+                sessions_removed_gen,
+                ..cfg
+            },
+            cfg.route_gen,
+        )?;
         Ok(removed)
+    }
+
+    /// Tells the sweeper that sessions were removed beside it (`sessions_removed_gen`).
+    pub fn note_sessions_removed(&mut self) -> Result<()> {
+        let _lock = self.lock_config()?;
+        let cfg = self.read_config()?;
+        let sessions_removed_gen = cfg.sessions_removed_gen.wrapping_add(1);
+        self.store_config(
+            &NatConfig {
+                sessions_removed_gen,
+                ..cfg
+            },
+            cfg.route_gen,
+        )
     }
 
     /// What the flow cache holds for an outbound flow, if it holds a whole entry (which

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use nat_common::{
     config::{
         ESP_LEARN_COOLDOWN_NS, ESP_TIMEOUT_SECS, FRAG_TIMEOUT_NS, GRE_TIMEOUT_SECS,
-        MAPPING_GRACE_SECS, PORT_REUSE_DELAY_SECS, Timeouts,
+        MAPPING_GRACE_SECS, NatConfig, PORT_REUSE_DELAY_SECS, Timeouts,
     },
     expiry::{SWEEP_DUE, SWEEP_WALK, SweepWalk},
     maps::{
@@ -32,7 +32,8 @@ pub use nat_common::expiry::{is_expired, remaining_secs, timeout_secs};
 /// The sweeper takes at most 1/SWEEP_DUTY of a CPU (5%): when every sweep has to walk the
 /// whole table (`Schedule`: the list of due sessions overflowed, or the shortest timeout
 /// leaves no room between walks), about 0.25 us per session here (a cache and TLB miss),
-/// the interval stretches. (It runs in a thread of its own, daemon/sweeps.rs: the daemon's
+/// the interval stretches, and walks are never closer than SWEEP_DUTY times their length
+/// (`walk_period`). (It runs in a thread of its own, daemon/sweeps.rs: the daemon's
 /// other work, signals, reloads, route changes, never waits for it.)
 pub const SWEEP_DUTY: u32 = 20;
 
@@ -41,14 +42,16 @@ pub const SWEEP_DUTY: u32 = 20;
 /// the sweeps in between are due checks (`Schedule`).
 pub const FULL_WALK_DUTY: u32 = 40;
 
-/// The daemon's walks take in the filter entries in one walk of FILTER_WALK_EVERY (the first
-/// included): a walk of the filter table costs about what the walk of the sessions does. A
-/// filter entry goes within FILTER_WALK_EVERY walks of its LAN endpoint's last session with
-/// its remote host, not in the same sweep; until then it lets that host's other ports reach
-/// the endpoint (its mapping, or its next one, for up to three sweeps after the last session
-/// ends), and it fills a slot of FILTERS, whose size is the session table's: with that table
-/// nearly full and turning over fast, a new session may find no room for its entry, and then
-/// only replies from its own remote port get in.
+/// When every sweep walks (a small table), the walks take in the filter entries in one walk
+/// of FILTER_WALK_EVERY (the first included): a walk of the filter table costs about what
+/// the walk of the sessions does. When walks are further apart than the interval, every
+/// walk takes them in (their cost lengthens the walk, and so its period: the share of a CPU
+/// stays the same). A filter entry goes within FILTER_WALK_EVERY sweeps, or one walk, of its
+/// LAN endpoint's last session with its remote host; until then it lets that host's other
+/// ports reach the endpoint (its mapping, or its next one), and it fills a slot of FILTERS,
+/// whose size is the session table's: with that table nearly full and turning over fast, a
+/// new session may find no room for its entry, and then only replies from its own remote
+/// port get in.
 pub const FILTER_WALK_EVERY: u32 = 4;
 
 /// Whether the daemon's walk number `n` (from 0) walks the filter entries.
@@ -65,26 +68,38 @@ pub fn next_sweep_in(interval: Duration, took: Duration) -> Duration {
 
 /// How long after a walk that took `took` the next walk runs, sweeping every `interval` with
 /// timeouts `t`: FULL_WALK_DUTY times its length, at least an interval, and at most the
-/// shortest timeout less an interval. That last bound is what lets the sweeps in between
-/// look at the listed sessions only: a session made (or whose TCP state shortened its
-/// timeout) after a walk is due no sooner than that timeout after its packet, by when the
-/// next walk has run and listed it.
+/// shortest timeout less an interval (`latest_walk_period`), unless walks that often would
+/// take more than 1/SWEEP_DUTY of a CPU.
 pub fn walk_period(interval: Duration, took: Duration, t: &Timeouts) -> Duration {
+    (took * FULL_WALK_DUTY)
+        .min(latest_walk_period(interval, t))
+        .max(interval)
+        .max(took * SWEEP_DUTY)
+}
+
+/// The longest period between walks at which every session still goes in the first sweep
+/// past its deadline: the shortest timeout less an interval. A session made (or whose TCP
+/// state shortened its timeout) after a walk is due no sooner than that timeout after its
+/// packet, by when the next walk has run and listed it, so the sweeps in between may look
+/// at the listed sessions only. A table so large that a walk takes more than 1/SWEEP_DUTY of
+/// this (3 s with the default 60 s ICMP timeout, about ten million sessions here) is walked
+/// less often, and sessions made between walks may go up to the difference late.
+pub fn latest_walk_period(interval: Duration, t: &Timeouts) -> Duration {
     let shortest = t
         .udp
         .min(t.tcp_established)
         .min(t.tcp_transitory)
         .min(t.icmp);
-    (took * FULL_WALK_DUTY)
-        .min(Duration::from_secs(shortest.into()).saturating_sub(interval))
-        .max(interval)
+    Duration::from_secs(shortest.into()).saturating_sub(interval)
 }
 
 /// The daemon's sweeps, every interval: each is either a walk of the whole table
 /// (`sweep_with`), which lists the live sessions due before the walk after it, or a due check
 /// of that list (`sweep_due`). A walk runs when `walk_period` says, and at once when there is
-/// no list to trust: the first sweep, the timeouts changed (a reload), the last walk failed
-/// or had no room to list every due session.
+/// no list to trust or counts to mend: the first sweep, the timeouts changed (a reload), the
+/// last walk failed or had no room to list every due session, or nat-ctl removed sessions
+/// beside the sweeper (`NatConfig::sessions_removed_gen`: a flush, a passthrough switched
+/// off, whose hosts' session counts only a walk lowers).
 #[derive(Debug)]
 pub struct Schedule {
     interval: Duration,
@@ -94,8 +109,9 @@ pub struct Schedule {
     walks: u64,
     /// How long the last walk's sweep took, from which the next one's period is planned.
     took: Duration,
-    /// Whether the log said the list overflowed.
+    /// Whether the log said the list overflowed, or that walks run late.
     told_overflow: bool,
+    told_late: bool,
     /// The least a walk is taken to cost (`assume_walks_take`).
     at_least: Duration,
 }
@@ -106,8 +122,9 @@ struct LastWalk {
     began_ns: u64,
     /// When the next walk runs: the first sweep at or past it walks.
     next_ns: u64,
-    /// The timeouts the list was made with.
+    /// The timeouts the list was made with, and the sessions_removed_gen it saw.
     timeouts: Timeouts,
+    removed_gen: u32,
     listed: u32,
     sessions: u64,
 }
@@ -120,6 +137,7 @@ impl Schedule {
             walks: 0,
             took: Duration::ZERO,
             told_overflow: false,
+            told_late: false,
             at_least: Duration::ZERO,
         }
     }
@@ -131,25 +149,45 @@ impl Schedule {
         self
     }
 
-    /// Whether the sweep at `now_ns`, with timeouts `t`, walks the whole table.
-    pub fn walks(&self, now_ns: u64, t: &Timeouts) -> bool {
-        !self
-            .last
-            .is_some_and(|l| l.timeouts == *t && now_ns < l.next_ns)
+    /// Whether the sweep at `now_ns`, under `cfg`, walks the whole table.
+    pub fn walks(&self, now_ns: u64, cfg: &NatConfig) -> bool {
+        !self.last.is_some_and(|l| {
+            l.timeouts == cfg.timeouts
+                && l.removed_gen == cfg.sessions_removed_gen
+                && now_ns < l.next_ns
+        })
     }
 
-    /// Runs the sweep at `now_ns`.
-    pub fn sweep(&mut self, maps: &mut NatMaps, t: &Timeouts, now_ns: u64) -> Result<SweepReport> {
-        if !self.walks(now_ns, t) {
+    /// Runs the sweep at `now_ns`, under `cfg` (its timeouts, and whether sessions were
+    /// removed beside the sweeper).
+    pub fn sweep(
+        &mut self,
+        maps: &mut NatMaps,
+        cfg: &NatConfig,
+        now_ns: u64,
+    ) -> Result<SweepReport> {
+        let t = &cfg.timeouts;
+        if !self.walks(now_ns, cfg) {
             let last = self.last.expect("a due check follows a walk");
             return sweep_due(maps, t, now_ns, &last);
         }
         let start = Instant::now();
-        let next_ns = now_ns + walk_period(self.interval, self.took, t).as_nanos() as u64;
+        let period = walk_period(self.interval, self.took, t);
+        let latest = latest_walk_period(self.interval, t);
+        if period > latest.max(self.interval) && !self.told_late {
+            log::warn!(
+                "a walk of the session table took {:.1?}: walking every {period:.0?}, more than the {latest:.0?} the shortest timeout allows, to stay under 1/{SWEEP_DUTY} of a CPU; sessions made between walks may expire up to {:.0?} late",
+                self.took,
+                period - latest
+            );
+            self.told_late = true;
+        }
+        let next_ns = now_ns + period.as_nanos() as u64;
         // Listed: due before the next walk, and an interval past it, for a walk that runs late.
         let list_before_ns = next_ns + self.interval.as_nanos() as u64;
+        let filters = walks_filters(self.walks) || period > self.interval;
         self.last = None;
-        let (report, w) = walk(maps, t, now_ns, walks_filters(self.walks), list_before_ns)?;
+        let (report, w) = walk(maps, t, now_ns, filters, list_before_ns)?;
         self.walks += 1;
         self.took = start.elapsed().max(self.at_least);
         if w.list_lost > 0 {
@@ -166,6 +204,7 @@ impl Schedule {
                 began_ns: now_ns,
                 next_ns,
                 timeouts: *t,
+                removed_gen: cfg.sessions_removed_gen,
                 listed: w.listed,
                 sessions: w.sessions,
             });
@@ -486,7 +525,7 @@ fn sweep_due(
     })?;
     if w.failed > 0 {
         log::warn!(
-            "{} deletes failed in the sweeper's due check; the next walk tries again",
+            "{} deletes failed in the sweeper's due check; the next sweep tries again",
             w.failed
         );
     }
@@ -634,13 +673,15 @@ mod tests {
         assert_eq!(walk_period(every, ms(10), &t), every);
         // A million sessions: 40 times the walk.
         assert_eq!(walk_period(every, ms(300), &t), Duration::from_secs(12));
-        // Never later than the shortest timeout (ICMP's 60 s) less an interval.
-        assert_eq!(walk_period(every, ms(5000), &t), Duration::from_secs(58));
+        // Never later than the shortest timeout (ICMP's 60 s) less an interval...
+        assert_eq!(walk_period(every, ms(2000), &t), Duration::from_secs(58));
+        // ... unless walks that often would take more than 1/20 of a CPU.
+        assert_eq!(walk_period(every, ms(5000), &t), Duration::from_secs(100));
         let short = Timeouts {
             tcp_transitory: 3,
             ..t
         };
-        assert_eq!(walk_period(every, ms(5000), &short), every);
+        assert_eq!(walk_period(every, ms(50), &short), every);
     }
 
     #[test]

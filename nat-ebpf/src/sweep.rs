@@ -9,8 +9,8 @@ use aya_ebpf::{
 };
 use nat_common::{
     expiry::{
-        Expiring, Fate, NS_PER_SEC, PORT_OWNER_SLOTS, PORTS_LIVE_WORDS, SWEEP_DUE, SweepWalk,
-        deadline_ns, fate, filter_bit, filter_words, is_expired, owner_slot, owner_tag,
+        Expiring, Fate, NS_PER_SEC, ORPHAN_DUE_NS, PORT_OWNER_SLOTS, PORTS_LIVE_WORDS, SWEEP_DUE,
+        SweepWalk, deadline_ns, fate, filter_bit, filter_words, is_expired, owner_slot, owner_tag,
     },
     maps::{ExternalKey, FIRST_REMOTE_TIME_SHIFT, MAPPING_ACTIVE, Mapping, Session, SessionKey},
     ports::taken_bit,
@@ -84,6 +84,8 @@ pub fn run() -> bool {
             visit_session as *mut c_void,
             ctx,
         );
+        // The sessions the pass found expired or orphaned go now, after it.
+        bpf_loop(walk.w.listed, check_due as *mut c_void, ctx, 0);
         if walk.filter_words != 0 {
             each(
                 core::ptr::addr_of!(FILTERS),
@@ -195,8 +197,22 @@ extern "C" fn visit_session(
         list_if_due(k, s, walk);
         return 0;
     }
-    // Deleting the element the walk is at is allowed for a hash map (the kernel's iteration
-    // holds no bucket lock); neither `k` nor `s` is read after it.
+    // Removed after the pass (check_due), not under it: an element of a preallocated hash
+    // table is reused at once, and another CPU's insert could then take the walk down another
+    // bucket's chain, past sessions it would not list. When the list is full, now (deleting
+    // the element the walk is at is allowed: the iteration holds no bucket lock); neither `k`
+    // nor `s` is read after it.
+    let due_ns = if f == Fate::Orphan {
+        ORPHAN_DUE_NS
+    } else {
+        deadline_ns(k, s, &walk.w.timeouts)
+    };
+    if let Some(e) = EXPIRING.get_ptr_mut(walk.w.listed) {
+        // SAFETY: map value pointer from a successful lookup; one walk at a time.
+        unsafe { *e = Expiring { key: *k, due_ns } };
+        walk.w.listed += 1;
+        return 0;
+    }
     if SESSIONS.remove(k).is_err() {
         // Still there: counted as live, so that nothing it holds goes with it.
         walk.w.failed += 1;
@@ -254,9 +270,11 @@ fn list_if_due(k: &SessionKey, s: &Session, walk: &mut Walk) {
     }
 }
 
-/// A due check's look at EXPIRING entry `i`: a session whose deadline has come goes if it
-/// is still idle, and counts no more for its host and MAC (the walk, which recounts them,
-/// may be many sweeps away); one that saw traffic since is due later.
+/// A look at EXPIRING entry `i`, by a due check or after a walk's pass: a session whose
+/// deadline has come goes if it is still idle, and one the walk found an orphan goes; one
+/// that saw traffic since is due later (and, after a walk's pass, counts as live). A due
+/// check also takes a session it removes off its host's and MAC's counts (the walk, which
+/// recounts them, may be many sweeps away).
 #[inline(never)]
 extern "C" fn check_due(i: u64, ctx: *mut c_void) -> c_long {
     // SAFETY: `ctx` is run's Walk, as for the walk's callbacks.
@@ -276,20 +294,33 @@ extern "C" fn check_due(i: u64, ctx: *mut c_void) -> c_long {
     };
     // SAFETY: as above; the data path may refresh it meanwhile, as during a walk.
     let s = unsafe { &*s };
-    if !is_expired(&e.key, s, &walk.w.timeouts, walk.w.now_ns) {
+    let orphan = e.due_ns == ORPHAN_DUE_NS;
+    if !orphan && !is_expired(&e.key, s, &walk.w.timeouts, walk.w.now_ns) {
         e.due_ns = deadline_ns(&e.key, s, &walk.w.timeouts);
+        if walk.w.kind != SWEEP_DUE {
+            let k = e.key;
+            live(&k, s, walk);
+        }
         return 0;
     }
     let (host, mac) = (e.key.int_addr, s.lan_mac);
     if SESSIONS.remove(&e.key).is_err() {
+        // Listed still: the next due check or walk tries again.
         walk.w.failed += 1;
         return 0;
     }
     e.due_ns = 0;
-    walk.w.expired += 1;
-    uncount(&HOST_SESSIONS, &host);
-    if mac != 0 {
-        uncount(&MAC_SESSIONS, &mac);
+    if orphan {
+        walk.w.orphans += 1;
+    } else {
+        walk.w.expired += 1;
+    }
+    // After a walk's pass the recount that follows sets the counts.
+    if walk.w.kind == SWEEP_DUE {
+        uncount(&HOST_SESSIONS, &host);
+        if mac != 0 {
+            uncount(&MAC_SESSIONS, &mac);
+        }
     }
     0
 }

@@ -86,7 +86,7 @@ fn run(
         let now = monotonic_ns();
         let swept = maps
             .read_config()
-            .and_then(|cfg| schedule.sweep(maps, &cfg.timeouts, now));
+            .and_then(|cfg| schedule.sweep(maps, &cfg, now));
         // A sweep rewrites the taken ports itself; one that failed may have freed ports first,
         // which must not stay skipped by the draws.
         if swept.is_err() {

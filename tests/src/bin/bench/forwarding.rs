@@ -453,6 +453,11 @@ struct Setup {
 /// Tries at timing the resident case between two walks before the bench gives up.
 const QUIET_TRIES: u32 = 3;
 
+/// How long to wait for the sweeper's next walk: walks are at most the shortest timeout less
+/// an interval apart (sweeper::latest_walk_period, 58 s by default), or 20 times their
+/// length (seconds at 1 M sessions).
+const WALK_WAIT_SECS: u64 = 120;
+
 impl Setup {
     /// The sweeper's latest walk of the whole table as SWEEP_WALK holds it: when its sweep
     /// began (CLOCK_MONOTONIC) and the sessions the walk saw (0 until it is done: the daemon
@@ -477,17 +482,18 @@ impl Setup {
         }
     }
 
-    /// Waits (up to 60 s) until SWEEP_WALK holds what `done` accepts (`last_sweep`); gives
+    /// Waits (up to WALK_WAIT_SECS) until SWEEP_WALK holds what `done` accepts (`last_sweep`); gives
     /// it. `what` names the wait in an error.
     fn wait_walk(&self, what: &str, done: impl Fn(u64, u64) -> bool) -> Result<(u64, u64)> {
-        let walk = integration_tests::wait_for(std::time::Duration::from_secs(60), || {
-            match self.last_sweep() {
-                Ok(Some((t, seen))) if done(t, seen) => Some(Ok((t, seen))),
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            }
-        });
-        walk.with_context(|| format!("{what} within 60 s"))?
+        let walk =
+            integration_tests::wait_for(std::time::Duration::from_secs(WALK_WAIT_SECS), || {
+                match self.last_sweep() {
+                    Ok(Some((t, seen))) if done(t, seen) => Some(Ok((t, seen))),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            });
+        walk.with_context(|| format!("{what} within {WALK_WAIT_SECS} s"))?
     }
 
     /// Waits until the sweeper's walk clock moves past `since`; gives the new clock: when

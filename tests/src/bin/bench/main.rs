@@ -348,7 +348,11 @@ struct SweepCost {
     took: Duration,
     longest_due: Duration,
     removed: usize,
+    /// New sessions made after the sweeps, as many as went.
+    made: u32,
     overdue: usize,
+    /// Sessions that went before their deadline (must be none).
+    early: usize,
     /// A sweep that finds every session expired and removes them all.
     expiring: Duration,
     expired: usize,
@@ -367,14 +371,26 @@ const SWEEP_ROUNDS: u32 = 3;
 /// How long the daemon's schedule runs on the simulated clock.
 const SWEEP_SIMULATED: Duration = Duration::from_secs(120);
 
-/// Times the sweeper on `fx`'s tables, whose sessions were last seen over the UDP timeout
-/// (less half a minute) before now: walks with every session live, without and with the
-/// filter entries; the daemon's schedule (walks and due checks, `sweeper::Schedule`) every
-/// default interval for SWEEP_SIMULATED, as sessions fall due; then a day later, when every
-/// one has expired.
-fn sweep_cost(fx: &mut Fixture, sessions: u32) -> Result<SweepCost> {
-    let t = fx.maps.read_config()?.timeouts;
+/// Times the sweeper on `fx`'s tables (`flows`, from `prefill`), whose sessions were last
+/// seen over the UDP timeout (less half a minute) before now: walks with every session live,
+/// without and with the filter entries; the daemon's schedule (walks and due checks,
+/// `sweeper::Schedule`, paced by its own `next_in`) for SWEEP_SIMULATED on a simulated clock,
+/// as sessions fall due and as many new ones are made after each sweep (the table turns
+/// over: each new one on a mapping of the table, to a remote host of its own, with its
+/// filter entry, as the data path makes them); then a day later, when every one has expired.
+fn sweep_cost(fx: &mut Fixture, flows: &[Flow]) -> Result<SweepCost> {
+    let cfg = fx.maps.read_config()?;
+    let t = cfg.timeouts;
+    let timeout_ns = u64::from(t.udp) * 1_000_000_000;
     let now = monotonic_ns();
+    // When each session was last seen (none is seen again), to tell which must have gone.
+    let mut seen: Vec<u64> = fx
+        .maps
+        .sessions()?
+        .iter()
+        .map(|(_, s)| s.last_seen_ns)
+        .collect();
+    let sessions = seen.len() as u32;
     // Each kind of walk the best of SWEEP_ROUNDS, in turn, so that neither is always the
     // first on freshly filled tables.
     let (mut live, mut live_filters) = (Duration::MAX, Duration::MAX);
@@ -388,13 +404,13 @@ fn sweep_cost(fx: &mut Fixture, sessions: u32) -> Result<SweepCost> {
     }
     let interval = Duration::from_secs(nat_ctl::cli::DEFAULT_SWEEP_INTERVAL_SECS);
     let mut schedule = nat_ctl::sweeper::Schedule::new(interval);
-    let (mut sweeps, mut walks, mut removed) = (0, 0, 0);
+    let (mut sweeps, mut walks, mut removed, mut made) = (0, 0, 0, 0u32);
     let (mut took, mut longest_due) = (Duration::ZERO, Duration::ZERO);
-    let mut at = now;
+    let (mut at, mut last) = (now, now);
     while at < now + SWEEP_SIMULATED.as_nanos() as u64 {
-        let walk = schedule.walks(at, &t);
+        let walk = schedule.walks(at, &cfg);
         let start = std::time::Instant::now();
-        removed += schedule.sweep(&mut fx.maps, &t, at)?.sessions_expired;
+        let gone = schedule.sweep(&mut fx.maps, &cfg, at)?.sessions_expired;
         let this = start.elapsed();
         took += this;
         sweeps += 1;
@@ -403,16 +419,41 @@ fn sweep_cost(fx: &mut Fixture, sessions: u32) -> Result<SweepCost> {
         } else {
             longest_due = longest_due.max(this);
         }
-        at += interval.as_nanos() as u64;
+        removed += gone;
+        // As many new sessions as went, made just after the sweep.
+        for _ in 0..gone {
+            let f = &flows[made as usize % flows.len()];
+            let key = SessionKey::new(
+                IPPROTO_UDP,
+                to_wire(f.int_addr),
+                f.int_port.to_be(),
+                to_wire(Ipv4Addr::from(0x6480_0000 + made)),
+                443u16.to_be(),
+            );
+            let s = Session {
+                created_ns: at,
+                last_seen_ns: at,
+                ext_port: f.ext_port.to_be(),
+                ..Default::default()
+            };
+            fx.maps.sessions.insert(key, s, 0)?;
+            // A full FILTERS only makes that session filter more strictly, as in the data path.
+            let _ = fx.maps.filters.insert(key.filter_key(), at, 0);
+            seen.push(at);
+            made += 1;
+        }
+        last = at;
+        at += schedule.next_in(at, this).as_nanos() as u64;
     }
-    // Every session whose UDP timeout ran out by the last sweep must have gone.
-    let last = at - interval.as_nanos() as u64;
-    let overdue = fx
-        .maps
-        .sessions()?
+    // By the last sweep every session whose UDP timeout ran out must have gone, and every
+    // other one must still be there.
+    let table: Vec<_> = fx.maps.sessions()?;
+    let overdue = table
         .iter()
-        .filter(|(_, s)| s.last_seen_ns + u64::from(t.udp) * 1_000_000_000 <= last)
+        .filter(|(_, s)| s.last_seen_ns + timeout_ns <= last)
         .count();
+    let due_later = seen.iter().filter(|&&s| s + timeout_ns > last).count();
+    let early = due_later.saturating_sub(table.len() - overdue);
     let start = std::time::Instant::now();
     let r = nat_ctl::sweeper::sweep(&mut fx.maps, &t, now + 86_400 * 1_000_000_000)?;
     Ok(SweepCost {
@@ -424,7 +465,9 @@ fn sweep_cost(fx: &mut Fixture, sessions: u32) -> Result<SweepCost> {
         took,
         longest_due,
         removed,
+        made,
         overdue,
+        early,
         expiring: start.elapsed(),
         expired: r.sessions_expired,
     })
@@ -438,25 +481,29 @@ fn sweep_section(report: &mut String, costs: &[SweepCost]) -> Result<()> {
     writeln!(
         report,
         "\n## The sweeper (nat-ctl's expiry of sessions, in its own thread beside the daemon's event loop)\n\n\
-         UDP sessions, each to a host of its own (remembered for filtering: a filter entry each, but a mapping's first), last seen at even steps over the UDP timeout ({udp} s) less half a minute, so that they fall due evenly: a full table turning over. The daemon sweeps every {interval} s: a walk of the whole table when its schedule says (every {duty} times the last walk's length, within the shortest timeout; one walk in {every} takes in the filter entries), and in between a due check of the sessions the walk listed as due before the next. The schedule ran for {sim} s on a simulated clock (the sweeps' own time is real). Each live walk is the best of {rounds}, the two kinds timed in turn.\n\n\
-         | sessions | a walk, all live | with the filter entries | sweeps in {sim} s (walks) | removed | left past their deadline | longest due check | share of one CPU | a sweep that removes every session | removed |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+         UDP sessions, each to a host of its own (remembered for filtering: a filter entry each, but a mapping's first), last seen at even steps over the UDP timeout ({udp} s) less half a minute, so that they fall due evenly, and after each sweep as many new ones as it removed, each with its filter entry: a full table turning over. The daemon's schedule (`sweeper::Schedule`, paced as in the daemon) ran for {sim} s on a simulated clock; the sweeps' own time is real. It sweeps every {interval} s: a walk of the whole table every {duty} times the last walk's length (within the shortest timeout, {shortest} s, less an interval; taking in the filter entries when walks are further apart than the interval), and in between a due check of the sessions the walk listed as due before the next. Each live walk is the best of {rounds}, the two kinds timed in turn.\n\n\
+         | sessions | a walk, all live | with the filter entries | sweeps in {sim} s | walks (mean period) | removed, and made | gone early | left past their deadline | longest due check | share of one CPU | a sweep that removes every session | removed |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         udp = Timeouts::DEFAULT.udp,
+        shortest =
+            nat_ctl::sweeper::latest_walk_period(Duration::ZERO, &Timeouts::DEFAULT).as_secs(),
         interval = nat_ctl::cli::DEFAULT_SWEEP_INTERVAL_SECS,
         duty = nat_ctl::sweeper::FULL_WALK_DUTY,
-        every = nat_ctl::sweeper::FILTER_WALK_EVERY,
         sim = SWEEP_SIMULATED.as_secs(),
         rounds = SWEEP_ROUNDS,
     )?;
     for c in costs {
         writeln!(
             report,
-            "| {} | {:.2} s | {:.2} s | {} ({}) | {} | {} | {:.1} ms | {:.1}% | {:.2} s | {} |",
+            "| {} | {:.2} s | {:.2} s | {} | {} ({:.0} s) | {}, {} | {} | {} | {:.1} ms | {:.1}% | {:.2} s | {} |",
             c.sessions,
             c.live.as_secs_f64(),
             c.live_filters.as_secs_f64(),
             c.sweeps,
             c.walks,
+            SWEEP_SIMULATED.as_secs_f64() / f64::from(c.walks.max(1)),
             c.removed,
+            c.made,
+            c.early,
             c.overdue,
             c.longest_due.as_secs_f64() * 1e3,
             100.0 * c.share(),
@@ -466,7 +513,7 @@ fn sweep_section(report: &mut String, costs: &[SweepCost]) -> Result<()> {
     }
     writeln!(
         report,
-        "\nA session goes in the first sweep past its deadline; a mapping is released, and a filter entry without sessions goes, at walks only (within two walks, and {} walks). When more sessions fall due before the next walk than the list holds (an eighth of the session table), every sweep walks, and a sweep that would take more than 1/{} of a CPU stretches the interval (nat-ctl says so once in its log).",
+        "\nA session goes in the first sweep past its deadline. At walks only: a mapping without sessions is released (in two walks), and a filter entry without sessions goes (within a walk, or {} sweeps when every sweep walks). When more sessions fall due before the next walk than the list holds (an eighth of the session table), every sweep walks, and a sweep that would take more than 1/{} of a CPU stretches the interval (nat-ctl says so once in its log).",
         nat_ctl::sweeper::FILTER_WALK_EVERY,
         nat_ctl::sweeper::SWEEP_DUTY,
     )?;
@@ -811,8 +858,9 @@ fn measure_size(
             fx.clear_state();
             let udp = fx.maps.read_config().expect("CONFIG").timeouts.udp;
             let idle = u64::from(udp - 30) * 1_000_000_000;
-            prefill(&mut fx.maps, sessions, host, IPPROTO_UDP, idle).expect("prefill UDP");
-            sweep_cost(fx, sessions).expect("sweep")
+            let udp_flows =
+                prefill(&mut fx.maps, sessions, host, IPPROTO_UDP, idle).expect("prefill UDP");
+            sweep_cost(fx, &udp_flows).expect("sweep")
         });
         (rows, sweep)
     })
@@ -1093,12 +1141,17 @@ fn targets(m: &Measured<'_>) -> Result<String> {
         let share = s.share();
         line(
             format!(
-                "sweeper, {} sessions turning over: < 5% of one CPU at the default interval ({} s), none left past its deadline",
+                "sweeper, {} sessions turning over: < 5% of one CPU at the default interval ({} s), none left past its deadline, none gone before",
                 s.sessions,
                 nat_ctl::cli::DEFAULT_SWEEP_INTERVAL_SECS,
             ),
-            format!("{:.1}%, {} left", 100.0 * share, s.overdue),
-            Some(share < 0.05 && s.overdue == 0),
+            format!(
+                "{:.1}%, {} left, {} gone early",
+                100.0 * share,
+                s.overdue,
+                s.early
+            ),
+            Some(share < 0.05 && s.overdue == 0 && s.early == 0),
         )?;
     }
     if let Some((b, filter)) = m.session_bytes {
