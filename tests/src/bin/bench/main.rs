@@ -1082,7 +1082,7 @@ fn targets(m: &Measured<'_>) -> Result<String> {
     let resident = m.rates.iter().find(|r| r.flows == TARGET_FLOWS);
     line(
         format!(
-            "end to end with {} resident sessions (timed between sweeps): within 10% of the {TARGET_FLOWS}-flow rate",
+            "end to end with {} resident sessions (timed between walks of them): within 10% of the {TARGET_FLOWS}-flow rate",
             forwarding::RESIDENT_SESSIONS
         ),
         resident
