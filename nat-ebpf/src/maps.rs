@@ -82,7 +82,8 @@ pub static PORT_POOL: Array<u16> = Array::with_max_entries(PORT_SLOTS, 0);
 
 /// The external ports mappings (and live DMZ sessions) hold, a bit each
 /// (nat_common::ports::taken_bit): set by the CPU that claims one (or makes the DMZ session),
-/// rewritten by every sweep from MAPPINGS_IN and the ports its walk found live sessions on.
+/// rewritten by every walk of the sweeper from MAPPINGS_IN and the ports it found live
+/// sessions on.
 #[map]
 pub static PORTS_TAKEN: Array<u64> = Array::with_max_entries(PORTS_TAKEN_WORDS, 0);
 

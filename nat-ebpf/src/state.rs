@@ -265,7 +265,8 @@ extern "C" fn try_random_port(_index: u64, ctx: *mut c_void) -> i64 {
 
 /// One more entry held by `owner` (a LAN host's address in HOST_MAPPINGS, HOST_SESSIONS,
 /// HOST_VPN; its MAC in MAC_MAPPINGS, MAC_SESSIONS), an atomic add (CPUs counting for one
-/// owner at once each count); the sweeper recounts every sweep what expired.
+/// owner at once each count); the sweeper counts down what its due checks remove, and
+/// recounts at each walk.
 #[inline(always)]
 pub fn count_for_host<K>(held: &HashMap<K, u32>, owner: &K) {
     match held.get_ptr_mut(owner) {
