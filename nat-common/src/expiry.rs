@@ -186,8 +186,17 @@ pub struct SweepWalk {
     /// When the latest walk began, and `sessions` as it counted them: a due check carries
     /// both (what the benchmark reads to know when walks run).
     pub walk_ns: u64,
+    /// Live sessions a walk found due before `list_before_ns`, listed or not (EXPIRING also
+    /// holds, for the time of the walk, the sessions it removes after its pass): how many
+    /// the list must hold, from which nat-ctl plans how far apart walks may be.
+    pub due: u64,
+    /// Sessions a walk removes after its pass may take at most `removals_max` entries of
+    /// EXPIRING (the others go at once, under the walk), so that the live ones due before
+    /// the next walk keep their room; `removals` counts those it took.
+    pub removals_max: u32,
+    pub removals: u32,
 }
-const _: () = assert!(size_of::<SweepWalk>() == 120);
+const _: () = assert!(size_of::<SweepWalk>() == 136);
 
 /// `Expiring::due_ns` of an orphan the walk removes after its pass (no deadline is 1 ns).
 pub const ORPHAN_DUE_NS: u64 = 1;
@@ -206,13 +215,13 @@ pub struct Expiring {
 }
 const _: () = assert!(size_of::<Expiring>() == 24);
 
-/// EXPIRING's size for a session table of `max_sessions`: an eighth of it (at least 4096,
+/// EXPIRING's size for a session table of `max_sessions`: a quarter of it (at least 4096,
 /// at most what one bpf_loop visits). Where sessions' deadlines are spread over their
-/// timeouts, the seconds between walks list a few percent of them; when more fall due at
-/// once (a table filled in one burst ages together), the list overflows and every sweep
-/// walks, as it would without one.
+/// timeouts, the seconds between walks list a few percent of them (nat-ctl plans walks
+/// closer together when more would not fit); when more fall due at once (a table filled in
+/// one burst ages together), the list overflows and the next sweep walks.
 pub const fn expiring_slots_for(max_sessions: u32) -> u32 {
-    let n = max_sessions / 8;
+    let n = max_sessions / 4;
     if n < 4096 {
         4096
     } else if n > BPF_MAX_LOOPS {

@@ -72,6 +72,8 @@ pub struct NatMaps {
     pub forward_hints: Array<MapData, u64>,
     pub ports_taken: Array<MapData, u64>,
     pub sweep_walk: Array<MapData, SweepWalk>,
+    /// The sweeper's list of due sessions: only its size is read here.
+    pub expiring: Array<MapData, nat_common::expiry::Expiring>,
     pub ports_live: Array<MapData, u64>,
     pub filters_live: Array<MapData, u64>,
     pub host_live: HashMap<MapData, u32, u32>,
@@ -160,6 +162,7 @@ impl NatMaps {
             forward_hints: get(names::FORWARD_HINTS)?.try_into()?,
             ports_taken: get(names::PORTS_TAKEN)?.try_into()?,
             sweep_walk: get(names::SWEEP_WALK)?.try_into()?,
+            expiring: get(names::EXPIRING)?.try_into()?,
             ports_live: get(names::PORTS_LIVE)?.try_into()?,
             filters_live: get(names::FILTERS_LIVE)?.try_into()?,
             host_live: get(names::HOST_LIVE)?.try_into()?,

@@ -77,6 +77,28 @@ pub fn walk_period(interval: Duration, took: Duration, t: &Timeouts) -> Duration
         .max(took * SWEEP_DUTY)
 }
 
+/// The share of the list of due sessions (EXPIRING) a walk plans to fill: walks are planned
+/// closer together when the last one found so many sessions due per second that the list
+/// would fill beyond this before the next (`fit_to_list`).
+pub const LIST_FILL: f64 = 0.6;
+
+/// The sessions a walk removes after its pass take at most 1/REMOVALS_SHARE of the list
+/// (`SweepWalk::removals_max`): with LIST_FILL, the live due ones keep their room.
+pub const REMOVALS_SHARE: u32 = 4;
+
+/// `period` between walks, shortened so that the sessions falling due before the next walk
+/// and an interval past it, at `due_per_sec` (what the last walk found), fill no more than
+/// LIST_FILL of the list's `slots`: on a large table whose deadlines crowd together the list
+/// would otherwise overflow, and every sweep would walk. Never below an interval (the list
+/// may still overflow then; every sweep walks).
+pub fn fit_to_list(period: Duration, interval: Duration, due_per_sec: f64, slots: u32) -> Duration {
+    if due_per_sec <= 0.0 {
+        return period;
+    }
+    let fits = Duration::from_secs_f64(LIST_FILL * f64::from(slots) / due_per_sec);
+    period.min(fits.saturating_sub(interval)).max(interval)
+}
+
 /// The longest period between walks at which every session still goes in the first sweep
 /// past its deadline: the shortest timeout less an interval. A session made (or whose TCP
 /// state shortened its timeout) after a walk is due no sooner than that timeout after its
@@ -114,6 +136,8 @@ pub struct Schedule {
     told_late: bool,
     /// The least a walk is taken to cost (`assume_walks_take`).
     at_least: Duration,
+    /// Live sessions the last walk found due per second of what it listed (0: none yet).
+    due_per_sec: f64,
 }
 
 /// What the sweeps after a walk go by.
@@ -139,6 +163,7 @@ impl Schedule {
             told_overflow: false,
             told_late: false,
             at_least: Duration::ZERO,
+            due_per_sec: 0.0,
         }
     }
 
@@ -172,7 +197,15 @@ impl Schedule {
             return sweep_due(maps, t, now_ns, &last);
         }
         let start = Instant::now();
-        let period = walk_period(self.interval, self.took, t);
+        // Closer together if the list would overflow, but never above 1/SWEEP_DUTY of a CPU
+        // (the list then overflows, and the next sweep walks).
+        let period = fit_to_list(
+            walk_period(self.interval, self.took, t),
+            self.interval,
+            self.due_per_sec,
+            maps.expiring.len(),
+        )
+        .max(self.took * SWEEP_DUTY);
         let latest = latest_walk_period(self.interval, t);
         if period > latest.max(self.interval) && !self.told_late {
             log::warn!(
@@ -190,6 +223,7 @@ impl Schedule {
         let (report, w) = walk(maps, t, now_ns, filters, list_before_ns)?;
         self.walks += 1;
         self.took = start.elapsed().max(self.at_least);
+        self.due_per_sec = w.due as f64 / ((list_before_ns - now_ns) as f64 / 1e9);
         if w.list_lost > 0 {
             if !self.told_overflow {
                 log::info!(
@@ -581,6 +615,7 @@ fn walk(
         filter_seed: rand::random(),
         filter_bits,
         list_before_ns,
+        removals_max: maps.expiring.len() / REMOVALS_SHARE,
         ..Default::default()
     })?;
     report.sessions_expired = walk.expired as usize;
@@ -682,6 +717,23 @@ mod tests {
             ..t
         };
         assert_eq!(walk_period(every, ms(50), &short), every);
+    }
+
+    #[test]
+    fn walks_come_closer_when_the_list_would_overflow() {
+        let every = Duration::from_secs(2);
+        let secs = Duration::from_secs;
+        // Nothing known yet: as planned.
+        assert_eq!(fit_to_list(secs(40), every, 0.0, 4096), secs(40));
+        // 100 due a second, 4096 slots: 24.576 s of them fill 60%, less an interval.
+        assert_eq!(
+            fit_to_list(secs(40), every, 100.0, 4096),
+            Duration::from_secs_f64(22.576)
+        );
+        // Room enough: as planned.
+        assert_eq!(fit_to_list(secs(10), every, 100.0, 4096), secs(10));
+        // Never below an interval.
+        assert_eq!(fit_to_list(secs(40), every, 1e6, 4096), every);
     }
 
     #[test]

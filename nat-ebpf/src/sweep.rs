@@ -61,6 +61,9 @@ pub fn run() -> bool {
     walk.w.counts_lost = 0;
     walk.w.listed = 0;
     walk.w.list_lost = 0;
+    walk.w.due = 0;
+    // SAFETY: as above. (The removals are counted in the map: defer_removal.)
+    unsafe { (*orders).removals = 0 };
     // 0: no filter pass (and a size filter_words cannot take is none either).
     walk.filter_words = if (6..=31).contains(&walk.w.filter_bits) {
         filter_words(walk.w.filter_bits)
@@ -86,6 +89,7 @@ pub fn run() -> bool {
         );
         // The sessions the pass found expired or orphaned go now, after it.
         bpf_loop(walk.w.listed, check_due as *mut c_void, ctx, 0);
+        walk.w.removals = (*orders).removals;
         if walk.filter_words != 0 {
             each(
                 core::ptr::addr_of!(FILTERS),
@@ -199,18 +203,15 @@ extern "C" fn visit_session(
     }
     // Removed after the pass (check_due), not under it: an element of a preallocated hash
     // table is reused at once, and another CPU's insert could then take the walk down another
-    // bucket's chain, past sessions it would not list. When the list is full, now (deleting
-    // the element the walk is at is allowed: the iteration holds no bucket lock); neither `k`
-    // nor `s` is read after it.
+    // bucket's chain, past sessions it would not list. Beyond the list's share for removals
+    // (after sweeps without walks there are few), now (deleting the element the walk is at is
+    // allowed: the iteration holds no bucket lock); neither `k` nor `s` is read after it.
     let due_ns = if f == Fate::Orphan {
         ORPHAN_DUE_NS
     } else {
         deadline_ns(k, s, &walk.w.timeouts)
     };
-    if let Some(e) = EXPIRING.get_ptr_mut(walk.w.listed) {
-        // SAFETY: map value pointer from a successful lookup; one walk at a time.
-        unsafe { *e = Expiring { key: *k, due_ns } };
-        walk.w.listed += 1;
+    if defer_removal(k, due_ns, walk) {
         return 0;
     }
     if SESSIONS.remove(k).is_err() {
@@ -253,6 +254,31 @@ fn live(k: &SessionKey, s: &Session, walk: &mut Walk) {
     }
 }
 
+/// Lists a session the walk removes after its pass; false when the list has no room for it
+/// (its share for removals, `SweepWalk::removals_max`, is used up, or it is full).
+// verifier: the count is kept in SWEEP_WALK, not in the walk's copy on the stack: compared
+// there, a known count made every visit a state of its own, past the verifier's million
+// instructions; read from the map it is any number.
+#[inline(always)]
+fn defer_removal(k: &SessionKey, due_ns: u64, walk: &mut Walk) -> bool {
+    let Some(orders) = SWEEP_WALK.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: map value pointer from a successful lookup; one walk at a time.
+    let orders = unsafe { &mut *orders };
+    if orders.removals >= orders.removals_max {
+        return false;
+    }
+    let Some(e) = EXPIRING.get_ptr_mut(walk.w.listed) else {
+        return false;
+    };
+    // SAFETY: as above.
+    unsafe { *e = Expiring { key: *k, due_ns } };
+    walk.w.listed += 1;
+    orders.removals += 1;
+    true
+}
+
 /// A live session due before the next walk goes on EXPIRING, for the due checks.
 #[inline(always)]
 fn list_if_due(k: &SessionKey, s: &Session, walk: &mut Walk) {
@@ -260,6 +286,7 @@ fn list_if_due(k: &SessionKey, s: &Session, walk: &mut Walk) {
     if due_ns >= walk.w.list_before_ns {
         return;
     }
+    walk.w.due = walk.w.due.wrapping_add(1);
     match EXPIRING.get_ptr_mut(walk.w.listed) {
         Some(e) => {
             // SAFETY: map value pointer from a successful lookup; one walk at a time.

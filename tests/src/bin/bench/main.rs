@@ -513,8 +513,9 @@ fn sweep_section(report: &mut String, costs: &[SweepCost]) -> Result<()> {
     }
     writeln!(
         report,
-        "\nA session goes in the first sweep past its deadline. At walks only: a mapping without sessions is released (in two walks), and a filter entry without sessions goes (within a walk, or {} sweeps when every sweep walks). When more sessions fall due before the next walk than the list holds (an eighth of the session table), every sweep walks, and a sweep that would take more than 1/{} of a CPU stretches the interval (nat-ctl says so once in its log).",
+        "\nA session goes in the first sweep past its deadline. At walks only: a mapping without sessions is released (in two walks), and a filter entry without sessions goes (within a walk, or {} sweeps when every sweep walks). Walks come closer together when the sessions due before the next would fill more than {:.0}% of the list (a quarter of the session table); when more fall due than it holds, the next sweep walks, and sweeps that would take more than 1/{} of a CPU stretch the interval (nat-ctl says so once in its log).",
         nat_ctl::sweeper::FILTER_WALK_EVERY,
+        100.0 * nat_ctl::sweeper::LIST_FILL,
         nat_ctl::sweeper::SWEEP_DUTY,
     )?;
     Ok(())
