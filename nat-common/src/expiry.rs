@@ -6,12 +6,14 @@
 //! 1. MAPPINGS_IN: every active mapping writes its owner's tag into PORT_OWNERS, one word per
 //!    external port and protocol (`owner_slot`, `owner_tag`);
 //! 2. SESSIONS: a session whose external port no longer belongs to its LAN endpoint (after
-//!    MAPPING_GRACE_SECS) is an orphan and goes, an expired one goes, and a live one sets its
+//!    MAPPING_GRACE_SECS) is an orphan and goes, an expired one goes (both listed in EXPIRING
+//!    and removed after the pass, which then looks at them again), and a live one sets its
 //!    port's bit in PORTS_LIVE and (UDP) its filter's bit in FILTERS_LIVE, and counts for its host
 //!    and MAC in HOST_LIVE / MAC_LIVE;
 //! 3. FILTERS: an entry whose bit is clear (no live session has that LAN endpoint and remote
-//!    host) goes. Only in a walk told to (`SweepWalk::filter_bits` not 0): nat-ctl walks the
-//!    filter entries every few sweeps, which halves what the other sweeps cost;
+//!    host) goes. Only in a walk told to (`SweepWalk::filter_bits` not 0): when every sweep
+//!    walks, nat-ctl has the filter entries walked every few sweeps, which halves what the
+//!    other sweeps cost, and otherwise at every walk;
 //! 4. MAPPINGS_IN again, with pass 3: a mapping's first remote host (`Mapping::first_remote`,
 //!    the filter entry a UDP mapping keeps itself) is forgotten by the same rule.
 //!
@@ -163,7 +165,7 @@ pub struct SweepWalk {
     /// and FILTERS_LIVE alone.
     pub filter_bits: u32,
     /// Results: sessions seen, removed as expired, removed as orphans; filter entries
-    /// removed; deletes that failed (the entry stays for the next walk).
+    /// removed; deletes that failed (the session stays listed, or for the next walk).
     pub sessions: u64,
     pub expired: u64,
     pub orphans: u64,
@@ -177,8 +179,8 @@ pub struct SweepWalk {
     pub kind: u32,
     /// Entries of EXPIRING in use: written by a walk, which lists afresh; read by a due check.
     pub listed: u32,
-    /// A walk lists the live sessions whose deadline is before this (0: none, EXPIRING is
-    /// emptied).
+    /// A walk lists the live sessions whose deadline is before this (0: none; EXPIRING then
+    /// holds only the sessions the walk removed after its pass, gone).
     pub list_before_ns: u64,
     /// Live sessions due before `list_before_ns` that EXPIRING had no room for: nat-ctl then
     /// walks again at the next sweep.
@@ -192,7 +194,9 @@ pub struct SweepWalk {
     pub due: u64,
     /// Sessions a walk removes after its pass may take at most `removals_max` entries of
     /// EXPIRING (the others go at once, under the walk), so that the live ones due before
-    /// the next walk keep their room; `removals` counts those it took.
+    /// the next walk keep their room; `removals` counts those it wanted to list, and is above
+    /// `removals_max` when some went under the walk, which may then have missed others:
+    /// nat-ctl walks again at the next sweep.
     pub removals_max: u32,
     pub removals: u32,
 }

@@ -20,16 +20,7 @@ pub fn set(maps: &mut NatMaps, switch: Switch, on: bool) -> Result<usize> {
     if on {
         return Ok(0);
     }
-    let mut removed = 0;
-    let sessions: Vec<_> = maps
-        .sessions()?
-        .into_iter()
-        .filter(|(_, s)| s.class == switch.class())
-        .collect();
-    for (k, _) in sessions {
-        removed += usize::from(maps.try_remove_session(&k)?);
-    }
-    maps.note_sessions_removed()?;
+    let mut removed = maps.remove_sessions(|_, s| s.class == switch.class())?;
     if switch == Switch::Pptp {
         removed += clear(&mut maps.pptp_calls_in)?;
         clear(&mut maps.pptp_calls_out)?;

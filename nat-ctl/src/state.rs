@@ -471,6 +471,26 @@ impl NatMaps {
         removed(self.sessions.remove(k))
     }
 
+    /// Removes the sessions `which` picks; how many went. The sweeper is told
+    /// (`note_sessions_removed`) even when a delete fails part way.
+    pub fn remove_sessions(
+        &mut self,
+        which: impl Fn(&SessionKey, &nat_common::maps::Session) -> bool,
+    ) -> Result<usize> {
+        let mut gone = 0;
+        let mut each = || -> Result<()> {
+            for (k, s) in self.sessions()? {
+                if which(&k, &s) && self.try_remove_session(&k)? {
+                    gone += 1;
+                }
+            }
+            Ok(())
+        };
+        let done = each();
+        self.note_sessions_removed()?;
+        done.map(|()| gone)
+    }
+
     /// `try_remove_session` for callers to whom a failed delete is one less removed.
     pub fn remove_session(&mut self, k: &SessionKey) -> bool {
         self.sessions.remove(k).is_ok()
@@ -481,12 +501,7 @@ impl NatMaps {
     /// Returns how many sessions and VPN entries went.
     pub fn flush(&mut self, proto: Option<u8>) -> Result<usize> {
         let matches = |p: u8| proto.is_none_or(|w| w == p);
-        let mut removed = 0;
-        for (k, _) in self.sessions()? {
-            if matches(k.proto) && self.try_remove_session(&k)? {
-                removed += 1;
-            }
-        }
+        let mut removed = self.remove_sessions(|k, _| matches(k.proto))?;
         for (k, _) in entries(&self.filters)? {
             if matches(k.proto) {
                 crate::state::removed(self.filters.remove(&k))?;
@@ -513,15 +528,7 @@ impl NatMaps {
         } else {
             cfg.flushed_ns
         };
-        let sessions_removed_gen = cfg.sessions_removed_gen.wrapping_add(1);
-        self.store_config(
-            &NatConfig {
-                flushed_ns,
-                sessions_removed_gen,
-                ..cfg
-            },
-            cfg.route_gen,
-        )?;
+        self.store_config(&NatConfig { flushed_ns, ..cfg }, cfg.route_gen)?;
         Ok(removed)
     }
 

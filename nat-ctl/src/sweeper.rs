@@ -92,10 +92,13 @@ pub const REMOVALS_SHARE: u32 = 4;
 /// would otherwise overflow, and every sweep would walk. Never below an interval (the list
 /// may still overflow then; every sweep walks).
 pub fn fit_to_list(period: Duration, interval: Duration, due_per_sec: f64, slots: u32) -> Duration {
-    if due_per_sec <= 0.0 {
+    // (Nothing known, or no number: as planned.)
+    if due_per_sec.is_nan() || due_per_sec <= 0.0 {
         return period;
     }
-    let fits = Duration::from_secs_f64(LIST_FILL * f64::from(slots) / due_per_sec);
+    let Ok(fits) = Duration::try_from_secs_f64(LIST_FILL * f64::from(slots) / due_per_sec) else {
+        return period;
+    };
     period.min(fits.saturating_sub(interval)).max(interval)
 }
 
@@ -126,7 +129,8 @@ pub fn latest_walk_period(interval: Duration, t: &Timeouts) -> Duration {
 pub struct Schedule {
     interval: Duration,
     last: Option<LastWalk>,
-    /// Walks done: one in FILTER_WALK_EVERY walks the filter entries too (a walk that failed
+    /// Walks done: when every sweep walks, one in FILTER_WALK_EVERY takes in the filter
+    /// entries too (a walk that failed
     /// is tried again as it was).
     walks: u64,
     /// How long the last walk's sweep took, from which the next one's period is planned.
@@ -138,6 +142,8 @@ pub struct Schedule {
     at_least: Duration,
     /// Live sessions the last walk found due per second of what it listed (0: none yet).
     due_per_sec: f64,
+    /// Whether the last walk's list overflowed (every sweep walks until it does not).
+    overflowed: bool,
 }
 
 /// What the sweeps after a walk go by.
@@ -164,6 +170,7 @@ impl Schedule {
             told_late: false,
             at_least: Duration::ZERO,
             due_per_sec: 0.0,
+            overflowed: false,
         }
     }
 
@@ -218,18 +225,23 @@ impl Schedule {
         let next_ns = now_ns + period.as_nanos() as u64;
         // Listed: due before the next walk, and an interval past it, for a walk that runs late.
         let list_before_ns = next_ns + self.interval.as_nanos() as u64;
-        let filters = walks_filters(self.walks) || period > self.interval;
+        // Every walk takes in the filter entries when due checks come between walks; when
+        // every sweep walks (a small table, or a list that overflowed), one in
+        // FILTER_WALK_EVERY.
+        let filters = walks_filters(self.walks) || (period > self.interval && !self.overflowed);
         self.last = None;
         let (report, w) = walk(maps, t, now_ns, filters, list_before_ns)?;
         self.walks += 1;
         self.took = start.elapsed().max(self.at_least);
         self.due_per_sec = w.due as f64 / ((list_before_ns - now_ns) as f64 / 1e9);
-        if w.list_lost > 0 {
+        self.overflowed = w.list_lost > 0 || w.removals > w.removals_max;
+        if w.list_lost > 0 || w.removals > w.removals_max {
             if !self.told_overflow {
                 log::info!(
-                    "{} sessions fall due before the next walk, more than the list of due sessions holds ({}): walking the whole table every sweep until fewer do",
-                    u64::from(w.listed) + w.list_lost,
-                    w.listed
+                    "{} sessions were due before the next walk and {} expired, more than the list of due sessions holds ({}): walking again at the next sweep, and closer together from then on",
+                    w.due,
+                    w.removals,
+                    maps.expiring.len()
                 );
                 self.told_overflow = true;
             }
@@ -567,6 +579,8 @@ fn sweep_due(
     recount_host_vpn(maps)?;
     Ok(SweepReport {
         sessions_expired: w.expired as usize,
+        // Left listed by a walk whose delete failed.
+        orphans_removed: w.orphans as usize,
         vpn_state_expired,
         ..Default::default()
     })
@@ -694,7 +708,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_sweep_in_four_walks_the_filters_the_first_included() {
+    fn one_walk_in_four_walks_the_filters_the_first_included() {
         let walked: Vec<u64> = (0..9).filter(|n| walks_filters(*n)).collect();
         assert_eq!(walked, [0, 4, 8]);
     }

@@ -45,18 +45,18 @@ pub fn run() -> bool {
         filter_words: 0,
     };
     walk.w.expired = 0;
+    walk.w.orphans = 0;
     walk.w.failed = 0;
     if walk.w.kind == SWEEP_DUE {
         let ctx = (&mut walk as *mut Walk).cast::<c_void>();
         // SAFETY: as below.
         unsafe {
-            bpf_loop(walk.w.listed, check_due as *mut c_void, ctx, 0);
+            bpf_loop(walk.w.listed, check_due::<false> as *mut c_void, ctx, 0);
             *orders = walk.w;
         }
         return true;
     }
     walk.w.sessions = 0;
-    walk.w.orphans = 0;
     walk.w.filters_removed = 0;
     walk.w.counts_lost = 0;
     walk.w.listed = 0;
@@ -88,7 +88,7 @@ pub fn run() -> bool {
             ctx,
         );
         // The sessions the pass found expired or orphaned go now, after it.
-        bpf_loop(walk.w.listed, check_due as *mut c_void, ctx, 0);
+        bpf_loop(walk.w.listed, check_due::<true> as *mut c_void, ctx, 0);
         walk.w.removals = (*orders).removals;
         if walk.filter_words != 0 {
             each(
@@ -201,15 +201,17 @@ extern "C" fn visit_session(
         list_if_due(k, s, walk);
         return 0;
     }
-    // Removed after the pass (check_due), not under it: an element of a preallocated hash
+    // Removed after the pass (check_due::<true>), not under it: an element of a preallocated hash
     // table is reused at once, and another CPU's insert could then take the walk down another
-    // bucket's chain, past sessions it would not list. Beyond the list's share for removals
-    // (after sweeps without walks there are few), now (deleting the element the walk is at is
-    // allowed: the iteration holds no bucket lock); neither `k` nor `s` is read after it.
+    // bucket's chain, past sessions it would not list. (Due now: check_due looks again, and
+    // keeps one refreshed since.) Beyond the list's share for removals (after sweeps without
+    // walks there are few), now, and nat-ctl walks again at the next sweep, as this walk may
+    // have missed some (deleting the element the walk is at is allowed: the iteration holds
+    // no bucket lock); neither `k` nor `s` is read after it.
     let due_ns = if f == Fate::Orphan {
         ORPHAN_DUE_NS
     } else {
-        deadline_ns(k, s, &walk.w.timeouts)
+        walk.w.now_ns
     };
     if defer_removal(k, due_ns, walk) {
         return 0;
@@ -255,10 +257,11 @@ fn live(k: &SessionKey, s: &Session, walk: &mut Walk) {
 }
 
 /// Lists a session the walk removes after its pass; false when the list has no room for it
-/// (its share for removals, `SweepWalk::removals_max`, is used up, or it is full).
+/// (its share for removals, `SweepWalk::removals_max`, is used up, or it is full), which
+/// leaves `removals` above `removals_max`: nat-ctl walks again at the next sweep.
 // verifier: the count is kept in SWEEP_WALK, not in the walk's copy on the stack: compared
-// there, a known count made every visit a state of its own, past the verifier's million
-// instructions; read from the map it is any number.
+// there, or counted on the way that removes under the pass, a known count made every visit
+// a state of its own; read from the map it is any number.
 #[inline(always)]
 fn defer_removal(k: &SessionKey, due_ns: u64, walk: &mut Walk) -> bool {
     let Some(orders) = SWEEP_WALK.get_ptr_mut(0) else {
@@ -267,8 +270,10 @@ fn defer_removal(k: &SessionKey, due_ns: u64, walk: &mut Walk) -> bool {
     // SAFETY: map value pointer from a successful lookup; one walk at a time.
     let orders = unsafe { &mut *orders };
     if orders.removals >= orders.removals_max {
+        orders.removals = orders.removals.wrapping_add(1);
         return false;
     }
+    // (Full of live sessions due before the next walk: this one goes under the pass.)
     let Some(e) = EXPIRING.get_ptr_mut(walk.w.listed) else {
         return false;
     };
@@ -297,13 +302,15 @@ fn list_if_due(k: &SessionKey, s: &Session, walk: &mut Walk) {
     }
 }
 
-/// A look at EXPIRING entry `i`, by a due check or after a walk's pass: a session whose
+/// A look at EXPIRING entry `i`, by a due check or after a walk's pass (`AFTER_WALK`): a session whose
 /// deadline has come goes if it is still idle, and one the walk found an orphan goes; one
 /// that saw traffic since is due later (and, after a walk's pass, counts as live). A due
 /// check also takes a session it removes off its host's and MAC's counts (the walk, which
 /// recounts them, may be many sweeps away).
+// verifier: one callback for each (`AFTER_WALK`), not a test of `SweepWalk::kind` in one: the
+// walk's states, which cannot tell the kind, took both ways past half the verifier's limit.
 #[inline(never)]
-extern "C" fn check_due(i: u64, ctx: *mut c_void) -> c_long {
+extern "C" fn check_due<const AFTER_WALK: bool>(i: u64, ctx: *mut c_void) -> c_long {
     // SAFETY: `ctx` is run's Walk, as for the walk's callbacks.
     let walk = unsafe { &mut *ctx.cast::<Walk>() };
     let Some(e) = EXPIRING.get_ptr_mut(i as u32) else {
@@ -321,19 +328,22 @@ extern "C" fn check_due(i: u64, ctx: *mut c_void) -> c_long {
     };
     // SAFETY: as above; the data path may refresh it meanwhile, as during a walk.
     let s = unsafe { &*s };
-    let orphan = e.due_ns == ORPHAN_DUE_NS;
-    if !orphan && !is_expired(&e.key, s, &walk.w.timeouts, walk.w.now_ns) {
-        e.due_ns = deadline_ns(&e.key, s, &walk.w.timeouts);
-        if walk.w.kind != SWEEP_DUE {
+    // (A session made afresh under the orphan's key since has no orphan mark.)
+    let orphan = e.due_ns == ORPHAN_DUE_NS && s.orphan_mark != 0;
+    let (host, mac) = (e.key.int_addr, s.lan_mac);
+    let goes = orphan || is_expired(&e.key, s, &walk.w.timeouts, walk.w.now_ns);
+    if !goes || SESSIONS.remove(&e.key).is_err() {
+        if goes {
+            // Listed still: the next due check or walk tries again.
+            walk.w.failed += 1;
+        } else {
+            e.due_ns = deadline_ns(&e.key, s, &walk.w.timeouts);
+        }
+        // Live after a walk's pass, so that nothing it holds goes with it.
+        if AFTER_WALK {
             let k = e.key;
             live(&k, s, walk);
         }
-        return 0;
-    }
-    let (host, mac) = (e.key.int_addr, s.lan_mac);
-    if SESSIONS.remove(&e.key).is_err() {
-        // Listed still: the next due check or walk tries again.
-        walk.w.failed += 1;
         return 0;
     }
     e.due_ns = 0;
@@ -343,7 +353,7 @@ extern "C" fn check_due(i: u64, ctx: *mut c_void) -> c_long {
         walk.w.expired += 1;
     }
     // After a walk's pass the recount that follows sets the counts.
-    if walk.w.kind == SWEEP_DUE {
+    if !AFTER_WALK {
         uncount(&HOST_SESSIONS, &host);
         if mac != 0 {
             uncount(&MAC_SESSIONS, &mac);

@@ -1529,7 +1529,7 @@ fn main() -> Result<()> {
     let cache_per_session =
         (map(names::FLOWS_OUT).1 + map(names::FLOWS_IN).1) as f64 / map(names::SESSIONS).0 as f64;
     // The sweeper's filter bitmap has bits for each session slot too, and its list of due
-    // sessions a slot for each eighth.
+    // sessions a slot for each quarter.
     let walk_per_session = (map(names::FILTERS_LIVE).1 + map(names::EXPIRING).1) as f64
         / map(names::SESSIONS).0 as f64;
     let per_session = per_entry(names::SESSIONS) + cache_per_session + walk_per_session;
