@@ -130,8 +130,7 @@ pub struct Schedule {
     interval: Duration,
     last: Option<LastWalk>,
     /// Walks done: when every sweep walks, one in FILTER_WALK_EVERY takes in the filter
-    /// entries too (a walk that failed
-    /// is tried again as it was).
+    /// entries too (a walk that failed is tried again as it was).
     walks: u64,
     /// How long the last walk's sweep took, from which the next one's period is planned.
     took: Duration,
@@ -238,7 +237,7 @@ impl Schedule {
         if w.list_lost > 0 || w.removals > w.removals_max {
             if !self.told_overflow {
                 log::info!(
-                    "{} sessions were due before the next walk and {} expired, more than the list of due sessions holds ({}): walking again at the next sweep, and closer together from then on",
+                    "{} sessions were due before the next walk and {} to remove, more than the list of due sessions holds ({}): walking again at the next sweep, and closer together from then on",
                     w.due,
                     w.removals,
                     maps.expiring.len()

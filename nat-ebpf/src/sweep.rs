@@ -302,11 +302,11 @@ fn list_if_due(k: &SessionKey, s: &Session, walk: &mut Walk) {
     }
 }
 
-/// A look at EXPIRING entry `i`, by a due check or after a walk's pass (`AFTER_WALK`): a session whose
-/// deadline has come goes if it is still idle, and one the walk found an orphan goes; one
-/// that saw traffic since is due later (and, after a walk's pass, counts as live). A due
-/// check also takes a session it removes off its host's and MAC's counts (the walk, which
-/// recounts them, may be many sweeps away).
+/// A look at EXPIRING entry `i`, by a due check or after a walk's pass (`AFTER_WALK`): a
+/// session whose deadline has come goes if it is still idle, and one the walk found an
+/// orphan goes; one that saw traffic since is due later (and, after a walk's pass, counts as
+/// live). A due check also takes a session it removes off its host's and MAC's counts (the
+/// walk, which recounts them, may be many sweeps away).
 // verifier: one callback for each (`AFTER_WALK`), not a test of `SweepWalk::kind` in one: the
 // walk's states, which cannot tell the kind, took both ways past half the verifier's limit.
 #[inline(never)]
