@@ -18,6 +18,7 @@ fn file_for(prefix: &str) -> Option<&'static str> {
         "egress" => "tests/tests/egress_fixtures.rs",
         "malformed" => "tests/tests/malformed_fixtures.rs",
         "model" => "tests/tests/model_fixtures.rs",
+        "expiry" => "tests/tests/expiry_fixtures.rs",
         "robustness" => "tests/tests/robustness_e2e.rs",
         "nat-ctl" => "nat-ctl/src",
         "nat-common" => "nat-common/src",
