@@ -81,6 +81,11 @@ impl NatDaemon {
         d
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// The config file the daemon was started with by `start_with_config`.
     pub fn config_path(&self) -> &std::path::Path {
         self.config

@@ -20,7 +20,10 @@ use nat_ctl::{
     loader::{self, Tables},
     wire::to_wire,
 };
-use std::{net::Ipv4Addr, time::Instant};
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
 
 pub const FRAME_LEN: usize = 60;
 
@@ -137,6 +140,9 @@ const NFT_MASQUERADE: &str = "table ip bench {\n  chain post {\n    type nat hoo
 
 /// One lab for every configuration: router set up for each in turn.
 pub struct Bench {
+    /// What the resident case's daemons' sweeper threads used (CPU time), and over how long
+    /// (one period of the schedule each, `rate`), summed over the setups.
+    pub resident_sweeper: (Duration, Duration),
     lab: Lab,
     _sink: Ebpf,
     sink_count: PerCpuArray<MapData, u64>,
@@ -192,6 +198,7 @@ impl Bench {
         generator_config.set(0, cfg, 0)?;
         let gen_ifindex = lab.lan.run(|| nat_ctl::netdev::ifindex("eth0"))??;
         Ok(Bench {
+            resident_sweeper: Default::default(),
             lab,
             _sink: sink,
             sink_count,
@@ -247,7 +254,7 @@ impl Bench {
         warmup: u32,
         packets: u32,
     ) -> Result<(f64, Option<f64>)> {
-        let setup = self.set_up(router)?;
+        let mut setup = self.set_up(router)?;
         self.set_flows(flows, LAN_HOST_A, RATE_DST_PORTS)?;
         let mut tries = 0;
         let (secs, got) = loop {
@@ -260,15 +267,25 @@ impl Bench {
             // The resident case's packets are timed between two walks of the whole table,
             // whose own cost is measured apart ("The sweeper"): a walk that began before they
             // were all sent voids the try.
-            match swept {
-                Some(t) if setup.next_walk(t)? < sent => {
-                    tries += 1;
-                    eprintln!("bench: a walk ran while {} was timed", router.name());
-                    if tries == QUIET_TRIES {
-                        bail!("{}: a walk ran in each of {tries} tries", router.name());
-                    }
-                }
-                _ => break (secs, got),
+            let Some(t) = swept else {
+                break (secs, got);
+            };
+            let next = setup.next_walk(t)?;
+            if next >= sent {
+                // What the daemon's sweeper uses over one period of its schedule, once it is
+                // planned from a walk of the resident sessions: from the end of the walk that
+                // followed the timed packets to the end of the next (due checks, then a walk).
+                setup.walk_ended(next)?;
+                let pid = setup.nat.as_ref().and_then(|n| n.pid());
+                setup.sweeper_from = pid.and_then(|p| Some((p, sweeper_cpu(p)?, Instant::now())));
+                let after = setup.next_walk(next)?;
+                setup.walk_ended(after)?;
+                break (secs, got);
+            }
+            tries += 1;
+            eprintln!("bench: a walk ran while {} was timed", router.name());
+            if tries == QUIET_TRIES {
+                bail!("{}: a walk ran in each of {tries} tries", router.name());
             }
         };
         let program_ns = match router {
@@ -370,6 +387,7 @@ impl Bench {
             _programs: None,
             nat: None,
             sweeps: None,
+            sweeper_from: None,
         };
         match router {
             Router::XdpNat => {
@@ -431,7 +449,13 @@ impl Bench {
         Ok(setup)
     }
 
-    fn tear_down(&self, router: Router, setup: Setup) -> Result<()> {
+    fn tear_down(&mut self, router: Router, setup: Setup) -> Result<()> {
+        if let Some((pid, cpu, since)) = setup.sweeper_from {
+            if let Some(now) = sweeper_cpu(pid) {
+                self.resident_sweeper.0 += now.saturating_sub(cpu);
+                self.resident_sweeper.1 += since.elapsed();
+            }
+        }
         drop(setup);
         if router == Router::KernelMasquerade {
             self.lab
@@ -448,6 +472,29 @@ struct Setup {
     nat: Option<NatDaemon>,
     /// The resident case's handle on the daemon's maps, to time its packets between sweeps.
     sweeps: Option<nat_ctl::state::NatMaps>,
+    /// The resident case's daemon, its sweeper thread's CPU time, and when, at the end of a
+    /// walk of the resident sessions (`Bench::rate`); the period ends at the end of the next.
+    sweeper_from: Option<(u32, Duration, Instant)>,
+}
+
+/// CPU time (user and system) the sweeper thread of daemon `pid` has used; None if it has
+/// none (the thread is named "sweeper": daemon/sweeps.rs).
+fn sweeper_cpu(pid: u32) -> Option<Duration> {
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let dir = task.ok()?.path();
+        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() != "sweeper" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // proc(5): after the name in parentheses, field 3 (state) on; utime and stime are
+        // fields 14 and 15, in clock ticks.
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        return Some(Duration::from_secs_f64(ticks as f64 / tick as f64));
+    }
+    None
 }
 
 /// Tries at timing the resident case between two walks before the bench gives up.
@@ -494,6 +541,14 @@ impl Setup {
                 }
             });
         walk.with_context(|| format!("{what} within {WALK_WAIT_SECS} s"))?
+    }
+
+    /// Waits until the walk that began at `began` has ended.
+    fn walk_ended(&self, began: u64) -> Result<()> {
+        self.wait_walk("the sweeper's walk did not end", |now, seen| {
+            now != began || seen != 0
+        })?;
+        Ok(())
     }
 
     /// Waits until the sweeper's walk clock moves past `since`; gives the new clock: when
