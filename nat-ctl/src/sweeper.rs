@@ -245,7 +245,7 @@ impl Schedule {
         self.filtered = filters;
         self.due_per_sec = w.due as f64 / ((list_before_ns - now_ns) as f64 / 1e9);
         self.overflowed = w.list_lost > 0 || w.removals > w.removals_max;
-        if w.list_lost > 0 || w.removals > w.removals_max {
+        if self.overflowed {
             if !self.told_overflow {
                 log::info!(
                     "{} sessions were due before the next walk and {} to remove, more than the list of due sessions holds ({}): walking again at the next sweep, and closer together from then on",

@@ -354,13 +354,18 @@ fn a_list_too_short_for_the_due_sessions_makes_the_next_sweep_walk() {
         // interval on; the second walks and plans its next 28 s on, so it lists everything
         // due in the 30 s after it: all the sessions, more than the list holds. So the third
         // walks too, whatever it had planned.
-        let mut kinds = Vec::new();
-        let mut at = start + 100 * NS;
-        while at <= start + 120 * NS {
-            kinds.push(schedule.walks(at, &cfg));
-            schedule.sweep(&mut fx.maps, &cfg, at).unwrap();
-            at += INTERVAL.as_nanos() as u64;
-        }
+        // Sweeps every interval from `from` to `to`: whether each walked.
+        let mut sweeps = |fx: &mut Fixture, from: u64, to: u64| {
+            let mut kinds = Vec::new();
+            let mut at = from;
+            while at <= to {
+                kinds.push(schedule.walks(at, &cfg));
+                schedule.sweep(&mut fx.maps, &cfg, at).unwrap();
+                at += INTERVAL.as_nanos() as u64;
+            }
+            kinds
+        };
+        let kinds = sweeps(fx, start + 100 * NS, start + 120 * NS);
         assert_eq!(
             kinds[..3],
             [true, true, true],
@@ -385,13 +390,7 @@ fn a_list_too_short_for_the_due_sessions_makes_the_next_sweep_walk() {
             );
             shift(fx, &key, start);
         }
-        let mut kinds = Vec::new();
-        let mut at = start + 100 * NS;
-        while at <= start + 124 * NS {
-            kinds.push(schedule.walks(at, &cfg));
-            schedule.sweep(&mut fx.maps, &cfg, at).unwrap();
-            at += INTERVAL.as_nanos() as u64;
-        }
+        let kinds = sweeps(fx, start + 100 * NS, start + 124 * NS);
         assert!(
             kinds.iter().filter(|w| **w).count() == 1,
             "sweeps that walked, from 100 s on: {kinds:?}"

@@ -23,8 +23,9 @@ pub(crate) struct Sweeps {
 
 impl Sweeps {
     /// Starts sweeping `instance`'s maps every `interval` (sweeper::Schedule; longer when
-    /// sweeps would take more than their share of a CPU: sweeper::next_sweep_in), with the daemon's walk of the
-    /// session table (`state::walk_fd`); sweeps that changed something are sent to `done`.
+    /// sweeps would take more than their share of a CPU: sweeper::next_sweep_in), with the
+    /// daemon's walk of the session table (`state::walk_fd`); sweeps that changed something
+    /// are sent to `done`.
     pub(crate) fn start(
         instance: &Instance,
         interval: Duration,
