@@ -590,11 +590,12 @@ fn cached(
     cfg: &NatConfig,
     key: &FlowKey,
 ) -> Result<Option<Flow>> {
-    let first = flow_cache::first_entry(cfg.flow_seed, cfg.flow_set_bits, key);
-    for i in first..first + flow_cache::FLOW_WAYS {
-        let e = map.get(&i, 0).context("reading the flow cache")?;
-        if let Some(f) = CachedFlow::hit(cfg.flow_seed, key, &e.words) {
-            return Ok(Some(f));
+    for first in flow_cache::set_entries(cfg.flow_seed, cfg.flow_set_bits, key) {
+        for i in first..first + flow_cache::FLOW_WAYS {
+            let e = map.get(&i, 0).context("reading the flow cache")?;
+            if let Some(f) = CachedFlow::hit(cfg.flow_seed, key, &e.words) {
+                return Ok(Some(f));
+            }
         }
     }
     Ok(None)

@@ -5,10 +5,11 @@
 use aya_ebpf::{helpers::generated::bpf_get_prandom_u32, maps::Array};
 use nat_common::{
     config::NatConfig,
+    config::{NEXT_HOP_TIME_SHIFT, NEXT_HOP_TTL_NS},
     counters::Counter,
     flow_cache::{
         CachedFlow, CachedHop, FLOW_WAYS, FLOW_WORDS, Flow, FlowKey, HOP_WAYS, first_entry,
-        hop_ref, hop_ref_tag, hop_set, hop_slot, hop_tag,
+        hop_ref, hop_ref_tag, hop_set, hop_slot, hop_tag, set_entries,
     },
     maps::NextHop,
 };
@@ -25,16 +26,18 @@ fn word(p: *const CachedFlow, j: usize) -> u64 {
     unsafe { p.cast::<u64>().add(j).read_volatile() }
 }
 
-/// What the cache says of `key`, if one of its set's ways holds a whole entry for it.
+/// What the cache says of `key`, if a way of one of its two sets holds a whole entry for
+/// it: its first set, then (a miss there) its second.
 #[inline(always)]
 pub fn lookup(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey) -> Option<Flow> {
-    let first = first_entry(cfg.flow_seed, cfg.flow_set_bits, key);
-    for way in 0..FLOW_WAYS {
-        let p = map.get_ptr(first + way)?;
-        let (w0, w1) = (word(p, 0), word(p, 1));
-        if key.matches(w0, w1) {
-            // A torn copy of this flow's entry is a miss; the next fill rewrites it.
-            return CachedFlow::hit(cfg.flow_seed, key, &[w0, w1, word(p, 2), word(p, 3)]);
+    for first in set_entries(cfg.flow_seed, cfg.flow_set_bits, key) {
+        for way in 0..FLOW_WAYS {
+            let p = map.get_ptr(first + way)?;
+            let (w0, w1) = (word(p, 0), word(p, 1));
+            if key.matches(w0, w1) {
+                // A torn copy of this flow's entry is a miss; the next fill rewrites it.
+                return CachedFlow::hit(cfg.flow_seed, key, &[w0, w1, word(p, 2), word(p, 3)]);
+            }
         }
     }
     None
@@ -73,9 +76,8 @@ pub fn route(f: &Flow, cfg: &NatConfig, tot_len: u16, now: u64) -> Option<Route>
     })
 }
 
-/// Caches flow `key` with translation `value` going to the resolved next hop `hop`: over
-/// the entry of the same flow if there is one, else over the way whose next hop was looked
-/// up longest ago (an empty or forgotten way usually is that one).
+/// Caches flow `key` with translation `value` going to the resolved next hop `hop`, where
+/// `place` says.
 #[inline(always)]
 pub fn fill(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey, value: u64, hop: &NextHop) {
     // Nothing resolved (no interface, no MACs): nothing to cache; it would match any empty
@@ -86,24 +88,7 @@ pub fn fill(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey, value: u64,
     let Some(hop_ref) = share(cfg.flow_seed, hop) else {
         return;
     };
-    let first = first_entry(cfg.flow_seed, cfg.flow_set_bits, key);
-    let mut victim = first;
-    let mut oldest = 0;
-    for way in 0..FLOW_WAYS {
-        let Some(p) = map.get_ptr(first + way) else {
-            return;
-        };
-        if key.matches(word(p, 0), word(p, 1)) {
-            victim = first + way;
-            break;
-        }
-        // A torn read only picks another victim.
-        let age = hop.resolved.wrapping_sub(word(p, 2) as u32);
-        if way == 0 || age > oldest {
-            (victim, oldest) = (first + way, age);
-        }
-    }
-    let Some(dst) = map.get_ptr_mut(victim) else {
+    let Some(dst) = place(map, cfg, key, hop.resolved).and_then(|i| map.get_ptr_mut(i)) else {
         return;
     };
     let e = CachedFlow::new(cfg.flow_seed, key, value, hop, hop_ref);
@@ -112,6 +97,46 @@ pub fn fill(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey, value: u64,
         unsafe { dst.cast::<u64>().add(j).write_volatile(e.words[j]) };
     }
     count(Counter::FlowCacheFilled);
+}
+
+/// Age, in `NextHop::resolved` units, past which an entry no longer answers.
+const ANSWERS_FOR: u32 = (NEXT_HOP_TTL_NS >> NEXT_HOP_TIME_SHIFT) as u32;
+
+/// Which entry `key` is cached in, at time `now` (`NextHop::resolved` units): over its own
+/// entry, in either set, if it has one (so that a flow has one entry); else over the way of
+/// its first set whose next hop was looked up longest ago, if that entry no longer answers
+/// (empty, forgotten, expired, of an older route generation); else over the way of both
+/// sets looked up longest ago, which is in the second set when that one has room. Both sets
+/// are in the CPU's cache by then: the lookup that missed read them.
+#[inline(always)]
+fn place(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey, now: u32) -> Option<u32> {
+    let sets = set_entries(cfg.flow_seed, cfg.flow_set_bits, key);
+    // Per set: the way looked up longest ago, and how long ago (u32::MAX: it no longer
+    // answers whatever its age).
+    let mut oldest = [(0u32, 0u32); 2];
+    for (set, first) in sets.into_iter().enumerate() {
+        for way in 0..FLOW_WAYS {
+            let p = map.get_ptr(first + way)?;
+            if key.matches(word(p, 0), word(p, 1)) {
+                return Some(first + way);
+            }
+            // A torn read only picks another victim.
+            let w2 = word(p, 2);
+            let age = now.wrapping_sub(w2 as u32);
+            let gone =
+                (word(p, 3) >> 32) == 0 || (w2 >> 32) as u16 != cfg.route_gen || age >= ANSWERS_FOR;
+            let age = if gone { u32::MAX } else { age };
+            if way == 0 || age > oldest[set].1 {
+                oldest[set] = (first + way, age);
+            }
+        }
+    }
+    let [(first, first_age), (second, second_age)] = oldest;
+    Some(if first_age == u32::MAX || first_age >= second_age {
+        first
+    } else {
+        second
+    })
 }
 
 /// FLOW_HOPS slot `i` as the two words a hop is stored as (`CachedHop::words`).
@@ -152,22 +177,23 @@ fn share(seed: u32, hop: &NextHop) -> Option<u32> {
     Some(hop_ref(tag, way))
 }
 
-/// Drops `key`'s entry, if cached: its session changed in a way the entry does not show.
+/// Drops `key`'s entries, in either set, if cached: its session changed in a way the entry does not show.
 #[inline(always)]
 pub fn forget(map: &Array<CachedFlow>, key: &FlowKey) {
     let Some(cfg) = config() else {
         return;
     };
-    let first = first_entry(cfg.flow_seed, cfg.flow_set_bits, key);
-    for way in 0..FLOW_WAYS {
-        let Some(p) = map.get_ptr_mut(first + way) else {
-            continue;
-        };
-        if key.matches(word(p, 0), word(p, 1)) {
-            // A zero check never matches (`check` is odd): clear the high (little-endian)
-            // half of word 3, keep the tag.
-            // SAFETY: map value pointer, word 3 in bounds.
-            unsafe { p.cast::<u32>().add(7).write_volatile(0) };
+    for first in set_entries(cfg.flow_seed, cfg.flow_set_bits, key) {
+        for way in 0..FLOW_WAYS {
+            let Some(p) = map.get_ptr_mut(first + way) else {
+                continue;
+            };
+            if key.matches(word(p, 0), word(p, 1)) {
+                // A zero check never matches (`check` is odd): clear the high (little-endian)
+                // half of word 3, keep the tag.
+                // SAFETY: map value pointer, word 3 in bounds.
+                unsafe { p.cast::<u32>().add(7).write_volatile(0) };
+            }
         }
     }
 }
