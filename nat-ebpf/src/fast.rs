@@ -138,7 +138,7 @@ pub fn outbound(
     }
     let key = SessionKey::new(pkt.proto, pkt.src, t.sport, pkt.dst, t.dport);
     let cache_key = FlowKey::out(&key);
-    if let Some(c) = cache::lookup(&FLOWS_OUT, cfg, &cache_key) {
+    if let Some(c) = cache::lookup(&FLOWS_OUT, cfg, &cache_key, now) {
         if let Some(route) = cached(&c, cfg, pkt, now) {
             rewrite_endpoint(pkt.ip, &mut t.l4, Side::Source, cfg.wan_addr, c.port);
             count_class(c.class);
@@ -195,7 +195,7 @@ pub fn inbound(
     }
     let key = ReplyKey::new(pkt.proto, pkt.src, ext_port, rem_port);
     let cache_key = FlowKey::reply(&key);
-    let Some(c) = cache::lookup(&FLOWS_IN, cfg, &cache_key) else {
+    let Some(c) = cache::lookup(&FLOWS_IN, cfg, &cache_key, now) else {
         // The full path finds the session through the mapping and caches the flow.
         return Ok(None);
     };

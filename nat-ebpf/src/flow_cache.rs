@@ -5,7 +5,6 @@
 use aya_ebpf::{helpers::generated::bpf_get_prandom_u32, maps::Array};
 use nat_common::{
     config::NatConfig,
-    config::{NEXT_HOP_TIME_SHIFT, NEXT_HOP_TTL_NS},
     counters::Counter,
     flow_cache::{
         CachedFlow, CachedHop, FLOW_WAYS, FLOW_WORDS, Flow, FlowKey, HOP_WAYS, first_entry,
@@ -15,7 +14,7 @@ use nat_common::{
 };
 
 use crate::{
-    forward::{Route, answers},
+    forward::{ANSWERS_FOR, Route, answers, stamp},
     maps::{FLOW_HOPS, config, count},
 };
 
@@ -26,21 +25,73 @@ fn word(p: *const CachedFlow, j: usize) -> u64 {
     unsafe { p.cast::<u64>().add(j).read_volatile() }
 }
 
-/// What the cache says of `key`, if a way of one of its two sets holds a whole entry for
-/// it: its first set, then (a miss there) its second.
+/// What the cache says of `key` at time `now`, if a way of one of its two sets holds a
+/// whole entry for it: its first set, then its second, which holds flows only while every
+/// way of the first answers (`place`). So a miss, the first packet of every new flow, reads
+/// the second set only when the first is full.
 #[inline(always)]
-pub fn lookup(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey) -> Option<Flow> {
-    for first in set_entries(cfg.flow_seed, cfg.flow_set_bits, key) {
-        for way in 0..FLOW_WAYS {
-            let p = map.get_ptr(first + way)?;
-            let (w0, w1) = (word(p, 0), word(p, 1));
-            if key.matches(w0, w1) {
-                // A torn copy of this flow's entry is a miss; the next fill rewrites it.
-                return CachedFlow::hit(cfg.flow_seed, key, &[w0, w1, word(p, 2), word(p, 3)]);
-            }
+pub fn lookup(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey, now: u64) -> Option<Flow> {
+    let [first, second] = set_entries(cfg.flow_seed, cfg.flow_set_bits, key);
+    if let Some(found) = lookup_in(map, cfg, key, first) {
+        return found;
+    }
+    if !full(map, cfg, first, stamp(now))? {
+        return None;
+    }
+    lookup_in(map, cfg, key, second)?
+}
+
+/// `Some(what the entry says)` if a way of the set from `first` holds `key`'s entry (a torn
+/// one says None); None if none does.
+#[inline(always)]
+fn lookup_in(
+    map: &Array<CachedFlow>,
+    cfg: &NatConfig,
+    key: &FlowKey,
+    first: u32,
+) -> Option<Option<Flow>> {
+    for way in 0..FLOW_WAYS {
+        let p = map.get_ptr(first + way)?;
+        let (w0, w1) = (word(p, 0), word(p, 1));
+        if key.matches(w0, w1) {
+            // A torn copy of this flow's entry is a miss; the next fill rewrites it.
+            return Some(CachedFlow::hit(
+                cfg.flow_seed,
+                key,
+                &[w0, w1, word(p, 2), word(p, 3)],
+            ));
         }
     }
     None
+}
+
+/// Does every way of the set from `first` hold an entry that still answers at `now`?
+#[inline(always)]
+fn full(map: &Array<CachedFlow>, cfg: &NatConfig, first: u32, now: u32) -> Option<bool> {
+    for way in 0..FLOW_WAYS {
+        let p = map.get_ptr(first + way)?;
+        if age(cfg, p, now) == GONE {
+            return Some(false);
+        }
+    }
+    Some(true)
+}
+
+/// The age of an entry that no longer answers, whenever its next hop was looked up.
+const GONE: u32 = u32::MAX;
+
+/// How long ago (`NextHop::resolved` units, at `now`) the next hop of the entry at `p` was
+/// looked up; GONE if it no longer answers: empty, forgotten, expired, or of an older route
+/// generation. A torn read gives some age, which only picks another way.
+#[inline(always)]
+fn age(cfg: &NatConfig, p: *const CachedFlow, now: u32) -> u32 {
+    let w2 = word(p, 2);
+    let age = now.wrapping_sub(w2 as u32);
+    if (word(p, 3) >> 32) == 0 || (w2 >> 32) as u16 != cfg.route_gen || age >= ANSWERS_FOR {
+        GONE
+    } else {
+        age
+    }
 }
 
 /// Starts the read of the set `key` lives in, ahead of `lookup`: the checks that run
@@ -99,40 +150,43 @@ pub fn fill(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey, value: u64,
     count(Counter::FlowCacheFilled);
 }
 
-/// Age, in `NextHop::resolved` units, past which an entry no longer answers.
-const ANSWERS_FOR: u32 = (NEXT_HOP_TTL_NS >> NEXT_HOP_TIME_SHIFT) as u32;
-
-/// Which entry `key` is cached in, at time `now` (`NextHop::resolved` units): over its own
-/// entry, in either set, if it has one (so that a flow has one entry); else over the way of
-/// its first set whose next hop was looked up longest ago, if that entry no longer answers
-/// (empty, forgotten, expired, of an older route generation); else over the way of both
-/// sets looked up longest ago, which is in the second set when that one has room. Both sets
-/// are in the CPU's cache by then: the lookup that missed read them.
+/// Which entry `key` is cached in, at time `now` (`NextHop::resolved` units). Over its own
+/// entry, in its first set; in its second, over its own entry there too, unless the first
+/// now has a way that no longer answers: then there, its second copy forgotten (`lookup`
+/// reads the second set only when the first is full). Else over the way of its first set
+/// whose next hop was looked up longest ago, if that entry no longer answers; else over the
+/// way of both sets looked up longest ago, which is in the second set when that one has
+/// room. Both sets are in the CPU's cache by then: the lookup that missed read them.
 #[inline(always)]
 fn place(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey, now: u32) -> Option<u32> {
     let sets = set_entries(cfg.flow_seed, cfg.flow_set_bits, key);
-    // Per set: the way looked up longest ago, and how long ago (u32::MAX: it no longer
-    // answers whatever its age).
+    // Per set: the way looked up longest ago, and its age (GONE: it no longer answers).
     let mut oldest = [(0u32, 0u32); 2];
+    let mut own_second = None;
     for (set, first) in sets.into_iter().enumerate() {
         for way in 0..FLOW_WAYS {
             let p = map.get_ptr(first + way)?;
             if key.matches(word(p, 0), word(p, 1)) {
-                return Some(first + way);
+                if set == 0 {
+                    return Some(first + way);
+                }
+                own_second = Some(first + way);
             }
-            // A torn read only picks another victim.
-            let w2 = word(p, 2);
-            let age = now.wrapping_sub(w2 as u32);
-            let gone =
-                (word(p, 3) >> 32) == 0 || (w2 >> 32) as u16 != cfg.route_gen || age >= ANSWERS_FOR;
-            let age = if gone { u32::MAX } else { age };
+            let age = age(cfg, p, now);
             if way == 0 || age > oldest[set].1 {
                 oldest[set] = (first + way, age);
             }
         }
     }
     let [(first, first_age), (second, second_age)] = oldest;
-    Some(if first_age == u32::MAX || first_age >= second_age {
+    if let Some(own) = own_second {
+        if first_age != GONE {
+            return Some(own);
+        }
+        forget_at(map, own);
+        return Some(first);
+    }
+    Some(if first_age == GONE || first_age >= second_age {
         first
     } else {
         second
@@ -185,15 +239,22 @@ pub fn forget(map: &Array<CachedFlow>, key: &FlowKey) {
     };
     for first in set_entries(cfg.flow_seed, cfg.flow_set_bits, key) {
         for way in 0..FLOW_WAYS {
-            let Some(p) = map.get_ptr_mut(first + way) else {
+            let Some(p) = map.get_ptr(first + way) else {
                 continue;
             };
             if key.matches(word(p, 0), word(p, 1)) {
-                // A zero check never matches (`check` is odd): clear the high (little-endian)
-                // half of word 3, keep the tag.
-                // SAFETY: map value pointer, word 3 in bounds.
-                unsafe { p.cast::<u32>().add(7).write_volatile(0) };
+                forget_at(map, first + way);
             }
         }
+    }
+}
+
+/// Makes entry `i` a miss: a zero check never matches (`check` is odd), so clear the high
+/// (little-endian) half of word 3 and keep the tag.
+#[inline(always)]
+fn forget_at(map: &Array<CachedFlow>, i: u32) {
+    if let Some(p) = map.get_ptr_mut(i) {
+        // SAFETY: map value pointer, word 3 in bounds.
+        unsafe { p.cast::<u32>().add(7).write_volatile(0) };
     }
 }

@@ -131,9 +131,7 @@ pub fn answers(
     now: u64,
 ) -> bool {
     let age = stamp(now).wrapping_sub(resolved);
-    route_gen == cfg.route_gen
-        && tot_len <= max_len
-        && age < (NEXT_HOP_TTL_NS >> NEXT_HOP_TIME_SHIFT) as u32
+    route_gen == cfg.route_gen && tot_len <= max_len && age < ANSWERS_FOR
 }
 
 /// What to cache of route `r`, found for a packet of `tot_len` bytes. Only a resolved
@@ -161,9 +159,12 @@ pub fn next_hop(r: &Route, cfg: &NatConfig, tot_len: u16, now: u64) -> NextHop {
     hop
 }
 
+/// Age, in `NextHop::resolved` units, past which a next hop no longer answers.
+pub const ANSWERS_FOR: u32 = (NEXT_HOP_TTL_NS >> NEXT_HOP_TIME_SHIFT) as u32;
+
 /// `now` in `NextHop::resolved` units.
 #[inline(always)]
-fn stamp(now: u64) -> u32 {
+pub fn stamp(now: u64) -> u32 {
     (now >> NEXT_HOP_TIME_SHIFT) as u32
 }
 
