@@ -14,12 +14,13 @@
 //!
 //! Four 32-byte ways per set: a set is one 128-byte pair of cache lines. A flow may live in
 //! two sets (`set_entries`): its own, which a lookup reads first, and a second one by
-//! another hash, which it reads on a miss in the first. A fill goes to the second set only
-//! when every way of the first holds a flow that still answers. With one set, the flows of a
-//! set that more than four busy flows hash to took each other's ways in turn and every one
-//! of their packets missed (about 1.8% of 64 K flows in a cache of 256 K entries); with two,
-//! a flow misses only when both of its sets are full, which at these loads next to never
-//! happens. Entries are written
+//! another hash, which holds flows only while every way of the first still answers
+//! (`entry_age`): a lookup reads it only when the first is full and does not hold the flow,
+//! and a flow there moves back to its first set at the fill after a way of the first frees
+//! up. With one set, the flows of a set that more than four busy flows hash to took each
+//! other's ways in turn and every one of their packets missed (about 1.8% of 64 K flows in a
+//! cache of 256 K entries); with two, busy flows keep their entries unless both of their sets
+//! are full, which at these loads next to never happens. Entries are written
 //! by any CPU with plain stores, so a reader may see one half-written: a check word over the
 //! rest tells, and an entry whose check does not match is a miss. A flow finds its next hop
 //! by the hop's tag (a hash of interface and MACs, which picks a set of FLOW_HOPS) and way;
@@ -34,7 +35,10 @@
 
 use core::mem::size_of;
 
-use crate::maps::{NextHop, ReplyKey, SessionKey};
+use crate::{
+    config::{NEXT_HOP_TIME_SHIFT, NEXT_HOP_TTL_NS},
+    maps::{NextHop, ReplyKey, SessionKey},
+};
 
 /// Entries per set: a flow lives in one of the adjacent entries of its set.
 pub const FLOW_WAYS: u32 = 4;
@@ -180,6 +184,32 @@ const fn fold(h: u64) -> u64 {
 
 /// Sets a flow may live in: its own, and a second one (`set_entries`).
 pub const FLOW_CHOICES: usize = 2;
+
+/// `now_ns` (CLOCK_MONOTONIC) in `NextHop::resolved` units (about milliseconds), wrapping.
+#[inline(always)]
+pub const fn stamp(now_ns: u64) -> u32 {
+    (now_ns >> NEXT_HOP_TIME_SHIFT) as u32
+}
+
+/// Age, in `NextHop::resolved` units, from which a next hop no longer answers.
+pub const ANSWERS_FOR: u32 = (NEXT_HOP_TTL_NS >> NEXT_HOP_TIME_SHIFT) as u32;
+
+/// The age `entry_age` gives an entry that no longer answers: older than any that does.
+pub const ENTRY_GONE: u32 = u32::MAX;
+
+/// How long ago, at `now` (`stamp` units), the next hop of the entry whose words 2 and 3 are
+/// `w2`, `w3` was looked up, if the entry still answers under route generation `route_gen`;
+/// ENTRY_GONE when it is empty or forgotten (no check), of another route generation, or
+/// expired. A torn entry gives some age, which only makes it a likelier victim of a fill.
+#[inline(always)]
+pub const fn entry_age(w2: u64, w3: u64, route_gen: u16, now: u32) -> u32 {
+    let age = now.wrapping_sub(w2 as u32);
+    if (w3 >> 32) == 0 || (w2 >> 32) as u16 != route_gen || age >= ANSWERS_FOR {
+        ENTRY_GONE
+    } else {
+        age
+    }
+}
 
 /// The hash of `key` its sets are picked by. The key words are multiplied independently and
 /// the result mixed once more: this runs for every packet.

@@ -584,21 +584,38 @@ impl NatMaps {
     }
 }
 
-/// The entry for `key` in flow cache `map`, looked for as the data path does.
+/// The entry for `key` in flow cache `map`, looked for as the data path does
+/// (nat-ebpf/src/flow_cache.rs, `lookup`), now: in its first set; in its second only when
+/// the first does not hold it and every way of the first still answers. A torn or forgotten
+/// copy is a miss.
 fn cached(
     map: &Array<MapData, CachedFlow>,
     cfg: &NatConfig,
     key: &FlowKey,
 ) -> Result<Option<Flow>> {
-    for first in flow_cache::set_entries(cfg.flow_seed, cfg.flow_set_bits, key) {
-        for i in first..first + flow_cache::FLOW_WAYS {
-            let e = map.get(&i, 0).context("reading the flow cache")?;
-            if let Some(f) = CachedFlow::hit(cfg.flow_seed, key, &e.words) {
-                return Ok(Some(f));
-            }
-        }
+    let now = flow_cache::stamp(crate::monotonic_coarse_ns());
+    let [first, second] = flow_cache::set_entries(cfg.flow_seed, cfg.flow_set_bits, key);
+    let set = |at: u32| -> Result<Vec<CachedFlow>> {
+        (at..at + flow_cache::FLOW_WAYS)
+            .map(|i| map.get(&i, 0).context("reading the flow cache"))
+            .collect()
+    };
+    let find = |ways: &[CachedFlow]| {
+        ways.iter()
+            .find(|e| key.matches(e.words[0], e.words[1]))
+            .map(|e| CachedFlow::hit(cfg.flow_seed, key, &e.words))
+    };
+    let ways = set(first)?;
+    if let Some(found) = find(&ways) {
+        return Ok(found);
     }
-    Ok(None)
+    let full = ways.iter().all(|e| {
+        flow_cache::entry_age(e.words[2], e.words[3], cfg.route_gen, now) != flow_cache::ENTRY_GONE
+    });
+    if !full {
+        return Ok(None);
+    }
+    Ok(find(&set(second)?).flatten())
 }
 
 /// Removes every entry of a hash map; returns how many went.

@@ -7,14 +7,15 @@ use nat_common::{
     config::NatConfig,
     counters::Counter,
     flow_cache::{
-        CachedFlow, CachedHop, FLOW_WAYS, FLOW_WORDS, Flow, FlowKey, HOP_WAYS, first_entry,
-        hop_ref, hop_ref_tag, hop_set, hop_slot, hop_tag, set_entries,
+        ANSWERS_FOR, CachedFlow, CachedHop, ENTRY_GONE, FLOW_WAYS, FLOW_WORDS, Flow, FlowKey,
+        HOP_WAYS, first_entry, hop_ref, hop_ref_tag, hop_set, hop_slot, hop_tag, set_entries,
+        stamp,
     },
     maps::NextHop,
 };
 
 use crate::{
-    forward::{ANSWERS_FOR, Route, answers, stamp},
+    forward::{Route, answers},
     maps::{FLOW_HOPS, config, count},
 };
 
@@ -70,25 +71,22 @@ fn lookup_in(
 fn full(map: &Array<CachedFlow>, cfg: &NatConfig, first: u32, now: u32) -> Option<bool> {
     for way in 0..FLOW_WAYS {
         let p = map.get_ptr(first + way)?;
-        if age(cfg, p, now) == GONE {
+        if age(cfg, p, now) == ENTRY_GONE {
             return Some(false);
         }
     }
     Some(true)
 }
 
-/// The age of an entry that no longer answers, whenever its next hop was looked up.
-const GONE: u32 = u32::MAX;
-
-/// How long ago (`NextHop::resolved` units, at `now`) the next hop of the entry at `p` was
-/// looked up; GONE if it no longer answers: empty, forgotten, expired, or of an older route
-/// generation. A torn read gives some age, which only picks another way.
+/// `nat_common::flow_cache::entry_age` of the entry at `p`.
+// BPF stack: the same test, with word 3 read only where it is needed; reading both words
+// first, to call entry_age, took the WAN program past the 512-byte stack.
 #[inline(always)]
 fn age(cfg: &NatConfig, p: *const CachedFlow, now: u32) -> u32 {
     let w2 = word(p, 2);
     let age = now.wrapping_sub(w2 as u32);
     if (word(p, 3) >> 32) == 0 || (w2 >> 32) as u16 != cfg.route_gen || age >= ANSWERS_FOR {
-        GONE
+        ENTRY_GONE
     } else {
         age
     }
@@ -156,11 +154,12 @@ pub fn fill(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey, value: u64,
 /// reads the second set only when the first is full). Else over the way of its first set
 /// whose next hop was looked up longest ago, if that entry no longer answers; else over the
 /// way of both sets looked up longest ago, which is in the second set when that one has
-/// room. Both sets are in the CPU's cache by then: the lookup that missed read them.
+/// room. The first set is in the CPU's cache by then (the lookup that missed read it); the
+/// second only if the first was full.
 #[inline(always)]
 fn place(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey, now: u32) -> Option<u32> {
     let sets = set_entries(cfg.flow_seed, cfg.flow_set_bits, key);
-    // Per set: the way looked up longest ago, and its age (GONE: it no longer answers).
+    // Per set: the way looked up longest ago, and its age (ENTRY_GONE: it no longer answers).
     let mut oldest = [(0u32, 0u32); 2];
     let mut own_second = None;
     for (set, first) in sets.into_iter().enumerate() {
@@ -180,13 +179,13 @@ fn place(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey, now: u32) -> O
     }
     let [(first, first_age), (second, second_age)] = oldest;
     if let Some(own) = own_second {
-        if first_age != GONE {
+        if first_age != ENTRY_GONE {
             return Some(own);
         }
         forget_at(map, own);
         return Some(first);
     }
-    Some(if first_age == GONE || first_age >= second_age {
+    Some(if first_age == ENTRY_GONE || first_age >= second_age {
         first
     } else {
         second

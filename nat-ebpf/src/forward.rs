@@ -10,8 +10,9 @@ use aya_ebpf::{
 };
 use core::mem::{MaybeUninit, size_of};
 use nat_common::{
-    config::{NEXT_HOP_TIME_SHIFT, NEXT_HOP_TTL_NS, NatConfig},
+    config::NatConfig,
     counters::Counter,
+    flow_cache::{ANSWERS_FOR, stamp},
     maps::NextHop,
 };
 
@@ -157,15 +158,6 @@ pub fn next_hop(r: &Route, cfg: &NatConfig, tot_len: u16, now: u64) -> NextHop {
         hop.dmac = *dmac;
     }
     hop
-}
-
-/// Age, in `NextHop::resolved` units, past which a next hop no longer answers.
-pub const ANSWERS_FOR: u32 = (NEXT_HOP_TTL_NS >> NEXT_HOP_TIME_SHIFT) as u32;
-
-/// `now` in `NextHop::resolved` units.
-#[inline(always)]
-pub fn stamp(now: u64) -> u32 {
-    (now >> NEXT_HOP_TIME_SHIFT) as u32
 }
 
 /// Writes the next hop's MACs and redirects out of `ifindex`.

@@ -1244,8 +1244,10 @@ fn forwarding_section(
     )?;
     writeln!(
         report,
-        "Generator: live-frame BPF_PROG_RUN, XDP_TX out of its veth; {packets} frames per measurement after {warmup} to warm up, best of {rounds} measurements per router (each set up afresh); router and sink on the same 2 vCPUs. Each LAN endpoint sends {dst_ports} flows, to {dst_ports} ports of the sink: 64000 flows are 64000 sessions of 4000 mappings (the NAT maps endpoint-independently, one external port per LAN endpoint; 64000 endpoints would fill 99% of the WAN address's port pool and measure port exhaustion).\n",
-        dst_ports = forwarding::RATE_DST_PORTS
+        "Generator: live-frame BPF_PROG_RUN, XDP_TX out of its veth; before each measurement the flows start in {steps} groups over one next-hop TTL ({ttl} s), so that their next hops' once-a-TTL renewals spread over time as on a gateway (the generator sends the flows in turn: flows started together would renew together, in one burst that a timed window holds wholly or not at all); then {warmup} frames to warm up and {packets} timed; best of {rounds} measurements per router (each set up afresh); router and sink on the same 2 vCPUs. Each LAN endpoint sends {dst_ports} flows, to {dst_ports} ports of the sink: 64000 flows are 64000 sessions of 4000 mappings (the NAT maps endpoint-independently, one external port per LAN endpoint; 64000 endpoints would fill 99% of the WAN address's port pool and measure port exhaustion).\n",
+        dst_ports = forwarding::RATE_DST_PORTS,
+        steps = forwarding::STAGGER_STEPS,
+        ttl = nat_common::config::NEXT_HOP_TTL_NS / 1_000_000_000,
     )?;
     writeln!(
         report,
