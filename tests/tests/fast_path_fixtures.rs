@@ -331,6 +331,87 @@ fn more_busy_flows_than_a_set_holds_all_stay_cached() {
     });
 }
 
+/// What changes a flow's translation forgets its entry in whichever set holds it: a LAN SYN
+/// that starts a 5-tuple afresh forgets the replies' entry, here of flows that live in their
+/// second set because their first is full.
+#[test]
+fn a_flow_in_its_second_set_is_forgotten_there_too() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let cfg = fx.maps.read_config().unwrap();
+        let out = |dport: u16, f| {
+            packets::tcp(
+                &lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER),
+                40000,
+                dport,
+                f,
+                b"",
+            )
+        };
+        // The endpoint's one external port (its mapping, endpoint-independent).
+        assert_eq!(fx.from_lan(&out(1, SYN)).0, XDP_REDIRECT);
+        let ext = fx.maps.sessions().unwrap()[0].1.ext_port;
+        let reply_key =
+            |dport: u16| ReplyKey::new(IPPROTO_TCP, to_wire(SERVER), ext, dport.to_be());
+        let sets = |dport| {
+            flow_cache::set_entries(
+                cfg.flow_seed,
+                cfg.flow_set_bits,
+                &FlowKey::reply(&reply_key(dport)),
+            )
+        };
+        let target = sets(2)[0];
+        let dports: Vec<u16> = (2..u16::MAX)
+            .filter(|&d| sets(d)[0] == target && sets(d)[1] != target)
+            .take(2 * flow_cache::FLOW_WAYS as usize)
+            .collect();
+        let inb =
+            |dport: u16, f| packets::tcp(&wan_hdr(SERVER, SERVER_MAC), dport, 40000, f, b"data");
+        for &d in &dports {
+            assert_eq!(fx.from_lan(&out(d, SYN)).0, XDP_REDIRECT);
+            assert_eq!(fx.from_wan(&inb(d, SYN_ACK)).0, XDP_REDIRECT);
+            assert_eq!(fx.from_lan(&out(d, ACK)).0, XDP_REDIRECT);
+            assert_eq!(fx.from_wan(&inb(d, ACK)).0, XDP_REDIRECT);
+        }
+        // Whole entries of the replies of flow `d`, in either of its sets.
+        let copies = |fx: &Fixture, d: u16| {
+            let fk = FlowKey::reply(&reply_key(d));
+            sets(d)
+                .into_iter()
+                .flat_map(|at| at..at + flow_cache::FLOW_WAYS)
+                .filter(|i| {
+                    let e = fx.maps.flows_in.get(i, 0).unwrap();
+                    CachedFlow::hit(cfg.flow_seed, &fk, &e.words).is_some()
+                })
+                .count()
+        };
+        let in_second: Vec<u16> = dports
+            .iter()
+            .copied()
+            .filter(|&d| {
+                let fk = FlowKey::reply(&reply_key(d));
+                let at = sets(d)[1];
+                (at..at + flow_cache::FLOW_WAYS).any(|i| {
+                    let e = fx.maps.flows_in.get(&i, 0).unwrap();
+                    CachedFlow::hit(cfg.flow_seed, &fk, &e.words).is_some()
+                })
+            })
+            .collect();
+        assert!(
+            !in_second.is_empty(),
+            "no reply flow went to its second set"
+        );
+        for &d in &in_second {
+            assert_eq!(copies(fx, d), 1, "port {d}: cached once");
+            assert_eq!(fx.from_lan(&out(d, SYN)).0, XDP_REDIRECT);
+            assert_eq!(
+                copies(fx, d),
+                0,
+                "port {d}: the SYN forgot the replies' entry"
+            );
+        }
+    });
+}
+
 #[test]
 fn a_torn_or_foreign_flow_cache_entry_is_a_miss() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
