@@ -544,6 +544,43 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_answers_while_whole_current_and_young() {
+        let k = FlowKey::out(&SessionKey::new(IPPROTO_TCP, 1, 2, 3, 4));
+        let h = hop(5);
+        let e = entry(9, &k, 4000, &h).words;
+        let now = h.resolved + 10;
+        assert_eq!(entry_age(e[2], e[3], h.route_gen, now), 10);
+        assert_eq!(
+            entry_age(e[2], e[3], h.route_gen, h.resolved + ANSWERS_FOR - 1),
+            ANSWERS_FOR - 1
+        );
+        assert_eq!(
+            entry_age(e[2], e[3], h.route_gen, h.resolved + ANSWERS_FOR),
+            ENTRY_GONE,
+            "expired"
+        );
+        assert_eq!(
+            entry_age(e[2], e[3], h.route_gen + 1, now),
+            ENTRY_GONE,
+            "another route generation"
+        );
+        let forgotten = e[3] & u32::MAX as u64;
+        assert_eq!(
+            entry_age(e[2], forgotten, h.route_gen, now),
+            ENTRY_GONE,
+            "forgotten"
+        );
+        assert_eq!(entry_age(0, 0, 0, now), ENTRY_GONE, "empty");
+        // The stamp wraps (about every 52 days); an age does not.
+        let late = NextHop {
+            resolved: u32::MAX - 5,
+            ..h
+        };
+        let e = entry(9, &k, 4000, &late).words;
+        assert_eq!(entry_age(e[2], e[3], h.route_gen, 4), 10);
+    }
+
+    #[test]
     fn a_second_set_holds_the_flows_the_first_cannot() {
         let entries = entries_for(262_144);
         let bits = set_bits(entries);

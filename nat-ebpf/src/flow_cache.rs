@@ -79,8 +79,8 @@ fn full(map: &Array<CachedFlow>, cfg: &NatConfig, first: u32, now: u32) -> Optio
 }
 
 /// `nat_common::flow_cache::entry_age` of the entry at `p`.
-// BPF stack: the same test, with word 3 read only where it is needed; reading both words
-// first, to call entry_age, took the WAN program past the 512-byte stack.
+// verifier: the same test, with word 3 read only where it is needed; reading both words
+// first, to call entry_age, took the WAN program past the 512-byte BPF stack.
 #[inline(always)]
 fn age(cfg: &NatConfig, p: *const CachedFlow, now: u32) -> u32 {
     let w2 = word(p, 2);
@@ -230,7 +230,8 @@ fn share(seed: u32, hop: &NextHop) -> Option<u32> {
     Some(hop_ref(tag, way))
 }
 
-/// Drops `key`'s entries, in either set, if cached: its session changed in a way the entry does not show.
+/// Drops `key`'s entries, in either set, if cached: its session changed in a way the entry
+/// does not show.
 #[inline(always)]
 pub fn forget(map: &Array<CachedFlow>, key: &FlowKey) {
     let Some(cfg) = config() else {
