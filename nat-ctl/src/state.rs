@@ -546,13 +546,14 @@ impl NatMaps {
         )
     }
 
-    /// What the flow cache holds for an outbound flow, if it holds a whole entry (which
-    /// may have expired: see `Flow::resolved`).
+    /// What the flow cache holds for an outbound flow, if a lookup now finds a whole entry
+    /// (`cached`). In its first set the entry may have expired (see `Flow::resolved`); one
+    /// in its second set is found only while every way of the first still answers.
     pub fn cached_out(&self, k: &SessionKey) -> Result<Option<Flow>> {
         cached(&self.flows_out, &self.read_config()?, &FlowKey::out(k))
     }
 
-    /// What the flow cache holds for a reply flow, if it holds a whole entry.
+    /// `cached_out` for a reply flow.
     pub fn cached_in(&self, k: &ReplyKey) -> Result<Option<Flow>> {
         cached(&self.flows_in, &self.read_config()?, &FlowKey::reply(k))
     }

@@ -400,6 +400,19 @@ fn a_flow_in_its_second_set_is_forgotten_there_too() {
             !in_second.is_empty(),
             "no reply flow went to its second set"
         );
+        // The WAN side finds them there: the server's segments of every flow are translated
+        // from the cache (within a second of the fills: no next hop expired meanwhile).
+        let filled = fx.counter("flow_cache_filled");
+        for _ in 0..2 {
+            for &d in &dports {
+                assert_eq!(fx.from_wan(&inb(d, ACK)).0, XDP_REDIRECT);
+            }
+        }
+        assert_eq!(
+            fx.counter("flow_cache_filled"),
+            filled,
+            "a reply went past the cache"
+        );
         for &d in &in_second {
             assert_eq!(copies(fx, d), 1, "port {d}: cached once");
             assert_eq!(fx.from_lan(&out(d, SYN)).0, XDP_REDIRECT);
