@@ -331,6 +331,84 @@ fn more_busy_flows_than_a_set_holds_all_stay_cached() {
     });
 }
 
+/// When both of a flow's sets are full of entries that still answer, its fill takes the way
+/// of the two sets whose next hop was looked up longest ago.
+#[test]
+fn with_both_sets_full_a_fill_takes_the_oldest_way_of_the_two() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        let cfg = fx.maps.read_config().unwrap();
+        let key = |port: u16| {
+            SessionKey::new(
+                IPPROTO_UDP,
+                to_wire(LAN_HOST_A),
+                port.to_be(),
+                to_wire(SERVER),
+                53u16.to_be(),
+            )
+        };
+        let sets = |port| {
+            flow_cache::set_entries(cfg.flow_seed, cfg.flow_set_bits, &FlowKey::out(&key(port)))
+        };
+        // A flow, four others of its first set, four whose first set is its second.
+        let ports = 20_000..u16::MAX;
+        let flow = ports.clone().find(|&p| sets(p)[0] != sets(p)[1]).unwrap();
+        let [first, second] = sets(flow);
+        let own_first: Vec<u16> = ports
+            .clone()
+            .filter(|&p| p != flow && sets(p)[0] == first && sets(p)[1] != first)
+            .take(flow_cache::FLOW_WAYS as usize)
+            .collect();
+        let in_second: Vec<u16> = ports
+            .filter(|&p| sets(p)[0] == second && sets(p)[1] != second)
+            .take(flow_cache::FLOW_WAYS as usize)
+            .collect();
+        assert_eq!(
+            own_first.len() + in_second.len(),
+            2 * flow_cache::FLOW_WAYS as usize
+        );
+        let query = |port| packets::udp(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), port, 53, b"q");
+        for &p in in_second.iter().chain(&own_first).chain([&flow]) {
+            assert_eq!(
+                fx.from_lan(&query(p)).0,
+                XDP_REDIRECT,
+                "port {p}: session made"
+            );
+        }
+        let cached = |fx: &Fixture, p: u16| fx.maps.cached_out(&key(p)).unwrap().is_some();
+        // Filled oldest first: the second set's flows, then the first's (NextHop::resolved
+        // counts about milliseconds). A pass that took longer than half of
+        // NEXT_HOP_TTL_NS (a loaded machine) may have seen entries expire, and is tried again.
+        for _attempt in 0..3 {
+            fx.maps.bump_route_gen().unwrap();
+            let start = std::time::Instant::now();
+            for group in [&in_second, &own_first] {
+                for &p in group {
+                    assert_eq!(fx.from_lan(&query(p)).0, XDP_REDIRECT);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let filled = fx.counter("flow_cache_filled");
+            assert_eq!(fx.from_lan(&query(flow)).0, XDP_REDIRECT);
+            let (flow_cached, first_kept) =
+                (cached(fx, flow), own_first.iter().all(|&p| cached(fx, p)));
+            let gone: Vec<u16> = in_second
+                .iter()
+                .copied()
+                .filter(|&p| !cached(fx, p))
+                .collect();
+            if start.elapsed() > Duration::from_nanos(NEXT_HOP_TTL_NS / 2) {
+                continue;
+            }
+            assert_eq!(fx.counter("flow_cache_filled"), filled + 1);
+            assert!(flow_cached, "the flow took a way");
+            assert!(first_kept, "a younger entry of the first set went");
+            assert_eq!(gone, in_second[..1], "the oldest way of the two sets went");
+            return;
+        }
+        panic!("three attempts each took longer than half of NEXT_HOP_TTL_NS");
+    });
+}
+
 /// What changes a flow's translation forgets its entry in whichever set holds it: a LAN SYN
 /// that starts a 5-tuple afresh forgets the replies' entry, here of flows that live in their
 /// second set because their first is full.
