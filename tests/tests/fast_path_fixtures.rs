@@ -2,13 +2,14 @@
 //! a flow, the next hop a session or a cached flow keeps and when it is looked up again,
 //! replies refreshing their session, and TCP state changes that must not slip past it.
 
+use aya::maps::{Array, MapData};
 use integration_tests::{
     fixture::*,
     lab::{LAN_HOST_A, SERVER},
     packets::{self, ACK, Flags, Hdr, SYN, SYN_ACK},
 };
 use nat_common::{
-    config::NEXT_HOP_TTL_NS,
+    config::{NEXT_HOP_TTL_NS, NatConfig},
     flow_cache::{self, CachedFlow, FlowKey},
     maps::{ExternalKey, MAPPING_COOLING, NextHop, ReplyKey, Session, SessionKey, programs},
     proto::{IPPROTO_TCP, IPPROTO_UDP},
@@ -52,7 +53,12 @@ fn move_host_a(mac: packets::Mac) {
 }
 
 fn query() -> Vec<u8> {
-    packets::udp(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), 5353, 53, b"q")
+    query_from(5353)
+}
+
+/// A DNS query from LAN host A's `port`.
+fn query_from(port: u16) -> Vec<u8> {
+    packets::udp(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), port, 53, b"q")
 }
 
 fn reply() -> Vec<u8> {
@@ -77,13 +83,58 @@ fn delivered(mac: packets::Mac) -> Vec<u8> {
 
 /// The key of the query's session.
 fn query_key() -> SessionKey {
+    query_key_from(5353)
+}
+
+/// The key of the session of `query_from(port)`.
+fn query_key_from(port: u16) -> SessionKey {
     SessionKey::new(
         IPPROTO_UDP,
         to_wire(LAN_HOST_A),
-        5353u16.to_be(),
+        port.to_be(),
         to_wire(SERVER),
         53u16.to_be(),
     )
+}
+
+/// The first and second set of flow cache `key` (`flow_cache::set_entries`).
+fn sets_of(cfg: &NatConfig, key: &FlowKey) -> [u32; 2] {
+    flow_cache::set_entries(cfg.flow_seed, cfg.flow_set_bits, key)
+}
+
+/// Slots of flow cache `map` that hold a whole entry for `key`, in those of its sets that
+/// `which` names (0: its first, 1: its second).
+fn whole_entries(
+    map: &Array<MapData, CachedFlow>,
+    cfg: &NatConfig,
+    key: &FlowKey,
+    which: &[usize],
+) -> Vec<u32> {
+    let sets = sets_of(cfg, key);
+    which
+        .iter()
+        .flat_map(|&w| sets[w]..sets[w] + flow_cache::FLOW_WAYS)
+        .filter(|i| {
+            let e = map.get(i, 0).unwrap();
+            CachedFlow::hit(cfg.flow_seed, key, &e.words).is_some()
+        })
+        .collect()
+}
+
+const BOTH_SETS: &[usize] = &[0, 1];
+
+/// Of `candidates` (ports), those whose flow (`sets` gives its two sets) has `set` for its
+/// first set and another for its second: flows whose second set were the same one would
+/// crowd it too (a few in a thousand at the fixtures' 256 sets).
+fn sharing_first_set(
+    candidates: impl Iterator<Item = u16>,
+    set: u32,
+    sets: impl Fn(u16) -> [u32; 2],
+) -> impl Iterator<Item = u16> {
+    candidates.filter(move |&p| {
+        let [first, second] = sets(p);
+        first == set && second != set
+    })
 }
 
 /// The reply key of the query's session (its flow in FLOWS_IN).
@@ -208,42 +259,24 @@ fn a_flow_served_from_the_cache_still_refreshes_its_session_each_ttl() {
 fn more_busy_flows_than_a_set_holds_all_stay_cached() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
         let cfg = fx.maps.read_config().unwrap();
-        let key = |port: u16| {
-            SessionKey::new(
-                IPPROTO_UDP,
-                to_wire(LAN_HOST_A),
-                port.to_be(),
-                to_wire(SERVER),
-                53u16.to_be(),
-            )
-        };
-        let sets = |port| {
-            flow_cache::set_entries(cfg.flow_seed, cfg.flow_set_bits, &FlowKey::out(&key(port)))
-        };
+        let sets = |port| sets_of(&cfg, &FlowKey::out(&query_key_from(port)));
         let target = sets(20_000)[0];
-        // Flows whose second set is the same (a few in a thousand, at this table's 256
-        // sets) would crowd the first set too: not these.
-        let ports: Vec<u16> = (20_000..u16::MAX)
-            .filter(|&p| sets(p)[0] == target && sets(p)[1] != target)
+        let ports: Vec<u16> = sharing_first_set(20_000..u16::MAX, target, sets)
             .take(2 * flow_cache::FLOW_WAYS as usize)
             .collect();
-        // Whole entries of flow `p` in the cache, in either of its sets.
-        let copies = |fx: &Fixture, p: u16| {
-            let fk = FlowKey::out(&key(p));
-            sets(p)
-                .into_iter()
-                .flat_map(|at| at..at + flow_cache::FLOW_WAYS)
-                .filter(|i| {
-                    let e = fx.maps.flows_out.get(i, 0).unwrap();
-                    CachedFlow::hit(cfg.flow_seed, &fk, &e.words).is_some()
-                })
-                .count()
+        // Slots holding a whole entry of flow `p`, in the sets `which` names.
+        let entries = |fx: &Fixture, p: u16, which: &[usize]| {
+            whole_entries(
+                &fx.maps.flows_out,
+                &cfg,
+                &FlowKey::out(&query_key_from(p)),
+                which,
+            )
         };
         assert_eq!(ports.len(), 2 * flow_cache::FLOW_WAYS as usize);
-        let query = |port| packets::udp(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), port, 53, b"q");
         for &p in &ports {
             assert_eq!(
-                fx.from_lan(&query(p)).0,
+                fx.from_lan(&query_from(p)).0,
                 XDP_REDIRECT,
                 "port {p}: session made"
             );
@@ -256,13 +289,13 @@ fn more_busy_flows_than_a_set_holds_all_stay_cached() {
             let start = std::time::Instant::now();
             let before = fx.counter("flow_cache_filled");
             for &p in &ports {
-                assert_eq!(fx.from_lan(&query(p)).0, XDP_REDIRECT);
+                assert_eq!(fx.from_lan(&query_from(p)).0, XDP_REDIRECT);
             }
             let filled = fx.counter("flow_cache_filled");
             assert_eq!(filled - before, ports.len() as u64, "one fill per flow");
             for _ in 0..4 {
                 for &p in &ports {
-                    assert_eq!(fx.from_lan(&query(p)).0, XDP_REDIRECT);
+                    assert_eq!(fx.from_lan(&query_from(p)).0, XDP_REDIRECT);
                 }
             }
             if start.elapsed() > Duration::from_nanos(NEXT_HOP_TTL_NS / 2) {
@@ -274,8 +307,12 @@ fn more_busy_flows_than_a_set_holds_all_stay_cached() {
                 "a flow went back to its session: its entry had been taken"
             );
             for &p in &ports {
-                let session = fx.maps.sessions.get(&key(p), 0).unwrap();
-                let cached = fx.maps.cached_out(&key(p)).unwrap().expect("cached");
+                let session = fx.maps.sessions.get(&query_key_from(p), 0).unwrap();
+                let cached = fx
+                    .maps
+                    .cached_out(&query_key_from(p))
+                    .unwrap()
+                    .expect("cached");
                 assert_eq!(cached.port, session.ext_port, "port {p}");
             }
 
@@ -284,13 +321,7 @@ fn more_busy_flows_than_a_set_holds_all_stay_cached() {
             // set only while the first is full, so a flow from a second set takes the free
             // way at its next packet, and the others are found where they are: one fill in
             // all, not one per packet of each flow left in a second set.
-            let way_of = |fx: &Fixture, p: u16| {
-                let fk = FlowKey::out(&key(p));
-                (target..target + flow_cache::FLOW_WAYS).find(|i| {
-                    let e = fx.maps.flows_out.get(i, 0).unwrap();
-                    CachedFlow::hit(cfg.flow_seed, &fk, &e.words).is_some()
-                })
-            };
+            let way_of = |fx: &Fixture, p: u16| entries(fx, p, &[0]).first().copied();
             let (ended, way) = ports
                 .iter()
                 .find_map(|&p| way_of(fx, p).map(|w| (p, w)))
@@ -301,7 +332,7 @@ fn more_busy_flows_than_a_set_holds_all_stay_cached() {
             let filled = fx.counter("flow_cache_filled");
             for _ in 0..4 {
                 for &p in ports.iter().filter(|&&p| p != ended) {
-                    assert_eq!(fx.from_lan(&query(p)).0, XDP_REDIRECT);
+                    assert_eq!(fx.from_lan(&query_from(p)).0, XDP_REDIRECT);
                 }
             }
             if start.elapsed() > Duration::from_nanos(NEXT_HOP_TTL_NS / 2) {
@@ -320,7 +351,7 @@ fn more_busy_flows_than_a_set_holds_all_stay_cached() {
             );
             for &p in ports.iter().filter(|&&p| p != ended) {
                 assert_eq!(
-                    copies(fx, p),
+                    entries(fx, p, BOTH_SETS).len(),
                     1,
                     "port {p}: one entry, a moved flow's old one forgotten"
                 );
@@ -337,44 +368,31 @@ fn more_busy_flows_than_a_set_holds_all_stay_cached() {
 fn with_both_sets_full_a_fill_takes_the_oldest_way_of_the_two() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
         let cfg = fx.maps.read_config().unwrap();
-        let key = |port: u16| {
-            SessionKey::new(
-                IPPROTO_UDP,
-                to_wire(LAN_HOST_A),
-                port.to_be(),
-                to_wire(SERVER),
-                53u16.to_be(),
-            )
-        };
-        let sets = |port| {
-            flow_cache::set_entries(cfg.flow_seed, cfg.flow_set_bits, &FlowKey::out(&key(port)))
-        };
+        let sets = |port| sets_of(&cfg, &FlowKey::out(&query_key_from(port)));
         // A flow, four others of its first set, four whose first set is its second.
         let ports = 20_000..u16::MAX;
         let flow = ports.clone().find(|&p| sets(p)[0] != sets(p)[1]).unwrap();
         let [first, second] = sets(flow);
-        let own_first: Vec<u16> = ports
-            .clone()
-            .filter(|&p| p != flow && sets(p)[0] == first && sets(p)[1] != first)
+        let own_first: Vec<u16> = sharing_first_set(ports.clone(), first, sets)
+            .filter(|&p| p != flow)
             .take(flow_cache::FLOW_WAYS as usize)
             .collect();
-        let in_second: Vec<u16> = ports
-            .filter(|&p| sets(p)[0] == second && sets(p)[1] != second)
+        let in_second: Vec<u16> = sharing_first_set(ports, second, sets)
             .take(flow_cache::FLOW_WAYS as usize)
             .collect();
         assert_eq!(
             own_first.len() + in_second.len(),
             2 * flow_cache::FLOW_WAYS as usize
         );
-        let query = |port| packets::udp(&lan_hdr(LAN_HOST_A, HOST_A_MAC, SERVER), port, 53, b"q");
         for &p in in_second.iter().chain(&own_first).chain([&flow]) {
             assert_eq!(
-                fx.from_lan(&query(p)).0,
+                fx.from_lan(&query_from(p)).0,
                 XDP_REDIRECT,
                 "port {p}: session made"
             );
         }
-        let cached = |fx: &Fixture, p: u16| fx.maps.cached_out(&key(p)).unwrap().is_some();
+        let cached =
+            |fx: &Fixture, p: u16| fx.maps.cached_out(&query_key_from(p)).unwrap().is_some();
         // Filled oldest first: the second set's flows, then the first's (NextHop::resolved
         // counts about milliseconds). A pass that took longer than half of
         // NEXT_HOP_TTL_NS (a loaded machine) may have seen entries expire, and is tried again.
@@ -383,12 +401,12 @@ fn with_both_sets_full_a_fill_takes_the_oldest_way_of_the_two() {
             let start = std::time::Instant::now();
             for group in [&in_second, &own_first] {
                 for &p in group {
-                    assert_eq!(fx.from_lan(&query(p)).0, XDP_REDIRECT);
+                    assert_eq!(fx.from_lan(&query_from(p)).0, XDP_REDIRECT);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
             let filled = fx.counter("flow_cache_filled");
-            assert_eq!(fx.from_lan(&query(flow)).0, XDP_REDIRECT);
+            assert_eq!(fx.from_lan(&query_from(flow)).0, XDP_REDIRECT);
             let (flow_cached, first_kept) =
                 (cached(fx, flow), own_first.iter().all(|&p| cached(fx, p)));
             let gone: Vec<u16> = in_second
@@ -430,16 +448,9 @@ fn a_flow_in_its_second_set_is_forgotten_there_too() {
         let ext = fx.maps.sessions().unwrap()[0].1.ext_port;
         let reply_key =
             |dport: u16| ReplyKey::new(IPPROTO_TCP, to_wire(SERVER), ext, dport.to_be());
-        let sets = |dport| {
-            flow_cache::set_entries(
-                cfg.flow_seed,
-                cfg.flow_set_bits,
-                &FlowKey::reply(&reply_key(dport)),
-            )
-        };
+        let sets = |dport| sets_of(&cfg, &FlowKey::reply(&reply_key(dport)));
         let target = sets(2)[0];
-        let dports: Vec<u16> = (2..u16::MAX)
-            .filter(|&d| sets(d)[0] == target && sets(d)[1] != target)
+        let dports: Vec<u16> = sharing_first_set(2..u16::MAX, target, sets)
             .take(2 * flow_cache::FLOW_WAYS as usize)
             .collect();
         let inb =
@@ -450,29 +461,20 @@ fn a_flow_in_its_second_set_is_forgotten_there_too() {
             assert_eq!(fx.from_lan(&out(d, ACK)).0, XDP_REDIRECT);
             assert_eq!(fx.from_wan(&inb(d, ACK)).0, XDP_REDIRECT);
         }
-        // Whole entries of the replies of flow `d`, in either of its sets.
-        let copies = |fx: &Fixture, d: u16| {
-            let fk = FlowKey::reply(&reply_key(d));
-            sets(d)
-                .into_iter()
-                .flat_map(|at| at..at + flow_cache::FLOW_WAYS)
-                .filter(|i| {
-                    let e = fx.maps.flows_in.get(i, 0).unwrap();
-                    CachedFlow::hit(cfg.flow_seed, &fk, &e.words).is_some()
-                })
-                .count()
+        // Slots holding a whole entry of the replies of flow `d`, in the sets `which` names.
+        let entries = |fx: &Fixture, d: u16, which: &[usize]| {
+            whole_entries(
+                &fx.maps.flows_in,
+                &cfg,
+                &FlowKey::reply(&reply_key(d)),
+                which,
+            )
         };
+        let copies = |fx: &Fixture, d: u16| entries(fx, d, BOTH_SETS).len();
         let in_second: Vec<u16> = dports
             .iter()
             .copied()
-            .filter(|&d| {
-                let fk = FlowKey::reply(&reply_key(d));
-                let at = sets(d)[1];
-                (at..at + flow_cache::FLOW_WAYS).any(|i| {
-                    let e = fx.maps.flows_in.get(&i, 0).unwrap();
-                    CachedFlow::hit(cfg.flow_seed, &fk, &e.words).is_some()
-                })
-            })
+            .filter(|&d| !entries(fx, d, &[1]).is_empty())
             .collect();
         assert!(
             !in_second.is_empty(),
@@ -511,13 +513,9 @@ fn a_torn_or_foreign_flow_cache_entry_is_a_miss() {
         let key = query_key();
         let cfg = fx.maps.read_config().unwrap();
         let fk = FlowKey::out(&key);
-        let slot = flow_cache::set_entries(cfg.flow_seed, cfg.flow_set_bits, &fk)
-            .into_iter()
-            .flat_map(|at| at..at + flow_cache::FLOW_WAYS)
-            .find(|i| {
-                let e = fx.maps.flows_out.get(i, 0).unwrap();
-                CachedFlow::hit(cfg.flow_seed, &fk, &e.words).is_some()
-            })
+        let slot = whole_entries(&fx.maps.flows_out, &cfg, &fk, BOTH_SETS)
+            .first()
+            .copied()
             .expect("the second packet filled the cache");
         let good = fx.maps.flows_out.get(&slot, 0).unwrap();
         let f = CachedFlow::hit(cfg.flow_seed, &fk, &good.words).unwrap();
