@@ -22,7 +22,7 @@ use nat_common::{
 use crate::{
     Verdict, flow_cache as cache,
     forward::{Route, deliver_in, deliver_out, next_hop, route},
-    maps::{FLOWS_IN, FLOWS_OUT, SESSIONS, count, port_in_pool, switch_on},
+    maps::{FLOWS_IN, FLOWS_OUT, MAPPINGS_OUT, SESSIONS, count, port_in_pool, switch_on},
     packet::{Ipv4, Transport, parse_transport, ptr_at},
     state,
 };
@@ -115,6 +115,23 @@ pub fn prefetch_outbound(ctx: &XdpContext, cfg: &NatConfig, pkt: &Ipv4<'_>) {
     }
 }
 
+/// Starts the lookup of the mapping of session `key`'s LAN endpoint, whose value is not
+/// needed here: what is wanted is its hash bucket on its way into the CPU caches while the
+/// session's lookup waits for its own, rather than after it. A new flow's first packet
+/// misses in both tables, each a wait for memory; looked up back to back, as here, the two
+/// waits overlap, and `state::mapping_for` finds the bucket in the caches.
+#[inline(always)]
+fn prefetch_mapping(key: &SessionKey) {
+    let _ = MAPPINGS_OUT.get_ptr(&key.endpoint());
+}
+
+/// `prefetch_mapping` for the session itself, whose lookup the full path makes
+/// (`state::refresh_outbound`).
+#[inline(always)]
+fn prefetch_session(key: &SessionKey) {
+    let _ = SESSIONS.get_ptr(key);
+}
+
 /// LAN -> WAN.
 #[inline(always)]
 pub fn outbound(
@@ -131,19 +148,29 @@ pub fn outbound(
         return Ok(None);
     };
     let ike = IKE_PORT.to_be();
+    let key = SessionKey::new(pkt.proto, pkt.src, t.sport, pkt.dst, t.dport);
     if t.tcp_flags & TCP_STATE_FLAGS != 0
         || (pkt.proto == IPPROTO_UDP && t.sport == ike && t.dport == ike)
     {
+        if t.tcp_flags & TCP_SYN != 0 {
+            // A new connection, most likely: the full path looks both up.
+            prefetch_mapping(&key);
+            prefetch_session(&key);
+        }
         return Ok(None);
     }
-    let key = SessionKey::new(pkt.proto, pkt.src, t.sport, pkt.dst, t.dport);
     let cache_key = FlowKey::out(&key);
-    if let Some(c) = cache::lookup(&FLOWS_OUT, cfg, &cache_key, now) {
-        if let Some(route) = cached(&c, cfg, pkt, now) {
-            rewrite_endpoint(pkt.ip, &mut t.l4, Side::Source, cfg.wan_addr, c.port);
-            count_class(c.class);
-            return deliver_out(pkt, route).map(Some);
+    match cache::lookup(&FLOWS_OUT, cfg, &cache_key, now) {
+        Some(c) => {
+            if let Some(route) = cached(&c, cfg, pkt, now) {
+                rewrite_endpoint(pkt.ip, &mut t.l4, Side::Source, cfg.wan_addr, c.port);
+                count_class(c.class);
+                return deliver_out(pkt, route).map(Some);
+            }
         }
+        // Not a flow the cache knows: a new one, most likely, whose session lookup below
+        // misses and whose mapping the full path looks up next.
+        None => prefetch_mapping(&key),
     }
     let Some(s) = SESSIONS.get_ptr_mut(&key) else {
         return Ok(None);
