@@ -7,6 +7,7 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
     maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
@@ -35,6 +36,16 @@ static BENCH_GEN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Slot 0: frames received by the sink (per CPU).
 #[map]
 static BENCH_SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// While slot 0 of BENCH_SINK_TIMED is not 0: when the sink received its first frame (slot 0)
+/// and its last (slot 1), bpf_ktime ns, per CPU; the bench zeroes them before a timed burst.
+#[map]
+static BENCH_SINK_CLOCK: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+/// Slot 0: 1 while the sink clocks its frames (BENCH_SINK_CLOCK), which costs a clock read
+/// per frame that the forwarding rates do not pay.
+#[map]
+static BENCH_SINK_TIMED: Array<u32> = Array::with_max_entries(1, 0);
 
 /// The new-flow floor's tables: a session per flow, and the key its replies find it by.
 /// Sized by the loader as the NAT's session table, and filled by the bench to as many
@@ -199,6 +210,22 @@ pub fn bench_sink(_ctx: XdpContext) -> u32 {
     if let Some(n) = BENCH_SINK_COUNT.get_ptr_mut(0) {
         // SAFETY: per-CPU slot.
         unsafe { *n += 1 };
+    }
+    if BENCH_SINK_TIMED.get(0).is_some_and(|t| *t != 0) {
+        // SAFETY: no arguments.
+        let now = unsafe { bpf_ktime_get_ns() };
+        if let (Some(first), Some(last)) = (
+            BENCH_SINK_CLOCK.get_ptr_mut(0),
+            BENCH_SINK_CLOCK.get_ptr_mut(1),
+        ) {
+            // SAFETY: per-CPU slots.
+            unsafe {
+                if *first == 0 {
+                    *first = now;
+                }
+                *last = now;
+            }
+        }
     }
     xdp_action::XDP_DROP
 }

@@ -8,7 +8,8 @@
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, TestRun as _, TestRunAttrs, TestRunOptions,
-    maps::{Array, DevMapHash, MapData, PerCpuArray},
+    maps::{Array, DevMapHash, MapData, PerCpuArray, PerCpuValues},
+    util::nr_cpus,
 };
 use integration_tests::{
     daemon::NatDaemon,
@@ -147,6 +148,16 @@ fn forwarder_in(ns: &Netns, prog: &'static str) -> Result<Ebpf> {
 
 const NFT_MASQUERADE: &str = "table ip bench {\n  chain post {\n    type nat hook postrouting priority srcnat;\n    oifname \"WAN\" masquerade\n  }\n}\n";
 
+/// New sessions per second, timed two ways.
+#[derive(Clone, Copy)]
+pub struct NewSessions {
+    /// Over the generator's whole run, its start and its idle tail (20-30 ms after the
+    /// last frame) included.
+    pub wall: f64,
+    /// At the sink, from the first new flow's packet to the last: what the router kept up.
+    pub at_sink: f64,
+}
+
 /// One lab for every configuration: router set up for each in turn.
 pub struct Bench {
     /// What the resident case's daemons' sweeper threads used (CPU time), and over how long
@@ -155,6 +166,8 @@ pub struct Bench {
     lab: Lab,
     _sink: Ebpf,
     sink_count: PerCpuArray<MapData, u64>,
+    sink_clock: PerCpuArray<MapData, u64>,
+    sink_timed: Array<MapData, u32>,
     generator: Ebpf,
     generator_config: Array<MapData, BenchGen>,
     gen_ifindex: u32,
@@ -189,6 +202,14 @@ impl Bench {
             .take_map("BENCH_SINK_COUNT")
             .context("BENCH_SINK_COUNT")?
             .try_into()?;
+        let sink_clock = sink
+            .take_map("BENCH_SINK_CLOCK")
+            .context("BENCH_SINK_CLOCK")?
+            .try_into()?;
+        let sink_timed = sink
+            .take_map("BENCH_SINK_TIMED")
+            .context("BENCH_SINK_TIMED")?
+            .try_into()?;
         let router_mac = mac_of(&lab.router, LAN_IF)?;
         let gen_mac = mac_of(&lab.lan, "eth0")?;
         let mut generator = loader::load_bench(small_tables())?;
@@ -211,6 +232,8 @@ impl Bench {
             lab,
             _sink: sink,
             sink_count,
+            sink_clock,
+            sink_timed,
             generator,
             generator_config,
             gen_ifindex,
@@ -373,23 +396,54 @@ impl Bench {
 
     /// New sessions per second: `flows` packets, each the first of its flow (fresh source
     /// addresses for every call), counted by the NAT's session_created counter or the
-    /// kernel's conntrack count. The wall time includes the generator's idle tail at the end
-    /// of a live-frame run (20-30 ms), so this understates the rate a little.
-    pub fn new_session_rate(&mut self, router: Router, flows: u32, src: Ipv4Addr) -> Result<f64> {
+    /// kernel's conntrack count.
+    pub fn new_session_rate(
+        &mut self,
+        router: Router,
+        flows: u32,
+        src: Ipv4Addr,
+    ) -> Result<NewSessions> {
         let setup = self.set_up_with(router, NEW_SESSION_LIMITS)?;
         // Every flow its own LAN endpoint: each first packet creates a mapping too.
         self.set_flows(flows, src, 1)?;
         let before = self.created(&setup)?;
         let sunk = self.sink_count()?;
-        let secs = self.send(flows)?;
+        let cpus = nr_cpus().map_err(|(_, e)| e)?;
+        self.sink_clock
+            .set(0, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+        self.sink_clock
+            .set(1, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+        self.sink_timed.set(0, 1, 0)?;
+        let secs = self.send(flows);
+        self.sink_timed.set(0, 0, 0)?;
+        let secs = secs?;
         let created = self.created(&setup)?.saturating_sub(before);
+        let sunk = self.sink_count()? - sunk;
+        let first = self
+            .sink_clock
+            .get(&0, 0)?
+            .iter()
+            .filter(|t| **t != 0)
+            .min()
+            .copied();
+        let last = self.sink_clock.get(&1, 0)?.iter().max().copied();
+        let span = match (first, last) {
+            (Some(first), Some(last)) if last > first => (last - first) as f64 / 1e9,
+            _ => bail!(
+                "{}: the sink clocked no burst ({sunk} packets)",
+                router.name()
+            ),
+        };
         eprintln!(
-            "bench: {}: {created} sessions created, {} packets at the sink, {secs:.3} s",
+            "bench: {}: {created} sessions created, {sunk} packets at the sink, {secs:.3} s, {span:.3} s from the first to the last",
             router.name(),
-            self.sink_count()? - sunk
         );
         self.tear_down(router, setup)?;
-        Ok(created as f64 / secs)
+        Ok(NewSessions {
+            wall: created as f64 / secs,
+            // Intervals between the first packet and the last; each packet a new session.
+            at_sink: created.min(sunk).saturating_sub(1) as f64 / span,
+        })
     }
 
     /// Sessions created so far: the NAT's counter, or the kernel's conntrack count.

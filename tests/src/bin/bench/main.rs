@@ -1039,7 +1039,7 @@ struct Measured<'a> {
     cost: &'a [Row],
     rates: &'a [Rates],
     /// The NAT's end-to-end new sessions per second.
-    new_sessions: Option<f64>,
+    new_sessions: Option<forwarding::NewSessions>,
     sweep: Option<SweepCost>,
     /// Bytes per session, every table a session takes its share of, and per filter entry
     /// (the memory table).
@@ -1133,9 +1133,13 @@ fn targets(m: &Measured<'_>) -> Result<String> {
     }
     if let Some(n) = m.new_sessions {
         line(
-            "new sessions end to end: >= 1.2 M/s".into(),
-            format!("{:.0} K/s", n / 1e3),
-            Some(n >= 1.2e6),
+            "new sessions end to end (at the sink, first packet to last): >= 1.2 M/s".into(),
+            format!(
+                "{:.0} K/s ({:.0} K/s over the generator's whole run)",
+                n.at_sink / 1e3,
+                n.wall / 1e3
+            ),
+            Some(n.at_sink >= 1.2e6),
         )?;
     }
     if let Some(s) = m.sweep {
@@ -1218,7 +1222,7 @@ fn forwarding_section(
     report: &mut String,
     short: bool,
     only_flows: &[u32],
-) -> Result<(Vec<Rates>, f64)> {
+) -> Result<(Vec<Rates>, forwarding::NewSessions)> {
     use forwarding::{Bench, Router};
     // New sessions first, while the router has no state from the rate runs.
     let new_flows: u32 = if short { 5_000 } else { 60_000 };
@@ -1341,19 +1345,30 @@ fn forwarding_section(
     )?;
     writeln!(
         report,
-        "| xdp-nat | kernel + nftables masquerade (conntrack) | ratio |"
+        "| timed | xdp-nat | kernel + nftables masquerade (conntrack) | ratio |"
     )?;
-    writeln!(report, "|---:|---:|---:|")?;
+    writeln!(report, "|---|---:|---:|---:|")?;
+    for (timed, nat, kern) in [
+        (
+            "at the sink, from the first packet to the last",
+            nat_new.at_sink,
+            kern_new.at_sink,
+        ),
+        (
+            "over the generator's whole run",
+            nat_new.wall,
+            kern_new.wall,
+        ),
+    ] {
+        writeln!(
+            report,
+            "| {timed} | {nat:.0} /s | {kern:.0} /s | {:.1}x |",
+            nat / kern
+        )?;
+    }
     writeln!(
         report,
-        "| {:.0} /s | {:.0} /s | {:.1}x |",
-        nat_new,
-        kern_new,
-        nat_new / kern_new
-    )?;
-    writeln!(
-        report,
-        "\nThe wall time includes the generator's idle tail (20-30 ms per live-frame run), so both rates are understated; the program-level cost of a new flow is in the first table (\"first packet of a new flow\"). The flows come from two addresses and one MAC, standing for many LAN hosts: for this run the NAT's per-host and per-MAC shares are raised to the pool and the table (checked and counted as ever; at their defaults they would refuse all but about 26000 of the flows, as they should from one host)."
+        "\nEach packet is a new flow's first, and the router makes its session (and its mapping) as it forwards it. The sink clocks the first and the last packet it receives: what the router kept up while the burst lasted. The generator's whole run also holds its start and its idle tail after the last frame (20-30 ms per live-frame run), which understate that rate. The program-level cost of a new flow is in the first table (\"first packet of a new flow\"). The flows come from two addresses and one MAC, standing for many LAN hosts: for this run the NAT's per-host and per-MAC shares are raised to the pool and the table (checked and counted as ever; at their defaults they would refuse all but about 26000 of the flows, as they should from one host)."
     )?;
     Ok((rates, nat_new))
 }
