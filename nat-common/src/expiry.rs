@@ -33,7 +33,7 @@
 use core::mem::size_of;
 
 use crate::{
-    config::Timeouts,
+    config::{NEXT_HOP_TTL_NS, Timeouts},
     maps::{SESSION_FORWARDED, Session, SessionKey},
     passthrough::IKE_PORT,
     proto::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
@@ -52,9 +52,19 @@ pub const fn timeout_secs(key: &SessionKey, s: &Session, t: &Timeouts) -> u32 {
     }
 }
 
-/// When the session expires, idle since `last_seen_ns`.
+/// How much later than its session's stamp (`Session::last_seen_ns`) a flow's last packet
+/// may have come: the flow cache carries a busy flow's packets without its session, and the
+/// flow goes back to stamp it only when its next hop is looked up again, at most
+/// NEXT_HOP_TTL_NS after the last stamp (docs/fast-path.md). A session's timeout runs from
+/// this much after its stamp, so that it never expires before its flow was idle for the
+/// timeout (RFC 4787 REQ-5 and RFC 5382 REQ-5 set the least a NAT may keep a UDP mapping
+/// and an established TCP connection, which are also the lowest timeouts nat-ctl accepts),
+/// and at most this much after.
+pub const STAMP_LAG_NS: u64 = NEXT_HOP_TTL_NS;
+
+/// When the session expires, idle since `last_seen_ns` (or up to STAMP_LAG_NS later).
 pub const fn deadline_ns(key: &SessionKey, s: &Session, t: &Timeouts) -> u64 {
-    s.last_seen_ns + timeout_secs(key, s, t) as u64 * NS_PER_SEC
+    s.last_seen_ns + timeout_secs(key, s, t) as u64 * NS_PER_SEC + STAMP_LAG_NS
 }
 
 pub const fn is_expired(key: &SessionKey, s: &Session, t: &Timeouts, now_ns: u64) -> bool {
@@ -278,9 +288,12 @@ mod tests {
             ..Default::default()
         };
         let k = key(IPPROTO_UDP);
-        assert!(!is_expired(&k, &s, &t, 309 * NS_PER_SEC));
-        assert_eq!(remaining_secs(&k, &s, &t, 309 * NS_PER_SEC), 1);
-        assert!(is_expired(&k, &s, &t, 310 * NS_PER_SEC));
+        // Stamped at 10 s, the flow's last packet may have come up to a second later: the
+        // 300 s run from 11 s.
+        assert!(!is_expired(&k, &s, &t, 310 * NS_PER_SEC));
+        assert!(!is_expired(&k, &s, &t, 311 * NS_PER_SEC - 1));
+        assert_eq!(remaining_secs(&k, &s, &t, 310 * NS_PER_SEC), 1);
+        assert!(is_expired(&k, &s, &t, 311 * NS_PER_SEC));
         assert_eq!(remaining_secs(&k, &s, &t, 400 * NS_PER_SEC), 0);
     }
 

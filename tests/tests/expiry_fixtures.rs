@@ -12,7 +12,7 @@ use integration_tests::{
     packets::{self, ACK, Flags, SYN, SYN_ACK},
 };
 use nat_common::{
-    config::{NatConfig, Timeouts},
+    config::{NEXT_HOP_TTL_NS, NatConfig, Timeouts},
     maps::{SessionKey, mac_key},
     proto::{IPPROTO_TCP, IPPROTO_UDP},
 };
@@ -73,8 +73,11 @@ struct Modelled {
 }
 
 impl Modelled {
+    /// The timeout runs from the session's last packet, which a flow the flow cache carries
+    /// may send up to NEXT_HOP_TTL_NS after the packet that stamped `last_seen_ns`
+    /// (`a_session_lasts_its_timeout_after_a_packet_the_flow_cache_carried`).
     fn deadline_ns(&self, reloaded: bool) -> u64 {
-        self.last_seen_ns + timeout_secs(self.kind, reloaded) * NS
+        self.last_seen_ns + timeout_secs(self.kind, reloaded) * NS + NEXT_HOP_TTL_NS
     }
 }
 
@@ -365,7 +368,7 @@ fn a_list_too_short_for_the_due_sessions_makes_the_next_sweep_walk() {
             }
             kinds
         };
-        let kinds = sweeps(fx, start + 100 * NS, start + 120 * NS);
+        let kinds = sweeps(fx, start + 100 * NS, start + 122 * NS);
         assert_eq!(
             kinds[..3],
             [true, true, true],
@@ -373,7 +376,7 @@ fn a_list_too_short_for_the_due_sessions_makes_the_next_sweep_walk() {
         );
         assert!(
             fx.maps.sessions().unwrap().is_empty(),
-            "every session was due at 120 s; sweeps that walked, from 100 s on: {kinds:?}"
+            "every session was due at 121 s; sweeps that walked, from 100 s on: {kinds:?}"
         );
         // Fewer, made 130 s on: a walk lists them all, and the sweeps after it are due
         // checks again.
@@ -396,5 +399,68 @@ fn a_list_too_short_for_the_due_sessions_makes_the_next_sweep_walk() {
             "sweeps that walked, from 100 s on: {kinds:?}"
         );
         assert!(fx.maps.sessions().unwrap().is_empty());
+    });
+}
+
+/// A flow the flow cache carries stamps its session only when it goes back to it, at most
+/// NEXT_HOP_TTL_NS after the last stamp: its last packet may come that long after
+/// `last_seen_ns`. The session must last its timeout counted from that packet (RFC 4787
+/// REQ-5: a UDP mapping lasts at least two minutes, the least nat-ctl accepts), and go once
+/// the timeout has run from the latest that packet can have come.
+#[test]
+fn a_session_lasts_its_timeout_after_a_packet_the_flow_cache_carried() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        fx.clear_state();
+        let remote = Ipv4Addr::new(198, 51, 100, 7);
+        let cfg = NatConfig {
+            timeouts: BEFORE,
+            ..fx.maps.read_config().unwrap()
+        };
+        let udp = u64::from(BEFORE.udp) * NS;
+        for sport in 21000..21003u16 {
+            let frame = packets::udp(&lan_hdr(LAN_HOST_A, HOST_A_MAC, remote), sport, 53, b"q");
+            let key = SessionKey::new(
+                IPPROTO_UDP,
+                to_wire(LAN_HOST_A),
+                sport.to_be(),
+                to_wire(remote),
+                53u16.to_be(),
+            );
+            // The first packet makes the session, the second fills the flow cache; each
+            // stamps the session.
+            assert!(send(fx, true, &frame, &key));
+            assert!(send(fx, true, &frame, &key));
+            let filled = std::time::Instant::now();
+            let stamp = fx.maps.sessions.get(&key, 0).unwrap().last_seen_ns;
+            std::thread::sleep(Duration::from_millis(100));
+            let last = nat_ctl::monotonic_coarse_ns();
+            let stamped = send(fx, true, &frame, &key);
+            if filled.elapsed() > Duration::from_nanos(NEXT_HOP_TTL_NS / 2) {
+                // A loaded machine: the entry may have aged out. Again, on a new flow.
+                continue;
+            }
+            assert!(!stamped, "the flow cache carried the third packet");
+            // Idle for a millisecond less than its timeout since that packet: it stays.
+            let mut schedule = Schedule::new(INTERVAL);
+            schedule
+                .sweep(&mut fx.maps, &cfg, last + udp - 1_000_000)
+                .unwrap();
+            assert!(
+                fx.maps.sessions.get(&key, 0).is_ok(),
+                "the session went before it was idle for its timeout (stamped {} ms before \
+                 its last packet)",
+                (last - stamp) / 1_000_000
+            );
+            // The timeout has run from the latest its last packet can have come: it goes.
+            schedule
+                .sweep(&mut fx.maps, &cfg, stamp + udp + NEXT_HOP_TTL_NS)
+                .unwrap();
+            assert!(
+                fx.maps.sessions.get(&key, 0).is_err(),
+                "the session stays a timeout after the latest its last packet can have come"
+            );
+            return;
+        }
+        panic!("three attempts each took longer than half of NEXT_HOP_TTL_NS");
     });
 }
