@@ -191,8 +191,15 @@ pub const fn stamp(now_ns: u64) -> u32 {
     (now_ns >> NEXT_HOP_TIME_SHIFT) as u32
 }
 
-/// Age, in `NextHop::resolved` units, from which a next hop no longer answers.
-pub const ANSWERS_FOR: u32 = (NEXT_HOP_TTL_NS >> NEXT_HOP_TIME_SHIFT) as u32;
+/// Age, in `NextHop::resolved` units, from which a next hop no longer answers: a tick of the
+/// coarse clock (at most 10 ms) short of NEXT_HOP_TTL_NS, so that a cached flow's packets
+/// come less than NEXT_HOP_TTL_NS after the stamp of its session (taken by that clock, which
+/// runs up to a tick behind), by any clock: the sweeper gives them that long
+/// (`expiry::STAMP_LAG_NS`).
+pub const ANSWERS_FOR: u32 = ((NEXT_HOP_TTL_NS - COARSE_TICK_NS) >> NEXT_HOP_TIME_SHIFT) as u32;
+
+/// The longest tick of the coarse clock the data path reads (HZ 100).
+const COARSE_TICK_NS: u64 = 10_000_000;
 
 /// The age `entry_age` gives an entry that no longer answers: older than any that does.
 pub const ENTRY_GONE: u32 = u32::MAX;

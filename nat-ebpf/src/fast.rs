@@ -14,7 +14,10 @@ use nat_common::{
     flow_cache::{Flow, FlowKey, value_in, value_out},
     maps::{NextHop, ReplyKey, SessionKey},
     passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT},
-    proto::{ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN},
+    proto::{
+        ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST,
+        TCP_SYN,
+    },
     rewrite::{Side, rewrite_endpoint},
     tcp_state::{self, Direction},
 };
@@ -152,8 +155,8 @@ pub fn outbound(
     if t.tcp_flags & TCP_STATE_FLAGS != 0
         || (pkt.proto == IPPROTO_UDP && t.sport == ike && t.dport == ike)
     {
-        if t.tcp_flags & TCP_SYN != 0 {
-            // A new connection, most likely: the full path looks both up.
+        if t.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            // A new connection: the full path looks both up.
             prefetch_mapping(&key);
             prefetch_session(&key);
         }
@@ -168,9 +171,13 @@ pub fn outbound(
                 return deliver_out(pkt, route).map(Some);
             }
         }
-        // Not a flow the cache knows: a new one, most likely, whose session lookup below
-        // misses and whose mapping the full path looks up next.
-        None => prefetch_mapping(&key),
+        // Not a flow the cache knows: a new UDP or ICMP flow's first packet, whose session
+        // lookup below misses and whose mapping the full path looks up next, or its second
+        // (the full path does not fill the cache) and the packets of flows the cache cannot
+        // hold, which pay for the mapping's lookup, overlapped with the session's. A TCP
+        // flow's first packet, its SYN, went the full way above.
+        None if pkt.proto != IPPROTO_TCP => prefetch_mapping(&key),
+        None => {}
     }
     let Some(s) = SESSIONS.get_ptr_mut(&key) else {
         return Ok(None);

@@ -10,6 +10,7 @@ use integration_tests::{
 };
 use nat_common::{
     config::{NEXT_HOP_TTL_NS, NatConfig},
+    expiry::STAMP_LAG_NS,
     flow_cache::{self, CachedFlow, FlowKey},
     maps::{ExternalKey, MAPPING_COOLING, NextHop, ReplyKey, Session, SessionKey, programs},
     proto::{IPPROTO_TCP, IPPROTO_UDP},
@@ -866,12 +867,13 @@ fn a_reply_keeps_its_session_alive_and_an_expired_session_takes_no_more() {
         let replied = fx.maps.sessions().unwrap()[0].1.last_seen_ns;
         assert!(replied > sent, "the reply refreshed the session");
 
-        // Idle from the reply on: the sweeper keeps it just short of the timeout...
+        // Idle from the reply on (or from a cached packet up to STAMP_LAG_NS after it): the
+        // sweeper keeps it just short of the timeout from the latest that can be...
         let t = fx.maps.read_config().unwrap().timeouts;
-        let udp_ns = t.udp as u64 * 1_000_000_000;
+        let udp_ns = t.udp as u64 * 1_000_000_000 + STAMP_LAG_NS;
         let r = sweeper::sweep(&mut fx.maps, &t, replied + udp_ns - 1).unwrap();
         assert_eq!(r.sessions_expired, 0, "{r:?}");
-        // ...and removes it at the timeout.
+        // ...and removes it then.
         let r = sweeper::sweep(&mut fx.maps, &t, replied + udp_ns).unwrap();
         assert_eq!(r.sessions_expired, 1, "{r:?}");
         assert!(fx.maps.sessions().unwrap().is_empty());

@@ -38,9 +38,10 @@ static BENCH_GEN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 static BENCH_SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// While slot 0 of BENCH_SINK_TIMED is not 0: when the sink received its first frame (slot 0)
-/// and its last (slot 1), bpf_ktime ns, per CPU; the bench zeroes them before a timed burst.
+/// and its last (slot 1), bpf_ktime ns, and how many it received (slot 2), per CPU; the bench
+/// zeroes them before a timed burst.
 #[map]
-static BENCH_SINK_CLOCK: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+static BENCH_SINK_CLOCK: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
 
 /// Slot 0: 1 while the sink clocks its frames (BENCH_SINK_CLOCK), which costs a clock read
 /// per frame that the forwarding rates do not pay.
@@ -214,9 +215,10 @@ pub fn bench_sink(_ctx: XdpContext) -> u32 {
     if BENCH_SINK_TIMED.get(0).is_some_and(|t| *t != 0) {
         // SAFETY: no arguments.
         let now = unsafe { bpf_ktime_get_ns() };
-        if let (Some(first), Some(last)) = (
+        if let (Some(first), Some(last), Some(n)) = (
             BENCH_SINK_CLOCK.get_ptr_mut(0),
             BENCH_SINK_CLOCK.get_ptr_mut(1),
+            BENCH_SINK_CLOCK.get_ptr_mut(2),
         ) {
             // SAFETY: per-CPU slots.
             unsafe {
@@ -224,6 +226,7 @@ pub fn bench_sink(_ctx: XdpContext) -> u32 {
                     *first = now;
                 }
                 *last = now;
+                *n += 1;
             }
         }
     }

@@ -446,13 +446,15 @@ fn sweep_cost(fx: &mut Fixture, flows: &[Flow]) -> Result<SweepCost> {
         at += schedule.next_in(at, this).as_nanos() as u64;
     }
     // By the last sweep every session whose UDP timeout ran out must have gone, and every
-    // other one must still be there.
+    // other one must still be there. (A timeout runs from the latest a session's last packet
+    // can have come, which a cached flow sends up to STAMP_LAG_NS after the stamp.)
     let table: Vec<_> = fx.maps.sessions()?;
+    let deadline = |seen: u64| seen + timeout_ns + nat_common::expiry::STAMP_LAG_NS;
     let overdue = table
         .iter()
-        .filter(|(_, s)| s.last_seen_ns + timeout_ns <= last)
+        .filter(|(_, s)| deadline(s.last_seen_ns) <= last)
         .count();
-    let due_later = seen.iter().filter(|&&s| s + timeout_ns > last).count();
+    let due_later = seen.iter().filter(|&&s| deadline(s) > last).count();
     let early = due_later.saturating_sub(table.len() - overdue);
     let start = std::time::Instant::now();
     let r = nat_ctl::sweeper::sweep(&mut fx.maps, &t, now + 86_400 * 1_000_000_000)?;
