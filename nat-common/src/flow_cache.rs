@@ -191,6 +191,11 @@ pub const fn stamp(now_ns: u64) -> u32 {
     (now_ns >> NEXT_HOP_TIME_SHIFT) as u32
 }
 
+/// How often `stamp` wraps (about 52 days): an entry no flow touched for that long would
+/// seem young again under a route generation that never moved, which the daemon moves at
+/// least daily for that reason.
+pub const STAMP_WRAP_NS: u64 = 1 << (32 + NEXT_HOP_TIME_SHIFT);
+
 /// Age, in `NextHop::resolved` units, from which a next hop no longer answers: a tick of the
 /// coarse clock (at most 10 ms) short of NEXT_HOP_TTL_NS, so that a cached flow's packets
 /// come less than NEXT_HOP_TTL_NS after the stamp of its session (taken by that clock, which

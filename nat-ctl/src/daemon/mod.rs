@@ -24,6 +24,15 @@ use tokio::signal::unix::{SignalKind, signal};
 
 pub(crate) use plan::{LISTENER_CHECK, Plan, configure, plan};
 
+/// The longest the route generation stays the same: the flow cache's stamps wrap
+/// (`flow_cache::STAMP_WRAP_NS`, about 52 days), after which an entry no flow touched since
+/// would answer again for up to a second, under a generation that never moved (no route or
+/// neighbour change, no reload, no netlink). Retiring every entry once a day costs each
+/// flow one more next-hop lookup a day.
+const GENERATION_LONGEST: Duration = Duration::from_secs(86_400);
+const _: () =
+    assert!(GENERATION_LONGEST.as_nanos() < nat_common::flow_cache::STAMP_WRAP_NS as u128 / 2);
+
 /// The running daemon: sweeps, reloads on SIGHUP, serves metrics, stops on SIGINT/SIGTERM.
 pub(crate) struct Daemon<'a> {
     pub(crate) kernel_log: Option<aya_log::EbpfLogger<crate::kernel_log::KernelLog>>,
@@ -54,6 +63,8 @@ impl Daemon<'_> {
         let _sweeper = sweeps::Sweeps::start(self.instance, every, swept, walk)?;
         let mut listeners = tokio::time::interval(LISTENER_CHECK);
         listeners.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut generations = tokio::time::interval(GENERATION_LONGEST);
+        generations.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // SAFETY: the AsyncFd owns the logger and with it the ring buffer's fd, so the fd
         // outlives its registration.
         let mut kernel_log =
@@ -125,6 +136,11 @@ impl Daemon<'_> {
                     }
                 }
                 _ = listeners.tick() => self.follow_listeners(),
+                _ = generations.tick() => {
+                    if let Err(e) = self.maps.bump_route_gen() {
+                        log::warn!("cannot retire the cached next hops ({e:#})");
+                    }
+                }
                 _ = tick.tick() => {
                     // Also without netlink (a failed watch, a missed message): the LAN side
                     // is read again every sweep period.
