@@ -55,11 +55,10 @@ pub const fn timeout_secs(key: &SessionKey, s: &Session, t: &Timeouts) -> u32 {
 /// How much later than its session's stamp (`Session::last_seen_ns`) a flow's last packet
 /// may have come: the flow cache carries a busy flow's packets without its session, and the
 /// flow goes back to stamp it only when its next hop is looked up again, less than
-/// NEXT_HOP_TTL_NS after the last stamp (`flow_cache::ANSWERS_FOR`, docs/fast-path.md). A session's timeout runs from
-/// this much after its stamp, so that it never expires before its flow was idle for the
-/// timeout (RFC 4787 REQ-5 and RFC 5382 REQ-5 set the least a NAT may keep a UDP mapping
-/// and an established TCP connection, which are also the lowest timeouts nat-ctl accepts),
-/// and at most this much after.
+/// NEXT_HOP_TTL_NS after the last stamp (`flow_cache::ANSWERS_FOR`, docs/fast-path.md). A
+/// session's timeout runs from this much after its stamp, so that it never expires before
+/// its flow was idle for the timeout (RFC 4787 REQ-5's two minutes for a UDP mapping is the
+/// least UDP timeout nat-ctl accepts), and at most this much after.
 pub const STAMP_LAG_NS: u64 = NEXT_HOP_TTL_NS;
 
 /// When the session expires, idle since `last_seen_ns` (or up to STAMP_LAG_NS later).

@@ -206,6 +206,9 @@ pub const ANSWERS_FOR: u32 = ((NEXT_HOP_TTL_NS - COARSE_TICK_NS) >> NEXT_HOP_TIM
 /// The longest tick of the coarse clock the data path reads (HZ 100).
 const COARSE_TICK_NS: u64 = 10_000_000;
 
+// An entry's last answer and a tick of the coarse clock come within a second of the stamp.
+const _: () = assert!(((ANSWERS_FOR as u64) << NEXT_HOP_TIME_SHIFT) + 10_000_000 < 1_000_000_000);
+
 /// The age `entry_age` gives an entry that no longer answers: older than any that does.
 pub const ENTRY_GONE: u32 = u32::MAX;
 

@@ -10,7 +10,6 @@ use integration_tests::{
 };
 use nat_common::{
     config::{NEXT_HOP_TTL_NS, NatConfig},
-    expiry::STAMP_LAG_NS,
     flow_cache::{self, CachedFlow, FlowKey},
     maps::{ExternalKey, MAPPING_COOLING, NextHop, ReplyKey, Session, SessionKey, programs},
     proto::{IPPROTO_TCP, IPPROTO_UDP},
@@ -867,10 +866,11 @@ fn a_reply_keeps_its_session_alive_and_an_expired_session_takes_no_more() {
         let replied = fx.maps.sessions().unwrap()[0].1.last_seen_ns;
         assert!(replied > sent, "the reply refreshed the session");
 
-        // Idle from the reply on (or from a cached packet up to STAMP_LAG_NS after it): the
-        // sweeper keeps it just short of the timeout from the latest that can be...
+        // Idle from the reply on (or from a packet the flow cache carried, up to
+        // NEXT_HOP_TTL_NS after it): the sweeper keeps it just short of the timeout from the
+        // latest that can be...
         let t = fx.maps.read_config().unwrap().timeouts;
-        let udp_ns = t.udp as u64 * 1_000_000_000 + STAMP_LAG_NS;
+        let udp_ns = t.udp as u64 * 1_000_000_000 + NEXT_HOP_TTL_NS;
         let r = sweeper::sweep(&mut fx.maps, &t, replied + udp_ns - 1).unwrap();
         assert_eq!(r.sessions_expired, 0, "{r:?}");
         // ...and removes it then.

@@ -28,7 +28,9 @@ pub(crate) use plan::{LISTENER_CHECK, Plan, configure, plan};
 /// (`flow_cache::STAMP_WRAP_NS`, about 52 days), after which an entry no flow touched since
 /// would answer again for up to a second, under a generation that never moved (no route or
 /// neighbour change, no reload, no netlink). Retiring every entry once a day costs each
-/// flow one more next-hop lookup a day.
+/// flow one more next-hop lookup a day. (While a daemon runs: the data path goes on after
+/// one is killed. And the generation is 16 bits: entries retired 65536 bumps ago could
+/// match it again, which also needs their stamps to have come round.)
 const GENERATION_LONGEST: Duration = Duration::from_secs(86_400);
 const _: () =
     assert!(GENERATION_LONGEST.as_nanos() < nat_common::flow_cache::STAMP_WRAP_NS as u128 / 2);
@@ -63,7 +65,10 @@ impl Daemon<'_> {
         let _sweeper = sweeps::Sweeps::start(self.instance, every, swept, walk)?;
         let mut listeners = tokio::time::interval(LISTENER_CHECK);
         listeners.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut generations = tokio::time::interval(GENERATION_LONGEST);
+        let mut generations = tokio::time::interval_at(
+            tokio::time::Instant::now() + GENERATION_LONGEST,
+            GENERATION_LONGEST,
+        );
         generations.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // SAFETY: the AsyncFd owns the logger and with it the ring buffer's fd, so the fd
         // outlives its registration.

@@ -438,6 +438,12 @@ impl Bench {
             (Some(first), Some(last)) if last > first && timed > 1 => {
                 let span = (last - first) as f64 / 1e9;
                 eprintln!("bench: {timed} of them clocked in {span:.3} s, first to last");
+                if timed.abs_diff(created) * 100 > created {
+                    eprintln!(
+                        "bench: {}: the sink clocked {timed} packets for {created} new sessions",
+                        router.name()
+                    );
+                }
                 (timed - 1) as f64 / span
             }
             _ => f64::NAN,

@@ -1137,11 +1137,15 @@ fn targets(m: &Measured<'_>) -> Result<String> {
         line(
             "new sessions end to end (at the sink, first packet to last): >= 1.2 M/s".into(),
             format!(
-                "{:.0} K/s ({:.0} K/s over the generator's whole run)",
-                n.at_sink / 1e3,
+                "{} ({:.0} K/s over the generator's whole run)",
+                if n.at_sink.is_nan() {
+                    "not clocked".to_string()
+                } else {
+                    format!("{:.0} K/s", n.at_sink / 1e3)
+                },
                 n.wall / 1e3
             ),
-            Some(n.at_sink >= 1.2e6),
+            (!n.at_sink.is_nan()).then_some(n.at_sink >= 1.2e6),
         )?;
     }
     if let Some(s) = m.sweep {
@@ -1362,10 +1366,24 @@ fn forwarding_section(
             kern_new.wall,
         ),
     ] {
+        let rate = |r: f64| {
+            if r.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{r:.0} /s")
+            }
+        };
+        let ratio = nat / kern;
         writeln!(
             report,
-            "| {timed} | {nat:.0} /s | {kern:.0} /s | {:.1}x |",
-            nat / kern
+            "| {timed} | {} | {} | {} |",
+            rate(nat),
+            rate(kern),
+            if ratio.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{ratio:.1}x")
+            }
         )?;
     }
     writeln!(
