@@ -73,9 +73,12 @@ pub mod names {
     pub const UNPINNED: &[&str] = &["LOGGED_AT", "REFUSALS_SENT", "MAPPING_MADE", "TUNNEL_PEERS"];
 
     /// The benchmarks' object's own tables for the new-flow floor (programs::
-    /// BENCH_NEW_FLOW_FLOOR), sized as the session table.
+    /// BENCH_NEW_FLOW_FLOOR): sized as the session table (OUT) and as the mapping tables
+    /// (IN, EP), and how many of its operations it leaves out (LEFT_OUT).
     pub const BENCH_FLOOR_OUT: &str = "BENCH_FLOOR_OUT";
     pub const BENCH_FLOOR_IN: &str = "BENCH_FLOOR_IN";
+    pub const BENCH_FLOOR_EP: &str = "BENCH_FLOOR_EP";
+    pub const BENCH_FLOOR_LEFT_OUT: &str = "BENCH_FLOOR_LEFT_OUT";
 }
 
 /// Names of the XDP programs in the object.
@@ -100,8 +103,8 @@ pub mod programs {
     pub const BENCH_GEN: &str = "bench_gen";
     /// Benchmarks only: counts and drops.
     pub const BENCH_SINK: &str = "bench_sink";
-    /// Benchmarks only: the least a new flow's first packet needs (a lookup that misses and
-    /// two inserts) on top of the forwarder with its state read.
+    /// Benchmarks only: the least a new flow's first packet needs (BENCH_FLOOR_OPS) on top
+    /// of the forwarder with its state read.
     pub const BENCH_NEW_FLOW_FLOOR: &str = "bench_new_flow_floor";
 
     /// The XDP programs of the NAT's object, which the daemon loads (and the TC program,
@@ -116,6 +119,38 @@ pub mod programs {
         BENCH_NEW_FLOW_FLOOR,
     ];
 }
+
+/// The map operations of the new-flow floor (programs::BENCH_NEW_FLOW_FLOOR), in the order
+/// it does them, on tables as full as the NAT's; the bench times it with the first k of them
+/// for each k, to tell what each adds.
+pub const BENCH_FLOOR_OPS: [&str; 5] = [
+    "the flow's session looked up (a miss, SESSIONS)",
+    "its session inserted (SESSIONS)",
+    "its external port claimed, the key its replies find it by (MAPPINGS_IN)",
+    "its endpoint's mapping looked up (a miss, MAPPINGS_OUT)",
+    "its endpoint's mapping inserted (MAPPINGS_OUT)",
+];
+
+/// The external port the new-flow floor claims for a flow from `src`, port `sport` (wire
+/// order): spread over all ports as a NAT's random draws are, so that each claim finds its
+/// table's bucket where a real claim would, not in a line that the flows before it warmed
+/// (the benchmark's flows share a few source ports and the first octets of their address).
+pub const fn bench_floor_port(src: u32, sport: u16) -> u16 {
+    (fmix32(src ^ fmix32(sport as u32)) >> 16) as u16
+}
+
+/// MurmurHash3's finalizer: every input bit moves every output bit.
+const fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ h >> 16
+}
+
+/// How many of BENCH_FLOOR_OPS any NAT needs for a new flow: find it, record it, and make it
+/// reachable by its replies. The rest is what endpoint-independent mapping adds.
+pub const BENCH_FLOOR_ANY_NAT: usize = 3;
 
 /// Compile-time default capacities (docs/architecture.md, "Defaults"); nat-ctl overrides them
 /// at load.

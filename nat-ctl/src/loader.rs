@@ -100,7 +100,8 @@ pub fn load_bench(tables: Tables) -> Result<Ebpf> {
     let flows = nat_common::flow_cache::entries_for(tables.max_sessions);
     let mut ebpf = loader
         .map_max_entries(names::BENCH_FLOOR_OUT, tables.max_sessions)
-        .map_max_entries(names::BENCH_FLOOR_IN, tables.max_sessions)
+        .map_max_entries(names::BENCH_FLOOR_IN, tables.max_mappings)
+        .map_max_entries(names::BENCH_FLOOR_EP, tables.max_mappings)
         .map_max_entries(names::FLOWS_OUT, flows)
         .load(crate::BENCH_OBJECT)
         .context("loading the benchmarks' eBPF object")?;

@@ -15,7 +15,11 @@ use aya_ebpf::{
 use nat_common::{
     checksum::fold,
     flow_cache::{self, FlowKey},
-    maps::{BENCH_PORTS_PER_HOST, BenchGen, DEFAULT_MAX_SESSIONS, ReplyKey, Session, SessionKey},
+    maps::{
+        BENCH_FLOOR_OPS, BENCH_PORTS_PER_HOST, BenchGen, DEFAULT_MAX_MAPPINGS,
+        DEFAULT_MAX_SESSIONS, EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, Session,
+        SessionKey, bench_floor_port,
+    },
     proto::{ETH_HDR_LEN, ETH_P_IP, ICMP_ECHO_REQUEST, IPPROTO_UDP},
     rewrite::{IP_CHECK, decrement_ttl, get_u16, set_u16, set_u32},
 };
@@ -48,16 +52,27 @@ static BENCH_SINK_CLOCK: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
 #[map]
 static BENCH_SINK_TIMED: Array<u32> = Array::with_max_entries(1, 0);
 
-/// The new-flow floor's tables: a session per flow, and the key its replies find it by.
-/// Sized by the loader as the NAT's session table, and filled by the bench to as many
-/// sessions as the NAT holds.
+/// The new-flow floor's tables, as the NAT's: a session per flow (SESSIONS), the external
+/// port its replies find it by (MAPPINGS_IN) and its endpoint's mapping (MAPPINGS_OUT).
+/// Sized by the loader as the NAT's tables, and filled by the bench to as many sessions and
+/// mappings as the NAT holds.
 #[map]
 static BENCH_FLOOR_OUT: HashMap<SessionKey, Session> =
     HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
 
 #[map]
-static BENCH_FLOOR_IN: HashMap<ReplyKey, SessionKey> =
-    HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
+static BENCH_FLOOR_IN: HashMap<ExternalKey, Mapping> =
+    HashMap::with_max_entries(DEFAULT_MAX_MAPPINGS, 0);
+
+#[map]
+static BENCH_FLOOR_EP: HashMap<EndpointKey, Mapping> =
+    HashMap::with_max_entries(DEFAULT_MAX_MAPPINGS, 0);
+
+/// Slot 0: how many of the floor's map operations (BENCH_FLOOR_OPS, in that order) it leaves
+/// out, from the last (0, as loaded: none); the program-cost bench times it with each
+/// number in turn, to tell what each operation adds.
+#[map]
+static BENCH_FLOOR_LEFT_OUT: Array<u32> = Array::with_max_entries(1, 0);
 
 #[xdp]
 pub fn bench_forward(ctx: XdpContext) -> u32 {
@@ -65,10 +80,13 @@ pub fn bench_forward(ctx: XdpContext) -> u32 {
 }
 
 /// The least a stateful NAT does for a new flow's first packet, as one program on this
-/// machine: the forwarder with its read of per-flow state, a lookup of the flow in a session
-/// table as full as the NAT's (it misses), and two inserts, the flow's session and the key
-/// its replies will find it by. No port is chosen, no share counted, no mapping kept: a
-/// floor, not a NAT.
+/// machine: the forwarder with its read of per-flow state, then the map operations of
+/// BENCH_FLOOR_OPS (all, or as many as BENCH_FLOOR_LEFT_OUT says), on tables as full as the
+/// NAT's: the
+/// flow's session looked up (a miss) and inserted, and its external port claimed, which is
+/// the least any NAT needs (BENCH_FLOOR_ANY_NAT); then what endpoint-independent mapping
+/// adds, its endpoint's mapping looked up (a miss) and inserted. No port is chosen, no share
+/// counted, nothing checked: a floor, not a NAT.
 #[xdp]
 pub fn bench_new_flow_floor(ctx: XdpContext) -> u32 {
     let Ok(Some(pkt)) = parse_ipv4(&ctx) else {
@@ -77,22 +95,47 @@ pub fn bench_new_flow_floor(ctx: XdpContext) -> u32 {
     let Ok(Some(t)) = parse_transport(&ctx, &pkt, ICMP_ECHO_REQUEST) else {
         return xdp_action::XDP_DROP;
     };
+    let left_out = BENCH_FLOOR_LEFT_OUT.get(0).copied().unwrap_or(0);
+    let steps = (BENCH_FLOOR_OPS.len() as u32).saturating_sub(left_out);
     let key = SessionKey::new(pkt.proto, pkt.src, t.sport, pkt.dst, t.dport);
-    if BENCH_FLOOR_OUT.get_ptr(&key).is_some() {
+    if steps >= 1 && BENCH_FLOOR_OUT.get_ptr(&key).is_some() {
         // A flow the table knows is not a new one: the bench removes its flows each round.
         return xdp_action::XDP_ABORTED;
     }
-    // Any port will do for the reply key's cost: the source port, spread by the address.
-    let ext_port = t.sport ^ (pkt.src as u16);
+    let ext_port = bench_floor_port(pkt.src, t.sport);
     let s = Session {
         ext_port,
         ..Session::default()
     };
-    if BENCH_FLOOR_OUT.insert(&key, &s, 0).is_err()
-        || BENCH_FLOOR_IN
-            .insert(&key.reply_key(ext_port), &key, 0)
-            .is_err()
-    {
+    if steps >= 2 && BENCH_FLOOR_OUT.insert(&key, &s, 0).is_err() {
+        return xdp_action::XDP_ABORTED;
+    }
+    let m = Mapping {
+        int_addr: pkt.src,
+        int_port: t.sport,
+        ext_port,
+        proto: pkt.proto,
+        state: MAPPING_ACTIVE,
+        ..Mapping::default()
+    };
+    let ext = ExternalKey {
+        port: ext_port,
+        proto: pkt.proto,
+        _pad: 0,
+    };
+    if steps >= 3 && BENCH_FLOOR_IN.insert(&ext, &m, 0).is_err() {
+        return xdp_action::XDP_ABORTED;
+    }
+    let ep = EndpointKey {
+        addr: pkt.src,
+        port: t.sport,
+        proto: pkt.proto,
+        _pad: 0,
+    };
+    if steps >= 4 && BENCH_FLOOR_EP.get_ptr(&ep).is_some() {
+        return xdp_action::XDP_ABORTED;
+    }
+    if steps >= 5 && BENCH_FLOOR_EP.insert(&ep, &m, 0).is_err() {
         return xdp_action::XDP_ABORTED;
     }
     forward(&ctx, true)

@@ -16,7 +16,7 @@ use integration_tests::{
     lab::{LAN_HOST_A, LAN_IF, Lab, SERVER, WAN_IF},
     netns::Netns,
 };
-use nat_common::maps::{BenchGen, programs};
+use nat_common::maps::{BenchGen, Session, SessionKey, names, programs};
 use nat_ctl::{
     loader::{self, Tables},
     wire::to_wire,
@@ -51,6 +51,9 @@ pub enum Router {
     XdpNatResident,
     XdpForward,
     XdpForwardState,
+    /// The least a new flow needs (`bench_new_flow_floor`, all its map operations, on tables
+    /// of the NAT's default sizes): for the new-session rate.
+    XdpNewFlowFloor,
     KernelMasquerade,
 }
 
@@ -61,6 +64,7 @@ impl Router {
             Router::XdpNatResident => "xdp-nat, 1 M resident sessions",
             Router::XdpForward => "bare XDP forwarder",
             Router::XdpForwardState => "XDP forwarder + state read",
+            Router::XdpNewFlowFloor => "new-flow floor (endpoint-independent)",
             Router::KernelMasquerade => "kernel + nftables masquerade",
         }
     }
@@ -124,7 +128,12 @@ fn attach_in(
 /// The one that reads flow state reads FLOWS_OUT at its default size.
 fn forwarder_in(ns: &Netns, prog: &'static str) -> Result<Ebpf> {
     ns.run(move || -> Result<Ebpf> {
-        let tables = if prog == programs::BENCH_FORWARD_STATE {
+        let tables = if [
+            programs::BENCH_FORWARD_STATE,
+            programs::BENCH_NEW_FLOW_FLOOR,
+        ]
+        .contains(&prog)
+        {
             Tables {
                 max_sessions: nat_common::maps::DEFAULT_MAX_SESSIONS,
                 max_mappings: nat_common::maps::DEFAULT_MAX_MAPPINGS,
@@ -156,6 +165,14 @@ pub struct NewSessions {
     pub wall: f64,
     /// At the sink, from the first new flow's packet to the last: what the router kept up.
     pub at_sink: f64,
+}
+
+/// The new-session rates of one run: the NAT's, and the least a new flow needs
+/// (Router::XdpNewFlowFloor), beside which a target for the NAT's is judged.
+#[derive(Clone, Copy)]
+pub struct NewSessionRates {
+    pub nat: NewSessions,
+    pub floor: NewSessions,
 }
 
 /// One lab for every configuration: router set up for each in turn.
@@ -406,7 +423,7 @@ impl Bench {
         let setup = self.set_up_with(router, NEW_SESSION_LIMITS)?;
         // Every flow its own LAN endpoint: each first packet creates a mapping too.
         self.set_flows(flows, src, 1)?;
-        let before = self.created(&setup)?;
+        let before = self.created(router, &setup)?;
         let sunk = self.sink_count()?;
         let cpus = nr_cpus().map_err(|(_, e)| e)?;
         for slot in 0..3 {
@@ -416,7 +433,7 @@ impl Bench {
         self.sink_timed.set(0, 1, 0)?;
         let secs = self.send(flows);
         self.sink_timed.set(0, 0, 0)?;
-        let created = self.created(&setup)?.saturating_sub(before);
+        let created = self.created(router, &setup)?.saturating_sub(before);
         self.tear_down(router, setup)?;
         let secs = secs?;
         let sunk = self.sink_count()? - sunk;
@@ -454,11 +471,19 @@ impl Bench {
         })
     }
 
-    /// Sessions created so far: the NAT's counter, or the kernel's conntrack count.
-    fn created(&self, setup: &Setup) -> Result<u64> {
-        Ok(match &setup.nat {
-            Some(nat) => nat.counter("session_created"),
-            None => {
+    /// Sessions created so far: the NAT's counter, the floor's session table, or the
+    /// kernel's conntrack count.
+    fn created(&self, router: Router, setup: &Setup) -> Result<u64> {
+        Ok(match (&setup.nat, &setup._programs) {
+            (Some(nat), _) => nat.counter("session_created"),
+            (None, Some(ebpf)) if router == Router::XdpNewFlowFloor => {
+                let sessions: aya::maps::HashMap<_, SessionKey, Session> = ebpf
+                    .map(names::BENCH_FLOOR_OUT)
+                    .context("BENCH_FLOOR_OUT")?
+                    .try_into()?;
+                sessions.keys().count() as u64
+            }
+            _ => {
                 let out = self
                     .lab
                     .router
@@ -523,6 +548,9 @@ impl Bench {
             Router::XdpForward => setup._programs = Some(forwarder_in(r, programs::BENCH_FORWARD)?),
             Router::XdpForwardState => {
                 setup._programs = Some(forwarder_in(r, programs::BENCH_FORWARD_STATE)?)
+            }
+            Router::XdpNewFlowFloor => {
+                setup._programs = Some(forwarder_in(r, programs::BENCH_NEW_FLOW_FLOOR)?)
             }
             Router::KernelMasquerade => {
                 let rules = std::env::temp_dir().join(format!("{}.nft", r.name));

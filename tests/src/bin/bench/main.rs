@@ -18,7 +18,8 @@ use nat_common::{
     config::Timeouts,
     counters::Counter,
     maps::{
-        EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, Session, SessionKey, names, programs,
+        BENCH_FLOOR_ANY_NAT, BENCH_FLOOR_OPS, EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping,
+        Session, SessionKey, bench_floor_port, names, programs,
     },
     proto::{IPPROTO_ESP, IPPROTO_GRE, IPPROTO_TCP, IPPROTO_UDP},
     tcp_state::{SYN_IN, SYN_OUT},
@@ -305,8 +306,9 @@ struct Row {
     /// NAT less forwarder + state read, round by round (the two ran one after the other):
     /// the spread behind the best-of figures.
     paired: Vec<f64>,
-    /// The new-flow scenario only: the least a new flow needs here (`new_flow_floor`).
-    floor_ns: Option<f64>,
+    /// The new-flow scenario only: the least a new flow needs here with the first k of
+    /// BENCH_FLOOR_OPS, at index k (`new_flow_floor`); empty for the other scenarios.
+    floor: Vec<f64>,
 }
 
 /// The median of `v` (the mean of the middle two for an even count); NaN for none.
@@ -567,14 +569,48 @@ fn new_flow_section(report: &mut String, rows: &[Row]) -> Result<()> {
         ] {
             writeln!(report, "| {step} | {ns:.0} |")?;
         }
-        if let Some(floor) = flow.floor_ns {
+        floor_section(report, n, flow)?;
+    }
+    Ok(())
+}
+
+/// The least a new flow needs, one map operation at a time (`new_flow_floor`), set beside
+/// the NAT's first packet of a new flow (`flow`) at `n` sessions.
+fn floor_section(report: &mut String, n: u32, flow: &Row) -> Result<()> {
+    let Some(&eim) = flow.floor.last() else {
+        return Ok(());
+    };
+    writeln!(
+        report,
+        "\n### The least a new flow needs, one map operation at a time ({n} sessions)\n\n\
+         The benchmarks' floor program (`bench_new_flow_floor`) on the same frames, timed with the first k of its map operations for each k, on tables as full as the NAT's ({n} sessions, {} mappings): what each operation adds to the one before (best of the rounds each, so a small step can read below zero). No port is chosen, no share counted, nothing checked.\n\n\
+         | | ns | the floor with it, ns |\n|---|---:|---:|",
+        n.min(MAX_PREFILLED_MAPPINGS)
+    )?;
+    let mut before = None;
+    for (k, ns) in flow.floor.iter().enumerate() {
+        let what = match k {
+            0 => "the forwarder with its read of per-flow state",
+            k => BENCH_FLOOR_OPS[k - 1],
+        };
+        let step = before.map_or(String::new(), |b| format!("{:+.0}", ns - b));
+        writeln!(report, "| {what} | {step} | {ns:.0} |")?;
+        if k == BENCH_FLOOR_ANY_NAT {
             writeln!(
                 report,
-                "\nThe least a new flow needs on this machine, timed on the same kind of frames: the forwarder with its read of per-flow state, a lookup of the flow in a session table as full as the NAT's (a miss) and two inserts, the flow's session and its reply key (`bench_new_flow_floor`; no port chosen, no share counted, no mapping): {floor:.0} ns, against the NAT's {:.0} ns.",
-                flow.nat_ns
+                "| = the least any NAT needs: the flow found, recorded, and reachable by its replies | | {ns:.0} |"
             )?;
         }
+        before = Some(*ns);
     }
+    writeln!(
+        report,
+        "| = the least a NAT with endpoint-independent mapping in hash tables needs | | {eim:.0} |\n\
+         | the NAT's first packet of a new flow | | {:.0} |\n\
+         | the NAT beyond that: its checks, the port draw, the shares and counters, the rewrite | {:+.0} | |",
+        flow.nat_ns,
+        flow.nat_ns - eim
+    )?;
     Ok(())
 }
 
@@ -645,7 +681,7 @@ fn measure_size(
                     .zip(&state.per_round)
                     .map(|(n, s)| n - s)
                     .collect(),
-                floor_ns: None,
+                floor: Vec::new(),
             });
         };
 
@@ -849,10 +885,13 @@ fn measure_size(
             let floor = new_flow_floor(&mut bench, lan, sessions, new_flows as u32, rounds)
                 .expect("the new-flow floor");
             eprintln!(
-                "bench: {sessions} sessions: new flow {:.0} ns, the least one needs here {floor:.0} ns",
-                row.nat_ns
+                "bench: {sessions} sessions: new flow {:.0} ns, the least one needs here {:.0} ns, with endpoint-independent mapping {:.0} ns (by operations: {:.0?})",
+                row.nat_ns,
+                floor[BENCH_FLOOR_ANY_NAT],
+                floor[BENCH_FLOOR_OPS.len()],
+                floor
             );
-            row.floor_ns = Some(floor);
+            row.floor = floor;
         }
         // Last: the sweeper, on as many UDP sessions, each to a remote host of its own, so each
         // but a mapping's first with a filter entry (TCP sessions have none): the most a full
@@ -886,58 +925,103 @@ fn new_flow(i: u32, round: u32) -> (Vec<u8>, SessionKey) {
 }
 
 /// The new-flow floor (programs::BENCH_NEW_FLOW_FLOOR) on `flows` new flows, with its tables
-/// holding `sessions` flows of their own as the NAT's does: ns per packet, the best of
-/// `rounds`, each round's flows removed after it.
+/// holding `sessions` flows and as many mappings of their own as the NAT's do: ns per packet
+/// with the first k of its map operations (BENCH_FLOOR_OPS), for k from 0 to all of them,
+/// each the best of `rounds`, each round's flows removed after it.
 fn new_flow_floor(
     bench: &mut Ebpf,
     ifindex: u32,
     sessions: u32,
     flows: u32,
     rounds: u32,
-) -> Result<f64> {
-    // (Distinct from the timed flows: other LAN and remote addresses.)
+) -> Result<Vec<f64>> {
+    // (Distinct from the timed flows: other LAN and remote addresses, and TCP mappings where
+    // the timed flows claim UDP ports.)
     let resident = |i: u32| {
+        let addr = to_wire(Ipv4Addr::from(0x0a00_0000 + i));
         let key = SessionKey::new(
             IPPROTO_UDP,
-            to_wire(Ipv4Addr::from(0x0a00_0000 + i)),
+            addr,
             1000u16.to_be(),
             to_wire(Ipv4Addr::from(0xcb00_0000 + i)),
             53u16.to_be(),
         );
-        (key, key.reply_key((i as u16).to_be()))
+        let m = Mapping {
+            int_addr: addr,
+            int_port: 1000u16.to_be(),
+            ext_port: (i as u16).to_be(),
+            proto: IPPROTO_TCP,
+            state: MAPPING_ACTIVE,
+            ..Default::default()
+        };
+        (key, m)
+    };
+    let ext_key = |m: &Mapping| ExternalKey {
+        port: m.ext_port,
+        proto: m.proto,
+        _pad: 0,
+    };
+    let ep_key = |addr: u32, port: u16, proto: u8| EndpointKey {
+        addr,
+        port,
+        proto,
+        _pad: 0,
     };
     let mut out_table: aya::maps::HashMap<_, SessionKey, Session> = bench
         .take_map(names::BENCH_FLOOR_OUT)
         .context("BENCH_FLOOR_OUT")?
         .try_into()?;
-    let mut in_table: aya::maps::HashMap<_, nat_common::maps::ReplyKey, SessionKey> = bench
+    let mut in_table: aya::maps::HashMap<_, ExternalKey, Mapping> = bench
         .take_map(names::BENCH_FLOOR_IN)
         .context("BENCH_FLOOR_IN")?
         .try_into()?;
+    let mut ep_table: aya::maps::HashMap<_, EndpointKey, Mapping> = bench
+        .take_map(names::BENCH_FLOOR_EP)
+        .context("BENCH_FLOOR_EP")?
+        .try_into()?;
+    let mut left_out: aya::maps::Array<_, u32> = bench
+        .take_map(names::BENCH_FLOOR_LEFT_OUT)
+        .context("BENCH_FLOOR_LEFT_OUT")?
+        .try_into()?;
+    // As many mappings as the NAT holds (prefill): one per mapping of its, each with sessions.
+    let mappings = sessions.min(MAX_PREFILLED_MAPPINGS);
     for i in 0..sessions {
-        let (key, reply) = resident(i);
+        let (key, m) = resident(i);
         out_table.insert(key, Session::default(), 0)?;
-        in_table.insert(reply, key, 0)?;
-    }
-    let mut cost = Cost::new();
-    for round in 1..=rounds {
-        let (frames, keys): (Vec<_>, Vec<_>) = (0..flows).map(|i| new_flow(i, round)).unzip();
-        cost.round_bench(bench, programs::BENCH_NEW_FLOW_FLOOR, ifindex, &frames);
-        if action_name(cost.action) != "REDIRECT" {
-            anyhow::bail!(
-                "the new-flow floor returned {}: no floor",
-                action_name(cost.action)
-            );
-        }
-        for key in keys {
-            // The program's reply key: the source port spread by the address, as it does.
-            let ext_port = key.int_port ^ key.int_addr as u16;
-            out_table.remove(&key)?;
-            // Two flows may have drawn one reply key: the second write replaced the first.
-            let _ = in_table.remove(&key.reply_key(ext_port));
+        if i < mappings {
+            in_table.insert(ext_key(&m), m, 0)?;
+            ep_table.insert(ep_key(m.int_addr, m.int_port, m.proto), m, 0)?;
         }
     }
-    Ok(cost.ns)
+    let mut by_steps = Vec::new();
+    for k in 0..=BENCH_FLOOR_OPS.len() {
+        left_out.set(0, (BENCH_FLOOR_OPS.len() - k) as u32, 0)?;
+        let mut cost = Cost::new();
+        for round in 1..=rounds {
+            let (frames, keys): (Vec<_>, Vec<_>) = (0..flows).map(|i| new_flow(i, round)).unzip();
+            cost.round_bench(bench, programs::BENCH_NEW_FLOW_FLOOR, ifindex, &frames);
+            if action_name(cost.action) != "REDIRECT" {
+                anyhow::bail!(
+                    "the new-flow floor with {k} operations returned {}: no floor",
+                    action_name(cost.action)
+                );
+            }
+            for key in keys {
+                // What the program made of the flow (as many as k says): its session, its
+                // external port (two flows may have drawn one, the second write replacing
+                // the first) and its endpoint's mapping.
+                let _ = out_table.remove(&key);
+                let _ = in_table.remove(&ExternalKey {
+                    port: bench_floor_port(key.int_addr, key.int_port),
+                    proto: key.proto,
+                    _pad: 0,
+                });
+                let _ = ep_table.remove(&ep_key(key.int_addr, key.int_port, key.proto));
+            }
+        }
+        by_steps.push(cost.ns);
+    }
+    Ok(by_steps)
 }
 
 /// Removes the sessions and mappings of the LAN endpoints `ours` picks (by protocol and
@@ -1040,8 +1124,8 @@ struct Rates {
 struct Measured<'a> {
     cost: &'a [Row],
     rates: &'a [Rates],
-    /// The NAT's end-to-end new sessions per second.
-    new_sessions: Option<forwarding::NewSessions>,
+    /// The NAT's end-to-end new sessions per second, and the floor's.
+    new_sessions: Option<forwarding::NewSessionRates>,
     sweep: Option<SweepCost>,
     /// Bytes per session, every table a session takes its share of, and per filter entry
     /// (the memory table).
@@ -1124,26 +1208,33 @@ fn targets(m: &Measured<'_>) -> Result<String> {
         .iter()
         .filter(|r| r.sessions == TARGET_SESSIONS && r.scenario == SCENARIO_NEW_FLOW)
     {
-        let floor = r.floor_ns.map_or(String::new(), |f| {
-            format!(" (the least a new flow needs here: {f:.0} ns)")
-        });
+        let floor = match (r.floor.get(BENCH_FLOOR_ANY_NAT), r.floor.last()) {
+            (Some(any), Some(eim)) => format!(
+                " (the least a new flow needs here: {any:.0} ns; with endpoint-independent mapping: {eim:.0} ns)"
+            ),
+            _ => String::new(),
+        };
         line(
             format!("{}, {TARGET_SESSIONS} sessions: <= 600 ns", r.scenario),
             format!("{:.0} ns{floor}", r.nat_ns),
             Some(r.nat_ns <= 600.0),
         )?;
     }
-    if let Some(n) = m.new_sessions {
+    if let Some(forwarding::NewSessionRates { nat: n, floor }) = m.new_sessions {
+        let clocked = |r: f64| {
+            if r.is_nan() {
+                "not clocked".to_string()
+            } else {
+                format!("{:.0} K/s", r / 1e3)
+            }
+        };
         line(
             "new sessions end to end (at the sink, first packet to last): >= 1.2 M/s".into(),
             format!(
-                "{} ({:.0} K/s over the generator's whole run)",
-                if n.at_sink.is_nan() {
-                    "not clocked".to_string()
-                } else {
-                    format!("{:.0} K/s", n.at_sink / 1e3)
-                },
-                n.wall / 1e3
+                "{} ({:.0} K/s over the generator's whole run; the least an endpoint-independent NAT needs: {})",
+                clocked(n.at_sink),
+                n.wall / 1e3,
+                clocked(floor.at_sink),
             ),
             (!n.at_sink.is_nan()).then_some(n.at_sink >= 1.2e6),
         )?;
@@ -1228,7 +1319,7 @@ fn forwarding_section(
     report: &mut String,
     short: bool,
     only_flows: &[u32],
-) -> Result<(Vec<Rates>, forwarding::NewSessions)> {
+) -> Result<(Vec<Rates>, forwarding::NewSessionRates)> {
     use forwarding::{Bench, Router};
     // New sessions first, while the router has no state from the rate runs.
     let new_flows: u32 = if short { 5_000 } else { 60_000 };
@@ -1242,6 +1333,11 @@ fn forwarding_section(
         Router::KernelMasquerade,
         new_flows,
         std::net::Ipv4Addr::new(192, 168, 1, 110),
+    )?;
+    let floor_new = bench.new_session_rate(
+        Router::XdpNewFlowFloor,
+        new_flows,
+        std::net::Ipv4Addr::new(192, 168, 1, 120),
     )?;
     let (warmup, packets, flows, rounds): (u32, u32, &[u32], u32) = if short {
         (20_000, 50_000, &[1_000], 1)
@@ -1351,19 +1447,21 @@ fn forwarding_section(
     )?;
     writeln!(
         report,
-        "| timed | xdp-nat | kernel + nftables masquerade (conntrack) | ratio |"
+        "| timed | xdp-nat | kernel + nftables masquerade (conntrack) | ratio | the least an endpoint-independent NAT needs (floor) | xdp-nat / floor |"
     )?;
-    writeln!(report, "|---|---:|---:|---:|")?;
-    for (timed, nat, kern) in [
+    writeln!(report, "|---|---:|---:|---:|---:|---:|")?;
+    for (timed, nat, kern, floor) in [
         (
             "at the sink, from the first packet to the last",
             nat_new.at_sink,
             kern_new.at_sink,
+            floor_new.at_sink,
         ),
         (
             "over the generator's whole run",
             nat_new.wall,
             kern_new.wall,
+            floor_new.wall,
         ),
     ] {
         let rate = |r: f64| {
@@ -1373,24 +1471,36 @@ fn forwarding_section(
                 format!("{r:.0} /s")
             }
         };
-        let ratio = nat / kern;
+        let ratio = |r: f64, unit: &str| {
+            if r.is_nan() {
+                "-".to_string()
+            } else if unit == "%" {
+                format!("{:.0}%", 100.0 * r)
+            } else {
+                format!("{r:.1}x")
+            }
+        };
         writeln!(
             report,
-            "| {timed} | {} | {} | {} |",
+            "| {timed} | {} | {} | {} | {} | {} |",
             rate(nat),
             rate(kern),
-            if ratio.is_nan() {
-                "-".to_string()
-            } else {
-                format!("{ratio:.1}x")
-            }
+            ratio(nat / kern, "x"),
+            rate(floor),
+            ratio(nat / floor, "%"),
         )?;
     }
     writeln!(
         report,
-        "\nEach packet is a new flow's first, and the router makes its session (and its mapping) as it forwards it. The sink clocks the first and the last packet it receives: what the router kept up while the burst lasted. The generator's whole run also holds its start and its idle tail after the last frame (20-30 ms per live-frame run), which understate that rate. The program-level cost of a new flow is in the first table (\"first packet of a new flow\"). The flows come from two addresses and one MAC, standing for many LAN hosts: for this run the NAT's per-host and per-MAC shares are raised to the pool and the table (checked and counted as ever; at their defaults they would refuse all but about 26000 of the flows, as they should from one host)."
+        "\nEach packet is a new flow's first, and the router makes its session (and its mapping) as it forwards it. The sink clocks the first and the last packet it receives: what the router kept up while the burst lasted. The generator's whole run also holds its start and its idle tail after the last frame (20-30 ms per live-frame run), which understate that rate. The program-level cost of a new flow is in the first table (\"first packet of a new flow\"). The flows come from two addresses and one MAC, standing for many LAN hosts: for this run the NAT's per-host and per-MAC shares are raised to the pool and the table (checked and counted as ever; at their defaults they would refuse all but about 26000 of the flows, as they should from one host). The floor is the benchmarks' `bench_new_flow_floor` as the router, tables at the NAT's default sizes: the forwarder with its read of per-flow state, and the map operations an endpoint-independent NAT cannot do without (see \"The least a new flow needs, one map operation at a time\" above); no port chosen, no share counted, nothing checked."
     )?;
-    Ok((rates, nat_new))
+    Ok((
+        rates,
+        forwarding::NewSessionRates {
+            nat: nat_new,
+            floor: floor_new,
+        },
+    ))
 }
 
 /// Where the end-to-end time goes: each XDP router's program time per packet, in place,
