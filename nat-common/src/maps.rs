@@ -74,11 +74,12 @@ pub mod names {
 
     /// The benchmarks' object's own tables for the new-flow floor (programs::
     /// BENCH_NEW_FLOW_FLOOR): sized as the session table (OUT) and as the mapping tables
-    /// (IN, EP), and how many of its operations it leaves out (LEFT_OUT).
+    /// (IN, EP), the ports it took (TAKEN), and which of its operations it leaves out (SKIP).
     pub const BENCH_FLOOR_OUT: &str = "BENCH_FLOOR_OUT";
     pub const BENCH_FLOOR_IN: &str = "BENCH_FLOOR_IN";
     pub const BENCH_FLOOR_EP: &str = "BENCH_FLOOR_EP";
-    pub const BENCH_FLOOR_LEFT_OUT: &str = "BENCH_FLOOR_LEFT_OUT";
+    pub const BENCH_FLOOR_SKIP: &str = "BENCH_FLOOR_SKIP";
+    pub const BENCH_FLOOR_TAKEN: &str = "BENCH_FLOOR_TAKEN";
 }
 
 /// Names of the XDP programs in the object.
@@ -120,23 +121,33 @@ pub mod programs {
     ];
 }
 
-/// The map operations of the new-flow floor (programs::BENCH_NEW_FLOW_FLOOR), in the order
-/// it does them, on tables as full as the NAT's; the bench times it with the first k of them
-/// for each k, to tell what each adds.
+/// The map operations of the new-flow floor (programs::BENCH_NEW_FLOW_FLOOR), on tables as
+/// full as the NAT's, in the order the NAT makes them for a new endpoint's first packet;
+/// bit i of the floor's BENCH_FLOOR_SKIP leaves operation i out, so that the bench can time
+/// what each adds.
 pub const BENCH_FLOOR_OPS: [&str; 5] = [
     "the flow's session looked up (a miss, SESSIONS)",
-    "its session inserted (SESSIONS)",
-    "its external port claimed, the key its replies find it by (MAPPINGS_IN)",
     "its endpoint's mapping looked up (a miss, MAPPINGS_OUT)",
+    "an external port claimed, the key its replies find it by (MAPPINGS_IN)",
     "its endpoint's mapping inserted (MAPPINGS_OUT)",
+    "its session inserted (SESSIONS)",
 ];
 
-/// The external port the new-flow floor claims for a flow from `src`, port `sport` (wire
-/// order): spread over all ports as a NAT's random draws are, so that each claim finds its
-/// table's bucket where a real claim would, not in a line that the flows before it warmed
-/// (the benchmark's flows share a few source ports and the first octets of their address).
-pub const fn bench_floor_port(src: u32, sport: u16) -> u16 {
-    (fmix32(src ^ fmix32(sport as u32)) >> 16) as u16
+/// All of BENCH_FLOOR_OPS, as bits.
+pub const BENCH_FLOOR_ALL: u32 = (1 << BENCH_FLOOR_OPS.len()) - 1;
+
+/// The operations of BENCH_FLOOR_OPS (bits) that any NAT needs for a new flow: it is found,
+/// recorded, and reachable by its replies. The other two are what endpoint-independent
+/// mapping adds.
+pub const BENCH_FLOOR_ANY_NAT: u32 = 0b10101;
+
+/// The external port the new-flow floor tries at its `attempt`th draw for a flow from
+/// `src`, port `sport` (wire order): distinct per flow and spread over all ports as a NAT's
+/// random draws are (the benchmark's flows share a few source ports and the first octets
+/// of their address, which alone would give a few dozen ports, every claim but the first on
+/// each a collision with a bucket already in the caches).
+pub const fn bench_floor_port(src: u32, sport: u16, attempt: u32) -> u16 {
+    (fmix32(src ^ fmix32(sport as u32 | attempt << 16)) >> 16) as u16
 }
 
 /// MurmurHash3's finalizer: every input bit moves every output bit.
@@ -147,10 +158,6 @@ const fn fmix32(mut h: u32) -> u32 {
     h = h.wrapping_mul(0xc2b2_ae35);
     h ^ h >> 16
 }
-
-/// How many of BENCH_FLOOR_OPS any NAT needs for a new flow: find it, record it, and make it
-/// reachable by its replies. The rest is what endpoint-independent mapping adds.
-pub const BENCH_FLOOR_ANY_NAT: usize = 3;
 
 /// Compile-time default capacities (docs/architecture.md, "Defaults"); nat-ctl overrides them
 /// at load.
@@ -760,5 +767,27 @@ mod tests {
         assert_eq!((icmp.int_port, icmp.rem_port), (7, 0));
         let udp = SessionKey::new(IPPROTO_UDP, 1, 7, 2, 53);
         assert_eq!((udp.int_port, udp.rem_port), (7, 53));
+    }
+
+    /// The benchmark's new flows (240 hosts of one /24 sharing source ports, 20000 a round)
+    /// claim nearly as many ports as flows, spread over the range: not a few dozen hot keys.
+    #[test]
+    fn the_floors_claims_spread_over_the_ports() {
+        let flows = 20_000u32;
+        let ports: std::collections::HashSet<u16> = (0..flows)
+            .map(|i| {
+                let host = u32::from_be_bytes([192, 168, 1, (10 + i % 240) as u8]).to_be();
+                bench_floor_port(host, (1024 + i / 240) as u16, 0)
+            })
+            .collect();
+        // Random draws of 20000 of 65536 ports hold about 17300 distinct ones.
+        assert!(ports.len() > 16_500, "{} distinct ports", ports.len());
+        let high = ports.iter().filter(|p| **p >= 32_768).count();
+        assert!(
+            high.abs_diff(ports.len() / 2) < ports.len() / 20,
+            "{high} high"
+        );
+        // A second draw for the same flow is another port.
+        assert_ne!(bench_floor_port(7, 1024, 0), bench_floor_port(7, 1024, 1));
     }
 }

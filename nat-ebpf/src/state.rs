@@ -33,7 +33,8 @@ use crate::{
     packet::ptr_at,
 };
 
-const EEXIST: i32 = 17;
+/// The errno of a BPF_NOEXIST insert whose key is there (negated by the helper).
+pub const EEXIST: i32 = 17;
 
 enum Claim {
     /// This CPU made the mapping, with this port.

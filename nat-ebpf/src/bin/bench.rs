@@ -6,7 +6,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{BPF_NOEXIST, xdp_action},
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
     maps::{Array, HashMap, PerCpuArray},
@@ -16,10 +16,10 @@ use nat_common::{
     checksum::fold,
     flow_cache::{self, FlowKey},
     maps::{
-        BENCH_FLOOR_OPS, BENCH_PORTS_PER_HOST, BenchGen, DEFAULT_MAX_MAPPINGS,
-        DEFAULT_MAX_SESSIONS, EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping, Session,
-        SessionKey, bench_floor_port,
+        BENCH_PORTS_PER_HOST, BenchGen, DEFAULT_MAX_MAPPINGS, DEFAULT_MAX_SESSIONS, EndpointKey,
+        ExternalKey, MAPPING_ACTIVE, Mapping, PORT_SLOTS, Session, SessionKey, bench_floor_port,
     },
+    ports::MAX_PORT_TRIES,
     proto::{ETH_HDR_LEN, ETH_P_IP, ICMP_ECHO_REQUEST, IPPROTO_UDP},
     rewrite::{IP_CHECK, decrement_ttl, get_u16, set_u16, set_u32},
 };
@@ -28,6 +28,7 @@ use nat_ebpf::{
     forward::{Route, redirect, route},
     maps::FLOWS_OUT,
     packet::{parse_ipv4, parse_transport, ptr_at},
+    state::EEXIST,
 };
 
 #[map]
@@ -68,11 +69,16 @@ static BENCH_FLOOR_IN: HashMap<ExternalKey, Mapping> =
 static BENCH_FLOOR_EP: HashMap<EndpointKey, Mapping> =
     HashMap::with_max_entries(DEFAULT_MAX_MAPPINGS, 0);
 
-/// Slot 0: how many of the floor's map operations (BENCH_FLOOR_OPS, in that order) it leaves
-/// out, from the last (0, as loaded: none); the program-cost bench times it with each
-/// number in turn, to tell what each operation adds.
+/// The floor's ports taken, a bit each (as PORTS_TAKEN is the NAT's): a draw skips a taken
+/// port without a failed insert, as the NAT's do. The bench clears it with the claims.
 #[map]
-static BENCH_FLOOR_LEFT_OUT: Array<u32> = Array::with_max_entries(1, 0);
+static BENCH_FLOOR_TAKEN: Array<u64> = Array::with_max_entries(PORT_SLOTS / 64, 0);
+
+/// Slot 0: the floor's map operations (bits of BENCH_FLOOR_OPS) it leaves out (0, as
+/// loaded: none); the program-cost bench times it with one operation more at a time, to
+/// tell what each adds.
+#[map]
+static BENCH_FLOOR_SKIP: Array<u32> = Array::with_max_entries(1, 0);
 
 #[xdp]
 pub fn bench_forward(ctx: XdpContext) -> u32 {
@@ -80,13 +86,13 @@ pub fn bench_forward(ctx: XdpContext) -> u32 {
 }
 
 /// The least a stateful NAT does for a new flow's first packet, as one program on this
-/// machine: the forwarder with its read of per-flow state, then the map operations of
-/// BENCH_FLOOR_OPS (all, or as many as BENCH_FLOOR_LEFT_OUT says), on tables as full as the
-/// NAT's: the
-/// flow's session looked up (a miss) and inserted, and its external port claimed, which is
-/// the least any NAT needs (BENCH_FLOOR_ANY_NAT); then what endpoint-independent mapping
-/// adds, its endpoint's mapping looked up (a miss) and inserted. No port is chosen, no share
-/// counted, nothing checked: a floor, not a NAT.
+/// machine: the forwarder with its read of per-flow state, and before it the map operations
+/// of BENCH_FLOOR_OPS (those BENCH_FLOOR_SKIP leaves in), in the NAT's order, on tables as
+/// full as the NAT's: the flow's session and its endpoint's mapping looked up (misses), an
+/// external port claimed as the NAT claims one (a bitmap of the ports taken, then
+/// BPF_NOEXIST; drawn again when taken),
+/// the endpoint's mapping and the session inserted. No share or pool is checked, no
+/// counter kept: a floor, not a NAT.
 #[xdp]
 pub fn bench_new_flow_floor(ctx: XdpContext) -> u32 {
     let Ok(Some(pkt)) = parse_ipv4(&ctx) else {
@@ -95,50 +101,85 @@ pub fn bench_new_flow_floor(ctx: XdpContext) -> u32 {
     let Ok(Some(t)) = parse_transport(&ctx, &pkt, ICMP_ECHO_REQUEST) else {
         return xdp_action::XDP_DROP;
     };
-    let left_out = BENCH_FLOOR_LEFT_OUT.get(0).copied().unwrap_or(0);
-    let steps = (BENCH_FLOOR_OPS.len() as u32).saturating_sub(left_out);
+    let skip = BENCH_FLOOR_SKIP.get(0).copied().unwrap_or(0);
+    let does = |op: u32| skip & (1 << op) == 0;
     let key = SessionKey::new(pkt.proto, pkt.src, t.sport, pkt.dst, t.dport);
-    if steps >= 1 && BENCH_FLOOR_OUT.get_ptr(&key).is_some() {
-        // A flow the table knows is not a new one: the bench removes its flows each round.
-        return xdp_action::XDP_ABORTED;
-    }
-    let ext_port = bench_floor_port(pkt.src, t.sport);
-    let s = Session {
-        ext_port,
-        ..Session::default()
-    };
-    if steps >= 2 && BENCH_FLOOR_OUT.insert(&key, &s, 0).is_err() {
-        return xdp_action::XDP_ABORTED;
-    }
-    let m = Mapping {
-        int_addr: pkt.src,
-        int_port: t.sport,
-        ext_port,
-        proto: pkt.proto,
-        state: MAPPING_ACTIVE,
-        ..Mapping::default()
-    };
-    let ext = ExternalKey {
-        port: ext_port,
-        proto: pkt.proto,
-        _pad: 0,
-    };
-    if steps >= 3 && BENCH_FLOOR_IN.insert(&ext, &m, 0).is_err() {
-        return xdp_action::XDP_ABORTED;
-    }
     let ep = EndpointKey {
         addr: pkt.src,
         port: t.sport,
         proto: pkt.proto,
         _pad: 0,
     };
-    if steps >= 4 && BENCH_FLOOR_EP.get_ptr(&ep).is_some() {
+    // A flow or endpoint the tables know is not a new one: the bench removes its own after
+    // each round.
+    if does(0) && BENCH_FLOOR_OUT.get_ptr(&key).is_some() {
         return xdp_action::XDP_ABORTED;
     }
-    if steps >= 5 && BENCH_FLOOR_EP.insert(&ep, &m, 0).is_err() {
+    if does(1) && BENCH_FLOOR_EP.get_ptr(&ep).is_some() {
+        return xdp_action::XDP_ABORTED;
+    }
+    let mut m = Mapping {
+        int_addr: pkt.src,
+        int_port: t.sport,
+        ext_port: bench_floor_port(pkt.src, t.sport, 0),
+        proto: pkt.proto,
+        state: MAPPING_ACTIVE,
+        ..Mapping::default()
+    };
+    if does(2) && !claim(&mut m) {
+        // Every port drawn was taken: the NAT gives such a flow up too.
+        return xdp_action::XDP_DROP;
+    }
+    if does(3) && BENCH_FLOOR_EP.insert(&ep, &m, BPF_NOEXIST as u64).is_err() {
+        return xdp_action::XDP_ABORTED;
+    }
+    let s = Session {
+        ext_port: m.ext_port,
+        ..Session::default()
+    };
+    if does(4)
+        && BENCH_FLOOR_OUT
+            .insert(&key, &s, BPF_NOEXIST as u64)
+            .is_err()
+    {
         return xdp_action::XDP_ABORTED;
     }
     forward(&ctx, true)
+}
+
+/// Claims an external port for `m` in BENCH_FLOOR_IN, drawing again while the port drawn is
+/// taken (by BENCH_FLOOR_TAKEN, or by a failed insert), at most as often as the NAT does
+/// (MAX_PORT_TRIES). False when none was free.
+#[inline(always)]
+fn claim(m: &mut Mapping) -> bool {
+    for attempt in 0..MAX_PORT_TRIES {
+        m.ext_port = bench_floor_port(m.int_addr, m.int_port, attempt);
+        let port = u16::from_be(m.ext_port);
+        let Some(word) = BENCH_FLOOR_TAKEN.get_ptr_mut(u32::from(port) / 64) else {
+            return false;
+        };
+        let bit = 1u64 << (port % 64);
+        // SAFETY: map value pointer. A plain read-modify-write: a bit another CPU's write
+        // loses only costs a failed insert later, and the insert decides.
+        let word = unsafe { &mut *word };
+        if *word & bit != 0 {
+            continue;
+        }
+        let ext = ExternalKey {
+            port: m.ext_port,
+            proto: m.proto,
+            _pad: 0,
+        };
+        match BENCH_FLOOR_IN.insert(&ext, &*m, BPF_NOEXIST as u64) {
+            Ok(()) => {
+                *word |= bit;
+                return true;
+            }
+            Err(e) if e == -EEXIST => *word |= bit,
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// The bare forwarder that also reads one 32-byte entry of state per packet, from the slot

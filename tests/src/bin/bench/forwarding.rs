@@ -125,7 +125,8 @@ fn attach_in(
 }
 
 /// A bare forwarder (`prog`) on the router's LAN side, its DEVMAP holding both interfaces.
-/// The one that reads flow state reads FLOWS_OUT at its default size.
+/// The one that reads flow state reads FLOWS_OUT at its default size; the new-flow floor's
+/// tables are the NAT's default sizes too.
 fn forwarder_in(ns: &Netns, prog: &'static str) -> Result<Ebpf> {
     ns.run(move || -> Result<Ebpf> {
         let tables = if [
@@ -481,7 +482,7 @@ impl Bench {
                     .map(names::BENCH_FLOOR_OUT)
                     .context("BENCH_FLOOR_OUT")?
                     .try_into()?;
-                sessions.keys().count() as u64
+                sessions.keys().try_fold(0, |n, k| k.map(|_| n + 1))?
             }
             _ => {
                 let out = self

@@ -18,8 +18,8 @@ use nat_common::{
     config::Timeouts,
     counters::Counter,
     maps::{
-        BENCH_FLOOR_ANY_NAT, BENCH_FLOOR_OPS, EndpointKey, ExternalKey, MAPPING_ACTIVE, Mapping,
-        Session, SessionKey, bench_floor_port, names, programs,
+        BENCH_FLOOR_ALL, BENCH_FLOOR_ANY_NAT, BENCH_FLOOR_OPS, EndpointKey, ExternalKey,
+        MAPPING_ACTIVE, Mapping, Session, SessionKey, names, programs,
     },
     proto::{IPPROTO_ESP, IPPROTO_GRE, IPPROTO_TCP, IPPROTO_UDP},
     tcp_state::{SYN_IN, SYN_OUT},
@@ -206,6 +206,8 @@ struct Cost {
     ns: f64,
     /// Verdict of the last packet.
     action: u32,
+    /// Packets of the benchmarks' programs (round_bench) that were not redirected.
+    not_redirected: usize,
     /// Flow cache fills and timed packets over all rounds: their ratio is the share of
     /// packets that missed the cache and went to the session tables (0 for the baselines).
     filled: u64,
@@ -219,6 +221,7 @@ impl Cost {
         Cost {
             ns: f64::MAX,
             action: 0,
+            not_redirected: 0,
             filled: 0,
             timed: 0,
             per_round: Vec::new(),
@@ -284,6 +287,7 @@ impl Cost {
         for f in frames {
             let (a, _, d) = xdp_test_run(bench, prog, ifindex, f);
             self.action = a;
+            self.not_redirected += usize::from(a != XDP_REDIRECT);
             total += d;
         }
         self.timed += frames.len();
@@ -306,9 +310,8 @@ struct Row {
     /// NAT less forwarder + state read, round by round (the two ran one after the other):
     /// the spread behind the best-of figures.
     paired: Vec<f64>,
-    /// The new-flow scenario only: the least a new flow needs here with the first k of
-    /// BENCH_FLOOR_OPS, at index k (`new_flow_floor`); empty for the other scenarios.
-    floor: Vec<f64>,
+    /// The new-flow scenario only: the least a new flow needs here (`new_flow_floor`).
+    floor: Option<Floor>,
 }
 
 /// The median of `v` (the mean of the middle two for an even count); NaN for none.
@@ -577,39 +580,36 @@ fn new_flow_section(report: &mut String, rows: &[Row]) -> Result<()> {
 /// The least a new flow needs, one map operation at a time (`new_flow_floor`), set beside
 /// the NAT's first packet of a new flow (`flow`) at `n` sessions.
 fn floor_section(report: &mut String, n: u32, flow: &Row) -> Result<()> {
-    let Some(&eim) = flow.floor.last() else {
+    let Some(floor) = &flow.floor else {
         return Ok(());
     };
     writeln!(
         report,
         "\n### The least a new flow needs, one map operation at a time ({n} sessions)\n\n\
-         The benchmarks' floor program (`bench_new_flow_floor`) on the same frames, timed with the first k of its map operations for each k, on tables as full as the NAT's ({n} sessions, {} mappings): what each operation adds to the one before (best of the rounds each, so a small step can read below zero). No port is chosen, no share counted, nothing checked.\n\n\
-         | | ns | the floor with it, ns |\n|---|---:|---:|",
+         The benchmarks' floor program (`bench_new_flow_floor`) on the same frames, on tables as full as the NAT's ({n} sessions, {} mappings), timed with one map operation more at a time, in the order the NAT makes them for a new endpoint: what each adds to those before it (best of the rounds each, every round timing each set in turn, so a small step can read below zero). A port is claimed as the NAT claims one (a bitmap of the ports taken, then BPF_NOEXIST; drawn again when taken); no share or pool is checked, no counter kept.\n\n\
+         | map operation | ns it adds | the floor with it, ns |\n|---|---:|---:|",
         n.min(MAX_PREFILLED_MAPPINGS)
     )?;
     let mut before = None;
-    for (k, ns) in flow.floor.iter().enumerate() {
+    for (k, ns) in floor.by_ops.iter().enumerate() {
         let what = match k {
-            0 => "the forwarder with its read of per-flow state",
+            0 => "none: the floor's parse, its read of per-flow state, FIB lookup and redirect",
             k => BENCH_FLOOR_OPS[k - 1],
         };
         let step = before.map_or(String::new(), |b| format!("{:+.0}", ns - b));
         writeln!(report, "| {what} | {step} | {ns:.0} |")?;
-        if k == BENCH_FLOOR_ANY_NAT {
-            writeln!(
-                report,
-                "| = the least any NAT needs: the flow found, recorded, and reachable by its replies | | {ns:.0} |"
-            )?;
-        }
         before = Some(*ns);
     }
     writeln!(
         report,
-        "| = the least a NAT with endpoint-independent mapping in hash tables needs | | {eim:.0} |\n\
+        "| = the least a NAT with endpoint-independent mapping in hash tables needs | | {:.0} |\n\
+         | the least any NAT needs: the session's lookup, the port claim and the session's insert only (the flow found, recorded, and reachable by its replies), timed on their own | | {:.0} |\n\
          | the NAT's first packet of a new flow | | {:.0} |\n\
-         | the NAT beyond that: its checks, the port draw, the shares and counters, the rewrite | {:+.0} | |",
+         | the NAT beyond the endpoint-independent floor: among it, its checks, the random port draw over PORT_POOL, the shares and their counts, the rewrite | {:+.0} | |",
+        floor.eim(),
+        floor.any_nat,
         flow.nat_ns,
-        flow.nat_ns - eim
+        flow.nat_ns - floor.eim()
     )?;
     Ok(())
 }
@@ -681,7 +681,7 @@ fn measure_size(
                     .zip(&state.per_round)
                     .map(|(n, s)| n - s)
                     .collect(),
-                floor: Vec::new(),
+                floor: None,
             });
         };
 
@@ -885,13 +885,13 @@ fn measure_size(
             let floor = new_flow_floor(&mut bench, lan, sessions, new_flows as u32, rounds)
                 .expect("the new-flow floor");
             eprintln!(
-                "bench: {sessions} sessions: new flow {:.0} ns, the least one needs here {:.0} ns, with endpoint-independent mapping {:.0} ns (by operations: {:.0?})",
+                "bench: {sessions} sessions: new flow {:.0} ns, the least one needs here {:.0} ns, with endpoint-independent mapping {:.0} ns (one operation more at a time: {:.0?})",
                 row.nat_ns,
-                floor[BENCH_FLOOR_ANY_NAT],
-                floor[BENCH_FLOOR_OPS.len()],
-                floor
+                floor.any_nat,
+                floor.eim(),
+                floor.by_ops
             );
-            row.floor = floor;
+            row.floor = Some(floor);
         }
         // Last: the sweeper, on as many UDP sessions, each to a remote host of its own, so each
         // but a mapping's first with a filter entry (TCP sessions have none): the most a full
@@ -924,17 +924,34 @@ fn new_flow(i: u32, round: u32) -> (Vec<u8>, SessionKey) {
     (frame, key)
 }
 
+/// What the new-flow floor costs (ns per packet) on the NAT's new flows.
+struct Floor {
+    /// With the first k of BENCH_FLOOR_OPS, at index k (0: none; all of them: the least a
+    /// NAT with endpoint-independent mapping needs).
+    by_ops: Vec<f64>,
+    /// With BENCH_FLOOR_ANY_NAT's operations only: the least any NAT needs.
+    any_nat: f64,
+}
+
+impl Floor {
+    fn eim(&self) -> f64 {
+        self.by_ops.last().copied().unwrap_or(f64::NAN)
+    }
+}
+
 /// The new-flow floor (programs::BENCH_NEW_FLOW_FLOOR) on `flows` new flows, with its tables
 /// holding `sessions` flows and as many mappings of their own as the NAT's do: ns per packet
-/// with the first k of its map operations (BENCH_FLOOR_OPS), for k from 0 to all of them,
-/// each the best of `rounds`, each round's flows removed after it.
+/// with the first k of its map operations (BENCH_FLOOR_OPS) for every k, and with those any
+/// NAT needs, each the best of `rounds`. Each round times every set of operations in turn
+/// (so that a slow moment of the machine does not fall on one of them only), each on flows
+/// of its own, removed after it.
 fn new_flow_floor(
     bench: &mut Ebpf,
     ifindex: u32,
     sessions: u32,
     flows: u32,
     rounds: u32,
-) -> Result<Vec<f64>> {
+) -> Result<Floor> {
     // (Distinct from the timed flows: other LAN and remote addresses, and TCP mappings where
     // the timed flows claim UDP ports.)
     let resident = |i: u32| {
@@ -956,11 +973,6 @@ fn new_flow_floor(
         };
         (key, m)
     };
-    let ext_key = |m: &Mapping| ExternalKey {
-        port: m.ext_port,
-        proto: m.proto,
-        _pad: 0,
-    };
     let ep_key = |addr: u32, port: u16, proto: u8| EndpointKey {
         addr,
         port,
@@ -979,49 +991,76 @@ fn new_flow_floor(
         .take_map(names::BENCH_FLOOR_EP)
         .context("BENCH_FLOOR_EP")?
         .try_into()?;
-    let mut left_out: aya::maps::Array<_, u32> = bench
-        .take_map(names::BENCH_FLOOR_LEFT_OUT)
-        .context("BENCH_FLOOR_LEFT_OUT")?
+    let mut skip: aya::maps::Array<_, u32> = bench
+        .take_map(names::BENCH_FLOOR_SKIP)
+        .context("BENCH_FLOOR_SKIP")?
         .try_into()?;
-    // As many mappings as the NAT holds (prefill): one per mapping of its, each with sessions.
+    let mut taken: aya::maps::Array<_, u64> = bench
+        .take_map(names::BENCH_FLOOR_TAKEN)
+        .context("BENCH_FLOOR_TAKEN")?
+        .try_into()?;
+    // As many mappings as the NAT holds (prefill), each with sessions.
     let mappings = sessions.min(MAX_PREFILLED_MAPPINGS);
     for i in 0..sessions {
         let (key, m) = resident(i);
         out_table.insert(key, Session::default(), 0)?;
         if i < mappings {
-            in_table.insert(ext_key(&m), m, 0)?;
+            let ext = ExternalKey {
+                port: m.ext_port,
+                proto: m.proto,
+                _pad: 0,
+            };
+            in_table.insert(ext, m, 0)?;
             ep_table.insert(ep_key(m.int_addr, m.int_port, m.proto), m, 0)?;
         }
     }
-    let mut by_steps = Vec::new();
-    for k in 0..=BENCH_FLOOR_OPS.len() {
-        left_out.set(0, (BENCH_FLOOR_OPS.len() - k) as u32, 0)?;
-        let mut cost = Cost::new();
-        for round in 1..=rounds {
-            let (frames, keys): (Vec<_>, Vec<_>) = (0..flows).map(|i| new_flow(i, round)).unzip();
+    // The operations left out: for the first k done, every later one; then all but any
+    // NAT's.
+    let sets: Vec<u32> = (0..=BENCH_FLOOR_OPS.len())
+        .map(|k| BENCH_FLOOR_ALL & !((1 << k) - 1))
+        .chain([BENCH_FLOOR_ALL & !BENCH_FLOOR_ANY_NAT])
+        .collect();
+    let mut costs: Vec<Cost> = sets.iter().map(|_| Cost::new()).collect();
+    let mut batch = 0;
+    for _ in 0..rounds {
+        for (left_out, cost) in sets.iter().zip(costs.iter_mut()) {
+            // Flows of their own for each set, as the NAT's rounds have: the set before
+            // touched its flows' buckets, which would still be in the caches.
+            batch += 1;
+            let (frames, keys): (Vec<_>, Vec<_>) = (0..flows).map(|i| new_flow(i, batch)).unzip();
+            skip.set(0, *left_out, 0)?;
             cost.round_bench(bench, programs::BENCH_NEW_FLOW_FLOOR, ifindex, &frames);
-            if action_name(cost.action) != "REDIRECT" {
+            if cost.not_redirected > 0 {
                 anyhow::bail!(
-                    "the new-flow floor with {k} operations returned {}: no floor",
-                    action_name(cost.action)
+                    "the new-flow floor (operations left out: {left_out:#b}) did not forward {} of its packets: no floor",
+                    cost.not_redirected
                 );
             }
-            for key in keys {
-                // What the program made of the flow (as many as k says): its session, its
-                // external port (two flows may have drawn one, the second write replacing
-                // the first) and its endpoint's mapping.
-                let _ = out_table.remove(&key);
-                let _ = in_table.remove(&ExternalKey {
-                    port: bench_floor_port(key.int_addr, key.int_port),
-                    proto: key.proto,
-                    _pad: 0,
-                });
+            // What the program made of the flows, as far as its operations went: their
+            // sessions, their endpoints' mappings, and the UDP ports they claimed (the
+            // resident mappings are TCP).
+            for key in &keys {
+                let _ = out_table.remove(key);
                 let _ = ep_table.remove(&ep_key(key.int_addr, key.int_port, key.proto));
             }
+            let claimed: Vec<ExternalKey> = in_table
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| k.proto == IPPROTO_UDP)
+                .collect();
+            for ext in claimed {
+                in_table.remove(&ext)?;
+            }
+            for word in 0..taken.len() {
+                taken.set(word, 0, 0)?;
+            }
         }
-        by_steps.push(cost.ns);
     }
-    Ok(by_steps)
+    let any_nat = costs.pop().map_or(f64::NAN, |c| c.ns);
+    Ok(Floor {
+        by_ops: costs.iter().map(|c| c.ns).collect(),
+        any_nat,
+    })
 }
 
 /// Removes the sessions and mappings of the LAN endpoints `ours` picks (by protocol and
@@ -1208,12 +1247,13 @@ fn targets(m: &Measured<'_>) -> Result<String> {
         .iter()
         .filter(|r| r.sessions == TARGET_SESSIONS && r.scenario == SCENARIO_NEW_FLOW)
     {
-        let floor = match (r.floor.get(BENCH_FLOOR_ANY_NAT), r.floor.last()) {
-            (Some(any), Some(eim)) => format!(
-                " (the least a new flow needs here: {any:.0} ns; with endpoint-independent mapping: {eim:.0} ns)"
-            ),
-            _ => String::new(),
-        };
+        let floor = r.floor.as_ref().map_or(String::new(), |f| {
+            format!(
+                " (the least a new flow needs here: {:.0} ns; with endpoint-independent mapping: {:.0} ns)",
+                f.any_nat,
+                f.eim()
+            )
+        });
         line(
             format!("{}, {TARGET_SESSIONS} sessions: <= 600 ns", r.scenario),
             format!("{:.0} ns{floor}", r.nat_ns),
@@ -1471,13 +1511,18 @@ fn forwarding_section(
                 format!("{r:.0} /s")
             }
         };
-        let ratio = |r: f64, unit: &str| {
+        let times = |r: f64| {
             if r.is_nan() {
                 "-".to_string()
-            } else if unit == "%" {
-                format!("{:.0}%", 100.0 * r)
             } else {
                 format!("{r:.1}x")
+            }
+        };
+        let percent = |r: f64| {
+            if r.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{:.0}%", 100.0 * r)
             }
         };
         writeln!(
@@ -1485,14 +1530,14 @@ fn forwarding_section(
             "| {timed} | {} | {} | {} | {} | {} |",
             rate(nat),
             rate(kern),
-            ratio(nat / kern, "x"),
+            times(nat / kern),
             rate(floor),
-            ratio(nat / floor, "%"),
+            percent(nat / floor),
         )?;
     }
     writeln!(
         report,
-        "\nEach packet is a new flow's first, and the router makes its session (and its mapping) as it forwards it. The sink clocks the first and the last packet it receives: what the router kept up while the burst lasted. The generator's whole run also holds its start and its idle tail after the last frame (20-30 ms per live-frame run), which understate that rate. The program-level cost of a new flow is in the first table (\"first packet of a new flow\"). The flows come from two addresses and one MAC, standing for many LAN hosts: for this run the NAT's per-host and per-MAC shares are raised to the pool and the table (checked and counted as ever; at their defaults they would refuse all but about 26000 of the flows, as they should from one host). The floor is the benchmarks' `bench_new_flow_floor` as the router, tables at the NAT's default sizes: the forwarder with its read of per-flow state, and the map operations an endpoint-independent NAT cannot do without (see \"The least a new flow needs, one map operation at a time\" above); no port chosen, no share counted, nothing checked."
+        "\nEach packet is a new flow's first, and the router makes its session (and its mapping) as it forwards it. The sink clocks the first and the last packet it receives: what the router kept up while the burst lasted. The generator's whole run also holds its start and its idle tail after the last frame (20-30 ms per live-frame run), which understate that rate. The program-level cost of a new flow is in the first table (\"first packet of a new flow\"). The flows come from two addresses and one MAC, standing for many LAN hosts: for this run the NAT's per-host and per-MAC shares are raised to the pool and the table (checked and counted as ever; at their defaults they would refuse all but about 26000 of the flows, as they should from one host). The floor is the benchmarks' `bench_new_flow_floor` as the router, tables at the NAT's default sizes: the forwarder with its read of per-flow state, and the map operations an endpoint-independent NAT cannot do without (the program-cost section times each); a port claimed as the NAT claims one, no share or pool checked, no counter kept."
     )?;
     Ok((
         rates,
