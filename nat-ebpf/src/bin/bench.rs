@@ -188,7 +188,8 @@ fn claim(m: &mut Mapping) -> bool {
 /// sizes (its slots and alignment), only read; the object must be loaded with tables at
 /// least that size. A lower bound: nothing the forwarding does waits for the word read, so
 /// the CPU may run the FIB lookup while it comes from memory, where a NAT's translation and
-/// next hop wait for its entry.
+/// next hop wait for its entry (a variant whose redirect waited for it measured the same end
+/// to end: docs/fast-path.md).
 #[xdp]
 pub fn bench_forward_state(ctx: XdpContext) -> u32 {
     forward(&ctx, true)
