@@ -142,10 +142,10 @@ pub const BENCH_FLOOR_ALL: u32 = (1 << BENCH_FLOOR_OPS.len()) - 1;
 pub const BENCH_FLOOR_ANY_NAT: u32 = 0b10101;
 
 /// The external port the new-flow floor tries at its `attempt`th draw for a flow from
-/// `src`, port `sport` (wire order): distinct per flow and spread over all ports as a NAT's
-/// random draws are (the benchmark's flows share a few source ports and the first octets
-/// of their address, which alone would give a few dozen ports, every claim but the first on
-/// each a collision with a bucket already in the caches).
+/// `src`, port `sport` (wire order): spread over all ports as a NAT's random draws are, the
+/// floor drawing again when it is taken (the benchmark's flows share a few source ports and
+/// the first octets of their address, which alone would give a few dozen ports, every claim
+/// but the first on each a collision with a bucket already in the caches).
 pub const fn bench_floor_port(src: u32, sport: u16, attempt: u32) -> u16 {
     (fmix32(src ^ fmix32(sport as u32 | attempt << 16)) >> 16) as u16
 }

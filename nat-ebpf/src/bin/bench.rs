@@ -90,9 +90,8 @@ pub fn bench_forward(ctx: XdpContext) -> u32 {
 /// of BENCH_FLOOR_OPS (those BENCH_FLOOR_SKIP leaves in), in the NAT's order, on tables as
 /// full as the NAT's: the flow's session and its endpoint's mapping looked up (misses), an
 /// external port claimed as the NAT claims one (a bitmap of the ports taken, then
-/// BPF_NOEXIST; drawn again when taken),
-/// the endpoint's mapping and the session inserted. No share or pool is checked, no
-/// counter kept: a floor, not a NAT.
+/// BPF_NOEXIST; drawn again when taken), the endpoint's mapping and the session inserted.
+/// No share or pool is checked, no counter kept: a floor, not a NAT.
 #[xdp]
 pub fn bench_new_flow_floor(ctx: XdpContext) -> u32 {
     let Ok(Some(pkt)) = parse_ipv4(&ctx) else {
