@@ -80,8 +80,8 @@ pub struct NatConfig {
     pub lan_mask: u32,
     pub wan_ifindex: u32,
     pub lan_ifindex: u32,
-    /// PORT_POOL[0..priv_pool_len) are privileged ports (1-1023) for privileged sources,
-    /// PORT_POOL[priv_pool_len..priv_pool_len+pool_len) the rest.
+    /// How many ports PORT_POOL holds for privileged sources (1-1023), and for the rest
+    /// (`pool_first` to `pool_last`).
     pub priv_pool_len: u32,
     pub pool_len: u32,
     pub filtering: u32,
@@ -124,8 +124,16 @@ pub struct NatConfig {
     /// the first remote host of a mapping made no later (`Mapping::first_remote`) lets
     /// nothing in, as the filter entries the flush removed let nothing in.
     pub flushed_ns: u64,
+    /// The lowest and the highest port of the pool's ordinary part (not privileged), and the
+    /// widest run of ports between them that are not the pool's (the router's own
+    /// ip_local_port_range, by default): a random draw picks from the span less that gap,
+    /// keeping what PORT_POOL holds (ports::draw_candidate).
+    pub pool_first: u16,
+    pub pool_last: u16,
+    pub pool_gap_first: u16,
+    pub pool_gap_len: u16,
 }
-const _: () = assert!(size_of::<NatConfig>() == 112);
+const _: () = assert!(size_of::<NatConfig>() == 120);
 
 #[cfg(feature = "user")]
 mod pod {

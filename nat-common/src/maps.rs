@@ -163,7 +163,7 @@ const fn fmix32(mut h: u32) -> u32 {
 /// at load.
 pub const DEFAULT_MAX_SESSIONS: u32 = 262_144;
 pub const DEFAULT_MAX_MAPPINGS: u32 = 131_072;
-/// Ports there are; PORT_POOL has a slot per port, PORT_IN_POOL a bit (ports::pool_bit).
+/// Ports there are; PORT_POOL and PORT_IN_POOL have a bit each (ports::pool_bit).
 pub const PORT_SLOTS: u32 = 65_536;
 /// DEVMAP holds the LAN and WAN interfaces, keyed by ifindex.
 pub const MAX_DEVICES: u32 = 64;

@@ -1018,19 +1018,15 @@ pub fn forwarded_ports(maps: &NatMaps) -> Result<std::collections::BTreeSet<u16>
 /// forwards up. The caller holds the CONFIG lock.
 fn take_from_pool(maps: &mut NatMaps, ports: &[u16]) -> Result<()> {
     let mut cfg = maps.read_config()?;
-    let read = |maps: &NatMaps, slots: std::ops::Range<u32>| -> Result<Vec<u16>> {
-        slots
-            .map(|s| Ok(u16::from_be(maps.port_pool.get(&s, 0)?)))
-            .collect()
-    };
-    let privileged = read(maps, 0..cfg.priv_pool_len)?;
-    let ordinary = read(maps, cfg.priv_pool_len..cfg.priv_pool_len + cfg.pool_len)?;
+    let before = maps.read_drawable()?;
     let pool = PortPool {
-        privileged: privileged
+        privileged: before
+            .privileged
             .into_iter()
             .filter(|p| !ports.contains(p))
             .collect(),
-        ordinary: ordinary
+        ordinary: before
+            .ordinary
             .into_iter()
             .filter(|p| !ports.contains(p))
             .collect(),
@@ -1038,15 +1034,12 @@ fn take_from_pool(maps: &mut NatMaps, ports: &[u16]) -> Result<()> {
     if pool.privileged.len() as u32 != cfg.priv_pool_len
         || pool.ordinary.len() as u32 != cfg.pool_len
     {
-        // Shorter first, so that no draw lands past the ports that are left; then the slots.
+        // The bits first, so that no draw takes the ports from then on; then the counts
+        // (the span stays: a draw keeps only what PORT_POOL holds).
+        maps.write_drawable(&pool)?;
         cfg.priv_pool_len = pool.privileged.len() as u32;
         cfg.pool_len = pool.ordinary.len() as u32;
         maps.config.set(0, cfg, 0).context("writing CONFIG")?;
-        for (slot, port) in pool.privileged.iter().chain(&pool.ordinary).enumerate() {
-            maps.port_pool
-                .set(slot as u32, port.to_be(), 0)
-                .context("writing PORT_POOL")?;
-        }
     }
     own_ports(maps, ports)
 }

@@ -30,6 +30,15 @@ impl PortPool {
         }
     }
 
+    /// The widest run of ports between two of the ordinary part's that are not the pool's:
+    /// its first port and its length ((0, 0): none).
+    pub fn widest_gap(&self) -> (u16, u16) {
+        self.ordinary
+            .windows(2)
+            .map(|w| (w[0] + 1, w[1] - w[0] - 1))
+            .fold((0, 0), |best, g| if g.1 > best.1 { g } else { best })
+    }
+
     pub fn contains(&self, port: u16) -> bool {
         self.privileged.binary_search(&port).is_ok() || self.ordinary.binary_search(&port).is_ok()
     }
@@ -98,6 +107,18 @@ mod tests {
         assert!(pool.contains(1) && pool.contains(1024) && pool.contains(65535));
         assert!(!pool.contains(0));
         assert_eq!(pool.ordinary.len(), 65535 - 1024 + 1 - 2);
+    }
+
+    #[test]
+    fn the_widest_gap_is_the_routers_own_range() {
+        let mut reserved: BTreeSet<u16> = (32768..=60999).collect();
+        reserved.extend([2000, 2001, 40000_u16]);
+        let pool = PortPool::build(1024..=65535, &reserved);
+        assert_eq!(pool.widest_gap(), (32768, 60999 - 32768 + 1));
+        let whole = PortPool::build(1024..=65535, &BTreeSet::new());
+        assert_eq!(whole.widest_gap(), (0, 0));
+        let two = PortPool::build(5000..=5001, &BTreeSet::new());
+        assert_eq!(two.widest_gap(), (0, 0));
     }
 
     #[test]

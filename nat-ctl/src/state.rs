@@ -19,7 +19,7 @@ use nat_common::{
         Session, SessionKey, names,
     },
     passthrough::{SWITCH_OFF, SWITCH_ON, Switch},
-    ports::{POOL_BITMAP_WORDS, PORTS_TAKEN_WORDS, pool_bit, taken_bit},
+    ports::{POOL_BITMAP_WORDS, PORTS_TAKEN_WORDS, PRIVILEGED_MAX, pool_bit, taken_bit},
     proto::{IPPROTO_ESP, IPPROTO_GRE, IPPROTO_UDP},
 };
 
@@ -37,7 +37,7 @@ pub struct NatMaps {
     pub flows_in: Array<MapData, CachedFlow>,
     pub flow_hops: Array<MapData, CachedHop>,
     pub filters: HashMap<MapData, SessionKey, u64>,
-    pub port_pool: Array<MapData, u16>,
+    pub port_pool: Array<MapData, u64>,
     pub port_in_pool: Array<MapData, u64>,
     pub counters: PerCpuArray<MapData, u64>,
     pub devmap: DevMapHash<MapData>,
@@ -304,22 +304,44 @@ impl NatMaps {
         self.config.set(0, cfg, 0).context("writing CONFIG")
     }
 
-    /// Writes the pool; the caller writes the lengths into NatConfig afterwards.
+    /// Writes the pool; the caller writes its lengths and span into NatConfig afterwards
+    /// (a draw meanwhile keeps only what PORT_POOL holds).
     pub fn write_pool(&mut self, pool: &PortPool) -> Result<()> {
-        for (slot, port) in pool
-            .privileged
-            .iter()
-            .chain(pool.ordinary.iter())
-            .enumerate()
-        {
-            self.port_pool
-                .set(slot as u32, port.to_be(), 0)
-                .context("writing PORT_POOL")?;
-        }
+        self.write_drawable(pool)?;
         self.write_pool_bitmap(pool)?;
         // At start (adopted mappings) and on reload; after a sweep, the sweeper writes it.
         let held = self.mapping_keys()?;
         self.write_ports_taken(&held)
+    }
+
+    /// PORT_POOL: the ports of `pool`, which mappings draw from.
+    pub fn write_drawable(&mut self, pool: &PortPool) -> Result<()> {
+        let mut drawable = vec![0u64; POOL_BITMAP_WORDS as usize];
+        for &port in pool.privileged.iter().chain(pool.ordinary.iter()) {
+            let (word, bit) = pool_bit(port);
+            drawable[word as usize] |= bit;
+        }
+        write_bitmap(&mut self.port_pool, &drawable, names::PORT_POOL)
+    }
+
+    /// The pool PORT_POOL holds, as `write_drawable` wrote it (less what forwards took).
+    pub fn read_drawable(&self) -> Result<PortPool> {
+        let mut pool = PortPool {
+            privileged: Vec::new(),
+            ordinary: Vec::new(),
+        };
+        for word in 0..POOL_BITMAP_WORDS {
+            let bits = self.port_pool.get(&word, 0).context("reading PORT_POOL")?;
+            for b in (0..64).filter(|b| bits & (1 << b) != 0) {
+                let port = (word * 64 + b) as u16;
+                if port <= PRIVILEGED_MAX {
+                    pool.privileged.push(port);
+                } else {
+                    pool.ordinary.push(port);
+                }
+            }
+        }
+        Ok(pool)
     }
 
     /// PORT_IN_POOL: the pool's ports, and the ports of the mappings that still exist (active

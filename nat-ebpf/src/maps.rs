@@ -17,8 +17,8 @@ use nat_common::{
         DEFAULT_MAX_PPTP_CALLS, DEFAULT_MAX_SESSIONS, EndpointKey, EspKey, EspLearner, ExternalKey,
         FORWARD_HINT_WORDS, Forward, FragEntry, FragKey, FragQuota, IkeKey, MAX_DEVICES,
         MAX_ESP_PENDING, MAX_FORWARD_PORTS, MAX_LAN_PREFIXES, MAX_PEER_IDS, MAX_QUOTA_HOSTS,
-        MAX_ROUTER_IPSEC_PEERS, Mapping, Owner, PORT_SLOTS, PeerId, PeerIdKey, PptpCall,
-        PptpCallKey, PptpClientKey, Session, SessionKey,
+        MAX_ROUTER_IPSEC_PEERS, Mapping, Owner, PeerId, PeerIdKey, PptpCall, PptpCallKey,
+        PptpClientKey, Session, SessionKey,
     },
     passthrough::{NUM_SWITCHES, SWITCH_ON, switch_slot},
     ports::{POOL_BITMAP_WORDS, PORTS_TAKEN_WORDS, pool_bit},
@@ -76,9 +76,11 @@ const FLOWS_FLAGS: u32 = BPF_F_MMAPABLE;
 #[map]
 pub static FILTERS: HashMap<SessionKey, u64> = HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
 
-/// Pool slot -> external port (wire order); see NatConfig::priv_pool_len / pool_len.
+/// The ports a mapping may draw at random, a bit each (ports::pool_bit): the pool, less the
+/// forwarded ports (NatConfig::priv_pool_len / pool_len count them; pool_first / pool_last
+/// bound the ordinary part).
 #[map]
-pub static PORT_POOL: Array<u16> = Array::with_max_entries(PORT_SLOTS, 0);
+pub static PORT_POOL: Array<u64> = Array::with_max_entries(POOL_BITMAP_WORDS, 0);
 
 /// The external ports mappings (and live DMZ sessions) hold, a bit each
 /// (nat_common::ports::taken_bit): set by the CPU that claims one (or makes the DMZ session),

@@ -725,6 +725,56 @@ fn full_mapping_table_and_exhausted_pool_drop_new_flows() {
     });
 }
 
+/// A random draw takes only the pool's ports: the router's own ports inside the configured
+/// range (here every other one) are never a mapping's, and every port of the pool is found.
+#[test]
+fn a_random_draw_takes_only_the_pools_ports() {
+    let holes = FixtureConfig {
+        port_range: (50000, 50007),
+        reserved: vec![50001, 50003, 50005],
+        ..Default::default()
+    };
+    with_fixture(default_tables(), holes, |fx| {
+        // Source ports outside the pool, so each mapping's port is drawn; more flows than
+        // the pool has ports, so that a draw that missed the last free one (its 32 tries
+        // fail about once in a thousand) is made up for by the next flow's.
+        let mut got = Vec::new();
+        for port in 60001..=60012 {
+            let (action, out) = fx.from_lan(&query_from_a(port));
+            if action == XDP_REDIRECT {
+                got.push(parse_checked(&out).sport);
+            }
+        }
+        got.sort();
+        assert_eq!(got, vec![50000, 50002, 50004, 50006, 50007]);
+        assert_eq!(fx.counter("drop_ports_exhausted"), 12 - 5);
+    });
+}
+
+/// The source port is kept only if the pool has it: not a port of the router's that
+/// PORT_IN_POOL still holds because a mapping (of another protocol) outlived a reload that
+/// took it out of the pool.
+#[test]
+fn a_source_port_outside_the_pool_is_not_kept() {
+    let reserved = FixtureConfig {
+        reserved: vec![ROUTER_SSH, 40000],
+        ..Default::default()
+    };
+    with_fixture(default_tables(), reserved, |fx| {
+        // As write_pool_bitmap leaves it while a TCP mapping holds 40000.
+        let (word, bit) = nat_common::ports::pool_bit(40000);
+        let v = fx.maps.port_in_pool.get(&word, 0).unwrap();
+        fx.maps.port_in_pool.set(word, v | bit, 0).unwrap();
+        let (action, out) = fx.from_lan(&query_from_a(40000));
+        assert_eq!(action, XDP_REDIRECT);
+        assert_ne!(
+            parse_checked(&out).sport,
+            40000,
+            "a UDP mapping took the router's port"
+        );
+    });
+}
+
 /// LAN host A's count of mappings, and its MAC's.
 fn mapping_shares(fx: &Fixture) -> (u32, u32) {
     let a = u32::from_ne_bytes(LAN_HOST_A.octets());

@@ -565,7 +565,7 @@ fn new_flow_section(report: &mut String, rows: &[Row]) -> Result<()> {
                 session.nat_ns - known.nat_ns,
             ),
             (
-                "making the mapping: the shares (2 lookups, 2 counts), the port claim (the source port is taken: random draws over PORT_POOL, PORTS_TAKEN, FORWARD_HINTS), MAPPINGS_IN and MAPPINGS_OUT inserts, less the FILTERS insert the mapping spares its first session (it keeps that remote host) (\"new flow\" less \"new session\")",
+                "making the mapping: the shares (2 lookups, 2 counts), the port claim (the source port is taken: random draws over PORT_POOL's bits, PORTS_TAKEN, FORWARD_HINTS), MAPPINGS_IN and MAPPINGS_OUT inserts, less the FILTERS insert the mapping spares its first session (it keeps that remote host) (\"new flow\" less \"new session\")",
                 flow.nat_ns - session.nat_ns,
             ),
             ("the whole first packet", flow.nat_ns),
@@ -605,7 +605,7 @@ fn floor_section(report: &mut String, n: u32, flow: &Row) -> Result<()> {
         "| = the least a NAT with endpoint-independent mapping in hash tables needs | | {:.0} |\n\
          | the least any NAT needs: the session's lookup, the port claim and the session's insert only (the flow found, recorded, and reachable by its replies), timed on their own | | {:.0} |\n\
          | the NAT's first packet of a new flow | | {:.0} |\n\
-         | the NAT beyond the endpoint-independent floor: among it, its checks, the random port draw over PORT_POOL, the shares and their counts, the rewrite | {:+.0} | |",
+         | the NAT beyond the endpoint-independent floor: among it, its checks, the random port draw, the shares and their counts, the rewrite | {:+.0} | |",
         floor.eim(),
         floor.any_nat,
         flow.nat_ns,
