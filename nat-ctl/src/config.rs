@@ -294,6 +294,7 @@ pub fn default_mappings_per_host(pool: &PortPool) -> u32 {
 impl Settings {
     /// The CONFIG map value for these settings, interfaces and pool.
     pub fn nat_config(&self, i: &Interfaces, pool: &PortPool) -> NatConfig {
+        let (pool_gap_first, pool_gap_len) = pool.widest_gap();
         NatConfig {
             layout_version: LAYOUT_VERSION,
             wan_addr: to_wire(i.wan_addr),
@@ -306,8 +307,8 @@ impl Settings {
             pool_len: pool.ordinary.len() as u32,
             pool_first: pool.ordinary.first().copied().unwrap_or(0),
             pool_last: pool.ordinary.last().copied().unwrap_or(0),
-            pool_gap_first: pool.widest_gap().0,
-            pool_gap_len: pool.widest_gap().1,
+            pool_gap_first,
+            pool_gap_len,
             filtering: self.filtering.to_map(),
             timeouts: self.timeouts,
             mss_clamp: self.mss_clamp,

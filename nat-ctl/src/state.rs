@@ -316,11 +316,7 @@ impl NatMaps {
 
     /// PORT_POOL: the ports of `pool`, which mappings draw from.
     pub fn write_drawable(&mut self, pool: &PortPool) -> Result<()> {
-        let mut drawable = vec![0u64; POOL_BITMAP_WORDS as usize];
-        for &port in pool.privileged.iter().chain(pool.ordinary.iter()) {
-            let (word, bit) = pool_bit(port);
-            drawable[word as usize] |= bit;
-        }
+        let drawable = pool_words(pool.privileged.iter().chain(pool.ordinary.iter()).copied());
         write_bitmap(&mut self.port_pool, &drawable, names::PORT_POOL)
     }
 
@@ -351,7 +347,6 @@ impl NatMaps {
     pub fn write_pool_bitmap(&mut self, pool: &PortPool) -> Result<()> {
         // Under the CONFIG lock: a forward being added sets its ports' bits meanwhile.
         let _lock = self.lock_config()?;
-        let mut in_pool = vec![0u64; POOL_BITMAP_WORDS as usize];
         // And the forwarded ports, which the WAN program looks up in FORWARDS.
         let forwarded = entries(&self.forwards)?.into_iter().map(|(k, _)| k);
         let live = self
@@ -359,16 +354,13 @@ impl NatMaps {
             .into_iter()
             .chain(forwarded)
             .map(|k| u16::from_be(k.port));
-        for port in pool
-            .privileged
-            .iter()
-            .chain(pool.ordinary.iter())
-            .copied()
-            .chain(live)
-        {
-            let (word, bit) = pool_bit(port);
-            in_pool[word as usize] |= bit;
-        }
+        let in_pool = pool_words(
+            pool.privileged
+                .iter()
+                .chain(pool.ordinary.iter())
+                .copied()
+                .chain(live),
+        );
         write_bitmap(&mut self.port_in_pool, &in_pool, names::PORT_IN_POOL)
     }
 
@@ -670,6 +662,16 @@ pub fn removed(r: std::result::Result<(), aya::maps::MapError>) -> Result<bool> 
 /// kernel can, else entry by entry.
 /// Makes bitmap array `map` (named `name`) hold `words`, writing only the words that differ
 /// from its current ones: fast when little changed (a restart, a sweep).
+/// PORT_POOL's or PORT_IN_POOL's words with the bits of `ports` (host order) set.
+fn pool_words(ports: impl IntoIterator<Item = u16>) -> Vec<u64> {
+    let mut words = vec![0u64; POOL_BITMAP_WORDS as usize];
+    for port in ports {
+        let (word, bit) = pool_bit(port);
+        words[word as usize] |= bit;
+    }
+    words
+}
+
 pub fn write_bitmap(map: &mut Array<MapData, u64>, words: &[u64], name: &str) -> Result<()> {
     for (word, v) in words.iter().enumerate() {
         if map.get(&(word as u32), 0)? != *v {

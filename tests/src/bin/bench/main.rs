@@ -314,6 +314,15 @@ struct Row {
     floor: Option<Floor>,
 }
 
+/// `r` as `show` writes it, or `none` for a rate that could not be measured (NaN).
+fn shown(r: f64, none: &str, show: impl FnOnce(f64) -> String) -> String {
+    if r.is_nan() {
+        none.to_string()
+    } else {
+        show(r)
+    }
+}
+
 /// The median of `v` (the mean of the middle two for an even count); NaN for none.
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
@@ -1261,13 +1270,7 @@ fn targets(m: &Measured<'_>) -> Result<String> {
         )?;
     }
     if let Some(forwarding::NewSessionRates { nat: n, floor }) = m.new_sessions {
-        let clocked = |r: f64| {
-            if r.is_nan() {
-                "not clocked".to_string()
-            } else {
-                format!("{:.0} K/s", r / 1e3)
-            }
-        };
+        let clocked = |r: f64| shown(r, "not clocked", |r| format!("{:.0} K/s", r / 1e3));
         line(
             "new sessions end to end (at the sink, first packet to last): >= 1.2 M/s".into(),
             format!(
@@ -1504,27 +1507,9 @@ fn forwarding_section(
             floor_new.wall,
         ),
     ] {
-        let rate = |r: f64| {
-            if r.is_nan() {
-                "-".to_string()
-            } else {
-                format!("{r:.0} /s")
-            }
-        };
-        let times = |r: f64| {
-            if r.is_nan() {
-                "-".to_string()
-            } else {
-                format!("{r:.1}x")
-            }
-        };
-        let percent = |r: f64| {
-            if r.is_nan() {
-                "-".to_string()
-            } else {
-                format!("{:.0}%", 100.0 * r)
-            }
-        };
+        let rate = |r: f64| shown(r, "-", |r| format!("{r:.0} /s"));
+        let times = |r: f64| shown(r, "-", |r| format!("{r:.1}x"));
+        let percent = |r: f64| shown(r, "-", |r| format!("{:.0}%", 100.0 * r));
         writeln!(
             report,
             "| {timed} | {} | {} | {} | {} | {} |",
