@@ -29,6 +29,7 @@ use nat_ctl::{loader::Tables, monotonic_ns, wire::to_wire};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 mod forwarding;
+mod profile;
 use std::{fmt::Write as _, net::Ipv4Addr, process::Command, time::Duration};
 
 /// LAN hosts used for the synthetic sessions: 192.168.1.10 - 192.168.1.249.
@@ -631,6 +632,7 @@ fn measure_size(
     runs: usize,
     rounds: u32,
     only: Option<&str>,
+    profile: bool,
 ) -> (Vec<Row>, Option<SweepCost>) {
     // The default table sizes, as deployed, unless the sessions need more room (1 M).
     let tables = Tables {
@@ -662,12 +664,31 @@ fn measure_size(
             // Round by round, each program in turn: a noisy moment on this shared machine
             // then costs every program one round, not one program all of its rounds.
             let [mut nat, mut base, mut fwd, mut state] = [(); 4].map(|_| Cost::new());
+            let perf = profile.then(|| {
+                let id = fx
+                    .ebpf
+                    .program(prog)
+                    .expect(prog)
+                    .info()
+                    .expect("program info")
+                    .id();
+                let jit = profile::jit_lines(id).expect("the program's line info");
+                (profile::Perf::start().expect("perf record"), jit)
+            });
             for _ in 0..rounds {
                 let frames = make(fx);
                 nat.round(fx, prog, ifindex, prep, &frames);
                 base.round(fx, programs::PASS, ifindex, Prep::None, &frames);
                 fwd.round_bench(&bench, programs::BENCH_FORWARD, ifindex, &frames);
                 state.round_bench(&bench, programs::BENCH_FORWARD_STATE, ifindex, &frames);
+            }
+            if let Some((perf, jit)) = perf {
+                let script = perf.stop().expect("perf");
+                let (total, sites) = profile::attribute(&script, &[prog], &jit);
+                println!(
+                    "{}",
+                    profile::report(scenario, total, &sites, PROFILE_MIN_SHARE)
+                );
             }
             // A floor whose read failed (XDP_ABORTED) would be a fast lie.
             assert_eq!(
@@ -1606,7 +1627,15 @@ struct Args {
     /// Only the program-cost scenarios whose name contains this (e.g. "new flow").
     #[arg(long)]
     scenario: Option<String>,
+    /// With --cost-only and --scenario: sample the NAT's program with `perf record` while
+    /// each scenario runs, and print where its time goes by source line (map operations,
+    /// the FIB lookup, the program's own code).
+    #[arg(long, requires_all = ["cost_only", "scenario"])]
+    profile: bool,
 }
+
+/// Sites under this share of a profile's samples are summed in one row.
+const PROFILE_MIN_SHARE: f64 = 0.01;
 
 fn main() -> Result<()> {
     let args = <Args as clap::Parser>::parse();
@@ -1651,7 +1680,7 @@ fn main() -> Result<()> {
     }
     for &n in &sizes {
         eprintln!("bench: {n} sessions ...");
-        let (rows, sweep) = measure_size(n, runs, rounds, args.scenario.as_deref());
+        let (rows, sweep) = measure_size(n, runs, rounds, args.scenario.as_deref(), args.profile);
         sweep_costs.extend(sweep);
         for r in rows {
             writeln!(
