@@ -63,7 +63,9 @@ impl JitLines {
         let addr = base + offset;
         let at = self.lines.partition_point(|l| l.addr <= addr);
         let mut seen: Vec<String> = Vec::new();
-        for l in self.lines[..at].iter().rev().take(MAX_LINES_BACK) {
+        // Within the function: the one before it is another place.
+        let back = self.lines[..at].iter().rev().take_while(|l| l.addr >= base);
+        for l in back.take(MAX_LINES_BACK) {
             // A line of braces alone says nothing of where the code is.
             let text = l.text.trim();
             if !OWN_SOURCES.iter().any(|s| l.file.contains(s))
@@ -371,6 +373,54 @@ fn btf_strings(id: u32) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use integration_tests::fixture::{FixtureConfig, default_tables, with_fixture};
+    use nat_common::maps::programs;
+
+    /// The kernel's answer for the NAT's loaded LAN program, through the bpf(2) calls above.
+    #[test]
+    fn the_loaded_lan_programs_lines_name_its_source() {
+        with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+            let prog = fx.ebpf.program(programs::LAN_INGRESS).expect("LAN program");
+            let j = jit_lines(prog.info().expect("info").id()).expect("line info");
+            // The entry point and its subprograms (try_nat_lan, the port draw's callback...).
+            assert!(j.functions.len() > 1, "{} functions", j.functions.len());
+            assert!(j.lines.is_sorted_by_key(|l| l.addr));
+            // The line it names is the source file's own.
+            let source = include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../nat-ebpf/src/lan.rs"
+            ));
+            let want = source
+                .lines()
+                .position(|l| l.contains("pub fn try_nat_lan("))
+                .expect("try_nat_lan in lan.rs") as u32
+                + 1;
+            let found = j
+                .lines
+                .iter()
+                .find(|l| {
+                    l.file.ends_with("nat-ebpf/src/lan.rs") && l.text.contains("fn try_nat_lan")
+                })
+                .expect("a line of try_nat_lan");
+            assert_eq!(found.line, want);
+            // The function that holds try_nat_lan's first line names it at its entry.
+            let entry = j
+                .lines
+                .iter()
+                .find(|l| l.text.contains("fn try_nat_lan"))
+                .expect("try_nat_lan")
+                .addr;
+            let (tag, base) = j
+                .functions
+                .iter()
+                .filter(|(_, b)| **b <= entry)
+                .max_by_key(|(_, b)| **b)
+                .expect("its function");
+            let frame = format!("bpf_prog_{tag}_try_nat_lan+{:#x}", entry - base);
+            let site = j.site(&frame).expect("a site");
+            assert!(site.starts_with("lan.rs:"), "{site}");
+        });
+    }
 
     fn jit() -> JitLines {
         let line = |addr, file: &str, line, text: &str| Line {
@@ -380,7 +430,11 @@ mod tests {
             text: text.into(),
         };
         JitLines {
-            functions: [("0123456789abcdef".to_string(), 0x1000)].into(),
+            functions: [
+                ("0123456789abcdef".to_string(), 0x1000),
+                ("00000000000000aa".to_string(), 0x1300),
+            ]
+            .into(),
             lines: vec![
                 line(0x1000, "/w/nat-ebpf/src/lan.rs", 35, "pub fn try_nat_lan("),
                 line(
@@ -402,6 +456,7 @@ mod tests {
                     101,
                     "if let Some(p) = map.get_ptr(",
                 ),
+                line(0x1300, "/r/core/src/intrinsics.rs", 9, "memset"),
             ],
         }
     }
@@ -428,6 +483,8 @@ mod tests {
             j.site("bpf_prog_0123456789abcdef_try_nat_lan"),
             Some("lan.rs:35  pub fn try_nat_lan(".into())
         );
+        // A function whose own lines are all the library's: none of the one before it.
+        assert_eq!(j.site("bpf_prog_00000000000000aa_memset+0x8"), None);
         // Another program's function, or a kernel symbol: no site.
         assert_eq!(j.site("bpf_prog_fedcba9876543210_other+0x10"), None);
         assert_eq!(j.site("htab_map_update_elem+0x5"), None);
