@@ -16,6 +16,8 @@ pub const IP_MF: u16 = 0x2000;
 pub const IP_OFFSET_MASK: u16 = 0x1fff;
 
 pub const TCP_HDR_LEN: usize = 20;
+/// Where a TCP header's flags byte is.
+pub const TCP_FLAGS_OFFSET: usize = 13;
 pub const UDP_HDR_LEN: usize = 8;
 pub const ICMP_HDR_LEN: usize = 8;
 

@@ -15,8 +15,8 @@ use nat_common::{
     maps::{NextHop, ReplyKey, SessionKey},
     passthrough::{CLASS_NONE, CLASS_PPTP, IKE_PORT},
     proto::{
-        ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST,
-        TCP_SYN,
+        ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN,
+        TCP_FLAGS_OFFSET, TCP_RST, TCP_SYN,
     },
     rewrite::{Side, rewrite_endpoint},
     tcp_state::{self, Direction},
@@ -107,12 +107,28 @@ fn ports_ahead(ctx: &XdpContext, pkt: &Ipv4<'_>) -> Option<[u16; 2]> {
     Some(unsafe { *ports })
 }
 
+/// Does a TCP packet's flags byte, read ahead of the transport parse, have SYN, FIN or RST?
+/// (No for a packet too short to have one: the parse refuses it.)
+#[inline(always)]
+fn state_segment_ahead(ctx: &XdpContext, pkt: &Ipv4<'_>) -> bool {
+    pkt.proto == IPPROTO_TCP
+        && ptr_at::<u8>(ctx, pkt.l4_offset + TCP_FLAGS_OFFSET)
+            // SAFETY: bounds-checked by ptr_at.
+            .is_ok_and(|f| unsafe { *f } & TCP_STATE_FLAGS != 0)
+}
+
 /// Starts reading the FLOWS_OUT set of a TCP or UDP packet's flow (flow_cache::prefetch), right
 /// after the IPv4 header is parsed, so that the LAN program's checks before `outbound` run
-/// while it comes from memory.
+/// while it comes from memory. Not for a TCP segment with SYN, FIN or RST, which `outbound`
+/// sends the full way without a look at the cache: a load holds the CPU up until its line is
+/// in, used or not, and that wait was a sixth of a new connection's SYN
+/// (docs/fast-path.md).
 #[inline(always)]
 pub fn prefetch_outbound(ctx: &XdpContext, cfg: &NatConfig, pkt: &Ipv4<'_>) {
     if let Some([sport, dport]) = ports_ahead(ctx, pkt) {
+        if state_segment_ahead(ctx, pkt) {
+            return;
+        }
         let key = SessionKey::new(pkt.proto, pkt.src, sport, pkt.dst, dport);
         cache::prefetch(&FLOWS_OUT, cfg, &FlowKey::out(&key));
     }

@@ -7,7 +7,7 @@ use nat_common::{
     counters::Counter,
     proto::{
         ETH_HDR_LEN, ETH_P_IP, ICMP_HDR_LEN, IP_MF, IP_OFFSET_MASK, IPPROTO_ICMP, IPPROTO_TCP,
-        IPPROTO_UDP, IPV4_MIN_HDR_LEN, TCP_HDR_LEN, UDP_HDR_LEN,
+        IPPROTO_UDP, IPV4_MIN_HDR_LEN, TCP_FLAGS_OFFSET, TCP_HDR_LEN, UDP_HDR_LEN,
     },
     rewrite::{IP_DST, IP_SRC, L4, get_u16, get_u32},
 };
@@ -177,7 +177,7 @@ pub fn parse_transport<'a>(
             if doff < TCP_HDR_LEN || doff > pkt.l4_len {
                 return Err(Counter::DropMalformed);
             }
-            let (sport, dport, flags) = (get_u16(h, 0), get_u16(h, 2), h[13]);
+            let (sport, dport, flags) = (get_u16(h, 0), get_u16(h, 2), h[TCP_FLAGS_OFFSET]);
             Ok(Some(Transport {
                 l4: L4::Tcp(h),
                 sport,
