@@ -6,9 +6,12 @@
 //! JIT-compiled code (BPF_OBJ_GET_INFO_BY_FD) maps an address to its line; perf gives the
 //! address as `bpf_prog_<tag>_<function>+<offset>`.
 //!
-//! What a line names is the code the compiler inlined there: a map helper called "at
-//! state.rs:366 `match MAPPINGS_IN.insert(...)`" is that insert. The established rows' warm-up
-//! passes (each flow's next hop looked up again) are sampled with their timed ones.
+//! A site is named by up to three lines of the program's own source, the nearest before the
+//! sampled address in the compiled code: a map helper called "at state.rs:361 `let ext =
+//! ExternalKey {`" is the insert with that key. The compiler moves code, so a name can be a
+//! neighbour's (a lookup right after code that this packet skipped is named by that code);
+//! read it with the source at hand. The established rows' warm-up passes (each flow's next
+//! hop looked up again) are sampled with their timed ones.
 
 use anyhow::{Context as _, Result, bail, ensure};
 use std::{
@@ -129,7 +132,9 @@ pub fn attribute(script: &str, programs: &[&str], jit: &JitLines) -> (usize, Vec
 /// The report: a table of the sites that took at least `min_share` of the samples.
 pub fn report(scenario: &str, total: usize, sites: &[(usize, String)], min_share: f64) -> String {
     let mut out = format!(
-        "\n## Where \"{scenario}\" spends its time (perf, {total} samples in the NAT's program)\n\n| share | where |\n|---:|---|\n"
+        "\n## Where \"{scenario}\" spends its time (perf, {total} samples in the NAT's program)\n\n\
+         Each place is named by the nearest lines of the program's own source before it in the compiled code (the compiler moves code: read them with the source).\n\n\
+         | share | where |\n|---:|---|\n"
     );
     let mut rest = 0;
     for (n, site) in sites {
