@@ -119,14 +119,14 @@ fn state_segment_ahead(ctx: &XdpContext, pkt: &Ipv4<'_>) -> bool {
 
 /// Starts reading the FLOWS_OUT set of a TCP or UDP packet's flow (flow_cache::prefetch), right
 /// after the IPv4 header is parsed, so that the LAN program's checks before `outbound` run
-/// while it comes from memory. Not for a TCP segment with SYN, FIN or RST, which `outbound`
-/// sends the full way without a look at the cache: a load holds the CPU up until its line is
-/// in, used or not, and that wait was a sixth of a new connection's SYN
-/// (docs/fast-path.md).
+/// while it comes from memory. Not for a packet that never reads it: a TCP segment with SYN,
+/// FIN or RST, which `outbound` sends the full way without a look at the cache, nor one to
+/// the WAN address (hairpinning). A load holds the CPU up until its line is in, used or
+/// not: 15% of a new connection's SYN (docs/fast-path.md).
 #[inline(always)]
 pub fn prefetch_outbound(ctx: &XdpContext, cfg: &NatConfig, pkt: &Ipv4<'_>) {
     if let Some([sport, dport]) = ports_ahead(ctx, pkt) {
-        if state_segment_ahead(ctx, pkt) {
+        if pkt.dst == cfg.wan_addr || state_segment_ahead(ctx, pkt) {
             return;
         }
         let key = SessionKey::new(pkt.proto, pkt.src, sport, pkt.dst, dport);

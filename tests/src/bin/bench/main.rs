@@ -685,6 +685,11 @@ fn measure_size(
             if let Some((perf, jit)) = perf {
                 let script = perf.stop().expect("perf");
                 let (total, sites) = profile::attribute(&script, &[prog], &jit);
+                assert!(
+                    total > 0,
+                    "perf sampled nothing in {prog}: can it name BPF programs (/proc/kallsyms, \
+                     net.core.bpf_jit_kallsyms)?"
+                );
                 println!(
                     "{}",
                     profile::report(scenario, total, &sites, PROFILE_MIN_SHARE)

@@ -7,7 +7,7 @@
 //! address as `bpf_prog_<tag>_<function>+<offset>`.
 //!
 //! A site is named by up to three lines of the program's own source, the nearest before the
-//! sampled address in the compiled code: a map helper called "at state.rs:361 `let ext =
+//! sampled address in the compiled code: a map helper called "at state.rs `let ext =
 //! ExternalKey {`" is the insert with that key. The compiler moves code, so a name can be a
 //! neighbour's (a lookup right after code that this packet skipped is named by that code);
 //! read it with the source at hand. The established rows' warm-up passes (each flow's next
@@ -52,10 +52,12 @@ const SITE_LINES: usize = 3;
 const MAX_LINES_BACK: usize = 64;
 
 impl JitLines {
-    /// The source line a perf frame (`bpf_prog_<tag>_<function>+0x<offset>`) was in, as
-    /// "file:line  text", the file one of the program's own; None for a frame outside
-    /// these functions.
-    pub fn site(&self, frame: &str) -> Option<String> {
+    /// The source lines a perf frame (`bpf_prog_<tag>_<function>+0x<offset>`) was at, as
+    /// "file:line  text", the files the program's own; None for a frame outside these
+    /// functions. For a frame that called out (`returned`), its offset is a return address,
+    /// the instruction after the call, whose line may be the next one: the call's own byte
+    /// before it is looked up instead.
+    pub fn site(&self, frame: &str, returned: bool) -> Option<String> {
         let rest = frame.strip_prefix("bpf_prog_")?;
         let (tag, rest) = rest.split_at_checked(16)?;
         let base = *self.functions.get(tag)?;
@@ -63,7 +65,7 @@ impl JitLines {
             Some((_, off)) => u64::from_str_radix(off.trim_start_matches("0x"), 16).ok()?,
             None => 0,
         };
-        let addr = base + offset;
+        let addr = base + offset - u64::from(returned && offset > 0);
         let at = self.lines.partition_point(|l| l.addr <= addr);
         let mut seen: Vec<String> = Vec::new();
         // Within the function: the one before it is another place.
@@ -91,7 +93,7 @@ impl JitLines {
 
 /// Samples whose stack holds a frame of a program named in `programs` (perf's symbol for a
 /// BPF program ends in `_<name>`), by where they were: in the program's own code ("in the
-/// program"), or in the kernel function at the stack's leaf, called from a site of it.
+/// program"), or in a kernel function it called (with whatever that called), at a site.
 /// Returns the samples counted and the sites, most first. `script` is `perf script -F
 /// comm,ip,sym,symoff` output: a header line per sample, then a frame per line, leaf first.
 pub fn attribute(script: &str, programs: &[&str], jit: &JitLines) -> (usize, Vec<(usize, String)>) {
@@ -112,15 +114,18 @@ pub fn attribute(script: &str, programs: &[&str], jit: &JitLines) -> (usize, Vec
             continue;
         }
         total += 1;
-        let leaf = frames[0].split('+').next().unwrap_or(frames[0]);
-        let innermost = frames.iter().find(|f| f.starts_with("bpf_prog_"));
-        let site = innermost
-            .and_then(|f| jit.site(f))
+        // The innermost frame of BPF code, and the kernel function it called, if the sample
+        // is in one (a map helper, the FIB lookup: whatever that one called in turn).
+        let inner = frames.iter().position(|f| f.starts_with("bpf_prog_"));
+        let called = inner
+            .filter(|&i| i > 0)
+            .map(|i| frames[i - 1].split('+').next().unwrap_or(frames[i - 1]));
+        let site = inner
+            .and_then(|i| jit.site(frames[i], called.is_some()))
             .unwrap_or_else(|| "(no line of the program's source)".into());
-        let key = if leaf.starts_with("bpf_prog_") {
-            format!("in the program, at {site}")
-        } else {
-            format!("{leaf}, called at {site}")
+        let key = match called {
+            None => format!("in the program, at {site}"),
+            Some(f) => format!("{f}, called at {site}"),
         };
         *sites.entry(key).or_default() += 1;
     }
@@ -157,8 +162,20 @@ pub fn report(scenario: &str, total: usize, sites: &[(usize, String)], min_share
 
 /// `perf record` of every CPU's stacks, until stopped.
 pub struct Perf {
-    child: Child,
+    /// None once stopped.
+    child: Option<Child>,
     path: PathBuf,
+}
+
+/// A profile given up (a panic in the rounds) still ends its recording, and its file goes.
+impl Drop for Perf {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Samples per second and CPU: enough for a scenario of a few seconds, no more than perf
@@ -177,14 +194,18 @@ impl Perf {
             .context("starting `perf record` (Debian: apt install linux-perf)")?;
         // perf opens its events before it samples anything: give it a moment.
         std::thread::sleep(std::time::Duration::from_millis(500));
-        Ok(Perf { child, path })
+        Ok(Perf {
+            child: Some(child),
+            path,
+        })
     }
 
     /// Stops the recording and returns `perf script`'s stacks.
     pub fn stop(mut self) -> Result<String> {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let mut child = self.child.take().context("perf already stopped")?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
-        let status = self.child.wait()?;
+        let status = child.wait()?;
         // perf ends its recording on SIGINT, and may end by it too.
         let interrupted =
             std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGINT);
@@ -195,7 +216,6 @@ impl Perf {
             .stderr(Stdio::null())
             .output()
             .context("perf script")?;
-        let _ = std::fs::remove_file(&self.path);
         ensure!(out.status.success(), "perf script: {}", out.status);
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -265,6 +285,10 @@ struct BtfInfo {
     name_len: u32,
     kernel_btf: u32,
 }
+const _: () = assert!(size_of::<BtfInfo>() == 32);
+
+/// The first two bytes of BTF (little-endian 0xeb9f).
+const BTF_MAGIC: u16 = 0xeb9f;
 
 fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> Result<i64> {
     // SAFETY: bpf(2) with a zero-padded attribute buffer of the size passed.
@@ -323,6 +347,12 @@ pub fn jit_lines(id: u32) -> Result<JitLines> {
         ..Default::default()
     };
     info_by_fd(&fd, &mut want)?;
+    // The kernel gives zeros for addresses it may not show (kernel.kptr_restrict, or no
+    // CAP_SYSLOG/CAP_PERFMON), and says nothing else.
+    ensure!(
+        ksyms.iter().all(|&a| a != 0) && jited.iter().all(|&a| a != 0),
+        "program {id}: the kernel hid its code's addresses (kernel.kptr_restrict?)"
+    );
     let strings = btf_strings(counts.btf_id)?;
     let string = |off: u32| -> String {
         let s = strings.get(off as usize..).unwrap_or_default();
@@ -365,7 +395,11 @@ fn btf_strings(id: u32) -> Result<Vec<u8>> {
     info_by_fd(&fd, &mut info)?;
     // struct btf_header: magic u16, version u8, flags u8, hdr_len, type_off, type_len,
     // str_off, str_len (u32 each).
-    ensure!(data.len() >= 24, "BTF {id}: {} bytes", data.len());
+    ensure!(
+        data.len() >= 24 && u16::from_ne_bytes([data[0], data[1]]) == BTF_MAGIC,
+        "BTF {id}: not BTF ({} bytes)",
+        data.len()
+    );
     let word =
         |at: usize| u32::from_ne_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
     let (hdr_len, str_off, str_len) = (word(4), word(16), word(20));
@@ -387,9 +421,23 @@ mod tests {
         with_fixture(default_tables(), FixtureConfig::default(), |fx| {
             let prog = fx.ebpf.program(programs::LAN_INGRESS).expect("LAN program");
             let j = jit_lines(prog.info().expect("info").id()).expect("line info");
-            // The entry point and its subprograms (try_nat_lan, the port draw's callback...).
+            // The entry point and its subprograms (try_nat_lan, the port draw's callback...),
+            // each where the kernel's symbols say a function of a BPF program is. (The entry
+            // point's symbol carries the whole program's tag; perf, like these functions, names
+            // it by its own.)
             assert!(j.functions.len() > 1, "{} functions", j.functions.len());
-            assert!(j.lines.is_sorted_by_key(|l| l.addr));
+            let kallsyms = std::fs::read_to_string("/proc/kallsyms").expect("/proc/kallsyms");
+            let symbol = |base: u64| {
+                kallsyms.lines().find_map(|l| {
+                    let mut f = l.split_whitespace();
+                    let addr = u64::from_str_radix(f.next()?, 16).ok()?;
+                    let name = f.nth(1)?;
+                    (addr == base && name.starts_with("bpf_prog_")).then(|| name.to_string())
+                })
+            };
+            for &base in j.functions.values() {
+                assert!(symbol(base).is_some(), "no BPF function at {base:#x}");
+            }
             // The line it names is the source file's own.
             let source = include_str!(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -421,8 +469,10 @@ mod tests {
                 .filter(|(_, b)| **b <= entry)
                 .max_by_key(|(_, b)| **b)
                 .expect("its function");
-            let frame = format!("bpf_prog_{tag}_try_nat_lan+{:#x}", entry - base);
-            let site = j.site(&frame).expect("a site");
+            let name = symbol(*base).expect("its symbol");
+            assert_eq!(name, format!("bpf_prog_{tag}_try_nat_lan"));
+            let frame = format!("{name}+{:#x}", entry - base);
+            let site = j.site(&frame, false).expect("a site");
             assert!(site.starts_with("lan.rs:"), "{site}");
         });
     }
@@ -472,12 +522,12 @@ mod tests {
         // Inside the inlined helper: the program's own lines before it, the nearest first,
         // a closing brace skipped, the library's lines left out.
         assert_eq!(
-            j.site("bpf_prog_0123456789abcdef_try_nat_lan+0x118")
+            j.site("bpf_prog_0123456789abcdef_try_nat_lan+0x118", false)
                 .as_deref(),
             Some("state.rs:366  match MAPPINGS_IN.insert(&ext · lan.rs:35  pub fn try_nat_lan(")
         );
         assert_eq!(
-            j.site("bpf_prog_0123456789abcdef_try_nat_lan+0x200")
+            j.site("bpf_prog_0123456789abcdef_try_nat_lan+0x200", false)
                 .as_deref(),
             Some(
                 "flow_cache.rs:101  if let Some(p) = map.get_ptr( · state.rs:366  match MAPPINGS_IN.insert(&ext · lan.rs:35  pub fn try_nat_lan("
@@ -485,45 +535,60 @@ mod tests {
         );
         // At the function's entry (no offset): its first line.
         assert_eq!(
-            j.site("bpf_prog_0123456789abcdef_try_nat_lan"),
+            j.site("bpf_prog_0123456789abcdef_try_nat_lan", false),
             Some("lan.rs:35  pub fn try_nat_lan(".into())
         );
         // A function whose own lines are all the library's: none of the one before it.
-        assert_eq!(j.site("bpf_prog_00000000000000aa_memset+0x8"), None);
+        assert_eq!(j.site("bpf_prog_00000000000000aa_memset+0x8", false), None);
         // Another program's function, or a kernel symbol: no site.
-        assert_eq!(j.site("bpf_prog_fedcba9876543210_other+0x10"), None);
-        assert_eq!(j.site("htab_map_update_elem+0x5"), None);
+        assert_eq!(j.site("bpf_prog_fedcba9876543210_other+0x10", false), None);
+        assert_eq!(j.site("htab_map_update_elem+0x5", false), None);
+        // A return address that starts the next line: the call was on the line before.
+        assert_eq!(
+            j.site("bpf_prog_0123456789abcdef_try_nat_lan+0x200", true)
+                .as_deref(),
+            Some("state.rs:366  match MAPPINGS_IN.insert(&ext · lan.rs:35  pub fn try_nat_lan(")
+        );
     }
 
     #[test]
     fn samples_are_counted_by_leaf_and_call_site_only_in_the_named_programs() {
+        // perf script -F comm,ip,sym,symoff: the command, then the stack, leaf first.
         let script = "\
-bench 1 [000]
+bench 
 \tffffffff81000000 htab_map_update_elem+0x10
 \tffffffffc0001118 bpf_prog_0123456789abcdef_try_nat_lan+0x118
 \tffffffffc0002000 bpf_prog_aaaaaaaaaaaaaaaa_xdp_nat_lan+0x5
 
-bench 1 [000]
+bench 
 \tffffffffc0001205 bpf_prog_0123456789abcdef_try_nat_lan+0x205
 \tffffffffc0002000 bpf_prog_aaaaaaaaaaaaaaaa_xdp_nat_lan+0x5
 
-bench 1 [000]
+bench 
+\tffffffff81000100 _raw_spin_lock+0x4
 \tffffffff81000000 htab_map_update_elem+0x22
-\tffffffffc0001118 bpf_prog_0123456789abcdef_try_nat_lan+0x119
+\tffffffffc0001119 bpf_prog_0123456789abcdef_try_nat_lan+0x119
 \tffffffffc0002000 bpf_prog_aaaaaaaaaaaaaaaa_xdp_nat_lan+0x5
 
-bench 1 [001]
+bench 
+\tffffffff81000000 htab_map_update_elem+0x30
+\tffffffffc0001200 bpf_prog_0123456789abcdef_try_nat_lan+0x200
+\tffffffffc0002000 bpf_prog_aaaaaaaaaaaaaaaa_xdp_nat_lan+0x5
+
+bench 
 \tffffffff81000000 htab_map_update_elem+0x10
 \tffffffffc0003000 bpf_prog_bbbbbbbbbbbbbbbb_bench_new_flow_floor+0x40
 ";
         let (total, sites) = attribute(script, &["xdp_nat_lan"], &jit());
         // The floor's sample is not the NAT's.
-        assert_eq!(total, 3);
+        assert_eq!(total, 4);
+        // A lock taken inside the insert is the insert's; so is the one whose return address
+        // starts the program's next line.
         assert_eq!(
             sites,
             vec![
                 (
-                    2,
+                    3,
                     "htab_map_update_elem, called at state.rs:366  match MAPPINGS_IN.insert(&ext · lan.rs:35  pub fn try_nat_lan("
                         .to_string()
                 ),
@@ -535,7 +600,7 @@ bench 1 [001]
             ]
         );
         let table = report("new flow", total, &sites, 0.5);
-        assert!(table.contains("| 66.7% | htab_map_update_elem, called at state.rs:366"));
-        assert!(table.contains("| 33.3% | elsewhere"));
+        assert!(table.contains("| 75.0% | htab_map_update_elem, called at state.rs:366"));
+        assert!(table.contains("| 25.0% | elsewhere"));
     }
 }
