@@ -74,6 +74,9 @@ fn real_main() -> Result<()> {
         Task::Bench { short } => {
             require_root("cargo xtask bench")?;
             setup::ensure_all()?;
+            if !short {
+                setup::ensure_profiler()?;
+            }
             bench(short)
         }
         Task::Run { args } => {

@@ -40,7 +40,7 @@ const PACKAGES: &[(&str, &str)] = &[
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn ensure_all() -> Result<()> {
-    ensure_packages()?;
+    ensure_packages(PACKAGES)?;
     ensure_rust_src()?;
     ensure_lint_tools()?;
     ensure_bpf_linker()
@@ -76,8 +76,14 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn ensure_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+/// `perf`, with which the full benchmark profiles a new flow (BENCHMARKS.md).
+pub fn ensure_profiler() -> Result<()> {
+    ensure_packages(&[("perf", "linux-perf")])
+}
+
+/// Installs the packages (command it provides, package) whose command is missing.
+fn ensure_packages(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(c, _)| !have(c))
         .map(|(_, p)| *p)

@@ -633,7 +633,7 @@ fn measure_size(
     rounds: u32,
     only: Option<&str>,
     profile: bool,
-) -> (Vec<Row>, Option<SweepCost>) {
+) -> (Vec<Row>, Option<SweepCost>, Vec<String>) {
     // The default table sizes, as deployed, unless the sessions need more room (1 M).
     let tables = Tables {
         max_sessions: (sessions + 65_536).max(nat_common::maps::DEFAULT_MAX_SESSIONS),
@@ -648,6 +648,7 @@ fn measure_size(
         let sample: Vec<usize> = (0..runs).map(|_| rng.gen_range(0..flows.len())).collect();
         let (lan, wan) = (fx.lan_ifindex, fx.wan_ifindex);
         let mut rows = Vec::new();
+        let mut profiles = Vec::new();
         let mut both = |fx: &mut Fixture,
                         scenario: &'static str,
                         ifindex: u32,
@@ -690,10 +691,13 @@ fn measure_size(
                     "perf sampled nothing in {prog}: can it name BPF programs (/proc/kallsyms, \
                      net.core.bpf_jit_kallsyms)?"
                 );
-                println!(
-                    "{}",
-                    profile::report(scenario, total, &sites, PROFILE_MIN_SHARE)
-                );
+                profiles.push(profile::report(
+                    scenario,
+                    sessions,
+                    total,
+                    &sites,
+                    PROFILE_MIN_SHARE,
+                ));
             }
             // A floor whose read failed (XDP_ABORTED) would be a fast lie.
             assert_eq!(
@@ -939,7 +943,7 @@ fn measure_size(
                 prefill(&mut fx.maps, sessions, host, IPPROTO_UDP, idle).expect("prefill UDP");
             sweep_cost(fx, &udp_flows).expect("sweep")
         });
-        (rows, sweep)
+        (rows, sweep, profiles)
     })
 }
 
@@ -1641,6 +1645,19 @@ struct Args {
 
 /// Sites under this share of a profile's samples are summed in one row.
 const PROFILE_MIN_SHARE: f64 = 0.01;
+/// The full run's profile of a new flow: at the targets' table size, packets per round and
+/// rounds for a few seconds of samples.
+const PROFILE_SESSIONS: u32 = 65_536;
+const PROFILE_RUNS: usize = 100_000;
+const PROFILE_ROUNDS: u32 = 10;
+
+/// Is `perf` there to profile with?
+fn perf_installed() -> bool {
+    Command::new("perf")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
 
 fn main() -> Result<()> {
     let args = <Args as clap::Parser>::parse();
@@ -1658,6 +1675,7 @@ fn main() -> Result<()> {
     let mut report = String::new();
     let mut cost_rows = Vec::new();
     let mut sweep_costs = Vec::new();
+    let mut profiled = Vec::new();
     writeln!(
         report,
         "## Program cost (BPF_PROG_TEST_RUN, ns per packet, kernel-measured)\n"
@@ -1685,7 +1703,9 @@ fn main() -> Result<()> {
     }
     for &n in &sizes {
         eprintln!("bench: {n} sessions ...");
-        let (rows, sweep) = measure_size(n, runs, rounds, args.scenario.as_deref(), args.profile);
+        let (rows, sweep, profiles) =
+            measure_size(n, runs, rounds, args.scenario.as_deref(), args.profile);
+        profiled.extend(profiles);
         sweep_costs.extend(sweep);
         for r in rows {
             writeln!(
@@ -1707,6 +1727,29 @@ fn main() -> Result<()> {
         }
     }
     new_flow_section(&mut report, &cost_rows)?;
+    // The full run profiles the target's new flow; a narrowed one profiles on request.
+    let full = !short && args.scenario.is_none() && !args.forwarding_only;
+    if full {
+        if perf_installed() {
+            eprintln!("bench: profiling a new flow at {PROFILE_SESSIONS} sessions ...");
+            let (_, _, profiles) = measure_size(
+                PROFILE_SESSIONS,
+                PROFILE_RUNS,
+                PROFILE_ROUNDS,
+                Some(SCENARIO_NEW_FLOW),
+                true,
+            );
+            profiled.extend(profiles);
+        } else {
+            writeln!(
+                report,
+                "\nNo profile of the new flow: `perf` is not installed (Debian: linux-perf; `cargo xtask bench` installs it)."
+            )?;
+        }
+    }
+    for p in &profiled {
+        report.push_str(p);
+    }
     sweep_section(&mut report, &sweep_costs)?;
     if args.cost_only {
         println!("{report}");

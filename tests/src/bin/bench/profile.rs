@@ -135,10 +135,16 @@ pub fn attribute(script: &str, programs: &[&str], jit: &JitLines) -> (usize, Vec
 }
 
 /// The report: a table of the sites that took at least `min_share` of the samples.
-pub fn report(scenario: &str, total: usize, sites: &[(usize, String)], min_share: f64) -> String {
+pub fn report(
+    scenario: &str,
+    sessions: u32,
+    total: usize,
+    sites: &[(usize, String)],
+    min_share: f64,
+) -> String {
     let mut out = format!(
-        "\n## Where \"{scenario}\" spends its time (perf, {total} samples in the NAT's program)\n\n\
-         Each place is named by the nearest lines of the program's own source before it in the compiled code (the compiler moves code: read them with the source).\n\n\
+        "\n## Where \"{scenario}\" spends its time, {sessions} sessions (perf: {total} samples in the NAT's program)\n\n\
+         `bench --profile` sampled every CPU's stacks while the scenario ran: these are the samples taken in the NAT's program or in what it called (map helpers, the FIB lookup), a share of the time each (perf's sampling slows the program down: the times are in the tables above). A place is named by the nearest lines of the program's own source before it in the compiled code (the compiler moves code: read them with the source).\n\n\
          | share | where |\n|---:|---|\n"
     );
     let mut rest = 0;
@@ -599,7 +605,7 @@ bench
                 ),
             ]
         );
-        let table = report("new flow", total, &sites, 0.5);
+        let table = report("new flow", 65_536, total, &sites, 0.5);
         assert!(table.contains("| 75.0% | htab_map_update_elem, called at state.rs:366"));
         assert!(table.contains("| 25.0% | elsewhere"));
     }
