@@ -12,7 +12,7 @@ use aya::{Ebpf, maps::DevMapHash};
 use integration_tests::{
     fixture::*,
     lab::{LAN_HOST_A, ROUTER_WAN, SERVER},
-    packets::{self, ACK, SYN},
+    packets::{self, ACK, SYN, SYN_ACK},
 };
 use nat_common::{
     config::Timeouts,
@@ -748,6 +748,24 @@ fn measure_size(
             })
             .collect();
         both(fx, SCENARIO_IN, wan, Prep::Warm, &mut |_| in_frames.clone());
+        // A reply with SYN takes the full path (the peer's answer to a new connection, here
+        // to sessions already open: the same lookups, and the flow cache filled again).
+        let syn_ack_frames: Vec<Vec<u8>> = sample
+            .iter()
+            .map(|&i| {
+                let f = &flows[i];
+                packets::tcp(
+                    &wan_hdr(f.rem_addr, GATEWAY_MAC),
+                    443,
+                    f.ext_port,
+                    SYN_ACK,
+                    b"",
+                )
+            })
+            .collect();
+        both(fx, "TCP in, SYN-ACK", wan, Prep::None, &mut |_| {
+            syn_ack_frames.clone()
+        });
         // The same packets when the next hop has to be looked up again, every packet.
         // The same flows' packets once their next hop expired: one packet per flow.
         let mut seen = std::collections::HashSet::new();
