@@ -888,6 +888,18 @@ fn measure_size(
                         fx.maps.remove_session(&k);
                     }
                 }
+                // And the filter entries they made, so that each round's sessions make theirs
+                // (an entry already there refuses the insert, a cheaper path).
+                let filtered: Vec<SessionKey> = fx
+                    .maps
+                    .filters
+                    .keys()
+                    .filter_map(Result::ok)
+                    .filter(|k| k.rem_addr == to_wire(SERVER))
+                    .collect();
+                for k in &filtered {
+                    fx.maps.filters.remove(k).expect("remove a filter entry");
+                }
                 (0..new_flows as u32)
                     .map(|i| {
                         let (h, mac, port) = ep(i);
