@@ -665,16 +665,10 @@ fn measure_size(
             // Round by round, each program in turn: a noisy moment on this shared machine
             // then costs every program one round, not one program all of its rounds.
             let [mut nat, mut base, mut fwd, mut state] = [(); 4].map(|_| Cost::new());
-            let perf = profile.then(|| {
-                let id = fx
-                    .ebpf
-                    .program(prog)
-                    .expect(prog)
-                    .info()
-                    .expect("program info")
-                    .id();
-                let jit = profile::jit_lines(id).expect("the program's line info");
-                (profile::Perf::start().expect("perf record"), jit)
+            // A profile that cannot be made says why in its place, and the run goes on.
+            let perf = profile.then(|| -> Result<_> {
+                let id = fx.ebpf.program(prog).context(prog)?.info()?.id();
+                Ok((profile::jit_lines(id)?, profile::Perf::start()?))
             });
             for _ in 0..rounds {
                 let frames = make(fx);
@@ -683,21 +677,26 @@ fn measure_size(
                 fwd.round_bench(&bench, programs::BENCH_FORWARD, ifindex, &frames);
                 state.round_bench(&bench, programs::BENCH_FORWARD_STATE, ifindex, &frames);
             }
-            if let Some((perf, jit)) = perf {
-                let script = perf.stop().expect("perf");
-                let (total, sites) = profile::attribute(&script, &[prog], &jit);
-                assert!(
-                    total > 0,
-                    "perf sampled nothing in {prog}: can it name BPF programs (/proc/kallsyms, \
-                     net.core.bpf_jit_kallsyms)?"
-                );
-                profiles.push(profile::report(
-                    scenario,
-                    sessions,
-                    total,
-                    &sites,
-                    PROFILE_MIN_SHARE,
-                ));
+            if let Some(started) = perf {
+                let made = started.and_then(|(jit, perf)| {
+                    let script = perf.stop()?;
+                    let (total, sites) = profile::attribute(&script, &[prog], &jit);
+                    anyhow::ensure!(
+                        total > 0,
+                        "perf sampled nothing in {prog}: can it name BPF programs \
+                         (/proc/kallsyms, net.core.bpf_jit_kallsyms)?"
+                    );
+                    Ok(profile::report(
+                        scenario,
+                        sessions,
+                        total,
+                        &sites,
+                        PROFILE_MIN_SHARE,
+                    ))
+                });
+                profiles.push(made.unwrap_or_else(|e| {
+                    format!("\nNo profile of \"{scenario}\", {sessions} sessions: {e:#}\n")
+                }));
             }
             // A floor whose read failed (XDP_ABORTED) would be a fast lie.
             assert_eq!(
