@@ -633,7 +633,7 @@ fn measure_size(
     rounds: u32,
     only: Option<&str>,
     profile: bool,
-) -> (Vec<Row>, Option<SweepCost>, Vec<String>) {
+) -> (Vec<Row>, Option<SweepCost>, Vec<Result<String>>) {
     // The default table sizes, as deployed, unless the sessions need more room (1 M).
     let tables = Tables {
         max_sessions: (sessions + 65_536).max(nat_common::maps::DEFAULT_MAX_SESSIONS),
@@ -665,7 +665,7 @@ fn measure_size(
             // Round by round, each program in turn: a noisy moment on this shared machine
             // then costs every program one round, not one program all of its rounds.
             let [mut nat, mut base, mut fwd, mut state] = [(); 4].map(|_| Cost::new());
-            // A profile that cannot be made says why in its place, and the run goes on.
+            // A profile that cannot be made does not stop the rounds: the caller says why.
             let perf = profile.then(|| -> Result<_> {
                 let id = fx.ebpf.program(prog).context(prog)?.info()?.id();
                 Ok((profile::jit_lines(id)?, profile::Perf::start()?))
@@ -694,9 +694,8 @@ fn measure_size(
                         PROFILE_MIN_SHARE,
                     ))
                 });
-                profiles.push(made.unwrap_or_else(|e| {
-                    format!("\nNo profile of \"{scenario}\", {sessions} sessions: {e:#}\n")
-                }));
+                let what = format!("no profile of \"{scenario}\", {sessions} sessions");
+                profiles.push(made.context(what));
             }
             // A floor whose read failed (XDP_ABORTED) would be a fast lie.
             assert_eq!(
@@ -747,8 +746,9 @@ fn measure_size(
             })
             .collect();
         both(fx, SCENARIO_IN, wan, Prep::Warm, &mut |_| in_frames.clone());
-        // A reply with SYN takes the full path (the peer's answer to a new connection, here
-        // to sessions already open: the same lookups, and the flow cache filled again).
+        // A reply with SYN takes the full path: its mapping, then its session, then the flow
+        // cache filled. Here to sessions already open, so the state records nothing new,
+        // where the answer to a new connection also records SYN_IN (one atomic OR).
         let syn_ack_frames: Vec<Vec<u8>> = sample
             .iter()
             .map(|&i| {
@@ -820,7 +820,7 @@ fn measure_size(
         // New flows: each its own LAN endpoint. The 240 hosts send from the same source
         // ports, so all but the first from each port draw a random free one, as hosts behind
         // a NAT with the same ephemeral ranges do. Removed again after each round.
-        let new_flows = runs.min(20_000);
+        let new_flows = runs.min(NEW_FLOWS_PER_ROUND);
         let mut round = 0u32;
         both(
             fx,
@@ -888,7 +888,7 @@ fn measure_size(
                     }
                 }
                 // And the filter entries they made, so that each round's sessions make theirs
-                // (an entry already there refuses the insert, a cheaper path).
+                // (an entry already there refuses the insert: another path).
                 let filtered: Vec<SessionKey> = fx
                     .maps
                     .filters
@@ -1204,6 +1204,9 @@ fn memory() -> Result<Vec<(String, u32, u64)>> {
 /// End-to-end rates, each configuration with 1, 1 K and 64 K flows, all in one lab.
 const SCENARIO_OUT: &str = "TCP out, established";
 const SCENARIO_IN: &str = "TCP in, reply";
+/// Most new flows (each a new endpoint's first packet) a round of the new-flow scenarios
+/// makes: its mappings fit the pool beside the prefilled ones.
+const NEW_FLOWS_PER_ROUND: usize = 20_000;
 const SCENARIO_NEW_FLOW: &str = "UDP out, first packet of a new flow";
 const SCENARIO_OUT_EXPIRED: &str = "TCP out, next hop expired";
 const SCENARIO_NEW_TCP_FLOW: &str = "TCP out, SYN of a new flow";
@@ -1674,11 +1677,22 @@ struct Args {
 
 /// Sites under this share of a profile's samples are summed in one row.
 const PROFILE_MIN_SHARE: f64 = 0.01;
-/// The full run's profile of a new flow: at the targets' table size, packets per round and
-/// rounds for a few seconds of samples.
+/// The full run's profile of a new flow: at the targets' table size, packets per round (the
+/// most the new-flow scenario takes) and rounds, for about 10 000 samples.
 const PROFILE_SESSIONS: u32 = 65_536;
-const PROFILE_RUNS: usize = 100_000;
-const PROFILE_ROUNDS: u32 = 10;
+const PROFILE_RUNS: usize = NEW_FLOWS_PER_ROUND;
+const PROFILE_ROUNDS: u32 = 12;
+
+/// Does `args` narrow the run down (to profile one part)? Only a complete run writes the
+/// report.
+fn narrowed(args: &Args) -> bool {
+    args.forwarding_only
+        || !args.sizes.is_empty()
+        || !args.flows.is_empty()
+        || args.runs.is_some()
+        || args.rounds.is_some()
+        || args.scenario.is_some()
+}
 
 /// Is `perf` there to profile with?
 fn perf_installed() -> bool {
@@ -1717,7 +1731,7 @@ fn main() -> Result<()> {
          \"Next hop expired\" rows: one packet per flow, more than NEXT_HOP_TTL after the flow's previous one, so each looks its next hop up again: what one packet per flow costs each second, and after every route or neighbour change. \
          The forwarder looks up the FIB for every packet. \
          \"Flow cache misses\": the share of the NAT's timed packets that went past the flow cache to the session tables (and filled it); \
-         a new flow, an ICMP error and a PPTP/IPsec packet never use the cache.\n"
+         a new flow, a SYN-ACK, an ICMP error and a PPTP/IPsec packet never use the cache.\n"
     )?;
     writeln!(
         report,
@@ -1757,8 +1771,7 @@ fn main() -> Result<()> {
     }
     new_flow_section(&mut report, &cost_rows)?;
     // The full run profiles the target's new flow; a narrowed one profiles on request.
-    let full = !short && args.scenario.is_none() && !args.forwarding_only;
-    if full {
+    if !short && !narrowed(&args) {
         if perf_installed() {
             eprintln!("bench: profiling a new flow at {PROFILE_SESSIONS} sessions ...");
             let (_, _, profiles) = measure_size(
@@ -1776,13 +1789,20 @@ fn main() -> Result<()> {
             )?;
         }
     }
-    for p in &profiled {
-        report.push_str(p);
+    // A full run says in the report why a profile is missing; a profile asked for fails the
+    // run, once the report is out.
+    let mut unprofiled = None;
+    for p in profiled {
+        match p {
+            Ok(p) => report.push_str(&p),
+            Err(e) if args.profile => unprofiled = Some(e),
+            Err(e) => writeln!(report, "\n{e:#}")?,
+        }
     }
     sweep_section(&mut report, &sweep_costs)?;
     if args.cost_only {
         println!("{report}");
-        return Ok(());
+        return unprofiled.map_or(Ok(()), Err);
     }
     let (rates, new_sessions) = forwarding_section(&mut report, short, &args.flows)?;
     writeln!(
@@ -1847,12 +1867,7 @@ fn main() -> Result<()> {
     )?;
     println!("{report}");
     // Only a complete run is the report; a narrowed one (profiling) only prints.
-    let narrowed = args.forwarding_only
-        || !args.sizes.is_empty()
-        || !args.flows.is_empty()
-        || args.runs.is_some()
-        || args.rounds.is_some()
-        || args.scenario.is_some();
+    let narrowed = narrowed(&args);
     let targets = targets(&Measured {
         cost: &cost_rows,
         rates: &rates,

@@ -144,7 +144,7 @@ pub fn report(
 ) -> String {
     let mut out = format!(
         "\n## Where \"{scenario}\" spends its time, {sessions} sessions (perf: {total} samples in the NAT's program)\n\n\
-         `bench --profile` sampled every CPU's stacks while the scenario ran: these are the samples taken in the NAT's program or in what it called (map helpers, the FIB lookup), a share of the time each (perf's sampling slows the program down: the times are in the tables above). A place is named by the nearest lines of the program's own source before it in the compiled code (the compiler moves code: read them with the source).\n\n\
+         perf sampled every CPU's stacks while the scenario ran: these are the samples taken in the NAT's program or in what it called (map helpers, the FIB lookup), a share of the time each (perf's sampling slows the program down: the times are in the tables above). A place is named by the nearest lines of the program's own source before it in the compiled code (the compiler moves code: read them with the source).\n\n\
          | share | where |\n|---:|---|\n"
     );
     let mut rest = 0;
