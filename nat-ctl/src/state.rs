@@ -658,10 +658,6 @@ pub fn removed(r: std::result::Result<(), aya::maps::MapError>) -> Result<bool> 
     }
 }
 
-/// Every entry of a hash map (a snapshot; entries may change meanwhile): batched when the
-/// kernel can, else entry by entry.
-/// Makes bitmap array `map` (named `name`) hold `words`, writing only the words that differ
-/// from its current ones: fast when little changed (a restart, a sweep).
 /// PORT_POOL's or PORT_IN_POOL's words with the bits of `ports` (host order) set.
 fn pool_words(ports: impl IntoIterator<Item = u16>) -> Vec<u64> {
     let mut words = vec![0u64; POOL_BITMAP_WORDS as usize];
@@ -672,6 +668,8 @@ fn pool_words(ports: impl IntoIterator<Item = u16>) -> Vec<u64> {
     words
 }
 
+/// Makes bitmap array `map` (named `name`) hold `words`, writing only the words that differ
+/// from its current ones: fast when little changed (a restart, a sweep).
 pub fn write_bitmap(map: &mut Array<MapData, u64>, words: &[u64], name: &str) -> Result<()> {
     for (word, v) in words.iter().enumerate() {
         if map.get(&(word as u32), 0)? != *v {
@@ -682,6 +680,8 @@ pub fn write_bitmap(map: &mut Array<MapData, u64>, words: &[u64], name: &str) ->
     Ok(())
 }
 
+/// Every entry of a hash map (a snapshot; entries may change meanwhile): batched when the
+/// kernel can, else entry by entry.
 pub fn entries<K: aya::Pod, V: aya::Pod>(map: &HashMap<MapData, K, V>) -> Result<Vec<(K, V)>> {
     match crate::batch::lookup_all(map) {
         Ok(Some(all)) => Ok(all),

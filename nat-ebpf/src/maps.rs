@@ -159,8 +159,15 @@ pub fn config() -> Option<&'static NatConfig> {
 /// Is `port` (wire order) one the NAT hands out, rather than the router's own?
 #[inline(always)]
 pub fn port_in_pool(port: u16) -> bool {
+    has_port(&PORT_IN_POOL, port)
+}
+
+/// Does port bitmap `map` (PORT_IN_POOL, PORT_POOL: ports::pool_bit) have `port` (wire
+/// order)?
+#[inline(always)]
+pub fn has_port(map: &Array<u64>, port: u16) -> bool {
     let (word, bit) = pool_bit(u16::from_be(port));
-    PORT_IN_POOL.get(word).is_some_and(|w| w & bit != 0)
+    map.get(word).is_some_and(|w| w & bit != 0)
 }
 
 /// (server, the id it chose: PPTP call id or outbound SPI) -> the LAN host sending it, for

@@ -18,7 +18,7 @@ use nat_common::{
         Mapping, NextHop, SESSION_FORWARDED, Session, SessionKey, external_hint, lan_hint, mac_key,
     },
     passthrough::{CLASS_NONE, IKE_PORT, classify},
-    ports::{DRAWS_PER_TRY, MAX_PORT_TRIES, draw_candidate, pool_bit, taken_bit, wants_privileged},
+    ports::{DRAWS_PER_TRY, MAX_PORT_TRIES, draw_candidate, taken_bit, wants_privileged},
     proto::{IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     tcp_state::{self, Direction},
 };
@@ -28,7 +28,7 @@ use crate::{
     maps::{
         FILTERS, FLOWS_IN, FLOWS_OUT, FORWARDS, FORWARDS_BY_LAN, HOST_MAPPINGS, HOST_SESSIONS,
         MAC_MAPPINGS, MAC_SESSIONS, MAPPING_MADE, MAPPINGS_IN, MAPPINGS_OUT, PORT_POOL,
-        PORTS_TAKEN, SESSIONS, config, count, forward_hint,
+        PORTS_TAKEN, SESSIONS, config, count, forward_hint, has_port,
     },
     packet::ptr_at,
 };
@@ -288,8 +288,7 @@ fn draw_pool_port(cfg: &NatConfig, privileged: bool) -> Result<Option<u16>, ()> 
 /// ports of mappings that a reload left outside the pool.
 #[inline(always)]
 fn pool_has(port: u16) -> bool {
-    let (word, bit) = pool_bit(u16::from_be(port));
-    PORT_POOL.get(word).is_some_and(|w| w & bit != 0)
+    has_port(&PORT_POOL, port)
 }
 
 /// One more entry held by `owner` (a LAN host's address in HOST_MAPPINGS, HOST_SESSIONS,

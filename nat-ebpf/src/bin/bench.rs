@@ -17,9 +17,9 @@ use nat_common::{
     flow_cache::{self, FlowKey},
     maps::{
         BENCH_PORTS_PER_HOST, BenchGen, DEFAULT_MAX_MAPPINGS, DEFAULT_MAX_SESSIONS, EndpointKey,
-        ExternalKey, MAPPING_ACTIVE, Mapping, PORT_SLOTS, Session, SessionKey, bench_floor_port,
+        ExternalKey, MAPPING_ACTIVE, Mapping, Session, SessionKey, bench_floor_port,
     },
-    ports::MAX_PORT_TRIES,
+    ports::{MAX_PORT_TRIES, PORTS_TAKEN_WORDS, taken_bit},
     proto::{ETH_HDR_LEN, ETH_P_IP, ICMP_ECHO_REQUEST, IPPROTO_UDP},
     rewrite::{IP_CHECK, decrement_ttl, get_u16, set_u16, set_u32},
 };
@@ -69,10 +69,11 @@ static BENCH_FLOOR_IN: HashMap<ExternalKey, Mapping> =
 static BENCH_FLOOR_EP: HashMap<EndpointKey, Mapping> =
     HashMap::with_max_entries(DEFAULT_MAX_MAPPINGS, 0);
 
-/// The floor's ports taken, a bit each (as PORTS_TAKEN is the NAT's): a draw skips a taken
-/// port without a failed insert, as the NAT's do. The bench clears it with the claims.
+/// The floor's ports taken, a bit each, laid out as PORTS_TAKEN is the NAT's
+/// (ports::taken_bit): a draw skips a taken port without a failed insert, as the NAT's do.
+/// The bench clears it with the claims.
 #[map]
-static BENCH_FLOOR_TAKEN: Array<u64> = Array::with_max_entries(PORT_SLOTS / 64, 0);
+static BENCH_FLOOR_TAKEN: Array<u64> = Array::with_max_entries(PORTS_TAKEN_WORDS, 0);
 
 /// Slot 0: the floor's map operations (bits of BENCH_FLOOR_OPS) it leaves out (0, as
 /// loaded: none); the program-cost bench times it with one operation more at a time, to
@@ -153,11 +154,12 @@ pub fn bench_new_flow_floor(ctx: XdpContext) -> u32 {
 fn claim(m: &mut Mapping) -> bool {
     for attempt in 0..MAX_PORT_TRIES {
         m.ext_port = bench_floor_port(m.int_addr, m.int_port, attempt);
-        let port = u16::from_be(m.ext_port);
-        let Some(word) = BENCH_FLOOR_TAKEN.get_ptr_mut(u32::from(port) / 64) else {
+        let Some((word, bit)) = taken_bit(m.proto, u16::from_be(m.ext_port)) else {
             return false;
         };
-        let bit = 1u64 << (port % 64);
+        let Some(word) = BENCH_FLOOR_TAKEN.get_ptr_mut(word) else {
+            return false;
+        };
         // SAFETY: map value pointer. A plain read-modify-write: a bit another CPU's write
         // loses only costs a failed insert later, and the insert decides.
         let word = unsafe { &mut *word };
