@@ -25,9 +25,16 @@ pub const FRAG_TIMEOUT_NS: u64 = 2_000_000_000;
 pub const ESP_PENDING_NS: u64 = 1_000_000_000;
 pub const ESP_LEARN_COOLDOWN_NS: u64 = 2 * ESP_PENDING_NS;
 
-/// Longest a cached next hop (`maps::NextHop`) answers before the FIB is asked again, so a
-/// change the daemon did not signal (or made while it was down) applies within this.
+/// Longest a next hop in the flow cache (a FLOW_HOPS slot) answers before the FIB is asked
+/// again for it, so a neighbour change the daemon did not signal (or made while it was down)
+/// applies within this.
 pub const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;
+/// Longest a flow cache entry answers before its flow goes back to its session (which
+/// stamps the session for the sweeper, and asks the FIB for the flow's own route): a route
+/// change the daemon did not signal applies within this. Longer than NEXT_HOP_TTL_NS, so
+/// that an established flow reads its session every few seconds, not every second
+/// (docs/fast-path.md, "The flow cache").
+pub const FLOW_TTL_NS: u64 = 4 * NEXT_HOP_TTL_NS;
 /// `NextHop::resolved` is bpf_ktime ns shifted right by this (units of about 1 ms).
 pub const NEXT_HOP_TIME_SHIFT: u32 = 20;
 

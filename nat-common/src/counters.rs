@@ -168,7 +168,7 @@ counters! {
     MssClamped: State, "mss_clamped",
         "TCP SYNs whose MSS option was lowered to the clamp";
     FlowCacheFilled: State, "flow_cache_filled",
-        "established flows written into the flow cache (about once a second per active flow)";
+        "established flows written into the flow cache (every few seconds per active flow)";
     DropLanSourceRouter: Drop, "drop_lan_source_router",
         "LAN packets whose source is one of the router's own addresses (spoofed)";
     PassDhcpClient: Pass, "pass_dhcp_client",

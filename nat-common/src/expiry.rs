@@ -33,7 +33,7 @@
 use core::mem::size_of;
 
 use crate::{
-    config::{NEXT_HOP_TTL_NS, Timeouts},
+    config::{FLOW_TTL_NS, Timeouts},
     maps::{SESSION_FORWARDED, Session, SessionKey},
     passthrough::IKE_PORT,
     proto::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
@@ -54,12 +54,12 @@ pub const fn timeout_secs(key: &SessionKey, s: &Session, t: &Timeouts) -> u32 {
 
 /// How much later than its session's stamp (`Session::last_seen_ns`) a flow's last packet
 /// may have come: the flow cache carries a busy flow's packets without its session, and the
-/// flow goes back to stamp it only when its next hop is looked up again, less than
-/// NEXT_HOP_TTL_NS after the last stamp (`flow_cache::ANSWERS_FOR`, docs/fast-path.md). A
+/// flow goes back to stamp it only when its entry no longer answers, less than FLOW_TTL_NS
+/// after the last stamp (`flow_cache::ANSWERS_FOR`, docs/fast-path.md). A
 /// session's timeout runs from this much after its stamp, so that it never expires before
 /// its flow was idle for the timeout (RFC 4787 REQ-5's two minutes for a UDP mapping is the
 /// least UDP timeout nat-ctl accepts), and at most this much after.
-pub const STAMP_LAG_NS: u64 = NEXT_HOP_TTL_NS;
+pub const STAMP_LAG_NS: u64 = FLOW_TTL_NS;
 
 /// When the session expires, idle since `last_seen_ns` (or up to STAMP_LAG_NS later).
 pub const fn deadline_ns(key: &SessionKey, s: &Session, t: &Timeouts) -> u64 {
@@ -287,12 +287,12 @@ mod tests {
             ..Default::default()
         };
         let k = key(IPPROTO_UDP);
-        // Stamped at 10 s, the flow's last packet may have come up to a second later: the
-        // 300 s run from 11 s.
+        // Stamped at 10 s, the flow's last packet may have come up to four seconds later
+        // (FLOW_TTL_NS): the 300 s run from 14 s.
         assert!(!is_expired(&k, &s, &t, 310 * NS_PER_SEC));
-        assert!(!is_expired(&k, &s, &t, 311 * NS_PER_SEC - 1));
-        assert_eq!(remaining_secs(&k, &s, &t, 310 * NS_PER_SEC), 1);
-        assert!(is_expired(&k, &s, &t, 311 * NS_PER_SEC));
+        assert!(!is_expired(&k, &s, &t, 314 * NS_PER_SEC - 1));
+        assert_eq!(remaining_secs(&k, &s, &t, 310 * NS_PER_SEC), 4);
+        assert!(is_expired(&k, &s, &t, 314 * NS_PER_SEC));
         assert_eq!(remaining_secs(&k, &s, &t, 400 * NS_PER_SEC), 0);
     }
 

@@ -5,11 +5,14 @@
 //! the CPU caches). Next hops, which many flows share, are kept once each in FLOW_HOPS.
 //!
 //! It is a cache, never the truth: SESSIONS (and, for replies, MAPPINGS_IN) stay
-//! authoritative, and the data path fills an entry from them (fast.rs, wan.rs). An entry answers only while its next hop does
-//! (same route generation, younger than NEXT_HOP_TTL_NS), so every active flow goes back to
-//! its session at least once a second, which keeps the session's `last_seen_ns` (and so the
-//! sweeper's timeouts) within a second. Whatever changes a session's translation (a new
-//! external port, an unsynced TCP half) forgets its entries; the control plane's bulk
+//! authoritative, and the data path fills an entry from them (fast.rs, wan.rs). An entry
+//! answers under the route generation it was filled under, for less than FLOW_TTL_NS (4 s),
+//! so every active flow goes back to its session at least that often, which keeps the
+//! session's `last_seen_ns` (and so the sweeper's timeouts) within FLOW_TTL_NS; and only
+//! while its next hop answers: a FIB lookup gave that hop less than NEXT_HOP_TTL_NS (1 s) ago
+//! (HOP_CHECKED, per FLOW_HOPS slot, stamped by the fills), so one flow per hop and second
+//! checks the hop for all the flows that share it. Whatever changes a session's translation
+//! (a new external port, an unsynced TCP half) forgets its entries; the control plane's bulk
 //! removals move the route generation on.
 //!
 //! Four 32-byte ways per set: a set is one 128-byte pair of cache lines. A flow may live in
@@ -29,14 +32,14 @@
 //!
 //! Entry words:
 //! - 0, 1: the flow's key and its translation (`FlowKey`, `value_out` / `value_in`);
-//! - 2: when the next hop was looked up (`NextHop::resolved`), the route generation, and the
-//!   longest packet the lookup checked against the MTU;
+//! - 2: when the entry was filled, its next hop looked up (`NextHop::resolved`), the route
+//!   generation, and the longest packet the lookup checked against the MTU;
 //! - 3: where the next hop is (`hop_ref`, low half) and the check (high half).
 
 use core::mem::size_of;
 
 use crate::{
-    config::{NEXT_HOP_TIME_SHIFT, NEXT_HOP_TTL_NS},
+    config::{FLOW_TTL_NS, NEXT_HOP_TIME_SHIFT, NEXT_HOP_TTL_NS},
     maps::{NextHop, ReplyKey, SessionKey},
 };
 
@@ -196,18 +199,37 @@ pub const fn stamp(now_ns: u64) -> u32 {
 /// least daily for that reason.
 pub const STAMP_WRAP_NS: u64 = 1 << (32 + NEXT_HOP_TIME_SHIFT);
 
-/// Age, in `NextHop::resolved` units, from which a next hop no longer answers: a tick of the
-/// coarse clock (at most 10 ms) short of NEXT_HOP_TTL_NS, so that a cached flow's packets
-/// come less than NEXT_HOP_TTL_NS after the stamp of its session (taken by that clock, which
-/// runs up to a tick behind), by any clock: the sweeper gives them that long
+/// Age, in `NextHop::resolved` units, from which an entry no longer answers: a tick of the
+/// coarse clock (at most 10 ms) short of FLOW_TTL_NS, so that a cached flow's packets come
+/// less than FLOW_TTL_NS after the stamp of its session (taken by that clock, which runs up
+/// to a tick behind), by any clock: the sweeper gives them that long
 /// (`expiry::STAMP_LAG_NS`).
-pub const ANSWERS_FOR: u32 = ((NEXT_HOP_TTL_NS - COARSE_TICK_NS) >> NEXT_HOP_TIME_SHIFT) as u32;
+pub const ANSWERS_FOR: u32 = ((FLOW_TTL_NS - COARSE_TICK_NS) >> NEXT_HOP_TIME_SHIFT) as u32;
+
+/// Age, in the same units, from which a FLOW_HOPS slot's next hop no longer answers unless
+/// a FIB lookup gave it again (HOP_CHECKED): NEXT_HOP_TTL_NS.
+pub const HOP_ANSWERS_FOR: u32 = (NEXT_HOP_TTL_NS >> NEXT_HOP_TIME_SHIFT) as u32;
+
+/// A fill stamps its hop's HOP_CHECKED slot only once the stamp there is this old (about
+/// 60 ms): every outbound flow shares the WAN gateway's slot, and a line that every CPU
+/// wrote at each new flow would move between their caches at each.
+pub const HOP_RESTAMP_AFTER: u32 = HOP_ANSWERS_FOR / 16;
 
 /// The longest tick of the coarse clock the data path reads (HZ 100).
 const COARSE_TICK_NS: u64 = 10_000_000;
 
-// An entry's last answer and a tick of the coarse clock come within a second of the stamp.
-const _: () = assert!(((ANSWERS_FOR as u64) << NEXT_HOP_TIME_SHIFT) + 10_000_000 < 1_000_000_000);
+// An entry's last answer and a tick of the coarse clock come within FLOW_TTL_NS of the stamp.
+const _: () = assert!(((ANSWERS_FOR as u64) << NEXT_HOP_TIME_SHIFT) + COARSE_TICK_NS < FLOW_TTL_NS);
+// A hop is checked again more often than a flow reads its session: otherwise the hop's
+// check would add nothing.
+const _: () = assert!(HOP_ANSWERS_FOR < ANSWERS_FOR);
+
+/// Does the next hop whose HOP_CHECKED stamp is `checked` still answer at `now` (`stamp`
+/// units)? A FIB lookup gave it less than NEXT_HOP_TTL_NS ago.
+#[inline(always)]
+pub const fn hop_answers(checked: u32, now: u32) -> bool {
+    now.wrapping_sub(checked) < HOP_ANSWERS_FOR
+}
 
 /// The age `entry_age` gives an entry that no longer answers: older than any that does.
 pub const ENTRY_GONE: u32 = u32::MAX;

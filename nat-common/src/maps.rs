@@ -28,6 +28,7 @@ pub mod names {
         FLOWS_OUT,
         FLOWS_IN,
         FLOW_HOPS,
+        HOP_CHECKED,
         FILTERS,
         PORT_POOL,
         PORT_IN_POOL,
@@ -337,8 +338,9 @@ impl SessionKey {
 /// Where the FIB sent a flow's packets, kept with the flow so that the next packets skip
 /// bpf_fib_lookup. It answers only while `route_gen` equals `NatConfig::route_gen` (which
 /// the daemon bumps on every route, neighbour, address or link change), for at most
-/// [`crate::config::NEXT_HOP_TTL_NS`] after the lookup, and for packets no longer than one
-/// the lookup passed (so the egress MTU was checked).
+/// [`crate::config::FLOW_TTL_NS`] after the lookup while a lookup (of any flow's) gave the
+/// same hop in the last [`crate::config::NEXT_HOP_TTL_NS`], and for packets no longer than
+/// one the lookup passed (so the egress MTU was checked).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NextHop {
@@ -378,7 +380,7 @@ impl NextHop {
 pub struct Session {
     pub created_ns: u64,
     /// bpf_ktime (CLOCK_MONOTONIC) of the last packet either way that went past the flow
-    /// cache (a cached flow comes back at least once per NEXT_HOP_TTL_NS).
+    /// cache (a cached flow comes back at least once per FLOW_TTL_NS).
     pub last_seen_ns: u64,
     pub ext_port: u16,
     /// `tcp_state` bits for TCP, 0 otherwise.

@@ -1,8 +1,9 @@
 //! Route, address, link and neighbour changes from rtnetlink (messages decoded by
 //! netlink-packet-route). The data path keeps each
-//! flow's next hop (`NextHop`) for up to NEXT_HOP_TTL_NS; the daemon moves the route
-//! generation on when one of these changes, so flows follow a new route or a neighbour's new
-//! MAC address at once instead of within that time. Address and link changes also make it
+//! cached flow's route for up to FLOW_TTL_NS and each next hop (`NextHop`) for up to
+//! NEXT_HOP_TTL_NS; the daemon moves the route generation on when one of these changes, so
+//! flows follow a new route or a neighbour's new MAC address at once instead of within those
+//! times. Address and link changes also make it
 //! look at the WAN address again (DHCP).
 
 use std::{

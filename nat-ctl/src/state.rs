@@ -36,6 +36,8 @@ pub struct NatMaps {
     pub flows_out: Array<MapData, CachedFlow>,
     pub flows_in: Array<MapData, CachedFlow>,
     pub flow_hops: Array<MapData, CachedHop>,
+    /// When a FIB lookup last gave each FLOW_HOPS slot's hop (`flow_cache::stamp` units).
+    pub hop_checked: Array<MapData, u32>,
     pub filters: HashMap<MapData, SessionKey, u64>,
     pub port_pool: Array<MapData, u64>,
     pub port_in_pool: Array<MapData, u64>,
@@ -130,6 +132,7 @@ impl NatMaps {
             flows_out: get(names::FLOWS_OUT)?.try_into()?,
             flows_in: get(names::FLOWS_IN)?.try_into()?,
             flow_hops: get(names::FLOW_HOPS)?.try_into()?,
+            hop_checked: get(names::HOP_CHECKED)?.try_into()?,
             filters: get(names::FILTERS)?.try_into()?,
             port_pool: get(names::PORT_POOL)?.try_into()?,
             port_in_pool: get(names::PORT_IN_POOL)?.try_into()?,

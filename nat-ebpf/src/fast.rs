@@ -78,7 +78,7 @@ fn resolved(
 }
 
 /// The route a flow cache entry gives `pkt`, if its class may pass and its next hop still
-/// answers (which bounds how long an entry is used without its session: NEXT_HOP_TTL_NS).
+/// answers (which bounds how long an entry is used without its session: FLOW_TTL_NS).
 #[inline(always)]
 fn cached(c: &Flow, cfg: &NatConfig, pkt: &Ipv4<'_>, now: u64) -> Option<Route> {
     if !class_ok(c.class) {
@@ -254,9 +254,9 @@ pub fn inbound(
         count_class(c.class);
         return deliver_in(pkt, route).map(Some);
     }
-    // Cached, but its next hop no longer answers (NEXT_HOP_TTL_NS went by, a route changed,
-    // a longer packet): the session the entry names, if it is still the flow's, renews it.
-    // An established flow comes here once a second.
+    // Cached, but the entry no longer answers (FLOW_TTL_NS went by, its hop was not checked
+    // for NEXT_HOP_TTL_NS, a route changed, a longer packet): the session the entry names,
+    // if it is still the flow's, renews it. An established flow comes here every few seconds.
     if !port_in_pool(ext_port) || !class_ok(c.class) {
         return Ok(None);
     }

@@ -8,15 +8,15 @@ use nat_common::{
     counters::Counter,
     flow_cache::{
         ANSWERS_FOR, CachedFlow, CachedHop, ENTRY_GONE, FLOW_WAYS, FLOW_WORDS, Flow, FlowKey,
-        HOP_WAYS, first_entry, hop_ref, hop_ref_tag, hop_set, hop_slot, hop_tag, set_entries,
-        stamp,
+        HOP_RESTAMP_AFTER, HOP_WAYS, first_entry, hop_answers, hop_ref, hop_ref_tag, hop_set,
+        hop_slot, hop_tag, set_entries, stamp,
     },
     maps::NextHop,
 };
 
 use crate::{
     forward::{Route, answers},
-    maps::{FLOW_HOPS, config, count},
+    maps::{FLOW_HOPS, HOP_CHECKED, config, count},
 };
 
 /// Word `j` of the entry at `p`.
@@ -104,17 +104,25 @@ pub fn prefetch(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey) {
     }
 }
 
-/// The route `f` gives a packet of `tot_len` bytes, if its next hop still answers: looked up
-/// under the current route generation less than NEXT_HOP_TTL_NS ago, for packets at least
-/// this long, and still in FLOW_HOPS (another hop may have taken its slot).
+/// The route `f` gives a packet of `tot_len` bytes, if the entry still answers: filled under
+/// the current route generation less than FLOW_TTL_NS ago, for packets at least this long,
+/// its next hop still in FLOW_HOPS (another hop may have taken its slot) and given by a FIB
+/// lookup less than NEXT_HOP_TTL_NS ago (HOP_CHECKED).
 #[inline(always)]
 pub fn route(f: &Flow, cfg: &NatConfig, tot_len: u16, now: u64) -> Option<Route> {
     if !answers(f.resolved, f.route_gen, f.max_len, cfg, tot_len, now) {
         return None;
     }
+    let slot = hop_slot(f.hop);
     // A torn read changes the tag, checked next.
-    let w = hop_words(hop_slot(f.hop))?;
+    let w = hop_words(slot)?;
     if hop_tag(cfg.flow_seed, w) != hop_ref_tag(f.hop) {
+        return None;
+    }
+    // The first packet that finds its hop unchecked for a second goes to its session and the
+    // FIB, and its fill stamps the hop again if the FIB still gives it; if not (the neighbour
+    // changed its MAC), every flow of the hop does the same at its next packet.
+    if !hop_answers(*HOP_CHECKED.get(slot)?, stamp(now)) {
         return None;
     }
     let hop = CachedHop::from_words(w);
@@ -137,6 +145,7 @@ pub fn fill(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey, value: u64,
     let Some(hop_ref) = share(cfg.flow_seed, hop) else {
         return;
     };
+    checked(hop_slot(hop_ref), hop.resolved);
     let Some(dst) = place(map, cfg, key, hop.resolved).and_then(|i| map.get_ptr_mut(i)) else {
         return;
     };
@@ -228,6 +237,20 @@ fn share(seed: u32, hop: &NextHop) -> Option<u32> {
         p.add(1).write_volatile(words[1]);
     }
     Some(hop_ref(tag, way))
+}
+
+/// Stamps FLOW_HOPS slot `slot` as checked at `resolved`, when a FIB lookup just gave its
+/// hop, unless a stamp of the last HOP_RESTAMP_AFTER is there (the line stays shared).
+#[inline(always)]
+fn checked(slot: u32, resolved: u32) {
+    if let Some(p) = HOP_CHECKED.get_ptr_mut(slot) {
+        // SAFETY: map value pointer; a racing CPU writes a stamp as recent.
+        unsafe {
+            if resolved.wrapping_sub(*p) >= HOP_RESTAMP_AFTER {
+                *p = resolved;
+            }
+        }
+    }
 }
 
 /// Drops `key`'s entries, in either set, if cached: its session changed in a way the entry

@@ -120,8 +120,9 @@ pub fn route(ctx: &XdpContext, src: u32, dst: u32, tos: u8, tot_len: u16) -> Rou
     }
 }
 
-/// Does a next hop looked up at `resolved` (`NextHop::resolved`) under `route_gen`, for a
-/// packet of `max_len` bytes, still answer for one of `tot_len` bytes now?
+/// Does a flow cache entry filled at `resolved` (`NextHop::resolved`, its route looked up
+/// then) under `route_gen`, for a packet of `max_len` bytes, still answer for one of
+/// `tot_len` bytes now (FLOW_TTL_NS; its hop's own check is `flow_cache::route`'s)?
 #[inline(always)]
 pub fn answers(
     resolved: u32,

@@ -64,6 +64,12 @@ pub static FLOWS_IN: Array<CachedFlow> =
 pub static FLOW_HOPS: Array<CachedHop> =
     Array::with_max_entries(flow_cache::HOP_SLOTS, FLOWS_FLAGS);
 
+/// When a FIB lookup last gave the next hop in each FLOW_HOPS slot (flow_cache::stamp
+/// units): a hop answers NEXT_HOP_TTL_NS after it (flow_cache::hop_answers), and the fill of
+/// any flow that the FIB sends there again stamps it.
+#[map]
+pub static HOP_CHECKED: Array<u32> = Array::with_max_entries(flow_cache::HOP_SLOTS, 0);
+
 /// A plain array's values start 312 bytes into its allocation (after struct bpf_array, on
 /// 6.x kernels), so a set of four 32-byte flow entries would straddle a pair of cache lines,
 /// and the first of each set of four 16-byte hops (the way most hops sit in) would straddle

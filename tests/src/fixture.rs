@@ -38,6 +38,11 @@ pub const UNRESOLVED_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 9);
 /// The router's own service port, kept out of the pool in fixtures.
 pub const ROUTER_SSH: u16 = 22;
 
+/// How long after its session's stamp a flow's last packet may have come (a flow the flow
+/// cache carries goes back to its session at least every FLOW_TTL_NS): a session's timeout
+/// runs from that much after its stamp.
+pub const CACHE_LAG_NS: u64 = nat_common::config::FLOW_TTL_NS;
+
 pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -226,7 +231,7 @@ pub fn pptp_call_request(
 }
 
 /// Makes `attempt` (told its number, from 0) until it gives an answer, at most three times. A
-/// flow cache entry answers for NEXT_HOP_TTL_NS: an attempt that took longer than half of it
+/// flow cache entry alone on its next hop answers for NEXT_HOP_TTL_NS: an attempt that took longer than half of it
 /// (a loaded machine) proves nothing either way, gives None, and is made again.
 pub fn within_half_a_ttl<T>(mut attempt: impl FnMut(u16) -> Option<T>) -> T {
     (0..3)

@@ -171,17 +171,21 @@ pub fn udp_request(
         s.set_read_timeout(Some(SHORT_TIMEOUT))?;
         s.send_to(&payload, dst)?;
         let mut buf = vec![0u8; 65536];
-        match s.recv_from(&mut buf) {
-            Ok((n, _)) => Ok(Some(buf[..n].to_vec())),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(None)
+        loop {
+            match s.recv_from(&mut buf) {
+                Ok((n, _)) => return Ok(Some(buf[..n].to_vec())),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None);
+                }
+                // A signal to the test process (a child's exit) is not an answer: wait on.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => Err(e.into()),
         }
     })?
 }

@@ -12,7 +12,7 @@ use integration_tests::{
     packets::{self, ACK, Flags, SYN, SYN_ACK},
 };
 use nat_common::{
-    config::{NEXT_HOP_TTL_NS, NatConfig, Timeouts},
+    config::{FLOW_TTL_NS, NEXT_HOP_TTL_NS, NatConfig, Timeouts},
     maps::{SessionKey, mac_key},
     proto::{IPPROTO_TCP, IPPROTO_UDP},
 };
@@ -74,10 +74,10 @@ struct Modelled {
 
 impl Modelled {
     /// The timeout runs from the session's last packet, which a flow the flow cache carries
-    /// may send up to NEXT_HOP_TTL_NS after the packet that stamped `last_seen_ns`
+    /// may send up to FLOW_TTL_NS after the packet that stamped `last_seen_ns`
     /// (`a_session_lasts_its_timeout_after_a_packet_the_flow_cache_carried`).
     fn deadline_ns(&self, reloaded: bool) -> u64 {
-        self.last_seen_ns + timeout_secs(self.kind, reloaded) * NS + NEXT_HOP_TTL_NS
+        self.last_seen_ns + timeout_secs(self.kind, reloaded) * NS + FLOW_TTL_NS
     }
 }
 
@@ -140,8 +140,9 @@ fn run(fx: &mut Fixture, seed: u64, secs: u64) -> (usize, usize, usize) {
         let sweep_at = start + step * INTERVAL.as_secs() * NS;
         let reloaded = step > steps / 2;
         // Two simulated seconds pass in a few real milliseconds: the flows cached since the
-        // last step are retired, as they would have aged out (a cached flow comes back to
-        // its session at least once per NEXT_HOP_TTL_NS, a second).
+        // last step are retired, so that every packet below goes to its session and stamps
+        // it as the model does (a cached flow that went on would come back to its session
+        // at least once per FLOW_TTL_NS, which the model's deadline allows for).
         fx.maps.bump_route_gen().unwrap();
         // Traffic in the second before the sweep.
         let now = sweep_at - NS;
@@ -368,7 +369,9 @@ fn a_list_too_short_for_the_due_sessions_makes_the_next_sweep_walk() {
             }
             kinds
         };
-        let kinds = sweeps(fx, start + 100 * NS, start + 122 * NS);
+        // Due 120 s after they were made, plus FLOW_TTL_NS (4 s) for packets the flow cache
+        // may have carried.
+        let kinds = sweeps(fx, start + 100 * NS, start + 126 * NS);
         assert_eq!(
             kinds[..3],
             [true, true, true],
@@ -376,7 +379,7 @@ fn a_list_too_short_for_the_due_sessions_makes_the_next_sweep_walk() {
         );
         assert!(
             fx.maps.sessions().unwrap().is_empty(),
-            "every session was due at 121 s; sweeps that walked, from 100 s on: {kinds:?}"
+            "every session was due at 124 s; sweeps that walked, from 100 s on: {kinds:?}"
         );
         // Fewer, made 130 s on: a walk lists them all, and the sweeps after it are due
         // checks again.
@@ -393,7 +396,7 @@ fn a_list_too_short_for_the_due_sessions_makes_the_next_sweep_walk() {
             );
             shift(fx, &key, start);
         }
-        let kinds = sweeps(fx, start + 100 * NS, start + 124 * NS);
+        let kinds = sweeps(fx, start + 100 * NS, start + 128 * NS);
         assert!(
             kinds.iter().filter(|w| **w).count() == 1,
             "sweeps that walked, from 100 s on: {kinds:?}"
@@ -403,7 +406,7 @@ fn a_list_too_short_for_the_due_sessions_makes_the_next_sweep_walk() {
 }
 
 /// A flow the flow cache carries stamps its session only when it goes back to it, at most
-/// NEXT_HOP_TTL_NS after the last stamp: its last packet may come that long after
+/// FLOW_TTL_NS after the last stamp: its last packet may come that long after
 /// `last_seen_ns`. The session must last its timeout counted from that packet (RFC 4787
 /// REQ-5: a UDP mapping lasts at least two minutes, the least nat-ctl accepts), and go once
 /// the timeout has run from the latest that packet can have come.
@@ -437,7 +440,7 @@ fn a_session_lasts_its_timeout_after_a_packet_the_flow_cache_carried() {
             let last = nat_ctl::monotonic_coarse_ns();
             let stamped = send(fx, true, &frame, &key);
             if nat_ctl::monotonic_coarse_ns() - stamp > NEXT_HOP_TTL_NS / 2 {
-                // A loaded machine: the entry may have aged out.
+                // A loaded machine: the entry's hop may have aged out.
                 return None;
             }
             assert!(!stamped, "the flow cache carried the third packet");
@@ -454,7 +457,7 @@ fn a_session_lasts_its_timeout_after_a_packet_the_flow_cache_carried() {
             );
             // The timeout has run from the latest its last packet can have come: it goes.
             schedule
-                .sweep(&mut fx.maps, &cfg, stamp + udp + NEXT_HOP_TTL_NS)
+                .sweep(&mut fx.maps, &cfg, stamp + udp + FLOW_TTL_NS)
                 .unwrap();
             assert!(
                 fx.maps.sessions.get(&key, 0).is_err(),

@@ -9,7 +9,7 @@ use integration_tests::{
     packets::{self, ACK, Flags, Hdr, SYN, SYN_ACK},
 };
 use nat_common::{
-    config::{NEXT_HOP_TTL_NS, NatConfig},
+    config::{FLOW_TTL_NS, NEXT_HOP_TTL_NS, NatConfig},
     flow_cache::{self, CachedFlow, FlowKey},
     maps::{ExternalKey, MAPPING_COOLING, NextHop, ReplyKey, Session, SessionKey, programs},
     proto::{IPPROTO_TCP, IPPROTO_UDP},
@@ -225,9 +225,12 @@ fn a_flow_served_from_the_cache_still_refreshes_its_session_each_ttl() {
         fx.from_lan(&query());
         fx.from_wan(&reply());
         assert_eq!(seen(fx), filled);
-        // ...until the entries' next hops expire: the next packet either way goes to the
-        // session, so the sweeper never sees an active flow idle for longer than
-        // NEXT_HOP_TTL. A reply alone refreshes it (a download whose requests stopped).
+        // ...until the entries no longer answer: the next packet either way goes to the
+        // session, so the sweeper never sees an active flow idle for longer than an entry
+        // answers. Alone on its next hops, this flow goes back when they are checked again,
+        // a second on (with others on its hops, at most FLOW_TTL_NS on:
+        // flows_that_share_a_next_hop_share_its_check_once_a_second). A reply alone refreshes
+        // it (a download whose requests stopped).
         std::thread::sleep(Duration::from_nanos(NEXT_HOP_TTL_NS) + Duration::from_millis(100));
         assert_eq!(fx.from_wan(&reply()).0, XDP_REDIRECT);
         let by_reply = seen(fx);
@@ -631,6 +634,146 @@ fn replies_keep_their_next_hop_until_a_route_change_or_its_ttl() {
     });
 }
 
+/// A reply from the server to LAN host A's `port` (its external port: the NAT kept it).
+fn reply_to(port: u16) -> Vec<u8> {
+    packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, port, b"a")
+}
+
+/// `reply_to(port)` as delivered to host A at `mac`.
+fn delivered_to(port: u16, mac: packets::Mac) -> Vec<u8> {
+    packets::udp(
+        &Hdr {
+            smac: LAN_MAC,
+            dmac: mac,
+            src: SERVER,
+            dst: LAN_HOST_A,
+            ttl: 63,
+        },
+        53,
+        port,
+        b"a",
+    )
+}
+
+/// Flows that share a next hop share its check: once a second the first packet to find the
+/// hop unchecked goes to its session and the FIB, and the others go on without theirs; a
+/// neighbour change nobody signalled still reaches every flow within a second; and a flow
+/// reads its session at least every FLOW_TTL_NS even while others keep its hop checked.
+#[test]
+fn flows_that_share_a_next_hop_share_its_check_once_a_second() {
+    with_fixture(default_tables(), FixtureConfig::default(), |fx| {
+        const PORTS: [u16; 2] = [5353, 5354];
+        for p in PORTS {
+            fx.from_lan(&query_from(p));
+            let ext = fx
+                .maps
+                .sessions
+                .get(&query_key_from(p), 0)
+                .unwrap()
+                .ext_port;
+            assert_eq!(u16::from_be(ext), p, "the source port kept");
+            // The first reply takes the full path and caches the flow.
+            assert_eq!(
+                fx.from_wan(&reply_to(p)),
+                (XDP_REDIRECT, delivered_to(p, HOST_A_MAC))
+            );
+        }
+        let seen = |fx: &Fixture, p| {
+            fx.maps
+                .sessions
+                .get(&query_key_from(p), 0)
+                .unwrap()
+                .last_seen_ns
+        };
+        let fills = fx.counter("flow_cache_filled");
+        let wait = Duration::from_nanos(NEXT_HOP_TTL_NS) + Duration::from_millis(100);
+
+        // Host A's hop went unchecked for a second: the first reply checks it for both.
+        std::thread::sleep(wait);
+        let before = seen(fx, PORTS[1]);
+        assert_eq!(
+            fx.from_wan(&reply_to(PORTS[0])).1,
+            delivered_to(PORTS[0], HOST_A_MAC)
+        );
+        assert_eq!(
+            fx.counter("flow_cache_filled"),
+            fills + 1,
+            "the hop checked"
+        );
+        assert_eq!(
+            fx.from_wan(&reply_to(PORTS[1])).1,
+            delivered_to(PORTS[1], HOST_A_MAC)
+        );
+        assert_eq!(
+            fx.counter("flow_cache_filled"),
+            fills + 1,
+            "served from the cache"
+        );
+        assert_eq!(seen(fx, PORTS[1]), before, "its session not read");
+
+        // Host A moves to another MAC and nobody moves the route generation on: within a
+        // second of the last check, every flow of the hop finds the new MAC, the one whose
+        // entry is two seconds old (FLOW_TTL_NS would keep it) included.
+        move_host_a(NEW_MAC);
+        assert_eq!(
+            fx.from_wan(&reply_to(PORTS[1])).1,
+            delivered_to(PORTS[1], HOST_A_MAC)
+        );
+        std::thread::sleep(wait);
+        for p in [PORTS[1], PORTS[0]] {
+            assert_eq!(
+                fx.from_wan(&reply_to(p)).1,
+                delivered_to(p, NEW_MAC),
+                "port {p}"
+            );
+        }
+        assert_eq!(fx.counter("flow_cache_filled"), fills + 3);
+
+        // Its hop checked (as another flow's packet would have, a moment ago), a flow still
+        // goes back to its session once its entry is FLOW_TTL_NS old.
+        let filled = fx
+            .maps
+            .cached_in(&ReplyKey::new(
+                IPPROTO_UDP,
+                to_wire(SERVER),
+                PORTS[1].to_be(),
+                53u16.to_be(),
+            ))
+            .unwrap()
+            .expect("cached");
+        let hop_checked_now = |fx: &mut Fixture| {
+            let slot = flow_cache::hop_slot(filled.hop);
+            let now = flow_cache::stamp(nat_ctl::monotonic_coarse_ns());
+            fx.maps.hop_checked.set(slot, now, 0).unwrap();
+        };
+        let ttl = Duration::from_nanos(FLOW_TTL_NS);
+        std::thread::sleep(ttl / 2);
+        hop_checked_now(fx);
+        assert_eq!(
+            fx.from_wan(&reply_to(PORTS[1])).1,
+            delivered_to(PORTS[1], NEW_MAC)
+        );
+        assert_eq!(
+            fx.counter("flow_cache_filled"),
+            fills + 3,
+            "younger than FLOW_TTL_NS"
+        );
+        std::thread::sleep(ttl / 2 + Duration::from_millis(100));
+        hop_checked_now(fx);
+        let before = seen(fx, PORTS[1]);
+        assert_eq!(
+            fx.from_wan(&reply_to(PORTS[1])).1,
+            delivered_to(PORTS[1], NEW_MAC)
+        );
+        assert_eq!(
+            fx.counter("flow_cache_filled"),
+            fills + 4,
+            "FLOW_TTL_NS old: renewed"
+        );
+        assert!(seen(fx, PORTS[1]) > before, "its session stamped");
+    });
+}
+
 #[test]
 fn a_packet_longer_than_the_kept_hop_was_checked_for_asks_the_fib() {
     with_fixture(default_tables(), FixtureConfig::default(), |fx| {
@@ -865,10 +1008,10 @@ fn a_reply_keeps_its_session_alive_and_an_expired_session_takes_no_more() {
         assert!(replied > sent, "the reply refreshed the session");
 
         // Idle from the reply on (or from a packet the flow cache carried, up to
-        // NEXT_HOP_TTL_NS after it): the sweeper keeps it just short of the timeout from the
+        // FLOW_TTL_NS after it): the sweeper keeps it just short of the timeout from the
         // latest that can be...
         let t = fx.maps.read_config().unwrap().timeouts;
-        let udp_ns = t.udp as u64 * 1_000_000_000 + NEXT_HOP_TTL_NS;
+        let udp_ns = t.udp as u64 * 1_000_000_000 + FLOW_TTL_NS;
         let r = sweeper::sweep(&mut fx.maps, &t, replied + udp_ns - 1).unwrap();
         assert_eq!(r.sessions_expired, 0, "{r:?}");
         // ...and removes it then.
@@ -877,7 +1020,7 @@ fn a_reply_keeps_its_session_alive_and_an_expired_session_takes_no_more() {
         assert!(fx.maps.sessions().unwrap().is_empty());
         // A session expires only after its flow's cached entries have (it would have been
         // refreshed otherwise); then the next reply finds nothing to go to.
-        std::thread::sleep(Duration::from_nanos(NEXT_HOP_TTL_NS) + Duration::from_millis(100));
+        std::thread::sleep(Duration::from_nanos(FLOW_TTL_NS) + Duration::from_millis(100));
         assert_eq!(fx.from_wan(&reply()).0, XDP_DROP);
     });
 }

@@ -683,7 +683,12 @@ fn full_session_table_drops_new_flows_and_keeps_old_ones() {
         assert_eq!(fx.maps.sessions().unwrap().len(), 4);
         // The table drains by the timeouts, and new flows get in again.
         let t = fx.maps.read_config().unwrap().timeouts;
-        let r = sweeper::sweep(&mut fx.maps, &t, nat_ctl::monotonic_ns() + 301 * NS).unwrap();
+        let r = sweeper::sweep(
+            &mut fx.maps,
+            &t,
+            nat_ctl::monotonic_ns() + 300 * NS + CACHE_LAG_NS,
+        )
+        .unwrap();
         assert_eq!(r.sessions_expired, 4);
         assert_eq!(fx.from_lan(&flow(4)).0, XDP_REDIRECT);
     });
@@ -964,9 +969,9 @@ fn sweeper_expires_sessions_cools_ports_then_frees_them() {
 
         let r = sweeper::sweep(&mut fx.maps, &t, seen + 299 * NS).unwrap();
         assert_eq!(r.sessions_expired, 0, "UDP lives 300 s");
-        let r = sweeper::sweep(&mut fx.maps, &t, seen + 301 * NS).unwrap();
+        let r = sweeper::sweep(&mut fx.maps, &t, seen + 300 * NS + CACHE_LAG_NS).unwrap();
         assert_eq!((r.sessions_expired, r.mappings_detached), (1, 1));
-        let r = sweeper::sweep(&mut fx.maps, &t, seen + 302 * NS).unwrap();
+        let r = sweeper::sweep(&mut fx.maps, &t, seen + 301 * NS + CACHE_LAG_NS).unwrap();
         assert_eq!(
             r.mappings_released, 1,
             "a sweep later, still unused: it cools"
@@ -993,7 +998,8 @@ fn sweeper_expires_sessions_cools_ports_then_frees_them() {
             b"q",
         ));
         assert_ne!(parse_checked(&out).sport, 20000, "cooling port reused");
-        let r = sweeper::sweep(&mut fx.maps, &t, seen + (302 + 121) * NS).unwrap();
+        // Released a sweep after the session went, it cools PORT_REUSE_DELAY_SECS (120 s).
+        let r = sweeper::sweep(&mut fx.maps, &t, seen + (301 + 121) * NS + CACHE_LAG_NS).unwrap();
         assert_eq!(r.ports_freed, 1);
         assert!(fx.maps.mappings_in.get(&ext, 0).is_err());
     });
@@ -1012,8 +1018,8 @@ fn a_session_created_while_the_sweeper_releases_its_mapping_keeps_working() {
         let mut s = fx.maps.sessions.get(&first, 0).unwrap();
         let t = fx.maps.read_config().unwrap().timeouts;
         let now = nat_ctl::monotonic_ns();
-        s.last_seen_ns = now.saturating_sub(301 * NS);
-        s.created_ns = now.saturating_sub(301 * NS);
+        s.last_seen_ns = now.saturating_sub(300 * NS + CACHE_LAG_NS);
+        s.created_ns = now.saturating_sub(300 * NS + CACHE_LAG_NS);
         fx.maps.sessions.insert(first, s, 0).unwrap();
         let ext = ExternalKey {
             port: 20000u16.to_be(),
@@ -1021,7 +1027,7 @@ fn a_session_created_while_the_sweeper_releases_its_mapping_keeps_working() {
             _pad: 0,
         };
         let mut m = fx.maps.mappings_in.get(&ext, 0).unwrap();
-        m.created_ns = now.saturating_sub(301 * NS);
+        m.created_ns = now.saturating_sub(300 * NS + CACHE_LAG_NS);
         fx.maps.mappings_in.insert(ext, m, 0).unwrap();
         let r = sweeper::sweep(&mut fx.maps, &t, now).unwrap();
         assert_eq!(r.sessions_expired, 1, "{r:?}");
@@ -1057,7 +1063,12 @@ fn a_session_created_while_the_sweeper_releases_its_mapping_keeps_working() {
         let (_, out) = fx.from_lan(&packets::udp(&h, 20000, 55, b"q"));
         assert_ne!(parse_checked(&out).sport, 20000);
         // When it expires, the old port cools (one sweep to see it gone, as before).
-        let r = sweeper::sweep(&mut fx.maps, &t, nat_ctl::monotonic_ns() + 302 * NS).unwrap();
+        let r = sweeper::sweep(
+            &mut fx.maps,
+            &t,
+            nat_ctl::monotonic_ns() + 301 * NS + CACHE_LAG_NS,
+        )
+        .unwrap();
         assert_eq!(r.mappings_released, 1, "{r:?}");
     });
 }
@@ -1440,7 +1451,12 @@ fn a_host_quota_limits_one_host_and_not_the_others() {
         );
         // When A's mappings expire, the sweeper's recount gives A room again.
         let t = fx.maps.read_config().unwrap().timeouts;
-        sweeper::sweep(&mut fx.maps, &t, nat_ctl::monotonic_ns() + 301 * NS).unwrap();
+        sweeper::sweep(
+            &mut fx.maps,
+            &t,
+            nat_ctl::monotonic_ns() + 300 * NS + CACHE_LAG_NS,
+        )
+        .unwrap();
         assert_eq!(fx.from_lan(&query_from_a(20003)).0, XDP_REDIRECT);
     });
 }
@@ -1746,7 +1762,7 @@ fn the_sweepers_walk_keeps_filters_and_host_counts_to_the_live_sessions() {
 
         // Past the UDP timeout every session goes; in a sweep that leaves the filter entries
         // alone, theirs stay, to go with the next filter walk, and so do their counts.
-        let past = now + (t.udp as u64 + 1) * NS;
+        let past = now + t.udp as u64 * NS + CACHE_LAG_NS;
         let r = sweeper::sweep_with(&mut fx.maps, &t, past, false).unwrap();
         assert_eq!((r.sessions_expired, r.filters_removed), (4, 0), "{r:?}");
         assert_eq!(filters(fx), 4);

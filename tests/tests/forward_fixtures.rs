@@ -187,7 +187,7 @@ fn the_sweeper_keeps_a_forwards_sessions_which_have_no_mapping_until_they_expire
             fx.maps.sessions.get(&key, 0).is_ok(),
             "the forward's session went"
         );
-        let r = sweeper::sweep(&mut fx.maps, &t, seen + 301 * NS).unwrap();
+        let r = sweeper::sweep(&mut fx.maps, &t, seen + 300 * NS + CACHE_LAG_NS).unwrap();
         assert_eq!(r.sessions_expired, 1, "{r:?}");
     });
 }
@@ -385,7 +385,7 @@ fn a_removed_forward_stops_new_flows_keeps_its_sessions_and_goes_when_they_end()
         let t = fx.maps.read_config().unwrap().timeouts;
         let r = sweeper::sweep(&mut fx.maps, &t, seen + 100 * NS).unwrap();
         assert_eq!(r.forwards_purged, 0, "{r:?}");
-        let r = sweeper::sweep(&mut fx.maps, &t, seen + 301 * NS).unwrap();
+        let r = sweeper::sweep(&mut fx.maps, &t, seen + 300 * NS + CACHE_LAG_NS).unwrap();
         assert_eq!((r.sessions_expired, r.forwards_purged), (1, 1), "{r:?}");
         assert!(fx.maps.forwards.keys().next().is_none());
         assert!(fx.maps.forwards_by_lan.keys().next().is_none());
@@ -581,7 +581,7 @@ fn a_dmz_session_made_by_a_spoofer_never_takes_a_lan_hosts_replies() {
         let r = nat_ctl::sweeper::sweep(
             &mut fx.maps,
             &t,
-            nat_ctl::monotonic_ns() + (t.udp as u64 + 1) * 1_000_000_000,
+            nat_ctl::monotonic_ns() + t.udp as u64 * NS + CACHE_LAG_NS,
         )
         .unwrap();
         assert!(r.sessions_expired >= 1, "{r:?}");

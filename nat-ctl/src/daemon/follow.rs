@@ -20,7 +20,9 @@ impl Daemon<'_> {
             match self.maps.bump_route_gen() {
                 Ok(()) => log::debug!("route or neighbour change: next hops looked up again"),
                 Err(e) => {
-                    log::warn!("cannot invalidate next hops ({e:#}); they expire within a second")
+                    log::warn!(
+                        "cannot invalidate next hops ({e:#}); neighbours apply within a second, routes within four"
+                    )
                 }
             }
         }

@@ -75,12 +75,13 @@ impl Daemon<'_> {
         let mut kernel_log =
             unsafe { tokio::io::unix::AsyncFd::register(self.kernel_log.take().expect("logger")) }
                 .map_err(|_| anyhow::anyhow!("cannot watch the aya-log ring buffer"))?;
-        // Without it, flows still pick up a change within NEXT_HOP_TTL_NS.
+        // Without it, flows still pick up a neighbour change within NEXT_HOP_TTL_NS, a route
+        // change within FLOW_TTL_NS.
         let mut routes = match crate::netlink::RouteWatch::open() {
             Ok(w) => Some(w),
             Err(e) => {
                 log::warn!(
-                    "cannot watch route and neighbour changes ({e}); flows follow them within a second"
+                    "cannot watch route and neighbour changes ({e}); flows follow them within seconds"
                 );
                 None
             }
@@ -135,7 +136,7 @@ impl Daemon<'_> {
                             }
                         }
                         Err(e) => {
-                            log::warn!("route watch failed ({e:#}); flows follow changes within a second");
+                            log::warn!("route watch failed ({e:#}); flows follow changes within seconds");
                             routes = None;
                         }
                     }

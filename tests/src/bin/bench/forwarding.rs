@@ -28,11 +28,11 @@ use std::{
 
 pub const FRAME_LEN: usize = 60;
 
-/// Groups the flows start in over one NEXT_HOP_TTL_NS (`Bench::start_flows`): a timed
-/// window then holds its share of the flows' next-hop renewals to within one group.
+/// Groups the flows start in over one FLOW_TTL_NS (`Bench::start_flows`): a timed window
+/// then holds its share of the flows' renewals to within one group.
 pub const STAGGER_STEPS: u32 = 16;
 /// Frames per send while the flows start: the time is checked between sends, each of which
-/// also idles 20-30 ms at its end, so a send must be short against a group's 62 ms. (The
+/// also idles 20-30 ms at its end, so a send must be short against a group's 250 ms. (The
 /// kernel's masquerade, at a sixth of the NAT's rate, starts its flows in fewer, uneven
 /// groups; it keeps no next hops to renew.)
 const STAGGER_CHUNK: u32 = 50_000;
@@ -268,14 +268,14 @@ impl Bench {
         Ok(())
     }
 
-    /// Starts the `flows` flows in STAGGER_STEPS groups spread over one NEXT_HOP_TTL_NS, as
-    /// a warm-up. The generator sends its flows in turn, so flows that start together look
-    /// their next hops up again together, a TTL later, and again a TTL after that: started
+    /// Starts the `flows` flows in STAGGER_STEPS groups spread over one FLOW_TTL_NS, as a
+    /// warm-up. The generator sends its flows in turn, so flows that start together go back
+    /// to their sessions together, a TTL later, and again a TTL after that: started
     /// all at once, they would renew in one burst every TTL, which a timed window holds
     /// wholly or not at all. Spread like this, as on a real gateway, a window holds about
     /// its share of the once-a-TTL renewals whenever it starts.
     fn start_flows(&mut self, flows: u32) -> Result<()> {
-        let ttl = Duration::from_nanos(nat_common::config::NEXT_HOP_TTL_NS);
+        let ttl = Duration::from_nanos(nat_common::config::FLOW_TTL_NS);
         let start = Instant::now();
         for step in 1..=STAGGER_STEPS {
             self.set_flows(

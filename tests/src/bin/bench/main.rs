@@ -187,18 +187,18 @@ enum Prep {
     /// Nothing: the frames are timed as they come.
     None,
     /// Every frame ran once, untimed, less than a second before (in chunks of WARM_CHUNK),
-    /// after the route generation moved on: established flows in steady state, whose
-    /// sessions and flow cache entries hold a fresh next hop.
+    /// after the route generation moved on: established flows in steady state, whose flow
+    /// cache entries answer and whose next hops were checked.
     Warm,
-    /// Warm, then left alone for longer than NEXT_HOP_TTL, each frame being of another
-    /// flow: every timed packet finds its session's next hop expired and looks it up again,
-    /// as one packet per flow does each second.
+    /// Warm, then left alone for longer than FLOW_TTL_NS, each frame being of another
+    /// flow: every timed packet finds its entry expired, goes back to its session and looks
+    /// its route up again, as one packet per flow does every FLOW_TTL_NS.
     Expired,
 }
 
 /// Frames warmed, then timed, at a time: each runs in about 1.3 us, so a chunk's timed packets
-/// follow their warm-up well within NEXT_HOP_TTL (1 s), while a chunk still touches far more
-/// sessions than the caches hold.
+/// follow their warm-up (and the last check of their next hop) well within NEXT_HOP_TTL_NS
+/// (1 s), while a chunk still touches far more sessions than the caches hold.
 const WARM_CHUNK: usize = 250_000;
 
 /// What one program measured of a scenario, over its rounds.
@@ -253,11 +253,11 @@ impl Cost {
         let mut total = Duration::ZERO;
         for chunk in frames.chunks(WARM_CHUNK) {
             if prep != Prep::None {
-                // Every flow of the chunk looks its next hop up again (and refills its flow
+                // Every flow of the chunk looks its route up again (and refills its flow
                 // cache entry) in the warm-up, as after a route change: the timed packets
-                // then all come well within NEXT_HOP_TTL of their flow's lookup. Without
-                // this, entries filled by an earlier chunk would expire during this one's
-                // timed pass, mixing the once-a-second renewal (its own row) into these.
+                // then all come well within NEXT_HOP_TTL_NS of their hop's last check. Without
+                // this, hops checked by an earlier chunk would expire during this one's
+                // timed pass, mixing renewals (their own row) into these.
                 fx.maps.bump_route_gen().expect("bump the route generation");
                 for f in chunk {
                     fx.run_timed(prog, ifindex, f);
@@ -265,7 +265,7 @@ impl Cost {
             }
             if prep == Prep::Expired {
                 std::thread::sleep(
-                    Duration::from_nanos(nat_common::config::NEXT_HOP_TTL_NS)
+                    Duration::from_nanos(nat_common::config::FLOW_TTL_NS)
                         + Duration::from_millis(100),
                 );
             }
@@ -567,7 +567,7 @@ fn new_flow_section(report: &mut String, rows: &[Row]) -> Result<()> {
                 flow.fwd_ns,
             ),
             (
-                "a known session's packet past the flow cache, beyond the forwarder: SESSIONS lookup, rewrite, flow cache fill (\"TCP out, next hop expired\")",
+                "a known session's packet past the flow cache, beyond the forwarder: SESSIONS lookup, rewrite, flow cache fill (\"TCP out, entry expired\")",
                 known.nat_ns - known.fwd_ns,
             ),
             (
@@ -766,7 +766,7 @@ fn measure_size(
             syn_ack_frames.clone()
         });
         // The same packets when the next hop has to be looked up again, every packet.
-        // The same flows' packets once their next hop expired: one packet per flow.
+        // The same flows' packets once their entries expired: one packet per flow.
         let mut seen = std::collections::HashSet::new();
         let once: Vec<usize> = (0..sample.len())
             .filter(|&j| seen.insert(sample[j]))
@@ -776,13 +776,9 @@ fn measure_size(
         both(fx, SCENARIO_OUT_EXPIRED, lan, Prep::Expired, &mut |_| {
             pick(&out_frames)
         });
-        both(
-            fx,
-            "TCP in, next hop expired",
-            wan,
-            Prep::Expired,
-            &mut |_| pick(&in_frames),
-        );
+        both(fx, "TCP in, entry expired", wan, Prep::Expired, &mut |_| {
+            pick(&in_frames)
+        });
         // A remote's port unreachable about a flow: the error and the quoted packet inside
         // are translated (RFC 5508).
         let error_frames: Vec<Vec<u8>> = sample
@@ -1208,7 +1204,7 @@ const SCENARIO_IN: &str = "TCP in, reply";
 /// makes: its mappings fit the pool beside the prefilled ones.
 const NEW_FLOWS_PER_ROUND: usize = 20_000;
 const SCENARIO_NEW_FLOW: &str = "UDP out, first packet of a new flow";
-const SCENARIO_OUT_EXPIRED: &str = "TCP out, next hop expired";
+const SCENARIO_OUT_EXPIRED: &str = "TCP out, entry expired";
 const SCENARIO_NEW_TCP_FLOW: &str = "TCP out, SYN of a new flow";
 const SCENARIO_NEW_SESSION: &str = "UDP out, first packet of a new session of an existing mapping";
 
@@ -1455,10 +1451,10 @@ fn forwarding_section(
     )?;
     writeln!(
         report,
-        "Generator: live-frame BPF_PROG_RUN, XDP_TX out of its veth; before each measurement the flows start in {steps} groups over one next-hop TTL ({ttl} s), so that their next hops' once-a-TTL renewals spread over time as on a gateway (the generator sends the flows in turn: flows started together would renew together, in one burst that a timed window holds wholly or not at all); then {warmup} frames to warm up and {packets} timed; best of {rounds} measurements per router (each set up afresh); router and sink on the same 2 vCPUs. Each LAN endpoint sends {dst_ports} flows, to {dst_ports} ports of the sink: 64000 flows are 64000 sessions of 4000 mappings (the NAT maps endpoint-independently, one external port per LAN endpoint; 64000 endpoints would fill 99% of the WAN address's port pool and measure port exhaustion).\n",
+        "Generator: live-frame BPF_PROG_RUN, XDP_TX out of its veth; before each measurement the flows start in {steps} groups over one flow cache TTL ({ttl} s), so that their once-a-TTL renewals spread over time as on a gateway (the generator sends the flows in turn: flows started together would renew together, in one burst that a timed window holds wholly or not at all); then {warmup} frames to warm up and {packets} timed; best of {rounds} measurements per router (each set up afresh); router and sink on the same 2 vCPUs. Each LAN endpoint sends {dst_ports} flows, to {dst_ports} ports of the sink: 64000 flows are 64000 sessions of 4000 mappings (the NAT maps endpoint-independently, one external port per LAN endpoint; 64000 endpoints would fill 99% of the WAN address's port pool and measure port exhaustion).\n",
         dst_ports = forwarding::RATE_DST_PORTS,
         steps = forwarding::STAGGER_STEPS,
-        ttl = nat_common::config::NEXT_HOP_TTL_NS / 1_000_000_000,
+        ttl = nat_common::config::FLOW_TTL_NS / 1_000_000_000,
     )?;
     writeln!(
         report,
@@ -1723,12 +1719,13 @@ fn main() -> Result<()> {
         report,
         "## Program cost (BPF_PROG_TEST_RUN, ns per packet, kernel-measured)\n"
     )?;
+    let flow_ttl = nat_common::config::FLOW_TTL_NS / 1_000_000_000;
     writeln!(
         report,
         "{runs} packets per measurement, each run once, best of {rounds}; lookups spread over the table by random sampling. \
-         Established rows: each sampled packet also ran once, untimed, less than a second before, after the route generation moved on (a flow in steady state, whose session and flow cache entry hold a fresh next hop; warmed and timed in chunks of {WARM_CHUNK}). \
-         Each flow also pays one \"next hop expired\" packet per second (NEXT_HOP_TTL); the end-to-end rates below include those. \
-         \"Next hop expired\" rows: one packet per flow, more than NEXT_HOP_TTL after the flow's previous one, so each looks its next hop up again: what one packet per flow costs each second, and after every route or neighbour change. \
+         Established rows: each sampled packet also ran once, untimed, less than a second before, after the route generation moved on (a flow in steady state, whose flow cache entry answers and whose next hop was checked; warmed and timed in chunks of {WARM_CHUNK}). \
+         Each flow also pays one \"entry expired\" packet every {flow_ttl} s (FLOW_TTL_NS), and each next hop one a second (NEXT_HOP_TTL_NS: the first packet of any of its flows after that goes to its session to check it); the end-to-end rates below include those. \
+         \"Entry expired\" rows: one packet per flow, more than FLOW_TTL_NS after the flow's previous one, so each goes back to its session and looks its route up again: what one packet per flow costs every {flow_ttl} s, and after every route or neighbour change. \
          The forwarder looks up the FIB for every packet. \
          \"Flow cache misses\": the share of the NAT's timed packets that went past the flow cache to the session tables (and filled it); \
          a new flow, a SYN-ACK, an ICMP error and a PPTP/IPsec packet never use the cache.\n"
