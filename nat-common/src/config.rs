@@ -26,8 +26,9 @@ pub const ESP_PENDING_NS: u64 = 1_000_000_000;
 pub const ESP_LEARN_COOLDOWN_NS: u64 = 2 * ESP_PENDING_NS;
 
 /// Longest a next hop in the flow cache (a FLOW_HOPS slot) answers before the FIB is asked
-/// again for it, so a neighbour change the daemon did not signal (or made while it was down)
-/// applies within this.
+/// again for it, so a neighbour's new MAC that the daemon did not signal (or made while it
+/// was down) applies within this (within FLOW_TTL_NS if another address still has the old
+/// MAC, which keeps the hop checked).
 pub const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;
 /// Longest a flow cache entry answers before its flow goes back to its session (which
 /// stamps the session for the sweeper, and asks the FIB for the flow's own route): a route

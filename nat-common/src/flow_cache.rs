@@ -581,6 +581,18 @@ mod tests {
     }
 
     #[test]
+    fn a_hop_answers_for_a_second_after_its_check_across_the_stamps_wrap() {
+        for checked in [5, u32::MAX - 5] {
+            assert!(hop_answers(checked, checked));
+            assert!(hop_answers(
+                checked,
+                checked.wrapping_add(HOP_ANSWERS_FOR - 1)
+            ));
+            assert!(!hop_answers(checked, checked.wrapping_add(HOP_ANSWERS_FOR)));
+        }
+    }
+
+    #[test]
     fn an_entry_answers_while_whole_current_and_young() {
         let k = FlowKey::out(&SessionKey::new(IPPROTO_TCP, 1, 2, 3, 4));
         let h = hop(5);

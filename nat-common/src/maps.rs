@@ -374,7 +374,7 @@ impl NextHop {
 ///
 /// 32 bytes, 112 of kernel memory with its key and the hash table's share. (It was 64, with
 /// a next hop and room to spare, when every established packet read it; now only a packet
-/// the flow cache misses does, about one per flow and second.)
+/// the flow cache misses does, about one per flow every few seconds.)
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Session {

@@ -114,15 +114,19 @@ pub fn route(f: &Flow, cfg: &NatConfig, tot_len: u16, now: u64) -> Option<Route>
         return None;
     }
     let slot = hop_slot(f.hop);
+    // The first packet that finds its hop unchecked for a second goes to its session and the
+    // FIB, and its fill stamps the hop again if the FIB still gives it; if not (the neighbour
+    // changed its MAC), every flow of the hop does the same at its next packet. Read before
+    // the hop: a fill writes the hop, then the stamp, so a stamp of a hop that just took the
+    // slot comes with that hop's words, whose tag is not this flow's.
+    let checked = HOP_CHECKED.get_ptr(slot)?;
+    // SAFETY: map value pointer, an aligned u32.
+    if !hop_answers(unsafe { checked.read_volatile() }, stamp(now)) {
+        return None;
+    }
     // A torn read changes the tag, checked next.
     let w = hop_words(slot)?;
     if hop_tag(cfg.flow_seed, w) != hop_ref_tag(f.hop) {
-        return None;
-    }
-    // The first packet that finds its hop unchecked for a second goes to its session and the
-    // FIB, and its fill stamps the hop again if the FIB still gives it; if not (the neighbour
-    // changed its MAC), every flow of the hop does the same at its next packet.
-    if !hop_answers(*HOP_CHECKED.get(slot)?, stamp(now)) {
         return None;
     }
     let hop = CachedHop::from_words(w);
@@ -240,14 +244,17 @@ fn share(seed: u32, hop: &NextHop) -> Option<u32> {
 }
 
 /// Stamps FLOW_HOPS slot `slot` as checked at `resolved`, when a FIB lookup just gave its
-/// hop, unless a stamp of the last HOP_RESTAMP_AFTER is there (the line stays shared).
+/// hop (after `share` wrote it: `route` reads them the other way round), unless a stamp of
+/// the last HOP_RESTAMP_AFTER is there (the line stays shared between CPUs).
 #[inline(always)]
 fn checked(slot: u32, resolved: u32) {
     if let Some(p) = HOP_CHECKED.get_ptr_mut(slot) {
-        // SAFETY: map value pointer; a racing CPU writes a stamp as recent.
+        // SAFETY: map value pointer, an aligned u32. Another CPU may write it at once, a
+        // stamp of the same moment: either is right.
         unsafe {
-            if resolved.wrapping_sub(*p) >= HOP_RESTAMP_AFTER {
-                *p = resolved;
+            // Signed: a stamp another CPU wrote just after this lookup is not older.
+            if resolved.wrapping_sub(p.read_volatile()) as i32 >= HOP_RESTAMP_AFTER as i32 {
+                p.write_volatile(resolved);
             }
         }
     }

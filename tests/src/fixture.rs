@@ -231,12 +231,13 @@ pub fn pptp_call_request(
 }
 
 /// Makes `attempt` (told its number, from 0) until it gives an answer, at most three times. A
-/// flow cache entry alone on its next hop answers for NEXT_HOP_TTL_NS: an attempt that took longer than half of it
-/// (a loaded machine) proves nothing either way, gives None, and is made again.
+/// flow cache entry answers for a limited time (NEXT_HOP_TTL_NS once its next hop goes
+/// unchecked, FLOW_TTL_NS at most): an attempt that took longer than it meant to (a loaded
+/// machine) proves nothing either way, gives None, and is made again.
 pub fn within_half_a_ttl<T>(mut attempt: impl FnMut(u16) -> Option<T>) -> T {
     (0..3)
         .find_map(&mut attempt)
-        .unwrap_or_else(|| panic!("three attempts each took longer than half of NEXT_HOP_TTL_NS"))
+        .unwrap_or_else(|| panic!("three attempts each took longer than the flow cache allows"))
 }
 
 pub fn default_tables() -> Tables {

@@ -12,7 +12,8 @@ use integration_tests::{
     packets::{self, ACK, Flags, SYN, SYN_ACK},
 };
 use nat_common::{
-    config::{FLOW_TTL_NS, NEXT_HOP_TTL_NS, NatConfig, Timeouts},
+    config::{FLOW_TTL_NS, NatConfig, Timeouts},
+    flow_cache,
     maps::{SessionKey, mac_key},
     proto::{IPPROTO_TCP, IPPROTO_UDP},
 };
@@ -436,11 +437,20 @@ fn a_session_lasts_its_timeout_after_a_packet_the_flow_cache_carried() {
             assert!(send(fx, true, &frame, &key));
             assert!(send(fx, true, &frame, &key));
             let stamp = fx.maps.sessions.get(&key, 0).unwrap().last_seen_ns;
-            std::thread::sleep(Duration::from_millis(100));
+            // The third packet comes as late as the entry still carries it, nearly FLOW_TTL_NS
+            // after the stamp, its next hop checked a moment before (as another flow's packet
+            // through the same gateway would have done).
+            std::thread::sleep(Duration::from_nanos(FLOW_TTL_NS) - Duration::from_millis(400));
+            let hop = fx.maps.cached_out(&key).unwrap().expect("cached").hop;
+            let checked = flow_cache::stamp(nat_ctl::monotonic_coarse_ns());
+            fx.maps
+                .hop_checked
+                .set(flow_cache::hop_slot(hop), checked, 0)
+                .unwrap();
             let last = nat_ctl::monotonic_coarse_ns();
             let stamped = send(fx, true, &frame, &key);
-            if nat_ctl::monotonic_coarse_ns() - stamp > NEXT_HOP_TTL_NS / 2 {
-                // A loaded machine: the entry's hop may have aged out.
+            if nat_ctl::monotonic_coarse_ns() - stamp > FLOW_TTL_NS - 200_000_000 {
+                // A loaded machine: the entry may have aged out.
                 return None;
             }
             assert!(!stamped, "the flow cache carried the third packet");

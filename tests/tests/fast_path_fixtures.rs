@@ -284,8 +284,9 @@ fn more_busy_flows_than_a_set_holds_all_stay_cached() {
                 "port {p}: session made"
             );
         }
-        // Entries answer for NEXT_HOP_TTL_NS: a pass that took longer than half of it (a
-        // loaded machine) proves nothing either way, and is tried again.
+        // Entries answer while their hop was checked less than NEXT_HOP_TTL_NS ago: a pass
+        // that took longer than half of it (a loaded machine) proves nothing either way, and
+        // is tried again.
         within_half_a_ttl(|_| {
             // Every entry stops answering: the first pass fills one per flow.
             fx.maps.bump_route_gen().unwrap();
@@ -397,7 +398,8 @@ fn with_both_sets_full_a_fill_takes_the_oldest_way_of_the_two() {
             |fx: &Fixture, p: u16| fx.maps.cached_out(&query_key_from(p)).unwrap().is_some();
         // Filled oldest first: the second set's flows, then the first's (NextHop::resolved
         // counts about milliseconds). A pass that took longer than half of
-        // NEXT_HOP_TTL_NS (a loaded machine) may have seen entries expire, and is tried again.
+        // NEXT_HOP_TTL_NS (a loaded machine) may have seen their hop expire, and is tried
+        // again.
         within_half_a_ttl(|_| {
             fx.maps.bump_route_gen().unwrap();
             let start = std::time::Instant::now();
@@ -657,7 +659,8 @@ fn delivered_to(port: u16, mac: packets::Mac) -> Vec<u8> {
 
 /// Flows that share a next hop share its check: once a second the first packet to find the
 /// hop unchecked goes to its session and the FIB, and the others go on without theirs; a
-/// neighbour change nobody signalled still reaches every flow within a second; and a flow
+/// neighbour's new MAC nobody signalled still reaches every flow within a second (no other
+/// address has the old one here); and a flow
 /// reads its session at least every FLOW_TTL_NS even while others keep its hop checked.
 #[test]
 fn flows_that_share_a_next_hop_share_its_check_once_a_second() {

@@ -21,7 +21,7 @@ impl Daemon<'_> {
                 Ok(()) => log::debug!("route or neighbour change: next hops looked up again"),
                 Err(e) => {
                     log::warn!(
-                        "cannot invalidate next hops ({e:#}); neighbours apply within a second, routes within four"
+                        "cannot invalidate next hops ({e:#}); they follow changes within seconds"
                     )
                 }
             }

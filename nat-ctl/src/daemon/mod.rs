@@ -26,7 +26,7 @@ pub(crate) use plan::{LISTENER_CHECK, Plan, configure, plan};
 
 /// The longest the route generation stays the same: the flow cache's stamps wrap
 /// (`flow_cache::STAMP_WRAP_NS`, about 52 days), after which an entry no flow touched since
-/// would answer again for up to a second, under a generation that never moved (no route or
+/// would answer again for up to FLOW_TTL_NS, under a generation that never moved (no route or
 /// neighbour change, no reload, no netlink). Retiring every entry once a day costs each
 /// flow one more next-hop lookup a day. (While a daemon runs: the data path goes on after
 /// one is killed. And the generation is 16 bits: entries retired 65536 bumps ago could
@@ -75,8 +75,8 @@ impl Daemon<'_> {
         let mut kernel_log =
             unsafe { tokio::io::unix::AsyncFd::register(self.kernel_log.take().expect("logger")) }
                 .map_err(|_| anyhow::anyhow!("cannot watch the aya-log ring buffer"))?;
-        // Without it, flows still pick up a neighbour change within NEXT_HOP_TTL_NS, a route
-        // change within FLOW_TTL_NS.
+        // Without it, flows still pick up a change within FLOW_TTL_NS (a neighbour's new MAC
+        // within NEXT_HOP_TTL_NS, unless another address still has the old one).
         let mut routes = match crate::netlink::RouteWatch::open() {
             Ok(w) => Some(w),
             Err(e) => {
