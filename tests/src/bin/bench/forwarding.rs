@@ -177,6 +177,18 @@ pub struct NewSessionRates {
 }
 
 /// One lab for every configuration: router set up for each in turn.
+/// What `Bench::rate` measured of a router.
+pub struct Rate {
+    /// Packets per second at the sink.
+    pub pps: f64,
+    /// ns per packet its XDP program ran for, in place (None for the kernel's masquerade).
+    pub program_ns: Option<f64>,
+    /// The NAT's flow cache fills per second while the timed packets ran: its flows' trips
+    /// back to their sessions, every FLOW_TTL_NS per flow and once a second per next hop (None
+    /// for the other routers).
+    pub fills_per_sec: Option<f64>,
+}
+
 pub struct Bench {
     /// What the resident case's daemons' sweeper threads used (CPU time), and over how long
     /// (one period of the schedule each, `rate`), summed over the setups.
@@ -319,29 +331,25 @@ impl Bench {
     /// Packets per second through the router set up as `router`, with `flows` flows, and
     /// what its XDP program took per packet in place (`program_ns`) while it forwarded
     /// another `packets` frames after the timed ones (None for the kernel's masquerade).
-    pub fn rate(
-        &mut self,
-        router: Router,
-        flows: u32,
-        warmup: u32,
-        packets: u32,
-    ) -> Result<(f64, Option<f64>)> {
+    pub fn rate(&mut self, router: Router, flows: u32, warmup: u32, packets: u32) -> Result<Rate> {
         let mut setup = self.set_up(router)?;
         self.set_flows(flows, LAN_HOST_A, RATE_DST_PORTS)?;
         let mut tries = 0;
-        let (secs, got) = loop {
+        let fills = |s: &Setup| s.nat.as_ref().map(|n| n.counter("flow_cache_filled"));
+        let (secs, got, filled) = loop {
             let swept = setup.after_a_sweep()?;
             self.start_flows(flows)?;
             self.send(warmup)?;
-            let before = self.sink_count()?;
+            let (before, fills_before) = (self.sink_count()?, fills(&setup));
             let secs = self.send(packets)?;
             let got = self.sink_count()? - before;
+            let filled = fills(&setup).zip(fills_before).map(|(a, b)| a - b);
             let sent = nat_ctl::monotonic_ns();
             // The resident case's packets are timed between two walks of the whole table,
             // whose own cost is measured apart ("The sweeper"): a walk that began before they
             // were all sent voids the try.
             let Some(t) = swept else {
-                break (secs, got);
+                break (secs, got, filled);
             };
             let next = setup.next_walk(t)?;
             if next >= sent {
@@ -353,7 +361,7 @@ impl Bench {
                 setup.sweeper_from = pid.and_then(|p| Some((p, sweeper_cpu(p)?, Instant::now())));
                 let after = setup.next_walk(next)?;
                 setup.walk_ended(after)?;
-                break (secs, got);
+                break (secs, got, filled);
             }
             tries += 1;
             eprintln!("bench: a walk ran while {} was timed", router.name());
@@ -369,7 +377,11 @@ impl Bench {
         if got == 0 {
             bail!("{}: nothing reached the sink", router.name());
         }
-        Ok((got as f64 / secs, program_ns))
+        Ok(Rate {
+            pps: got as f64 / secs,
+            program_ns,
+            fills_per_sec: filled.map(|n| n as f64 / secs),
+        })
     }
 
     /// Nanoseconds per packet the XDP program on the router's LAN side ran for while it

@@ -1218,6 +1218,9 @@ struct Rates {
     kern: f64,
     /// ns per packet each XDP router's program ran for, in place (BPF_ENABLE_STATS).
     nat_ns: f64,
+    /// The NAT's flow cache fills per second during the timed packets, least and most of the
+    /// rounds (forwarding::Rate::fills_per_sec).
+    nat_fills: (f64, f64),
     fwd_ns: f64,
     state_ns: f64,
     /// The NAT's rate with RESIDENT_SESSIONS more sessions in its tables (measured at the
@@ -1479,6 +1482,7 @@ fn forwarding_section(
             nat_ns: f64::MAX,
             fwd_ns: f64::MAX,
             state_ns: f64::MAX,
+            nat_fills: (f64::MAX, 0.0),
             resident: None,
         };
         for _ in 0..rounds {
@@ -1488,10 +1492,13 @@ fn forwarding_section(
                 (Router::XdpForwardState, &mut r.state, Some(&mut r.state_ns)),
                 (Router::KernelMasquerade, &mut r.kern, None),
             ] {
-                let (rate, program_ns) = bench.rate(router, f, warmup, packets)?;
-                *pps = pps.max(rate);
-                if let (Some(best), Some(t)) = (ns, program_ns) {
+                let m = bench.rate(router, f, warmup, packets)?;
+                *pps = pps.max(m.pps);
+                if let (Some(best), Some(t)) = (ns, m.program_ns) {
                     *best = best.min(t);
+                }
+                if let Some(n) = m.fills_per_sec {
+                    r.nat_fills = (r.nat_fills.0.min(n), r.nat_fills.1.max(n));
                 }
             }
         }
@@ -1518,8 +1525,11 @@ fn forwarding_section(
         );
         let mut best: f64 = 0.0;
         for _ in 0..rounds {
-            let (rate, _) = bench.rate(Router::XdpNatResident, r.flows, warmup, packets)?;
-            best = best.max(rate);
+            best = best.max(
+                bench
+                    .rate(Router::XdpNatResident, r.flows, warmup, packets)?
+                    .pps,
+            );
         }
         r.resident = Some(best);
         writeln!(
@@ -1596,24 +1606,28 @@ fn forwarding_section(
 fn in_place_section(report: &mut String, rates: &[Rates], packets: u32, rounds: u32) -> Result<()> {
     writeln!(
         report,
-        "\n### The routers' programs in place (ns per packet)\n\nHow long each router's XDP program ran per packet while it forwarded, by the kernel's run-time statistics (BPF_ENABLE_STATS: run_time_ns / run_cnt), over another {packets} frames sent right after each timed measurement (the statistics cost two clock reads per packet, which the timed one does not pay); best of {rounds}. \"NAT - forwarder, wall time\" is the difference in what one packet costs end to end at the measured rates (1 / packets per second), to set beside the difference in program time.\n"
+        "\n### The routers' programs in place (ns per packet)\n\nHow long each router's XDP program ran per packet while it forwarded, by the kernel's run-time statistics (BPF_ENABLE_STATS: run_time_ns / run_cnt), over another {packets} frames sent right after each timed measurement (the statistics cost two clock reads per packet, which the timed one does not pay); best of {rounds}. \"NAT - forwarder, wall time\" is the difference in what one packet costs end to end at the measured rates (1 / packets per second), to set beside the difference in program time. \
+         \"xdp-nat renewals\": the NAT's flow cache fills per second during the timed packets (least and most of the rounds), each a flow's trip back to its session and the FIB, which its program time includes: every {flow_ttl} s per flow (FLOW_TTL_NS), and once a second per next hop.\n",
+        flow_ttl = nat_common::config::FLOW_TTL_NS / 1_000_000_000,
     )?;
     writeln!(
         report,
-        "| flows | xdp-nat ns | bare forwarder ns | forwarder + state read ns | NAT - forwarder, program ns | NAT - forwarder, wall time ns | NAT - (forwarder + state read), program ns |"
+        "| flows | xdp-nat ns | bare forwarder ns | forwarder + state read ns | NAT - forwarder, program ns | NAT - forwarder, wall time ns | NAT - (forwarder + state read), program ns | xdp-nat renewals per second |"
     )?;
-    writeln!(report, "|---:|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(report, "|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     for r in rates {
         writeln!(
             report,
-            "| {} | {:.1} | {:.1} | {:.1} | {:+.1} | {:+.1} | {:+.1} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:+.1} | {:+.1} | {:+.1} | {:.0}-{:.0} |",
             r.flows,
             r.nat_ns,
             r.fwd_ns,
             r.state_ns,
             r.nat_ns - r.fwd_ns,
             1e9 / r.nat - 1e9 / r.fwd,
-            r.nat_ns - r.state_ns
+            r.nat_ns - r.state_ns,
+            r.nat_fills.0,
+            r.nat_fills.1
         )?;
     }
     Ok(())
