@@ -62,6 +62,7 @@ const fn layout_version() -> u32 {
         maps::Forward,
         flow_cache::CachedFlow,
         flow_cache::CachedHop,
+        flow_cache::HopSlot,
         expiry::SweepWalk,
         expiry::Expiring,
     );

@@ -28,7 +28,6 @@ pub mod names {
         FLOWS_OUT,
         FLOWS_IN,
         FLOW_HOPS,
-        HOP_CHECKED,
         FILTERS,
         PORT_POOL,
         PORT_IN_POOL,

@@ -12,7 +12,7 @@ use nat_common::{
     config::{LAYOUT_VERSION, NatConfig},
     counters::{Counter, NUM_COUNTERS},
     expiry::SweepWalk,
-    flow_cache::{self, CachedFlow, CachedHop, Flow, FlowKey},
+    flow_cache::{self, CachedFlow, CachedHop, Flow, FlowKey, HopSlot},
     maps::{
         EndpointKey, EspKey, EspLearner, ExternalKey, Forward, FragEntry, FragKey, FragQuota,
         IkeKey, Mapping, Owner, PeerId, PeerIdKey, PptpCall, PptpCallKey, PptpClientKey, ReplyKey,
@@ -35,9 +35,7 @@ pub struct NatMaps {
     pub sessions: HashMap<MapData, SessionKey, Session>,
     pub flows_out: Array<MapData, CachedFlow>,
     pub flows_in: Array<MapData, CachedFlow>,
-    pub flow_hops: Array<MapData, CachedHop>,
-    /// When a FIB lookup last gave each FLOW_HOPS slot's hop (`flow_cache::stamp` units).
-    pub hop_checked: Array<MapData, u32>,
+    pub flow_hops: Array<MapData, HopSlot>,
     pub filters: HashMap<MapData, SessionKey, u64>,
     pub port_pool: Array<MapData, u64>,
     pub port_in_pool: Array<MapData, u64>,
@@ -132,7 +130,6 @@ impl NatMaps {
             flows_out: get(names::FLOWS_OUT)?.try_into()?,
             flows_in: get(names::FLOWS_IN)?.try_into()?,
             flow_hops: get(names::FLOW_HOPS)?.try_into()?,
-            hop_checked: get(names::HOP_CHECKED)?.try_into()?,
             filters: get(names::FILTERS)?.try_into()?,
             port_pool: get(names::PORT_POOL)?.try_into()?,
             port_in_pool: get(names::PORT_IN_POOL)?.try_into()?,
@@ -577,12 +574,28 @@ impl NatMaps {
 
     /// The next hop of a cached flow (`Flow::hop`), if its slot still holds it.
     pub fn cached_hop(&self, hop_ref: u32) -> Result<Option<CachedHop>> {
-        let hop = self
-            .flow_hops
-            .get(&flow_cache::hop_slot(hop_ref), 0)
-            .context("reading FLOW_HOPS")?;
+        let hop = self.hop_slot(hop_ref)?.hop;
         let seed = self.read_config()?.flow_seed;
         Ok((hop.tag(seed) == flow_cache::hop_ref_tag(hop_ref)).then_some(hop))
+    }
+
+    /// The FLOW_HOPS slot hop reference `hop_ref` points at, whatever it holds.
+    pub fn hop_slot(&self, hop_ref: u32) -> Result<HopSlot> {
+        self.flow_hops
+            .get(&flow_cache::hop_slot(hop_ref), 0)
+            .context("reading FLOW_HOPS")
+    }
+
+    /// Marks the next hop in the slot `hop_ref` points at as checked by a FIB lookup at
+    /// `checked` (`flow_cache::stamp` units), as the fill of another flow through it would.
+    pub fn set_hop_checked(&mut self, hop_ref: u32, checked: u32) -> Result<()> {
+        let slot = HopSlot {
+            checked,
+            ..self.hop_slot(hop_ref)?
+        };
+        self.flow_hops
+            .set(flow_cache::hop_slot(hop_ref), slot, 0)
+            .context("writing FLOW_HOPS")
     }
 
     pub fn mappings(&self) -> Result<Vec<(ExternalKey, Mapping)>> {

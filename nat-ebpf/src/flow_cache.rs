@@ -8,15 +8,15 @@ use nat_common::{
     counters::Counter,
     flow_cache::{
         ANSWERS_FOR, CachedFlow, CachedHop, ENTRY_GONE, FLOW_WAYS, FLOW_WORDS, Flow, FlowKey,
-        HOP_RESTAMP_AFTER, HOP_WAYS, first_entry, hop_answers, hop_ref, hop_ref_tag, hop_set,
-        hop_slot, hop_tag, set_entries, stamp,
+        HOP_RESTAMP_AFTER, HOP_WAYS, HopSlot, first_entry, hop_answers, hop_ref, hop_ref_tag,
+        hop_set, hop_slot, hop_tag, set_entries, stamp,
     },
     maps::NextHop,
 };
 
 use crate::{
     forward::{Route, answers},
-    maps::{FLOW_HOPS, HOP_CHECKED, config, count},
+    maps::{FLOW_HOPS, config, count},
 };
 
 /// Word `j` of the entry at `p`.
@@ -107,25 +107,27 @@ pub fn prefetch(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey) {
 /// The route `f` gives a packet of `tot_len` bytes, if the entry still answers: filled under
 /// the current route generation less than FLOW_TTL_NS ago, for packets at least this long,
 /// its next hop still in FLOW_HOPS (another hop may have taken its slot) and given by a FIB
-/// lookup less than NEXT_HOP_TTL_NS ago (HOP_CHECKED).
+/// lookup less than NEXT_HOP_TTL_NS ago (`HopSlot::checked`).
 #[inline(always)]
 pub fn route(f: &Flow, cfg: &NatConfig, tot_len: u16, now: u64) -> Option<Route> {
     if !answers(f.resolved, f.route_gen, f.max_len, cfg, tot_len, now) {
         return None;
     }
-    let slot = hop_slot(f.hop);
+    let slot = FLOW_HOPS.get_ptr(hop_slot(f.hop))?;
     // The first packet that finds its hop unchecked for a second goes to its session and the
     // FIB, and its fill stamps the hop again if the FIB still gives it; if not (the neighbour
     // changed its MAC), every flow of the hop does the same at its next packet. Read before
     // the hop: a fill writes the hop, then the stamp, so a stamp of a hop that just took the
     // slot comes with that hop's words, whose tag is not this flow's.
-    let checked = HOP_CHECKED.get_ptr(slot)?;
-    // SAFETY: map value pointer, an aligned u32.
-    if !hop_answers(unsafe { checked.read_volatile() }, stamp(now)) {
+    // SAFETY: map value pointer, an aligned u32 field.
+    if !hop_answers(
+        unsafe { (&raw const (*slot).checked).read_volatile() },
+        stamp(now),
+    ) {
         return None;
     }
     // A torn read changes the tag, checked next.
-    let w = hop_words(slot)?;
+    let w = slot_words(slot);
     if hop_tag(cfg.flow_seed, w) != hop_ref_tag(f.hop) {
         return None;
     }
@@ -205,12 +207,18 @@ fn place(map: &Array<CachedFlow>, cfg: &NatConfig, key: &FlowKey, now: u32) -> O
     })
 }
 
-/// FLOW_HOPS slot `i` as the two words a hop is stored as (`CachedHop::words`).
+/// The hop in FLOW_HOPS slot `slot` as the two words it is stored as (`CachedHop::words`).
+#[inline(always)]
+fn slot_words(slot: *const HopSlot) -> [u64; 2] {
+    let p = slot.cast::<u64>();
+    // SAFETY: a map value whose first two words are the hop.
+    unsafe { [p.read_volatile(), p.add(1).read_volatile()] }
+}
+
+/// `slot_words` of FLOW_HOPS slot `i`.
 #[inline(always)]
 fn hop_words(i: u32) -> Option<[u64; 2]> {
-    let p = FLOW_HOPS.get_ptr(i)?.cast::<u64>();
-    // SAFETY: a map value of two words.
-    Some(unsafe { [p.read_volatile(), p.add(1).read_volatile()] })
+    FLOW_HOPS.get_ptr(i).map(slot_words)
 }
 
 /// Puts `hop` in FLOW_HOPS, unless its set already holds it, and returns where it is
@@ -248,10 +256,11 @@ fn share(seed: u32, hop: &NextHop) -> Option<u32> {
 /// the last HOP_RESTAMP_AFTER is there (the line stays shared between CPUs).
 #[inline(always)]
 fn checked(slot: u32, resolved: u32) {
-    if let Some(p) = HOP_CHECKED.get_ptr_mut(slot) {
-        // SAFETY: map value pointer, an aligned u32. Another CPU may write it at once, a
-        // stamp of the same moment: either is right.
+    if let Some(s) = FLOW_HOPS.get_ptr_mut(slot) {
+        // SAFETY: map value pointer, an aligned u32 field. Another CPU may write it at once,
+        // a stamp of the same moment: either is right.
         unsafe {
+            let p = &raw mut (*s).checked;
             // Signed: a stamp another CPU wrote just after this lookup is not older.
             if resolved.wrapping_sub(p.read_volatile()) as i32 >= HOP_RESTAMP_AFTER as i32 {
                 p.write_volatile(resolved);

@@ -11,7 +11,7 @@ use nat_common::{
     config::NatConfig,
     counters::{Counter, NUM_COUNTERS},
     expiry::{self, Expiring, PORT_OWNER_SLOTS, PORTS_LIVE_WORDS, SweepWalk},
-    flow_cache::{self, CachedFlow, CachedHop},
+    flow_cache::{self, CachedFlow, HopSlot},
     maps::{
         DEFAULT_MAX_ESP_SPIS, DEFAULT_MAX_FRAGS, DEFAULT_MAX_IKE_SAS, DEFAULT_MAX_MAPPINGS,
         DEFAULT_MAX_PPTP_CALLS, DEFAULT_MAX_SESSIONS, EndpointKey, EspKey, EspLearner, ExternalKey,
@@ -59,22 +59,15 @@ pub static FLOWS_OUT: Array<CachedFlow> =
 pub static FLOWS_IN: Array<CachedFlow> =
     Array::with_max_entries(flow_cache::entries_for(DEFAULT_MAX_SESSIONS), FLOWS_FLAGS);
 
-/// Next hops of the cached flows, each once, in the slot its tag picks (flow_cache::hop_slot).
+/// Next hops of the cached flows, each once, in the slot its tag picks (flow_cache::hop_slot),
+/// with when a FIB lookup last gave each (`HopSlot::checked`).
 #[map]
-pub static FLOW_HOPS: Array<CachedHop> =
-    Array::with_max_entries(flow_cache::HOP_SLOTS, FLOWS_FLAGS);
-
-/// When a FIB lookup last gave the next hop in each FLOW_HOPS slot (flow_cache::stamp
-/// units): a hop answers NEXT_HOP_TTL_NS after it (flow_cache::hop_answers), and the fill of
-/// any flow that the FIB sends there again stamps it.
-#[map]
-pub static HOP_CHECKED: Array<u32> = Array::with_max_entries(flow_cache::HOP_SLOTS, 0);
+pub static FLOW_HOPS: Array<HopSlot> = Array::with_max_entries(flow_cache::HOP_SLOTS, FLOWS_FLAGS);
 
 /// A plain array's values start 312 bytes into its allocation (after struct bpf_array, on
 /// 6.x kernels), so a set of four 32-byte flow entries would straddle a pair of cache lines,
-/// and the first of each set of four 16-byte hops (the way most hops sit in) would straddle
-/// two; an mmapable array's values start on a page. Nothing maps these: the flag is for the
-/// alignment.
+/// and a 32-byte hop slot (its hop and stamp) two lines; an mmapable array's values start on
+/// a page. Nothing maps these: the flag is for the alignment.
 const FLOWS_FLAGS: u32 = BPF_F_MMAPABLE;
 
 /// Mapping + remote address (port 0) -> creation time: the remote hosts a mapping has sent

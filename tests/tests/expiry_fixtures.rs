@@ -443,10 +443,7 @@ fn a_session_lasts_its_timeout_after_a_packet_the_flow_cache_carried() {
             std::thread::sleep(Duration::from_nanos(FLOW_TTL_NS) - Duration::from_millis(400));
             let hop = fx.maps.cached_out(&key).unwrap().expect("cached").hop;
             let checked = flow_cache::stamp(nat_ctl::monotonic_coarse_ns());
-            fx.maps
-                .hop_checked
-                .set(flow_cache::hop_slot(hop), checked, 0)
-                .unwrap();
+            fx.maps.set_hop_checked(hop, checked).unwrap();
             let last = nat_ctl::monotonic_coarse_ns();
             let stamped = send(fx, true, &frame, &key);
             if nat_ctl::monotonic_coarse_ns() - stamp > FLOW_TTL_NS - 200_000_000 {

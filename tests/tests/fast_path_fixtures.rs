@@ -580,8 +580,8 @@ fn a_next_hop_slot_another_hop_took_is_a_miss() {
         let slot = flow_cache::hop_slot(hop);
         // Another next hop took the slot: the reply must not go to that MAC; it takes the
         // full path (the FIB's answer) and shares its hop again.
-        let mut other = fx.maps.cached_hop(hop).unwrap().expect("hop");
-        other.dmac = OTHER_MAC;
+        let mut other = fx.maps.hop_slot(hop).unwrap();
+        other.hop.dmac = OTHER_MAC;
         fx.maps.flow_hops.set(slot, other, 0).unwrap();
         let fills = fx.counter("flow_cache_filled");
         assert_eq!(fx.from_wan(&reply()), (XDP_REDIRECT, delivered(HOST_A_MAC)));
@@ -745,9 +745,8 @@ fn flows_that_share_a_next_hop_share_its_check_once_a_second() {
             .unwrap()
             .expect("cached");
         let hop_checked_now = |fx: &mut Fixture| {
-            let slot = flow_cache::hop_slot(filled.hop);
             let now = flow_cache::stamp(nat_ctl::monotonic_coarse_ns());
-            fx.maps.hop_checked.set(slot, now, 0).unwrap();
+            fx.maps.set_hop_checked(filled.hop, now).unwrap();
         };
         let ttl = Duration::from_nanos(FLOW_TTL_NS);
         std::thread::sleep(ttl / 2);
