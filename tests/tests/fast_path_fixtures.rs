@@ -62,11 +62,21 @@ fn query_from(port: u16) -> Vec<u8> {
 }
 
 fn reply() -> Vec<u8> {
-    packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, 5353, b"a")
+    reply_to(5353)
+}
+
+/// A reply from the server to LAN host A's `port` (its external port: the NAT kept it).
+fn reply_to(port: u16) -> Vec<u8> {
+    packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, port, b"a")
 }
 
 /// The reply as delivered to host A at `mac`.
 fn delivered(mac: packets::Mac) -> Vec<u8> {
+    delivered_to(5353, mac)
+}
+
+/// `reply_to(port)` as delivered to host A at `mac`.
+fn delivered_to(port: u16, mac: packets::Mac) -> Vec<u8> {
     packets::udp(
         &Hdr {
             smac: LAN_MAC,
@@ -76,7 +86,7 @@ fn delivered(mac: packets::Mac) -> Vec<u8> {
             ttl: 63,
         },
         53,
-        5353,
+        port,
         b"a",
     )
 }
@@ -634,27 +644,6 @@ fn replies_keep_their_next_hop_until_a_route_change_or_its_ttl() {
         assert_eq!(fx.from_wan(&reply()).1, delivered(OTHER_MAC));
         assert_eq!(fx.counter("in_redirected"), 5);
     });
-}
-
-/// A reply from the server to LAN host A's `port` (its external port: the NAT kept it).
-fn reply_to(port: u16) -> Vec<u8> {
-    packets::udp(&wan_hdr(SERVER, SERVER_MAC), 53, port, b"a")
-}
-
-/// `reply_to(port)` as delivered to host A at `mac`.
-fn delivered_to(port: u16, mac: packets::Mac) -> Vec<u8> {
-    packets::udp(
-        &Hdr {
-            smac: LAN_MAC,
-            dmac: mac,
-            src: SERVER,
-            dst: LAN_HOST_A,
-            ttl: 63,
-        },
-        53,
-        port,
-        b"a",
-    )
 }
 
 /// Flows that share a next hop share its check: once a second the first packet to find the
